@@ -1,0 +1,3 @@
+//! The Altostrat Managed VPN API boundary.
+
+pub mod model;
