@@ -133,7 +133,7 @@ up() {
      ! wait_for 60 "namespace default" curl "${c[@]}" "https://127.0.0.1:$ap/api/v1/namespaces/default"; then
     tail -40 "$dir/kube-apiserver.log" >&2; down "$dir"; return 1
   fi
-  local b64; b64() { base64 -w0 "$dir/$1"; }
+  b64() { base64 -w0 "$dir/$1"; }
   cat >"$dir/kubeconfig" <<KCFG
 apiVersion: v1
 kind: Config
