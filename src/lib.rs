@@ -1,4 +1,5 @@
-//! Altostrat VPN operator: reconciles `VpnInstance` and `VpnPeer` custom resources against the
-//! Altostrat Managed VPN API.
+//! Kubernetes operator for Altostrat Managed VPN: `VpnInstance` and `VpnPeer` resources are
+//! reconciled against the Altostrat REST API.
 
 pub mod altostrat;
+pub mod crd;

@@ -1,0 +1,201 @@
+//! `VpnInstance`: a managed VPN hub in one Altostrat region.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{DeletionPolicy, SecretReference};
+
+/// Desired state of an Altostrat managed VPN instance (a cloud VPN hub).
+///
+/// `hostname` and `region` are fixed when the instance is created; every other field is
+/// reconciled continuously, so out-of-band edits in the Altostrat portal are reverted.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "vpn.altostrat.io",
+    version = "v1alpha1",
+    kind = "VpnInstance",
+    plural = "vpninstances",
+    shortname = "vpni",
+    category = "altostrat",
+    namespaced,
+    status = "VpnInstanceStatus",
+    doc = "A managed VPN hub in an Altostrat region.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "Hostname", type_ = "string", json_path = ".status.hostname"),
+    printcolumn(
+        name = "Instance ID",
+        type_ = "string",
+        json_path = ".status.instanceId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!has(oldSelf.instanceId) || (has(self.instanceId) && self.instanceId == oldSelf.instanceId)").message("instanceId cannot be changed or removed once set"))]
+#[serde(rename_all = "camelCase")]
+pub struct VpnInstanceSpec {
+    /// Display name of the instance in Altostrat (3 to 20 characters).
+    #[schemars(length(min = 3, max = 20))]
+    pub name: String,
+
+    /// DNS label that becomes the instance's public name `<hostname>.vpn.altostr.at`.
+    /// Lowercase letters, digits and inner hyphens, 3 to 20 characters, unique across
+    /// Altostrat; the reserved labels www, api, vpn, mail, cdn and ns are refused.
+    /// Immutable: a different hostname needs a new VpnInstance.
+    #[schemars(
+        length(min = 3, max = 20),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("hostname is immutable; create a new VpnInstance to change it"))]
+    #[x_kube(validation = Rule::new("!(self in ['www', 'api', 'vpn', 'mail', 'cdn', 'ns'])").message("hostname must not be a reserved label (www, api, vpn, mail, cdn, ns)"))]
+    pub hostname: String,
+
+    /// Region code the hub runs in, a city key of `GET /vpn/servers/regions` such as `sjc`
+    /// or `fra`. Immutable: moving regions needs a new VpnInstance.
+    #[schemars(length(min = 2, max = 16), regex(pattern = r"^[a-z0-9-]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable; create a new VpnInstance to change it"))]
+    pub region: String,
+
+    /// Routes (CIDR notation) pushed to connecting clients. The full list is sent on every
+    /// update: routes removed here are removed in Altostrat.
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new("self.all(r, isCIDR(r))").message("every pushedRoutes entry must be a CIDR such as 10.0.0.0/8"))]
+    pub pushed_routes: Vec<String>,
+
+    /// Public DNS resolvers (2 to 4 IPv4 addresses) handed to clients. When omitted, the
+    /// resolvers Altostrat assigned at creation are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 4), inner(length(max = 15)))]
+    #[x_kube(validation = Rule::new("self.all(a, isIP(a) && ip(a).family() == 4)").message("every publicDns entry must be an IPv4 address"))]
+    pub public_dns: Option<Vec<String>>,
+
+    /// Domains resolved through the split-DNS resolvers (at most 8).
+    #[serde(default)]
+    #[schemars(length(max = 8), inner(length(min = 1, max = 253)))]
+    pub domains: Vec<String>,
+
+    /// Private resolvers (IPv4) used for `domains`.
+    #[serde(default)]
+    #[schemars(length(max = 8), inner(length(max = 15)))]
+    #[x_kube(validation = Rule::new("self.all(a, isIP(a) && ip(a).family() == 4)").message("every splitDns entry must be an IPv4 address"))]
+    pub split_dns: Vec<String>,
+
+    /// Custom records served by the instance's DNS proxy.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub dns_custom: Vec<DnsRecord>,
+
+    /// What to do with the Altostrat instance when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Secret in this namespace whose `token` key holds the Altostrat API token to use for
+    /// this instance and its peers. Defaults to the operator's own token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretReference>,
+
+    /// Adopt an existing Altostrat instance by its id instead of creating one. Cannot be
+    /// changed or removed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub instance_id: Option<String>,
+}
+
+/// A custom DNS record served by the instance.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.type != 'A' || (isIP(self.value) && ip(self.value).family() == 4)").message("an A record's value must be an IPv4 address"))]
+pub struct DnsRecord {
+    /// Record name, e.g. `fileserver.internal.corp`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Record type.
+    #[serde(rename = "type")]
+    pub kind: DnsRecordKind,
+    /// Record value: an IPv4 address for `A`, a host name for `CNAME`.
+    #[schemars(length(min = 1, max = 253))]
+    pub value: String,
+}
+
+/// DNS record types Altostrat serves.
+#[derive(
+    JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum DnsRecordKind {
+    A,
+    #[serde(rename = "CNAME")]
+    Cname,
+}
+
+/// Observed state of the instance, as last read from Altostrat.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpnInstanceStatus {
+    /// Altostrat id of the instance; recorded as soon as it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Fully qualified public name of the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Initial server setup finished.
+    #[serde(default)]
+    pub configured: bool,
+    /// RSA certificates generated.
+    #[serde(default)]
+    pub rsa_ready: bool,
+    /// Diffie-Hellman parameters generated.
+    #[serde(default)]
+    pub diffie_hellman_ready: bool,
+    /// The server is up and accepting peers.
+    #[serde(default)]
+    pub server_ready: bool,
+    /// Configuration changes Altostrat is still applying (empty when converged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_changes: Vec<String>,
+    /// Firewall rules on the instance (read-only; managed by Altostrat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewall: Vec<FirewallRuleStatus>,
+    /// When Altostrat created the instance (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the hub is provisioned and matches the spec) and `Synced` (the last attempt
+    /// to apply the spec succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// A firewall rule as reported by Altostrat.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallRuleStatus {
+    /// Rule name.
+    pub name: String,
+    /// tcp, udp, icmp, gre, esp or ah.
+    pub protocol: String,
+    /// Port or port range, if the protocol has ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// Source CIDR.
+    pub source: String,
+    /// Destination CIDR.
+    pub destination: String,
+}

@@ -1,0 +1,148 @@
+//! `VpnPeer`: a user (client) or an SDX site connected to a `VpnInstance`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::DeletionPolicy;
+
+/// Desired state of a peer of an Altostrat VPN instance.
+///
+/// `type`, `protocol`, `userId`, `siteId` and `instanceRef` are fixed at creation (Altostrat
+/// cannot change them in place); `routeAll` (clients) and `subnets` (sites) are reconciled.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "vpn.altostrat.io",
+    version = "v1alpha1",
+    kind = "VpnPeer",
+    plural = "vpnpeers",
+    shortname = "vpnp",
+    category = "altostrat",
+    namespaced,
+    status = "VpnPeerStatus",
+    doc = "A client or site peer of an Altostrat VPN instance.",
+    printcolumn(
+        name = "Instance",
+        type_ = "string",
+        json_path = ".spec.instanceRef.name"
+    ),
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Connected", type_ = "boolean", json_path = ".status.connected"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.type != 'client' || self.protocol == 'wireguard'").message("client peers must use protocol wireguard"))]
+#[x_kube(validation = Rule::new("self.type != 'client' || has(self.userId)").message("client peers require userId"))]
+#[x_kube(validation = Rule::new("self.type != 'client' || (!has(self.siteId) && !has(self.subnets))").message("siteId and subnets apply to site peers only"))]
+#[x_kube(validation = Rule::new("self.type != 'site' || (has(self.siteId) && has(self.subnets) && size(self.subnets) > 0)").message("site peers require siteId and at least one subnet"))]
+#[x_kube(validation = Rule::new("self.type != 'site' || (!has(self.userId) && !has(self.routeAll))").message("userId and routeAll apply to client peers only"))]
+#[x_kube(validation = Rule::new("self.type == oldSelf.type && self.protocol == oldSelf.protocol").message("type and protocol are immutable; create a new VpnPeer to change them"))]
+#[x_kube(validation = Rule::new("has(self.userId) == has(oldSelf.userId) && (!has(self.userId) || self.userId == oldSelf.userId)").message("userId is immutable; create a new VpnPeer to change it"))]
+#[x_kube(validation = Rule::new("has(self.siteId) == has(oldSelf.siteId) && (!has(self.siteId) || self.siteId == oldSelf.siteId)").message("siteId is immutable; create a new VpnPeer to change it"))]
+#[serde(rename_all = "camelCase")]
+pub struct VpnPeerSpec {
+    /// The VpnInstance (in this namespace) the peer connects to. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("instanceRef is immutable; create a new VpnPeer to move it"))]
+    pub instance_ref: InstanceReference,
+
+    /// `client`: one user with remote access; `site`: an SDX-managed site (site-to-site).
+    #[serde(rename = "type")]
+    pub kind: PeerKind,
+
+    /// Tunnel protocol. Client peers must use `wireguard`.
+    pub protocol: PeerProtocol,
+
+    /// Altostrat user id (UUID) of a client peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub user_id: Option<String>,
+
+    /// Client peers only: send all traffic through the VPN (full tunnel) instead of only the
+    /// instance's pushed routes. Defaults to false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_all: Option<bool>,
+
+    /// Altostrat site id (UUID) of a site peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub site_id: Option<String>,
+
+    /// Site peers only: subnets (CIDR) the site advertises to the VPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new("self.all(s, isCIDR(s))").message("every subnets entry must be a CIDR such as 192.168.10.0/24"))]
+    pub subnets: Option<Vec<String>>,
+
+    /// What to do with the Altostrat peer when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Reference to a VpnInstance in the peer's namespace.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceReference {
+    /// Name of the VpnInstance.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kind of peer.
+#[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    Client,
+    Site,
+}
+
+/// Tunnel protocol of a peer.
+#[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerProtocol {
+    Wireguard,
+    Openvpn,
+}
+
+/// Observed state of the peer, as last read from Altostrat.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpnPeerStatus {
+    /// Altostrat id of the peer; recorded as soon as it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<String>,
+    /// Altostrat id of the instance the peer was created on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Whether the peer is connected right now (as of the last observation).
+    #[serde(default)]
+    pub connected: bool,
+    /// Public IP the peer is connected from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_from: Option<String>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the peer exists and matches the spec) and `Synced` (the last attempt to
+    /// apply the spec succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
