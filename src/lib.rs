@@ -2,4 +2,11 @@
 //! reconciled against the Altostrat REST API.
 
 pub mod altostrat;
+pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod server;
+pub mod telemetry;

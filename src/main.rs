@@ -1,12 +1,41 @@
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out: Option<PathBuf> = std::env::args().nth(2).map(PathBuf::from);
-    for (name, yaml) in altostrat_vpn_operator::crd::render_all()? {
-        match &out {
-            Some(dir) => std::fs::write(dir.join(name), yaml)?,
-            None => print!("---\n{yaml}"),
+use altostrat_vpn_operator::config::{Cli, Command};
+use altostrat_vpn_operator::{crd, operator, telemetry};
+use clap::Parser;
+
+fn write_crds(dirs: &[std::path::PathBuf]) -> Result<(), operator::BoxError> {
+    let rendered = crd::render_all()?;
+    if dirs.is_empty() {
+        for (_, yaml) in &rendered {
+            print!("---\n{yaml}");
+        }
+        return Ok(());
+    }
+    for dir in dirs {
+        std::fs::create_dir_all(dir)?;
+        for (name, yaml) in &rendered {
+            std::fs::write(dir.join(name), yaml)?;
         }
     }
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds(args) => write_crds(&args.output_dirs),
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            operator::run(*args).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vpn-operator: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,3 +1,181 @@
 //! The Altostrat Managed VPN API boundary.
+//!
+//! Controllers only see the narrow [`VpnApi`] trait. The production stack is
+//! [`Resilient`]`<`[`HttpClient`]`>`: the HTTP client performs exactly one request per call and
+//! classifies the answer; the wrapper owns rate limiting, retries and `Retry-After`.
 
+mod error;
+mod http;
 pub mod model;
+mod ratelimit;
+mod resilient;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+pub use error::{ApiError, classify, parse_retry_after};
+pub use http::{HttpClient, HttpClientConfig};
+pub use ratelimit::RateLimiter;
+pub use resilient::{Resilient, RetryPolicy};
+
+use model::{
+    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
+    RegionResponse,
+};
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// An Altostrat API token. It lives in memory only; `Debug` and `Display` never reveal it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ApiToken(Arc<str>);
+
+impl ApiToken {
+    pub fn new(token: impl AsRef<str>) -> Self {
+        Self(Arc::from(token.as_ref().trim()))
+    }
+
+    /// The secret itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// Every operation of the API. The `Display` form ("METHOD /path/template") is the bounded
+/// label used in metrics and errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    ListInstances,
+    CreateInstance,
+    GetInstance,
+    UpdateInstance,
+    DeleteInstance,
+    ListPeers,
+    CreatePeer,
+    GetPeer,
+    UpdatePeer,
+    DeletePeer,
+    ListSiteSubnets,
+    ListRegions,
+    GetClientConfiguration,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 13] = [
+        Self::ListInstances,
+        Self::CreateInstance,
+        Self::GetInstance,
+        Self::UpdateInstance,
+        Self::DeleteInstance,
+        Self::ListPeers,
+        Self::CreatePeer,
+        Self::GetPeer,
+        Self::UpdatePeer,
+        Self::DeletePeer,
+        Self::ListSiteSubnets,
+        Self::ListRegions,
+        Self::GetClientConfiguration,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ListInstances => "GET /vpn/instances",
+            Self::CreateInstance => "POST /vpn/instances",
+            Self::GetInstance => "GET /vpn/instances/{instanceId}",
+            Self::UpdateInstance => "PUT /vpn/instances/{instanceId}",
+            Self::DeleteInstance => "DELETE /vpn/instances/{instanceId}",
+            Self::ListPeers => "GET /vpn/instances/{instanceId}/peers",
+            Self::CreatePeer => "POST /vpn/instances/{instanceId}/peers",
+            Self::GetPeer => "GET /vpn/instances/{instanceId}/peers/{peerId}",
+            Self::UpdatePeer => "PUT /vpn/instances/{instanceId}/peers/{peerId}",
+            Self::DeletePeer => "DELETE /vpn/instances/{instanceId}/peers/{peerId}",
+            Self::ListSiteSubnets => "GET /vpn/site/{siteId}/subnets",
+            Self::ListRegions => "GET /vpn/servers/regions",
+            Self::GetClientConfiguration => "GET /vpn/client",
+        }
+    }
+
+    /// Whether repeating the request cannot create a second object. POSTs are not: a
+    /// request that timed out may have been applied, so they are never retried blindly.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Self::CreateInstance | Self::CreatePeer)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operations the controllers need from Altostrat. Each call carries the token to use,
+/// because resources may bring their own credentials.
+pub trait VpnApi: Send + Sync + 'static {
+    fn list_regions(&self, token: &ApiToken) -> impl Future<Output = ApiResult<RegionResponse>> + Send;
+    fn list_instances(&self, token: &ApiToken) -> impl Future<Output = ApiResult<Vec<Instance>>> + Send;
+    fn get_instance(&self, token: &ApiToken, id: &str) -> impl Future<Output = ApiResult<Instance>> + Send;
+    fn create_instance(
+        &self,
+        token: &ApiToken,
+        body: &InstanceCreate,
+    ) -> impl Future<Output = ApiResult<Instance>> + Send;
+    fn update_instance(
+        &self,
+        token: &ApiToken,
+        id: &str,
+        body: &InstanceUpdate,
+    ) -> impl Future<Output = ApiResult<Instance>> + Send;
+    fn delete_instance(&self, token: &ApiToken, id: &str) -> impl Future<Output = ApiResult<()>> + Send;
+    fn list_peers(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        kind: Option<PeerType>,
+    ) -> impl Future<Output = ApiResult<Vec<Peer>>> + Send;
+    fn get_peer(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        peer_id: &str,
+    ) -> impl Future<Output = ApiResult<Peer>> + Send;
+    fn create_peer(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        body: &PeerCreate,
+    ) -> impl Future<Output = ApiResult<Peer>> + Send;
+    fn update_peer(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        peer_id: &str,
+        body: &PeerUpdate,
+    ) -> impl Future<Output = ApiResult<Peer>> + Send;
+    fn delete_peer(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        peer_id: &str,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+    fn list_site_subnets(
+        &self,
+        token: &ApiToken,
+        site_id: &str,
+    ) -> impl Future<Output = ApiResult<Vec<serde_json::Value>>> + Send;
+    /// Downloads a client configuration with a peer's share token (not an operator token).
+    fn client_configuration(
+        &self,
+        share_token: &ApiToken,
+        as_json: bool,
+    ) -> impl Future<Output = ApiResult<ClientConfiguration>> + Send;
+}

@@ -125,7 +125,9 @@ pub enum Protocol {
 }
 
 /// `Peer`: a client (user) or site (router) attached to an instance.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` is written by hand so that the share token never reaches a log line.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Peer {
     pub id: String,
@@ -142,6 +144,25 @@ pub struct Peer {
     pub token: Option<String>,
     pub token_ttl: Option<i64>,
     pub created_at: Option<String>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("peer_type", &self.peer_type)
+            .field("user_id", &self.user_id)
+            .field("site_id", &self.site_id)
+            .field("subnets", &self.subnets)
+            .field("route_all", &self.route_all)
+            .field("protocol", &self.protocol)
+            .field("connected", &self.connected)
+            .field("connected_from", &self.connected_from)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_ttl", &self.token_ttl)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// Body of `POST /vpn/instances/{id}/peers`.

@@ -1,5 +1,8 @@
 //! `VpnInstance`: a managed VPN hub in one Altostrat region.
 
+// Each `printcolumn(...)` repeats the same keys by design; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -41,11 +44,7 @@ use super::{DeletionPolicy, SecretReference};
         json_path = ".status.instanceId",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.instanceId) || (has(self.instanceId) && self.instanceId == oldSelf.instanceId)").message("instanceId cannot be changed or removed once set"))]
 #[serde(rename_all = "camelCase")]
@@ -134,9 +133,7 @@ pub struct DnsRecord {
 }
 
 /// DNS record types Altostrat serves.
-#[derive(
-    JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DnsRecordKind {
     A,
     #[serde(rename = "CNAME")]

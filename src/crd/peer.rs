@@ -1,5 +1,8 @@
 //! `VpnPeer`: a user (client) or an SDX site connected to a `VpnInstance`.
 
+// Each `printcolumn(...)` repeats the same keys by design; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -22,11 +25,7 @@ use super::DeletionPolicy;
     namespaced,
     status = "VpnPeerStatus",
     doc = "A client or site peer of an Altostrat VPN instance.",
-    printcolumn(
-        name = "Instance",
-        type_ = "string",
-        json_path = ".spec.instanceRef.name"
-    ),
+    printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceRef.name"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Connected", type_ = "boolean", json_path = ".status.connected"),
     printcolumn(
@@ -40,11 +39,7 @@ use super::DeletionPolicy;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.type != 'client' || self.protocol == 'wireguard'").message("client peers must use protocol wireguard"))]
 #[x_kube(validation = Rule::new("self.type != 'client' || has(self.userId)").message("client peers require userId"))]

@@ -1,0 +1,325 @@
+//! One-request-per-call HTTP implementation of [`VpnApi`] over reqwest.
+
+use std::time::Duration;
+
+use reqwest::{Method, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::model::{
+    ClientConfiguration, ErrorResponse, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType,
+    PeerUpdate, RegionResponse,
+};
+use super::{ApiError, ApiResult, ApiToken, Endpoint, VpnApi, classify, parse_retry_after};
+
+/// Connection settings of [`HttpClient`].
+#[derive(Clone, Debug)]
+pub struct HttpClientConfig {
+    /// Base URL without the `/vpn` prefix, e.g. `https://v1.api.altostrat.io`.
+    pub base_url: String,
+    /// Upper bound for one request, connect to last byte.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for HttpClientConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://v1.api.altostrat.io".into(),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Plain HTTP client: performs exactly one request per call and maps the answer to
+/// [`ApiError`]. TLS certificates are always verified.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl HttpClient {
+    pub fn new(config: HttpClientConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("altostrat-vpn-operator/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    async fn send(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        path: &str,
+        token: &ApiToken,
+        body: Option<&dyn erased::Body>,
+        accept: &str,
+    ) -> ApiResult<reqwest::Response> {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(token.expose())
+            .header(header::ACCEPT, accept);
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_json().map_err(|e| ApiError::Decode {
+                    endpoint,
+                    message: e.to_string(),
+                })?);
+        }
+        let response = request.send().await.map_err(|e| transport_error(endpoint, &e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(error_from_response(endpoint, response).await)
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        path: &str,
+        token: &ApiToken,
+        body: Option<&dyn erased::Body>,
+    ) -> ApiResult<T> {
+        let response = self
+            .send(endpoint, method, path, token, body, "application/json")
+            .await?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(endpoint, &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+            endpoint,
+            message: e.to_string(),
+        })
+    }
+
+    async fn no_content(&self, endpoint: Endpoint, path: &str, token: &ApiToken) -> ApiResult<()> {
+        self.send(endpoint, Method::DELETE, path, token, None, "application/json")
+            .await?;
+        Ok(())
+    }
+}
+
+/// Object-safe JSON body so `send` is not generic over every request type.
+mod erased {
+    pub trait Body: Send + Sync {
+        fn to_json(&self) -> serde_json::Result<Vec<u8>>;
+    }
+    impl<T: serde::Serialize + Send + Sync> Body for T {
+        fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec(self)
+        }
+    }
+}
+
+fn body<T: Serialize + Send + Sync>(value: &T) -> Option<&dyn erased::Body> {
+    Some(value)
+}
+
+fn transport_error(endpoint: Endpoint, error: &reqwest::Error) -> ApiError {
+    // reqwest's Display includes the URL (ids only, never the token); keep the source chain
+    // short and readable.
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let cause = std::error::Error::source(error)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    ApiError::Transport {
+        endpoint,
+        message: format!("{kind}{cause}"),
+    }
+}
+
+async fn error_from_response(endpoint: Endpoint, response: reqwest::Response) -> ApiError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let text = response.text().await.unwrap_or_default();
+    let (code, message) = match serde_json::from_str::<ErrorResponse>(&text) {
+        Ok(body) if !body.message.is_empty() => (body.code, body.message),
+        _ => (
+            String::new(),
+            status
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_owned(),
+        ),
+    };
+    classify(endpoint, status.as_u16(), code, message, retry_after)
+}
+
+fn seg(id: &str) -> String {
+    // Ids are UUIDs; anything else is percent-encoded so it cannot change the path.
+    id.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl VpnApi for HttpClient {
+    async fn list_regions(&self, token: &ApiToken) -> ApiResult<RegionResponse> {
+        self.json(
+            Endpoint::ListRegions,
+            Method::GET,
+            "/vpn/servers/regions",
+            token,
+            None,
+        )
+        .await
+    }
+
+    async fn list_instances(&self, token: &ApiToken) -> ApiResult<Vec<Instance>> {
+        self.json(
+            Endpoint::ListInstances,
+            Method::GET,
+            "/vpn/instances",
+            token,
+            None,
+        )
+        .await
+    }
+
+    async fn get_instance(&self, token: &ApiToken, id: &str) -> ApiResult<Instance> {
+        let path = format!("/vpn/instances/{}", seg(id));
+        self.json(Endpoint::GetInstance, Method::GET, &path, token, None)
+            .await
+    }
+
+    async fn create_instance(&self, token: &ApiToken, create: &InstanceCreate) -> ApiResult<Instance> {
+        self.json(
+            Endpoint::CreateInstance,
+            Method::POST,
+            "/vpn/instances",
+            token,
+            body(create),
+        )
+        .await
+    }
+
+    async fn update_instance(
+        &self,
+        token: &ApiToken,
+        id: &str,
+        update: &InstanceUpdate,
+    ) -> ApiResult<Instance> {
+        let path = format!("/vpn/instances/{}", seg(id));
+        self.json(Endpoint::UpdateInstance, Method::PUT, &path, token, body(update))
+            .await
+    }
+
+    async fn delete_instance(&self, token: &ApiToken, id: &str) -> ApiResult<()> {
+        self.no_content(
+            Endpoint::DeleteInstance,
+            &format!("/vpn/instances/{}", seg(id)),
+            token,
+        )
+        .await
+    }
+
+    async fn list_peers(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        kind: Option<PeerType>,
+    ) -> ApiResult<Vec<Peer>> {
+        let mut path = format!("/vpn/instances/{}/peers", seg(instance_id));
+        if let Some(kind) = kind {
+            path.push_str("?type=");
+            path.push_str(kind.as_str());
+        }
+        self.json(Endpoint::ListPeers, Method::GET, &path, token, None)
+            .await
+    }
+
+    async fn get_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<Peer> {
+        let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
+        self.json(Endpoint::GetPeer, Method::GET, &path, token, None)
+            .await
+    }
+
+    async fn create_peer(&self, token: &ApiToken, instance_id: &str, create: &PeerCreate) -> ApiResult<Peer> {
+        let path = format!("/vpn/instances/{}/peers", seg(instance_id));
+        self.json(Endpoint::CreatePeer, Method::POST, &path, token, body(create))
+            .await
+    }
+
+    async fn update_peer(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        peer_id: &str,
+        update: &PeerUpdate,
+    ) -> ApiResult<Peer> {
+        let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
+        self.json(Endpoint::UpdatePeer, Method::PUT, &path, token, body(update))
+            .await
+    }
+
+    async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
+        let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
+        self.no_content(Endpoint::DeletePeer, &path, token).await
+    }
+
+    async fn list_site_subnets(&self, token: &ApiToken, site_id: &str) -> ApiResult<Vec<serde_json::Value>> {
+        let path = format!("/vpn/site/{}/subnets", seg(site_id));
+        self.json(Endpoint::ListSiteSubnets, Method::GET, &path, token, None)
+            .await
+    }
+
+    async fn client_configuration(
+        &self,
+        share_token: &ApiToken,
+        as_json: bool,
+    ) -> ApiResult<ClientConfiguration> {
+        let endpoint = Endpoint::GetClientConfiguration;
+        let accept = if as_json {
+            "application/json"
+        } else {
+            "text/plain, application/json"
+        };
+        let response = self
+            .send(endpoint, Method::GET, "/vpn/client", share_token, None, accept)
+            .await?;
+        let is_json = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+        let text = response.text().await.map_err(|e| transport_error(endpoint, &e))?;
+        if is_json {
+            serde_json::from_str(&text)
+                .map(ClientConfiguration::Json)
+                .map_err(|e| ApiError::Decode {
+                    endpoint,
+                    message: e.to_string(),
+                })
+        } else {
+            Ok(ClientConfiguration::Text(text))
+        }
+    }
+}

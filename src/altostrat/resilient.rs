@@ -1,0 +1,319 @@
+//! Retries, rate limiting and `Retry-After` around any [`VpnApi`], so reconcilers never
+//! handle them.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::model::{
+    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
+    RegionResponse,
+};
+use super::{ApiError, ApiResult, ApiToken, Endpoint, RateLimiter, VpnApi};
+use crate::metrics::Metrics;
+
+/// When and how long to wait before repeating a failed request.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Total attempts per call, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// A 429 asking to wait longer than this is returned to the caller (whose requeue honours
+    /// it) instead of holding a reconcile worker.
+    pub max_inline_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            max_inline_retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Pure decision: `None` = give up and return `err`; `Some(d)` = sleep `d` (on top of any
+    /// rate-limiter wait) and try again. `jitter` is a sample in `[0, 1)`.
+    pub fn retry_delay(
+        &self,
+        endpoint: Endpoint,
+        err: &ApiError,
+        attempt: u32,
+        jitter: f64,
+    ) -> Option<Duration> {
+        if attempt >= self.max_attempts {
+            return None;
+        }
+        match err {
+            // The request was refused before processing, so even a POST is safe to repeat.
+            ApiError::RateLimited { retry_after, .. } => {
+                let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                // The limiter enforces the wait for every caller of the token.
+                (wait <= self.max_inline_retry_after).then_some(Duration::ZERO)
+            }
+            ApiError::Server { .. } | ApiError::Transport { .. } if endpoint.is_idempotent() => {
+                let exp = self.base_delay.saturating_mul(1 << (attempt - 1).min(16));
+                let capped = exp.min(self.max_delay);
+                // "Equal jitter": half fixed, half random, so retries of many callers spread out.
+                Some(capped / 2 + capped.mul_f64(jitter.clamp(0.0, 1.0) / 2.0))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The production decorator: rate limit → call → classify → maybe retry.
+#[derive(Debug)]
+pub struct Resilient<A> {
+    inner: A,
+    limiter: Arc<RateLimiter>,
+    policy: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl<A: VpnApi> Resilient<A> {
+    pub fn new(inner: A, limiter: Arc<RateLimiter>, policy: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner,
+            limiter,
+            policy,
+            metrics,
+        }
+    }
+
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+
+    async fn call<T, F, Fut>(&self, endpoint: Endpoint, token: &ApiToken, mut op: F) -> ApiResult<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = ApiResult<T>> + Send,
+        T: Send,
+    {
+        let mut attempt = 1;
+        loop {
+            let waited = self.limiter.acquire(token).await;
+            self.metrics.record_rate_limit_wait(waited);
+            let result = op().await;
+            self.metrics.record_request(
+                endpoint,
+                result.as_ref().map_or_else(ApiError::status, |_| Some(200)),
+            );
+            let err = match result {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let Some(delay) = self.policy.retry_delay(endpoint, &err, attempt, fastrand::f64()) else {
+                if let Some(retry_after) = err.retry_after() {
+                    self.limiter.back_off(token, retry_after, Instant::now());
+                }
+                return Err(err);
+            };
+            if let ApiError::RateLimited { retry_after, .. } = &err {
+                self.limiter.back_off(
+                    token,
+                    retry_after.unwrap_or(Duration::from_secs(1)),
+                    Instant::now(),
+                );
+            }
+            tracing::debug!(%endpoint, attempt, ?delay, error = %err, "retrying Altostrat request");
+            self.metrics.record_retry(endpoint);
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            attempt += 1;
+        }
+    }
+}
+
+impl<A: VpnApi> VpnApi for Resilient<A> {
+    async fn list_regions(&self, token: &ApiToken) -> ApiResult<RegionResponse> {
+        self.call(Endpoint::ListRegions, token, || self.inner.list_regions(token))
+            .await
+    }
+
+    async fn list_instances(&self, token: &ApiToken) -> ApiResult<Vec<Instance>> {
+        self.call(Endpoint::ListInstances, token, || {
+            self.inner.list_instances(token)
+        })
+        .await
+    }
+
+    async fn get_instance(&self, token: &ApiToken, id: &str) -> ApiResult<Instance> {
+        self.call(Endpoint::GetInstance, token, || {
+            self.inner.get_instance(token, id)
+        })
+        .await
+    }
+
+    async fn create_instance(&self, token: &ApiToken, body: &InstanceCreate) -> ApiResult<Instance> {
+        self.call(Endpoint::CreateInstance, token, || {
+            self.inner.create_instance(token, body)
+        })
+        .await
+    }
+
+    async fn update_instance(
+        &self,
+        token: &ApiToken,
+        id: &str,
+        body: &InstanceUpdate,
+    ) -> ApiResult<Instance> {
+        self.call(Endpoint::UpdateInstance, token, || {
+            self.inner.update_instance(token, id, body)
+        })
+        .await
+    }
+
+    async fn delete_instance(&self, token: &ApiToken, id: &str) -> ApiResult<()> {
+        self.call(Endpoint::DeleteInstance, token, || {
+            self.inner.delete_instance(token, id)
+        })
+        .await
+    }
+
+    async fn list_peers(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        kind: Option<PeerType>,
+    ) -> ApiResult<Vec<Peer>> {
+        self.call(Endpoint::ListPeers, token, || {
+            self.inner.list_peers(token, instance_id, kind)
+        })
+        .await
+    }
+
+    async fn get_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<Peer> {
+        self.call(Endpoint::GetPeer, token, || {
+            self.inner.get_peer(token, instance_id, peer_id)
+        })
+        .await
+    }
+
+    async fn create_peer(&self, token: &ApiToken, instance_id: &str, body: &PeerCreate) -> ApiResult<Peer> {
+        self.call(Endpoint::CreatePeer, token, || {
+            self.inner.create_peer(token, instance_id, body)
+        })
+        .await
+    }
+
+    async fn update_peer(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        peer_id: &str,
+        body: &PeerUpdate,
+    ) -> ApiResult<Peer> {
+        self.call(Endpoint::UpdatePeer, token, || {
+            self.inner.update_peer(token, instance_id, peer_id, body)
+        })
+        .await
+    }
+
+    async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
+        self.call(Endpoint::DeletePeer, token, || {
+            self.inner.delete_peer(token, instance_id, peer_id)
+        })
+        .await
+    }
+
+    async fn list_site_subnets(&self, token: &ApiToken, site_id: &str) -> ApiResult<Vec<serde_json::Value>> {
+        self.call(Endpoint::ListSiteSubnets, token, || {
+            self.inner.list_site_subnets(token, site_id)
+        })
+        .await
+    }
+
+    async fn client_configuration(
+        &self,
+        share_token: &ApiToken,
+        as_json: bool,
+    ) -> ApiResult<ClientConfiguration> {
+        self.call(Endpoint::GetClientConfiguration, share_token, || {
+            self.inner.client_configuration(share_token, as_json)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(endpoint: Endpoint) -> ApiError {
+        ApiError::Server {
+            endpoint,
+            status: 503,
+            message: "x".into(),
+        }
+    }
+
+    #[test]
+    fn idempotent_calls_back_off_exponentially_with_bounded_jitter() {
+        let policy = RetryPolicy::default();
+        let e = Endpoint::UpdateInstance;
+        let d1 = policy.retry_delay(e, &server_error(e), 1, 0.0).unwrap();
+        let d2 = policy.retry_delay(e, &server_error(e), 2, 0.999).unwrap();
+        assert_eq!(d1, Duration::from_millis(100));
+        assert!(d2 > Duration::from_millis(390) && d2 < Duration::from_millis(400));
+        assert_eq!(
+            policy.retry_delay(e, &server_error(e), 4, 0.5),
+            None,
+            "attempts are bounded"
+        );
+    }
+
+    #[test]
+    fn posts_are_never_retried_after_a_possibly_applied_failure() {
+        let policy = RetryPolicy::default();
+        let e = Endpoint::CreateInstance;
+        assert_eq!(policy.retry_delay(e, &server_error(e), 1, 0.5), None);
+        let transport = ApiError::Transport {
+            endpoint: e,
+            message: "timed out".into(),
+        };
+        assert_eq!(policy.retry_delay(e, &transport, 1, 0.5), None);
+    }
+
+    #[test]
+    fn rate_limited_requests_retry_through_the_limiter_unless_the_wait_is_long() {
+        let policy = RetryPolicy::default();
+        let e = Endpoint::CreateInstance;
+        let short = ApiError::RateLimited {
+            endpoint: e,
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        let long = ApiError::RateLimited {
+            endpoint: e,
+            retry_after: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(policy.retry_delay(e, &short, 1, 0.5), Some(Duration::ZERO));
+        assert_eq!(policy.retry_delay(e, &long, 1, 0.5), None);
+    }
+
+    #[test]
+    fn client_errors_are_not_retried() {
+        let policy = RetryPolicy::default();
+        let e = Endpoint::GetInstance;
+        let invalid = ApiError::Invalid {
+            endpoint: e,
+            status: 400,
+            code: "c".into(),
+            message: "m".into(),
+        };
+        assert_eq!(policy.retry_delay(e, &invalid, 1, 0.5), None);
+        let missing = ApiError::NotFound {
+            endpoint: e,
+            message: "m".into(),
+        };
+        assert_eq!(policy.retry_delay(e, &missing, 1, 0.5), None);
+    }
+}

@@ -1,0 +1,182 @@
+//! Command line and environment configuration, read once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Kubernetes operator for Altostrat Managed VPN instances and peers.
+#[derive(Debug, Parser)]
+#[command(name = "vpn-operator", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controllers against the cluster in KUBECONFIG or the in-cluster config.
+    Run(Box<RunArgs>),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into directories.
+    Crds(CrdsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CrdsArgs {
+    /// Write `<plural>.<group>.yaml` files into these directories instead of printing them.
+    #[arg(long = "output-dir", value_name = "DIR")]
+    pub output_dirs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Base URL of the Altostrat API (without the /vpn prefix).
+    #[arg(
+        long,
+        env = "ALTOSTRAT_API_URL",
+        default_value = "https://v1.api.altostrat.io"
+    )]
+    pub api_url: String,
+
+    /// Default Altostrat API token. Prefer --api-token-file with a mounted Secret.
+    #[arg(
+        long,
+        env = "ALTOSTRAT_API_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "api_token_file"
+    )]
+    pub api_token: Option<String>,
+
+    /// File holding the default Altostrat API token (e.g. a mounted Secret key).
+    #[arg(long, env = "ALTOSTRAT_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+
+    /// Namespaces to watch, comma separated. Empty: all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', num_args = 0..)]
+    pub watch_namespaces: Vec<String>,
+
+    /// Only reconcile resources matching this label selector (e.g. `team=net`).
+    #[arg(long, env = "LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+
+    /// Every resource is re-read from Altostrat this often, and drift is corrected.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
+    /// VpnInstances reconciled in parallel.
+    #[arg(long, env = "INSTANCE_CONCURRENCY", default_value_t = 8)]
+    pub instance_concurrency: u16,
+
+    /// VpnPeers reconciled in parallel.
+    #[arg(long, env = "PEER_CONCURRENCY", default_value_t = 8)]
+    pub peer_concurrency: u16,
+
+    /// Altostrat API budget per token, in requests per minute (Altostrat documents 60).
+    #[arg(long, env = "ALTOSTRAT_API_RATE_LIMIT", default_value_t = 60)]
+    pub api_rate_limit: u32,
+
+    /// Requests a token may send back to back before the rate limit spaces them out.
+    #[arg(long, env = "ALTOSTRAT_API_BURST", default_value_t = 10)]
+    pub api_burst: u32,
+
+    /// Timeout of one Altostrat request.
+    #[arg(long, env = "ALTOSTRAT_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub api_timeout: Duration,
+
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Only one replica reconciles at a time, chosen through a coordination.k8s.io Lease.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader Lease (defaults to POD_NAMESPACE, then `default`).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE_NAME",
+        default_value = "altostrat-vpn-operator"
+    )]
+    pub leader_election_lease_name: String,
+
+    /// How long a leader's lease stays valid without renewal; a standby takes over after it.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// Identity of this replica (the pod name, from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Namespace of this replica (from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pub pod_namespace: Option<String>,
+}
+
+/// Parses `90s`, `5m`, `1h`, `250ms` or a bare number of seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {input:?}: expected e.g. 30s, 5m, 1h"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {input:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {input:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_parse_in_common_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent_and_run_defaults_are_production_ready() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["vpn-operator", "run", "--watch-namespaces", "a,b"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(args.api_url, "https://v1.api.altostrat.io");
+        assert_eq!(args.watch_namespaces, vec!["a", "b"]);
+        assert_eq!(args.api_rate_limit, 60);
+        assert_eq!(args.resync_interval, Duration::from_secs(300));
+        assert!(!args.leader_election);
+    }
+}

@@ -1,0 +1,153 @@
+//! Status conditions following the Kubernetes API conventions, so kstatus (Flux `wait`),
+//! Argo CD health checks and `kubectl wait --for=condition=Ready` work unchanged.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
+
+/// Machine-readable reasons used in conditions and events.
+pub mod reason {
+    pub const AVAILABLE: &str = "Available";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const UPDATING: &str = "Updating";
+    pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const API_ERROR: &str = "ApiError";
+    pub const CREDENTIALS_ERROR: &str = "CredentialsError";
+    pub const DELETING: &str = "Deleting";
+    pub const WAITING_FOR_INSTANCE: &str = "WaitingForInstance";
+    pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
+}
+
+/// The desired value of one condition, before timestamps are attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionState {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ConditionState {
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The current time at the one-second precision the API server stores, so that a status we
+/// write compares equal to the one we read back (otherwise every reconcile would write).
+pub fn now() -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// Builds the condition list from the desired states. `lastTransitionTime` is carried over
+/// from `existing` unless the status flipped, so a no-op reconcile produces identical
+/// conditions. Conditions of other types in `existing` are dropped: this operator owns them all.
+pub fn merge(
+    existing: &[Condition],
+    desired: &[ConditionState],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    desired
+        .iter()
+        .map(|d| {
+            let status = if d.status { "True" } else { "False" };
+            let previous = existing.iter().find(|c| c.type_ == d.type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: d.type_.to_owned(),
+                status: status.to_owned(),
+                reason: d.reason.to_owned(),
+                message: truncate(&d.message, 1024),
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Whether the `Ready` condition is currently true.
+pub fn is_ready(conditions: &[Condition]) -> bool {
+    conditions.iter().any(|c| c.type_ == READY && c.status == "True")
+}
+
+fn truncate(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_owned();
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    #[test]
+    fn transition_time_changes_only_when_status_flips() {
+        let desired = [ConditionState::new(
+            READY,
+            false,
+            reason::PROVISIONING,
+            "creating",
+        )];
+        let first = merge(&[], &desired, Some(1), &at(100));
+        assert_eq!(first[0].last_transition_time, at(100));
+
+        let same_status_new_reason = [ConditionState::new(READY, false, reason::UPDATING, "pending")];
+        let second = merge(&first, &same_status_new_reason, Some(2), &at(200));
+        assert_eq!(second[0].last_transition_time, at(100));
+        assert_eq!(second[0].reason, "Updating");
+        assert_eq!(second[0].observed_generation, Some(2));
+
+        let flipped = [ConditionState::new(READY, true, reason::AVAILABLE, "ok")];
+        let third = merge(&second, &flipped, Some(2), &at(300));
+        assert_eq!(third[0].last_transition_time, at(300));
+        assert!(is_ready(&third));
+    }
+
+    #[test]
+    fn identical_inputs_give_identical_conditions() {
+        let desired = [
+            ConditionState::new(READY, true, reason::AVAILABLE, "ok"),
+            ConditionState::new(SYNCED, true, reason::RECONCILE_SUCCESS, ""),
+        ];
+        let first = merge(&[], &desired, Some(3), &at(10));
+        assert_eq!(merge(&first, &desired, Some(3), &at(99)), first);
+    }
+
+    #[test]
+    fn now_has_second_precision() {
+        assert_eq!(now().0.subsec_nanosecond(), 0);
+    }
+
+    #[test]
+    fn long_messages_are_truncated_on_char_boundary() {
+        let long = "é".repeat(1000);
+        let c = merge(
+            &[],
+            &[ConditionState::new(READY, false, reason::API_ERROR, long)],
+            None,
+            &at(1),
+        );
+        assert!(c[0].message.len() <= 1024 + '…'.len_utf8());
+    }
+}

@@ -1,0 +1,492 @@
+//! kube-runtime controllers for `VpnInstance` and `VpnPeer`.
+//!
+//! Each reconcile is a thin driver: observe (Kubernetes + Altostrat) → plan ([`plan`], pure) →
+//! act (one Altostrat call at a time) → status (server-side apply, only when it changed).
+
+pub mod conditions;
+mod instance;
+mod peer;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::time::Instant;
+
+use crate::altostrat::model::region_codes;
+use crate::altostrat::{ApiError, ApiToken, VpnApi};
+use crate::crd::{FINALIZER, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer};
+use crate::metrics::Metrics;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "vpn-operator";
+
+/// Why a reconcile failed. [`Error::category`] is the bounded label used in metrics and
+/// events; [`error_policy`] decides the requeue from it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api(e) => e.category(),
+            Self::Kube(_) => "kubernetes",
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::Credentials(_) => "credentials",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+
+    /// Errors only an edit of the resource (or of the world outside) can fix.
+    pub fn needs_user_action(&self) -> bool {
+        match self {
+            Self::InvalidSpec(_) => true,
+            Self::Api(e) => matches!(e, ApiError::Invalid { .. } | ApiError::Conflict { .. }),
+            _ => false,
+        }
+    }
+
+    /// Condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        if self.needs_user_action() {
+            conditions::reason::INVALID_SPEC
+        } else if matches!(
+            self,
+            Self::Credentials(_) | Self::Api(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. })
+        ) {
+            conditions::reason::CREDENTIALS_ERROR
+        } else {
+            conditions::reason::API_ERROR
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Requeue decision after a failed reconcile (pure, unit-tested):
+/// - invalid spec / conflict: wait for an edit of the object (with a slow safety resync,
+///   since e.g. a taken hostname may be released),
+/// - 429: exactly the server's `Retry-After`,
+/// - anything else: exponential backoff per object, 1 s doubling up to 5 min.
+pub fn requeue_after_error(error: &Error, consecutive_failures: u32, resync: Duration) -> Duration {
+    if error.needs_user_action() {
+        return resync.max(Duration::from_secs(60));
+    }
+    if let Error::Api(api) = error
+        && let Some(retry_after) = api.retry_after()
+    {
+        return retry_after;
+    }
+    let exp = Duration::from_secs(1).saturating_mul(1 << consecutive_failures.min(10));
+    exp.min(Duration::from_secs(300))
+}
+
+/// Operator-wide settings for the controllers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Periodic re-read of every object to correct out-of-band changes.
+    pub resync_interval: Duration,
+    pub instance_concurrency: u16,
+    pub peer_concurrency: u16,
+    pub label_selector: Option<String>,
+    /// How long the region list is trusted before it is fetched again.
+    pub region_cache_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(300),
+            instance_concurrency: 8,
+            peer_concurrency: 8,
+            label_selector: None,
+            region_cache_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Shared state of both controllers in one watch scope.
+pub struct Context<A> {
+    pub client: Client,
+    pub api: Arc<A>,
+    pub default_token: Option<ApiToken>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    /// Instances as seen by the instance controller, for peers to find theirs without reads.
+    pub instances: Store<VpnInstance>,
+    regions: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl<A: VpnApi> Context<A> {
+    /// Reads the token for a resource: its own Secret if it names one (always in the
+    /// resource's namespace, so a resource can never borrow another namespace's credentials),
+    /// otherwise the operator's token.
+    pub async fn token(&self, namespace: &str, secret_ref: Option<&SecretReference>) -> Result<ApiToken> {
+        let Some(secret_ref) = secret_ref else {
+            return self.default_token.clone().ok_or_else(|| {
+                Error::Credentials(
+                    "no credentialsSecretRef set and the operator has no default API token".into(),
+                )
+            });
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = secrets
+            .get_opt(&secret_ref.name)
+            .await?
+            .ok_or_else(|| Error::Credentials(format!("Secret {namespace}/{} not found", secret_ref.name)))?;
+        let token = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(SECRET_TOKEN_KEY))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(SECRET_TOKEN_KEY))
+                    .cloned()
+            })
+            .map(ApiToken::new)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::Credentials(format!(
+                    "Secret {namespace}/{} has no non-empty key {SECRET_TOKEN_KEY:?}",
+                    secret_ref.name
+                ))
+            })?;
+        Ok(token)
+    }
+
+    /// Valid region codes, cached; a region missing from a stale cache triggers one refresh.
+    pub async fn check_region(&self, token: &ApiToken, region: &str) -> Result<()> {
+        let mut cache = self.regions.lock().await;
+        let fresh = |c: &Option<(Instant, Vec<String>)>| {
+            c.as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < self.settings.region_cache_ttl)
+        };
+        let known = |c: &Option<(Instant, Vec<String>)>| {
+            c.as_ref()
+                .is_some_and(|(_, codes)| codes.iter().any(|code| code == region))
+        };
+        if !(fresh(&cache) && known(&cache)) {
+            let regions = self.api.list_regions(token).await?;
+            *cache = Some((Instant::now(), region_codes(&regions)));
+        }
+        let codes = cache.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
+        plan::validate_region(region, codes).map_err(Error::InvalidSpec)
+    }
+
+    /// Publishes an event; failures are logged, never fatal to the reconcile.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, "failed to publish event");
+        }
+    }
+
+    fn record_outcome(&self, key: String, failed: bool) -> u32 {
+        let mut failures = self.failures.lock().expect("failure map lock poisoned");
+        if failed {
+            let n = failures.entry(key).or_insert(0);
+            *n += 1;
+            *n
+        } else {
+            failures.remove(&key);
+            0
+        }
+    }
+}
+
+fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+/// Shared error policy: counts consecutive failures per object and asks
+/// [`requeue_after_error`] for the delay.
+pub fn error_policy<K: Resource<DynamicType = ()>, A: VpnApi>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context<A>>,
+) -> Action {
+    let failures = ctx.record_outcome(object_key(obj.as_ref()), true);
+    let delay = requeue_after_error(error, failures.saturating_sub(1), ctx.settings.resync_interval);
+    tracing::warn!(
+        kind = %K::kind(&()),
+        name = %obj.meta().name.as_deref().unwrap_or(""),
+        namespace = %obj.meta().namespace.as_deref().unwrap_or(""),
+        category = error.category(),
+        error = %error,
+        requeue_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Where the controllers look for resources.
+#[derive(Clone, Debug)]
+pub enum WatchScope {
+    AllNamespaces,
+    Namespace(String),
+}
+
+/// What every controller scope shares.
+pub struct Shared<A> {
+    pub client: Client,
+    pub api: Arc<A>,
+    pub default_token: Option<ApiToken>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub reporter: Reporter,
+}
+
+/// Runs both controllers for one scope until `shutdown` resolves. In-flight reconciles are
+/// allowed to finish (graceful shutdown). `on_started` receives the caches once they exist.
+pub async fn run<A: VpnApi>(
+    shared: Shared<A>,
+    scope: WatchScope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+    on_started: impl FnOnce(Store<VpnInstance>, Store<VpnPeer>) + Send,
+) {
+    let Shared {
+        client,
+        api,
+        default_token,
+        metrics,
+        settings,
+        reporter,
+    } = shared;
+    let (instances, peers): (Api<VpnInstance>, Api<VpnPeer>) = match &scope {
+        WatchScope::AllNamespaces => (Api::all(client.clone()), Api::all(client.clone())),
+        WatchScope::Namespace(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+    };
+    let mut watch_config = watcher::Config::default().any_semantic();
+    if let Some(selector) = &settings.label_selector {
+        watch_config = watch_config.labels(selector);
+    }
+
+    let instance_controller = Controller::new(instances.clone(), watch_config.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.instance_concurrency))
+        .graceful_shutdown_on(shutdown.clone());
+    let peer_controller = Controller::new(peers, watch_config.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.peer_concurrency))
+        .graceful_shutdown_on(shutdown);
+    let instance_store = instance_controller.store();
+    let peer_store = peer_controller.store();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        api,
+        default_token,
+        recorder: Recorder::new(client, reporter),
+        metrics,
+        settings,
+        instances: instance_store.clone(),
+        regions: tokio::sync::Mutex::new(None),
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    // A peer waiting for its instance is re-triggered when that instance changes.
+    let peers_by_instance = peer_store.clone();
+    let peer_controller = peer_controller.watches(instances, watch_config, move |instance: VpnInstance| {
+        let namespace = instance.namespace();
+        let name = instance.name_any();
+        peers_by_instance
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == namespace && p.spec.instance_ref.name == name)
+            .map(|p| kube::runtime::reflector::ObjectRef::from_obj(p.as_ref()))
+            .collect::<Vec<_>>()
+    });
+
+    on_started(instance_store, peer_store);
+
+    let instance_loop = instance_controller
+        .run(instance::reconcile, error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()));
+    let peer_loop = peer_controller
+        .run(peer::reconcile, error_policy, ctx)
+        .for_each(|_| std::future::ready(()));
+    futures::join!(instance_loop, peer_loop);
+}
+
+/// Adds the cleanup finalizer if missing. Returns true when it had to be added. The patch
+/// carries the observed `resourceVersion`, so it cannot clobber a concurrent edit.
+async fn ensure_finalizer<K>(api: &Api<K>, obj: &K) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(false);
+    }
+    let mut finalizers = obj.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    patch_finalizers(api, obj, finalizers).await?;
+    Ok(true)
+}
+
+/// Removes the cleanup finalizer (the Altostrat side is done).
+async fn remove_finalizer<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if finalizers.len() == obj.finalizers().len() {
+        return Ok(());
+    }
+    patch_finalizers(api, obj, finalizers).await
+}
+
+async fn patch_finalizers<K>(api: &Api<K>, obj: &K, finalizers: Vec<String>) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": obj.resource_version() }
+    });
+    match api
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to finalize.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `.status` by server-side apply under [`FIELD_MANAGER`].
+async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Wraps a reconcile body with timing, metrics and failure bookkeeping.
+async fn instrumented<K, A, F>(controller: &'static str, obj: &K, ctx: &Context<A>, body: F) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+    A: VpnApi,
+    F: std::future::Future<Output = Result<Action>>,
+{
+    let started = Instant::now();
+    let result = body.await;
+    ctx.metrics.record_reconcile(
+        controller,
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    if result.is_ok() {
+        ctx.record_outcome(object_key(obj), false);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::altostrat::Endpoint;
+
+    const RESYNC: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn invalid_specs_wait_for_an_edit_not_a_hot_loop() {
+        let e = Error::InvalidSpec("bad".into());
+        assert_eq!(requeue_after_error(&e, 0, RESYNC), RESYNC);
+        let conflict = Error::Api(ApiError::Conflict {
+            endpoint: Endpoint::CreateInstance,
+            code: "hostname_taken".into(),
+            message: "m".into(),
+        });
+        assert_eq!(requeue_after_error(&conflict, 5, RESYNC), RESYNC);
+        assert_eq!(conflict.reason(), "InvalidSpec");
+    }
+
+    #[test]
+    fn rate_limits_wait_exactly_for_retry_after() {
+        let e = Error::Api(ApiError::RateLimited {
+            endpoint: Endpoint::GetInstance,
+            retry_after: Some(Duration::from_secs(17)),
+        });
+        assert_eq!(requeue_after_error(&e, 3, RESYNC), Duration::from_secs(17));
+        assert_eq!(e.category(), "rate_limited");
+    }
+
+    #[test]
+    fn transient_errors_back_off_exponentially_up_to_five_minutes() {
+        let e = Error::Api(ApiError::Server {
+            endpoint: Endpoint::GetInstance,
+            status: 500,
+            message: "m".into(),
+        });
+        let delays: Vec<_> = [0, 1, 2, 3, 20]
+            .iter()
+            .map(|n| requeue_after_error(&e, *n, RESYNC).as_secs())
+            .collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 300]);
+        assert_eq!(e.reason(), "ApiError");
+        assert_eq!(Error::Credentials("x".into()).reason(), "CredentialsError");
+    }
+}

@@ -1,0 +1,217 @@
+//! Prometheus metrics. Every label has a bounded set of values: controller names, result,
+//! error categories, endpoint templates and status classes — never object names or ids.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::altostrat::Endpoint;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub kind: &'static str,
+    pub ready: &'static str,
+}
+
+/// All metrics of the operator, registered under the `vpn_operator` prefix.
+#[derive(Debug)]
+pub struct Metrics {
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub api_requests: Family<RequestLabels, Counter>,
+    pub api_retries: Family<EndpointLabels, Counter>,
+    pub api_rate_limit_waits: Counter,
+    pub api_rate_limit_wait_seconds: Counter<f64, AtomicU64>,
+    pub resources: Family<ReadyLabels, Gauge>,
+    pub leader: Gauge,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Family::new_with_constructor(duration_histogram),
+            api_requests: Family::default(),
+            api_retries: Family::default(),
+            api_rate_limit_waits: Counter::default(),
+            api_rate_limit_wait_seconds: Counter::default(),
+            resources: Family::default(),
+            leader: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("vpn_operator");
+        r.register(
+            "reconciles",
+            "Reconciles by controller and result",
+            metrics.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Failed reconciles by controller and error category",
+            metrics.reconcile_errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            metrics.reconcile_duration.clone(),
+        );
+        r.register(
+            "altostrat_requests",
+            "Altostrat API requests by endpoint and HTTP status class (1xx-5xx, or error when no answer)",
+            metrics.api_requests.clone(),
+        );
+        r.register(
+            "altostrat_retries",
+            "Altostrat API retries by endpoint",
+            metrics.api_retries.clone(),
+        );
+        r.register(
+            "altostrat_rate_limit_waits",
+            "Requests delayed by the client-side rate limiter",
+            metrics.api_rate_limit_waits.clone(),
+        );
+        r.register(
+            "altostrat_rate_limit_wait_seconds",
+            "Time spent waiting for the client-side rate limiter",
+            metrics.api_rate_limit_wait_seconds.clone(),
+        );
+        r.register(
+            "resources",
+            "Resources by kind and Ready condition status",
+            metrics.resources.clone(),
+        );
+        r.register(
+            "leader",
+            "1 when this replica holds the leader lease (or leader election is off)",
+            metrics.leader.clone(),
+        );
+        metrics
+    }
+
+    pub fn record_request(&self, endpoint: Endpoint, status: Option<u16>) {
+        let status_class = match status {
+            Some(100..=199) => "1xx",
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(500..=599) => "5xx",
+            _ => "error",
+        };
+        self.api_requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.as_str(),
+                status_class,
+            })
+            .inc();
+    }
+
+    pub fn record_retry(&self, endpoint: Endpoint) {
+        self.api_retries
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn record_rate_limit_wait(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.api_rate_limit_waits.inc();
+            self.api_rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
+        }
+    }
+
+    pub fn record_reconcile(&self, controller: &'static str, elapsed: Duration, error: Option<&'static str>) {
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(elapsed.as_secs_f64());
+        let result = if error.is_some() { "error" } else { "success" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+        if let Some(category) = error {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabels { controller, category })
+                .inc();
+        }
+    }
+
+    pub fn set_resources(&self, kind: &'static str, ready: usize, not_ready: usize, unknown: usize) {
+        for (label, value) in [("True", ready), ("False", not_ready), ("Unknown", unknown)] {
+            self.resources
+                .get_or_create(&ReadyLabels { kind, ready: label })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Renders the registry in the OpenMetrics text format.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_and_bounded_labels_are_exported() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.record_request(Endpoint::UpdateInstance, Some(503));
+        metrics.record_request(Endpoint::GetInstance, None);
+        metrics.record_reconcile("vpninstance", Duration::from_millis(20), Some("transient"));
+        metrics.record_rate_limit_wait(Duration::from_millis(1500));
+        let text = encode(&registry).unwrap();
+        assert!(text.contains(
+            r#"vpn_operator_altostrat_requests_total{endpoint="PUT /vpn/instances/{instanceId}",status_class="5xx"} 1"#
+        ));
+        assert!(text.contains(r#"status_class="error""#));
+        assert!(text.contains(
+            r#"vpn_operator_reconcile_errors_total{controller="vpninstance",category="transient"} 1"#
+        ));
+        assert!(text.contains("vpn_operator_altostrat_rate_limit_wait_seconds_total 1.5"));
+        assert!(text.contains("vpn_operator_reconcile_duration_seconds_bucket"));
+    }
+}

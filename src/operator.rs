@@ -1,0 +1,259 @@
+//! Assembles the running operator: configuration → clients → leader election → controllers,
+//! with probes and metrics served alongside, and graceful shutdown on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::Store;
+use prometheus_client::registry::Registry;
+
+use crate::altostrat::{ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy};
+use crate::config::RunArgs;
+use crate::controller::{self, Settings, WatchScope, conditions};
+use crate::crd::{VpnInstance, VpnPeer};
+use crate::leader::LeaderElector;
+use crate::metrics::Metrics;
+use crate::server::{self, Health};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Shutdown = Shared<BoxFuture<'static, ()>>;
+/// The caches of every watch scope, for the Ready gauges.
+type ScopeStores = Arc<std::sync::Mutex<Vec<(Store<VpnInstance>, Store<VpnPeer>)>>>;
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> Shutdown {
+    async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested: finishing in-flight reconciles");
+    }
+    .boxed()
+    .shared()
+}
+
+fn read_token(args: &RunArgs) -> Result<Option<ApiToken>, BoxError> {
+    if let Some(path) = &args.api_token_file {
+        let raw = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading the API token file {}: {e}", path.display()))?;
+        let token = ApiToken::new(raw);
+        return Ok((!token.is_empty()).then_some(token));
+    }
+    Ok(args
+        .api_token
+        .as_deref()
+        .map(ApiToken::new)
+        .filter(|t| !t.is_empty()))
+}
+
+fn count_ready<K>(
+    store: &Store<K>,
+    conditions_of: impl Fn(&K) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) -> (usize, usize, usize)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
+    for obj in store.state() {
+        match conditions_of(&obj).and_then(|c| c.iter().find(|c| c.type_ == conditions::READY)) {
+            Some(c) if c.status == "True" => ready += 1,
+            Some(_) => not_ready += 1,
+            None => unknown += 1,
+        }
+    }
+    (ready, not_ready, unknown)
+}
+
+pub async fn run(args: RunArgs) -> Result<(), BoxError> {
+    let default_token = read_token(&args)?;
+    if default_token.is_none() {
+        tracing::warn!(
+            "no default API token configured: only resources with credentialsSecretRef can be reconciled"
+        );
+    }
+    let client = kube::Client::try_default().await?;
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let registry = Arc::new(registry);
+    let health = Arc::new(Health::default());
+    health
+        .leader_election
+        .store(args.leader_election, Ordering::Relaxed);
+
+    let http = HttpClient::new(HttpClientConfig {
+        base_url: args.api_url.clone(),
+        request_timeout: args.api_timeout,
+        ..HttpClientConfig::default()
+    })?;
+    let limiter = Arc::new(RateLimiter::new(args.api_rate_limit, args.api_burst));
+    let api = Arc::new(Resilient::new(
+        http,
+        limiter,
+        RetryPolicy::default(),
+        metrics.clone(),
+    ));
+
+    let stores: ScopeStores = Arc::default();
+    let refresh = {
+        let stores = stores.clone();
+        let metrics = metrics.clone();
+        Arc::new(move || {
+            let (mut i, mut p) = ((0, 0, 0), (0, 0, 0));
+            for (instances, peers) in stores.lock().expect("store list lock").iter() {
+                let a = count_ready(instances, |o: &VpnInstance| {
+                    o.status.as_ref().map(|s| s.conditions.as_slice())
+                });
+                let b = count_ready(peers, |o: &VpnPeer| {
+                    o.status.as_ref().map(|s| s.conditions.as_slice())
+                });
+                i = (i.0 + a.0, i.1 + a.1, i.2 + a.2);
+                p = (p.0 + b.0, p.1 + b.1, p.2 + b.2);
+            }
+            metrics.set_resources("VpnInstance", i.0, i.1, i.2);
+            metrics.set_resources("VpnPeer", p.0, p.1, p.2);
+        })
+    };
+
+    let shutdown = shutdown_signal();
+    let app = server::router(registry.clone(), health.clone(), refresh);
+    let server = tokio::spawn(server::serve(args.metrics_addr, app, shutdown.clone()));
+
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("vpn-operator-{}", uuid::Uuid::new_v4()));
+    let elector = args.leader_election.then(|| {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| args.pod_namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        LeaderElector::new(
+            client.clone(),
+            &namespace,
+            &args.leader_election_lease_name,
+            &identity,
+            args.leader_election_lease_duration,
+        )
+    });
+
+    // Leadership lost ends the process (as client-go does): a fresh start rejoins as standby.
+    let mut lost_leadership: BoxFuture<'static, ()> = futures::future::pending().boxed();
+    if let Some(elector) = &elector {
+        tracing::info!(identity = elector.identity(), "waiting for the leader lease");
+        tokio::select! {
+            _ = elector.acquire() => {},
+            _ = shutdown.clone() => {
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+        tracing::info!(identity = elector.identity(), "acquired the leader lease");
+        let renewer = elector.clone();
+        lost_leadership = async move { renewer.keep_renewing().await }.boxed();
+    }
+    health.leader.store(true, Ordering::Relaxed);
+    metrics.leader.set(1);
+
+    let settings = Settings {
+        resync_interval: args.resync_interval,
+        instance_concurrency: args.instance_concurrency,
+        peer_concurrency: args.peer_concurrency,
+        label_selector: args.label_selector.clone(),
+        ..Settings::default()
+    };
+    let scopes: Vec<WatchScope> = if args.watch_namespaces.iter().all(|n| n.trim().is_empty()) {
+        vec![WatchScope::AllNamespaces]
+    } else {
+        args.watch_namespaces
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| WatchScope::Namespace(n.trim().to_owned()))
+            .collect()
+    };
+    let reporter = Reporter {
+        controller: "vpn-operator".into(),
+        instance: Some(identity.clone()),
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop: Shutdown = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {},
+                _ = stop_rx => {},
+            }
+        }
+        .boxed()
+        .shared()
+    };
+
+    let scope_count = scopes.len();
+    let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let controllers = futures::future::join_all(scopes.into_iter().map(|scope| {
+        tracing::info!(?scope, "starting controllers");
+        let (stores, health, synced) = (stores.clone(), health.clone(), synced.clone());
+        let shared = controller::Shared {
+            client: client.clone(),
+            api: api.clone(),
+            default_token: default_token.clone(),
+            metrics: metrics.clone(),
+            settings: settings.clone(),
+            reporter: reporter.clone(),
+        };
+        controller::run(shared, scope, stop.clone(), move |instances, peers| {
+            stores
+                .lock()
+                .expect("store list lock")
+                .push((instances.clone(), peers.clone()));
+            tokio::spawn(async move {
+                if instances.wait_until_ready().await.is_ok()
+                    && peers.wait_until_ready().await.is_ok()
+                    && synced.fetch_add(1, Ordering::SeqCst) + 1 == scope_count
+                {
+                    health.caches_synced.store(true, Ordering::Relaxed);
+                    tracing::info!("caches synced");
+                }
+            });
+        })
+    }));
+
+    let mut lost = false;
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => {},
+        _ = &mut lost_leadership => {
+            lost = true;
+            tracing::error!("leadership lost: stopping controllers");
+            let _ = stop_tx.send(());
+            controllers.await;
+        }
+    }
+    health.shutting_down.store(true, Ordering::Relaxed);
+    if let Some(elector) = &elector
+        && !lost
+    {
+        elector.release().await;
+    }
+    metrics.leader.set(0);
+    if lost {
+        return Err("leader lease lost".into());
+    }
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
