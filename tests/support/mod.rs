@@ -1,0 +1,311 @@
+//! Shared harness of the end-to-end suites: a real kube-apiserver (from `KUBECONFIG`, started
+//! by `scripts/control-plane.sh`), the project's Altostrat simulator over real HTTP, and the
+//! operator's controllers running in-process or as the real binary.
+#![allow(dead_code)] // each suite uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use altostrat_vpn_operator::altostrat::model::{Instance, Peer};
+use altostrat_vpn_operator::altostrat::{ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy};
+use altostrat_vpn_operator::controller::{self, Settings, WatchScope};
+use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
+use altostrat_vpn_operator::metrics::Metrics;
+use altostrat_vpn_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::events::Reporter;
+use kube::{Api, Client, Resource};
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "sim-token";
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client for the control plane named by `KUBECONFIG`, with the CRDs installed.
+pub async fn kube() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the end-to-end suites through scripts/test.sh, which starts the local control plane"
+    );
+    let client = Client::try_default().await.expect("connect to the control plane in KUBECONFIG");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crd::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(&name, &PatchParams::apply("e2e-tests").force(), &Patch::Apply(&crd)).await.unwrap();
+        eventually("CRD established", Duration::from_secs(30), || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+    }
+    client
+}
+
+/// A fresh namespace per test keeps tests independent.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    name
+}
+
+pub async fn simulator(provision_delay: Duration) -> RunningSimulator {
+    let config = SimulatorConfig {
+        provision_delay,
+        status_clear_delay: Duration::from_millis(300),
+        ..SimulatorConfig::default()
+    };
+    Simulator::spawn(config).await.expect("start the simulator")
+}
+
+/// The controllers of one namespace, running in this process until dropped or stopped.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<prometheus_client::registry::Registry>,
+}
+
+pub struct OperatorOptions {
+    pub resync_interval: Duration,
+    pub rate_limit_per_minute: u32,
+    pub token: Option<&'static str>,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        Self { resync_interval: Duration::from_secs(300), rate_limit_per_minute: 60_000, token: Some(TOKEN) }
+    }
+}
+
+pub fn start_operator(client: &Client, base_url: &str, namespace: &str, options: OperatorOptions) -> Operator {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let http = HttpClient::new(HttpClientConfig { base_url: base_url.to_owned(), ..HttpClientConfig::default() }).unwrap();
+    let limiter = Arc::new(RateLimiter::new(options.rate_limit_per_minute, 50));
+    let policy = RetryPolicy { base_delay: Duration::from_millis(50), ..RetryPolicy::default() };
+    let api = Arc::new(Resilient::new(http, limiter, policy, metrics.clone()));
+    let shared = controller::Shared {
+        client: client.clone(),
+        api,
+        default_token: options.token.map(ApiToken::new),
+        metrics: metrics.clone(),
+        settings: Settings { resync_interval: options.resync_interval, ..Settings::default() },
+        reporter: Reporter { controller: "vpn-operator".into(), instance: Some("e2e".into()) },
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = futures::FutureExt::shared(Box::pin(async move {
+        let _ = stop_rx.await;
+    }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>);
+    let handle = tokio::spawn(controller::run(shared, WatchScope::Namespace(namespace.to_owned()), shutdown, |_, _| {}));
+    Operator { stop: Some(stop_tx), handle: Some(handle), metrics, registry: Arc::new(registry) }
+}
+
+impl Operator {
+    /// Graceful stop: no new reconciles, in-flight ones finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(30), handle).await.expect("operator stops in time").unwrap();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// Polls `probe` until it yields a value, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+pub fn ready_status<K>(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String)>
+where
+    K: Resource,
+{
+    conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+pub async fn wait_instance(api: &Api<VpnInstance>, name: &str, what: &str, pred: impl Fn(&VpnInstance) -> bool) -> VpnInstance {
+    eventually(what, TIMEOUT, || async { api.get_opt(name).await.ok().flatten().filter(|o| pred(o)) }).await
+}
+
+pub async fn wait_peer(api: &Api<VpnPeer>, name: &str, what: &str, pred: impl Fn(&VpnPeer) -> bool) -> VpnPeer {
+    eventually(what, TIMEOUT, || async { api.get_opt(name).await.ok().flatten().filter(|o| pred(o)) }).await
+}
+
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} to be deleted"), TIMEOUT, || async {
+        matches!(api.get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await
+}
+
+pub fn condition(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], type_: &str) -> Option<(String, String, String)> {
+    conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn instance_ready(o: &VpnInstance) -> bool {
+    let Some(s) = o.status.as_ref() else { return false };
+    s.observed_generation == o.metadata.generation
+        && condition(&s.conditions, "Ready").is_some_and(|(status, _, _)| status == "True")
+}
+
+pub fn peer_ready(o: &VpnPeer) -> bool {
+    let Some(s) = o.status.as_ref() else { return false };
+    s.observed_generation == o.metadata.generation
+        && condition(&s.conditions, "Ready").is_some_and(|(status, _, _)| status == "True")
+}
+
+pub fn instance_manifest(name: &str, hostname: &str, extra: Value) -> VpnInstance {
+    let mut spec = json!({
+        "name": format!("{name} hub"),
+        "hostname": hostname,
+        "region": "sjc",
+        "pushedRoutes": ["10.10.0.0/16"],
+        "publicDns": ["1.1.1.1", "8.8.8.8"],
+    });
+    merge(&mut spec, extra);
+    serde_json::from_value(json!({
+        "apiVersion": "vpn.altostrat.io/v1alpha1",
+        "kind": "VpnInstance",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+pub fn client_peer_manifest(name: &str, instance: &str, user_id: &str) -> VpnPeer {
+    serde_json::from_value(json!({
+        "apiVersion": "vpn.altostrat.io/v1alpha1",
+        "kind": "VpnPeer",
+        "metadata": {"name": name},
+        "spec": {"instanceRef": {"name": instance}, "type": "client", "protocol": "wireguard", "userId": user_id},
+    }))
+    .unwrap()
+}
+
+pub fn site_peer_manifest(name: &str, instance: &str, site_id: &str, subnets: &[&str]) -> VpnPeer {
+    serde_json::from_value(json!({
+        "apiVersion": "vpn.altostrat.io/v1alpha1",
+        "kind": "VpnPeer",
+        "metadata": {"name": name},
+        "spec": {"instanceRef": {"name": instance}, "type": "site", "protocol": "openvpn", "siteId": site_id, "subnets": subnets},
+    }))
+    .unwrap()
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Value::Object(base), Value::Object(extra)) = (base, extra) {
+        for (k, v) in extra {
+            base.insert(k, v);
+        }
+    }
+}
+
+pub async fn apply<K>(api: &Api<K>, obj: &K)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap();
+    api.patch(&name, &PatchParams::apply("e2e-tests").force(), &Patch::Apply(obj)).await.unwrap();
+}
+
+pub async fn merge_patch<K>(api: &Api<K>, name: &str, patch: Value)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+/// The simulator as an external observer sees it, over HTTP.
+pub struct SimClient {
+    pub base_url: String,
+    http: reqwest::Client,
+}
+
+impl SimClient {
+    pub fn new(sim: &RunningSimulator) -> Self {
+        Self { base_url: sim.base_url().to_string(), http: reqwest::Client::new() }
+    }
+
+    pub async fn instances(&self) -> Vec<Instance> {
+        self.http.get(format!("{}/vpn/instances", self.base_url)).bearer_auth(TOKEN).send().await.unwrap()
+            .error_for_status().unwrap().json().await.unwrap()
+    }
+
+    pub async fn instance(&self, id: &str) -> Option<Instance> {
+        let r = self.http.get(format!("{}/vpn/instances/{id}", self.base_url)).bearer_auth(TOKEN).send().await.unwrap();
+        if r.status() == 404 {
+            return None;
+        }
+        Some(r.error_for_status().unwrap().json().await.unwrap())
+    }
+
+    pub async fn create_instance(&self, name: &str, hostname: &str) -> Instance {
+        self.http.post(format!("{}/vpn/instances", self.base_url)).bearer_auth(TOKEN)
+            .json(&json!({"name": name, "hostname": hostname, "region": "sjc"}))
+            .send().await.unwrap().error_for_status().unwrap().json().await.unwrap()
+    }
+
+    pub async fn peers(&self, instance_id: &str) -> Vec<Peer> {
+        self.http.get(format!("{}/vpn/instances/{instance_id}/peers", self.base_url)).bearer_auth(TOKEN).send().await
+            .unwrap().error_for_status().unwrap().json().await.unwrap()
+    }
+
+    /// Calls per "METHOD /route/template" since the last reset.
+    pub async fn calls(&self) -> BTreeMap<String, u64> {
+        let body: Value = self.http.get(format!("{}/_admin/calls", self.base_url)).send().await.unwrap().json().await.unwrap();
+        serde_json::from_value(body["counts"].clone()).unwrap_or_default()
+    }
+
+    pub async fn count(&self, key: &str) -> u64 {
+        self.calls().await.get(key).copied().unwrap_or(0)
+    }
+
+    pub async fn writes(&self) -> u64 {
+        self.calls().await.iter().filter(|(k, _)| !k.starts_with("GET ")).map(|(_, v)| v).sum()
+    }
+
+    pub async fn reset_calls(&self) {
+        self.http.post(format!("{}/_admin/calls/reset", self.base_url)).send().await.unwrap().error_for_status().unwrap();
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        self.http.put(format!("{}/_admin/faults", self.base_url)).json(&faults).send().await.unwrap().error_for_status().unwrap();
+    }
+
+    pub async fn drift(&self, instance_id: &str, change: Value) {
+        self.http.post(format!("{}/_admin/instances/{instance_id}/drift", self.base_url)).json(&change).send().await
+            .unwrap().error_for_status().unwrap();
+    }
+}
