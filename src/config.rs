@@ -20,6 +20,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into directories.
     Crds(CrdsArgs),
+    /// Serve a local, stateful Altostrat API simulator (for tests, demos and development).
+    Simulate(crate::simulator::SimulateArgs),
 }
 
 #[derive(Debug, Args)]

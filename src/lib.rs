@@ -9,4 +9,5 @@ pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod server;
+pub mod simulator;
 pub mod telemetry;

@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
+use altostrat_vpn_operator::config::LogFormat;
 use altostrat_vpn_operator::config::{Cli, Command};
-use altostrat_vpn_operator::{crd, operator, telemetry};
+use altostrat_vpn_operator::{crd, operator, simulator, telemetry};
 use clap::Parser;
 
 fn write_crds(dirs: &[std::path::PathBuf]) -> Result<(), operator::BoxError> {
@@ -26,6 +27,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds(args) => write_crds(&args.output_dirs),
+        Command::Simulate(args) => {
+            telemetry::init(LogFormat::Text);
+            simulator::run(args).await
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             operator::run(*args).await

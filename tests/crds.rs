@@ -45,14 +45,30 @@ fn helm_chart_crds_match_the_rust_types() {
 #[test]
 fn crds_carry_the_documented_names_and_validation() {
     let crds = crd::all();
-    let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap_or_default()).collect();
-    assert_eq!(names, ["vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]);
+    let names: Vec<_> = crds
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]
+    );
     for c in &crds {
         assert_eq!(c.spec.scope, "Namespaced");
-        assert_eq!(c.spec.names.categories.as_deref(), Some(&["altostrat".to_owned()][..]));
+        assert_eq!(
+            c.spec.names.categories.as_deref(),
+            Some(&["altostrat".to_owned()][..])
+        );
         let version = &c.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "status subresource"
+        );
     }
     let yaml = crd::render(&crds[0]).unwrap();
     for rule in ["self == oldSelf", "isCIDR(r)", "ip(a).family() == 4"] {

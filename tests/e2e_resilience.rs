@@ -18,7 +18,11 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_vpn-operator");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct OperatorProcess {
@@ -28,7 +32,13 @@ struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    fn start(sim_url: &str, namespace: &str, extra_env: &[(&str, &str)], log_dir: &std::path::Path, name: &str) -> Self {
+    fn start(
+        sim_url: &str,
+        namespace: &str,
+        extra_env: &[(&str, &str)],
+        log_dir: &std::path::Path,
+        name: &str,
+    ) -> Self {
         let metrics_port = free_port();
         let log_path = log_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -47,7 +57,11 @@ impl OperatorProcess {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        Self { child: cmd.spawn().expect("start the operator binary"), metrics_port, log_path }
+        Self {
+            child: cmd.spawn().expect("start the operator binary"),
+            metrics_port,
+            log_path,
+        }
     }
 
     fn kill(&mut self) {
@@ -56,7 +70,10 @@ impl OperatorProcess {
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
@@ -67,7 +84,9 @@ impl OperatorProcess {
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port)).await.ok()?;
+        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))
+            .await
+            .ok()?;
         let status = r.status().as_u16();
         Some((status, r.text().await.ok()?))
     }
@@ -86,11 +105,24 @@ async fn server_errors_and_rate_limits_delay_but_never_lose_updates() {
     let ns = namespace(&client, "e2e-faults").await;
     let sim = simulator(Duration::from_millis(300)).await;
     let simc = SimClient::new(&sim);
-    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions { resync_interval: Duration::from_secs(2), ..Default::default() });
+    let operator = start_operator(
+        &client,
+        &simc.base_url,
+        &ns,
+        OperatorOptions {
+            resync_interval: Duration::from_secs(2),
+            ..Default::default()
+        },
+    );
     let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
 
     apply(&api, &instance_manifest("hub", "faulty-hub", json!({}))).await;
-    let id = wait_instance(&api, "hub", "Ready", instance_ready).await.status.unwrap().instance_id.unwrap();
+    let id = wait_instance(&api, "hub", "Ready", instance_ready)
+        .await
+        .status
+        .unwrap()
+        .instance_id
+        .unwrap();
 
     // Every endpoint now fails for a while: 500s on updates, 429s on reads.
     simc.set_faults(json!({
@@ -101,18 +133,34 @@ async fn server_errors_and_rate_limits_delay_but_never_lose_updates() {
     }))
     .await;
     simc.reset_calls().await;
-    merge_patch(&api, "hub", json!({"spec": {"name": "renamed hub", "publicDns": ["9.9.9.9", "1.0.0.1", "8.8.4.4"]}})).await;
+    merge_patch(
+        &api,
+        "hub",
+        json!({"spec": {"name": "renamed hub", "publicDns": ["9.9.9.9", "1.0.0.1", "8.8.4.4"]}}),
+    )
+    .await;
     let converged = wait_instance(&api, "hub", "Ready after faults", instance_ready).await;
     let remote = simc.instance(&id).await.unwrap();
     assert_eq!(remote.name, "renamed hub");
     assert_eq!(remote.public_dns, vec!["9.9.9.9", "1.0.0.1", "8.8.4.4"]);
     let calls = simc.calls().await;
-    assert!(calls["PUT /vpn/instances/{instanceId}"] >= 7, "the failed PUTs were retried: {calls:?}");
+    assert!(
+        calls["PUT /vpn/instances/{instanceId}"] >= 7,
+        "the failed PUTs were retried: {calls:?}"
+    );
     assert_eq!(simc.count("POST /vpn/instances").await, 0);
-    assert_eq!(condition(&converged.status.unwrap().conditions, "Synced").unwrap().0, "True");
+    assert_eq!(
+        condition(&converged.status.unwrap().conditions, "Synced")
+            .unwrap()
+            .0,
+        "True"
+    );
 
     let text = altostrat_vpn_operator::metrics::encode(&operator.registry).unwrap();
-    assert!(text.contains("vpn_operator_altostrat_retries_total"), "retries are counted");
+    assert!(
+        text.contains("vpn_operator_altostrat_retries_total"),
+        "retries are counted"
+    );
     assert!(text.contains(r#"status_class="5xx""#));
     operator.stop().await;
 }
@@ -129,12 +177,14 @@ async fn operator_killed_mid_provisioning_resumes_without_duplicates() {
 
     let mut first = OperatorProcess::start(&simc.base_url, &ns, &[], logs.path(), "first");
     apply(&api, &instance_manifest("hub", "crash-hub", json!({}))).await;
-    let id = wait_instance(&api, "hub", "id recorded", |o| o.status.as_ref().is_some_and(|s| s.instance_id.is_some()))
-        .await
-        .status
-        .unwrap()
-        .instance_id
-        .unwrap();
+    let id = wait_instance(&api, "hub", "id recorded", |o| {
+        o.status.as_ref().is_some_and(|s| s.instance_id.is_some())
+    })
+    .await
+    .status
+    .unwrap()
+    .instance_id
+    .unwrap();
     first.kill(); // SIGKILL: no graceful anything
     let provisioning = api.get("hub").await.unwrap();
     assert!(!instance_ready(&provisioning), "killed while still provisioning");
@@ -142,7 +192,11 @@ async fn operator_killed_mid_provisioning_resumes_without_duplicates() {
     let _second = OperatorProcess::start(&simc.base_url, &ns, &[], logs.path(), "second");
     let ready = wait_instance(&api, "hub", "Ready after restart", instance_ready).await;
     assert_eq!(ready.status.unwrap().instance_id.as_deref(), Some(id.as_str()));
-    assert_eq!(simc.instances().await.len(), 1, "exactly one instance in Altostrat");
+    assert_eq!(
+        simc.instances().await.len(),
+        1,
+        "exactly one instance in Altostrat"
+    );
     assert_eq!(simc.count("POST /vpn/instances").await, 1);
 }
 
@@ -160,12 +214,28 @@ async fn token_never_appears_in_logs_status_or_events_and_secret_credentials_wor
     // A resource naming a Secret that does not exist reports it; once the Secret appears
     // (holding the same valid token) the instance converges.
     let mut op = OperatorProcess::start(&simc.base_url, &ns, &[], logs.path(), "secret");
-    apply(&api, &instance_manifest("hub", "secret-hub", json!({"credentialsSecretRef": {"name": "altostrat-creds"}}))).await;
+    apply(
+        &api,
+        &instance_manifest(
+            "hub",
+            "secret-hub",
+            json!({"credentialsSecretRef": {"name": "altostrat-creds"}}),
+        ),
+    )
+    .await;
     let blocked = wait_instance(&api, "hub", "CredentialsError", |o| {
-        o.status.as_ref().and_then(|s| condition(&s.conditions, "Ready")).is_some_and(|c| c.1 == "CredentialsError")
+        o.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == "CredentialsError")
     })
     .await;
-    assert!(condition(&blocked.status.unwrap().conditions, "Ready").unwrap().2.contains("altostrat-creds"));
+    assert!(
+        condition(&blocked.status.unwrap().conditions, "Ready")
+            .unwrap()
+            .2
+            .contains("altostrat-creds")
+    );
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "altostrat-creds"}, "stringData": {"token": TOKEN}
     }))
@@ -174,27 +244,48 @@ async fn token_never_appears_in_logs_status_or_events_and_secret_credentials_wor
     let ready = wait_instance(&api, "hub", "Ready with Secret credentials", instance_ready).await;
 
     // A bad token is reported as a credentials problem, naming no secret value.
-    apply(&api, &instance_manifest("bad", "badtoken-hub", json!({"credentialsSecretRef": {"name": "wrong-creds"}}))).await;
+    apply(
+        &api,
+        &instance_manifest(
+            "bad",
+            "badtoken-hub",
+            json!({"credentialsSecretRef": {"name": "wrong-creds"}}),
+        ),
+    )
+    .await;
     let wrong: Secret = serde_json::from_value(json!({
         "metadata": {"name": "wrong-creds"}, "stringData": {"token": "totally-wrong-token-value"}
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &wrong).await.unwrap();
     wait_instance(&api, "bad", "401 reported", |o| {
-        o.status.as_ref().and_then(|s| condition(&s.conditions, "Ready")).is_some_and(|c| c.2.contains("401"))
+        o.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.2.contains("401"))
     })
     .await;
 
     let (status, metrics) = op.get("/metrics").await.expect("metrics served");
     assert_eq!(status, 200);
-    for name in ["vpn_operator_reconciles_total", "vpn_operator_altostrat_requests_total", "vpn_operator_resources"] {
+    for name in [
+        "vpn_operator_reconciles_total",
+        "vpn_operator_altostrat_requests_total",
+        "vpn_operator_resources",
+    ] {
         assert!(metrics.contains(name), "{name} exported");
     }
     let exit = op.terminate();
-    assert!(exit.success(), "graceful shutdown on SIGTERM exits 0, got {exit:?}");
+    assert!(
+        exit.success(),
+        "graceful shutdown on SIGTERM exits 0, got {exit:?}"
+    );
 
     let log = std::fs::read_to_string(&op.log_path).unwrap();
-    assert!(log.contains("debug") || log.contains("DEBUG"), "debug logging was on");
+    assert!(
+        log.contains("debug") || log.contains("DEBUG"),
+        "debug logging was on"
+    );
     for secret in [TOKEN, "totally-wrong-token-value"] {
         assert!(!log.contains(secret), "token leaked into logs");
         let status = serde_json::to_string(&api.list(&Default::default()).await.unwrap()).unwrap();
@@ -225,11 +316,23 @@ async fn standby_replica_takes_over_when_the_leader_dies() {
 
     let mut alpha = OperatorProcess::start(&simc.base_url, &ns, &election, logs.path(), "alpha");
     let holder = |leases: Api<Lease>| async move {
-        leases.get_opt("altostrat-vpn-operator").await.ok().flatten()?.spec?.holder_identity
+        leases
+            .get_opt("altostrat-vpn-operator")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
     };
-    eventually("alpha leads", TIMEOUT, || async { (holder(leases.clone()).await.as_deref() == Some("alpha")).then_some(()) }).await;
+    eventually("alpha leads", TIMEOUT, || async {
+        (holder(leases.clone()).await.as_deref() == Some("alpha")).then_some(())
+    })
+    .await;
     let beta = OperatorProcess::start(&simc.base_url, &ns, &election, logs.path(), "beta");
-    let (code, body) = eventually("beta ready as standby", TIMEOUT, || async { beta.get("/readyz").await }).await;
+    let (code, body) = eventually("beta ready as standby", TIMEOUT, || async {
+        beta.get("/readyz").await
+    })
+    .await;
     assert_eq!((code, body.as_str()), (200, "ready: standby"));
 
     apply(&api, &instance_manifest("one", "leader-one", json!({}))).await;
@@ -238,7 +341,10 @@ async fn standby_replica_takes_over_when_the_leader_dies() {
 
     alpha.kill();
     let started = tokio::time::Instant::now();
-    eventually("beta takes over", TIMEOUT, || async { (holder(leases.clone()).await.as_deref() == Some("beta")).then_some(()) }).await;
+    eventually("beta takes over", TIMEOUT, || async {
+        (holder(leases.clone()).await.as_deref() == Some("beta")).then_some(())
+    })
+    .await;
     let takeover = started.elapsed();
     assert!(takeover < Duration::from_secs(12), "takeover took {takeover:?}");
     apply(&api, &instance_manifest("two", "leader-two", json!({}))).await;

@@ -12,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
 use super::{Context, Error, Result, apply_status, ensure_finalizer, instrumented, plan, remove_finalizer};
 use crate::altostrat::model::Instance;
-use crate::altostrat::{ApiToken, VpnApi};
+use crate::altostrat::{ApiError, ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, FirewallRuleStatus, VpnInstance, VpnInstanceStatus, VpnPeer};
 
 const CONTROLLER: &str = "vpninstance";
@@ -130,8 +130,10 @@ async fn converge<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnI
     Ok(requeue(&status, ready, ctx))
 }
 
-/// Finds the instance a previous attempt may have created (hostnames are unique), or creates
-/// it; either way the id is written to status before anything else happens.
+/// Creates the instance, or adopts the one a previous attempt created: hostnames are unique
+/// in Altostrat, so a create that was applied but whose answer was lost (crash, timeout) comes
+/// back as 409 on the next attempt, and the instance with our hostname is ours. This costs no
+/// extra call in the common case. The id is written to status before anything else happens.
 async fn create_or_adopt<A: VpnApi>(
     obj: &VpnInstance,
     ctx: &Context<A>,
@@ -139,40 +141,43 @@ async fn create_or_adopt<A: VpnApi>(
     token: &ApiToken,
 ) -> Result<(Instance, VpnInstanceStatus)> {
     let spec = &obj.spec;
-    let existing = ctx.api.list_instances(token).await?;
-    let instance = if let Some(found) = plan::find_instance_by_hostname(&existing, &spec.hostname) {
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "Adopted",
-            "Create",
-            format!(
-                "Adopted existing Altostrat instance {} with hostname {}",
-                found.id, found.hostname
-            ),
-        )
-        .await;
-        found.clone()
-    } else {
-        ctx.check_region(token, &spec.region).await?;
-        let created = ctx
-            .api
-            .create_instance(token, &plan::instance_create(spec))
-            .await?;
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "Created",
-            "Create",
-            format!(
-                "Created Altostrat instance {} in region {}",
-                created.id, created.region
-            ),
-        )
-        .await;
-        created
+    ctx.check_region(token, &spec.region).await?;
+    let instance = match ctx.api.create_instance(token, &plan::instance_create(spec)).await {
+        Ok(created) => {
+            ctx.publish(
+                obj,
+                EventType::Normal,
+                "Created",
+                "Create",
+                format!(
+                    "Created Altostrat instance {} in region {}",
+                    created.id, created.region
+                ),
+            )
+            .await;
+            created
+        }
+        Err(conflict @ ApiError::Conflict { .. }) => {
+            let existing = ctx.api.list_instances(token).await?;
+            let Some(found) = plan::find_instance_by_hostname(&existing, &spec.hostname) else {
+                // Taken by an instance these credentials cannot see.
+                return Err(conflict.into());
+            };
+            ctx.publish(
+                obj,
+                EventType::Normal,
+                "Adopted",
+                "Create",
+                format!(
+                    "Adopted existing Altostrat instance {} with hostname {}",
+                    found.id, found.hostname
+                ),
+            )
+            .await;
+            found.clone()
+        }
+        Err(e) => return Err(e.into()),
     };
-    // Record the id at once: a crash after this point resumes with the same instance.
     let conditions = desired_conditions(&instance, true);
     let status = status_from(&instance, obj, obj.status.as_ref(), &conditions);
     apply_status(api, obj, &status).await?;

@@ -108,7 +108,8 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
         .and_then(|s| s.peer_id.clone());
     let mut observed = match known_id {
         None => {
-            let (peer, written) = create_or_adopt(obj, ctx, api, &token, &instance_id).await?;
+            let (peer, written) =
+                create_or_adopt(obj, ctx, api, &token, &instance_id, current.as_ref()).await?;
             current = Some(written);
             peer
         }
@@ -123,7 +124,7 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
                     format!("Altostrat peer {peer_id} no longer exists; creating it again"),
                 )
                 .await;
-                let (peer, written) = create_or_adopt(obj, ctx, api, &token, &instance_id).await?;
+                let (peer, written) = create_or_adopt(obj, ctx, api, &token, &instance_id, None).await?;
                 current = Some(written);
                 peer
             }
@@ -174,43 +175,85 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
     )))
 }
 
-/// Adopts the peer a previous attempt created for the same user/site, or creates it, and
-/// records its id at once.
+/// Whether a previous attempt may have sent the create: it marks the status `Creating` for
+/// this instance before every POST.
+fn create_may_have_happened(status: Option<&VpnPeerStatus>, instance_id: &str) -> bool {
+    status.is_some_and(|s| {
+        s.peer_id.is_none()
+            && s.instance_id.as_deref() == Some(instance_id)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.reason == reason::CREATING)
+    })
+}
+
+/// Creates the peer, never twice: Altostrat documents no unique key for peers, so the status
+/// is marked `Creating` before the POST; a reconcile that finds that mark without a peer id
+/// (the answer was lost to a crash or timeout) first looks for a peer of the same type and
+/// user/site and adopts it. The id is recorded as soon as it is known.
 async fn create_or_adopt<A: VpnApi>(
     obj: &VpnPeer,
     ctx: &Context<A>,
     api: &Api<VpnPeer>,
     token: &ApiToken,
     instance_id: &str,
+    current: Option<&VpnPeerStatus>,
 ) -> Result<(Peer, VpnPeerStatus)> {
-    let kind = plan::peer_type(obj.spec.kind);
-    let existing = ctx.api.list_peers(token, instance_id, Some(kind)).await?;
-    let peer = if let Some(found) = plan::find_matching_peer(&existing, &obj.spec) {
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "Adopted",
-            "Create",
-            format!("Adopted existing Altostrat peer {}", found.id),
-        )
-        .await;
-        found.clone()
-    } else {
-        let created = ctx
+    let mut adopted = None;
+    if create_may_have_happened(current, instance_id) {
+        let existing = ctx
             .api
-            .create_peer(token, instance_id, &plan::peer_create(&obj.spec))
+            .list_peers(token, instance_id, Some(plan::peer_type(obj.spec.kind)))
             .await?;
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "Created",
-            "Create",
-            format!("Created Altostrat peer {}", created.id),
-        )
-        .await;
-        created
+        adopted = plan::find_matching_peer(&existing, &obj.spec).cloned();
+    } else {
+        let marker = VpnPeerStatus {
+            peer_id: None,
+            instance_id: Some(instance_id.to_owned()),
+            connected: false,
+            connected_from: None,
+            observed_generation: obj.metadata.generation,
+            conditions: conditions::merge(
+                current.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+                &[
+                    ConditionState::new(READY, false, reason::CREATING, "Creating the peer in Altostrat"),
+                    ConditionState::new(SYNCED, true, reason::CREATING, "Create in progress"),
+                ],
+                obj.metadata.generation,
+                &conditions::now(),
+            ),
+        };
+        apply_status(api, obj, &marker).await?;
+    }
+    let peer = match adopted {
+        Some(found) => {
+            ctx.publish(
+                obj,
+                EventType::Normal,
+                "Adopted",
+                "Create",
+                format!("Adopted existing Altostrat peer {}", found.id),
+            )
+            .await;
+            found
+        }
+        None => {
+            let created = ctx
+                .api
+                .create_peer(token, instance_id, &plan::peer_create(&obj.spec))
+                .await?;
+            ctx.publish(
+                obj,
+                EventType::Normal,
+                "Created",
+                "Create",
+                format!("Created Altostrat peer {}", created.id),
+            )
+            .await;
+            created
+        }
     };
-    let status = status_from(&peer, instance_id, obj, obj.status.as_ref());
+    let status = status_from(&peer, instance_id, obj, current);
     apply_status(api, obj, &status).await?;
     Ok((peer, status))
 }
@@ -301,6 +344,7 @@ async fn cleanup<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>)
             let token = ctx.token(&namespace, secret.as_ref()).await?;
             let peer_id = match status.peer_id.clone() {
                 Some(id) => Some(id),
+                None if !create_may_have_happened(Some(&status), &instance_id) => None,
                 // A create may have succeeded without its id being recorded.
                 None => match ctx
                     .api

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use altostrat_vpn_operator::altostrat::model::{Instance, Peer};
-use altostrat_vpn_operator::altostrat::{ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy};
+use altostrat_vpn_operator::altostrat::{
+    ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy,
+};
 use altostrat_vpn_operator::controller::{self, Settings, WatchScope};
 use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
 use altostrat_vpn_operator::metrics::Metrics;
@@ -30,17 +32,29 @@ pub async fn kube() -> Client {
         std::env::var_os("KUBECONFIG").is_some(),
         "KUBECONFIG is not set: run the end-to-end suites through scripts/test.sh, which starts the local control plane"
     );
-    let client = Client::try_default().await.expect("connect to the control plane in KUBECONFIG");
+    let client = Client::try_default()
+        .await
+        .expect("connect to the control plane in KUBECONFIG");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crd::all() {
         let name = crd.metadata.name.clone().unwrap();
-        crds.patch(&name, &PatchParams::apply("e2e-tests").force(), &Patch::Apply(&crd)).await.unwrap();
+        crds.patch(
+            &name,
+            &PatchParams::apply("e2e-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
         eventually("CRD established", Duration::from_secs(30), || {
             let crds = crds.clone();
             let name = name.clone();
             async move {
                 let crd = crds.get(&name).await.ok()?;
-                crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
             }
         })
         .await;
@@ -52,7 +66,13 @@ pub async fn kube() -> Client {
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
     name
 }
@@ -82,31 +102,64 @@ pub struct OperatorOptions {
 
 impl Default for OperatorOptions {
     fn default() -> Self {
-        Self { resync_interval: Duration::from_secs(300), rate_limit_per_minute: 60_000, token: Some(TOKEN) }
+        Self {
+            resync_interval: Duration::from_secs(300),
+            rate_limit_per_minute: 60_000,
+            token: Some(TOKEN),
+        }
     }
 }
 
-pub fn start_operator(client: &Client, base_url: &str, namespace: &str, options: OperatorOptions) -> Operator {
+pub fn start_operator(
+    client: &Client,
+    base_url: &str,
+    namespace: &str,
+    options: OperatorOptions,
+) -> Operator {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
-    let http = HttpClient::new(HttpClientConfig { base_url: base_url.to_owned(), ..HttpClientConfig::default() }).unwrap();
+    let http = HttpClient::new(HttpClientConfig {
+        base_url: base_url.to_owned(),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
     let limiter = Arc::new(RateLimiter::new(options.rate_limit_per_minute, 50));
-    let policy = RetryPolicy { base_delay: Duration::from_millis(50), ..RetryPolicy::default() };
+    let policy = RetryPolicy {
+        base_delay: Duration::from_millis(50),
+        ..RetryPolicy::default()
+    };
     let api = Arc::new(Resilient::new(http, limiter, policy, metrics.clone()));
     let shared = controller::Shared {
         client: client.clone(),
         api,
         default_token: options.token.map(ApiToken::new),
         metrics: metrics.clone(),
-        settings: Settings { resync_interval: options.resync_interval, ..Settings::default() },
-        reporter: Reporter { controller: "vpn-operator".into(), instance: Some("e2e".into()) },
+        settings: Settings {
+            resync_interval: options.resync_interval,
+            ..Settings::default()
+        },
+        reporter: Reporter {
+            controller: "vpn-operator".into(),
+            instance: Some("e2e".into()),
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = futures::FutureExt::shared(Box::pin(async move {
         let _ = stop_rx.await;
-    }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>);
-    let handle = tokio::spawn(controller::run(shared, WatchScope::Namespace(namespace.to_owned()), shutdown, |_, _| {}));
-    Operator { stop: Some(stop_tx), handle: Some(handle), metrics, registry: Arc::new(registry) }
+    })
+        as std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>);
+    let handle = tokio::spawn(controller::run(
+        shared,
+        WatchScope::Namespace(namespace.to_owned()),
+        shutdown,
+        |_, _| {},
+    ));
+    Operator {
+        stop: Some(stop_tx),
+        handle: Some(handle),
+        metrics,
+        registry: Arc::new(registry),
+    }
 }
 
 impl Operator {
@@ -116,7 +169,10 @@ impl Operator {
             let _ = stop.send(());
         }
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), handle).await.expect("operator stops in time").unwrap();
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("operator stops in time")
+                .unwrap();
         }
     }
 }
@@ -140,24 +196,36 @@ where
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
 
-pub fn ready_status<K>(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<(String, String)>
-where
-    K: Resource,
-{
-    conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone()))
+pub async fn wait_instance(
+    api: &Api<VpnInstance>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&VpnInstance) -> bool,
+) -> VpnInstance {
+    eventually(what, TIMEOUT, || async {
+        api.get_opt(name).await.ok().flatten().filter(|o| pred(o))
+    })
+    .await
 }
 
-pub async fn wait_instance(api: &Api<VpnInstance>, name: &str, what: &str, pred: impl Fn(&VpnInstance) -> bool) -> VpnInstance {
-    eventually(what, TIMEOUT, || async { api.get_opt(name).await.ok().flatten().filter(|o| pred(o)) }).await
-}
-
-pub async fn wait_peer(api: &Api<VpnPeer>, name: &str, what: &str, pred: impl Fn(&VpnPeer) -> bool) -> VpnPeer {
-    eventually(what, TIMEOUT, || async { api.get_opt(name).await.ok().flatten().filter(|o| pred(o)) }).await
+pub async fn wait_peer(
+    api: &Api<VpnPeer>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&VpnPeer) -> bool,
+) -> VpnPeer {
+    eventually(what, TIMEOUT, || async {
+        api.get_opt(name).await.ok().flatten().filter(|o| pred(o))
+    })
+    .await
 }
 
 pub async fn wait_gone<K>(api: &Api<K>, name: &str)
@@ -170,8 +238,14 @@ where
     .await
 }
 
-pub fn condition(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], type_: &str) -> Option<(String, String, String)> {
-    conditions.iter().find(|c| c.type_ == type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+pub fn condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<(String, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 pub fn instance_ready(o: &VpnInstance) -> bool {
@@ -237,14 +311,22 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap();
-    api.patch(&name, &PatchParams::apply("e2e-tests").force(), &Patch::Apply(obj)).await.unwrap();
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e-tests").force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .unwrap();
 }
 
 pub async fn merge_patch<K>(api: &Api<K>, name: &str, patch: Value)
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
 }
 
 /// The simulator as an external observer sees it, over HTTP.
@@ -255,16 +337,34 @@ pub struct SimClient {
 
 impl SimClient {
     pub fn new(sim: &RunningSimulator) -> Self {
-        Self { base_url: sim.base_url().to_string(), http: reqwest::Client::new() }
+        Self {
+            base_url: sim.base_url().to_string(),
+            http: reqwest::Client::new(),
+        }
     }
 
     pub async fn instances(&self) -> Vec<Instance> {
-        self.http.get(format!("{}/vpn/instances", self.base_url)).bearer_auth(TOKEN).send().await.unwrap()
-            .error_for_status().unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}/vpn/instances", self.base_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn instance(&self, id: &str) -> Option<Instance> {
-        let r = self.http.get(format!("{}/vpn/instances/{id}", self.base_url)).bearer_auth(TOKEN).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}/vpn/instances/{id}", self.base_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         if r.status() == 404 {
             return None;
         }
@@ -272,19 +372,45 @@ impl SimClient {
     }
 
     pub async fn create_instance(&self, name: &str, hostname: &str) -> Instance {
-        self.http.post(format!("{}/vpn/instances", self.base_url)).bearer_auth(TOKEN)
+        self.http
+            .post(format!("{}/vpn/instances", self.base_url))
+            .bearer_auth(TOKEN)
             .json(&json!({"name": name, "hostname": hostname, "region": "sjc"}))
-            .send().await.unwrap().error_for_status().unwrap().json().await.unwrap()
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn peers(&self, instance_id: &str) -> Vec<Peer> {
-        self.http.get(format!("{}/vpn/instances/{instance_id}/peers", self.base_url)).bearer_auth(TOKEN).send().await
-            .unwrap().error_for_status().unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}/vpn/instances/{instance_id}/peers", self.base_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Calls per "METHOD /route/template" since the last reset.
     pub async fn calls(&self) -> BTreeMap<String, u64> {
-        let body: Value = self.http.get(format!("{}/_admin/calls", self.base_url)).send().await.unwrap().json().await.unwrap();
+        let body: Value = self
+            .http
+            .get(format!("{}/_admin/calls", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         serde_json::from_value(body["counts"].clone()).unwrap_or_default()
     }
 
@@ -293,19 +419,43 @@ impl SimClient {
     }
 
     pub async fn writes(&self) -> u64 {
-        self.calls().await.iter().filter(|(k, _)| !k.starts_with("GET ")).map(|(_, v)| v).sum()
+        self.calls()
+            .await
+            .iter()
+            .filter(|(k, _)| !k.starts_with("GET "))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     pub async fn reset_calls(&self) {
-        self.http.post(format!("{}/_admin/calls/reset", self.base_url)).send().await.unwrap().error_for_status().unwrap();
+        self.http
+            .post(format!("{}/_admin/calls/reset", self.base_url))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
     }
 
     pub async fn set_faults(&self, faults: Value) {
-        self.http.put(format!("{}/_admin/faults", self.base_url)).json(&faults).send().await.unwrap().error_for_status().unwrap();
+        self.http
+            .put(format!("{}/_admin/faults", self.base_url))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
     }
 
     pub async fn drift(&self, instance_id: &str, change: Value) {
-        self.http.post(format!("{}/_admin/instances/{instance_id}/drift", self.base_url)).json(&change).send().await
-            .unwrap().error_for_status().unwrap();
+        self.http
+            .post(format!("{}/_admin/instances/{instance_id}/drift", self.base_url))
+            .json(&change)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
     }
 }

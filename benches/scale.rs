@@ -1,0 +1,495 @@
+//! Scale benchmark: N VpnInstances and M VpnPeers created at once against the local control
+//! plane and the simulator (zero added latency), with the operator binary as a separate
+//! process so its memory and CPU can be measured.
+//!
+//! Run through `scripts/bench.sh` (which starts the control plane):
+//!   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s]
+//!
+//! Reports: time to Ready (p50/p99 per object, total), Altostrat calls per object by endpoint,
+//! kube-apiserver writes per object, operator peak RSS and CPU seconds, writes during a full
+//! resync window (must be zero), and the raw apiserver status-write limit measured in the same
+//! run, as a ratio.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
+use altostrat_vpn_operator::simulator::{Simulator, SimulatorConfig};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+struct Args {
+    instances: usize,
+    peers: usize,
+    resync: Duration,
+    concurrency: usize,
+    operator_concurrency: u16,
+    binary: String,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        instances: 500,
+        peers: 2000,
+        resync: Duration::from_secs(30),
+        concurrency: 32,
+        operator_concurrency: 32,
+        binary: std::env::var("VPN_OPERATOR_BIN").unwrap_or_else(|_| "target/release/vpn-operator".into()),
+    };
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = raw.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().cloned().unwrap_or_default();
+        match flag.as_str() {
+            "--instances" => args.instances = value().parse().expect("--instances N"),
+            "--peers" => args.peers = value().parse().expect("--peers M"),
+            "--resync" => {
+                args.resync = altostrat_vpn_operator::config::parse_duration(&value()).expect("--resync 30s")
+            }
+            "--concurrency" => args.concurrency = value().parse().expect("--concurrency N"),
+            "--operator-concurrency" => {
+                args.operator_concurrency = value().parse().expect("--operator-concurrency N")
+            }
+            "--binary" => args.binary = value(),
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// Peak RSS (VmHWM) in KiB and CPU seconds (utime + stime) of a process.
+fn process_usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the ")" the fields start at index 0 = state; utime = 11, stime = 12.
+    (hwm, (ticks(11) + ticks(12)) / 100.0)
+}
+
+/// Write requests the apiserver has served for our resources, by resource, from its metrics.
+async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(req).await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if !line.starts_with("apiserver_request_total{") {
+            continue;
+        }
+        let is_ours = line.contains(r#"group="vpn.altostrat.io""#);
+        let write = ["\"PATCH\"", "\"PUT\"", "\"POST\"", "\"DELETE\"", "\"APPLY\""]
+            .iter()
+            .any(|v| line.contains(v));
+        if !(is_ours && write) {
+            continue;
+        }
+        let resource = line
+            .split("resource=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("?");
+        let sub = line
+            .split("subresource=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("");
+        let key = if sub.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}/{sub}")
+        };
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(key).or_default() += value;
+    }
+    out
+}
+
+fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+async fn sim_calls(base: &str) -> BTreeMap<String, u64> {
+    let body: Value = reqwest::get(format!("{base}/_admin/calls"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    serde_json::from_value(body["counts"].clone()).unwrap_or_default()
+}
+
+fn is_ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
+    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+fn uuid_for(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG must point at the local control plane (scripts/bench.sh)");
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
+    for crd in crd::all() {
+        crds.patch(
+            crd.metadata.name.as_deref().unwrap(),
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    let ns = format!("bench-{suffix}");
+    create_namespace(&client, &ns).await;
+
+    let sim = Simulator::spawn(SimulatorConfig {
+        provision_delay: Duration::ZERO,
+        status_clear_delay: Duration::ZERO,
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = sim.base_url().to_string();
+
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("bench-operator-{suffix}.log"))).unwrap();
+    let mut operator: Child = Command::new(&args.binary)
+        .arg("run")
+        .env("ALTOSTRAT_API_URL", &base)
+        .env("ALTOSTRAT_API_TOKEN", "sim-token")
+        .env("WATCH_NAMESPACES", &ns)
+        .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("ALTOSTRAT_API_RATE_LIMIT", "10000000")
+        .env("ALTOSTRAT_API_BURST", "1000")
+        .env("RESYNC_INTERVAL", format!("{}s", args.resync.as_secs()))
+        .env("INSTANCE_CONCURRENCY", args.operator_concurrency.to_string())
+        .env("PEER_CONCURRENCY", args.operator_concurrency.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the operator binary (build it with cargo build --release)");
+    let pid = operator.id();
+    // Wait for readiness of the operator before starting the clock.
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{metrics_port}/readyz")).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, cpu_idle) = process_usage(pid);
+
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let peers: Api<VpnPeer> = Api::namespaced(client.clone(), &ns);
+    let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ready_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+
+    // Watch readiness of both kinds.
+    let total = args.instances + args.peers;
+    let watch_ready = {
+        let ready_at = ready_at.clone();
+        let (instances, peers) = (instances.clone(), peers.clone());
+        tokio::spawn(async move {
+            let i = watcher(instances, watcher::Config::default())
+                .applied_objects()
+                .map_ok(|o: VpnInstance| {
+                    (
+                        format!("i/{}", o.name_any()),
+                        is_ready(o.status.as_ref().map(|s| &s.conditions)),
+                    )
+                });
+            let p = watcher(peers, watcher::Config::default())
+                .applied_objects()
+                .map_ok(|o: VpnPeer| {
+                    (
+                        format!("p/{}", o.name_any()),
+                        is_ready(o.status.as_ref().map(|s| &s.conditions)),
+                    )
+                });
+            let mut merged = stream::select(i.boxed(), p.boxed());
+            while let Some(item) = merged.next().await {
+                if let Ok((key, true)) = item {
+                    let mut r = ready_at.lock().await;
+                    r.entry(key).or_insert_with(Instant::now);
+                    if r.len() >= total {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+
+    let writes_before = apiserver_writes(&client).await;
+    let start = Instant::now();
+    let per_instance = args.peers.div_ceil(args.instances.max(1));
+    let jobs: Vec<(bool, usize)> = (0..args.instances)
+        .map(|i| (true, i))
+        .chain((0..args.peers).map(|p| (false, p)))
+        .collect();
+    stream::iter(jobs)
+        .for_each_concurrent(args.concurrency, |(is_instance, i)| {
+            let (instances, peers, created_at) = (instances.clone(), peers.clone(), created_at.clone());
+            async move {
+                let pp = PostParams::default();
+                if is_instance {
+                    let obj: VpnInstance = serde_json::from_value(json!({
+                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnInstance",
+                        "metadata": {"name": format!("hub-{i}")},
+                        "spec": {"name": format!("hub {i}"), "hostname": format!("b{i}-{suffix}"), "region": "sjc",
+                                 "pushedRoutes": ["10.0.0.0/8"], "publicDns": ["1.1.1.1", "8.8.8.8"]}
+                    }))
+                    .unwrap();
+                    created_at.lock().await.insert(format!("i/hub-{i}"), Instant::now());
+                    instances.create(&pp, &obj).await.unwrap();
+                } else {
+                    let obj: VpnPeer = serde_json::from_value(json!({
+                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
+                        "metadata": {"name": format!("peer-{i}")},
+                        "spec": {"instanceRef": {"name": format!("hub-{}", i / per_instance)}, "type": "client",
+                                 "protocol": "wireguard", "userId": uuid_for(i)}
+                    }))
+                    .unwrap();
+                    created_at.lock().await.insert(format!("p/peer-{i}"), Instant::now());
+                    peers.create(&pp, &obj).await.unwrap();
+                }
+            }
+        })
+        .await;
+    let created = start.elapsed();
+    let timeout = Duration::from_secs(1800);
+    if tokio::time::timeout(timeout, watch_ready).await.is_err() {
+        let n = ready_at.lock().await.len();
+        let _ = operator.kill();
+        panic!("only {n}/{total} Ready after {timeout:?}");
+    }
+    let converged = start.elapsed();
+    let (rss_kib, cpu_total) = process_usage(pid);
+    let writes_converge = diff(&apiserver_writes(&client).await, &writes_before);
+    let calls = sim_calls(&base).await;
+
+    let (created_at, ready_at) = (created_at.lock().await.clone(), ready_at.lock().await.clone());
+    let mut lat_i: Vec<Duration> = Vec::new();
+    let mut lat_p: Vec<Duration> = Vec::new();
+    for (k, ready) in &ready_at {
+        let d = ready.saturating_duration_since(created_at[k]);
+        if k.starts_with("i/") {
+            lat_i.push(d)
+        } else {
+            lat_p.push(d)
+        }
+    }
+    lat_i.sort();
+    lat_p.sort();
+
+    // Steady state: a full resync window (plus jitter margin) must write nothing.
+    let sim_before = sim_calls(&base).await;
+    let kube_before = apiserver_writes(&client).await;
+    tokio::time::sleep(args.resync.mul_f64(1.3)).await;
+    let sim_after = sim_calls(&base).await;
+    let kube_steady = diff(&apiserver_writes(&client).await, &kube_before);
+    let sim_steady: BTreeMap<String, u64> = sim_after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - sim_before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    let steady_writes: u64 = sim_steady
+        .iter()
+        .filter(|(k, _)| !k.starts_with("GET"))
+        .map(|(_, v)| v)
+        .sum();
+    let steady_kube: f64 = kube_steady.values().sum();
+    let (rss_after_resync, cpu_after) = process_usage(pid);
+
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = operator.wait();
+
+    // The apiserver's own limit: create the same number of instances and write their status
+    // (as the operator must) with a minimal client, as fast as possible.
+    let raw_ns = format!("bench-raw-{suffix}");
+    create_namespace(&client, &raw_ns).await;
+    let raw: Api<VpnInstance> = Api::namespaced(client.clone(), &raw_ns);
+    let raw_peers: Api<VpnPeer> = Api::namespaced(client.clone(), &raw_ns);
+    let raw_start = Instant::now();
+    let jobs: Vec<(bool, usize)> = (0..args.instances)
+        .map(|i| (true, i))
+        .chain((0..args.peers).map(|p| (false, p)))
+        .collect();
+    stream::iter(jobs)
+        .for_each_concurrent(args.concurrency, |(is_instance, i)| {
+            let (raw, raw_peers) = (raw.clone(), raw_peers.clone());
+            async move {
+                let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Available",
+                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+                let ssa = PatchParams::apply("bench-raw").force();
+                if is_instance {
+                    let obj: VpnInstance = serde_json::from_value(json!({
+                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnInstance",
+                        "metadata": {"name": format!("raw-{i}")},
+                        "spec": {"name": format!("raw {i}"), "hostname": format!("r{i}-{suffix}"), "region": "sjc"}
+                    }))
+                    .unwrap();
+                    raw.create(&PostParams::default(), &obj).await.unwrap();
+                    let mut patch = status.clone();
+                    patch["apiVersion"] = json!("vpn.altostrat.io/v1alpha1");
+                    patch["kind"] = json!("VpnInstance");
+                    raw.patch_status(&format!("raw-{i}"), &ssa, &Patch::Apply(&patch)).await.unwrap();
+                } else {
+                    let obj: VpnPeer = serde_json::from_value(json!({
+                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
+                        "metadata": {"name": format!("raw-peer-{i}")},
+                        "spec": {"instanceRef": {"name": "raw-0"}, "type": "client", "protocol": "wireguard", "userId": uuid_for(i)}
+                    }))
+                    .unwrap();
+                    raw_peers.create(&PostParams::default(), &obj).await.unwrap();
+                    let mut patch = status.clone();
+                    patch["apiVersion"] = json!("vpn.altostrat.io/v1alpha1");
+                    patch["kind"] = json!("VpnPeer");
+                    raw_peers.patch_status(&format!("raw-peer-{i}"), &ssa, &Patch::Apply(&patch)).await.unwrap();
+                }
+            }
+        })
+        .await;
+    let raw_elapsed = raw_start.elapsed();
+
+    let n = args.instances as f64;
+    let m = args.peers as f64;
+    let per = |key: &str, count: f64| calls.get(key).copied().unwrap_or(0) as f64 / count.max(1.0);
+    println!(
+        "# Scale benchmark: {} VpnInstances, {} VpnPeers\n",
+        args.instances, args.peers
+    );
+    println!("| measure | value |\n|---|---|");
+    println!(
+        "| objects created (client side) in | {:.1} s |",
+        created.as_secs_f64()
+    );
+    println!("| all Ready after | {:.1} s |", converged.as_secs_f64());
+    println!(
+        "| instance time to Ready p50 / p99 | {:.2} s / {:.2} s |",
+        percentile(&lat_i, 0.5).as_secs_f64(),
+        percentile(&lat_i, 0.99).as_secs_f64()
+    );
+    println!(
+        "| peer time to Ready p50 / p99 | {:.2} s / {:.2} s |",
+        percentile(&lat_p, 0.5).as_secs_f64(),
+        percentile(&lat_p, 0.99).as_secs_f64()
+    );
+    println!(
+        "| raw apiserver create+status for the same objects | {:.1} s |",
+        raw_elapsed.as_secs_f64()
+    );
+    println!(
+        "| ratio operator / raw limit | {:.2} |",
+        converged.as_secs_f64() / raw_elapsed.as_secs_f64().max(0.001)
+    );
+    println!(
+        "| POST /vpn/instances per instance (min 1) | {:.3} |",
+        per("POST /vpn/instances", n)
+    );
+    println!(
+        "| POST peers per peer (min 1) | {:.3} |",
+        per("POST /vpn/instances/{instanceId}/peers", m)
+    );
+    println!(
+        "| PUT /vpn/instances per instance | {:.3} |",
+        per("PUT /vpn/instances/{instanceId}", n)
+    );
+    println!(
+        "| GET instance per instance (readiness polls) | {:.3} |",
+        per("GET /vpn/instances/{instanceId}", n)
+    );
+    println!(
+        "| GET /vpn/instances (adoption lists) per instance | {:.3} |",
+        per("GET /vpn/instances", n)
+    );
+    println!(
+        "| GET peers list per peer | {:.3} |",
+        per("GET /vpn/instances/{instanceId}/peers", m)
+    );
+    println!(
+        "| GET peer per peer | {:.3} |",
+        per("GET /vpn/instances/{instanceId}/peers/{peerId}", m)
+    );
+    println!("| operator peak RSS | {:.1} MiB |", rss_kib as f64 / 1024.0);
+    println!(
+        "| operator CPU during convergence | {:.1} s |",
+        cpu_total - cpu_idle
+    );
+    println!(
+        "| steady state ({:.0} s window): Altostrat writes | {steady_writes} |",
+        args.resync.mul_f64(1.3).as_secs_f64()
+    );
+    println!("| steady state: kube-apiserver writes | {steady_kube} |");
+    println!(
+        "| operator CPU during the resync window | {:.1} s |",
+        cpu_after - cpu_total
+    );
+    println!(
+        "| peak RSS after resync | {:.1} MiB |",
+        rss_after_resync as f64 / 1024.0
+    );
+    println!("\nAltostrat calls during convergence: {calls:?}");
+    println!(
+        "kube-apiserver writes during convergence (per object): {:?}",
+        writes_converge
+            .iter()
+            .map(|(k, v)| (
+                k.clone(),
+                format!("{:.2}", v / if k.starts_with("vpninstances") { n } else { m })
+            ))
+            .collect::<BTreeMap<_, _>>()
+    );
+    println!("Altostrat calls during the steady window: {sim_steady:?}");
+    println!("kube-apiserver writes during the steady window: {kube_steady:?}");
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Scale benchmark (see benches/scale.rs and BENCHMARKS.md):
+#   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s] [--operator-concurrency 32]
+# Starts a dedicated local control plane, builds the operator in release mode and runs the
+# benchmark against it; prints a markdown report.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CACHE="${ALTOSTRAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/altostrat-vpn-operator}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/cargo-target}"
+export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}"
+cargo build --release --locked --bin vpn-operator
+dir="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-bench.XXXXXX")"
+trap 'scripts/control-plane.sh down "$dir" >/dev/null 2>&1 || true' EXIT
+scripts/control-plane.sh up "$dir"
+export KUBECONFIG="$dir/kubeconfig"
+VPN_OPERATOR_BIN="$CARGO_TARGET_DIR/release/vpn-operator" cargo bench --locked --bench scale -- "$@"

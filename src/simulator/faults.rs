@@ -1,0 +1,194 @@
+//! Fault injection: added latency, random or deterministic failures and 429s with
+//! `Retry-After`, globally or per endpoint ("METHOD /route/template", or "*").
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Faults applied to every `/vpn` request, plus per-endpoint rules.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultConfig {
+    /// Probability (0..1) that any request fails with a 500.
+    pub error_rate: f64,
+    /// Latency added to every request.
+    pub latency_ms: u64,
+    /// Requests per minute allowed per token; beyond it the answer is 429 with Retry-After.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Rules keyed by "METHOD /route/template" (e.g. "PUT /vpn/instances/{instanceId}") or "*".
+    pub rules: BTreeMap<String, FaultRule>,
+}
+
+/// Faults of one endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultRule {
+    /// The next N requests fail deterministically (counts down).
+    pub fail_next: u32,
+    /// Probability (0..1) that a request fails.
+    pub error_rate: f64,
+    /// Status of injected failures (default 500; 429 adds Retry-After).
+    pub status: Option<u16>,
+    /// Retry-After seconds sent with injected 429s (default 1).
+    pub retry_after_secs: Option<u64>,
+    /// Latency added to this endpoint.
+    pub latency_ms: u64,
+}
+
+/// What the middleware must do with one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub delay: Duration,
+    pub failure: Option<Failure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+}
+
+impl FaultConfig {
+    /// Decides the fate of a request (mutates `fail_next` counters). `sample` is in [0, 1).
+    pub fn decide(&mut self, route: &str, sample: f64) -> Verdict {
+        let mut delay = Duration::from_millis(self.latency_ms);
+        let mut failure = (sample < self.error_rate).then_some(Failure {
+            status: 500,
+            retry_after: None,
+        });
+        for key in [route, "*"] {
+            let Some(rule) = self.rules.get_mut(key) else {
+                continue;
+            };
+            delay += Duration::from_millis(rule.latency_ms);
+            if failure.is_some() {
+                continue;
+            }
+            let status = rule.status.unwrap_or(500);
+            let fail = if rule.fail_next > 0 {
+                rule.fail_next -= 1;
+                true
+            } else {
+                sample < rule.error_rate
+            };
+            if fail {
+                let retry_after = (status == 429).then(|| rule.retry_after_secs.unwrap_or(1));
+                failure = Some(Failure { status, retry_after });
+            }
+        }
+        Verdict { delay, failure }
+    }
+
+    /// Parses a `--fault` flag: `METHOD /route/template:key=value,key=value` with keys
+    /// `error_rate`, `fail_next`, `status`, `retry_after_secs`, `latency_ms`.
+    pub fn parse_rule(spec: &str) -> Result<(String, FaultRule), String> {
+        let (route, settings) = match spec.rfind(':') {
+            Some(i) if spec[i + 1..].contains('=') => (&spec[..i], &spec[i + 1..]),
+            _ => return Err(format!("fault {spec:?}: expected 'METHOD /path:key=value,...'")),
+        };
+        let mut rule = FaultRule::default();
+        for pair in settings.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("fault setting {pair:?}: expected key=value"))?;
+            let bad = |e: &dyn std::fmt::Display| format!("fault setting {k}={v}: {e}");
+            match k.trim() {
+                "error_rate" => rule.error_rate = v.parse().map_err(|e| bad(&e))?,
+                "fail_next" => rule.fail_next = v.parse().map_err(|e| bad(&e))?,
+                "status" => rule.status = Some(v.parse().map_err(|e| bad(&e))?),
+                "retry_after_secs" => rule.retry_after_secs = Some(v.parse().map_err(|e| bad(&e))?),
+                "latency_ms" => rule.latency_ms = v.parse().map_err(|e| bad(&e))?,
+                other => return Err(format!("unknown fault setting {other:?}")),
+            }
+        }
+        Ok((route.trim().to_owned(), rule))
+    }
+}
+
+/// Fixed one-minute windows of request counts per token.
+#[derive(Debug, Default)]
+pub struct TokenWindows {
+    windows: HashMap<String, (u64, u32)>,
+}
+
+impl TokenWindows {
+    /// Counts a request at `now_secs`; returns `Some(retry_after_secs)` when over `limit`.
+    pub fn check(&mut self, token: &str, limit: u32, now_secs: u64) -> Option<u64> {
+        let window = now_secs / 60;
+        let entry = self.windows.entry(token.to_owned()).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        if entry.1 >= limit {
+            return Some(60 - now_secs % 60);
+        }
+        entry.1 += 1;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_next_is_deterministic_and_counts_down() {
+        let mut faults = FaultConfig::default();
+        let (route, rule) =
+            FaultConfig::parse_rule("PUT /vpn/instances/{instanceId}:fail_next=2,status=503").unwrap();
+        faults.rules.insert(route.clone(), rule);
+        let failures: Vec<_> = (0..3)
+            .map(|_| faults.decide(&route, 0.99).failure.map(|f| f.status))
+            .collect();
+        assert_eq!(failures, vec![Some(503), Some(503), None]);
+        assert_eq!(
+            faults.decide("GET /vpn/instances", 0.0).failure,
+            None,
+            "other routes unaffected"
+        );
+    }
+
+    #[test]
+    fn injected_429s_carry_retry_after_and_latency_adds_up() {
+        let mut faults = FaultConfig {
+            latency_ms: 10,
+            ..FaultConfig::default()
+        };
+        faults.rules.insert(
+            "*".into(),
+            FaultRule {
+                error_rate: 1.0,
+                status: Some(429),
+                retry_after_secs: Some(3),
+                latency_ms: 5,
+                ..FaultRule::default()
+            },
+        );
+        let verdict = faults.decide("GET /vpn/servers/regions", 0.5);
+        assert_eq!(verdict.delay, Duration::from_millis(15));
+        assert_eq!(
+            verdict.failure,
+            Some(Failure {
+                status: 429,
+                retry_after: Some(3)
+            })
+        );
+    }
+
+    #[test]
+    fn token_windows_limit_each_token_per_minute() {
+        let mut w = TokenWindows::default();
+        assert_eq!(w.check("a", 2, 120), None);
+        assert_eq!(w.check("a", 2, 130), None);
+        assert_eq!(w.check("a", 2, 135), Some(45));
+        assert_eq!(w.check("b", 2, 135), None, "separate budget per token");
+        assert_eq!(w.check("a", 2, 180), None, "new window");
+    }
+
+    #[test]
+    fn malformed_fault_specs_are_rejected() {
+        assert!(FaultConfig::parse_rule("GET /vpn/instances").is_err());
+        assert!(FaultConfig::parse_rule("GET /vpn/instances:speed=3").is_err());
+    }
+}

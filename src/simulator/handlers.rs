@@ -1,0 +1,840 @@
+//! HTTP handlers of the simulator: the `/vpn` API and the `/_admin` introspection endpoints.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Inner;
+use super::faults::FaultConfig;
+use super::state::{StoredInstance, StoredPeer, now_ms};
+use super::validate::{self, Invalid};
+use crate::altostrat::model::{
+    DnsCustomRecord, DnsRecordType, ErrorResponse, FirewallRule, Instance, Peer, PeerType, Protocol,
+    region_codes,
+};
+
+type Shared = Arc<Inner>;
+
+/// An error answer: status, `ErrorResponse` body and an optional `Retry-After`.
+pub struct Failure {
+    status: StatusCode,
+    body: ErrorResponse,
+    retry_after: Option<u64>,
+}
+
+fn failure(status: u16, error_type: &str, code: &str, message: impl Into<String>) -> Failure {
+    Failure {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body: ErrorResponse {
+            error_type: error_type.into(),
+            code: code.into(),
+            message: message.into(),
+            doc_url: format!("https://docs.altostrat.io/errors/{code}"),
+        },
+        retry_after: None,
+    }
+}
+
+impl From<Invalid> for Failure {
+    fn from(e: Invalid) -> Self {
+        failure(e.status, "invalid_request_error", e.code, e.message)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+type Answer<T> = Result<T, Failure>;
+
+fn not_found(what: &str, id: &str) -> Failure {
+    failure(
+        404,
+        "invalid_request_error",
+        "resource_missing",
+        format!("No such {what}: '{id}'."),
+    )
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn authorize(inner: &Inner, headers: &HeaderMap, scope: &str) -> Answer<()> {
+    let Some(presented) = bearer(headers) else {
+        return Err(failure(
+            401,
+            "authentication_error",
+            "invalid_token",
+            "A bearer token is required.",
+        ));
+    };
+    let Some(token) = inner.config.tokens.iter().find(|t| t.token == presented) else {
+        return Err(failure(
+            401,
+            "authentication_error",
+            "invalid_token",
+            "The bearer token is not valid.",
+        ));
+    };
+    if !token.scopes.iter().any(|s| s == scope) {
+        return Err(failure(
+            403,
+            "permission_error",
+            "insufficient_scope",
+            format!("This request requires the '{scope}' scope."),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_body(body: &Bytes) -> Answer<Value> {
+    serde_json::from_slice(body).map_err(|e| {
+        failure(
+            400,
+            "invalid_request_error",
+            "invalid_json",
+            format!("The request body is not valid JSON: {e}."),
+        )
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok()
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn router(inner: Shared) -> Router {
+    let api = Router::new()
+        .route("/vpn/instances", get(list_instances).post(create_instance))
+        .route(
+            "/vpn/instances/{instanceId}",
+            get(get_instance).put(update_instance).delete(delete_instance),
+        )
+        .route(
+            "/vpn/instances/{instanceId}/peers",
+            get(list_peers).post(create_peer),
+        )
+        .route(
+            "/vpn/instances/{instanceId}/peers/{peerId}",
+            get(get_peer).put(update_peer).delete(delete_peer),
+        )
+        .route("/vpn/site/{siteId}/subnets", get(site_subnets))
+        .route("/vpn/servers/regions", get(regions))
+        .route("/vpn/client", get(client_configuration))
+        .route_layer(middleware::from_fn_with_state(inner.clone(), count_and_inject));
+    let admin = Router::new()
+        .route("/_admin/calls", get(admin_calls))
+        .route("/_admin/calls/reset", post(admin_reset_calls))
+        .route("/_admin/faults", get(admin_get_faults).put(admin_put_faults))
+        .route("/_admin/state", get(admin_state))
+        .route("/_admin/reset", post(admin_reset))
+        .route("/_admin/instances/{id}/drift", post(admin_drift))
+        .route("/_admin/peers/{id}/connected", post(admin_connected));
+    api.merge(admin).with_state(inner)
+}
+
+/// Counts every request that reached a `/vpn` route and applies the configured faults.
+async fn count_and_inject(
+    State(inner): State<Shared>,
+    matched: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = format!("{} {}", request.method(), matched.as_str());
+    let (verdict, limit) = {
+        let mut faults = inner.faults.lock().expect("faults lock");
+        (
+            faults.decide(&route, fastrand::f64()),
+            faults.rate_limit_per_minute,
+        )
+    };
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    let throttled = limit.and_then(|limit| {
+        let token = bearer(request.headers()).unwrap_or("").to_owned();
+        inner
+            .windows
+            .lock()
+            .expect("windows lock")
+            .check(&token, limit, now_ms() / 1000)
+    });
+    let response = if let Some(retry_after) = throttled {
+        let mut f = failure(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            "Too many requests; retry later.",
+        );
+        f.retry_after = Some(retry_after);
+        f.into_response()
+    } else if let Some(injected) = verdict.failure {
+        let (error_type, code) = if injected.status == 429 {
+            ("rate_limit_error", "rate_limited")
+        } else {
+            ("api_error", "injected_fault")
+        };
+        let mut f = failure(
+            injected.status,
+            error_type,
+            code,
+            format!("Injected fault on {route}."),
+        );
+        f.retry_after = injected.retry_after;
+        f.into_response()
+    } else {
+        next.run(request).await
+    };
+    tracing::debug!(%route, status = response.status().as_u16(), "simulated request");
+    let mut calls = inner.calls.lock().expect("calls lock");
+    *calls.counts.entry(route.clone()).or_default() += 1;
+    *calls
+        .by_status
+        .entry(format!("{route} {}", response.status().as_u16()))
+        .or_default() += 1;
+    calls.total += 1;
+    response
+}
+
+async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Json<Vec<Instance>>> {
+    authorize(&inner, &headers, "vpn:view")?;
+    let now = now_ms();
+    let state = inner.state.lock().expect("state lock");
+    Ok(Json(
+        state.instances_in_order().iter().map(|i| i.view(now)).collect(),
+    ))
+}
+
+async fn create_instance(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer<(StatusCode, Json<Instance>)> {
+    authorize(&inner, &headers, "vpn:create")?;
+    let body = parse_body(&body)?;
+    let body = validate::object(&body)?;
+    let name = validate::required_str(body, "name")?;
+    validate::name(name)?;
+    let hostname = validate::required_str(body, "hostname")?;
+    validate::hostname(hostname)?;
+    let region = validate::required_str(body, "region")?;
+    let codes = region_codes(&inner.config.regions);
+    if !codes.iter().any(|c| c == region) {
+        return Err(failure(
+            422,
+            "invalid_request_error",
+            "region_unknown",
+            format!("The 'region' parameter must be one of: {}.", codes.join(", ")),
+        ));
+    }
+    let mut state = inner.state.lock().expect("state lock");
+    if state.hostname_taken(hostname) {
+        return Err(failure(
+            409,
+            "invalid_request_error",
+            "hostname_taken",
+            format!("The 'hostname' parameter '{hostname}' is already in use."),
+        ));
+    }
+    let now = now_ms();
+    let instance = Instance {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        region: region.to_owned(),
+        hostname: format!("{hostname}.vpn.altostr.at"),
+        public_dns: vec!["9.9.9.9".into(), "149.112.112.112".into()],
+        firewall: vec![
+            FirewallRule {
+                name: "Allow ICMP".into(),
+                protocol: "icmp".into(),
+                port: None,
+                source: "0.0.0.0/0".into(),
+                destination: "0.0.0.0/0".into(),
+            },
+            FirewallRule {
+                name: "Allow WireGuard".into(),
+                protocol: "udp".into(),
+                port: Some("51820".into()),
+                source: "0.0.0.0/0".into(),
+                destination: "0.0.0.0/0".into(),
+            },
+        ],
+        created_at: Some(now_rfc3339()),
+        ..Instance::default()
+    };
+    let seq = state.next_seq();
+    let stored = StoredInstance {
+        instance,
+        provision_started_ms: now,
+        provision_delay_ms: inner.config.provision_delay.as_millis() as u64,
+        pending: vec![],
+        seq,
+    };
+    let view = stored.view(now);
+    state.instances.insert(view.id.clone(), stored);
+    inner.persist(&state);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+fn with_instance<T>(inner: &Inner, id: &str, f: impl FnOnce(&mut StoredInstance) -> T) -> Answer<T> {
+    let mut state = inner.state.lock().expect("state lock");
+    let Some(instance) = state.instances.get_mut(id).filter(|_| valid_id(id)) else {
+        return Err(not_found("instance", id));
+    };
+    let result = f(instance);
+    inner.persist(&state);
+    Ok(result)
+}
+
+async fn get_instance(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer<Json<Instance>> {
+    authorize(&inner, &headers, "vpn:view")?;
+    let state = inner.state.lock().expect("state lock");
+    state
+        .instances
+        .get(&id)
+        .map(|i| Json(i.view(now_ms())))
+        .ok_or_else(|| not_found("instance", &id))
+}
+
+fn dns_records(body: &serde_json::Map<String, Value>) -> Answer<Vec<DnsCustomRecord>> {
+    let Some(value) = body.get("dns_custom").filter(|v| !v.is_null()) else {
+        return Ok(vec![]);
+    };
+    let Some(items) = value.as_array() else {
+        return Err(validate::invalid("dns_custom", "must be an array of records").into());
+    };
+    items
+        .iter()
+        .map(|item| {
+            let record: DnsCustomRecord = serde_json::from_value(item.clone()).map_err(|_| {
+                validate::invalid(
+                    "dns_custom",
+                    "must contain records with name, type (A or CNAME) and value",
+                )
+            })?;
+            if record.name.is_empty() || record.value.is_empty() {
+                return Err(
+                    validate::invalid("dns_custom", "records need a non-empty name and value").into(),
+                );
+            }
+            if record.record_type == DnsRecordType::A && record.value.parse::<std::net::Ipv4Addr>().is_err() {
+                return Err(validate::invalid(
+                    "dns_custom",
+                    format_args!("A record value {:?} must be an IPv4 address", record.value),
+                )
+                .into());
+            }
+            Ok(record)
+        })
+        .collect()
+}
+
+async fn update_instance(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer<Json<Instance>> {
+    authorize(&inner, &headers, "vpn:update")?;
+    if !inner
+        .state
+        .lock()
+        .expect("state lock")
+        .instances
+        .contains_key(&id)
+    {
+        return Err(not_found("instance", &id));
+    }
+    let body = parse_body(&body)?;
+    let body = validate::object(&body)?;
+    let name = validate::required_str(body, "name")?;
+    validate::name(name)?;
+    let pushed_routes = validate::string_list(body, "pushed_routes", true)?.unwrap_or_default();
+    validate::cidrs("pushed_routes", &pushed_routes)?;
+    let public_dns = validate::string_list(body, "public_dns", true)?.unwrap_or_default();
+    validate::public_dns(&public_dns)?;
+    let domains = validate::string_list(body, "domains", false)?.unwrap_or_default();
+    validate::domains(&domains)?;
+    let split_dns = validate::string_list(body, "split_dns", false)?.unwrap_or_default();
+    validate::ipv4s("split_dns", &split_dns)?;
+    let dns_custom = dns_records(body)?;
+    let clear = inner.config.status_clear_delay;
+    with_instance(&inner, &id, |stored| {
+        let now = now_ms();
+        let i = &mut stored.instance;
+        let changed = i.name != name
+            || i.pushed_routes != pushed_routes
+            || i.public_dns != public_dns
+            || i.domains != domains
+            || i.split_dns != split_dns
+            || i.dns_custom != dns_custom;
+        i.name = name.to_owned();
+        i.pushed_routes = pushed_routes;
+        i.public_dns = public_dns;
+        i.domains = domains;
+        i.split_dns = split_dns;
+        i.dns_custom = dns_custom;
+        if changed {
+            stored.add_pending("config-updated", clear, now);
+        }
+        Json(stored.view(now))
+    })
+}
+
+async fn delete_instance(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer<StatusCode> {
+    authorize(&inner, &headers, "vpn:delete")?;
+    let mut state = inner.state.lock().expect("state lock");
+    if state.instances.remove(&id).is_none() {
+        return Err(not_found("instance", &id));
+    }
+    state.peers.retain(|_, p| p.instance_id != id);
+    inner.persist(&state);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct PeerFilter {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn peer_type(value: &str, field: &str) -> Answer<PeerType> {
+    match value {
+        "client" => Ok(PeerType::Client),
+        "site" => Ok(PeerType::Site),
+        _ => Err(validate::invalid(field, "must be one of: client, site").into()),
+    }
+}
+
+async fn list_peers(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(filter): Query<PeerFilter>,
+) -> Answer<Json<Vec<Peer>>> {
+    authorize(&inner, &headers, "vpn:view")?;
+    let kind = filter.kind.as_deref().map(|k| peer_type(k, "type")).transpose()?;
+    let state = inner.state.lock().expect("state lock");
+    if !state.instances.contains_key(&id) {
+        return Err(not_found("instance", &id));
+    }
+    Ok(Json(
+        state
+            .peers_of(&id)
+            .into_iter()
+            .map(|p| p.peer.clone())
+            .filter(|p| kind.is_none_or(|k| p.peer_type == k))
+            .collect(),
+    ))
+}
+
+async fn create_peer(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer<(StatusCode, Json<Peer>)> {
+    authorize(&inner, &headers, "vpn:create")?;
+    if !inner
+        .state
+        .lock()
+        .expect("state lock")
+        .instances
+        .contains_key(&id)
+    {
+        return Err(not_found("instance", &id));
+    }
+    let body = parse_body(&body)?;
+    let body = validate::object(&body)?;
+    let kind = peer_type(validate::required_str(body, "type")?, "type")?;
+    let protocol = match validate::required_str(body, "protocol")? {
+        "wireguard" => Protocol::Wireguard,
+        "openvpn" => Protocol::Openvpn,
+        _ => return Err(validate::invalid("protocol", "must be one of: wireguard, openvpn").into()),
+    };
+    let mut peer = Peer {
+        id: uuid::Uuid::new_v4().to_string(),
+        peer_type: kind,
+        protocol,
+        token_ttl: Some(3600),
+        created_at: Some(now_rfc3339()),
+        ..Peer::default()
+    };
+    match kind {
+        PeerType::Client => {
+            if protocol != Protocol::Wireguard {
+                return Err(validate::invalid("protocol", "must be wireguard for client peers").into());
+            }
+            let user_id =
+                validate::optional_str(body, "user_id")?.ok_or_else(|| validate::missing("user_id"))?;
+            validate::uuid("user_id", user_id)?;
+            peer.user_id = Some(user_id.to_owned());
+            peer.route_all =
+                validate::optional_bool(body, "route_all")?.ok_or_else(|| validate::missing("route_all"))?;
+            peer.token = Some(format!("shr_{}", uuid::Uuid::new_v4().simple()));
+        }
+        PeerType::Site => {
+            let site_id =
+                validate::optional_str(body, "site_id")?.ok_or_else(|| validate::missing("site_id"))?;
+            validate::uuid("site_id", site_id)?;
+            let subnets = validate::string_list(body, "subnets", true)?.unwrap_or_default();
+            validate::cidrs("subnets", &subnets)?;
+            peer.site_id = Some(site_id.to_owned());
+            peer.subnets = subnets;
+        }
+    }
+    let mut state = inner.state.lock().expect("state lock");
+    let seq = state.next_seq();
+    let clear = inner.config.status_clear_delay;
+    if let Some(instance) = state.instances.get_mut(&id) {
+        instance.add_pending("peer-created", clear, now_ms());
+    }
+    state.peers.insert(
+        peer.id.clone(),
+        StoredPeer {
+            instance_id: id,
+            peer: peer.clone(),
+            seq,
+        },
+    );
+    inner.persist(&state);
+    Ok((StatusCode::CREATED, Json(peer)))
+}
+
+fn find_peer<'a>(
+    state: &'a mut super::State,
+    instance_id: &str,
+    peer_id: &str,
+) -> Answer<&'a mut StoredPeer> {
+    if !state.instances.contains_key(instance_id) {
+        return Err(not_found("instance", instance_id));
+    }
+    state
+        .peers
+        .get_mut(peer_id)
+        .filter(|p| p.instance_id == instance_id)
+        .ok_or_else(|| not_found("peer", peer_id))
+}
+
+async fn get_peer(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path((id, peer_id)): Path<(String, String)>,
+) -> Answer<Json<Peer>> {
+    authorize(&inner, &headers, "vpn:view")?;
+    let mut state = inner.state.lock().expect("state lock");
+    Ok(Json(find_peer(&mut state, &id, &peer_id)?.peer.clone()))
+}
+
+async fn update_peer(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path((id, peer_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer<Json<Peer>> {
+    authorize(&inner, &headers, "vpn:update")?;
+    let mut state = inner.state.lock().expect("state lock");
+    let kind = find_peer(&mut state, &id, &peer_id)?.peer.peer_type;
+    let body = parse_body(&body)?;
+    let body = validate::object(&body)?;
+    let subnets = validate::string_list(body, "subnets", false)?;
+    let route_all = validate::optional_bool(body, "route_all")?;
+    match kind {
+        PeerType::Client if subnets.is_some() => {
+            return Err(validate::invalid("subnets", "applies to site peers only").into());
+        }
+        PeerType::Site if route_all.is_some() => {
+            return Err(validate::invalid("route_all", "applies to client peers only").into());
+        }
+        _ => {}
+    }
+    if let Some(subnets) = &subnets {
+        validate::cidrs("subnets", subnets)?;
+    }
+    let stored = find_peer(&mut state, &id, &peer_id)?;
+    if let Some(subnets) = subnets {
+        stored.peer.subnets = subnets;
+    }
+    if let Some(route_all) = route_all {
+        stored.peer.route_all = route_all;
+    }
+    let peer = stored.peer.clone();
+    inner.persist(&state);
+    Ok(Json(peer))
+}
+
+async fn delete_peer(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path((id, peer_id)): Path<(String, String)>,
+) -> Answer<StatusCode> {
+    authorize(&inner, &headers, "vpn:delete")?;
+    let mut state = inner.state.lock().expect("state lock");
+    find_peer(&mut state, &id, &peer_id)?;
+    state.peers.remove(&peer_id);
+    let clear = inner.config.status_clear_delay;
+    if let Some(instance) = state.instances.get_mut(&id) {
+        instance.add_pending("peer-deleted", clear, now_ms());
+    }
+    inner.persist(&state);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn site_subnets(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+) -> Answer<Json<Vec<Value>>> {
+    authorize(&inner, &headers, "vpn:view")?;
+    if !valid_id(&site_id) {
+        return Err(not_found("site", &site_id));
+    }
+    let state = inner.state.lock().expect("state lock");
+    let mut peers: Vec<&StoredPeer> = state
+        .peers
+        .values()
+        .filter(|p| p.peer.site_id.as_deref() == Some(site_id.as_str()))
+        .collect();
+    peers.sort_by_key(|p| p.seq);
+    Ok(Json(
+        peers
+            .iter()
+            .flat_map(|p| {
+                p.peer
+                    .subnets
+                    .iter()
+                    .map(|s| json!({"subnet": s, "peer_id": p.peer.id, "instance_id": p.instance_id}))
+            })
+            .collect(),
+    ))
+}
+
+async fn regions(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+) -> Answer<Json<crate::altostrat::model::RegionResponse>> {
+    authorize(&inner, &headers, "vpn:view")?;
+    Ok(Json(inner.config.regions.clone()))
+}
+
+/// `GET /vpn/client`: the caller presents a client peer's share token.
+async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Response> {
+    let Some(presented) = bearer(&headers) else {
+        return Err(failure(
+            401,
+            "authentication_error",
+            "invalid_token",
+            "A share token is required.",
+        ));
+    };
+    let state = inner.state.lock().expect("state lock");
+    let Some(stored) = state
+        .peers
+        .values()
+        .find(|p| p.peer.token.as_deref() == Some(presented))
+    else {
+        return Err(failure(
+            404,
+            "invalid_request_error",
+            "resource_missing",
+            "No client configuration for this token.",
+        ));
+    };
+    let Some(instance) = state.instances.get(&stored.instance_id).map(|i| i.view(now_ms())) else {
+        return Err(not_found("instance", &stored.instance_id));
+    };
+    let peer = &stored.peer;
+    let octets = uuid::Uuid::parse_str(&peer.id)
+        .map(|u| u.as_bytes()[15])
+        .unwrap_or(2)
+        .max(2);
+    let allowed = if peer.route_all {
+        "0.0.0.0/0".to_owned()
+    } else {
+        instance.pushed_routes.join(", ")
+    };
+    let key = |seed: &str| wireguard_key(seed);
+    let config = match peer.protocol {
+        Protocol::Wireguard => format!(
+            "[Interface]\nPrivateKey = {}\nAddress = 10.8.0.{octets}/32\nDNS = {}\n\n[Peer]\nPublicKey = {}\nEndpoint = {}:51820\nAllowedIPs = {allowed}\nPersistentKeepalive = 25\n",
+            key(&peer.id),
+            instance.public_dns.join(", "),
+            key(&instance.id),
+            instance.hostname
+        ),
+        Protocol::Openvpn => format!(
+            "client\ndev tun\nproto udp\nremote {} 1194\nresolv-retry infinite\nnobind\nremote-cert-tls server\n# routes: {allowed}\n",
+            instance.hostname
+        ),
+    };
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("application/json"));
+    let format = if peer.protocol == Protocol::Wireguard {
+        "wireguard"
+    } else {
+        "openvpn"
+    };
+    Ok(if wants_json {
+        Json(json!({"format": format, "config": config})).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], config).into_response()
+    })
+}
+
+/// A plausible (not cryptographic) WireGuard key: 32 bytes derived from `seed`, base64.
+fn wireguard_key(seed: &str) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }));
+    let bytes: Vec<u8> = (0..32).map(|_| rng.u8(..)).collect();
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(44);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn admin_calls(State(inner): State<Shared>) -> Json<super::Calls> {
+    Json(inner.calls.lock().expect("calls lock").clone())
+}
+
+async fn admin_reset_calls(State(inner): State<Shared>) -> StatusCode {
+    *inner.calls.lock().expect("calls lock") = super::Calls::default();
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_get_faults(State(inner): State<Shared>) -> Json<FaultConfig> {
+    Json(inner.faults.lock().expect("faults lock").clone())
+}
+
+async fn admin_put_faults(State(inner): State<Shared>, Json(faults): Json<FaultConfig>) -> StatusCode {
+    *inner.faults.lock().expect("faults lock") = faults;
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_state(State(inner): State<Shared>) -> Json<Value> {
+    let now = now_ms();
+    let state = inner.state.lock().expect("state lock");
+    let instances: Vec<Instance> = state.instances_in_order().iter().map(|i| i.view(now)).collect();
+    let mut peers: Vec<&StoredPeer> = state.peers.values().collect();
+    peers.sort_by_key(|p| p.seq);
+    let peers: Vec<Value> = peers
+        .iter()
+        .map(|p| json!({"instance_id": p.instance_id, "peer": p.peer}))
+        .collect();
+    Json(json!({"instances": instances, "peers": peers}))
+}
+
+async fn admin_reset(State(inner): State<Shared>) -> StatusCode {
+    let mut state = inner.state.lock().expect("state lock");
+    *state = super::State::default();
+    inner.persist(&state);
+    StatusCode::NO_CONTENT
+}
+
+/// Out-of-band change of an instance, as if someone edited it in the Altostrat portal.
+async fn admin_drift(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    Json(change): Json<Value>,
+) -> Answer<Json<Instance>> {
+    let strings = |key: &str| {
+        change
+            .get(key)
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+    };
+    with_instance(&inner, &id, |stored| {
+        let i = &mut stored.instance;
+        if let Some(name) = change.get("name").and_then(Value::as_str) {
+            i.name = name.to_owned();
+        }
+        if let Some(v) = strings("pushed_routes") {
+            i.pushed_routes = v;
+        }
+        if let Some(v) = strings("public_dns") {
+            i.public_dns = v;
+        }
+        if let Some(v) = strings("domains") {
+            i.domains = v;
+        }
+        if let Some(v) = strings("split_dns") {
+            i.split_dns = v;
+        }
+        if let Some(v) = change
+            .get("dns_custom")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+        {
+            i.dns_custom = v;
+        }
+        Json(stored.view(now_ms()))
+    })
+}
+
+async fn admin_connected(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    Json(change): Json<Value>,
+) -> Answer<Json<Peer>> {
+    let mut state = inner.state.lock().expect("state lock");
+    let Some(stored) = state.peers.get_mut(&id) else {
+        return Err(not_found("peer", &id));
+    };
+    stored.peer.connected = change.get("connected").and_then(Value::as_bool).unwrap_or(false);
+    stored.peer.connected_from = change
+        .get("connected_from")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .filter(|_| stored.peer.connected);
+    let peer = stored.peer.clone();
+    inner.persist(&state);
+    Ok(Json(peer))
+}

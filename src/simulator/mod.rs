@@ -1,0 +1,428 @@
+//! A faithful, stateful stand-in for the Altostrat Managed VPN API, used by the tests, the demo
+//! and the benchmark (`vpn-operator simulate`).
+//!
+//! Choices where the Altostrat documentation is silent (documented in `simulate --help` too):
+//! - PUT instance replaces `name`, `pushed_routes`, `public_dns` and the optional `domains`,
+//!   `split_dns`, `dns_custom`; an omitted optional list is cleared. `hostname`, `region` and
+//!   `firewall` in the body are ignored (they are not updatable).
+//! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free.
+//! - A duplicate hostname answers 409 `hostname_taken`; an unknown region 422 `region_unknown`.
+//! - `GET /vpn/site/{siteId}/subnets` answers `[{"subnet", "peer_id", "instance_id"}]` built
+//!   from the site's peers (the real item schema is not published).
+//! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
+//!   server_ready, at quarters of `--provision-delay`.
+
+mod faults;
+mod handlers;
+mod state;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use clap::Args;
+
+pub use faults::{FaultConfig, FaultRule};
+pub use state::State;
+
+use crate::altostrat::model::{Country, Instance, Peer, RegionResponse};
+
+/// Scopes an API token can carry.
+pub const ALL_SCOPES: [&str; 4] = ["vpn:view", "vpn:create", "vpn:update", "vpn:delete"];
+
+/// A token the simulator accepts, with its scopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    pub token: String,
+    pub scopes: Vec<String>,
+}
+
+impl ApiToken {
+    pub fn all_scopes(token: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            scopes: ALL_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// `TOKEN` (all scopes) or `TOKEN=scope,scope`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        match spec.split_once('=') {
+            None => Ok(Self::all_scopes(spec)),
+            Some((token, scopes)) => {
+                let scopes: Vec<String> = scopes
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = scopes.iter().find(|s| !ALL_SCOPES.contains(&s.as_str())) {
+                    return Err(format!("unknown scope {bad:?}; known: {}", ALL_SCOPES.join(", ")));
+                }
+                Ok(Self {
+                    token: token.to_owned(),
+                    scopes,
+                })
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimulatorConfig {
+    /// Time from create until all four readiness flags are true.
+    pub provision_delay: Duration,
+    /// Time a pending status entry (e.g. `peer-created`) stays in `status`.
+    pub status_clear_delay: Duration,
+    pub tokens: Vec<ApiToken>,
+    pub regions: RegionResponse,
+    pub state_file: Option<PathBuf>,
+    pub faults: FaultConfig,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self {
+            provision_delay: Duration::from_secs(3),
+            status_clear_delay: Duration::from_secs(1),
+            tokens: vec![ApiToken::all_scopes("sim-token")],
+            regions: default_regions(),
+            state_file: None,
+            faults: FaultConfig::default(),
+        }
+    }
+}
+
+/// A realistic region tree: continent → country → cities (region codes).
+pub fn default_regions() -> RegionResponse {
+    let country = |iso: &str, flag: &str, cities: &[(&str, &str)]| Country {
+        iso: iso.into(),
+        flag_svg: format!("https://flagcdn.com/{}.svg", iso.to_lowercase()),
+        flag: flag.into(),
+        cities: cities
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    let mut regions = RegionResponse::new();
+    regions.insert(
+        "North America".into(),
+        [
+            (
+                "United States".to_owned(),
+                country(
+                    "US",
+                    "🇺🇸",
+                    &[
+                        ("sjc", "Silicon Valley"),
+                        ("lax", "Los Angeles"),
+                        ("nyc", "New York"),
+                        ("dfw", "Dallas"),
+                    ],
+                ),
+            ),
+            ("Canada".to_owned(), country("CA", "🇨🇦", &[("yyz", "Toronto")])),
+        ]
+        .into(),
+    );
+    regions.insert(
+        "Europe".into(),
+        [
+            ("Germany".to_owned(), country("DE", "🇩🇪", &[("fra", "Frankfurt")])),
+            (
+                "United Kingdom".to_owned(),
+                country("GB", "🇬🇧", &[("lon", "London")]),
+            ),
+            (
+                "Netherlands".to_owned(),
+                country("NL", "🇳🇱", &[("ams", "Amsterdam")]),
+            ),
+        ]
+        .into(),
+    );
+    regions.insert(
+        "Asia".into(),
+        [
+            (
+                "Singapore".to_owned(),
+                country("SG", "🇸🇬", &[("sin", "Singapore")]),
+            ),
+            ("Japan".to_owned(), country("JP", "🇯🇵", &[("nrt", "Tokyo")])),
+        ]
+        .into(),
+    );
+    regions.insert(
+        "Oceania".into(),
+        [("Australia".to_owned(), country("AU", "🇦🇺", &[("syd", "Sydney")]))].into(),
+    );
+    regions.insert(
+        "Africa".into(),
+        [(
+            "South Africa".to_owned(),
+            country("ZA", "🇿🇦", &[("jnb", "Johannesburg")]),
+        )]
+        .into(),
+    );
+    regions
+}
+
+/// Shared simulator state behind every handler.
+pub(crate) struct Inner {
+    pub config: SimulatorConfig,
+    pub state: Mutex<State>,
+    pub faults: Mutex<FaultConfig>,
+    pub windows: Mutex<faults::TokenWindows>,
+    pub calls: Mutex<Calls>,
+}
+
+/// Per-endpoint call counts ("METHOD /route/template"), and by status code.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Calls {
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    pub total: u64,
+}
+
+impl Inner {
+    pub fn persist(&self, state: &State) {
+        if let Some(path) = &self.config.state_file
+            && let Err(e) = state.save(path)
+        {
+            tracing::warn!(error = %e, path = %path.display(), "failed to save simulator state");
+        }
+    }
+}
+
+/// The simulator; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl Simulator {
+    pub fn new(config: SimulatorConfig) -> std::io::Result<Self> {
+        let state = match &config.state_file {
+            Some(path) => State::load(path)?,
+            None => State::default(),
+        };
+        let faults = config.faults.clone();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(state),
+                faults: Mutex::new(faults),
+                windows: Mutex::default(),
+                calls: Mutex::default(),
+            }),
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        handlers::router(self.inner.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Starts a simulator on an ephemeral loopback port, for tests and embedding.
+    pub async fn spawn(config: SimulatorConfig) -> std::io::Result<RunningSimulator> {
+        let simulator = Self::new(config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(simulator.clone().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(RunningSimulator {
+            simulator,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub fn calls(&self) -> Calls {
+        self.inner.calls.lock().expect("calls lock").clone()
+    }
+
+    pub fn reset_calls(&self) {
+        *self.inner.calls.lock().expect("calls lock") = Calls::default();
+    }
+
+    pub fn set_faults(&self, faults: FaultConfig) {
+        *self.inner.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// Every instance as the API would return it now.
+    pub fn instances(&self) -> Vec<Instance> {
+        let now = state::now_ms();
+        self.inner
+            .state
+            .lock()
+            .expect("state lock")
+            .instances_in_order()
+            .iter()
+            .map(|i| i.view(now))
+            .collect()
+    }
+
+    pub fn peers(&self) -> Vec<Peer> {
+        let state = self.inner.state.lock().expect("state lock");
+        let mut peers: Vec<_> = state.peers.values().collect();
+        peers.sort_by_key(|p| p.seq);
+        peers.iter().map(|p| p.peer.clone()).collect()
+    }
+}
+
+/// A simulator serving on loopback; stops when dropped.
+pub struct RunningSimulator {
+    simulator: Simulator,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningSimulator {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn simulator(&self) -> &Simulator {
+        &self.simulator
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `vpn-operator simulate`: serve a local Altostrat API for tests, demos and development.
+///
+/// Every endpoint of the Managed VPN API is served under /vpn with state in memory, bearer
+/// tokens with scopes, the documented validation (answered with ErrorResponse bodies naming the
+/// field), asynchronous provisioning and fault injection. Admin endpoints (no auth, not
+/// counted): GET /_admin/calls, POST /_admin/calls/reset, GET|PUT /_admin/faults,
+/// GET /_admin/state, POST /_admin/reset, POST /_admin/instances/{id}/drift,
+/// POST /_admin/peers/{id}/connected.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on. Use a loopback address.
+    #[arg(long, env = "ALTOSTRAT_SIM_LISTEN", default_value = "127.0.0.1:18080")]
+    pub listen: SocketAddr,
+
+    /// Time from create until an instance is ready; its four readiness flags flip at quarters
+    /// of it (configured, rsa_ready, diffie_hellman_ready, server_ready). `0s`: ready at once.
+    #[arg(long, default_value = "3s", value_parser = crate::config::parse_duration)]
+    pub provision_delay: Duration,
+
+    /// How long a pending change (`config-updated`, `peer-created`, `peer-deleted`) stays in an
+    /// instance's `status` array.
+    #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+    pub status_clear_delay: Duration,
+
+    /// Accepted bearer token, repeatable: `TOKEN` (all scopes) or `TOKEN=vpn:view,vpn:create`.
+    /// Default: `sim-token` with all scopes.
+    #[arg(long = "token", value_name = "TOKEN[=SCOPES]", value_parser = ApiToken::parse)]
+    pub tokens: Vec<ApiToken>,
+
+    /// Persist state to this JSON file after every change and load it at start.
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+
+    /// Probability (0..1) that any /vpn request fails with a 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Latency added to every /vpn request.
+    #[arg(long, default_value = "0s", value_parser = crate::config::parse_duration)]
+    pub latency: Duration,
+
+    /// Requests per minute allowed per token; beyond it, 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+
+    /// Per-endpoint fault, repeatable: `METHOD /route/template:key=value,...` with keys
+    /// error_rate, fail_next, status, retry_after_secs, latency_ms. Example:
+    /// `--fault 'PUT /vpn/instances/{instanceId}:fail_next=3,status=503'`. Route `*` matches all.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub faults: Vec<String>,
+}
+
+impl SimulateArgs {
+    pub fn into_config(self) -> Result<SimulatorConfig, String> {
+        let mut faults = FaultConfig {
+            error_rate: self.error_rate,
+            latency_ms: self.latency.as_millis() as u64,
+            rate_limit_per_minute: self.rate_limit,
+            ..FaultConfig::default()
+        };
+        for spec in &self.faults {
+            let (route, rule) = FaultConfig::parse_rule(spec)?;
+            faults.rules.insert(route, rule);
+        }
+        Ok(SimulatorConfig {
+            provision_delay: self.provision_delay,
+            status_clear_delay: self.status_clear_delay,
+            tokens: if self.tokens.is_empty() {
+                vec![ApiToken::all_scopes("sim-token")]
+            } else {
+                self.tokens
+            },
+            state_file: self.state_file,
+            faults,
+            ..SimulatorConfig::default()
+        })
+    }
+}
+
+/// Runs the simulator until SIGINT/SIGTERM.
+pub async fn run(args: SimulateArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let listen = args.listen;
+    let config = args.into_config()?;
+    let simulator = Simulator::new(config)?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "Altostrat simulator listening");
+    simulator
+        .serve(listener, async {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The simulator's in-memory state (optionally persisted as JSON). Provisioning progress and
+//! pending status entries are computed from wall-clock timestamps at read time, so no
+//! background task is needed and a restarted simulator continues where it stopped.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::altostrat::model::{Instance, Peer};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An instance as stored: the configuration plus the timeline that drives its readiness.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredInstance {
+    pub instance: Instance,
+    pub provision_started_ms: u64,
+    pub provision_delay_ms: u64,
+    /// Pending configuration changes and when each one clears.
+    pub pending: Vec<(String, u64)>,
+    pub seq: u64,
+}
+
+impl StoredInstance {
+    /// The instance as the API returns it at `now`.
+    pub fn view(&self, now: u64) -> Instance {
+        let mut instance = self.instance.clone();
+        let elapsed = now.saturating_sub(self.provision_started_ms);
+        let reached =
+            |quarter: u64| self.provision_delay_ms == 0 || elapsed * 4 >= self.provision_delay_ms * quarter;
+        instance.configured = reached(1);
+        instance.rsa_ready = reached(2);
+        instance.diffie_hellman_ready = reached(3);
+        instance.server_ready = reached(4);
+        instance.status = self
+            .pending
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        instance
+    }
+
+    pub fn add_pending(&mut self, entry: &str, clear_after: Duration, now: u64) {
+        self.pending.retain(|(_, until)| *until > now);
+        if clear_after.is_zero() {
+            return;
+        }
+        let until = now + clear_after.as_millis() as u64;
+        match self.pending.iter_mut().find(|(s, _)| s == entry) {
+            Some(p) => p.1 = until,
+            None => self.pending.push((entry.to_owned(), until)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredPeer {
+    pub instance_id: String,
+    pub peer: Peer,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub instances: BTreeMap<String, StoredInstance>,
+    pub peers: BTreeMap<String, StoredPeer>,
+    pub next_seq: u64,
+}
+
+impl State {
+    pub fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    pub fn instances_in_order(&self) -> Vec<&StoredInstance> {
+        let mut all: Vec<_> = self.instances.values().collect();
+        all.sort_by_key(|i| i.seq);
+        all
+    }
+
+    pub fn peers_of(&self, instance_id: &str) -> Vec<&StoredPeer> {
+        let mut all: Vec<_> = self
+            .peers
+            .values()
+            .filter(|p| p.instance_id == instance_id)
+            .collect();
+        all.sort_by_key(|p| p.seq);
+        all
+    }
+
+    pub fn hostname_taken(&self, label: &str) -> bool {
+        self.instances
+            .values()
+            .any(|i| i.instance.hostname_label() == label)
+    }
+
+    pub fn load(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes atomically: a crash never leaves a half-written state file.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(delay_ms: u64) -> StoredInstance {
+        StoredInstance {
+            instance: Instance {
+                id: "i".into(),
+                hostname: "hub.vpn.altostr.at".into(),
+                ..Instance::default()
+            },
+            provision_started_ms: 1_000,
+            provision_delay_ms: delay_ms,
+            pending: vec![],
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn readiness_flags_flip_in_order_over_the_delay() {
+        let s = stored(4_000);
+        let flags = |now| {
+            let v = s.view(now);
+            (v.configured, v.rsa_ready, v.diffie_hellman_ready, v.server_ready)
+        };
+        assert_eq!(flags(1_000), (false, false, false, false));
+        assert_eq!(flags(2_000), (true, false, false, false));
+        assert_eq!(flags(3_500), (true, true, false, false));
+        assert_eq!(flags(4_000), (true, true, true, false));
+        assert_eq!(flags(5_000), (true, true, true, true));
+        assert!(stored(0).view(1_000).server_ready, "zero delay is ready at once");
+    }
+
+    #[test]
+    fn pending_entries_clear_after_their_delay() {
+        let mut s = stored(0);
+        s.add_pending("config-updated", Duration::from_millis(500), 10_000);
+        assert_eq!(s.view(10_100).status, vec!["config-updated"]);
+        assert!(s.view(10_500).status.is_empty());
+    }
+
+    #[test]
+    fn state_survives_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut state = State::default();
+        let seq = state.next_seq();
+        state
+            .instances
+            .insert("i".into(), StoredInstance { seq, ..stored(10) });
+        state.save(&path).unwrap();
+        let loaded = State::load(&path).unwrap();
+        assert!(loaded.hostname_taken("hub"));
+        assert_eq!(loaded.next_seq, 1);
+        assert!(
+            State::load(&dir.path().join("missing.json"))
+                .unwrap()
+                .instances
+                .is_empty()
+        );
+    }
+}
