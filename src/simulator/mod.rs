@@ -323,14 +323,7 @@ impl Drop for RunningSimulator {
     }
 }
 
-/// `vpn-operator simulate`: serve a local Altostrat API for tests, demos and development.
-///
-/// Every endpoint of the Managed VPN API is served under /vpn with state in memory, bearer
-/// tokens with scopes, the documented validation (answered with ErrorResponse bodies naming the
-/// field), asynchronous provisioning and fault injection. Admin endpoints (no auth, not
-/// counted): GET /_admin/calls, POST /_admin/calls/reset, GET|PUT /_admin/faults,
-/// GET /_admin/state, POST /_admin/reset, POST /_admin/instances/{id}/drift,
-/// POST /_admin/peers/{id}/connected.
+/// Flags of `vpn-operator simulate` (its help text lives on the subcommand).
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Address to listen on. Use a loopback address.

@@ -1,0 +1,614 @@
+//! Contract tests: the project's Altostrat client against the simulator over real HTTP, for
+//! every endpoint, plus the simulator behaviours the operator's error paths rely on.
+
+use std::time::Duration;
+
+use altostrat_vpn_operator::altostrat::model::{
+    ClientConfiguration, DnsCustomRecord, DnsRecordType, InstanceCreate, InstanceUpdate, PeerCreate,
+    PeerType, PeerUpdate, Protocol, region_codes,
+};
+use altostrat_vpn_operator::altostrat::{ApiError, ApiToken, HttpClient, HttpClientConfig, VpnApi};
+use altostrat_vpn_operator::simulator::{
+    self, FaultConfig, FaultRule, RunningSimulator, Simulator, SimulatorConfig,
+};
+
+const USER: &str = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
+const SITE: &str = "c3d5e2a0-88c9-4f7f-9f7b-6a1e2b4c5d6e";
+
+async fn start(config: SimulatorConfig) -> (RunningSimulator, HttpClient, ApiToken) {
+    let sim = Simulator::spawn(config).await.unwrap();
+    let client = HttpClient::new(HttpClientConfig {
+        base_url: sim.base_url(),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    (sim, client, ApiToken::new("sim-token"))
+}
+
+fn fast() -> SimulatorConfig {
+    SimulatorConfig {
+        provision_delay: Duration::ZERO,
+        status_clear_delay: Duration::from_millis(200),
+        ..SimulatorConfig::default()
+    }
+}
+
+fn create(hostname: &str) -> InstanceCreate {
+    InstanceCreate {
+        name: "Test hub".into(),
+        hostname: hostname.into(),
+        region: "sjc".into(),
+    }
+}
+
+fn update() -> InstanceUpdate {
+    InstanceUpdate {
+        name: "Renamed hub".into(),
+        pushed_routes: vec!["10.0.0.0/8".into()],
+        public_dns: vec!["1.1.1.1".into(), "8.8.8.8".into()],
+        domains: vec!["corp.internal".into()],
+        split_dns: vec!["10.0.0.53".into()],
+        dns_custom: vec![DnsCustomRecord {
+            name: "fs.corp.internal".into(),
+            record_type: DnsRecordType::A,
+            value: "10.0.0.10".into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn every_instance_endpoint_round_trips_through_the_client() {
+    let (_sim, api, token) = start(fast()).await;
+    let codes = region_codes(&api.list_regions(&token).await.unwrap());
+    assert!(codes.contains(&"sjc".to_owned()) && codes.contains(&"lax".to_owned()));
+
+    let created = api
+        .create_instance(&token, &create("contract-hub"))
+        .await
+        .unwrap();
+    assert_eq!(created.hostname, "contract-hub.vpn.altostr.at");
+    assert_eq!(
+        created.public_dns,
+        vec!["9.9.9.9", "149.112.112.112"],
+        "documented default resolvers"
+    );
+    assert!(created.is_provisioned(), "zero provision delay");
+    assert_eq!(api.list_instances(&token).await.unwrap().len(), 1);
+
+    let updated = api.update_instance(&token, &created.id, &update()).await.unwrap();
+    assert_eq!(updated.name, "Renamed hub");
+    assert_eq!(updated.dns_custom[0].value, "10.0.0.10");
+    assert_eq!(
+        updated.status,
+        vec!["config-updated"],
+        "a change is pending for a while"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let fetched = api.get_instance(&token, &created.id).await.unwrap();
+    assert!(fetched.status.is_empty(), "pending change cleared");
+    assert_eq!(fetched.split_dns, vec!["10.0.0.53"]);
+
+    // Same body again: nothing changes, nothing becomes pending.
+    assert!(
+        api.update_instance(&token, &created.id, &update())
+            .await
+            .unwrap()
+            .status
+            .is_empty()
+    );
+
+    api.delete_instance(&token, &created.id).await.unwrap();
+    let gone = api.get_instance(&token, &created.id).await.unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
+    assert!(
+        api.delete_instance(&token, &created.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // The hostname is free again.
+    api.create_instance(&token, &create("contract-hub"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
+    let (_sim, api, token) = start(fast()).await;
+    let hub = api.create_instance(&token, &create("peer-hub")).await.unwrap();
+    api.update_instance(&token, &hub.id, &update()).await.unwrap();
+
+    let client = PeerCreate {
+        peer_type: PeerType::Client,
+        protocol: Protocol::Wireguard,
+        user_id: Some(USER.into()),
+        route_all: Some(false),
+        site_id: None,
+        subnets: None,
+    };
+    let site = PeerCreate {
+        peer_type: PeerType::Site,
+        protocol: Protocol::Openvpn,
+        site_id: Some(SITE.into()),
+        subnets: Some(vec!["192.168.10.0/24".into()]),
+        user_id: None,
+        route_all: None,
+    };
+    let alice = api.create_peer(&token, &hub.id, &client).await.unwrap();
+    let branch = api.create_peer(&token, &hub.id, &site).await.unwrap();
+    assert!(
+        alice.token.is_some() && branch.token.is_none(),
+        "share tokens only for clients"
+    );
+    assert_eq!(alice.token_ttl, Some(3600));
+    assert!(
+        format!("{alice:?}").contains("<redacted>"),
+        "Debug never prints the share token"
+    );
+    assert_eq!(
+        api.get_instance(&token, &hub.id).await.unwrap().status,
+        vec!["config-updated", "peer-created"]
+    );
+
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 2);
+    let sites = api
+        .list_peers(&token, &hub.id, Some(PeerType::Site))
+        .await
+        .unwrap();
+    assert_eq!(
+        sites.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        vec![branch.id.as_str()]
+    );
+    assert_eq!(
+        api.get_peer(&token, &hub.id, &alice.id)
+            .await
+            .unwrap()
+            .user_id
+            .as_deref(),
+        Some(USER)
+    );
+
+    let alice = api
+        .update_peer(
+            &token,
+            &hub.id,
+            &alice.id,
+            &PeerUpdate {
+                route_all: Some(true),
+                subnets: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(alice.route_all);
+    let wrong = api
+        .update_peer(
+            &token,
+            &hub.id,
+            &alice.id,
+            &PeerUpdate {
+                subnets: Some(vec![]),
+                route_all: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&wrong, ApiError::Invalid { message, .. } if message.contains("'subnets'")),
+        "{wrong}"
+    );
+    let branch = api
+        .update_peer(
+            &token,
+            &hub.id,
+            &branch.id,
+            &PeerUpdate {
+                subnets: Some(vec!["192.168.10.0/24".into(), "192.168.11.0/24".into()]),
+                route_all: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(branch.subnets.len(), 2);
+
+    let subnets = api.list_site_subnets(&token, SITE).await.unwrap();
+    assert_eq!(subnets.len(), 2);
+    assert_eq!(subnets[0]["subnet"], "192.168.10.0/24");
+    assert!(
+        api.list_site_subnets(&token, "c3d5e2a0-0000-4f7f-9f7b-6a1e2b4c5d6e")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let share = ApiToken::new(alice.token.clone().unwrap());
+    let ClientConfiguration::Text(text) = api.client_configuration(&share, false).await.unwrap() else {
+        panic!("expected text")
+    };
+    assert!(
+        text.contains("[Interface]") && text.contains("Endpoint = peer-hub.vpn.altostr.at:51820"),
+        "{text}"
+    );
+    assert!(
+        text.contains("AllowedIPs = 0.0.0.0/0"),
+        "route_all gives a full tunnel"
+    );
+    let ClientConfiguration::Json(json) = api.client_configuration(&share, true).await.unwrap() else {
+        panic!("expected json")
+    };
+    assert_eq!(json["format"], "wireguard");
+    let unknown = api
+        .client_configuration(&ApiToken::new("shr_unknown"), false)
+        .await
+        .unwrap_err();
+    assert!(unknown.is_not_found(), "{unknown}");
+
+    api.delete_peer(&token, &hub.id, &alice.id).await.unwrap();
+    assert!(
+        api.get_peer(&token, &hub.id, &alice.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // Deleting the instance removes its remaining peers.
+    api.delete_instance(&token, &hub.id).await.unwrap();
+    assert!(api.list_site_subnets(&token, SITE).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn authentication_and_scopes_are_enforced() {
+    let config = SimulatorConfig {
+        tokens: vec![
+            simulator::ApiToken::all_scopes("sim-token"),
+            simulator::ApiToken::parse("viewer=vpn:view").unwrap(),
+        ],
+        ..fast()
+    };
+    let (_sim, api, _) = start(config).await;
+    let err = api.list_instances(&ApiToken::new("nope")).await.unwrap_err();
+    assert!(matches!(err, ApiError::Unauthorized { .. }), "{err}");
+    assert!(
+        api.list_instances(&ApiToken::new("viewer"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = api
+        .create_instance(&ApiToken::new("viewer"), &create("scoped-hub"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Forbidden { message, .. } if message.contains("vpn:create")),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("viewer"), "errors never echo the token");
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field() {
+    let (_sim, api, token) = start(fast()).await;
+    let cases: Vec<(InstanceCreate, u16, &str)> = vec![
+        (
+            InstanceCreate {
+                name: "ab".into(),
+                ..create("valid-hub")
+            },
+            400,
+            "'name'",
+        ),
+        (create("www"), 400, "reserved"),
+        (create("Bad_Host"), 400, "'hostname'"),
+        (
+            InstanceCreate {
+                region: "atlantis".into(),
+                ..create("valid-hub")
+            },
+            422,
+            "sjc",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        match api.create_instance(&token, &body).await.unwrap_err() {
+            ApiError::Invalid {
+                status: s, message, ..
+            } => {
+                assert_eq!(s, status, "{message}");
+                assert!(message.contains(needle), "{message} lacks {needle}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    api.create_instance(&token, &create("taken-hub")).await.unwrap();
+    let conflict = api
+        .create_instance(&token, &create("taken-hub"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, ApiError::Conflict { code, .. } if code == "hostname_taken"),
+        "{conflict}"
+    );
+
+    let hub = api.list_instances(&token).await.unwrap().remove(0);
+    let bad_updates: Vec<(InstanceUpdate, &str)> = vec![
+        (
+            InstanceUpdate {
+                public_dns: vec!["1.1.1.1".into()],
+                ..update()
+            },
+            "'public_dns' parameter must contain 2 to 4",
+        ),
+        (
+            InstanceUpdate {
+                pushed_routes: vec!["10.0.0.0/33".into()],
+                ..update()
+            },
+            "'pushed_routes'",
+        ),
+        (
+            InstanceUpdate {
+                split_dns: vec!["dns.corp".into()],
+                ..update()
+            },
+            "'split_dns'",
+        ),
+        (
+            InstanceUpdate {
+                domains: (0..9).map(|i| format!("d{i}.corp")).collect(),
+                ..update()
+            },
+            "'domains'",
+        ),
+        (
+            InstanceUpdate {
+                dns_custom: vec![DnsCustomRecord {
+                    name: "x".into(),
+                    record_type: DnsRecordType::A,
+                    value: "host".into(),
+                }],
+                ..update()
+            },
+            "'dns_custom'",
+        ),
+    ];
+    for (body, needle) in bad_updates {
+        let err = api.update_instance(&token, &hub.id, &body).await.unwrap_err();
+        assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+    }
+    let openvpn_client = PeerCreate {
+        peer_type: PeerType::Client,
+        protocol: Protocol::Openvpn,
+        user_id: Some(USER.into()),
+        route_all: Some(false),
+        site_id: None,
+        subnets: None,
+    };
+    let err = api
+        .create_peer(&token, &hub.id, &openvpn_client)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("wireguard"), "{err}");
+    let no_user = PeerCreate {
+        user_id: None,
+        protocol: Protocol::Wireguard,
+        ..openvpn_client
+    };
+    let err = api.create_peer(&token, &hub.id, &no_user).await.unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Invalid { code, message, .. } if code == "parameter_missing" && message.contains("'user_id'")),
+        "{err}"
+    );
+    assert!(
+        api.get_instance(&token, "not-a-uuid")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[tokio::test]
+async fn provisioning_flips_the_readiness_flags_in_order() {
+    let (_sim, api, token) = start(SimulatorConfig {
+        provision_delay: Duration::from_millis(800),
+        ..fast()
+    })
+    .await;
+    let created = api.create_instance(&token, &create("slow-hub")).await.unwrap();
+    assert!(
+        !created.configured && !created.server_ready,
+        "a new instance starts not ready"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let i = api.get_instance(&token, &created.id).await.unwrap();
+        let flags = (i.configured, i.rsa_ready, i.diffie_hellman_ready, i.server_ready);
+        if seen.last() != Some(&flags) {
+            seen.push(flags);
+        }
+        if i.server_ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Flags only ever turn on, in the documented order.
+    for pair in seen.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert!(a.0 <= b.0 && a.1 <= b.1 && a.2 <= b.2 && a.3 <= b.3, "{seen:?}");
+    }
+    assert!(
+        seen.iter().all(|f| f.0 >= f.1 && f.1 >= f.2 && f.2 >= f.3),
+        "order configured→rsa→dh→server: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&(true, true, true, true)));
+    assert!(seen.len() >= 3, "intermediate states observed: {seen:?}");
+}
+
+#[tokio::test]
+async fn faults_are_injected_per_endpoint_and_counted() {
+    let (sim, api, token) = start(fast()).await;
+    let mut faults = FaultConfig::default();
+    faults.rules.insert(
+        "GET /vpn/instances".into(),
+        FaultRule {
+            fail_next: 2,
+            status: Some(503),
+            ..FaultRule::default()
+        },
+    );
+    faults.rules.insert(
+        "GET /vpn/servers/regions".into(),
+        FaultRule {
+            fail_next: 1,
+            status: Some(429),
+            retry_after_secs: Some(7),
+            ..FaultRule::default()
+        },
+    );
+    faults.rules.insert(
+        "POST /vpn/instances".into(),
+        FaultRule {
+            latency_ms: 150,
+            ..FaultRule::default()
+        },
+    );
+    sim.simulator().set_faults(faults);
+
+    for _ in 0..2 {
+        assert!(matches!(
+            api.list_instances(&token).await.unwrap_err(),
+            ApiError::Server { status: 503, .. }
+        ));
+    }
+    assert!(api.list_instances(&token).await.is_ok(), "fail_next is exhausted");
+    let limited = api.list_regions(&token).await.unwrap_err();
+    assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
+    let started = std::time::Instant::now();
+    api.create_instance(&token, &create("latent-hub")).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    let calls = sim.simulator().calls();
+    assert_eq!(calls.counts["GET /vpn/instances"], 3);
+    assert_eq!(calls.by_status["GET /vpn/instances 503"], 2);
+    assert_eq!(calls.counts["GET /vpn/servers/regions"], 1);
+
+    // The admin API sees and resets the same counters, and is not counted itself.
+    let http = reqwest::Client::new();
+    let body: serde_json::Value = http
+        .get(format!("{}/_admin/calls", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["counts"]["POST /vpn/instances"], 1);
+    assert_eq!(body["total"], 5);
+    http.post(format!("{}/_admin/calls/reset", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sim.simulator().calls().total, 0);
+}
+
+#[tokio::test]
+async fn per_token_rate_limit_answers_429_with_retry_after() {
+    let config = SimulatorConfig {
+        faults: FaultConfig {
+            rate_limit_per_minute: Some(3),
+            ..FaultConfig::default()
+        },
+        ..fast()
+    };
+    let (_sim, api, token) = start(config).await;
+    let mut limited = None;
+    for _ in 0..4 {
+        if let Err(e) = api.list_instances(&token).await {
+            limited = Some(e);
+        }
+    }
+    let limited = limited.expect("the fourth request in a minute is refused");
+    assert!(
+        matches!(limited, ApiError::RateLimited { retry_after: Some(d), .. } if d <= Duration::from_secs(60)),
+        "{limited}"
+    );
+}
+
+#[tokio::test]
+async fn drift_and_connection_changes_via_admin_and_state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("sim.json");
+    let config = || SimulatorConfig {
+        state_file: Some(state_file.clone()),
+        ..fast()
+    };
+    let (sim, api, token) = start(config()).await;
+    let hub = api.create_instance(&token, &create("durable-hub")).await.unwrap();
+    let client = PeerCreate {
+        peer_type: PeerType::Client,
+        protocol: Protocol::Wireguard,
+        user_id: Some(USER.into()),
+        route_all: Some(false),
+        site_id: None,
+        subnets: None,
+    };
+    let alice = api.create_peer(&token, &hub.id, &client).await.unwrap();
+
+    let http = reqwest::Client::new();
+    http.post(format!("{}/_admin/instances/{}/drift", sim.base_url(), hub.id))
+        .json(&serde_json::json!({"name": "portal edit", "pushed_routes": ["0.0.0.0/0"]}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    http.post(format!("{}/_admin/peers/{}/connected", sim.base_url(), alice.id))
+        .json(&serde_json::json!({"connected": true, "connected_from": "203.0.113.7"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let drifted = api.get_instance(&token, &hub.id).await.unwrap();
+    assert_eq!(
+        (drifted.name.as_str(), drifted.pushed_routes.clone()),
+        ("portal edit", vec!["0.0.0.0/0".to_owned()])
+    );
+    assert_eq!(
+        sim.simulator()
+            .calls()
+            .counts
+            .get("PUT /vpn/instances/{instanceId}"),
+        None,
+        "admin changes are not API calls"
+    );
+    sim.shutdown().await;
+
+    let (_sim, api, token) = start(config()).await;
+    let restored = api.get_instance(&token, &hub.id).await.unwrap();
+    assert_eq!(restored.name, "portal edit");
+    let peer = api.get_peer(&token, &hub.id, &alice.id).await.unwrap();
+    assert!(peer.connected);
+    assert_eq!(peer.connected_from.as_deref(), Some("203.0.113.7"));
+}
+
+#[test]
+fn simulate_help_explains_every_knob() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vpn-operator"))
+        .args(["simulate", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for knob in [
+        "--listen",
+        "--provision-delay",
+        "--status-clear-delay",
+        "--token",
+        "--state-file",
+        "--error-rate",
+        "--latency",
+        "--rate-limit",
+        "--fault",
+        "/_admin/calls",
+    ] {
+        assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
+    }
+}
