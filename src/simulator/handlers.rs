@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Inner;
@@ -428,12 +427,6 @@ async fn delete_instance(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct PeerFilter {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
 fn peer_type(value: &str, field: &str) -> Answer<PeerType> {
     match value {
         "client" => Ok(PeerType::Client),
@@ -442,14 +435,30 @@ fn peer_type(value: &str, field: &str) -> Answer<PeerType> {
     }
 }
 
+/// The `type` filter, parsed by hand so that every malformed query gets an ErrorResponse.
+fn type_filter(query: Option<&str>) -> Answer<Option<PeerType>> {
+    let values: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(k, _)| *k == "type")
+        .map(|(_, v)| v)
+        .collect();
+    match values.as_slice() {
+        [] => Ok(None),
+        [one] => peer_type(one, "type").map(Some),
+        _ => Err(validate::invalid("type", "must be given at most once").into()),
+    }
+}
+
 async fn list_peers(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(filter): Query<PeerFilter>,
+    RawQuery(query): RawQuery,
 ) -> Answer<Json<Vec<Peer>>> {
     authorize(&inner, &headers, "vpn:view")?;
-    let kind = filter.kind.as_deref().map(|k| peer_type(k, "type")).transpose()?;
+    let kind = type_filter(query.as_deref())?;
     let state = inner.state.lock().expect("state lock");
     if !state.instances.contains_key(&id) {
         return Err(not_found("instance", &id));
