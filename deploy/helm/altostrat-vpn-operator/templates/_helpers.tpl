@@ -1,0 +1,73 @@
+{{- define "avo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "avo.fullname" -}}
+{{- if contains (include "avo.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "avo.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "avo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "avo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "avo.labels" -}}
+{{ include "avo.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "avo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "avo.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the operator's token: an existing one, or one the chart creates. */}}
+{{- define "avo.tokenSecretName" -}}
+{{- if .Values.altostrat.existingSecret -}}
+{{- .Values.altostrat.existingSecret -}}
+{{- else if .Values.altostrat.token -}}
+{{- printf "%s-token" (include "avo.fullname" .) -}}
+{{- else -}}
+{{- fail "set altostrat.existingSecret (recommended) or altostrat.token: the operator needs an Altostrat API token" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "avo.tokenSecretKey" -}}
+{{- if .Values.altostrat.existingSecret -}}{{ .Values.altostrat.existingSecretKey }}{{- else -}}token{{- end -}}
+{{- end -}}
+
+{{- define "avo.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
+{{/* Rules on the operator's own kinds and on Secrets (credentialsSecretRef), shared by the
+     ClusterRole and the per-namespace Roles. */}}
+{{- define "avo.resourceRules" -}}
+- apiGroups: ["vpn.altostrat.io"]
+  resources: ["vpninstances", "vpnpeers"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+- apiGroups: ["vpn.altostrat.io"]
+  resources: ["vpninstances/status", "vpnpeers/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["vpn.altostrat.io"]
+  resources: ["vpninstances/finalizers", "vpnpeers/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
