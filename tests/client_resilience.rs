@@ -1,0 +1,177 @@
+//! The production client stack (`Resilient<HttpClient>`) against the simulator: the shared
+//! rate limiter holds a fleet of concurrent callers to the budget, 429s are coordinated through
+//! it, idempotent calls are retried and POSTs are not.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use altostrat_vpn_operator::altostrat::model::InstanceCreate;
+use altostrat_vpn_operator::altostrat::{
+    ApiError, ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy, VpnApi,
+};
+use altostrat_vpn_operator::metrics::{self, Metrics};
+use altostrat_vpn_operator::simulator::{
+    FaultConfig, FaultRule, RunningSimulator, Simulator, SimulatorConfig,
+};
+use prometheus_client::registry::Registry;
+
+struct Stack {
+    sim: RunningSimulator,
+    api: Arc<Resilient<HttpClient>>,
+    registry: Registry,
+}
+
+async fn stack(rate_per_minute: u32, burst: u32, faults: FaultConfig) -> Stack {
+    let sim = Simulator::spawn(SimulatorConfig {
+        provision_delay: Duration::ZERO,
+        faults,
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let http = HttpClient::new(HttpClientConfig {
+        base_url: sim.base_url(),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    let policy = RetryPolicy {
+        base_delay: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    };
+    let api = Arc::new(Resilient::new(
+        http,
+        Arc::new(RateLimiter::new(rate_per_minute, burst)),
+        policy,
+        metrics,
+    ));
+    Stack { sim, api, registry }
+}
+
+fn token() -> ApiToken {
+    ApiToken::new("sim-token")
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_budget() {
+    // 600/min = one request per 100 ms after a burst of 5: 25 callers need >= 2 s.
+    let s = stack(600, 5, FaultConfig::default()).await;
+    let started = Instant::now();
+    let calls = (0..25).map(|_| {
+        let api = s.api.clone();
+        tokio::spawn(async move { api.list_instances(&token()).await.map(|_| ()) })
+    });
+    for call in futures::future::join_all(calls).await {
+        call.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1900),
+        "budget exceeded: 25 calls in {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "limiter far slower than the budget: {elapsed:?}"
+    );
+    assert_eq!(s.sim.simulator().calls().total, 25);
+    let text = metrics::encode(&s.registry).unwrap();
+    assert!(
+        text.contains("vpn_operator_altostrat_rate_limit_waits_total 20"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn server_429_is_waited_out_for_every_caller_of_the_token() {
+    let mut faults = FaultConfig::default();
+    faults.rules.insert(
+        "GET /vpn/servers/regions".into(),
+        FaultRule {
+            fail_next: 1,
+            status: Some(429),
+            retry_after_secs: Some(1),
+            ..FaultRule::default()
+        },
+    );
+    let s = stack(60_000, 100, faults).await;
+    let started = Instant::now();
+    s.api
+        .list_regions(&token())
+        .await
+        .expect("retried after Retry-After");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After honoured: {:?}",
+        started.elapsed()
+    );
+    // Another caller of the same token right after is not slowed further.
+    let again = Instant::now();
+    s.api.list_instances(&token()).await.unwrap();
+    assert!(again.elapsed() < Duration::from_millis(500));
+    let calls = s.sim.simulator().calls();
+    assert_eq!(calls.by_status["GET /vpn/servers/regions 429"], 1);
+    assert_eq!(calls.by_status["GET /vpn/servers/regions 200"], 1);
+}
+
+#[tokio::test]
+async fn reads_are_retried_but_a_failed_create_is_not() {
+    let mut faults = FaultConfig::default();
+    faults.rules.insert(
+        "GET /vpn/instances".into(),
+        FaultRule {
+            fail_next: 2,
+            status: Some(503),
+            ..FaultRule::default()
+        },
+    );
+    faults.rules.insert(
+        "POST /vpn/instances".into(),
+        FaultRule {
+            fail_next: 1,
+            status: Some(500),
+            ..FaultRule::default()
+        },
+    );
+    let s = stack(60_000, 100, faults).await;
+
+    s.api
+        .list_instances(&token())
+        .await
+        .expect("two 503s then success");
+    let create = InstanceCreate {
+        name: "Retry hub".into(),
+        hostname: "retry-hub".into(),
+        region: "sjc".into(),
+    };
+    let err = s.api.create_instance(&token(), &create).await.unwrap_err();
+    assert!(matches!(err, ApiError::Server { status: 500, .. }), "{err}");
+    let calls = s.sim.simulator().calls();
+    assert_eq!(calls.counts["GET /vpn/instances"], 3);
+    assert_eq!(
+        calls.counts["POST /vpn/instances"], 1,
+        "a POST that may have been applied is never repeated"
+    );
+    let text = metrics::encode(&s.registry).unwrap();
+    assert!(
+        text.contains(r#"vpn_operator_altostrat_retries_total{endpoint="GET /vpn/instances"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_api_is_a_transient_transport_error() {
+    let http = HttpClient::new(HttpClientConfig {
+        base_url: "http://127.0.0.1:9".into(),
+        connect_timeout: Duration::from_millis(200),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    let err = http.list_instances(&token()).await.unwrap_err();
+    assert!(matches!(err, ApiError::Transport { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(
+        !format!("{err} {err:?}").contains("sim-token"),
+        "errors never carry the token"
+    );
+}
