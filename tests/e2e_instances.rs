@@ -250,14 +250,7 @@ async fn unknown_region_and_taken_hostname_are_reported_without_hot_looping() {
         &instance_manifest("lost", "lost-hub", json!({"region": "atlantis"})),
     )
     .await;
-    let lost = wait_instance(&api, "lost", "InvalidSpec", |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, "Ready"))
-            .is_some_and(|c| c.1 == "InvalidSpec")
-    })
-    .await;
-    let message = condition(&lost.status.unwrap().conditions, "Ready").unwrap().2;
+    let message = wait_instance_reason(&api, "lost", "InvalidSpec").await;
     assert!(
         message.contains("atlantis") && message.contains("sjc"),
         "lists valid regions: {message}"

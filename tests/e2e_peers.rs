@@ -27,23 +27,11 @@ async fn peer_waits_for_its_instance_then_becomes_ready() {
 
     // The peer comes first: it must wait, visibly, without calling Altostrat.
     apply(&peers, &client_peer_manifest("alice", "hub", USER)).await;
-    wait_peer(&peers, "alice", "InstanceNotFound", |p| {
-        p.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, "Ready"))
-            .is_some_and(|c| c.1 == "InstanceNotFound")
-    })
-    .await;
+    wait_peer_reason(&peers, "alice", "InstanceNotFound").await;
     assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);
 
     apply(&instances, &instance_manifest("hub", "peer-hub", json!({}))).await;
-    wait_peer(&peers, "alice", "WaitingForInstance", |p| {
-        p.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, "Ready"))
-            .is_some_and(|c| c.1 == "WaitingForInstance")
-    })
-    .await;
+    wait_peer_reason(&peers, "alice", "WaitingForInstance").await;
     apply(
         &peers,
         &site_peer_manifest("branch", "hub", SITE, &["192.168.50.0/24"]),
@@ -123,19 +111,8 @@ async fn instance_deletion_waits_for_its_peers_and_peers_are_deleted_in_altostra
     wait_peer(&peers, "bob", "Ready", peer_ready).await;
 
     instances.delete("hub", &DeleteParams::default()).await.unwrap();
-    let waiting = wait_instance(&instances, "hub", "Deleting condition", |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, "Ready"))
-            .is_some_and(|c| c.1 == "Deleting")
-    })
-    .await;
-    assert!(
-        condition(&waiting.status.unwrap().conditions, "Ready")
-            .unwrap()
-            .2
-            .contains("1 VpnPeer")
-    );
+    let waiting = wait_instance_reason(&instances, "hub", "Deleting").await;
+    assert!(waiting.contains("1 VpnPeer"));
     assert!(
         simc.instance(&instance_id).await.is_some(),
         "instance kept while a peer references it"
@@ -169,13 +146,7 @@ async fn a_peer_cannot_reach_an_instance_in_another_namespace() {
     apply(&instances_a, &instance_manifest("hub", "xns-hub", json!({}))).await;
     wait_instance(&instances_a, "hub", "Ready", instance_ready).await;
     apply(&peers_b, &client_peer_manifest("intruder", "hub", USER)).await;
-    wait_peer(&peers_b, "intruder", "InstanceNotFound", |p| {
-        p.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, "Ready"))
-            .is_some_and(|c| c.1 == "InstanceNotFound")
-    })
-    .await;
+    wait_peer_reason(&peers_b, "intruder", "InstanceNotFound").await;
     assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);
     op_a.stop().await;
     op_b.stop().await;

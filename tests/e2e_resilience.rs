@@ -223,19 +223,8 @@ async fn token_never_appears_in_logs_status_or_events_and_secret_credentials_wor
         ),
     )
     .await;
-    let blocked = wait_instance(&api, "hub", "CredentialsError", |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| condition(&s.conditions, "Ready"))
-            .is_some_and(|c| c.1 == "CredentialsError")
-    })
-    .await;
-    assert!(
-        condition(&blocked.status.unwrap().conditions, "Ready")
-            .unwrap()
-            .2
-            .contains("altostrat-creds")
-    );
+    let blocked = wait_instance_reason(&api, "hub", "CredentialsError").await;
+    assert!(blocked.contains("altostrat-creds"), "{blocked}");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "altostrat-creds"}, "stringData": {"token": TOKEN}
     }))

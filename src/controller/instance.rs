@@ -10,7 +10,10 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::{Context, Error, Result, apply_status, ensure_finalizer, instrumented, plan, remove_finalizer};
+use super::{
+    Context, Error, Result, apply_status, ensure_finalizer, instrumented, plan, remove_finalizer,
+    report_failure,
+};
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, FirewallRuleStatus, VpnInstance, VpnInstanceStatus, VpnPeer};
@@ -32,7 +35,7 @@ pub async fn reconcile<A: VpnApi>(obj: Arc<VpnInstance>, ctx: Arc<Context<A>>) -
         match converge(&obj, &ctx, &api).await {
             Ok(action) => Ok(action),
             Err(error) => {
-                report_failure(&obj, &ctx, &api, &error).await;
+                report_failure(obj.as_ref(), obj.status.as_ref(), &ctx, &api, &error).await;
                 Err(error)
             }
         }
@@ -288,49 +291,6 @@ fn requeue<A>(status: &VpnInstanceStatus, ready: bool, ctx: &Context<A>) -> Acti
 fn age(time: &Time) -> Duration {
     let now = conditions::now().0;
     Duration::try_from(now.duration_since(time.0)).unwrap_or_default()
-}
-
-/// Records a failed attempt in the conditions: `Synced` turns False; `Ready` keeps a True
-/// value (the hub still works) but otherwise explains what blocks it.
-async fn report_failure<A: VpnApi>(
-    obj: &VpnInstance,
-    ctx: &Context<A>,
-    api: &Api<VpnInstance>,
-    error: &Error,
-) {
-    let mut status = obj.status.clone().unwrap_or_default();
-    let message = error.to_string();
-    let mut desired = vec![ConditionState::new(
-        SYNCED,
-        false,
-        error.reason(),
-        message.clone(),
-    )];
-    if !conditions::is_ready(&status.conditions) {
-        desired.insert(
-            0,
-            ConditionState::new(READY, false, error.reason(), message.clone()),
-        );
-    } else if let Some(ready) = status.conditions.iter().find(|c| c.type_ == READY) {
-        desired.insert(
-            0,
-            ConditionState::new(READY, true, reason::AVAILABLE, ready.message.clone()),
-        );
-    }
-    status.conditions = conditions::merge(
-        &status.conditions,
-        &desired,
-        obj.metadata.generation,
-        &conditions::now(),
-    );
-    status.observed_generation = obj.metadata.generation;
-    if obj.status.as_ref() != Some(&status) {
-        if let Err(e) = apply_status(api, obj, &status).await {
-            tracing::warn!(error = %e, "failed to record failure in status");
-        }
-        ctx.publish(obj, EventType::Warning, error.reason(), "Reconcile", message)
-            .await;
-    }
 }
 
 /// Deletion: honour `deletionPolicy`, wait for peers that still reference the instance, and

@@ -424,6 +424,82 @@ where
     }
 }
 
+/// The status types of both kinds, as far as failure reporting needs them.
+pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
+    fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];
+    fn set_conditions(&mut self, conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>);
+    fn set_observed_generation(&mut self, generation: Option<i64>);
+}
+
+macro_rules! conditioned_status {
+    ($($status:ty),*) => {$(
+        impl ConditionedStatus for $status {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.conditions
+            }
+            fn set_conditions(&mut self, conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>) {
+                self.conditions = conditions;
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+        }
+    )*};
+}
+conditioned_status!(crate::crd::VpnInstanceStatus, crate::crd::VpnPeerStatus);
+
+/// Records a failed attempt in the conditions, writing (and emitting a Warning event) only
+/// when this changes the status, so a repeating error is not a write loop.
+///
+/// `Synced` turns False for the current generation. A transient failure leaves a True `Ready`
+/// untouched — the hub or peer still works — and does not advance `observedGeneration`, so
+/// kstatus/Flux keep waiting for the new spec instead of reporting it applied. An error only
+/// the user can fix (invalid spec) turns `Ready` False for the current generation.
+async fn report_failure<K, S, A>(obj: &K, current: Option<&S>, ctx: &Context<A>, api: &Api<K>, error: &Error)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: ConditionedStatus,
+    A: VpnApi,
+{
+    let mut status = current.cloned().unwrap_or_default();
+    let message = error.to_string();
+    let generation = obj.meta().generation;
+    let kept_ready = status
+        .conditions()
+        .iter()
+        .find(|c| c.type_ == conditions::READY && c.status == "True")
+        .filter(|_| !error.needs_user_action())
+        .cloned();
+    let synced = conditions::ConditionState::new(conditions::SYNCED, false, error.reason(), message.clone());
+    let merged = match kept_ready {
+        Some(ready) => {
+            let mut merged =
+                conditions::merge(status.conditions(), &[synced], generation, &conditions::now());
+            merged.insert(0, ready);
+            merged
+        }
+        None => {
+            let ready =
+                conditions::ConditionState::new(conditions::READY, false, error.reason(), message.clone());
+            status.set_observed_generation(generation);
+            conditions::merge(
+                status.conditions(),
+                &[ready, synced],
+                generation,
+                &conditions::now(),
+            )
+        }
+    };
+    status.set_conditions(merged);
+    if current != Some(&status) {
+        if let Err(e) = apply_status(api, obj, &status).await {
+            tracing::warn!(error = %e, "failed to record failure in status");
+        }
+        ctx.publish(obj, EventType::Warning, error.reason(), "Reconcile", message)
+            .await;
+    }
+}
+
 /// Wraps a reconcile body with timing, metrics and failure bookkeeping.
 async fn instrumented<K, A, F>(controller: &'static str, obj: &K, ctx: &Context<A>, body: F) -> Result<Action>
 where

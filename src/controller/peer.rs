@@ -8,7 +8,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::{Context, Error, Result, apply_status, ensure_finalizer, instrumented, plan, remove_finalizer};
+use super::{
+    Context, Result, apply_status, ensure_finalizer, instrumented, plan, remove_finalizer, report_failure,
+};
 use crate::altostrat::model::Peer;
 use crate::altostrat::{ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, VpnInstance, VpnPeer, VpnPeerStatus};
@@ -27,7 +29,7 @@ pub async fn reconcile<A: VpnApi>(obj: Arc<VpnPeer>, ctx: Arc<Context<A>>) -> Re
         match converge(&obj, &ctx, &api).await {
             Ok(action) => Ok(action),
             Err(error) => {
-                report_failure(&obj, &ctx, &api, &error).await;
+                report_failure(obj.as_ref(), obj.status.as_ref(), &ctx, &api, &error).await;
                 Err(error)
             }
         }
@@ -281,45 +283,6 @@ fn status_from(
         connected_from: observed.connected_from.clone(),
         observed_generation: obj.metadata.generation,
         conditions: conditions::merge(existing, &desired, obj.metadata.generation, &conditions::now()),
-    }
-}
-
-async fn report_failure<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>, error: &Error) {
-    let mut status = obj.status.clone().unwrap_or_default();
-    let message = error.to_string();
-    let mut desired = vec![ConditionState::new(
-        SYNCED,
-        false,
-        error.reason(),
-        message.clone(),
-    )];
-    match status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY && c.status == "True")
-    {
-        Some(ready) => desired.insert(
-            0,
-            ConditionState::new(READY, true, reason::AVAILABLE, ready.message.clone()),
-        ),
-        None => desired.insert(
-            0,
-            ConditionState::new(READY, false, error.reason(), message.clone()),
-        ),
-    }
-    status.conditions = conditions::merge(
-        &status.conditions,
-        &desired,
-        obj.metadata.generation,
-        &conditions::now(),
-    );
-    status.observed_generation = obj.metadata.generation;
-    if obj.status.as_ref() != Some(&status) {
-        if let Err(e) = apply_status(api, obj, &status).await {
-            tracing::warn!(error = %e, "failed to record failure in status");
-        }
-        ctx.publish(obj, EventType::Warning, error.reason(), "Reconcile", message)
-            .await;
     }
 }
 

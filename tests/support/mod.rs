@@ -459,3 +459,27 @@ impl SimClient {
             .unwrap();
     }
 }
+
+/// Waits until the instance's Ready condition has `reason`; returns the Ready message.
+pub async fn wait_instance_reason(api: &Api<VpnInstance>, name: &str, reason: &str) -> String {
+    let obj = wait_instance(api, name, reason, |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == reason)
+    })
+    .await;
+    condition(&obj.status.unwrap().conditions, "Ready").unwrap().2
+}
+
+/// Waits until the peer's Ready condition has `reason`; returns the Ready message.
+pub async fn wait_peer_reason(api: &Api<VpnPeer>, name: &str, reason: &str) -> String {
+    let obj = wait_peer(api, name, reason, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.1 == reason)
+    })
+    .await;
+    condition(&obj.status.unwrap().conditions, "Ready").unwrap().2
+}
