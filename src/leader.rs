@@ -144,7 +144,7 @@ impl LeaderElector {
         }
     }
 
-    /// Renews until renewal fails for a whole lease duration or another replica took the
+    /// Renews until renewal fails for two thirds of the lease duration or another replica took the
     /// lease; returns then (leadership is lost and the caller must stop reconciling).
     pub async fn keep_renewing(&self) {
         let mut last_success = tokio::time::Instant::now();
@@ -158,7 +158,9 @@ impl LeaderElector {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "failed to renew leader lease");
-                    if last_success.elapsed() >= self.lease_duration {
+                    // Give up before the lease can expire (client-go's renew deadline), so two
+                    // replicas never reconcile at the same time.
+                    if last_success.elapsed() >= self.lease_duration * 2 / 3 {
                         return;
                     }
                 }
