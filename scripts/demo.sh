@@ -53,7 +53,7 @@ if ! curl -fsS "http://127.0.0.1:$SIM_PORT/_admin/calls" >/dev/null 2>&1; then
 fi
 
 say "installing the CRDs"
-kubectl apply --server-side -f crds/ >/dev/null
+kubectl apply --server-side -k crds/ >/dev/null
 kubectl wait --for=condition=Established crd/vpninstances.vpn.altostrat.io crd/vpnpeers.vpn.altostrat.io --timeout=60s >/dev/null
 
 stop_pid "$RUN/operator.pid"

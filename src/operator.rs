@@ -76,6 +76,22 @@ where
     (ready, not_ready, unknown)
 }
 
+/// Waits for a controller's cache to be filled. `Store::wait_until_ready` wakes only the last
+/// of several concurrent waiters (the controller's own applier is one), so it is polled with a
+/// short timeout: once the controller has seen the cache ready, the next poll returns at once.
+async fn wait_until_ready<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), store.wait_until_ready()).await
+        {
+            return result.is_ok();
+        }
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let default_token = read_token(&args)?;
     if default_token.is_none() {
@@ -221,8 +237,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
                 .expect("store list lock")
                 .push((instances.clone(), peers.clone()));
             tokio::spawn(async move {
-                if instances.wait_until_ready().await.is_ok()
-                    && peers.wait_until_ready().await.is_ok()
+                if wait_until_ready(&instances).await
+                    && wait_until_ready(&peers).await
                     && synced.fetch_add(1, Ordering::SeqCst) + 1 == scope_count
                 {
                     health.caches_synced.store(true, Ordering::Relaxed);

@@ -255,6 +255,11 @@ async fn token_never_appears_in_logs_status_or_events_and_secret_credentials_wor
     })
     .await;
 
+    let (code, body) = eventually("operator ready", TIMEOUT, || async {
+        op.get("/readyz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert_eq!((code, body.as_str()), (200, "ready"));
     let (status, metrics) = op.get("/metrics").await.expect("metrics served");
     assert_eq!(status, 200);
     for name in [
@@ -317,6 +322,11 @@ async fn standby_replica_takes_over_when_the_leader_dies() {
         (holder(leases.clone()).await.as_deref() == Some("alpha")).then_some(())
     })
     .await;
+    let (code, body) = eventually("alpha ready as leader", TIMEOUT, || async {
+        alpha.get("/readyz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    assert_eq!((code, body.as_str()), (200, "ready: leader"));
     let beta = OperatorProcess::start(&simc.base_url, &ns, &election, logs.path(), "beta");
     let (code, body) = eventually("beta ready as standby", TIMEOUT, || async {
         beta.get("/readyz").await

@@ -398,6 +398,12 @@ where
         Ok(_) => Ok(()),
         // Already gone: nothing left to finalize.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        // Our copy was stale (a trigger raced the cache): the newer version is on its way
+        // through the watch and will be reconciled.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!(name = %obj.name_any(), "finalizer patch conflicted with a newer version");
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
