@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector;
 use kube::runtime::reflector::Store;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::time::Instant;
 
@@ -262,6 +263,30 @@ pub fn error_policy<K: Resource<DynamicType = ()>, A: VpnApi>(
     Action::requeue(delay)
 }
 
+/// Drops what the operator never reads from cached objects.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Changes that need a reconcile: the spec (generation), deletion and finalizers. Status
+/// updates — including the operator's own — do not; polling and resyncs are scheduled
+/// explicitly, so a status write never causes another round of API calls on a stale cache.
+fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (
+        meta.generation,
+        meta.deletion_timestamp.is_some(),
+        &meta.finalizers,
+    )
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Where the controllers look for resources.
 #[derive(Clone, Debug)]
 pub enum WatchScope {
@@ -307,14 +332,29 @@ pub async fn run<A: VpnApi>(
         watch_config = watch_config.labels(selector);
     }
 
-    let instance_controller = Controller::new(instances.clone(), watch_config.clone())
+    // Each controller is fed by its own reflector so that the cached copies can be slimmed
+    // (managedFields and kubectl's last-applied annotation are never read but dominate the
+    // memory of large fleets) and so that only changes that need a reconcile trigger one.
+    let (instance_store, instance_writer) = reflector::store();
+    let instance_events = watcher(instances.clone(), watch_config.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(instance_writer)
+        .applied_objects()
+        .predicate_filter(needs_reconcile, PredicateConfig::default());
+    let (peer_store, peer_writer) = reflector::store();
+    let peer_events = watcher(peers, watch_config.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(peer_writer)
+        .applied_objects()
+        .predicate_filter(needs_reconcile, PredicateConfig::default());
+    let instance_controller = Controller::for_stream(instance_events, instance_store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.instance_concurrency))
         .graceful_shutdown_on(shutdown.clone());
-    let peer_controller = Controller::new(peers, watch_config.clone())
+    let peer_controller = Controller::for_stream(peer_events, peer_store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.peer_concurrency))
         .graceful_shutdown_on(shutdown);
-    let instance_store = instance_controller.store();
-    let peer_store = peer_controller.store();
 
     let ctx = Arc::new(Context {
         client: client.clone(),
