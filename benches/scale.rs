@@ -402,6 +402,7 @@ async fn main() {
         .await;
     let raw_elapsed = raw_start.elapsed();
 
+    let in_altostrat = (sim.simulator().instances().len(), sim.simulator().peers().len());
     let n = args.instances as f64;
     let m = args.peers as f64;
     let per = |key: &str, count: f64| calls.get(key).copied().unwrap_or(0) as f64 / count.max(1.0);
@@ -415,6 +416,10 @@ async fn main() {
         created.as_secs_f64()
     );
     println!("| all Ready after | {:.1} s |", converged.as_secs_f64());
+    println!(
+        "| objects in Altostrat (duplicates would show here) | {} instances, {} peers |",
+        in_altostrat.0, in_altostrat.1
+    );
     println!(
         "| instance time to Ready p50 / p99 | {:.2} s / {:.2} s |",
         percentile(&lat_i, 0.5).as_secs_f64(),

@@ -470,6 +470,32 @@ where
     }
 }
 
+/// Like [`apply_status`], but only if `obj` is still the latest version (the patch carries its
+/// `resourceVersion`). Returns false when the cached copy was stale: the caller must not act
+/// on it, and the newer version will be reconciled. Used where acting on a stale status could
+/// repeat a non-idempotent call.
+async fn apply_status_if_current<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "resourceVersion": obj.resource_version() },
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The status types of both kinds, as far as failure reporting needs them.
 pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
     fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition];

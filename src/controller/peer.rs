@@ -9,13 +9,16 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
 use super::{
-    Context, Result, apply_status, ensure_finalizer, instrumented, plan, remove_finalizer, report_failure,
+    Context, Result, apply_status, apply_status_if_current, ensure_finalizer, instrumented, plan,
+    remove_finalizer, report_failure,
 };
 use crate::altostrat::model::Peer;
 use crate::altostrat::{ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, VpnInstance, VpnPeer, VpnPeerStatus};
 
 const CONTROLLER: &str = "vpnpeer";
+/// When our copy of a peer was stale, look again after the watch has caught up.
+const STALE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub async fn reconcile<A: VpnApi>(obj: Arc<VpnPeer>, ctx: Arc<Context<A>>) -> Result<Action> {
     let api: Api<VpnPeer> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
@@ -110,8 +113,11 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
         .and_then(|s| s.peer_id.clone());
     let mut observed = match known_id {
         None => {
-            let (peer, written) =
-                create_or_adopt(obj, ctx, api, &token, &instance_id, current.as_ref()).await?;
+            let Some((peer, written)) =
+                create_or_adopt(obj, ctx, api, &token, &instance_id, current.as_ref()).await?
+            else {
+                return Ok(Action::requeue(STALE_RETRY));
+            };
             current = Some(written);
             peer
         }
@@ -126,7 +132,11 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
                     format!("Altostrat peer {peer_id} no longer exists; creating it again"),
                 )
                 .await;
-                let (peer, written) = create_or_adopt(obj, ctx, api, &token, &instance_id, None).await?;
+                let Some((peer, written)) =
+                    create_or_adopt(obj, ctx, api, &token, &instance_id, None).await?
+                else {
+                    return Ok(Action::requeue(STALE_RETRY));
+                };
                 current = Some(written);
                 peer
             }
@@ -200,7 +210,7 @@ async fn create_or_adopt<A: VpnApi>(
     token: &ApiToken,
     instance_id: &str,
     current: Option<&VpnPeerStatus>,
-) -> Result<(Peer, VpnPeerStatus)> {
+) -> Result<Option<(Peer, VpnPeerStatus)>> {
     let mut adopted = None;
     if create_may_have_happened(current, instance_id) {
         let existing = ctx
@@ -225,7 +235,11 @@ async fn create_or_adopt<A: VpnApi>(
                 &conditions::now(),
             ),
         };
-        apply_status(api, obj, &marker).await?;
+        // Conditional on our copy being current: a stale copy could predate an earlier
+        // create whose mark and id we have not seen yet.
+        if !apply_status_if_current(api, obj, &marker).await? {
+            return Ok(None);
+        }
     }
     let peer = match adopted {
         Some(found) => {
@@ -257,7 +271,7 @@ async fn create_or_adopt<A: VpnApi>(
     };
     let status = status_from(&peer, instance_id, obj, current);
     apply_status(api, obj, &status).await?;
-    Ok((peer, status))
+    Ok(Some((peer, status)))
 }
 
 fn status_from(
