@@ -348,7 +348,7 @@ async fn main() {
         .filter(|(k, _)| !k.starts_with("GET"))
         .map(|(_, v)| v)
         .sum();
-    let steady_kube: f64 = kube_steady.values().sum();
+    let steady_kube: f64 = kube_steady.values().fold(0.0, |a, b| a + b);
     let (rss_after_resync, cpu_after) = process_usage(pid);
 
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
