@@ -351,3 +351,60 @@ async fn standby_replica_takes_over_when_the_leader_dies() {
     assert_eq!(simc.instances().await.len(), 2);
     eprintln!("leader takeover after {takeover:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn lost_create_responses_are_adopted_never_duplicated() {
+    // Altostrat applies the POST but the answer is lost (as after a timeout): the operator
+    // must find what it created instead of creating it again.
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-lost").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    simc.set_faults(json!({
+        "rules": {
+            "POST /vpn/instances": {"fail_next": 1, "status": 504, "apply_then_fail": true},
+            "POST /vpn/instances/{instanceId}/peers": {"fail_next": 1, "status": 504, "apply_then_fail": true}
+        }
+    }))
+    .await;
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let peers: Api<altostrat_vpn_operator::crd::VpnPeer> = Api::namespaced(client.clone(), &ns);
+
+    apply(&instances, &instance_manifest("hub", "lost-hub", json!({}))).await;
+    apply(
+        &peers,
+        &client_peer_manifest("carol", "hub", "a1b2c3d4-e5f6-7890-1234-567890abcdef"),
+    )
+    .await;
+    let hub = wait_instance(&instances, "hub", "Ready", instance_ready).await;
+    let carol = wait_peer(&peers, "carol", "Ready", peer_ready).await;
+
+    let remote = simc.instances().await;
+    assert_eq!(remote.len(), 1, "one instance despite the lost answer");
+    assert_eq!(
+        hub.status.unwrap().instance_id.as_deref(),
+        Some(remote[0].id.as_str())
+    );
+    let remote_peers = simc.peers(&remote[0].id).await;
+    assert_eq!(remote_peers.len(), 1, "one peer despite the lost answer");
+    assert_eq!(
+        carol.status.unwrap().peer_id.as_deref(),
+        Some(remote_peers[0].id.as_str())
+    );
+    let calls = simc.calls().await;
+    assert_eq!(
+        calls["POST /vpn/instances"], 2,
+        "the retry was answered 409 and adopted: {calls:?}"
+    );
+    assert_eq!(
+        calls["POST /vpn/instances/{instanceId}/peers"], 1,
+        "the peer was adopted, not re-posted: {calls:?}"
+    );
+    assert!(
+        calls["GET /vpn/instances/{instanceId}/peers"] >= 1,
+        "looked for the lost peer: {calls:?}"
+    );
+    operator.stop().await;
+}

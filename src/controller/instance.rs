@@ -32,10 +32,14 @@ pub async fn reconcile<A: VpnApi>(obj: Arc<VpnInstance>, ctx: Arc<Context<A>>) -
             // The finalizer patch triggers another reconcile with the updated object.
             return Ok(Action::await_change());
         }
-        match converge(&obj, &ctx, &api).await {
+        // The status as stored, kept up to date by `converge` as it writes, so that a failure
+        // is recorded on top of what was already written (an id, a Creating mark) rather than
+        // on the copy this reconcile started from.
+        let mut current = obj.status.clone();
+        match converge(&obj, &ctx, &api, &mut current).await {
             Ok(action) => Ok(action),
             Err(error) => {
-                report_failure(obj.as_ref(), obj.status.as_ref(), &ctx, &api, &error).await;
+                report_failure(obj.as_ref(), current.as_ref(), &ctx, &api, &error).await;
                 Err(error)
             }
         }
@@ -44,7 +48,12 @@ pub async fn reconcile<A: VpnApi>(obj: Arc<VpnInstance>, ctx: Arc<Context<A>>) -
 }
 
 /// Create/adopt, update and observe the Altostrat instance, then record what was seen.
-async fn converge<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnInstance>) -> Result<Action> {
+async fn converge<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    api: &Api<VpnInstance>,
+    current: &mut Option<VpnInstanceStatus>,
+) -> Result<Action> {
     let spec = &obj.spec;
     let namespace = obj.namespace().unwrap_or_default();
     let token = ctx
@@ -56,12 +65,10 @@ async fn converge<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnI
         .and_then(|s| s.instance_id.clone())
         .or_else(|| spec.instance_id.clone());
 
-    // The status as stored now; after a create it is the one just written.
-    let mut current = obj.status.clone();
     let mut observed = match known_id {
         None => {
             let (instance, written) = create_or_adopt(obj, ctx, api, &token).await?;
-            current = Some(written);
+            *current = Some(written);
             instance
         }
         Some(id) => match ctx.api.get_instance(&token, &id).await {
@@ -76,7 +83,7 @@ async fn converge<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnI
                 )
                 .await;
                 let (instance, written) = create_or_adopt(obj, ctx, api, &token).await?;
-                current = Some(written);
+                *current = Some(written);
                 instance
             }
             Err(e) if e.is_not_found() => {
@@ -110,7 +117,8 @@ async fn converge<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnI
         .await;
     }
 
-    let was_ready = current
+    let was_ready = obj
+        .status
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions));
     let out_of_sync = plan::instance_update(spec, &observed).is_some();
@@ -118,6 +126,7 @@ async fn converge<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnI
     let status = status_from(&observed, obj, current.as_ref(), &desired);
     if current.as_ref() != Some(&status) {
         apply_status(api, obj, &status).await?;
+        *current = Some(status.clone());
     }
     let ready = conditions::is_ready(&status.conditions);
     if ready && !was_ready {

@@ -29,10 +29,14 @@ pub async fn reconcile<A: VpnApi>(obj: Arc<VpnPeer>, ctx: Arc<Context<A>>) -> Re
         if ensure_finalizer(&api, obj.as_ref()).await? {
             return Ok(Action::await_change());
         }
-        match converge(&obj, &ctx, &api).await {
+        // The status as stored, kept up to date by `converge` as it writes, so that a failure
+        // is recorded on top of what was already written (an id, a Creating mark) rather than
+        // on the copy this reconcile started from.
+        let mut current = obj.status.clone();
+        match converge(&obj, &ctx, &api, &mut current).await {
             Ok(action) => Ok(action),
             Err(error) => {
-                report_failure(obj.as_ref(), obj.status.as_ref(), &ctx, &api, &error).await;
+                report_failure(obj.as_ref(), current.as_ref(), &ctx, &api, &error).await;
                 Err(error)
             }
         }
@@ -77,7 +81,12 @@ fn usable_instance_id(instance: Option<&VpnInstance>, name: &str) -> Result<Stri
     }
 }
 
-async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>) -> Result<Action> {
+async fn converge<A: VpnApi>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    api: &Api<VpnPeer>,
+    current: &mut Option<VpnPeerStatus>,
+) -> Result<Action> {
     let spec = &obj.spec;
     let instance = referenced_instance(obj, ctx);
     let instance_id = match usable_instance_id(instance.as_deref(), &spec.instance_ref.name) {
@@ -105,7 +114,6 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
         .and_then(|i| i.spec.credentials_secret_ref.clone());
     let token = ctx.token(&namespace, instance_secret.as_ref()).await?;
 
-    let mut current = obj.status.clone();
     // A peer recorded on a previous incarnation of the instance went away with it.
     let known_id = current
         .as_ref()
@@ -113,12 +121,9 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
         .and_then(|s| s.peer_id.clone());
     let mut observed = match known_id {
         None => {
-            let Some((peer, written)) =
-                create_or_adopt(obj, ctx, api, &token, &instance_id, current.as_ref()).await?
-            else {
+            let Some(peer) = create_or_adopt(obj, ctx, api, &token, &instance_id, current).await? else {
                 return Ok(Action::requeue(STALE_RETRY));
             };
-            current = Some(written);
             peer
         }
         Some(peer_id) => match ctx.api.get_peer(&token, &instance_id, &peer_id).await {
@@ -132,12 +137,9 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
                     format!("Altostrat peer {peer_id} no longer exists; creating it again"),
                 )
                 .await;
-                let Some((peer, written)) =
-                    create_or_adopt(obj, ctx, api, &token, &instance_id, None).await?
-                else {
+                let Some(peer) = create_or_adopt(obj, ctx, api, &token, &instance_id, current).await? else {
                     return Ok(Action::requeue(STALE_RETRY));
                 };
-                current = Some(written);
                 peer
             }
             Err(e) => return Err(e.into()),
@@ -164,12 +166,14 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
         .await;
     }
 
-    let was_ready = current
+    let was_ready = obj
+        .status
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions));
     let status = status_from(&observed, &instance_id, obj, current.as_ref());
     if current.as_ref() != Some(&status) {
         apply_status(api, obj, &status).await?;
+        *current = Some(status);
     }
     if !was_ready {
         ctx.publish(
@@ -187,15 +191,11 @@ async fn converge<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>
     )))
 }
 
-/// Whether a previous attempt may have sent the create: it marks the status `Creating` for
-/// this instance before every POST.
+/// Whether a previous attempt may have sent the create: `creationStarted` is recorded before
+/// every POST and survives failure reporting.
 fn create_may_have_happened(status: Option<&VpnPeerStatus>, instance_id: &str) -> bool {
     status.is_some_and(|s| {
-        s.peer_id.is_none()
-            && s.instance_id.as_deref() == Some(instance_id)
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == READY && c.reason == reason::CREATING)
+        s.creation_started && s.peer_id.is_none() && s.instance_id.as_deref() == Some(instance_id)
     })
 }
 
@@ -209,10 +209,10 @@ async fn create_or_adopt<A: VpnApi>(
     api: &Api<VpnPeer>,
     token: &ApiToken,
     instance_id: &str,
-    current: Option<&VpnPeerStatus>,
-) -> Result<Option<(Peer, VpnPeerStatus)>> {
+    current: &mut Option<VpnPeerStatus>,
+) -> Result<Option<Peer>> {
     let mut adopted = None;
-    if create_may_have_happened(current, instance_id) {
+    if create_may_have_happened(current.as_ref(), instance_id) {
         let existing = ctx
             .api
             .list_peers(token, instance_id, Some(plan::peer_type(obj.spec.kind)))
@@ -220,13 +220,17 @@ async fn create_or_adopt<A: VpnApi>(
         adopted = plan::find_matching_peer(&existing, &obj.spec).cloned();
     } else {
         let marker = VpnPeerStatus {
+            creation_started: true,
             peer_id: None,
             instance_id: Some(instance_id.to_owned()),
             connected: false,
             connected_from: None,
             observed_generation: obj.metadata.generation,
             conditions: conditions::merge(
-                current.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+                current
+                    .as_ref()
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default(),
                 &[
                     ConditionState::new(READY, false, reason::CREATING, "Creating the peer in Altostrat"),
                     ConditionState::new(SYNCED, true, reason::CREATING, "Create in progress"),
@@ -240,6 +244,7 @@ async fn create_or_adopt<A: VpnApi>(
         if !apply_status_if_current(api, obj, &marker).await? {
             return Ok(None);
         }
+        *current = Some(marker);
     }
     let peer = match adopted {
         Some(found) => {
@@ -269,9 +274,10 @@ async fn create_or_adopt<A: VpnApi>(
             created
         }
     };
-    let status = status_from(&peer, instance_id, obj, current);
+    let status = status_from(&peer, instance_id, obj, current.as_ref());
     apply_status(api, obj, &status).await?;
-    Ok(Some((peer, status)))
+    *current = Some(status);
+    Ok(Some(peer))
 }
 
 fn status_from(
@@ -291,6 +297,7 @@ fn status_from(
         ),
     ];
     VpnPeerStatus {
+        creation_started: false,
         peer_id: Some(observed.id.clone()),
         instance_id: Some(instance_id.to_owned()),
         connected: observed.connected,
@@ -368,6 +375,31 @@ mod tests {
         let mut i = VpnInstance::new("hub", spec);
         i.status = status;
         i
+    }
+
+    #[test]
+    fn only_a_started_creation_on_the_same_instance_triggers_a_lookup() {
+        let started = VpnPeerStatus {
+            creation_started: true,
+            instance_id: Some("hub-1".into()),
+            ..VpnPeerStatus::default()
+        };
+        assert!(create_may_have_happened(Some(&started), "hub-1"));
+        assert!(
+            !create_may_have_happened(Some(&started), "hub-2"),
+            "a new instance has no peers of ours"
+        );
+        let recorded = VpnPeerStatus {
+            peer_id: Some("p".into()),
+            ..started.clone()
+        };
+        assert!(!create_may_have_happened(Some(&recorded), "hub-1"));
+        let fresh = VpnPeerStatus {
+            creation_started: false,
+            ..started
+        };
+        assert!(!create_may_have_happened(Some(&fresh), "hub-1"));
+        assert!(!create_may_have_happened(None, "hub-1"));
     }
 
     #[test]

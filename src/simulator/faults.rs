@@ -34,6 +34,9 @@ pub struct FaultRule {
     pub retry_after_secs: Option<u64>,
     /// Latency added to this endpoint.
     pub latency_ms: u64,
+    /// Process the request, then answer with the failure anyway: the change is applied but
+    /// the client never learns it (a lost response, as after a timeout).
+    pub apply_then_fail: bool,
 }
 
 /// What the middleware must do with one request.
@@ -47,6 +50,8 @@ pub struct Verdict {
 pub struct Failure {
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// The request is processed before the failure is returned.
+    pub after_processing: bool,
 }
 
 impl FaultConfig {
@@ -56,6 +61,7 @@ impl FaultConfig {
         let mut failure = (sample < self.error_rate).then_some(Failure {
             status: 500,
             retry_after: None,
+            after_processing: false,
         });
         for key in [route, "*"] {
             let Some(rule) = self.rules.get_mut(key) else {
@@ -74,14 +80,18 @@ impl FaultConfig {
             };
             if fail {
                 let retry_after = (status == 429).then(|| rule.retry_after_secs.unwrap_or(1));
-                failure = Some(Failure { status, retry_after });
+                failure = Some(Failure {
+                    status,
+                    retry_after,
+                    after_processing: rule.apply_then_fail,
+                });
             }
         }
         Verdict { delay, failure }
     }
 
     /// Parses a `--fault` flag: `METHOD /route/template:key=value,key=value` with keys
-    /// `error_rate`, `fail_next`, `status`, `retry_after_secs`, `latency_ms`.
+    /// `error_rate`, `fail_next`, `status`, `retry_after_secs`, `latency_ms`, `apply_then_fail`.
     pub fn parse_rule(spec: &str) -> Result<(String, FaultRule), String> {
         let (route, settings) = match spec.rfind(':') {
             Some(i) if spec[i + 1..].contains('=') => (&spec[..i], &spec[i + 1..]),
@@ -99,6 +109,7 @@ impl FaultConfig {
                 "status" => rule.status = Some(v.parse().map_err(|e| bad(&e))?),
                 "retry_after_secs" => rule.retry_after_secs = Some(v.parse().map_err(|e| bad(&e))?),
                 "latency_ms" => rule.latency_ms = v.parse().map_err(|e| bad(&e))?,
+                "apply_then_fail" => rule.apply_then_fail = v.parse().map_err(|e| bad(&e))?,
                 other => return Err(format!("unknown fault setting {other:?}")),
             }
         }
@@ -171,7 +182,8 @@ mod tests {
             verdict.failure,
             Some(Failure {
                 status: 429,
-                retry_after: Some(3)
+                retry_after: Some(3),
+                after_processing: false
             })
         );
     }

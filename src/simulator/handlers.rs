@@ -196,6 +196,9 @@ async fn count_and_inject(
         f.retry_after = Some(retry_after);
         f.into_response()
     } else if let Some(injected) = verdict.failure {
+        if injected.after_processing {
+            let _ = next.run(request).await;
+        }
         let (error_type, code) = if injected.status == 429 {
             ("rate_limit_error", "rate_limited")
         } else {

@@ -362,7 +362,8 @@ pub struct SimulateArgs {
     pub rate_limit: Option<u32>,
 
     /// Per-endpoint fault, repeatable: `METHOD /route/template:key=value,...` with keys
-    /// error_rate, fail_next, status, retry_after_secs, latency_ms. Example:
+    /// error_rate, fail_next, status, retry_after_secs, latency_ms, apply_then_fail (the request
+    /// is processed but the client gets the failure: a lost response). Example:
     /// `--fault 'PUT /vpn/instances/{instanceId}:fail_next=3,status=503'`. Route `*` matches all.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
