@@ -214,6 +214,11 @@ async fn main() {
         .env("INSTANCE_CONCURRENCY", args.operator_concurrency.to_string())
         .env("PEER_CONCURRENCY", args.operator_concurrency.to_string())
         .env("RUST_LOG", "warn")
+        // As in the container image (Dockerfile, Helm chart, kustomize base).
+        .env(
+            "MALLOC_ARENA_MAX",
+            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

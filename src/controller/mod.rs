@@ -132,6 +132,7 @@ pub struct Context<A> {
     pub api: Arc<A>,
     pub default_token: Option<ApiToken>,
     pub recorder: Recorder,
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     /// Instances as seen by the instance controller, for peers to find theirs without reads.
@@ -208,16 +209,70 @@ impl<A: VpnApi> Context<A> {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
+        let reference = obj.object_ref(&());
+        let result = match type_ {
+            // Warnings can repeat while a problem lasts: the recorder folds repeats into one
+            // event series. It remembers every event it sent for six minutes to do so, which
+            // for one-off transitions (Created, Ready, ...) of a large fleet is tens of MiB for
+            // nothing, so those are created directly.
+            EventType::Warning => {
+                let event = Event {
+                    type_,
+                    reason: reason.into(),
+                    note: Some(note),
+                    action: action.into(),
+                    secondary: None,
+                };
+                self.recorder.publish(&event, &reference).await
+            }
+            EventType::Normal => self.create_event(reference, reason, action, note).await,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(e) = result {
             tracing::warn!(error = %e, "failed to publish event");
         }
+    }
+
+    async fn create_event(
+        &self,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        use k8s_openapi::api::events::v1::Event as K8sEvent;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let namespace = reference.namespace.clone().unwrap_or_else(|| "default".into());
+        let event = K8sEvent {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    reference.name.as_deref().unwrap_or("vpn-operator"),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some("Normal".into()),
+            reason: Some(reason.into()),
+            action: Some(action.into()),
+            note: Some(note),
+            regarding: Some(reference),
+            reporting_controller: Some(self.reporter.controller.clone()),
+            reporting_instance: Some(
+                self.reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| self.reporter.controller.clone()),
+            ),
+            ..Default::default()
+        };
+        let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
+        events
+            .create(&kube::api::PostParams::default(), &event)
+            .await
+            .map(|_| ())
     }
 
     fn record_outcome(&self, key: String, failed: bool) -> u32 {
@@ -360,7 +415,8 @@ pub async fn run<A: VpnApi>(
         client: client.clone(),
         api,
         default_token,
-        recorder: Recorder::new(client, reporter),
+        recorder: Recorder::new(client, reporter.clone()),
+        reporter,
         metrics,
         settings,
         instances: instance_store.clone(),
