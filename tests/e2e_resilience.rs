@@ -327,7 +327,7 @@ async fn standby_replica_takes_over_when_the_leader_dies() {
     })
     .await;
     assert_eq!((code, body.as_str()), (200, "ready: leader"));
-    let beta = OperatorProcess::start(&simc.base_url, &ns, &election, logs.path(), "beta");
+    let mut beta = OperatorProcess::start(&simc.base_url, &ns, &election, logs.path(), "beta");
     let (code, body) = eventually("beta ready as standby", TIMEOUT, || async {
         beta.get("/readyz").await
     })
@@ -350,6 +350,11 @@ async fn standby_replica_takes_over_when_the_leader_dies() {
     wait_instance(&api, "two", "Ready under beta", instance_ready).await;
     assert_eq!(simc.instances().await.len(), 2);
     eprintln!("leader takeover after {takeover:?}");
+
+    // Graceful shutdown releases the lease, so a successor need not wait for it to expire.
+    let exit = beta.terminate();
+    assert!(exit.success(), "SIGTERM exits cleanly: {exit:?}");
+    assert_eq!(holder(leases.clone()).await, None, "lease released on shutdown");
 }
 
 #[tokio::test]
