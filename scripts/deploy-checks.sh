@@ -195,9 +195,19 @@ check "kustomize overlay: 2 replicas, WATCH_NAMESPACES, RESYNC_INTERVAL, base en
 # --- examples and GitOps -----------------------------------------------------------------------
 check "examples validate server-side" \
   kubectl apply --dry-run=server -n default -f examples/instance.yaml -f examples/client-peer.yaml -f examples/site-peer.yaml
-check "examples/invalid-instance.yaml is refused by the API server" bash -c "! kubectl apply --dry-run=server -n default -f examples/invalid-instance.yaml"
+check "examples/invalid-instance.yaml is refused, naming each of its four invalid fields" bash -c '
+  if out="$(kubectl apply --dry-run=server -n default -f examples/invalid-instance.yaml 2>&1)"; then echo "accepted: $out"; exit 1; fi
+  for field in spec.name spec.hostname spec.pushedRoutes spec.publicDns; do
+    grep -q "$field: Invalid value" <<<"$out" || { echo "no error for $field in: $out"; exit 1; }
+  done'
 namespace argocd; namespace flux-system
-check "Argo CD health-check ConfigMap validates server-side" kubectl apply --dry-run=server -f deploy/gitops/argocd-health.yaml
+check "Argo CD health checks merge into an existing argocd-cm (kubectl patch --type merge)" bash -c '
+  kubectl -n argocd delete configmap argocd-cm --ignore-not-found >/dev/null
+  kubectl -n argocd create configmap argocd-cm --from-literal=url=https://argocd.example >/dev/null
+  kubectl -n argocd patch configmap argocd-cm --type merge --patch-file deploy/gitops/argocd-health.yaml >/dev/null
+  keys="$(kubectl -n argocd get configmap argocd-cm -o json | jq -c ".data | keys")"
+  kubectl -n argocd delete configmap argocd-cm >/dev/null
+  [[ "$keys" == "[\"resource.customizations.health.vpn.altostrat.io_VpnInstance\",\"resource.customizations.health.vpn.altostrat.io_VpnPeer\",\"url\"]" ]] || { echo "keys: $keys"; exit 1; }'
 check "GitOps examples parse and point at paths that exist in this repository" bash -c '
   d="$(mktemp -d)"; trap "rm -rf \"\$d\"" EXIT
   cp deploy/gitops/flux.yaml deploy/gitops/argocd-application.yaml "$d/"
