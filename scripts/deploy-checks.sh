@@ -226,5 +226,11 @@ else
   printf 'SKIP Argo CD health check Lua table test (install lua5.1 to run it)\n'
 fi
 
+if command -v hadolint >/dev/null; then
+  check "hadolint Dockerfile" hadolint Dockerfile
+else
+  printf 'SKIP hadolint Dockerfile (hadolint not installed)\n'
+fi
+
 if ((failures)); then echo "FAIL: $failures deployment check(s) failed"; exit 1; fi
 echo "PASS: all deployment checks passed"
