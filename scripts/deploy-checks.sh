@@ -171,6 +171,8 @@ check "RBAC (namespaced): team-a only; Leases only in the release namespace" bas
 check "helm uninstall avo-ns" "$HELM" uninstall avo-ns -n avo-ns-system
 
 # --- kustomize -------------------------------------------------------------------------------
+check "kubectl apply -k deploy/kustomize/base (client-side apply, server dry run)" \
+  kubectl apply -k deploy/kustomize/base --dry-run=server
 check "kubectl apply --server-side -k deploy/kustomize/base" \
   kubectl apply --server-side --force-conflicts -k deploy/kustomize/base
 check "kustomize base: Deployment in $NS mounts Secret altostrat-vpn-operator-token, image pinned" bash -c '
