@@ -1,67 +1,238 @@
 #!/usr/bin/env bash
-# Deployment checks against a running control plane (KUBECONFIG must point at it):
-# Helm lint/template/install/uninstall, kustomize base and overlay, chart CRDs == crds/.
-#   HELM=/path/to/helm scripts/deploy-checks.sh
+# Deployment checks against a running control plane (KUBECONFIG must point at it; the caller
+# starts and stops it, e.g. `scripts/control-plane.sh up DIR`):
+#   - chart CRDs identical to crds/,
+#   - Helm: lint --strict, values schema, rendering rules (token required, leader election with
+#     replicas > 1, Roles with watchNamespaces, security context), server-side dry runs, real
+#     installs with RBAC checked through `kubectl auth can-i`, uninstall,
+#   - kustomize: base applied server-side, overlay rendered and validated server-side,
+#   - examples and the Argo CD health check (its Lua is table-tested when lua5.1 is installed).
+#
+#   KUBECONFIG=... [HELM=/path/to/helm] scripts/deploy-checks.sh
+# Prints one PASS/FAIL/SKIP line per check; exits non-zero when any check failed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 HELM="${HELM:-$(scripts/control-plane.sh bin-dir)/helm}"
 CHART=deploy/helm/altostrat-vpn-operator
+NS=altostrat-system
 : "${KUBECONFIG:?KUBECONFIG must point at the local control plane}"
-export HELM_CACHE_HOME="${TMPDIR:-/tmp}/helm-cache" HELM_CONFIG_HOME="${TMPDIR:-/tmp}/helm-config" HELM_DATA_HOME="${TMPDIR:-/tmp}/helm-data"
+for tool in "$HELM" kubectl jq; do
+  command -v "$tool" >/dev/null || { echo "FAIL required tool not found: $tool"; exit 1; }
+done
+work="$(mktemp -d "${TMPDIR:-/tmp}/deploy-checks.XXXXXX")"
+export HELM_CACHE_HOME="$work/helm-cache" HELM_CONFIG_HOME="$work/helm-config" HELM_DATA_HOME="$work/helm-data"
 
 failures=0
 pass() { printf 'PASS %s\n' "$*"; }
 fail() { printf 'FAIL %s\n' "$*"; failures=$((failures + 1)); }
-check() { # check DESCRIPTION COMMAND...
+check() { # check DESCRIPTION COMMAND...  (the command's output is shown only on failure)
   local what="$1"; shift
-  local out; if out="$("$@" 2>&1)"; then pass "$what"; else fail "$what"; printf '%s\n' "$out" | tail -20; fi
+  local out; if out="$("$@" 2>&1)"; then pass "$what"; else fail "$what"; printf '%s\n' "$out" | tail -20 | sed 's/^/    /'; fi
+}
+# The real installs are removed again, also when a check fails or a previous run was interrupted.
+uninstall_releases() {
+  "$HELM" uninstall avo -n "$NS" --ignore-not-found >/dev/null 2>&1 || true
+  "$HELM" uninstall avo-ns -n avo-ns-system --ignore-not-found >/dev/null 2>&1 || true
+}
+trap 'uninstall_releases; rm -rf "$work"' EXIT
+uninstall_releases
+
+render() { "$HELM" template avo "$CHART" -n "$NS" "$@"; }
+# deployment_json [helm flags...]: the rendered Deployment as JSON.
+deployment_json() { render "$@" -s templates/deployment.yaml | kubectl create --dry-run=client -o json -f -; }
+env_of() { jq -r --arg n "$2" '.spec.template.spec.containers[0].env[] | select(.name == $n) | .value' <<<"$1"; }
+namespace() { kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f - >/dev/null; }
+can_i() { # can_i EXPECTED SA VERB RESOURCE NAMESPACE [extra kubectl flags]
+  local want="$1" sa="$2" verb="$3" resource="$4" ns="$5"; shift 5
+  local got; got="$(kubectl auth can-i "$verb" "$resource" --as="system:serviceaccount:$sa" -n "$ns" "$@" 2>/dev/null || true)"
+  [[ "$got" == "$want" ]] || { echo "can-i $verb $resource $* in $ns as $sa: got '$got', want '$want'"; return 1; }
 }
 
-check "chart CRDs are identical to crds/" diff -r -x kustomization.yaml crds "$CHART/crds"
-check "helm lint --strict" "$HELM" lint --strict "$CHART" --set altostrat.token=dummy
-check "helm template | kubectl apply --dry-run=server" \
-  bash -c "kubectl create namespace altostrat-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null &&
-           '$HELM' template avo '$CHART' -n altostrat-system --set altostrat.existingSecret=avo-token --include-crds |
-           kubectl apply --server-side --dry-run=server -f -"
+# --- CRDs ----------------------------------------------------------------------------------
+check "chart CRDs are identical to crds/ (diff -r)" diff -r -x kustomization.yaml crds "$CHART/crds"
+check "crds/kustomization.yaml lists exactly the CRD files" bash -c '
+  diff <(kubectl kustomize crds | grep -E "^  name: .*\.vpn\.altostrat\.io$" | sort) \
+       <(for f in crds/*.vpn.altostrat.io.yaml; do printf "  name: %s\n" "$(basename "$f" .yaml)"; done | sort)'
 
-if "$HELM" template avo "$CHART" >/dev/null 2>&1; then
-  fail "helm template without any token must fail"
+# --- Helm: lint, schema and rendering rules -------------------------------------------------
+printf 'altostrat:\n  token: lint-only-token\n' >"$work/token-values.yaml"
+check "helm lint --strict (values file with a token)" "$HELM" lint --strict "$CHART" -f "$work/token-values.yaml"
+check "helm lint --strict (existingSecret)" "$HELM" lint --strict "$CHART" --set altostrat.existingSecret=avo-token
+
+if out="$(render 2>&1)"; then
+  fail "helm template without a token or existingSecret must fail"
+elif grep -q 'altostrat.existingSecret' <<<"$out"; then
+  pass "helm template without a token or existingSecret fails, naming altostrat.existingSecret"
 else
-  pass "helm template without any token fails with a clear message"
+  fail "helm template without a token fails, but without a clear message: $out"
 fi
-rendered="$("$HELM" template avo "$CHART" --set altostrat.token=x --set replicaCount=2)"
-grep -A1 'name: LEADER_ELECTION$' <<<"$rendered" | grep -q '"true"' && pass "replicaCount=2 turns leader election on" || fail "replicaCount=2 turns leader election on"
-rendered="$("$HELM" template avo "$CHART" --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')"
-if grep -q '^kind: ClusterRole$' <<<"$rendered"; then fail "watchNamespaces renders Roles only"
-elif [[ "$(grep -c '^kind: Role$' <<<"$rendered")" == 2 ]]; then pass "watchNamespaces renders one Role per namespace"
-else fail "watchNamespaces renders one Role per namespace"; fi
-if "$HELM" template avo "$CHART" --set altostrat.token=x --set logFormat=xml >/dev/null 2>&1; then
+if render --set altostrat.token=x --set logFormat=xml >/dev/null 2>&1; then
   fail "values.schema.json rejects logFormat=xml"
-else
-  pass "values.schema.json rejects invalid values"
-fi
+else pass "values.schema.json rejects logFormat=xml"; fi
+if render --set altostrat.token=x --set unknownKey=1 >/dev/null 2>&1; then
+  fail "values.schema.json rejects unknown keys"
+else pass "values.schema.json rejects unknown keys"; fi
+if render --set altostrat.token=x --set podDisruptionBudget.enabled=true >/dev/null 2>&1; then
+  fail "a PodDisruptionBudget is refused for a single replica"
+else pass "a PodDisruptionBudget is refused for a single replica"; fi
 
-check "helm install (real) into altostrat-system" \
-  "$HELM" install avo "$CHART" -n altostrat-system --create-namespace --set altostrat.token=dummy --set metrics.serviceMonitor.enabled=false --wait=false
-check "installed Deployment, ServiceAccount, ClusterRole(Binding), Service, Secret exist" \
-  kubectl -n altostrat-system get deployment/avo-altostrat-vpn-operator serviceaccount/avo-altostrat-vpn-operator \
+check "existingSecret: no Secret rendered, its key mounted as the token file" bash -c '
+  out="$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.existingSecret=mine --set altostrat.existingSecretKey=api-token)"
+  ! grep -q "^kind: Secret$" <<<"$out" &&
+  grep -q "secretName: mine" <<<"$out" && grep -q "key: api-token" <<<"$out"'
+
+dep="$(deployment_json --set altostrat.token=x)"
+check "Deployment: defaults (1 replica, image tag = appVersion, command run, leader election off)" jq -e '
+  .spec.replicas == 1
+  and .spec.template.spec.containers[0].image == "ghcr.io/altostrat/altostrat-vpn-operator:0.1.0"
+  and .spec.template.spec.containers[0].args == ["run"]
+  and (.spec.template.spec.containers[0].env[] | select(.name == "LEADER_ELECTION") | .value) == "false"' <<<"$dep"
+check "Deployment: non-root 65532, read-only root fs, no capabilities, RuntimeDefault seccomp" jq -e '
+  .spec.template.spec as $p | $p.containers[0].securityContext as $c
+  | $p.securityContext.runAsNonRoot == true and $p.securityContext.runAsUser == 65532
+  and $p.securityContext.seccompProfile.type == "RuntimeDefault"
+  and $c.readOnlyRootFilesystem == true and $c.allowPrivilegeEscalation == false
+  and $c.capabilities.drop == ["ALL"]' <<<"$dep"
+check "Deployment: probes /healthz and /readyz on port metrics (8080), token mounted read-only" jq -e '
+  .spec.template.spec.containers[0] as $c
+  | $c.livenessProbe.httpGet == {"path": "/healthz", "port": "metrics"}
+  and $c.readinessProbe.httpGet == {"path": "/readyz", "port": "metrics"}
+  and ($c.ports[] | select(.name == "metrics") | .containerPort) == 8080
+  and ($c.volumeMounts[] | select(.mountPath == "/var/run/secrets/altostrat") | .readOnly) == true
+  and ($c.resources.requests | length) > 0' <<<"$dep"
+check "Deployment: every operator setting is passed through the environment" bash -c '
+  want="ALTOSTRAT_API_URL ALTOSTRAT_API_TOKEN_FILE ALTOSTRAT_API_RATE_LIMIT WATCH_NAMESPACES RESYNC_INTERVAL
+        INSTANCE_CONCURRENCY PEER_CONCURRENCY METRICS_ADDR LOG_FORMAT RUST_LOG LEADER_ELECTION
+        LEADER_ELECTION_LEASE_NAME POD_NAME POD_NAMESPACE"
+  have="$(jq -r ".spec.template.spec.containers[0].env[].name" <<<"$1")"
+  for v in $want; do grep -qx "$v" <<<"$have" || { echo "missing env $v"; exit 1; }; done
+  [[ "$(jq -r ".spec.template.spec.containers[0].env[] | select(.name==\"ALTOSTRAT_API_TOKEN_FILE\") | .value" <<<"$1")" == /var/run/secrets/altostrat/token ]]' _ "$dep"
+
+dep2="$(deployment_json --set altostrat.token=x --set replicaCount=2)"
+if [[ "$(env_of "$dep2" LEADER_ELECTION)" == true ]] \
+   && render --set altostrat.token=x --set replicaCount=2 | grep -q -- '-leader-election$'; then
+  pass "replicaCount=2 turns leader election on (and renders the Lease Role)"
+else fail "replicaCount=2 turns leader election on (and renders the Lease Role)"; fi
+if render --set altostrat.token=x | grep -q -- '-leader-election$'; then
+  fail "no Lease Role while leader election is off"
+else pass "no Lease Role while leader election is off"; fi
+
+rendered="$(render --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')"
+if grep -q '^kind: ClusterRole' <<<"$rendered"; then
+  fail "watchNamespaces renders Roles, not a ClusterRole"
+elif [[ "$(grep -c '^kind: Role$' <<<"$rendered")" == 2 && "$(grep -c '^kind: RoleBinding$' <<<"$rendered")" == 2 ]] \
+     && [[ "$(env_of "$(deployment_json --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')" WATCH_NAMESPACES)" == team-a,team-b ]]; then
+  pass "watchNamespaces renders a Role+RoleBinding per namespace and WATCH_NAMESPACES=team-a,team-b"
+else fail "watchNamespaces renders a Role+RoleBinding per namespace and WATCH_NAMESPACES=team-a,team-b"; fi
+check "optional ServiceMonitor and PodDisruptionBudget render when enabled" bash -c '
+  out="$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 \
+         --set metrics.serviceMonitor.enabled=true --set podDisruptionBudget.enabled=true)"
+  grep -q "^kind: ServiceMonitor$" <<<"$out" && grep -q "^kind: PodDisruptionBudget$" <<<"$out"'
+
+# --- Helm against the API server -------------------------------------------------------------
+namespace "$NS"; namespace team-a; namespace team-b
+check "helm template | kubectl apply --server-side --dry-run=server (all namespaces)" bash -c \
+  "'$HELM' template avo '$CHART' -n $NS --set altostrat.existingSecret=avo-token --include-crds |
+   kubectl apply --server-side --dry-run=server -f -"
+check "helm template | kubectl apply --server-side --dry-run=server (watchNamespaces, 2 replicas, PDB)" bash -c \
+  "'$HELM' template avo '$CHART' -n $NS --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}' \
+     --set replicaCount=2 --set podDisruptionBudget.enabled=true --include-crds |
+   kubectl apply --server-side --dry-run=server -f -"
+
+check "helm install avo -n $NS --create-namespace (real)" \
+  "$HELM" install avo "$CHART" -n "$NS" --create-namespace -f "$work/token-values.yaml"
+check "installed: Deployment, ServiceAccount, ClusterRole, ClusterRoleBinding, Service, Secret" \
+  kubectl -n "$NS" get deployment/avo-altostrat-vpn-operator serviceaccount/avo-altostrat-vpn-operator \
     clusterrole/avo-altostrat-vpn-operator clusterrolebinding/avo-altostrat-vpn-operator \
     service/avo-altostrat-vpn-operator-metrics secret/avo-altostrat-vpn-operator-token
-check "installed ServiceAccount may patch VpnInstance status and read Secrets, but not delete Secrets" bash -c '
-  sa=system:serviceaccount:altostrat-system:avo-altostrat-vpn-operator
-  [[ $(kubectl auth can-i patch vpninstances.vpn.altostrat.io/status --as=$sa -n default) == yes ]] &&
-  [[ $(kubectl auth can-i get secrets --as=$sa -n default) == yes ]] &&
-  [[ $(kubectl auth can-i delete secrets --as=$sa -n default 2>/dev/null || true) == no ]]'
-check "helm uninstall" "$HELM" uninstall avo -n altostrat-system --wait=false
+sa="$NS:avo-altostrat-vpn-operator"
+check "RBAC (cluster-wide): exactly the verbs the operator uses" bash -c "$(declare -f can_i); set -e
+  for v in get list watch patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default; can_i yes $sa \$v vpnpeers.vpn.altostrat.io default; done
+  for v in create delete; do can_i no $sa \$v vpninstances.vpn.altostrat.io default; done
+  for v in get patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default --subresource=status; done
+  can_i yes $sa update vpnpeers.vpn.altostrat.io default --subresource=finalizers
+  can_i yes $sa get secrets any-namespace
+  for v in create update patch delete; do can_i no $sa \$v secrets default; done
+  can_i yes $sa create events.events.k8s.io default; can_i yes $sa patch events default
+  can_i no $sa create configmaps default; can_i no $sa get leases.coordination.k8s.io $NS"
+check "helm uninstall avo" "$HELM" uninstall avo -n "$NS"
 
-check "kubectl apply -k deploy/kustomize/base (server-side)" kubectl apply --server-side --force-conflicts -k deploy/kustomize/base
-check "kustomize overlay validates server-side" \
-  bash -c "kubectl kustomize deploy/kustomize/overlays/example | kubectl apply --server-side --force-conflicts --dry-run=server -f -"
-check "examples validate server-side" kubectl apply --dry-run=server -n default -f examples/instance.yaml -f examples/client-peer.yaml -f examples/site-peer.yaml
-check "the invalid example is refused" bash -c "! kubectl apply --dry-run=server -n default -f examples/invalid-instance.yaml"
-check "Argo CD health-check ConfigMap validates server-side" \
-  bash -c "kubectl create namespace argocd --dry-run=client -o yaml | kubectl apply -f - >/dev/null &&
-           kubectl apply --dry-run=server -f deploy/gitops/argocd-health.yaml"
+check "helm install avo-ns (watchNamespaces=team-a, 2 replicas, real)" \
+  "$HELM" install avo-ns "$CHART" -n avo-ns-system --create-namespace -f "$work/token-values.yaml" \
+    --set 'watchNamespaces={team-a}' --set replicaCount=2 --set podDisruptionBudget.enabled=true
+sa="avo-ns-system:avo-ns-altostrat-vpn-operator"
+check "RBAC (namespaced): team-a only; Leases only in the release namespace" bash -c "$(declare -f can_i); set -e
+  ! kubectl get clusterrole avo-ns-altostrat-vpn-operator >/dev/null 2>&1
+  can_i yes $sa watch vpninstances.vpn.altostrat.io team-a; can_i yes $sa get secrets team-a
+  can_i no $sa watch vpninstances.vpn.altostrat.io team-b; can_i no $sa get secrets team-b
+  can_i no $sa get secrets default
+  for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io avo-ns-system; done
+  can_i no $sa delete leases.coordination.k8s.io avo-ns-system; can_i no $sa get leases.coordination.k8s.io team-a"
+check "helm uninstall avo-ns" "$HELM" uninstall avo-ns -n avo-ns-system
 
-if ((failures)); then echo "$failures deployment check(s) failed"; exit 1; fi
-echo "all deployment checks passed"
+# --- kustomize -------------------------------------------------------------------------------
+check "kubectl apply -k deploy/kustomize/base (client-side apply, server dry run)" \
+  kubectl apply -k deploy/kustomize/base --dry-run=server
+check "kubectl apply --server-side -k deploy/kustomize/base" \
+  kubectl apply --server-side --force-conflicts -k deploy/kustomize/base
+check "kustomize base: Deployment in $NS mounts Secret altostrat-vpn-operator-token, image pinned" bash -c '
+  kubectl -n '"$NS"' get deployment altostrat-vpn-operator -o json | jq -e "
+    .spec.template.spec.volumes[0].secret.secretName == \"altostrat-vpn-operator-token\"
+    and .spec.template.spec.containers[0].image == \"ghcr.io/altostrat/altostrat-vpn-operator:0.1.0\"
+    and .spec.template.spec.securityContext.runAsUser == 65532"'
+check "kustomize base: ClusterRole and Lease Role rules identical to the chart's" bash -c '
+  rules() { kubectl create --dry-run=client -o json -f - | jq -cS --arg k "$1" "select(.kind == \$k) | .rules"; }
+  [[ "$(kubectl kustomize deploy/kustomize/base | rules ClusterRole)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x | rules ClusterRole)" ]] &&
+  [[ "$(kubectl kustomize deploy/kustomize/base | rules Role)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 | rules Role)" ]]'
+check "kustomize base: the Secret is not part of it" bash -c '! kubectl kustomize deploy/kustomize/base | grep -q "^kind: Secret$"'
+check "kubectl kustomize overlays/example | kubectl apply --server-side --dry-run=server" bash -c \
+  "kubectl kustomize deploy/kustomize/overlays/example | kubectl apply --server-side --force-conflicts --dry-run=server -f -"
+check "kustomize overlay: 2 replicas, WATCH_NAMESPACES, RESYNC_INTERVAL, base env kept" bash -c '
+  kubectl kustomize deploy/kustomize/overlays/example | kubectl create --dry-run=client -o json -f - |
+  jq -en "[inputs | select(.kind == \"Deployment\")] | length == 1 and (.[0] | .spec.replicas == 2 and
+    ([.spec.template.spec.containers[0].env[] | {(.name): .value}] | add) as \$e |
+    \$e.WATCH_NAMESPACES == \"team-a,team-b\" and \$e.RESYNC_INTERVAL == \"10m\" and \$e.LEADER_ELECTION == \"true\"
+    and \$e.ALTOSTRAT_API_TOKEN_FILE == \"/var/run/secrets/altostrat/token\")"'
+
+# --- examples and GitOps -----------------------------------------------------------------------
+check "examples validate server-side" \
+  kubectl apply --dry-run=server -n default -f examples/instance.yaml -f examples/client-peer.yaml -f examples/site-peer.yaml
+check "examples/invalid-instance.yaml is refused, naming each of its four invalid fields" bash -c '
+  if out="$(kubectl apply --dry-run=server -n default -f examples/invalid-instance.yaml 2>&1)"; then echo "accepted: $out"; exit 1; fi
+  for field in spec.name spec.hostname spec.pushedRoutes spec.publicDns; do
+    grep -q "$field: Invalid value" <<<"$out" || { echo "no error for $field in: $out"; exit 1; }
+  done'
+namespace argocd; namespace flux-system
+check "Argo CD health checks merge into an existing argocd-cm (kubectl patch --type merge)" bash -c '
+  kubectl -n argocd delete configmap argocd-cm --ignore-not-found >/dev/null
+  kubectl -n argocd create configmap argocd-cm --from-literal=url=https://argocd.example >/dev/null
+  kubectl -n argocd patch configmap argocd-cm --type merge --patch-file deploy/gitops/argocd-health.yaml >/dev/null
+  keys="$(kubectl -n argocd get configmap argocd-cm -o json | jq -c ".data | keys")"
+  kubectl -n argocd delete configmap argocd-cm >/dev/null
+  [[ "$keys" == "[\"resource.customizations.health.vpn.altostrat.io_VpnInstance\",\"resource.customizations.health.vpn.altostrat.io_VpnPeer\",\"url\"]" ]] || { echo "keys: $keys"; exit 1; }'
+check "GitOps examples parse and point at paths that exist in this repository" bash -c '
+  d="$(mktemp -d)"; trap "rm -rf \"\$d\"" EXIT
+  cp deploy/gitops/flux.yaml deploy/gitops/argocd-application.yaml "$d/"
+  printf "resources: [flux.yaml, argocd-application.yaml]\n" >"$d/kustomization.yaml"
+  out="$(kubectl kustomize "$d")"
+  for kind in GitRepository Kustomization Application; do grep -q "^kind: $kind$" <<<"$out" || { echo "no $kind"; exit 1; }; done
+  paths="$(grep -E "^  (path|  path): " <<<"$out" | sed -E "s/.*path: //; s#^\./##" | grep -v "^vpn$")"
+  [[ -n "$paths" ]] || { echo "no paths found"; exit 1; }
+  for p in $paths; do [[ -f "$p/kustomization.yaml" ]] || { echo "path $p has no kustomization.yaml"; exit 1; }; done'
+lua="$(command -v lua5.1 || true)"
+if [[ -n "$lua" ]]; then
+  health() { kubectl create --dry-run=client -f deploy/gitops/argocd-health.yaml -o jsonpath="{.data.resource\.customizations\.health\.vpn\.altostrat\.io_$1}"; }
+  check "Argo CD health check: same script for VpnInstance and VpnPeer" bash -c "$(declare -f health); [[ -n \"\$(health VpnInstance)\" && \"\$(health VpnInstance)\" == \"\$(health VpnPeer)\" ]]"
+  check "Argo CD health check: Lua table test (hack/argocd-health-test.lua)" bash -c "$(declare -f health); health VpnInstance | $lua hack/argocd-health-test.lua"
+else
+  printf 'SKIP Argo CD health check Lua table test (install lua5.1 to run it)\n'
+fi
+
+if command -v hadolint >/dev/null; then
+  check "hadolint Dockerfile" hadolint Dockerfile
+else
+  printf 'SKIP hadolint Dockerfile (hadolint not installed)\n'
+fi
+
+if ((failures)); then echo "FAIL: $failures deployment check(s) failed"; exit 1; fi
+echo "PASS: all deployment checks passed"

@@ -1,0 +1,64 @@
+-- Table test for the Argo CD health check in deploy/gitops/argocd-health.yaml.
+-- Argo CD runs health scripts in gopher-lua (Lua 5.1) with the live object in the global `obj`.
+--   lua5.1 hack/argocd-health-test.lua < script.lua
+-- Prints one line per case and exits non-zero when any case fails.
+local source = io.read("*a")
+local chunk = assert((loadstring or load)(source, "health"))
+
+local function health(o)
+  obj = o
+  return chunk()
+end
+
+local function cond(status, reason, message)
+  return {type = "Ready", status = status, reason = reason, message = message or reason,
+          observedGeneration = 2, lastTransitionTime = "2026-01-01T00:00:00Z"}
+end
+
+local function resource(generation, observed, conditions)
+  local o = {apiVersion = "vpn.altostrat.io/v1alpha1", kind = "VpnInstance",
+             metadata = {name = "demo-hub", namespace = "default", generation = generation}}
+  if observed ~= nil or conditions ~= nil then
+    o.status = {observedGeneration = observed, conditions = conditions}
+  end
+  return o
+end
+
+local synced = {type = "Synced", status = "True", reason = "ReconcileSuccess", message = ""}
+
+local cases = {
+  {"no status yet", resource(1, nil, nil), "Progressing"},
+  {"status without conditions", resource(1, 1, nil), "Progressing"},
+  {"Ready=True for the current generation", resource(2, 2, {cond("True", "Available"), synced}), "Healthy"},
+  {"Ready=True, no observedGeneration", resource(2, nil, {cond("True", "Available")}), "Healthy"},
+  {"Ready=True but a newer spec is not observed", resource(3, 2, {cond("True", "Available")}), "Progressing"},
+  {"Ready=False Provisioning", resource(2, 2, {cond("False", "Provisioning")}), "Progressing"},
+  {"Ready=False Creating", resource(2, 2, {cond("False", "Creating")}), "Progressing"},
+  {"Ready=False WaitingForInstance", resource(2, 2, {cond("False", "WaitingForInstance")}), "Progressing"},
+  {"Ready=False ApiError (transient, retried)", resource(2, 2, {cond("False", "ApiError")}), "Progressing"},
+  {"Ready=False InvalidSpec", resource(2, 2, {synced, cond("False", "InvalidSpec", "hostname is taken")}), "Degraded"},
+  {"Ready=False CredentialsError", resource(2, 2, {cond("False", "CredentialsError")}), "Degraded"},
+  {"Ready=Unknown", resource(2, 2, {cond("Unknown", "Reconciling")}), "Progressing"},
+  {"InvalidSpec for an older generation", resource(3, 2, {cond("False", "InvalidSpec")}), "Progressing"},
+}
+
+local failed = 0
+for _, c in ipairs(cases) do
+  local name, o, want = c[1], c[2], c[3]
+  local ok, hs = pcall(health, o)
+  if not ok then
+    failed = failed + 1
+    print("FAIL " .. name .. ": error " .. tostring(hs))
+  elseif type(hs) ~= "table" or hs.status ~= want then
+    failed = failed + 1
+    print("FAIL " .. name .. ": got " .. tostring(hs and hs.status) .. ", want " .. want)
+  elseif hs.message ~= nil and type(hs.message) ~= "string" then
+    failed = failed + 1
+    print("FAIL " .. name .. ": message is a " .. type(hs.message))
+  else
+    print("ok   " .. name .. " -> " .. hs.status)
+  end
+end
+if failed > 0 then
+  os.exit(1)
+end
