@@ -579,10 +579,11 @@ conditioned_status!(crate::crd::VpnInstanceStatus, crate::crd::VpnPeerStatus);
 /// Records a failed attempt in the conditions, writing (and emitting a Warning event) only
 /// when this changes the status, so a repeating error is not a write loop.
 ///
-/// `Synced` turns False for the current generation. A transient failure leaves a True `Ready`
-/// untouched — the hub or peer still works — and does not advance `observedGeneration`, so
-/// kstatus/Flux keep waiting for the new spec instead of reporting it applied. An error only
-/// the user can fix (invalid spec) turns `Ready` False for the current generation.
+/// `Synced` turns False for the current generation. When `Ready` was True and the failure is
+/// transient, `Ready` is left untouched — the hub or peer still works — and
+/// `observedGeneration` does not advance, so kstatus/Flux keep waiting for the new spec instead
+/// of reporting it applied. Otherwise (not ready yet, or an error only the user can fix)
+/// `Ready` turns False with the error's reason for the current generation.
 async fn report_failure<K, S, A>(obj: &K, current: Option<&S>, ctx: &Context<A>, api: &Api<K>, error: &Error)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
