@@ -175,3 +175,70 @@ async fn unreachable_api_is_a_transient_transport_error() {
         "errors never carry the token"
     );
 }
+
+#[tokio::test]
+async fn tls_certificates_are_verified() {
+    // A real TLS server (openssl s_server) with a self-signed certificate: the client must
+    // refuse it rather than send the token to an unverified peer.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl on PATH");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let http = HttpClient::new(HttpClientConfig {
+        base_url: format!("https://127.0.0.1:{port}"),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    let err = http.list_instances(&token()).await.unwrap_err();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        matches!(err, ApiError::Transport { .. }) && err.to_string().to_lowercase().contains("certificate"),
+        "an unverifiable certificate is refused: {err}"
+    );
+}

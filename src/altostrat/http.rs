@@ -132,8 +132,6 @@ fn body<T: Serialize + Send + Sync>(value: &T) -> Option<&dyn erased::Body> {
 }
 
 fn transport_error(endpoint: Endpoint, error: &reqwest::Error) -> ApiError {
-    // reqwest's Display includes the URL (ids only, never the token); keep the source chain
-    // short and readable.
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -141,12 +139,23 @@ fn transport_error(endpoint: Endpoint, error: &reqwest::Error) -> ApiError {
     } else {
         "request failed"
     };
-    let cause = std::error::Error::source(error)
-        .map(|s| format!(": {s}"))
-        .unwrap_or_default();
+    // The causes say what actually went wrong (refused, reset, certificate not trusted, ...).
+    // They carry addresses and ids, never the request's headers.
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.dedup();
+    let detail = if causes.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", causes.join(": "))
+    };
     ApiError::Transport {
         endpoint,
-        message: format!("{kind}{cause}"),
+        message: format!("{kind}{detail}"),
     }
 }
 
