@@ -1,50 +1,47 @@
 //! Reconciler of `VpnInstance`.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::{
-    Context, Error, Result, apply_status, ensure_finalizer, instrumented, plan, remove_finalizer,
-    report_failure,
-};
+use super::{Context, Error, Reconciled, Result, apply_status, plan, remove_finalizer};
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, FirewallRuleStatus, VpnInstance, VpnInstanceStatus, VpnPeer};
 
-const CONTROLLER: &str = "vpninstance";
 /// Re-check interval while the instance waits for its VpnPeers to be deleted.
 const PEER_DRAIN_POLL: Duration = Duration::from_secs(5);
 
-pub async fn reconcile<A: VpnApi>(obj: Arc<VpnInstance>, ctx: Arc<Context<A>>) -> Result<Action> {
-    let api: Api<VpnInstance> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    instrumented(CONTROLLER, obj.as_ref(), &ctx, async {
-        if obj.meta().deletion_timestamp.is_some() {
-            return cleanup(&obj, &ctx, &api).await;
-        }
-        if ensure_finalizer(&api, obj.as_ref()).await? {
-            // The finalizer patch triggers another reconcile with the updated object.
-            return Ok(Action::await_change());
-        }
-        // The status as stored, kept up to date by `converge` as it writes, so that a failure
-        // is recorded on top of what was already written (an id, a Creating mark) rather than
-        // on the copy this reconcile started from.
-        let mut current = obj.status.clone();
-        match converge(&obj, &ctx, &api, &mut current).await {
-            Ok(action) => Ok(action),
-            Err(error) => {
-                report_failure(obj.as_ref(), current.as_ref(), &ctx, &api, &error).await;
-                Err(error)
-            }
-        }
-    })
-    .await
+impl Reconciled for VpnInstance {
+    type Status = VpnInstanceStatus;
+    const CONTROLLER: &'static str = "vpninstance";
+
+    fn status(&self) -> Option<&VpnInstanceStatus> {
+        self.status.as_ref()
+    }
+
+    fn converge<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        api: &Api<Self>,
+        current: &mut Option<VpnInstanceStatus>,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        converge(self, ctx, api, current)
+    }
+
+    fn cleanup<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        api: &Api<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        cleanup(self, ctx, api)
+    }
 }
 
 /// Create/adopt, update and observe the Altostrat instance, then record what was seen.

@@ -440,10 +440,10 @@ pub async fn run<A: VpnApi>(
     on_started(instance_store, peer_store);
 
     let instance_loop = instance_controller
-        .run(instance::reconcile, error_policy, ctx.clone())
+        .run(reconcile::<VpnInstance, A>, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
     let peer_loop = peer_controller
-        .run(peer::reconcile, error_policy, ctx)
+        .run(reconcile::<VpnPeer, A>, error_policy, ctx)
         .for_each(|_| std::future::ready(()));
     futures::join!(instance_loop, peer_loop);
 }
@@ -504,26 +504,14 @@ where
     }
 }
 
-/// Writes `.status` by server-side apply under [`FIELD_MANAGER`].
+/// Writes `.status` by server-side apply under [`FIELD_MANAGER`]. A resource deleted meanwhile
+/// is not an error.
 async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
 {
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api
-        .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    write_status(api, obj, status, None).await.map(|_| ())
 }
 
 /// Like [`apply_status`], but only if `obj` is still the latest version (the patch carries its
@@ -535,19 +523,37 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
 {
-    let patch = serde_json::json!({
+    write_status(api, obj, status, obj.resource_version()).await
+}
+
+/// The status write behind both: true when written, false when the resource is gone or (with
+/// a `resource_version` precondition) has moved on.
+async fn write_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    status: &S,
+    resource_version: Option<String>,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let guarded = resource_version.is_some();
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "metadata": { "resourceVersion": obj.resource_version() },
         "status": status,
     });
+    if let Some(resource_version) = resource_version {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": resource_version });
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api
         .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
         .await
     {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(false),
+        Err(kube::Error::Api(e)) if e.code == 404 || (guarded && e.code == 409) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -627,6 +633,66 @@ where
         ctx.publish(obj, EventType::Warning, error.reason(), "Reconcile", message)
             .await;
     }
+}
+
+/// The half of a reconcile that differs between the kinds; [`reconcile`] is the shared driver.
+pub(crate) trait Reconciled:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: ConditionedStatus + Send + Sync;
+    /// Controller label in metrics and logs.
+    const CONTROLLER: &'static str;
+
+    fn status(&self) -> Option<&Self::Status>;
+
+    /// Creates or adopts, updates and observes the Altostrat object, then records it.
+    /// `current` follows the stored status as `converge` writes it.
+    fn converge<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        api: &Api<Self>,
+        current: &mut Option<Self::Status>,
+    ) -> impl std::future::Future<Output = Result<Action>> + Send;
+
+    /// Deletion: honours `deletionPolicy`, then releases the finalizer.
+    fn cleanup<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        api: &Api<Self>,
+    ) -> impl std::future::Future<Output = Result<Action>> + Send;
+}
+
+/// One reconcile of either kind: deletion goes to `cleanup`; otherwise the finalizer is
+/// ensured first, then `converge` runs and a failure is recorded in the status.
+async fn reconcile<K: Reconciled, A: VpnApi>(obj: Arc<K>, ctx: Arc<Context<A>>) -> Result<Action> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    instrumented(K::CONTROLLER, obj.as_ref(), &ctx, async {
+        if obj.meta().deletion_timestamp.is_some() {
+            return obj.cleanup(&ctx, &api).await;
+        }
+        if ensure_finalizer(&api, obj.as_ref()).await? {
+            // The finalizer patch triggers another reconcile with the updated object.
+            return Ok(Action::await_change());
+        }
+        // The status as stored, kept up to date by `converge` as it writes, so that a failure
+        // is recorded on top of what was already written (an id, a creation mark) rather than
+        // on the copy this reconcile started from.
+        let mut current = obj.status().cloned();
+        match obj.converge(&ctx, &api, &mut current).await {
+            Ok(action) => Ok(action),
+            Err(error) => {
+                report_failure(obj.as_ref(), current.as_ref(), &ctx, &api, &error).await;
+                Err(error)
+            }
+        }
+    })
+    .await
 }
 
 /// Wraps a reconcile body with timing, metrics and failure bookkeeping.

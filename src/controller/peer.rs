@@ -1,5 +1,6 @@
 //! Reconciler of `VpnPeer`.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;
@@ -8,40 +9,38 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::{
-    Context, Result, apply_status, apply_status_if_current, ensure_finalizer, instrumented, plan,
-    remove_finalizer, report_failure,
-};
+use super::{Context, Reconciled, Result, apply_status, apply_status_if_current, plan, remove_finalizer};
 use crate::altostrat::model::Peer;
 use crate::altostrat::{ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, VpnInstance, VpnPeer, VpnPeerStatus};
 
-const CONTROLLER: &str = "vpnpeer";
 /// When our copy of a peer was stale, look again after the watch has caught up.
 const STALE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
-pub async fn reconcile<A: VpnApi>(obj: Arc<VpnPeer>, ctx: Arc<Context<A>>) -> Result<Action> {
-    let api: Api<VpnPeer> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    instrumented(CONTROLLER, obj.as_ref(), &ctx, async {
-        if obj.meta().deletion_timestamp.is_some() {
-            return cleanup(&obj, &ctx, &api).await;
-        }
-        if ensure_finalizer(&api, obj.as_ref()).await? {
-            return Ok(Action::await_change());
-        }
-        // The status as stored, kept up to date by `converge` as it writes, so that a failure
-        // is recorded on top of what was already written (an id, a Creating mark) rather than
-        // on the copy this reconcile started from.
-        let mut current = obj.status.clone();
-        match converge(&obj, &ctx, &api, &mut current).await {
-            Ok(action) => Ok(action),
-            Err(error) => {
-                report_failure(obj.as_ref(), current.as_ref(), &ctx, &api, &error).await;
-                Err(error)
-            }
-        }
-    })
-    .await
+impl Reconciled for VpnPeer {
+    type Status = VpnPeerStatus;
+    const CONTROLLER: &'static str = "vpnpeer";
+
+    fn status(&self) -> Option<&VpnPeerStatus> {
+        self.status.as_ref()
+    }
+
+    fn converge<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        api: &Api<Self>,
+        current: &mut Option<VpnPeerStatus>,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        converge(self, ctx, api, current)
+    }
+
+    fn cleanup<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        api: &Api<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        cleanup(self, ctx, api)
+    }
 }
 
 /// The instance a peer points at, looked up in the instance controller's cache. A reference

@@ -306,6 +306,16 @@ async fn create_instance(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// 404 unless the instance exists; checked before the body so that an unknown id is reported
+/// as such rather than as a validation error.
+fn require_instance(inner: &Inner, id: &str) -> Answer<()> {
+    if inner.state.lock().expect("state lock").instances.contains_key(id) {
+        Ok(())
+    } else {
+        Err(not_found("instance", id))
+    }
+}
+
 fn with_instance<T>(inner: &Inner, id: &str, f: impl FnOnce(&mut StoredInstance) -> T) -> Answer<T> {
     let mut state = inner.state.lock().expect("state lock");
     let Some(instance) = state.instances.get_mut(id).filter(|_| valid_id(id)) else {
@@ -370,15 +380,7 @@ async fn update_instance(
     body: Bytes,
 ) -> Answer<Json<Instance>> {
     authorize(&inner, &headers, "vpn:update")?;
-    if !inner
-        .state
-        .lock()
-        .expect("state lock")
-        .instances
-        .contains_key(&id)
-    {
-        return Err(not_found("instance", &id));
-    }
+    require_instance(&inner, &id)?;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
     let name = validate::required_str(body, "name")?;
@@ -483,15 +485,7 @@ async fn create_peer(
     body: Bytes,
 ) -> Answer<(StatusCode, Json<Peer>)> {
     authorize(&inner, &headers, "vpn:create")?;
-    if !inner
-        .state
-        .lock()
-        .expect("state lock")
-        .instances
-        .contains_key(&id)
-    {
-        return Err(not_found("instance", &id));
-    }
+    require_instance(&inner, &id)?;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
     let kind = peer_type(validate::required_str(body, "type")?, "type")?;
