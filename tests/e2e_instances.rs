@@ -54,6 +54,41 @@ async fn instance_becomes_ready_with_every_readiness_flag_in_status() {
     assert_eq!(remote.public_dns, vec!["1.1.1.1", "8.8.8.8"]);
     assert_eq!(simc.count("POST /vpn/instances").await, 1);
     assert_eq!(simc.instances().await.len(), 1);
+
+    // One Normal event per reconcile that changed something, the create first.
+    let id = status.instance_id.clone().unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let notes = eventually("the event saying the instance is ready", TIMEOUT, || async {
+        let mut listed: Vec<_> = events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("hub"))
+            .collect();
+        listed.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        let notes: Vec<(String, String)> = listed
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect();
+        notes
+            .iter()
+            .any(|(_, note)| note.contains("provisioned and in sync"))
+            .then_some(notes)
+    })
+    .await;
+    assert_eq!(notes[0].0, "Created", "{notes:?}");
+    assert!(notes[0].1.contains(&id), "{notes:?}");
+    assert_eq!(
+        notes.iter().filter(|(reason, _)| reason == "Created").count(),
+        1,
+        "{notes:?}"
+    );
+    assert!(
+        notes.len() <= 3,
+        "created, configured once provisioned, ready: no more events than steps: {notes:?}"
+    );
     operator.stop().await;
 }
 

@@ -11,7 +11,6 @@ pub const SYNCED: &str = "Synced";
 pub mod reason {
     pub const AVAILABLE: &str = "Available";
     pub const PROVISIONING: &str = "Provisioning";
-    pub const CREATING: &str = "Creating";
     pub const UPDATING: &str = "Updating";
     pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
     pub const INVALID_SPEC: &str = "InvalidSpec";

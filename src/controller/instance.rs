@@ -10,7 +10,9 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::{Context, Error, Reconciled, Result, apply_status, plan, remove_finalizer};
+use super::{
+    Activity, Context, Error, Reconciled, Result, STALE_RETRY, apply_status, ensure_finalizer, plan, release,
+};
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, FirewallRuleStatus, VpnInstance, VpnInstanceStatus, VpnPeer};
@@ -31,8 +33,9 @@ impl Reconciled for VpnInstance {
         ctx: &Context<A>,
         api: &Api<Self>,
         current: &mut Option<VpnInstanceStatus>,
+        activity: &mut Activity,
     ) -> impl Future<Output = Result<Action>> + Send {
-        converge(self, ctx, api, current)
+        converge(self, ctx, api, current, activity)
     }
 
     fn cleanup<A: VpnApi>(
@@ -50,7 +53,12 @@ async fn converge<A: VpnApi>(
     ctx: &Context<A>,
     api: &Api<VpnInstance>,
     current: &mut Option<VpnInstanceStatus>,
+    activity: &mut Activity,
 ) -> Result<Action> {
+    // Before anything exists in Altostrat that would need cleaning up.
+    if !ensure_finalizer(api, obj).await? {
+        return Ok(Action::requeue(STALE_RETRY));
+    }
     let spec = &obj.spec;
     let namespace = obj.namespace().unwrap_or_default();
     let token = ctx
@@ -64,7 +72,7 @@ async fn converge<A: VpnApi>(
 
     let mut observed = match known_id {
         None => {
-            let (instance, written) = create_or_adopt(obj, ctx, api, &token).await?;
+            let (instance, written) = create_or_adopt(obj, ctx, api, &token, activity).await?;
             *current = Some(written);
             instance
         }
@@ -79,7 +87,7 @@ async fn converge<A: VpnApi>(
                     format!("Altostrat instance {id} no longer exists; creating it again"),
                 )
                 .await;
-                let (instance, written) = create_or_adopt(obj, ctx, api, &token).await?;
+                let (instance, written) = create_or_adopt(obj, ctx, api, &token, activity).await?;
                 *current = Some(written);
                 instance
             }
@@ -104,14 +112,7 @@ async fn converge<A: VpnApi>(
     {
         let fields = plan::instance_changed_fields(&update, &observed).join(", ");
         observed = ctx.api.update_instance(&token, &observed.id, &update).await?;
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "Updated",
-            "Update",
-            format!("Applied changes to {fields}"),
-        )
-        .await;
+        activity.record("Updated", "Update", format!("applied changes to {fields}"));
     }
 
     let was_ready = obj
@@ -127,14 +128,11 @@ async fn converge<A: VpnApi>(
     }
     let ready = conditions::is_ready(&status.conditions);
     if ready && !was_ready {
-        ctx.publish(
-            obj,
-            EventType::Normal,
+        activity.record(
             "Ready",
             "Reconcile",
-            format!("Instance {} is provisioned and in sync", observed.hostname),
-        )
-        .await;
+            format!("instance {} is provisioned and in sync", observed.hostname),
+        );
     }
     Ok(requeue(&status, ready, ctx))
 }
@@ -148,22 +146,20 @@ async fn create_or_adopt<A: VpnApi>(
     ctx: &Context<A>,
     api: &Api<VpnInstance>,
     token: &ApiToken,
+    activity: &mut Activity,
 ) -> Result<(Instance, VpnInstanceStatus)> {
     let spec = &obj.spec;
     ctx.check_region(token, &spec.region).await?;
     let instance = match ctx.api.create_instance(token, &plan::instance_create(spec)).await {
         Ok(created) => {
-            ctx.publish(
-                obj,
-                EventType::Normal,
+            activity.record(
                 "Created",
                 "Create",
                 format!(
-                    "Created Altostrat instance {} in region {}",
+                    "created Altostrat instance {} in region {}",
                     created.id, created.region
                 ),
-            )
-            .await;
+            );
             created
         }
         Err(conflict @ ApiError::Conflict { .. }) => {
@@ -172,17 +168,14 @@ async fn create_or_adopt<A: VpnApi>(
                 // Taken by an instance these credentials cannot see.
                 return Err(conflict.into());
             };
-            ctx.publish(
-                obj,
-                EventType::Normal,
+            activity.record(
                 "Adopted",
                 "Create",
                 format!(
-                    "Adopted existing Altostrat instance {} with hostname {}",
+                    "adopted existing Altostrat instance {} with hostname {}",
                     found.id, found.hostname
                 ),
-            )
-            .await;
+            );
             found.clone()
         }
         Err(e) => return Err(e.into()),
@@ -314,8 +307,7 @@ async fn cleanup<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnIn
             "deletionPolicy is Orphan; the Altostrat instance is left running".into(),
         )
         .await;
-        remove_finalizer(api, obj).await?;
-        return Ok(Action::await_change());
+        return release(api, obj).await;
     }
 
     // Peers are deleted through their own resources first, so each peer's deletionPolicy is
@@ -379,8 +371,7 @@ async fn cleanup<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnIn
             Err(e) => return Err(e.into()),
         }
     }
-    remove_finalizer(api, obj).await?;
-    Ok(Action::await_change())
+    release(api, obj).await
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ use crate::altostrat::{ApiError, ApiToken, VpnApi};
 use crate::crd::{FINALIZER, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
 
+/// When our copy of an object was stale, look again after the watch has caught up.
+const STALE_RETRY: Duration = Duration::from_millis(500);
+
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "vpn-operator";
 
@@ -288,6 +291,36 @@ impl<A: VpnApi> Context<A> {
     }
 }
 
+/// The one Normal event a reconcile publishes when it changed something: named after its first
+/// (most significant) step, with every step in the note. A create that also applies the
+/// initial configuration and finds the object ready is one event, not three — events are
+/// API-server writes like any other, and a fleet may be created thousands at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    first: Option<(&'static str, &'static str)>,
+    steps: Vec<String>,
+}
+
+impl Activity {
+    /// Notes a step: `reason` and `action` as in the event, `step` a lower-case clause.
+    pub(crate) fn record(&mut self, reason: &'static str, action: &'static str, step: impl Into<String>) {
+        self.first.get_or_insert((reason, action));
+        self.steps.push(step.into());
+    }
+
+    /// `(reason, action, note)` of the event to publish, if anything happened.
+    pub(crate) fn event(&self) -> Option<(&'static str, &'static str, String)> {
+        let (reason, action) = self.first?;
+        let note = self.steps.join("; ");
+        let mut chars = note.chars();
+        let note = chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default();
+        Some((reason, action, note))
+    }
+}
+
 fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
         "{}/{}/{}",
@@ -326,19 +359,15 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Changes that need a reconcile: the spec (generation), deletion and finalizers. Status
-/// updates — including the operator's own — do not; polling and resyncs are scheduled
-/// explicitly, so a status write never causes another round of API calls on a stale cache.
+/// Changes that need a reconcile: the spec (generation) and deletion. Status and finalizer
+/// updates — including the operator's own — do not: a reconcile goes on with the object its
+/// own writes returned, polling and resyncs are scheduled explicitly, and so an own write never
+/// causes another round of API calls on a cache that has not caught up with it.
 fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = obj.meta();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
-        meta.generation,
-        meta.deletion_timestamp.is_some(),
-        &meta.finalizers,
-    )
-        .hash(&mut hasher);
+    (meta.generation, meta.deletion_timestamp.is_some()).hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -448,23 +477,30 @@ pub async fn run<A: VpnApi>(
     futures::join!(instance_loop, peer_loop);
 }
 
-/// Adds the cleanup finalizer if missing. Returns true when it had to be added. The patch
-/// carries the observed `resourceVersion`, so it cannot clobber a concurrent edit.
+fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Adds the cleanup finalizer if missing. The patch carries the observed `resourceVersion`:
+/// it cannot clobber a concurrent edit, and for peers the added finalizer doubles as the
+/// claim that a create is about to be sent (see `peer::create_or_adopt`), which only a
+/// current copy may make. Returns false when the copy was stale or the object is gone: the
+/// caller must not go on acting on it.
 async fn ensure_finalizer<K>(api: &Api<K>, obj: &K) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    if obj.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(false);
+    if has_finalizer(obj) {
+        return Ok(true);
     }
     let mut finalizers = obj.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
-    patch_finalizers(api, obj, finalizers).await?;
-    Ok(true)
+    patch_finalizers(api, obj, finalizers).await
 }
 
-/// Removes the cleanup finalizer (the Altostrat side is done).
-async fn remove_finalizer<K>(api: &Api<K>, obj: &K) -> Result<()>
+/// Removes the cleanup finalizer once the Altostrat side is done. A stale copy is looked at
+/// again shortly: finalizer changes alone do not trigger a reconcile.
+async fn release<K>(api: &Api<K>, obj: &K) -> Result<Action>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -474,13 +510,16 @@ where
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    if finalizers.len() == obj.finalizers().len() {
-        return Ok(());
+    if finalizers.len() == obj.finalizers().len() || patch_finalizers(api, obj, finalizers).await? {
+        Ok(Action::await_change())
+    } else {
+        Ok(Action::requeue(STALE_RETRY))
     }
-    patch_finalizers(api, obj, finalizers).await
 }
 
-async fn patch_finalizers<K>(api: &Api<K>, obj: &K, finalizers: Vec<String>) -> Result<()>
+/// Replaces the finalizer list if `obj` is still the latest version; false when it is not (a
+/// trigger raced the cache) or the object is gone.
+async fn patch_finalizers<K>(api: &Api<K>, obj: &K, finalizers: Vec<String>) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -491,14 +530,11 @@ where
         .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
-        // Already gone: nothing left to finalize.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        // Our copy was stale (a trigger raced the cache): the newer version is on its way
-        // through the watch and will be reconciled.
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!(name = %obj.name_any(), "finalizer patch conflicted with a newer version");
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(e.into()),
     }
@@ -511,49 +547,18 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
 {
-    write_status(api, obj, status, None).await.map(|_| ())
-}
-
-/// Like [`apply_status`], but only if `obj` is still the latest version (the patch carries its
-/// `resourceVersion`). Returns false when the cached copy was stale: the caller must not act
-/// on it, and the newer version will be reconciled. Used where acting on a stale status could
-/// repeat a non-idempotent call.
-async fn apply_status_if_current<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<bool>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    S: serde::Serialize,
-{
-    write_status(api, obj, status, obj.resource_version()).await
-}
-
-/// The status write behind both: true when written, false when the resource is gone or (with
-/// a `resource_version` precondition) has moved on.
-async fn write_status<K, S>(
-    api: &Api<K>,
-    obj: &K,
-    status: &S,
-    resource_version: Option<String>,
-) -> Result<bool>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    S: serde::Serialize,
-{
-    let guarded = resource_version.is_some();
-    let mut patch = serde_json::json!({
+    let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    if let Some(resource_version) = resource_version {
-        patch["metadata"] = serde_json::json!({ "resourceVersion": resource_version });
-    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api
         .patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 || (guarded && e.code == 409) => Ok(false),
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -651,13 +656,16 @@ pub(crate) trait Reconciled:
 
     fn status(&self) -> Option<&Self::Status>;
 
-    /// Creates or adopts, updates and observes the Altostrat object, then records it.
-    /// `current` follows the stored status as `converge` writes it.
+    /// Adds the finalizer, creates or adopts, updates and observes the Altostrat object, then
+    /// records it. `current` follows the stored status as `converge` writes it.
+    /// What it did goes into `activity`, published as one event whether or not a later step
+    /// failed.
     fn converge<A: VpnApi>(
         &self,
         ctx: &Context<A>,
         api: &Api<Self>,
         current: &mut Option<Self::Status>,
+        activity: &mut Activity,
     ) -> impl std::future::Future<Output = Result<Action>> + Send;
 
     /// Deletion: honours `deletionPolicy`, then releases the finalizer.
@@ -668,23 +676,26 @@ pub(crate) trait Reconciled:
     ) -> impl std::future::Future<Output = Result<Action>> + Send;
 }
 
-/// One reconcile of either kind: deletion goes to `cleanup`; otherwise the finalizer is
-/// ensured first, then `converge` runs and a failure is recorded in the status.
+/// One reconcile of either kind: deletion goes to `cleanup`; otherwise `converge` runs (it
+/// adds the finalizer before anything that would need cleaning up) and a failure is recorded
+/// in the status.
 async fn reconcile<K: Reconciled, A: VpnApi>(obj: Arc<K>, ctx: Arc<Context<A>>) -> Result<Action> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     instrumented(K::CONTROLLER, obj.as_ref(), &ctx, async {
         if obj.meta().deletion_timestamp.is_some() {
             return obj.cleanup(&ctx, &api).await;
         }
-        if ensure_finalizer(&api, obj.as_ref()).await? {
-            // The finalizer patch triggers another reconcile with the updated object.
-            return Ok(Action::await_change());
-        }
         // The status as stored, kept up to date by `converge` as it writes, so that a failure
         // is recorded on top of what was already written (an id, a creation mark) rather than
         // on the copy this reconcile started from.
         let mut current = obj.status().cloned();
-        match obj.converge(&ctx, &api, &mut current).await {
+        let mut activity = Activity::default();
+        let result = obj.converge(&ctx, &api, &mut current, &mut activity).await;
+        if let Some((reason, action, note)) = activity.event() {
+            ctx.publish(obj.as_ref(), EventType::Normal, reason, action, note)
+                .await;
+        }
+        match result {
             Ok(action) => Ok(action),
             Err(error) => {
                 report_failure(obj.as_ref(), current.as_ref(), &ctx, &api, &error).await;
@@ -721,6 +732,35 @@ mod tests {
     use crate::altostrat::Endpoint;
 
     const RESYNC: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn one_event_per_reconcile_named_after_its_first_step() {
+        assert_eq!(Activity::default().event(), None);
+        let mut activity = Activity::default();
+        activity.record(
+            "Created",
+            "Create",
+            "created Altostrat instance i-1 in region sjc",
+        );
+        activity.record("Updated", "Update", "applied changes to routes");
+        activity.record("Ready", "Reconcile", "instance h is provisioned and in sync");
+        assert_eq!(
+            activity.event(),
+            Some((
+                "Created",
+                "Create",
+                "Created Altostrat instance i-1 in region sjc; applied changes to routes; \
+                 instance h is provisioned and in sync"
+                    .to_owned()
+            ))
+        );
+        let mut update_only = Activity::default();
+        update_only.record("Updated", "Update", "applied changes to routeAll");
+        assert_eq!(
+            update_only.event(),
+            Some(("Updated", "Update", "Applied changes to routeAll".to_owned()))
+        );
+    }
 
     #[test]
     fn invalid_specs_wait_for_an_edit_not_a_hot_loop() {

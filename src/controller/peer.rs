@@ -9,13 +9,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::{Context, Reconciled, Result, apply_status, apply_status_if_current, plan, remove_finalizer};
+use super::{
+    Activity, Context, Reconciled, Result, STALE_RETRY, apply_status, ensure_finalizer, has_finalizer, plan,
+    release,
+};
 use crate::altostrat::model::Peer;
 use crate::altostrat::{ApiToken, VpnApi};
 use crate::crd::{DeletionPolicy, VpnInstance, VpnPeer, VpnPeerStatus};
-
-/// When our copy of a peer was stale, look again after the watch has caught up.
-const STALE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Reconciled for VpnPeer {
     type Status = VpnPeerStatus;
@@ -30,8 +30,9 @@ impl Reconciled for VpnPeer {
         ctx: &Context<A>,
         api: &Api<Self>,
         current: &mut Option<VpnPeerStatus>,
+        activity: &mut Activity,
     ) -> impl Future<Output = Result<Action>> + Send {
-        converge(self, ctx, api, current)
+        converge(self, ctx, api, current, activity)
     }
 
     fn cleanup<A: VpnApi>(
@@ -85,6 +86,7 @@ async fn converge<A: VpnApi>(
     ctx: &Context<A>,
     api: &Api<VpnPeer>,
     current: &mut Option<VpnPeerStatus>,
+    activity: &mut Activity,
 ) -> Result<Action> {
     let spec = &obj.spec;
     let instance = referenced_instance(obj, ctx);
@@ -120,11 +122,14 @@ async fn converge<A: VpnApi>(
         .and_then(|s| s.peer_id.clone());
     let mut observed = match known_id {
         None => {
-            let Some(peer) = create_or_adopt(obj, ctx, api, &token, &instance_id, current).await? else {
+            let Some(peer) = create_or_adopt(obj, ctx, api, &token, &instance_id, current, activity).await?
+            else {
                 return Ok(Action::requeue(STALE_RETRY));
             };
             peer
         }
+        // Only if someone removed it: the finalizer is added with the create claim.
+        Some(_) if !ensure_finalizer(api, obj).await? => return Ok(Action::requeue(STALE_RETRY)),
         Some(peer_id) => match ctx.api.get_peer(&token, &instance_id, &peer_id).await {
             Ok(peer) => peer,
             Err(e) if e.is_not_found() => {
@@ -136,7 +141,9 @@ async fn converge<A: VpnApi>(
                     format!("Altostrat peer {peer_id} no longer exists; creating it again"),
                 )
                 .await;
-                let Some(peer) = create_or_adopt(obj, ctx, api, &token, &instance_id, current).await? else {
+                let Some(peer) =
+                    create_or_adopt(obj, ctx, api, &token, &instance_id, current, activity).await?
+                else {
                     return Ok(Action::requeue(STALE_RETRY));
                 };
                 peer
@@ -155,14 +162,7 @@ async fn converge<A: VpnApi>(
         } else {
             "routeAll"
         };
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "Updated",
-            "Update",
-            format!("Applied changes to {field}"),
-        )
-        .await;
+        activity.record("Updated", "Update", format!("applied changes to {field}"));
     }
 
     let was_ready = obj
@@ -175,14 +175,7 @@ async fn converge<A: VpnApi>(
         *current = Some(status);
     }
     if !was_ready {
-        ctx.publish(
-            obj,
-            EventType::Normal,
-            "Ready",
-            "Reconcile",
-            format!("Peer {} is in sync", observed.id),
-        )
-        .await;
+        activity.record("Ready", "Reconcile", format!("peer {} is in sync", observed.id));
     }
     Ok(Action::requeue(plan::jittered(
         ctx.settings.resync_interval,
@@ -190,18 +183,23 @@ async fn converge<A: VpnApi>(
     )))
 }
 
-/// Whether a previous attempt may have sent the create: `creationStarted` is recorded before
-/// every POST and survives failure reporting.
-fn create_may_have_happened(status: Option<&VpnPeerStatus>, instance_id: &str) -> bool {
-    status.is_some_and(|s| {
-        s.creation_started && s.peer_id.is_none() && s.instance_id.as_deref() == Some(instance_id)
-    })
+/// Whether a previous attempt may have sent the create: our finalizer is the claim made just
+/// before every POST, so holding it without a recorded peer id means the answer may have been
+/// lost (crash, timeout). A peer recorded on another instance counts as not recorded.
+fn create_may_have_happened(
+    holds_finalizer: bool,
+    status: Option<&VpnPeerStatus>,
+    instance_id: &str,
+) -> bool {
+    holds_finalizer
+        && !status.is_some_and(|s| s.peer_id.is_some() && s.instance_id.as_deref() == Some(instance_id))
 }
 
-/// Creates the peer, never twice: Altostrat documents no unique key for peers, so the status
-/// is marked `Creating` before the POST; a reconcile that finds that mark without a peer id
-/// (the answer was lost to a crash or timeout) first looks for a peer of the same type and
-/// user/site and adopts it. The id is recorded as soon as it is known.
+/// Creates the peer, never twice. Altostrat documents no unique key for peers, so the POST is
+/// claimed first: the finalizer is added with the copy's `resourceVersion` as a precondition,
+/// which fails on a stale copy that could predate an earlier attempt. A reconcile that finds
+/// the claim without a peer id first looks for a peer of the same type and user/site and adopts
+/// it. The id is recorded as soon as it is known. Returns `None` when the copy was stale.
 async fn create_or_adopt<A: VpnApi>(
     obj: &VpnPeer,
     ctx: &Context<A>,
@@ -209,52 +207,25 @@ async fn create_or_adopt<A: VpnApi>(
     token: &ApiToken,
     instance_id: &str,
     current: &mut Option<VpnPeerStatus>,
+    activity: &mut Activity,
 ) -> Result<Option<Peer>> {
     let mut adopted = None;
-    if create_may_have_happened(current.as_ref(), instance_id) {
+    if create_may_have_happened(has_finalizer(obj), current.as_ref(), instance_id) {
         let existing = ctx
             .api
             .list_peers(token, instance_id, Some(plan::peer_type(obj.spec.kind)))
             .await?;
         adopted = plan::find_matching_peer(&existing, &obj.spec).cloned();
-    } else {
-        let marker = VpnPeerStatus {
-            creation_started: true,
-            peer_id: None,
-            instance_id: Some(instance_id.to_owned()),
-            connected: false,
-            connected_from: None,
-            observed_generation: obj.metadata.generation,
-            conditions: conditions::merge(
-                current
-                    .as_ref()
-                    .map(|s| s.conditions.as_slice())
-                    .unwrap_or_default(),
-                &[
-                    ConditionState::new(READY, false, reason::CREATING, "Creating the peer in Altostrat"),
-                    ConditionState::new(SYNCED, true, reason::CREATING, "Create in progress"),
-                ],
-                obj.metadata.generation,
-                &conditions::now(),
-            ),
-        };
-        // Conditional on our copy being current: a stale copy could predate an earlier
-        // create whose mark and id we have not seen yet.
-        if !apply_status_if_current(api, obj, &marker).await? {
-            return Ok(None);
-        }
-        *current = Some(marker);
+    } else if !ensure_finalizer(api, obj).await? {
+        return Ok(None);
     }
     let peer = match adopted {
         Some(found) => {
-            ctx.publish(
-                obj,
-                EventType::Normal,
+            activity.record(
                 "Adopted",
                 "Create",
-                format!("Adopted existing Altostrat peer {}", found.id),
-            )
-            .await;
+                format!("adopted existing Altostrat peer {}", found.id),
+            );
             found
         }
         None => {
@@ -262,14 +233,11 @@ async fn create_or_adopt<A: VpnApi>(
                 .api
                 .create_peer(token, instance_id, &plan::peer_create(&obj.spec))
                 .await?;
-            ctx.publish(
-                obj,
-                EventType::Normal,
+            activity.record(
                 "Created",
                 "Create",
-                format!("Created Altostrat peer {}", created.id),
-            )
-            .await;
+                format!("created Altostrat peer {}", created.id),
+            );
             created
         }
     };
@@ -296,7 +264,6 @@ fn status_from(
         ),
     ];
     VpnPeerStatus {
-        creation_started: false,
         peer_id: Some(observed.id.clone()),
         instance_id: Some(instance_id.to_owned()),
         connected: observed.connected,
@@ -307,7 +274,7 @@ fn status_from(
 }
 
 async fn cleanup<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>) -> Result<Action> {
-    if !obj.finalizers().iter().any(|f| f == crate::crd::FINALIZER) {
+    if !has_finalizer(obj) {
         return Ok(Action::await_change());
     }
     if obj.spec.deletion_policy == DeletionPolicy::Delete {
@@ -327,8 +294,8 @@ async fn cleanup<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>)
             let token = ctx.token(&namespace, secret.as_ref()).await?;
             let peer_id = match status.peer_id.clone() {
                 Some(id) => Some(id),
-                None if !create_may_have_happened(Some(&status), &instance_id) => None,
-                // A create may have succeeded without its id being recorded.
+                // The finalizer is held, so a create was claimed and may have succeeded
+                // without its id being recorded.
                 None => match ctx
                     .api
                     .list_peers(&token, &instance_id, Some(plan::peer_type(obj.spec.kind)))
@@ -357,8 +324,7 @@ async fn cleanup<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, api: &Api<VpnPeer>)
             }
         }
     }
-    remove_finalizer(api, obj).await?;
-    Ok(Action::await_change())
+    release(api, obj).await
 }
 
 #[cfg(test)]
@@ -377,28 +343,28 @@ mod tests {
     }
 
     #[test]
-    fn only_a_started_creation_on_the_same_instance_triggers_a_lookup() {
-        let started = VpnPeerStatus {
-            creation_started: true,
+    fn only_a_claimed_creation_without_a_recorded_id_triggers_a_lookup() {
+        let recorded = VpnPeerStatus {
+            peer_id: Some("p".into()),
             instance_id: Some("hub-1".into()),
             ..VpnPeerStatus::default()
         };
-        assert!(create_may_have_happened(Some(&started), "hub-1"));
+        assert!(!create_may_have_happened(true, Some(&recorded), "hub-1"));
         assert!(
-            !create_may_have_happened(Some(&started), "hub-2"),
-            "a new instance has no peers of ours"
+            create_may_have_happened(true, Some(&recorded), "hub-2"),
+            "a peer recorded on an earlier incarnation of the instance is not ours to skip the lookup"
         );
-        let recorded = VpnPeerStatus {
-            peer_id: Some("p".into()),
-            ..started.clone()
+        let waiting = VpnPeerStatus {
+            instance_id: Some("hub-1".into()),
+            ..VpnPeerStatus::default()
         };
-        assert!(!create_may_have_happened(Some(&recorded), "hub-1"));
-        let fresh = VpnPeerStatus {
-            creation_started: false,
-            ..started
-        };
-        assert!(!create_may_have_happened(Some(&fresh), "hub-1"));
-        assert!(!create_may_have_happened(None, "hub-1"));
+        assert!(create_may_have_happened(true, Some(&waiting), "hub-1"));
+        assert!(create_may_have_happened(true, None, "hub-1"));
+        assert!(
+            !create_may_have_happened(false, Some(&waiting), "hub-1"),
+            "no claim, no create"
+        );
+        assert!(!create_may_have_happened(false, None, "hub-1"));
     }
 
     #[test]

@@ -123,11 +123,6 @@ pub struct VpnPeerStatus {
     /// Altostrat id of the peer; recorded as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<String>,
-    /// Set just before the peer is created in Altostrat, until its id is recorded. A reconcile
-    /// that finds it set without a `peerId` first looks for the peer an interrupted attempt
-    /// may have created, so a lost response never leads to a second peer.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub creation_started: bool,
     /// Altostrat id of the instance the peer was created on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
