@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::time::Instant;
@@ -419,24 +419,48 @@ pub async fn run<A: VpnApi>(
     // Each controller is fed by its own reflector so that the cached copies can be slimmed
     // (managedFields and kubectl's last-applied annotation are never read but dominate the
     // memory of large fleets) and so that only changes that need a reconcile trigger one.
+    // Peers are re-triggered by every change of an instance (it may have become usable, or
+    // gone): the instance watch is tapped for that instead of being opened a second time. The
+    // channel is unbounded so that a busy peer queue never stalls the instance controller; it
+    // holds one reference per instance event at most.
+    let (instance_changed, instance_changes) = futures::channel::mpsc::unbounded::<ObjectRef<VpnInstance>>();
     let (instance_store, instance_writer) = reflector::store();
-    let instance_events = watcher(instances.clone(), watch_config.clone())
+    let instance_events = watcher(instances, watch_config.clone())
         .default_backoff()
         .modify(slim)
         .reflect(instance_writer)
+        .inspect_ok(move |event| match event {
+            watcher::Event::Apply(instance)
+            | watcher::Event::InitApply(instance)
+            | watcher::Event::Delete(instance) => {
+                let _ = instance_changed.unbounded_send(ObjectRef::from_obj(instance));
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        })
         .applied_objects()
         .predicate_filter(needs_reconcile, PredicateConfig::default());
     let (peer_store, peer_writer) = reflector::store();
-    let peer_events = watcher(peers, watch_config.clone())
+    let peer_events = watcher(peers, watch_config)
         .default_backoff()
         .modify(slim)
         .reflect(peer_writer)
         .applied_objects()
         .predicate_filter(needs_reconcile, PredicateConfig::default());
+    let peers_by_instance = peer_store.clone();
+    let peer_triggers = instance_changes.flat_map(move |instance: ObjectRef<VpnInstance>| {
+        let dependents: Vec<ObjectRef<VpnPeer>> = peers_by_instance
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == instance.namespace && p.spec.instance_ref.name == instance.name)
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect();
+        futures::stream::iter(dependents)
+    });
     let instance_controller = Controller::for_stream(instance_events, instance_store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.instance_concurrency))
         .graceful_shutdown_on(shutdown.clone());
     let peer_controller = Controller::for_stream(peer_events, peer_store.clone())
+        .reconcile_on(peer_triggers)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.peer_concurrency))
         .graceful_shutdown_on(shutdown);
 
@@ -451,19 +475,6 @@ pub async fn run<A: VpnApi>(
         instances: instance_store.clone(),
         regions: tokio::sync::Mutex::new(None),
         failures: Mutex::new(HashMap::new()),
-    });
-
-    // A peer waiting for its instance is re-triggered when that instance changes.
-    let peers_by_instance = peer_store.clone();
-    let peer_controller = peer_controller.watches(instances, watch_config, move |instance: VpnInstance| {
-        let namespace = instance.namespace();
-        let name = instance.name_any();
-        peers_by_instance
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace() == namespace && p.spec.instance_ref.name == name)
-            .map(|p| kube::runtime::reflector::ObjectRef::from_obj(p.as_ref()))
-            .collect::<Vec<_>>()
     });
 
     on_started(instance_store, peer_store);
