@@ -3,12 +3,14 @@
 //! process so its memory and CPU can be measured.
 //!
 //! Run through `scripts/bench.sh` (which starts the control plane):
-//!   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s]
+//!   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s] [--breakdown]
 //!
 //! Reports: time to Ready (p50/p99 per object, total), Altostrat calls per object by endpoint,
-//! kube-apiserver writes per object, operator peak RSS and CPU seconds, writes during a full
-//! resync window (must be zero), and the raw apiserver status-write limit measured in the same
-//! run, as a ratio.
+//! kube-apiserver writes per object (events included), operator peak RSS and CPU seconds,
+//! control-plane CPU, writes during a full resync window (must be zero), and the raw
+//! apiserver limit measured in the same run (a minimal client creating the same objects and
+//! writing their status, timed through the same Ready watch), as a ratio. `--breakdown` adds
+//! the control plane's CPU cost per kind of request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +34,8 @@ struct Args {
     concurrency: usize,
     operator_concurrency: u16,
     binary: String,
+    /// Also measure the control plane's CPU cost of each kind of request on its own.
+    breakdown: bool,
 }
 
 fn parse_args() -> Args {
@@ -42,6 +46,7 @@ fn parse_args() -> Args {
         concurrency: 32,
         operator_concurrency: 32,
         binary: std::env::var("VPN_OPERATOR_BIN").unwrap_or_else(|_| "target/release/vpn-operator".into()),
+        breakdown: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut it = raw.iter();
@@ -58,6 +63,7 @@ fn parse_args() -> Args {
                 args.operator_concurrency = value().parse().expect("--operator-concurrency N")
             }
             "--binary" => args.binary = value(),
+            "--breakdown" => args.breakdown = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -89,6 +95,17 @@ fn process_usage(pid: u32) -> (u64, f64) {
     (hwm, (ticks(11) + ticks(12)) / 100.0)
 }
 
+/// CPU seconds used so far by the control plane (kube-apiserver + etcd), whose pids
+/// `scripts/bench.sh` passes in `CONTROL_PLANE_PIDS`; 0 when unknown.
+fn control_plane_cpu() -> f64 {
+    std::env::var("CONTROL_PLANE_PIDS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .map(|pid| process_usage(pid).1)
+        .sum()
+}
+
 /// Write requests the apiserver has served for our resources, by resource, from its metrics.
 async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
     let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
@@ -116,11 +133,20 @@ async fn apiserver_writes(client: &Client) -> BTreeMap<String, f64> {
             .nth(1)
             .and_then(|s| s.split('"').next())
             .unwrap_or("");
-        let key = if sub.is_empty() {
+        let mut key = if sub.is_empty() {
             resource.to_owned()
         } else {
             format!("{resource}/{sub}")
         };
+        // Refused writes (409: a stale copy, 404: already gone) are listed apart.
+        if let Some(code) = line
+            .split("code=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .filter(|c| !c.starts_with('2'))
+        {
+            key = format!("{key} ({code})");
+        }
         let value: f64 = line
             .rsplit(' ')
             .next()
@@ -161,6 +187,151 @@ async fn create_namespace(client: &Client, name: &str) {
 
 fn uuid_for(i: usize) -> String {
     format!("00000000-0000-4000-8000-{i:012}")
+}
+
+/// Control-plane CPU per request, by kind of request, each kind alone on `n` fresh VpnPeers
+/// with the benchmark's concurrency: what each write of the operator's per-object sequence
+/// costs the API server, and what one more watcher adds to a write.
+async fn request_cost_breakdown(client: &Client, n: usize, concurrency: usize, suffix: &str) {
+    use k8s_openapi::api::events::v1::Event;
+    let ns = format!("bench-cost-{suffix}");
+    create_namespace(client, &ns).await;
+    let peers: Api<VpnPeer> = Api::namespaced(client.clone(), &ns);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let status = |i: usize, connected: bool| {
+        json!({"apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer", "status": {
+            "peerId": format!("peer-{i:08}"), "instanceId": "inst-00000001", "connected": connected,
+            "observedGeneration": 1,
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Available", "observedGeneration": 1,
+                 "message": "Peer exists and matches the spec", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "observedGeneration": 1,
+                 "message": "Spec applied to Altostrat", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    };
+    async fn measure<F, Fut>(what: &str, n: usize, concurrency: usize, job: F)
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let before = control_plane_cpu();
+        let start = Instant::now();
+        stream::iter(0..n).for_each_concurrent(concurrency, job).await;
+        let cpu = control_plane_cpu() - before;
+        println!(
+            "| {what} | {:.2} ms | {:.0}/s |",
+            cpu * 1000.0 / n as f64,
+            n as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+    println!("\n## Control-plane CPU per request ({n} requests of each kind)\n");
+    println!("| request | kube-apiserver + etcd CPU per request | throughput |\n|---|---|---|");
+    measure("create VpnPeer (POST)", n, concurrency, |i| {
+        let peers = peers.clone();
+        async move {
+            let obj: VpnPeer = serde_json::from_value(json!({
+                "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
+                "metadata": {"name": format!("cost-{i}")},
+                "spec": {"instanceRef": {"name": "hub"}, "type": "client", "protocol": "wireguard", "userId": uuid_for(i)}
+            }))
+            .unwrap();
+            peers.create(&PostParams::default(), &obj).await.unwrap();
+        }
+    })
+    .await;
+    measure(
+        "add finalizer (merge patch, resourceVersion precondition)",
+        n,
+        concurrency,
+        |i| {
+            let peers = peers.clone();
+            async move {
+                let name = format!("cost-{i}");
+                let current = peers.get(&name).await.unwrap();
+                let patch = json!({"metadata": {"finalizers": ["vpn.altostrat.io/cleanup"],
+                "resourceVersion": current.resource_version()}});
+                peers
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    measure(
+        "GET VpnPeer (paid by the finalizer row above)",
+        n,
+        concurrency,
+        |i| {
+            let peers = peers.clone();
+            async move {
+                peers.get(&format!("cost-{i}")).await.unwrap();
+            }
+        },
+    )
+    .await;
+    let ssa = PatchParams::apply("bench-cost").force();
+    measure(
+        "status, server-side apply (operator's shape)",
+        n,
+        concurrency,
+        |i| {
+            let (peers, ssa, body) = (peers.clone(), ssa.clone(), status(i, false));
+            async move {
+                peers
+                    .patch_status(&format!("cost-{i}"), &ssa, &Patch::Apply(&body))
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    measure("Normal event (events.k8s.io/v1 POST)", n, concurrency, |i| {
+        let events = events.clone();
+        async move {
+            let event: Event = serde_json::from_value(json!({
+                "metadata": {"name": format!("cost-{i}.event")},
+                "eventTime": "2026-01-01T00:00:00.000000Z", "type": "Normal", "reason": "Created",
+                "action": "Create", "note": format!("Created Altostrat peer peer-{i:08}"),
+                "reportingController": "vpn.altostrat.io/operator", "reportingInstance": "bench",
+                "regarding": {"apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
+                              "namespace": "x", "name": format!("cost-{i}")}
+            }))
+            .unwrap();
+            events.create(&PostParams::default(), &event).await.unwrap();
+        }
+    })
+    .await;
+    // The same status change again, now with two watchers of the namespace.
+    let watchers: Vec<_> = (0..2)
+        .map(|_| {
+            let peers = peers.clone();
+            tokio::spawn(async move {
+                watcher(peers, watcher::Config::default())
+                    .applied_objects()
+                    .for_each(|_| std::future::ready(()))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    measure(
+        "status, server-side apply, with 2 watchers",
+        n,
+        concurrency,
+        |i| {
+            let (peers, ssa, body) = (peers.clone(), ssa.clone(), status(i, true));
+            async move {
+                peers
+                    .patch_status(&format!("cost-{i}"), &ssa, &Patch::Apply(&body))
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await;
+    for w in watchers {
+        w.abort();
+    }
 }
 
 /// Records when each object is first seen Ready through a watch, until `total` are. Both arms
@@ -272,6 +443,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (_, cpu_idle) = process_usage(pid);
+    let control_plane_idle = control_plane_cpu();
 
     let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
     let peers: Api<VpnPeer> = Api::namespaced(client.clone(), &ns);
@@ -333,6 +505,7 @@ async fn main() {
     }
     let converged = start.elapsed();
     let (rss_kib, cpu_total) = process_usage(pid);
+    let control_plane_converge = control_plane_cpu() - control_plane_idle;
     let writes_converge = diff(&apiserver_writes(&client).await, &writes_before);
     let calls = sim_calls(&base).await;
 
@@ -388,6 +561,7 @@ async fn main() {
     // Let the watches start, as the operator's were before its clock started.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let raw_start = Instant::now();
+    let control_plane_raw_start = control_plane_cpu();
     let jobs: Vec<(bool, usize)> = (0..args.instances)
         .map(|i| (true, i))
         .chain((0..args.peers).map(|p| (false, p)))
@@ -432,6 +606,7 @@ async fn main() {
         panic!("raw objects not all seen Ready after {timeout:?}");
     }
     let raw_elapsed = raw_start.elapsed();
+    let control_plane_raw = control_plane_cpu() - control_plane_raw_start;
 
     let in_altostrat = (sim.simulator().instances().len(), sim.simulator().peers().len());
     let n = args.instances as f64;
@@ -474,6 +649,12 @@ async fn main() {
         converged.as_secs_f64() / raw_elapsed.as_secs_f64().max(0.001)
     );
     println!(
+        "| kube-apiserver + etcd CPU: operator run / raw client | {:.1} s / {:.1} s ({:.2}) |",
+        control_plane_converge,
+        control_plane_raw,
+        control_plane_converge / control_plane_raw.max(0.01)
+    );
+    println!(
         "| POST /vpn/instances per instance (min 1) | {:.3} |",
         per("POST /vpn/instances", n)
     );
@@ -501,7 +682,11 @@ async fn main() {
         "| GET peer per peer | {:.3} |",
         per("GET /vpn/instances/{instanceId}/peers/{peerId}", m)
     );
-    let writes_total: f64 = writes_converge.values().sum();
+    let writes_total: f64 = writes_converge
+        .iter()
+        .filter(|(k, _)| !k.contains(" ("))
+        .map(|(_, v)| v)
+        .sum();
     println!(
         "| kube-apiserver writes per object, creates and events included (raw client: 2) | {:.2} |",
         writes_total / (n + m).max(1.0)
@@ -544,4 +729,7 @@ async fn main() {
     );
     println!("Altostrat calls during the steady window: {sim_steady:?}");
     println!("kube-apiserver writes during the steady window: {kube_steady:?}");
+    if args.breakdown {
+        request_cost_breakdown(&client, total, args.concurrency, suffix).await;
+    }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scale benchmark (see benches/scale.rs and BENCHMARKS.md):
-#   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s] [--operator-concurrency 32]
+#   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s] [--operator-concurrency 32] [--breakdown]
 # Starts a dedicated local control plane, builds the operator in release mode and runs the
 # benchmark against it; prints a markdown report.
 set -euo pipefail
@@ -13,4 +13,6 @@ dir="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-bench.XXXXXX")"
 trap 'scripts/control-plane.sh down "$dir" >/dev/null 2>&1 || true' EXIT
 scripts/control-plane.sh up "$dir"
 export KUBECONFIG="$dir/kubeconfig"
+CONTROL_PLANE_PIDS="$(cat "$dir/kube-apiserver.pid" "$dir/etcd.pid" | tr '\n' ' ')"
+export CONTROL_PLANE_PIDS
 VPN_OPERATOR_BIN="$CARGO_TARGET_DIR/release/vpn-operator" cargo bench --locked --bench scale -- "$@"
