@@ -96,6 +96,7 @@ async fn converge<A: VpnApi>(
             // No hot loop: the instance watch re-triggers this peer when the instance changes.
             let synced = ConditionState::new(SYNCED, true, waiting.reason, "Nothing to apply yet");
             let mut status = obj.status.clone().unwrap_or_default();
+            status.creation_started = false;
             status.observed_generation = obj.metadata.generation;
             status.conditions = conditions::merge(
                 &status.conditions,
@@ -264,6 +265,7 @@ fn status_from(
         ),
     ];
     VpnPeerStatus {
+        creation_started: false,
         peer_id: Some(observed.id.clone()),
         instance_id: Some(instance_id.to_owned()),
         connected: observed.connected,
