@@ -411,5 +411,40 @@ async fn lost_create_responses_are_adopted_never_duplicated() {
         calls["GET /vpn/instances/{instanceId}/peers"] >= 1,
         "looked for the lost peer: {calls:?}"
     );
+
+    // The peer vanishes from Altostrat and the answer to its re-creation is lost too: the
+    // vanished id is forgotten before the POST, so the lost one is looked up, not repeated.
+    let old_id = remote_peers[0].id.clone();
+    simc.delete_peer(&remote[0].id, &old_id).await;
+    simc.set_faults(json!({
+        "rules": {
+            "POST /vpn/instances/{instanceId}/peers": {"fail_next": 1, "status": 504, "apply_then_fail": true}
+        }
+    }))
+    .await;
+    simc.reset_calls().await;
+    merge_patch(&peers, "carol", json!({"spec": {"routeAll": true}})).await;
+    let recreated = wait_peer(&peers, "carol", "recreated and Ready", |p| {
+        peer_ready(p)
+            && p.status
+                .as_ref()
+                .is_some_and(|s| s.peer_id.as_deref().is_some_and(|id| id != old_id))
+    })
+    .await;
+    let remote_peers = simc.peers(&remote[0].id).await;
+    assert_eq!(
+        remote_peers.len(),
+        1,
+        "one peer after re-creation: {remote_peers:?}"
+    );
+    assert_eq!(
+        recreated.status.unwrap().peer_id.as_deref(),
+        Some(remote_peers[0].id.as_str())
+    );
+    let calls = simc.calls().await;
+    assert_eq!(
+        calls["POST /vpn/instances/{instanceId}/peers"], 1,
+        "re-created once, the lost answer adopted: {calls:?}"
+    );
     operator.stop().await;
 }

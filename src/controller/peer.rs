@@ -142,6 +142,12 @@ async fn converge<A: VpnApi>(
                     format!("Altostrat peer {peer_id} no longer exists; creating it again"),
                 )
                 .await;
+                // Forget the vanished id first: with the finalizer held and no id recorded, a
+                // lost answer to the new POST is looked up by the next attempt, not repeated.
+                let mut forgotten = current.clone().unwrap_or_default();
+                forgotten.peer_id = None;
+                apply_status(api, obj, &forgotten).await?;
+                *current = Some(forgotten);
                 let Some(peer) =
                     create_or_adopt(obj, ctx, api, &token, &instance_id, current, activity).await?
                 else {

@@ -400,6 +400,21 @@ impl SimClient {
             .unwrap()
     }
 
+    /// Deletes a peer behind the operator's back.
+    pub async fn delete_peer(&self, instance_id: &str, peer_id: &str) {
+        self.http
+            .delete(format!(
+                "{}/vpn/instances/{instance_id}/peers/{peer_id}",
+                self.base_url
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+
     /// Calls per "METHOD /route/template" since the last reset.
     pub async fn calls(&self) -> BTreeMap<String, u64> {
         let body: Value = self
