@@ -270,19 +270,24 @@ async fn request_cost_breakdown(client: &Client, n: usize, concurrency: usize, s
     )
     .await;
     let ssa = PatchParams::apply("bench-cost").force();
-    measure(
-        "status, server-side apply (operator's shape)",
-        n,
-        concurrency,
-        |i| {
-            let (peers, ssa, body) = (peers.clone(), ssa.clone(), status(i, false));
+    // Every object's status written once, `connected` making the second round a real change.
+    let status_writes = |connected: bool| {
+        let (peers, ssa) = (peers.clone(), ssa.clone());
+        move |i: usize| {
+            let (peers, ssa, body) = (peers.clone(), ssa.clone(), status(i, connected));
             async move {
                 peers
                     .patch_status(&format!("cost-{i}"), &ssa, &Patch::Apply(&body))
                     .await
                     .unwrap();
             }
-        },
+        }
+    };
+    measure(
+        "status, server-side apply (operator's shape)",
+        n,
+        concurrency,
+        status_writes(false),
     )
     .await;
     measure("Normal event (events.k8s.io/v1 POST)", n, concurrency, |i| {
@@ -318,15 +323,7 @@ async fn request_cost_breakdown(client: &Client, n: usize, concurrency: usize, s
         "status, server-side apply, with 2 watchers",
         n,
         concurrency,
-        |i| {
-            let (peers, ssa, body) = (peers.clone(), ssa.clone(), status(i, true));
-            async move {
-                peers
-                    .patch_status(&format!("cost-{i}"), &ssa, &Patch::Apply(&body))
-                    .await
-                    .unwrap();
-            }
-        },
+        status_writes(true),
     )
     .await;
     for w in watchers {
