@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 
 struct Args {
@@ -165,16 +165,6 @@ fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
         .collect()
 }
 
-async fn sim_calls(base: &str) -> BTreeMap<String, u64> {
-    let body: Value = reqwest::get(format!("{base}/_admin/calls"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    serde_json::from_value(body["counts"].clone()).unwrap_or_default()
-}
-
 fn is_ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
     conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
@@ -183,6 +173,16 @@ async fn create_namespace(client: &Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+/// The `i`-th client VpnPeer of a benchmark arm.
+fn client_peer(name: String, instance: &str, i: usize) -> VpnPeer {
+    serde_json::from_value(json!({
+        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
+        "metadata": {"name": name},
+        "spec": {"instanceRef": {"name": instance}, "type": "client", "protocol": "wireguard", "userId": uuid_for(i)}
+    }))
+    .unwrap()
 }
 
 fn uuid_for(i: usize) -> String {
@@ -228,12 +228,7 @@ async fn request_cost_breakdown(client: &Client, n: usize, concurrency: usize, s
     measure("create VpnPeer (POST)", n, concurrency, |i| {
         let peers = peers.clone();
         async move {
-            let obj: VpnPeer = serde_json::from_value(json!({
-                "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
-                "metadata": {"name": format!("cost-{i}")},
-                "spec": {"instanceRef": {"name": "hub"}, "type": "client", "protocol": "wireguard", "userId": uuid_for(i)}
-            }))
-            .unwrap();
+            let obj = client_peer(format!("cost-{i}"), "hub", i);
             peers.create(&PostParams::default(), &obj).await.unwrap();
         }
     })
@@ -480,13 +475,7 @@ async fn main() {
                     created_at.lock().await.insert(format!("i/hub-{i}"), Instant::now());
                     instances.create(&pp, &obj).await.unwrap();
                 } else {
-                    let obj: VpnPeer = serde_json::from_value(json!({
-                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
-                        "metadata": {"name": format!("peer-{i}")},
-                        "spec": {"instanceRef": {"name": format!("hub-{}", i / per_instance)}, "type": "client",
-                                 "protocol": "wireguard", "userId": uuid_for(i)}
-                    }))
-                    .unwrap();
+                    let obj = client_peer(format!("peer-{i}"), &format!("hub-{}", i / per_instance), i);
                     created_at.lock().await.insert(format!("p/peer-{i}"), Instant::now());
                     peers.create(&pp, &obj).await.unwrap();
                 }
@@ -504,7 +493,7 @@ async fn main() {
     let (rss_kib, cpu_total) = process_usage(pid);
     let control_plane_converge = control_plane_cpu() - control_plane_idle;
     let writes_converge = diff(&apiserver_writes(&client).await, &writes_before);
-    let calls = sim_calls(&base).await;
+    let calls = sim.simulator().calls().counts;
 
     let (created_at, ready_at) = (created_at.lock().await.clone(), ready_at.lock().await.clone());
     let mut lat_i: Vec<Duration> = Vec::new();
@@ -521,10 +510,10 @@ async fn main() {
     lat_p.sort();
 
     // Steady state: a full resync window (plus jitter margin) must write nothing.
-    let sim_before = sim_calls(&base).await;
+    let sim_before = sim.simulator().calls().counts;
     let kube_before = apiserver_writes(&client).await;
     tokio::time::sleep(args.resync.mul_f64(1.3)).await;
-    let sim_after = sim_calls(&base).await;
+    let sim_after = sim.simulator().calls().counts;
     let kube_steady = diff(&apiserver_writes(&client).await, &kube_before);
     let sim_steady: BTreeMap<String, u64> = sim_after
         .iter()
@@ -583,12 +572,7 @@ async fn main() {
                     patch["kind"] = json!("VpnInstance");
                     raw.patch_status(&format!("raw-{i}"), &ssa, &Patch::Apply(&patch)).await.unwrap();
                 } else {
-                    let obj: VpnPeer = serde_json::from_value(json!({
-                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
-                        "metadata": {"name": format!("raw-peer-{i}")},
-                        "spec": {"instanceRef": {"name": "raw-0"}, "type": "client", "protocol": "wireguard", "userId": uuid_for(i)}
-                    }))
-                    .unwrap();
+                    let obj = client_peer(format!("raw-peer-{i}"), "raw-0", i);
                     raw_peers.create(&PostParams::default(), &obj).await.unwrap();
                     let mut patch = status.clone();
                     patch["apiVersion"] = json!("vpn.altostrat.io/v1alpha1");

@@ -41,6 +41,17 @@ fn create(hostname: &str) -> InstanceCreate {
     }
 }
 
+fn wireguard_client() -> PeerCreate {
+    PeerCreate {
+        peer_type: PeerType::Client,
+        protocol: Protocol::Wireguard,
+        user_id: Some(USER.into()),
+        route_all: Some(false),
+        site_id: None,
+        subnets: None,
+    }
+}
+
 fn update() -> InstanceUpdate {
     InstanceUpdate {
         name: "Renamed hub".into(),
@@ -118,14 +129,7 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
     let hub = api.create_instance(&token, &create("peer-hub")).await.unwrap();
     api.update_instance(&token, &hub.id, &update()).await.unwrap();
 
-    let client = PeerCreate {
-        peer_type: PeerType::Client,
-        protocol: Protocol::Wireguard,
-        user_id: Some(USER.into()),
-        route_all: Some(false),
-        site_id: None,
-        subnets: None,
-    };
+    let client = wireguard_client();
     let site = PeerCreate {
         peer_type: PeerType::Site,
         protocol: Protocol::Openvpn,
@@ -375,12 +379,8 @@ async fn validation_errors_name_the_field() {
         assert!(err.to_string().contains(needle), "{err} lacks {needle}");
     }
     let openvpn_client = PeerCreate {
-        peer_type: PeerType::Client,
         protocol: Protocol::Openvpn,
-        user_id: Some(USER.into()),
-        route_all: Some(false),
-        site_id: None,
-        subnets: None,
+        ..wireguard_client()
     };
     let err = api
         .create_peer(&token, &hub.id, &openvpn_client)
@@ -542,14 +542,7 @@ async fn drift_and_connection_changes_via_admin_and_state_survives_restart() {
     };
     let (sim, api, token) = start(config()).await;
     let hub = api.create_instance(&token, &create("durable-hub")).await.unwrap();
-    let client = PeerCreate {
-        peer_type: PeerType::Client,
-        protocol: Protocol::Wireguard,
-        user_id: Some(USER.into()),
-        route_all: Some(false),
-        site_id: None,
-        subnets: None,
-    };
+    let client = wireguard_client();
     let alice = api.create_peer(&token, &hub.id, &client).await.unwrap();
 
     let http = reqwest::Client::new();

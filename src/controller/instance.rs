@@ -11,7 +11,8 @@ use kube::{Api, ResourceExt};
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
 use super::{
-    Activity, Context, Error, Reconciled, Result, STALE_RETRY, apply_status, ensure_finalizer, plan, release,
+    Activity, Context, Error, Reconciled, Result, STALE_RETRY, apply_status, ensure_finalizer, has_finalizer,
+    plan, release,
 };
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
@@ -295,7 +296,7 @@ fn age(time: &Time) -> Duration {
 /// Deletion: honour `deletionPolicy`, wait for peers that still reference the instance, and
 /// treat "already gone" as done.
 async fn cleanup<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, api: &Api<VpnInstance>) -> Result<Action> {
-    if !obj.finalizers().iter().any(|f| f == crate::crd::FINALIZER) {
+    if !has_finalizer(obj) {
         return Ok(Action::await_change());
     }
     if obj.spec.deletion_policy == DeletionPolicy::Orphan {

@@ -21,6 +21,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use kube::{Api, Client, Resource};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "sim-token";
@@ -343,15 +344,23 @@ impl SimClient {
         }
     }
 
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base_url))
+    }
+
+    /// A request to the public API, with the test token.
+    fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(method, path).bearer_auth(TOKEN)
+    }
+
+    /// Sends a request that must succeed.
+    async fn succeed(request: reqwest::RequestBuilder) -> reqwest::Response {
+        request.send().await.unwrap().error_for_status().unwrap()
+    }
+
     pub async fn instances(&self) -> Vec<Instance> {
-        self.http
-            .get(format!("{}/vpn/instances", self.base_url))
-            .bearer_auth(TOKEN)
-            .send()
+        Self::succeed(self.api(Method::GET, "/vpn/instances"))
             .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
             .json()
             .await
             .unwrap()
@@ -359,9 +368,7 @@ impl SimClient {
 
     pub async fn instance(&self, id: &str) -> Option<Instance> {
         let r = self
-            .http
-            .get(format!("{}/vpn/instances/{id}", self.base_url))
-            .bearer_auth(TOKEN)
+            .api(Method::GET, &format!("/vpn/instances/{id}"))
             .send()
             .await
             .unwrap();
@@ -372,29 +379,17 @@ impl SimClient {
     }
 
     pub async fn create_instance(&self, name: &str, hostname: &str) -> Instance {
-        self.http
-            .post(format!("{}/vpn/instances", self.base_url))
-            .bearer_auth(TOKEN)
-            .json(&json!({"name": name, "hostname": hostname, "region": "sjc"}))
-            .send()
+        let body = json!({"name": name, "hostname": hostname, "region": "sjc"});
+        Self::succeed(self.api(Method::POST, "/vpn/instances").json(&body))
             .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
             .json()
             .await
             .unwrap()
     }
 
     pub async fn peers(&self, instance_id: &str) -> Vec<Peer> {
-        self.http
-            .get(format!("{}/vpn/instances/{instance_id}/peers", self.base_url))
-            .bearer_auth(TOKEN)
-            .send()
+        Self::succeed(self.api(Method::GET, &format!("/vpn/instances/{instance_id}/peers")))
             .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
             .json()
             .await
             .unwrap()
@@ -402,24 +397,14 @@ impl SimClient {
 
     /// Deletes a peer behind the operator's back.
     pub async fn delete_peer(&self, instance_id: &str, peer_id: &str) {
-        self.http
-            .delete(format!(
-                "{}/vpn/instances/{instance_id}/peers/{peer_id}",
-                self.base_url
-            ))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        let path = format!("/vpn/instances/{instance_id}/peers/{peer_id}");
+        Self::succeed(self.api(Method::DELETE, &path)).await;
     }
 
     /// Calls per "METHOD /route/template" since the last reset.
     pub async fn calls(&self) -> BTreeMap<String, u64> {
         let body: Value = self
-            .http
-            .get(format!("{}/_admin/calls", self.base_url))
+            .request(Method::GET, "/_admin/calls")
             .send()
             .await
             .unwrap()
@@ -443,35 +428,16 @@ impl SimClient {
     }
 
     pub async fn reset_calls(&self) {
-        self.http
-            .post(format!("{}/_admin/calls/reset", self.base_url))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        Self::succeed(self.request(Method::POST, "/_admin/calls/reset")).await;
     }
 
     pub async fn set_faults(&self, faults: Value) {
-        self.http
-            .put(format!("{}/_admin/faults", self.base_url))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        Self::succeed(self.request(Method::PUT, "/_admin/faults").json(&faults)).await;
     }
 
     pub async fn drift(&self, instance_id: &str, change: Value) {
-        self.http
-            .post(format!("{}/_admin/instances/{instance_id}/drift", self.base_url))
-            .json(&change)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        let path = format!("/_admin/instances/{instance_id}/drift");
+        Self::succeed(self.request(Method::POST, &path).json(&change)).await;
     }
 }
 
