@@ -4,12 +4,14 @@
 //!
 //! Run through `scripts/bench.sh` (which starts the control plane):
 //!   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s] [--breakdown]
+//!                    [--raw-status operator|minimal] [--profile-dir DIR]
 //!
 //! Reports: time to Ready (p50/p99 per object, total), Altostrat calls per object by endpoint,
 //! kube-apiserver writes per object (events included), operator peak RSS and CPU seconds,
 //! control-plane CPU, writes during a full resync window (must be zero), and the raw
 //! apiserver limit measured in the same run (a minimal client creating the same objects and
-//! writing their status, timed through the same Ready watch), as a ratio. `--breakdown` adds
+//! writing the status the operator wrote for each, timed through the same Ready watch), as a
+//! ratio. `--breakdown` adds
 //! the control plane's CPU cost per kind of request.
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +38,11 @@ struct Args {
     binary: String,
     /// Also measure the control plane's CPU cost of each kind of request on its own.
     breakdown: bool,
+    /// What the raw client writes as status: the operator's status of the same object
+    /// (default), or a one-condition status (`--raw-status minimal`, the round 1-2 definition).
+    raw_status_minimal: bool,
+    /// Where to write kube-apiserver CPU profiles of both arms (`go tool pprof`), if anywhere.
+    profile_dir: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -47,6 +54,8 @@ fn parse_args() -> Args {
         operator_concurrency: 32,
         binary: std::env::var("VPN_OPERATOR_BIN").unwrap_or_else(|_| "target/release/vpn-operator".into()),
         breakdown: false,
+        raw_status_minimal: false,
+        profile_dir: None,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut it = raw.iter();
@@ -64,6 +73,12 @@ fn parse_args() -> Args {
             }
             "--binary" => args.binary = value(),
             "--breakdown" => args.breakdown = true,
+            "--raw-status" => match value().as_str() {
+                "operator" => args.raw_status_minimal = false,
+                "minimal" => args.raw_status_minimal = true,
+                other => panic!("--raw-status operator|minimal, not {other:?}"),
+            },
+            "--profile-dir" => args.profile_dir = Some(value()),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -173,6 +188,52 @@ async fn create_namespace(client: &Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     namespaces.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+/// Starts a CPU profile of kube-apiserver over the next `seconds`, written to `dir/name.pprof`
+/// (through kubectl, which the control plane's kubeconfig already serves).
+fn start_apiserver_profile(dir: Option<&str>, name: &str, seconds: u32) -> Option<Child> {
+    let dir = dir?;
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::fs::File::create(format!("{dir}/{name}.pprof")).unwrap();
+    let child = Command::new("kubectl")
+        .args(["get", "--raw", &format!("/debug/pprof/profile?seconds={seconds}")])
+        .stdout(out)
+        .spawn()
+        .expect("kubectl on PATH for --profile-dir");
+    Some(child)
+}
+
+/// The `i`-th VpnInstance of a benchmark arm; `hostname` must be unique across arms.
+fn hub_instance(name: String, i: usize, hostname: String) -> VpnInstance {
+    serde_json::from_value(json!({
+        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnInstance",
+        "metadata": {"name": name},
+        "spec": {"name": format!("hub {i}"), "hostname": hostname, "region": "sjc",
+                 "pushedRoutes": ["10.0.0.0/8"], "publicDns": ["1.1.1.1", "8.8.8.8"]}
+    }))
+    .unwrap()
+}
+
+/// The `.status` of every object of `api`, by name, as server-side apply bodies.
+async fn statuses<K>(api: &Api<K>) -> HashMap<String, serde_json::Value>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let list = api.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .map(|obj| {
+            let value = serde_json::to_value(&obj).unwrap();
+            let body =
+                json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": value["status"]});
+            (obj.name_any(), body)
+        })
+        .collect()
 }
 
 /// The `i`-th client VpnPeer of a benchmark arm.
@@ -453,6 +514,8 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let writes_before = apiserver_writes(&client).await;
+    // The first 15 s: creates, finalizers, status writes and events all under way.
+    let operator_profile = start_apiserver_profile(args.profile_dir.as_deref(), "operator-arm", 15);
     let start = Instant::now();
     let per_instance = args.peers.div_ceil(args.instances.max(1));
     let jobs: Vec<(bool, usize)> = (0..args.instances)
@@ -465,18 +528,18 @@ async fn main() {
             async move {
                 let pp = PostParams::default();
                 if is_instance {
-                    let obj: VpnInstance = serde_json::from_value(json!({
-                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnInstance",
-                        "metadata": {"name": format!("hub-{i}")},
-                        "spec": {"name": format!("hub {i}"), "hostname": format!("b{i}-{suffix}"), "region": "sjc",
-                                 "pushedRoutes": ["10.0.0.0/8"], "publicDns": ["1.1.1.1", "8.8.8.8"]}
-                    }))
-                    .unwrap();
-                    created_at.lock().await.insert(format!("i/hub-{i}"), Instant::now());
+                    let obj = hub_instance(format!("hub-{i}"), i, format!("b{i}-{suffix}"));
+                    created_at
+                        .lock()
+                        .await
+                        .insert(format!("i/hub-{i}"), Instant::now());
                     instances.create(&pp, &obj).await.unwrap();
                 } else {
                     let obj = client_peer(format!("peer-{i}"), &format!("hub-{}", i / per_instance), i);
-                    created_at.lock().await.insert(format!("p/peer-{i}"), Instant::now());
+                    created_at
+                        .lock()
+                        .await
+                        .insert(format!("p/peer-{i}"), Instant::now());
                     peers.create(&pp, &obj).await.unwrap();
                 }
             }
@@ -494,6 +557,18 @@ async fn main() {
     let control_plane_converge = control_plane_cpu() - control_plane_idle;
     let writes_converge = diff(&apiserver_writes(&client).await, &writes_before);
     let calls = sim.simulator().calls().counts;
+    // The raw client writes the status the operator wrote, object for object.
+    let operator_status: HashMap<String, serde_json::Value> = statuses(&instances)
+        .await
+        .into_iter()
+        .map(|(name, body)| (format!("i/{name}"), body))
+        .chain(
+            statuses(&peers)
+                .await
+                .into_iter()
+                .map(|(name, body)| (format!("p/{name}"), body)),
+        )
+        .collect();
 
     let (created_at, ready_at) = (created_at.lock().await.clone(), ready_at.lock().await.clone());
     let mut lat_i: Vec<Duration> = Vec::new();
@@ -546,6 +621,11 @@ async fn main() {
     ));
     // Let the watches start, as the operator's were before its clock started.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // The operator's profile has ended by now (the resync window alone is longer than 15 s).
+    if let Some(mut profile) = operator_profile {
+        profile.wait().unwrap();
+    }
+    let raw_profile = start_apiserver_profile(args.profile_dir.as_deref(), "raw-arm", 6);
     let raw_start = Instant::now();
     let control_plane_raw_start = control_plane_cpu();
     let jobs: Vec<(bool, usize)> = (0..args.instances)
@@ -555,29 +635,37 @@ async fn main() {
     stream::iter(jobs)
         .for_each_concurrent(args.concurrency, |(is_instance, i)| {
             let (raw, raw_peers) = (raw.clone(), raw_peers.clone());
+            let status = if args.raw_status_minimal {
+                let kind = if is_instance { "VpnInstance" } else { "VpnPeer" };
+                json!({"apiVersion": "vpn.altostrat.io/v1alpha1", "kind": kind, "status": {"conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Available", "message": "",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+            } else if is_instance {
+                operator_status[&format!("i/hub-{i}")].clone()
+            } else {
+                operator_status[&format!("p/peer-{i}")].clone()
+            };
             async move {
-                let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Available",
-                    "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
                 let ssa = PatchParams::apply("bench-raw").force();
                 if is_instance {
-                    let obj: VpnInstance = serde_json::from_value(json!({
-                        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnInstance",
-                        "metadata": {"name": format!("raw-{i}")},
-                        "spec": {"name": format!("raw {i}"), "hostname": format!("r{i}-{suffix}"), "region": "sjc"}
-                    }))
+                    let name = format!("raw-{i}");
+                    raw.create(
+                        &PostParams::default(),
+                        &hub_instance(name.clone(), i, format!("r{i}-{suffix}")),
+                    )
+                    .await
                     .unwrap();
-                    raw.create(&PostParams::default(), &obj).await.unwrap();
-                    let mut patch = status.clone();
-                    patch["apiVersion"] = json!("vpn.altostrat.io/v1alpha1");
-                    patch["kind"] = json!("VpnInstance");
-                    raw.patch_status(&format!("raw-{i}"), &ssa, &Patch::Apply(&patch)).await.unwrap();
+                    raw.patch_status(&name, &ssa, &Patch::Apply(&status))
+                        .await
+                        .unwrap();
                 } else {
-                    let obj = client_peer(format!("raw-peer-{i}"), "raw-0", i);
+                    let name = format!("raw-peer-{i}");
+                    let obj = client_peer(name.clone(), &format!("raw-{}", i / per_instance), i);
                     raw_peers.create(&PostParams::default(), &obj).await.unwrap();
-                    let mut patch = status.clone();
-                    patch["apiVersion"] = json!("vpn.altostrat.io/v1alpha1");
-                    patch["kind"] = json!("VpnPeer");
-                    raw_peers.patch_status(&format!("raw-peer-{i}"), &ssa, &Patch::Apply(&patch)).await.unwrap();
+                    raw_peers
+                        .patch_status(&name, &ssa, &Patch::Apply(&status))
+                        .await
+                        .unwrap();
                 }
             }
         })
@@ -588,6 +676,9 @@ async fn main() {
     }
     let raw_elapsed = raw_start.elapsed();
     let control_plane_raw = control_plane_cpu() - control_plane_raw_start;
+    if let Some(mut profile) = raw_profile {
+        profile.wait().unwrap();
+    }
 
     let in_altostrat = (sim.simulator().instances().len(), sim.simulator().peers().len());
     let n = args.instances as f64;
@@ -618,7 +709,12 @@ async fn main() {
         percentile(&lat_p, 0.99).as_secs_f64()
     );
     println!(
-        "| raw client: create+status for the same objects written in | {:.1} s |",
+        "| raw client: create + {} status for the same objects written in | {:.1} s |",
+        if args.raw_status_minimal {
+            "one-condition"
+        } else {
+            "the operator's"
+        },
         raw_written.as_secs_f64()
     );
     println!(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Scale benchmark (see benches/scale.rs and BENCHMARKS.md):
-#   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s] [--operator-concurrency 32] [--breakdown]
+#   scripts/bench.sh [--instances 500] [--peers 2000] [--resync 30s] [--operator-concurrency 32]
+#                    [--breakdown] [--raw-status operator|minimal] [--profile-dir DIR]
 # Starts a dedicated local control plane, builds the operator in release mode and runs the
 # benchmark against it; prints a markdown report.
 set -euo pipefail
