@@ -11,8 +11,8 @@
 //! control-plane CPU, writes during a full resync window (must be zero), and the raw
 //! apiserver limit measured in the same run (a minimal client creating the same objects and
 //! writing the status the operator wrote for each, timed through the same Ready watch), as a
-//! ratio. `--breakdown` adds
-//! the control plane's CPU cost per kind of request.
+//! ratio. `--breakdown` adds the control plane's CPU cost per kind of request; `--profile-dir`
+//! saves a kube-apiserver CPU profile of each arm.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -621,7 +621,8 @@ async fn main() {
     ));
     // Let the watches start, as the operator's were before its clock started.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // The operator's profile has ended by now (the resync window alone is longer than 15 s).
+    // kube-apiserver serves one CPU profile at a time; the operator arm's has usually ended
+    // during the resync window.
     if let Some(mut profile) = operator_profile {
         profile.wait().unwrap();
     }
