@@ -387,6 +387,9 @@ async fn request_cost_breakdown(client: &Client, n: usize, concurrency: usize, s
     }
 }
 
+/// When each object (`i/NAME`, `p/NAME`) was first seen Ready.
+type ReadyTimes = Arc<Mutex<HashMap<String, Instant>>>;
+
 /// Records when each object is first seen Ready through a watch, until `total` are. Both arms
 /// of the benchmark (operator and raw client) are timed through this same observer, so its load
 /// on the API server is in both.
@@ -394,7 +397,7 @@ async fn record_ready_times(
     instances: Api<VpnInstance>,
     peers: Api<VpnPeer>,
     total: usize,
-    ready_at: Arc<Mutex<HashMap<String, Instant>>>,
+    ready_at: ReadyTimes,
 ) {
     let i = watcher(instances, watcher::Config::default())
         .applied_objects()
@@ -422,6 +425,32 @@ async fn record_ready_times(
             }
         }
     }
+}
+
+/// Starts the Ready watch of one arm and gives it a second to list, so that in both arms the
+/// clock starts with the observer already running.
+async fn start_ready_watch(
+    instances: &Api<VpnInstance>,
+    peers: &Api<VpnPeer>,
+    total: usize,
+) -> (tokio::task::JoinHandle<()>, ReadyTimes) {
+    let ready_at = ReadyTimes::default();
+    let watch = tokio::spawn(record_ready_times(
+        instances.clone(),
+        peers.clone(),
+        total,
+        ready_at.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (watch, ready_at)
+}
+
+/// What each arm creates, in order: all instances, then all peers.
+fn creation_jobs(args: &Args) -> Vec<(bool, usize)> {
+    (0..args.instances)
+        .map(|i| (true, i))
+        .chain((0..args.peers).map(|p| (false, p)))
+        .collect()
 }
 
 #[tokio::main]
@@ -501,28 +530,15 @@ async fn main() {
     let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
     let peers: Api<VpnPeer> = Api::namespaced(client.clone(), &ns);
     let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let ready_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-
-    // Watch readiness of both kinds.
     let total = args.instances + args.peers;
-    let watch_ready = tokio::spawn(record_ready_times(
-        instances.clone(),
-        peers.clone(),
-        total,
-        ready_at.clone(),
-    ));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (watch_ready, ready_at) = start_ready_watch(&instances, &peers, total).await;
 
     let writes_before = apiserver_writes(&client).await;
     // The first 15 s: creates, finalizers, status writes and events all under way.
     let operator_profile = start_apiserver_profile(args.profile_dir.as_deref(), "operator-arm", 15);
     let start = Instant::now();
     let per_instance = args.peers.div_ceil(args.instances.max(1));
-    let jobs: Vec<(bool, usize)> = (0..args.instances)
-        .map(|i| (true, i))
-        .chain((0..args.peers).map(|p| (false, p)))
-        .collect();
-    stream::iter(jobs)
+    stream::iter(creation_jobs(&args))
         .for_each_concurrent(args.concurrency, |(is_instance, i)| {
             let (instances, peers, created_at) = (instances.clone(), peers.clone(), created_at.clone());
             async move {
@@ -612,15 +628,7 @@ async fn main() {
     create_namespace(&client, &raw_ns).await;
     let raw: Api<VpnInstance> = Api::namespaced(client.clone(), &raw_ns);
     let raw_peers: Api<VpnPeer> = Api::namespaced(client.clone(), &raw_ns);
-    let raw_ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let raw_watch = tokio::spawn(record_ready_times(
-        raw.clone(),
-        raw_peers.clone(),
-        total,
-        raw_ready.clone(),
-    ));
-    // Let the watches start, as the operator's were before its clock started.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (raw_watch, _) = start_ready_watch(&raw, &raw_peers, total).await;
     // kube-apiserver serves one CPU profile at a time; the operator arm's has usually ended
     // during the resync window.
     if let Some(mut profile) = operator_profile {
@@ -629,11 +637,7 @@ async fn main() {
     let raw_profile = start_apiserver_profile(args.profile_dir.as_deref(), "raw-arm", 6);
     let raw_start = Instant::now();
     let control_plane_raw_start = control_plane_cpu();
-    let jobs: Vec<(bool, usize)> = (0..args.instances)
-        .map(|i| (true, i))
-        .chain((0..args.peers).map(|p| (false, p)))
-        .collect();
-    stream::iter(jobs)
+    stream::iter(creation_jobs(&args))
         .for_each_concurrent(args.concurrency, |(is_instance, i)| {
             let (raw, raw_peers) = (raw.clone(), raw_peers.clone());
             let status = if args.raw_status_minimal {
