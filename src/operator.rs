@@ -223,7 +223,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let controllers = futures::future::join_all(scopes.into_iter().map(|scope| {
         tracing::info!(?scope, "starting controllers");
         let (stores, health, synced) = (stores.clone(), health.clone(), synced.clone());
-        let shared = controller::Shared {
+        let shared = controller::ControllerDeps {
             client: client.clone(),
             api: api.clone(),
             default_token: default_token.clone(),

@@ -130,7 +130,7 @@ pub fn start_operator(
         ..RetryPolicy::default()
     };
     let api = Arc::new(Resilient::new(http, limiter, policy, metrics.clone()));
-    let shared = controller::Shared {
+    let shared = controller::ControllerDeps {
         client: client.clone(),
         api,
         default_token: options.token.map(ApiToken::new),

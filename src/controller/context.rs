@@ -1,0 +1,179 @@
+//! What every reconcile of a watch scope shares: clients, credentials, caches and settings.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use super::error::{Error, FailureCounts, Result};
+use super::plan;
+use crate::altostrat::model::region_codes;
+use crate::altostrat::{ApiToken, VpnApi};
+use crate::crd::{SECRET_TOKEN_KEY, SecretReference, VpnInstance};
+use crate::metrics::Metrics;
+
+/// Operator-wide settings for the controllers.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Periodic re-read of every object to correct out-of-band changes.
+    pub resync_interval: Duration,
+    pub instance_concurrency: u16,
+    pub peer_concurrency: u16,
+    pub label_selector: Option<String>,
+    /// How long the region list is trusted before it is fetched again.
+    pub region_cache_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync_interval: Duration::from_secs(300),
+            instance_concurrency: 8,
+            peer_concurrency: 8,
+            label_selector: None,
+            region_cache_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Region codes as last fetched, and when.
+type RegionCache = Option<(Instant, Vec<String>)>;
+
+/// Shared state of both controllers in one watch scope.
+pub struct Context<A> {
+    pub client: Client,
+    pub api: Arc<A>,
+    pub default_token: Option<ApiToken>,
+    pub recorder: Recorder,
+    pub reporter: Reporter,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    /// Instances as seen by the instance controller, for peers to find theirs without reads.
+    pub instances: Store<VpnInstance>,
+    pub(crate) failures: FailureCounts,
+    regions: tokio::sync::Mutex<RegionCache>,
+}
+
+impl<A: VpnApi> Context<A> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        api: Arc<A>,
+        default_token: Option<ApiToken>,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        instances: Store<VpnInstance>,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            client,
+            api,
+            default_token,
+            reporter,
+            metrics,
+            settings,
+            instances,
+            failures: FailureCounts::default(),
+            regions: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Reads the token for a resource: its own Secret if it names one (always in the
+    /// resource's namespace, so a resource can never borrow another namespace's credentials),
+    /// otherwise the operator's token.
+    pub async fn token(&self, namespace: &str, secret_ref: Option<&SecretReference>) -> Result<ApiToken> {
+        let Some(secret_ref) = secret_ref else {
+            return self.default_token.clone().ok_or_else(|| {
+                Error::Credentials(
+                    "no credentialsSecretRef set and the operator has no default API token".into(),
+                )
+            });
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = secrets
+            .get_opt(&secret_ref.name)
+            .await
+            .map_err(Error::kube(format!(
+                "read of Secret {namespace}/{}",
+                secret_ref.name
+            )))?
+            .ok_or_else(|| Error::Credentials(format!("Secret {namespace}/{} not found", secret_ref.name)))?;
+        token_in(&secret).ok_or_else(|| {
+            Error::Credentials(format!(
+                "Secret {namespace}/{} has no non-empty key {SECRET_TOKEN_KEY:?}",
+                secret_ref.name
+            ))
+        })
+    }
+
+    /// Valid region codes, cached; a region missing from a stale cache triggers one refresh.
+    pub async fn check_region(&self, token: &ApiToken, region: &str) -> Result<()> {
+        let mut cache = self.regions.lock().await;
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < self.settings.region_cache_ttl);
+        let known = cache
+            .as_ref()
+            .is_some_and(|(_, codes)| codes.iter().any(|code| code == region));
+        if !(fresh && known) {
+            let regions = self.api.list_regions(token).await?;
+            *cache = Some((Instant::now(), region_codes(&regions)));
+        }
+        let codes = cache.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
+        plan::validate_region(region, codes).map_err(Error::InvalidSpec)
+    }
+}
+
+/// The non-empty `token` key of a credentials Secret, from `data` or `stringData`.
+fn token_in(secret: &Secret) -> Option<ApiToken> {
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(SECRET_TOKEN_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let from_string_data = || {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(SECRET_TOKEN_KEY))
+            .cloned()
+    };
+    from_data
+        .or_else(from_string_data)
+        .map(ApiToken::new)
+        .filter(|t| !t.is_empty())
+}
+
+/// The token of one resource, read on first use: a reconcile that needs no Altostrat call
+/// reads no Secret.
+pub(crate) struct LazyToken<'a, A> {
+    ctx: &'a Context<A>,
+    namespace: &'a str,
+    secret_ref: Option<&'a SecretReference>,
+    token: Option<ApiToken>,
+}
+
+impl<'a, A: VpnApi> LazyToken<'a, A> {
+    pub fn new(ctx: &'a Context<A>, namespace: &'a str, secret_ref: Option<&'a SecretReference>) -> Self {
+        Self {
+            ctx,
+            namespace,
+            secret_ref,
+            token: None,
+        }
+    }
+
+    pub async fn get(&mut self) -> Result<ApiToken> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        let token = self.ctx.token(self.namespace, self.secret_ref).await?;
+        self.token = Some(token.clone());
+        Ok(token)
+    }
+}

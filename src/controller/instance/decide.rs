@@ -1,0 +1,454 @@
+//! The lifecycle of a `VpnInstance` as pure decisions: what is known → the next step.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::super::conditions::{ConditionState, READY, SYNCED, reason};
+use super::super::error::Error;
+use super::super::finalizer::{FinalizerState, STALE_RETRY};
+use super::super::plan;
+use crate::altostrat::ApiError;
+use crate::altostrat::model::{Instance, InstanceUpdate};
+use crate::crd::{FirewallRuleStatus, VpnInstanceSpec, VpnInstanceStatus};
+
+/// What is known of the Altostrat side at this point of a reconcile.
+#[derive(Clone, Debug)]
+pub(crate) enum Remote {
+    /// Not looked at yet.
+    Unknown,
+    /// The instance as Altostrat last returned it (GET, POST or PUT).
+    Found(Instance),
+    /// The known id answered 404.
+    Gone(String),
+    /// The create was refused as a conflict (the hostname is taken); `visible` is the instance
+    /// with our hostname among those these credentials can list, if any.
+    Taken {
+        conflict: ApiError,
+        visible: Option<Instance>,
+    },
+}
+
+/// Everything the decision looks at.
+#[derive(Clone, Debug)]
+pub(crate) struct Observed<'a> {
+    pub spec: &'a VpnInstanceSpec,
+    pub finalizer: FinalizerState,
+    /// `status.instanceId`.
+    pub recorded_id: Option<&'a str>,
+    pub remote: Remote,
+    /// A PUT was sent in this reconcile already: its answer is final for this round.
+    pub updated: bool,
+}
+
+/// The next step of a converging reconcile.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// Add the finalizer before anything exists in Altostrat that would need cleaning up.
+    AddFinalizer,
+    /// Our copy was stale: look again shortly.
+    Requeue(Duration),
+    Fetch(String),
+    /// Create the instance; `replacing` names a recorded instance that vanished.
+    Create {
+        replacing: Option<String>,
+    },
+    /// The instance with our hostname exists: a create whose answer was lost.
+    Adopt(Instance),
+    /// Altostrat differs from the spec: send the full replacement.
+    Update {
+        id: String,
+        body: InstanceUpdate,
+        fields: Vec<&'static str>,
+    },
+    /// Converged as far as this round goes: record what Altostrat holds.
+    Record(Instance),
+    GiveUp(Error),
+}
+
+/// The one place where the instance lifecycle is decided.
+pub(crate) fn decide(o: &Observed) -> Step {
+    match o.finalizer {
+        FinalizerState::Missing => return Step::AddFinalizer,
+        FinalizerState::Stale => return Step::Requeue(STALE_RETRY),
+        FinalizerState::Held | FinalizerState::Added => {}
+    }
+    match &o.remote {
+        Remote::Unknown => match o.recorded_id.or(o.spec.instance_id.as_deref()) {
+            Some(id) => Step::Fetch(id.to_owned()),
+            None => Step::Create { replacing: None },
+        },
+        Remote::Gone(id) if o.spec.instance_id.is_some() => Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.instanceId {id} does not exist in Altostrat"
+        ))),
+        Remote::Gone(id) => Step::Create {
+            replacing: Some(id.clone()),
+        },
+        Remote::Taken {
+            visible: Some(instance),
+            ..
+        } => Step::Adopt(instance.clone()),
+        // Taken by an instance these credentials cannot see.
+        Remote::Taken {
+            conflict,
+            visible: None,
+        } => Step::GiveUp(conflict.clone().into()),
+        Remote::Found(instance) => converged_or_update(o, instance),
+    }
+}
+
+fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
+    if !instance.hostname_label().eq_ignore_ascii_case(&o.spec.hostname) {
+        return Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.hostname {:?} does not match the adopted instance's hostname {:?}",
+            o.spec.hostname, instance.hostname
+        )));
+    }
+    // Altostrat only accepts configuration once the server is provisioned.
+    let update = (instance.is_provisioned() && !o.updated)
+        .then(|| plan::instance_update(o.spec, instance))
+        .flatten();
+    match update {
+        Some(body) => Step::Update {
+            id: instance.id.clone(),
+            fields: plan::instance_changed_fields(&body, instance),
+            body,
+        },
+        None => Step::Record(instance.clone()),
+    }
+}
+
+/// Ready/Synced for a successfully observed instance.
+pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [ConditionState; 2] {
+    let ready = if !observed.is_provisioned() {
+        let flags = [
+            ("configured", observed.configured),
+            ("rsaReady", observed.rsa_ready),
+            ("diffieHellmanReady", observed.diffie_hellman_ready),
+            ("serverReady", observed.server_ready),
+        ];
+        let waiting: Vec<&str> = flags.iter().filter(|(_, v)| !v).map(|(n, _)| *n).collect();
+        ConditionState::new(
+            READY,
+            false,
+            reason::PROVISIONING,
+            format!(
+                "Altostrat is provisioning the instance; waiting for {}",
+                waiting.join(", ")
+            ),
+        )
+    } else if !observed.status.is_empty() {
+        ConditionState::new(
+            READY,
+            false,
+            reason::UPDATING,
+            format!(
+                "Altostrat is applying configuration changes: {}",
+                observed.status.join(", ")
+            ),
+        )
+    } else if out_of_sync {
+        ConditionState::new(
+            READY,
+            false,
+            reason::UPDATING,
+            "Configuration changes are being applied",
+        )
+    } else {
+        ConditionState::new(
+            READY,
+            true,
+            reason::AVAILABLE,
+            "Instance is provisioned and matches the spec",
+        )
+    };
+    [
+        ready,
+        ConditionState::new(
+            SYNCED,
+            true,
+            reason::RECONCILE_SUCCESS,
+            "Spec applied to Altostrat",
+        ),
+    ]
+}
+
+/// The status fields that mirror the Altostrat instance (conditions are the writer's).
+pub(crate) fn observed_status(observed: &Instance) -> VpnInstanceStatus {
+    VpnInstanceStatus {
+        instance_id: Some(observed.id.clone()),
+        hostname: Some(observed.hostname.clone()).filter(|h| !h.is_empty()),
+        configured: observed.configured,
+        rsa_ready: observed.rsa_ready,
+        diffie_hellman_ready: observed.diffie_hellman_ready,
+        server_ready: observed.server_ready,
+        pending_changes: observed.status.clone(),
+        firewall: observed
+            .firewall
+            .iter()
+            .map(|r| FirewallRuleStatus {
+                name: r.name.clone(),
+                protocol: r.protocol.clone(),
+                port: r.port.clone(),
+                source: r.source.clone(),
+                destination: r.destination.clone(),
+            })
+            .collect(),
+        created_at: observed.created_at.clone(),
+        ..VpnInstanceStatus::default()
+    }
+}
+
+/// When to look again: at the (jittered) resync once Ready, otherwise a provisioning poll that
+/// slows down with the time since `Ready` last changed.
+pub(crate) fn next_look(
+    status: &VpnInstanceStatus,
+    ready: bool,
+    resync: Duration,
+    now: &Time,
+    sample: f64,
+) -> Duration {
+    if ready {
+        return plan::jittered(resync, sample);
+    }
+    let since = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .and_then(|c| Duration::try_from(now.0.duration_since(c.last_transition_time.0)).ok())
+        .unwrap_or_default();
+    plan::provisioning_poll_interval(since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::altostrat::Endpoint;
+
+    fn spec(extra: serde_json::Value) -> VpnInstanceSpec {
+        let mut base = serde_json::json!({"name": "Hub", "hostname": "hub-one", "region": "sjc"});
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn provisioned(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            name: "Hub".into(),
+            hostname: "hub-one.vpn.altostr.at".into(),
+            configured: true,
+            rsa_ready: true,
+            diffie_hellman_ready: true,
+            server_ready: true,
+            public_dns: vec!["1.1.1.1".into()],
+            ..Instance::default()
+        }
+    }
+
+    fn observed<'a>(spec: &'a VpnInstanceSpec, recorded: Option<&'a str>, remote: Remote) -> Observed<'a> {
+        Observed {
+            spec,
+            finalizer: FinalizerState::Held,
+            recorded_id: recorded,
+            remote,
+            updated: false,
+        }
+    }
+
+    fn conflict() -> ApiError {
+        ApiError::Conflict {
+            endpoint: Endpoint::CreateInstance,
+            code: "hostname_taken".into(),
+            message: "taken".into(),
+        }
+    }
+
+    #[test]
+    fn the_finalizer_comes_before_anything_in_altostrat() {
+        let s = spec(serde_json::json!({}));
+        let mut o = observed(&s, Some("i-1"), Remote::Unknown);
+        o.finalizer = FinalizerState::Missing;
+        assert!(matches!(decide(&o), Step::AddFinalizer));
+        o.finalizer = FinalizerState::Stale;
+        assert!(matches!(decide(&o), Step::Requeue(d) if d == STALE_RETRY));
+    }
+
+    #[test]
+    fn nothing_recorded_means_create() {
+        let s = spec(serde_json::json!({}));
+        let o = observed(&s, None, Remote::Unknown);
+        assert!(matches!(decide(&o), Step::Create { replacing: None }));
+    }
+
+    #[test]
+    fn a_recorded_id_or_spec_instance_id_is_fetched() {
+        let s = spec(serde_json::json!({}));
+        assert!(
+            matches!(decide(&observed(&s, Some("i-1"), Remote::Unknown)), Step::Fetch(id) if id == "i-1")
+        );
+        let pinned = spec(serde_json::json!({"instanceId": "i-7"}));
+        assert!(matches!(decide(&observed(&pinned, None, Remote::Unknown)), Step::Fetch(id) if id == "i-7"));
+    }
+
+    #[test]
+    fn a_vanished_recorded_instance_is_created_again() {
+        let s = spec(serde_json::json!({}));
+        let o = observed(&s, Some("i-1"), Remote::Gone("i-1".into()));
+        assert!(matches!(decide(&o), Step::Create { replacing: Some(id) } if id == "i-1"));
+    }
+
+    #[test]
+    fn a_missing_spec_instance_id_is_an_invalid_spec_never_a_create() {
+        let s = spec(serde_json::json!({"instanceId": "i-7"}));
+        let o = observed(&s, None, Remote::Gone("i-7".into()));
+        let Step::GiveUp(error) = decide(&o) else {
+            panic!("expected GiveUp")
+        };
+        assert_eq!(error.reason(), "InvalidSpec");
+        assert!(
+            error.to_string().contains("spec.instanceId i-7 does not exist"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_lost_create_answer_is_adopted_by_hostname() {
+        let s = spec(serde_json::json!({}));
+        let remote = Remote::Taken {
+            conflict: conflict(),
+            visible: Some(provisioned("i-1")),
+        };
+        assert!(matches!(decide(&observed(&s, None, remote)), Step::Adopt(i) if i.id == "i-1"));
+    }
+
+    #[test]
+    fn a_hostname_taken_out_of_sight_gives_up_as_invalid_spec() {
+        let s = spec(serde_json::json!({}));
+        let remote = Remote::Taken {
+            conflict: conflict(),
+            visible: None,
+        };
+        let Step::GiveUp(error) = decide(&observed(&s, None, remote)) else {
+            panic!("expected GiveUp")
+        };
+        assert_eq!((error.category(), error.reason()), ("conflict", "InvalidSpec"));
+    }
+
+    #[test]
+    fn an_instance_with_another_hostname_is_refused() {
+        let s = spec(serde_json::json!({"instanceId": "i-7"}));
+        let mut other = provisioned("i-7");
+        other.hostname = "someone-else.vpn.altostr.at".into();
+        let Step::GiveUp(error) = decide(&observed(&s, None, Remote::Found(other))) else {
+            panic!("expected GiveUp")
+        };
+        assert!(error.to_string().contains("does not match"), "{error}");
+    }
+
+    #[test]
+    fn an_instance_still_provisioning_is_recorded_not_updated() {
+        let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
+        let mut provisioning = provisioned("i-1");
+        provisioning.server_ready = false;
+        assert!(matches!(
+            decide(&observed(&s, Some("i-1"), Remote::Found(provisioning))),
+            Step::Record(_)
+        ));
+    }
+
+    #[test]
+    fn drift_on_a_provisioned_instance_is_one_full_update() {
+        let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
+        let o = observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")));
+        let Step::Update { id, body, fields } = decide(&o) else {
+            panic!("expected Update")
+        };
+        assert_eq!((id.as_str(), fields), ("i-1", vec!["pushedRoutes"]));
+        assert_eq!(
+            body.public_dns,
+            vec!["1.1.1.1"],
+            "unset publicDns keeps Altostrat's resolvers"
+        );
+    }
+
+    #[test]
+    fn the_answer_to_an_update_is_final_for_the_round() {
+        let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
+        let mut o = observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")));
+        o.updated = true;
+        assert!(
+            matches!(decide(&o), Step::Record(_)),
+            "a value Altostrat normalises differently must not cause a second PUT in one reconcile"
+        );
+    }
+
+    #[test]
+    fn a_converged_instance_is_recorded() {
+        let s = spec(serde_json::json!({}));
+        assert!(matches!(
+            decide(&observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")))),
+            Step::Record(_)
+        ));
+    }
+
+    #[test]
+    fn provisioning_condition_names_the_missing_flags() {
+        let observed = Instance {
+            configured: true,
+            rsa_ready: true,
+            ..Instance::default()
+        };
+        let [ready, synced] = desired_conditions(&observed, false);
+        assert!(!ready.status);
+        assert_eq!(ready.reason, "Provisioning");
+        assert!(
+            ready.message.ends_with("diffieHellmanReady, serverReady"),
+            "{}",
+            ready.message
+        );
+        assert!(synced.status);
+    }
+
+    #[test]
+    fn pending_changes_keep_the_instance_not_ready() {
+        let observed = Instance {
+            status: vec!["peer-created".into()],
+            ..provisioned("i-1")
+        };
+        let [ready, _] = desired_conditions(&observed, false);
+        assert_eq!((ready.status, ready.reason), (false, "Updating"));
+        assert!(ready.message.contains("peer-created"));
+        let converged = Instance {
+            status: vec![],
+            ..observed
+        };
+        let [ready, _] = desired_conditions(&converged, false);
+        assert_eq!((ready.status, ready.reason), (true, "Available"));
+    }
+
+    #[test]
+    fn polling_slows_with_the_time_not_ready_and_ready_waits_for_the_resync() {
+        use super::super::super::conditions::merge;
+        use k8s_openapi::jiff::Timestamp;
+        let at = |s| Time(Timestamp::from_second(s).unwrap());
+        let status = VpnInstanceStatus {
+            conditions: merge(
+                &[],
+                &desired_conditions(&Instance::default(), false),
+                Some(1),
+                &at(1000),
+            ),
+            ..VpnInstanceStatus::default()
+        };
+        let resync = Duration::from_secs(300);
+        let early = next_look(&status, false, resync, &at(1001), 0.5);
+        let late = next_look(&status, false, resync, &at(1600), 0.5);
+        assert!(
+            early < late && late <= Duration::from_secs(30),
+            "{early:?} {late:?}"
+        );
+        assert_eq!(next_look(&status, true, resync, &at(1001), 0.5), resync);
+    }
+}

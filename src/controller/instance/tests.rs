@@ -1,0 +1,297 @@
+//! Reconciles of `VpnInstance` against the in-process Kubernetes and Altostrat fakes.
+
+use http::Method;
+use serde_json::json;
+
+use crate::altostrat::{ApiError, Endpoint};
+use crate::controller::testing::{Harness, condition, instance, peer};
+use crate::crd::FINALIZER;
+
+fn ready(h: &Harness, obj: &crate::crd::VpnInstance) -> Option<(String, String)> {
+    let stored = h.stored(obj)?;
+    condition(&stored.status?.conditions, "Ready")
+}
+
+#[tokio::test]
+async fn a_new_instance_is_created_once_recorded_and_ready_in_one_reconcile() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListRegions, Endpoint::CreateInstance]
+    );
+    let stored = h.stored(&obj).unwrap();
+    assert!(
+        stored
+            .metadata
+            .finalizers
+            .unwrap()
+            .contains(&FINALIZER.to_owned())
+    );
+    let status = stored.status.unwrap();
+    assert_eq!(
+        status.instance_id.as_deref(),
+        Some(h.altostrat.instances()[0].id.as_str())
+    );
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    assert_eq!(h.kube.events(), vec![("Normal".into(), "Created".into())]);
+}
+
+#[tokio::test]
+async fn the_id_is_written_before_the_configuration_is_applied() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    h.altostrat.refuse(
+        Endpoint::UpdateInstance,
+        ApiError::Server {
+            endpoint: Endpoint::UpdateInstance,
+            status: 503,
+            message: "maintenance".into(),
+        },
+    );
+    assert!(h.reconcile(&obj).await.is_err());
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert!(status.instance_id.is_some(), "the id survives a later failure");
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "ApiError".into())));
+
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::GetInstance, Endpoint::UpdateInstance]
+    );
+    assert_eq!(h.altostrat.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn a_converged_resync_makes_no_write_to_either_api() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    h.reconcile(&obj).await.unwrap();
+    h.altostrat.clear_calls();
+    h.kube.clear_calls();
+
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::GetInstance]);
+    assert!(
+        h.kube.calls().iter().all(|c| c.method == Method::GET),
+        "{:?}",
+        h.kube.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_adopted_not_repeated() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.altostrat.lose_answer(Endpoint::CreateInstance);
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(error.category(), "transport");
+    assert!(h.stored(&obj).unwrap().status.unwrap().instance_id.is_none());
+
+    h.reconcile(&obj).await.unwrap();
+    let instances = h.altostrat.instances();
+    assert_eq!(instances.len(), 1, "never two hubs");
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.instance_id, Some(instances[0].id.clone()));
+    assert!(h.kube.events().contains(&("Normal".into(), "Adopted".into())));
+}
+
+#[tokio::test]
+async fn a_hostname_taken_elsewhere_is_an_invalid_spec_without_a_retry_loop() {
+    let h = Harness::new();
+    h.altostrat.take_hostname_elsewhere("hub-one");
+    let obj = h.apply(instance("hub-one", json!({})));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert!(error.needs_user_action());
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![
+            Endpoint::ListRegions,
+            Endpoint::CreateInstance,
+            Endpoint::ListInstances
+        ]
+    );
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+    assert!(h.altostrat.instances().is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_region_is_refused_before_any_create() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"region": "mars"})));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert!(
+        error.to_string().contains("sjc"),
+        "lists the valid regions: {error}"
+    );
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListRegions]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+}
+
+#[tokio::test]
+async fn a_recorded_instance_deleted_out_of_band_is_created_again() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let first = h.altostrat.instances()[0].id.clone();
+    h.altostrat.remove_instance(&first);
+
+    h.reconcile(&obj).await.unwrap();
+    let second = h.altostrat.instances()[0].id.clone();
+    assert_ne!(first, second);
+    assert_eq!(h.stored(&obj).unwrap().status.unwrap().instance_id, Some(second));
+    assert!(h.kube.events().contains(&("Warning".into(), "Recreating".into())));
+}
+
+#[tokio::test]
+async fn a_spec_instance_id_that_does_not_exist_is_never_created() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"instanceId": "i-404"})));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert!(error.to_string().contains("i-404"), "{error}");
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::GetInstance]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+}
+
+#[tokio::test]
+async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
+    let h = Harness::new();
+    h.altostrat.hold_provisioning();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    let action = h.reconcile(&obj).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "Provisioning".into())));
+    assert!(
+        format!("{action:?}").contains("requeue_after: Some(1s)"),
+        "{action:?}"
+    );
+    assert_eq!(
+        h.altostrat.count(Endpoint::UpdateInstance),
+        0,
+        "no update before provisioning"
+    );
+
+    h.altostrat.provision_all();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.count(Endpoint::UpdateInstance), 1);
+    assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}
+
+#[tokio::test]
+async fn drift_is_corrected_with_one_update() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    h.reconcile(&obj).await.unwrap();
+    let id = h.altostrat.instances()[0].id.clone();
+    h.altostrat
+        .edit_instance(&id, |i| i.pushed_routes = vec!["192.168.0.0/16".into()]);
+    h.altostrat.clear_calls();
+
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::GetInstance, Endpoint::UpdateInstance]
+    );
+    assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
+}
+
+#[tokio::test]
+async fn missing_credentials_are_reported_without_any_altostrat_call() {
+    let h = Harness::new();
+    let obj = h.apply(instance(
+        "hub-one",
+        json!({"credentialsSecretRef": {"name": "absent"}}),
+    ));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert!(error.to_string().contains("absent"), "{error}");
+    assert!(h.altostrat.calls().is_empty());
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "CredentialsError".into())));
+}
+
+#[tokio::test]
+async fn a_stale_copy_makes_no_altostrat_call() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    let stale = obj.clone();
+    h.apply(obj.clone()); // a newer version exists now
+    let ctx = h.ctx.clone();
+    let action = crate::controller::driver::reconcile(std::sync::Arc::new(stale), ctx)
+        .await
+        .unwrap();
+    assert!(format!("{action:?}").contains("500ms"), "{action:?}");
+    assert!(h.altostrat.calls().is_empty());
+}
+
+#[tokio::test]
+async fn deletion_waits_for_peers_then_deletes_the_hub() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let alice = h.apply(peer("alice", "hub-one", json!({})));
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+
+    h.reconcile(&obj).await.unwrap();
+    assert!(
+        h.altostrat.calls().is_empty(),
+        "nothing is deleted while a peer references the hub"
+    );
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "Deleting".into())));
+
+    h.kube.remove(&alice);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeleteInstance]);
+    assert!(h.altostrat.instances().is_empty());
+    assert!(
+        h.stored(&obj)
+            .unwrap()
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(h.kube.events().contains(&("Normal".into(), "Deleted".into())));
+}
+
+#[tokio::test]
+async fn orphan_policy_leaves_the_hub_running() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"deletionPolicy": "Orphan"})));
+    h.reconcile(&obj).await.unwrap();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+
+    h.reconcile(&obj).await.unwrap();
+    assert!(h.altostrat.calls().is_empty());
+    assert_eq!(h.altostrat.instances().len(), 1);
+    assert!(
+        h.stored(&obj)
+            .unwrap()
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(h.kube.events().contains(&("Normal".into(), "Orphaned".into())));
+}
+
+#[tokio::test]
+async fn deleting_after_a_lost_create_answer_finds_the_hub_by_hostname() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.altostrat.lose_answer(Endpoint::CreateInstance);
+    assert!(h.reconcile(&obj).await.is_err());
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances, Endpoint::DeleteInstance]
+    );
+    assert!(h.altostrat.instances().is_empty());
+}

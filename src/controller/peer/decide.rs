@@ -1,0 +1,352 @@
+//! The lifecycle of a `VpnPeer` as pure decisions: what is known → the next step.
+
+use std::time::Duration;
+
+use kube::Resource;
+
+use super::super::conditions::{ConditionState, READY, SYNCED, reason};
+use super::super::finalizer::{FinalizerState, STALE_RETRY};
+use super::super::plan;
+use crate::altostrat::model::{Peer, PeerUpdate};
+use crate::crd::{VpnInstance, VpnPeerSpec, VpnPeerStatus};
+
+/// What is known of the Altostrat side at this point of a reconcile.
+#[derive(Clone, Debug)]
+pub(crate) enum Remote {
+    /// Not looked at yet.
+    Unknown,
+    /// The peer as Altostrat last returned it (GET, POST or PUT).
+    Found(Peer),
+    /// The recorded id answered 404.
+    Gone(String),
+    /// The result of looking for a peer created by a claimed create whose answer was lost.
+    Searched(Option<Peer>),
+}
+
+/// Everything the decision looks at.
+#[derive(Clone, Debug)]
+pub(crate) struct Observed<'a> {
+    pub spec: &'a VpnPeerSpec,
+    /// The Altostrat id of the referenced instance, or why the peer has to wait for it.
+    pub instance: Result<String, ConditionState>,
+    pub finalizer: FinalizerState,
+    /// `status.peerId`, if it was recorded on the instance the peer uses now (a peer recorded
+    /// on a previous incarnation of the instance went away with it).
+    pub recorded_id: Option<String>,
+    pub remote: Remote,
+    /// A PUT was sent in this reconcile already: its answer is final for this round.
+    pub updated: bool,
+}
+
+impl Observed<'_> {
+    /// The finalizer was added by this reconcile. Without a recorded id it is the create
+    /// claim, made on a current copy, so no earlier attempt can have sent a create after it.
+    pub fn finalizer_added(&mut self) {
+        self.finalizer = match self.recorded_id {
+            None => FinalizerState::Added,
+            Some(_) => FinalizerState::Held,
+        };
+    }
+}
+
+/// The next step of a converging reconcile.
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    /// The instance is missing or not usable yet; the instance watch re-triggers the peer.
+    Wait(ConditionState),
+    /// Our copy was stale: look again shortly.
+    Requeue(Duration),
+    /// Add the finalizer. Without a recorded id this is the create claim: Altostrat documents
+    /// no unique key for peers, so every POST is preceded by a claim on a current copy.
+    AddFinalizer,
+    Fetch(String),
+    /// The recorded peer vanished: forget its id before creating again, so that a lost answer
+    /// to the new POST is looked for by the next attempt, not repeated.
+    Forget(String),
+    /// A claimed create may have been applied without its id being recorded: look for it.
+    Search,
+    Adopt(Peer),
+    Create,
+    Update {
+        id: String,
+        body: PeerUpdate,
+        field: &'static str,
+    },
+    /// Converged as far as this round goes: record what Altostrat holds.
+    Record(Peer),
+}
+
+/// The one place where the peer lifecycle is decided.
+pub(crate) fn decide(o: &Observed) -> Step {
+    if let Err(waiting) = &o.instance {
+        return Step::Wait(waiting.clone());
+    }
+    match (&o.remote, o.finalizer) {
+        (_, FinalizerState::Stale) => Step::Requeue(STALE_RETRY),
+        (Remote::Unknown, FinalizerState::Missing) => Step::AddFinalizer,
+        (Remote::Unknown, _) => match &o.recorded_id {
+            Some(id) => Step::Fetch(id.clone()),
+            None if o.finalizer == FinalizerState::Added => Step::Create,
+            None => Step::Search,
+        },
+        (Remote::Gone(id), _) => Step::Forget(id.clone()),
+        (Remote::Searched(Some(peer)), _) => Step::Adopt(peer.clone()),
+        (Remote::Searched(None), _) => Step::Create,
+        (Remote::Found(peer), _) => match plan::peer_update(o.spec, peer).filter(|_| !o.updated) {
+            Some(body) => Step::Update {
+                id: peer.id.clone(),
+                field: if body.subnets.is_some() {
+                    "subnets"
+                } else {
+                    "routeAll"
+                },
+                body,
+            },
+            None => Step::Record(peer.clone()),
+        },
+    }
+}
+
+/// The Altostrat id of a provisioned, live instance; `Err` carries why the peer must wait.
+pub(crate) fn usable_instance_id(
+    instance: Option<&VpnInstance>,
+    name: &str,
+) -> Result<String, ConditionState> {
+    let Some(instance) = instance else {
+        return Err(ConditionState::new(
+            READY,
+            false,
+            reason::INSTANCE_NOT_FOUND,
+            format!("VpnInstance {name:?} does not exist in this namespace"),
+        ));
+    };
+    if instance.meta().deletion_timestamp.is_some() {
+        return Err(ConditionState::new(
+            READY,
+            false,
+            reason::WAITING_FOR_INSTANCE,
+            format!("VpnInstance {name:?} is being deleted"),
+        ));
+    }
+    match instance.status.as_ref() {
+        Some(s) if s.server_ready && s.instance_id.is_some() => Ok(s.instance_id.clone().unwrap_or_default()),
+        _ => Err(ConditionState::new(
+            READY,
+            false,
+            reason::WAITING_FOR_INSTANCE,
+            format!("Waiting for VpnInstance {name:?} to be provisioned"),
+        )),
+    }
+}
+
+/// `status.peerId` if it was recorded on `instance_id`.
+pub(crate) fn recorded_on(status: Option<&VpnPeerStatus>, instance_id: Option<&str>) -> Option<String> {
+    status
+        .filter(|s| s.instance_id.is_some() && s.instance_id.as_deref() == instance_id)
+        .and_then(|s| s.peer_id.clone())
+}
+
+/// The status fields that mirror the Altostrat peer (conditions are the writer's).
+pub(crate) fn observed_status(observed: &Peer, instance_id: &str) -> VpnPeerStatus {
+    VpnPeerStatus {
+        peer_id: Some(observed.id.clone()),
+        instance_id: Some(instance_id.to_owned()),
+        connected: observed.connected,
+        connected_from: observed.connected_from.clone(),
+        ..VpnPeerStatus::default()
+    }
+}
+
+pub(crate) fn ready_conditions() -> [ConditionState; 2] {
+    [
+        ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists and matches the spec"),
+        ConditionState::new(
+            SYNCED,
+            true,
+            reason::RECONCILE_SUCCESS,
+            "Spec applied to Altostrat",
+        ),
+    ]
+}
+
+/// The conditions of a peer that waits for its instance.
+pub(crate) fn waiting_conditions(waiting: ConditionState) -> [ConditionState; 2] {
+    let synced = ConditionState::new(SYNCED, true, waiting.reason, "Nothing to apply yet");
+    [waiting, synced]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{VpnInstanceSpec, VpnInstanceStatus};
+
+    fn spec(extra: serde_json::Value) -> VpnPeerSpec {
+        let mut base = serde_json::json!({
+            "instanceRef": {"name": "hub"}, "type": "client", "protocol": "wireguard",
+            "userId": "a1b2c3d4-e5f6-7890-1234-567890abcdef"
+        });
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn altostrat_peer(id: &str) -> Peer {
+        Peer {
+            id: id.into(),
+            user_id: Some("a1b2c3d4-e5f6-7890-1234-567890abcdef".into()),
+            ..Peer::default()
+        }
+    }
+
+    fn observed<'a>(
+        spec: &'a VpnPeerSpec,
+        finalizer: FinalizerState,
+        recorded: Option<&str>,
+        remote: Remote,
+    ) -> Observed<'a> {
+        Observed {
+            spec,
+            instance: Ok("i-1".into()),
+            finalizer,
+            recorded_id: recorded.map(str::to_owned),
+            remote,
+            updated: false,
+        }
+    }
+
+    fn instance(status: Option<VpnInstanceStatus>) -> VpnInstance {
+        let spec: VpnInstanceSpec = serde_json::from_value(
+            serde_json::json!({"name": "hub", "hostname": "hub-one", "region": "sjc"}),
+        )
+        .unwrap();
+        let mut i = VpnInstance::new("hub", spec);
+        i.status = status;
+        i
+    }
+
+    #[test]
+    fn a_peer_waits_for_a_missing_or_unprovisioned_instance_before_anything_else() {
+        let s = spec(serde_json::json!({}));
+        let mut o = observed(&s, FinalizerState::Missing, None, Remote::Unknown);
+        o.instance = usable_instance_id(None, "hub");
+        assert!(matches!(decide(&o), Step::Wait(w) if w.reason == "InstanceNotFound"));
+        let provisioning = instance(Some(VpnInstanceStatus {
+            instance_id: Some("i-1".into()),
+            ..Default::default()
+        }));
+        o.instance = usable_instance_id(Some(&provisioning), "hub");
+        assert!(matches!(decide(&o), Step::Wait(w) if w.reason == "WaitingForInstance"));
+        let mut deleting = instance(Some(VpnInstanceStatus {
+            instance_id: Some("i-1".into()),
+            server_ready: true,
+            ..Default::default()
+        }));
+        assert_eq!(usable_instance_id(Some(&deleting), "hub"), Ok("i-1".into()));
+        deleting.metadata.deletion_timestamp = Some(super::super::super::conditions::now());
+        assert_eq!(
+            usable_instance_id(Some(&deleting), "hub").unwrap_err().reason,
+            "WaitingForInstance"
+        );
+    }
+
+    #[test]
+    fn a_create_is_claimed_with_the_finalizer_first() {
+        let s = spec(serde_json::json!({}));
+        let o = observed(&s, FinalizerState::Missing, None, Remote::Unknown);
+        assert!(matches!(decide(&o), Step::AddFinalizer));
+    }
+
+    #[test]
+    fn a_claim_made_now_is_followed_by_the_create() {
+        let s = spec(serde_json::json!({}));
+        let mut o = observed(&s, FinalizerState::Missing, None, Remote::Unknown);
+        o.finalizer_added();
+        assert!(matches!(decide(&o), Step::Create));
+    }
+
+    #[test]
+    fn a_claim_found_without_a_recorded_id_is_searched_before_any_create() {
+        // The process died, or the answer was lost, between the claim and recording the id.
+        let s = spec(serde_json::json!({}));
+        let o = observed(&s, FinalizerState::Held, None, Remote::Unknown);
+        assert!(matches!(decide(&o), Step::Search));
+    }
+
+    #[test]
+    fn what_the_search_finds_is_adopted_otherwise_created() {
+        let s = spec(serde_json::json!({}));
+        let found = observed(
+            &s,
+            FinalizerState::Held,
+            None,
+            Remote::Searched(Some(altostrat_peer("p-1"))),
+        );
+        assert!(matches!(decide(&found), Step::Adopt(p) if p.id == "p-1"));
+        let nothing = observed(&s, FinalizerState::Held, None, Remote::Searched(None));
+        assert!(matches!(decide(&nothing), Step::Create));
+    }
+
+    #[test]
+    fn a_recorded_peer_is_fetched_and_a_removed_finalizer_restored_first() {
+        let s = spec(serde_json::json!({}));
+        let o = observed(&s, FinalizerState::Held, Some("p-1"), Remote::Unknown);
+        assert!(matches!(decide(&o), Step::Fetch(id) if id == "p-1"));
+        let mut unfinalized = observed(&s, FinalizerState::Missing, Some("p-1"), Remote::Unknown);
+        assert!(matches!(decide(&unfinalized), Step::AddFinalizer));
+        unfinalized.finalizer_added();
+        assert!(
+            matches!(decide(&unfinalized), Step::Fetch(_)),
+            "restoring the finalizer of a recorded peer is not a create claim"
+        );
+    }
+
+    #[test]
+    fn a_peer_recorded_on_an_earlier_incarnation_of_the_instance_counts_as_unrecorded() {
+        let status = VpnPeerStatus {
+            peer_id: Some("p-1".into()),
+            instance_id: Some("i-old".into()),
+            ..Default::default()
+        };
+        assert_eq!(recorded_on(Some(&status), Some("i-1")), None);
+        assert_eq!(recorded_on(Some(&status), Some("i-old")), Some("p-1".into()));
+        assert_eq!(recorded_on(Some(&status), None), None);
+    }
+
+    #[test]
+    fn a_vanished_peer_is_forgotten_then_searched_never_blindly_recreated() {
+        let s = spec(serde_json::json!({}));
+        let mut o = observed(&s, FinalizerState::Held, Some("p-1"), Remote::Gone("p-1".into()));
+        assert!(matches!(decide(&o), Step::Forget(id) if id == "p-1"));
+        o.recorded_id = None;
+        o.remote = Remote::Unknown;
+        assert!(matches!(decide(&o), Step::Search));
+    }
+
+    #[test]
+    fn drift_is_one_update_and_its_answer_is_final() {
+        let s = spec(serde_json::json!({"routeAll": true}));
+        let mut o = observed(
+            &s,
+            FinalizerState::Held,
+            Some("p-1"),
+            Remote::Found(altostrat_peer("p-1")),
+        );
+        assert!(matches!(
+            decide(&o),
+            Step::Update {
+                field: "routeAll",
+                ..
+            }
+        ));
+        o.updated = true;
+        assert!(matches!(decide(&o), Step::Record(_)));
+    }
+
+    #[test]
+    fn a_stale_copy_waits_for_the_watch() {
+        let s = spec(serde_json::json!({}));
+        let o = observed(&s, FinalizerState::Stale, None, Remote::Unknown);
+        assert!(matches!(decide(&o), Step::Requeue(d) if d == STALE_RETRY));
+    }
+}

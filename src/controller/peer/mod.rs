@@ -1,0 +1,278 @@
+//! Reconciler of `VpnPeer`: observe → [`decide`](decide::decide) → act, one step at a time,
+//! until a step ends the round.
+
+mod decide;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+
+use super::cleanup::{CleanupObserved, CleanupStep, decide_cleanup};
+use super::conditions;
+use super::context::{Context, LazyToken};
+use super::driver::{Handle, Reconciler};
+use super::error::{Error, Result};
+use super::events::reason as event;
+use super::finalizer::{FinalizerState, has_finalizer};
+use super::plan;
+use super::status::HasStatus;
+use crate::altostrat::model::Peer;
+use crate::altostrat::{ApiToken, VpnApi};
+use crate::crd::{VpnInstance, VpnPeer, VpnPeerStatus};
+use decide::{
+    Observed, Remote, Step, decide, observed_status, ready_conditions, recorded_on, usable_instance_id,
+    waiting_conditions,
+};
+
+/// More steps than the longest path of one reconcile (finalizer, fetch, forget, search,
+/// create, update, record): reaching it means the decisions loop, a bug.
+const MAX_STEPS: usize = 9;
+
+impl HasStatus for VpnPeer {
+    type Status = VpnPeerStatus;
+    fn status(&self) -> Option<&VpnPeerStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl Reconciler for VpnPeer {
+    const CONTROLLER: &'static str = "vpnpeer";
+
+    fn converge<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        handle: &mut Handle<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        converge(self, ctx, handle)
+    }
+
+    fn cleanup<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+        handle: &mut Handle<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        cleanup(self, ctx, handle)
+    }
+}
+
+/// The instance a peer points at, looked up in the instance controller's cache. A reference
+/// is a name in the peer's own namespace, so a peer can never attach to another namespace's hub.
+fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInstance>> {
+    let namespace = obj.namespace().unwrap_or_default();
+    ctx.instances
+        .get(&ObjectRef::new(&obj.spec.instance_ref.name).within(&namespace))
+}
+
+async fn converge<A: VpnApi>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+) -> Result<Action> {
+    let instance = referenced_instance(obj, ctx);
+    let usable = usable_instance_id(instance.as_deref(), &obj.spec.instance_ref.name);
+    let namespace = obj.namespace().unwrap_or_default();
+    let secret = instance
+        .as_ref()
+        .and_then(|i| i.spec.credentials_secret_ref.as_ref());
+    let mut token = LazyToken::new(ctx, &namespace, secret);
+    let mut observed = Observed {
+        spec: &obj.spec,
+        recorded_id: recorded_on(obj.status.as_ref(), usable.as_deref().ok()),
+        instance: usable.clone(),
+        finalizer: FinalizerState::of(obj),
+        remote: Remote::Unknown,
+        updated: false,
+    };
+    let instance_id = usable.unwrap_or_default();
+    for _ in 0..MAX_STEPS {
+        let step = decide(&observed);
+        tracing::debug!(?step, "next step");
+        match step {
+            Step::Wait(waiting) => {
+                let current = handle.status.stored().cloned().unwrap_or_default();
+                handle.status.write(current, &waiting_conditions(waiting)).await?;
+                return Ok(Action::requeue(ctx.settings.resync_interval));
+            }
+            Step::Requeue(after) => return Ok(Action::requeue(after)),
+            Step::AddFinalizer => match handle.add_finalizer(obj).await? {
+                true => observed.finalizer_added(),
+                false => observed.finalizer = FinalizerState::Stale,
+            },
+            Step::Fetch(id) => observed.remote = fetch(ctx, &token.get().await?, &instance_id, id).await?,
+            Step::Forget(id) => {
+                forget(obj, ctx, handle, &id).await?;
+                observed.recorded_id = None;
+                observed.remote = Remote::Unknown;
+            }
+            Step::Search => {
+                let kind = Some(plan::peer_type(obj.spec.kind));
+                let existing = ctx
+                    .api
+                    .list_peers(&token.get().await?, &instance_id, kind)
+                    .await?;
+                observed.remote = Remote::Searched(plan::find_matching_peer(&existing, &obj.spec).cloned());
+            }
+            Step::Adopt(found) => {
+                let note = (
+                    event::ADOPTED,
+                    format!("adopted existing Altostrat peer {}", found.id),
+                );
+                observed.remote = Remote::Found(record_id(handle, found, &instance_id, note).await?);
+            }
+            Step::Create => {
+                let body = plan::peer_create(&obj.spec);
+                let created = ctx
+                    .api
+                    .create_peer(&token.get().await?, &instance_id, &body)
+                    .await?;
+                let note = (event::CREATED, format!("created Altostrat peer {}", created.id));
+                observed.remote = Remote::Found(record_id(handle, created, &instance_id, note).await?);
+            }
+            Step::Update { id, body, field } => {
+                let updated = ctx
+                    .api
+                    .update_peer(&token.get().await?, &instance_id, &id, &body)
+                    .await?;
+                handle
+                    .activity
+                    .record(event::UPDATED, format!("applied changes to {field}"));
+                observed.remote = Remote::Found(updated);
+                observed.updated = true;
+            }
+            Step::Record(peer) => return record(obj, ctx, handle, &peer, &instance_id).await,
+        }
+    }
+    Err(Error::Unsettled(VpnPeer::CONTROLLER))
+}
+
+async fn fetch<A: VpnApi>(
+    ctx: &Context<A>,
+    token: &ApiToken,
+    instance_id: &str,
+    id: String,
+) -> Result<Remote> {
+    match ctx.api.get_peer(token, instance_id, &id).await {
+        Ok(peer) => Ok(Remote::Found(peer)),
+        Err(e) if e.is_not_found() => Ok(Remote::Gone(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn forget<A>(obj: &VpnPeer, ctx: &Context<A>, handle: &mut Handle<VpnPeer>, id: &str) -> Result<()> {
+    let note = format!("Altostrat peer {id} no longer exists; creating it again");
+    ctx.publish(obj, EventType::Warning, event::RECREATING, note)
+        .await;
+    handle.status.update_fields(|status| status.peer_id = None).await
+}
+
+/// Writes the id the moment it is known, before anything else can fail.
+async fn record_id(
+    handle: &mut Handle<VpnPeer>,
+    peer: Peer,
+    instance_id: &str,
+    (reason, note): ((&'static str, &'static str), String),
+) -> Result<Peer> {
+    handle.activity.record(reason, note);
+    handle
+        .status
+        .write(observed_status(&peer, instance_id), &ready_conditions())
+        .await?;
+    Ok(peer)
+}
+
+async fn record<A>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    peer: &Peer,
+    instance_id: &str,
+) -> Result<Action> {
+    let was_ready = obj
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_ready(&s.conditions));
+    handle
+        .status
+        .write(observed_status(peer, instance_id), &ready_conditions())
+        .await?;
+    if !was_ready {
+        handle
+            .activity
+            .record(event::READY, format!("peer {} is in sync", peer.id));
+    }
+    Ok(Action::requeue(plan::jittered(
+        ctx.settings.resync_interval,
+        fastrand::f64(),
+    )))
+}
+
+async fn cleanup<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, handle: &mut Handle<VpnPeer>) -> Result<Action> {
+    let instance = referenced_instance(obj, ctx);
+    let status = obj.status.clone().unwrap_or_default();
+    let instance_id = status.instance_id.clone().or_else(|| {
+        instance
+            .as_ref()
+            .and_then(|i| i.status.as_ref())
+            .and_then(|s| s.instance_id.clone())
+    });
+    let namespace = obj.namespace().unwrap_or_default();
+    let secret = instance
+        .as_ref()
+        .and_then(|i| i.spec.credentials_secret_ref.as_ref());
+    let mut token = LazyToken::new(ctx, &namespace, secret);
+    let mut observed = CleanupObserved {
+        has_finalizer: has_finalizer(obj),
+        policy: obj.spec.deletion_policy,
+        may_exist: instance_id.is_some(),
+        dependents: Some(0),
+        known_id: status.peer_id.clone(),
+        search: None,
+        deleted: false,
+    };
+    let instance_id = instance_id.unwrap_or_default();
+    for _ in 0..MAX_STEPS {
+        match decide_cleanup(&observed) {
+            CleanupStep::Nothing => return Ok(Action::await_change()),
+            // The finalizer is held, so a create was claimed and may have succeeded without
+            // its id being recorded.
+            CleanupStep::Search => {
+                observed.search = Some(search(obj, ctx, &token.get().await?, &instance_id).await?)
+            }
+            CleanupStep::Delete(id) => {
+                match ctx.api.delete_peer(&token.get().await?, &instance_id, &id).await {
+                    Ok(()) => handle
+                        .activity
+                        .record(event::DELETED, format!("deleted Altostrat peer {id}")),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                observed.deleted = true;
+            }
+            CleanupStep::Orphan | CleanupStep::Release => return handle.release(obj).await,
+            // Peers have no dependents.
+            CleanupStep::CountDependents | CleanupStep::WaitForDependents(_) => break,
+        }
+    }
+    Err(Error::Unsettled(VpnPeer::CONTROLLER))
+}
+
+/// The id of the peer a lost create answer may have left, if the instance still exists.
+async fn search<A: VpnApi>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    token: &ApiToken,
+    instance_id: &str,
+) -> Result<Option<String>> {
+    let kind = Some(plan::peer_type(obj.spec.kind));
+    match ctx.api.list_peers(token, instance_id, kind).await {
+        Ok(peers) => Ok(plan::find_matching_peer(&peers, &obj.spec).map(|p| p.id.clone())),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,221 @@
+//! Reconciles of `VpnPeer` against the in-process Kubernetes and Altostrat fakes.
+
+use serde_json::json;
+
+use crate::altostrat::Endpoint;
+use crate::controller::testing::{Harness, NS, condition, instance, peer};
+use crate::crd::{FINALIZER, VpnInstance, VpnPeer};
+
+/// A harness with a Ready hub `hub` in [`NS`].
+async fn with_hub() -> (Harness, VpnInstance) {
+    let h = Harness::new();
+    let hub = h.apply(instance("hub", json!({})));
+    h.reconcile(&hub).await.unwrap();
+    h.altostrat.clear_calls();
+    (h, hub)
+}
+
+fn hub_id(h: &Harness, hub: &VpnInstance) -> String {
+    h.stored(hub).unwrap().status.unwrap().instance_id.unwrap()
+}
+
+fn ready(h: &Harness, obj: &VpnPeer) -> Option<(String, String)> {
+    condition(&h.stored(obj)?.status?.conditions, "Ready")
+}
+
+fn has_finalizer(h: &Harness, obj: &VpnPeer) -> bool {
+    h.stored(obj)
+        .and_then(|p| p.metadata.finalizers)
+        .unwrap_or_default()
+        .contains(&FINALIZER.to_owned())
+}
+
+#[tokio::test]
+async fn a_peer_waits_for_its_instance_without_claiming_or_calling() {
+    let h = Harness::new();
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "InstanceNotFound".into())));
+    assert!(!has_finalizer(&h, &obj), "nothing to clean up yet");
+    assert!(h.altostrat.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_hub_of_the_same_name_in_another_namespace_is_not_used() {
+    let h = Harness::new();
+    let mut foreign = instance("hub", json!({}));
+    foreign.metadata.namespace = Some("team-b".into());
+    let foreign = h.apply(foreign);
+    h.reconcile(&foreign).await.unwrap();
+    h.altostrat.clear_calls();
+
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "InstanceNotFound".into())));
+    assert!(h.altostrat.calls().is_empty());
+    assert_eq!(h.stored(&obj).unwrap().metadata.namespace.as_deref(), Some(NS));
+}
+
+#[tokio::test]
+async fn a_peer_is_claimed_created_and_recorded_once() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    assert!(has_finalizer(&h, &obj));
+    let peers = h.altostrat.peers(&hub_id(&h, &hub));
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.peer_id, Some(peers[0].id.clone()));
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    h.altostrat.clear_calls();
+    h.kube.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::GetPeer],
+        "a converged resync only reads"
+    );
+    assert!(h.kube.calls().is_empty(), "{:?}", h.kube.calls());
+}
+
+#[tokio::test]
+async fn a_lost_create_answer_is_found_and_adopted() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.altostrat.lose_answer(Endpoint::CreatePeer);
+    assert!(h.reconcile(&obj).await.is_err());
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::CreatePeer, Endpoint::ListPeers],
+        "looked up, not posted again"
+    );
+    let peers = h.altostrat.peers(&hub_id(&h, &hub));
+    assert_eq!(peers.len(), 1);
+    assert_eq!(
+        h.stored(&obj).unwrap().status.unwrap().peer_id,
+        Some(peers[0].id.clone())
+    );
+}
+
+#[tokio::test]
+async fn a_claim_left_by_a_crash_before_the_post_leads_to_one_create() {
+    let (h, hub) = with_hub().await;
+    let mut obj = peer("alice", "hub", json!({}));
+    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let obj = h.apply(obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListPeers, Endpoint::CreatePeer]
+    );
+    assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
+}
+
+#[tokio::test]
+async fn a_vanished_peer_whose_recreation_answer_is_lost_ends_as_one_peer() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = hub_id(&h, &hub);
+    let first = h.altostrat.peers(&id)[0].id.clone();
+    h.altostrat.remove_peer(&id, &first);
+    h.altostrat.lose_answer(Endpoint::CreatePeer);
+
+    assert!(h.reconcile(&obj).await.is_err());
+    assert_eq!(
+        h.stored(&obj).unwrap().status.unwrap().peer_id,
+        None,
+        "the vanished id is forgotten"
+    );
+    h.reconcile(&obj).await.unwrap();
+    let peers = h.altostrat.peers(&id);
+    assert_eq!(peers.len(), 1);
+    assert_eq!(
+        h.altostrat.count(Endpoint::CreatePeer),
+        2,
+        "one create per attempt, never a blind repeat"
+    );
+    assert!(h.kube.events().contains(&("Warning".into(), "Recreating".into())));
+}
+
+#[tokio::test]
+async fn a_peer_made_elsewhere_for_the_same_user_is_adopted_only_after_a_lost_claim() {
+    let (h, hub) = with_hub().await;
+    let id = hub_id(&h, &hub);
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.altostrat
+        .add_peer(&id, &crate::controller::plan::peer_create(&obj.spec));
+    h.altostrat.clear_calls();
+
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::CreatePeer],
+        "a fresh claim creates; only a claim of an earlier attempt searches"
+    );
+}
+
+#[tokio::test]
+async fn drift_is_corrected_with_one_update() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({"routeAll": true})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    assert!(h.altostrat.peers(&hub_id(&h, &hub))[0].route_all);
+
+    let mut edited = h.stored(&obj).unwrap();
+    edited.spec.route_all = Some(false);
+    edited.metadata.generation = Some(2);
+    let edited = h.apply(edited);
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::GetPeer, Endpoint::UpdatePeer]);
+    assert_eq!(
+        h.stored(&obj).unwrap().status.unwrap().observed_generation,
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_peer_deletes_it_in_altostrat_and_releases_the_finalizer() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
+    assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
+    assert!(!has_finalizer(&h, &obj));
+}
+
+#[tokio::test]
+async fn an_orphaned_peer_is_left_in_altostrat() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({"deletionPolicy": "Orphan"})));
+    h.reconcile(&obj).await.unwrap();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert!(h.altostrat.calls().is_empty());
+    assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
+    assert!(!has_finalizer(&h, &obj));
+}
+
+#[tokio::test]
+async fn deleting_after_a_lost_create_answer_finds_and_deletes_the_peer() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.altostrat.lose_answer(Endpoint::CreatePeer);
+    assert!(h.reconcile(&obj).await.is_err());
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListPeers, Endpoint::DeletePeer]
+    );
+    assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
+}

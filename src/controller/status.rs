@@ -1,0 +1,261 @@
+//! The one status writer: every `.status` write of a reconcile goes through [`StatusWriter`],
+//! which merges conditions, applies the one `observedGeneration` rule and skips writes that
+//! would not change anything.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+
+use super::FIELD_MANAGER;
+use super::conditions::{self, ConditionState, READY, SYNCED};
+use super::error::{Error, Result};
+use crate::crd::{VpnInstanceStatus, VpnPeerStatus};
+
+/// The status types of both kinds, as far as the writer needs them.
+pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
+    fn conditions(&self) -> &[Condition];
+    fn set_conditions(&mut self, conditions: Vec<Condition>);
+    fn set_observed_generation(&mut self, generation: Option<i64>);
+}
+
+impl ConditionedStatus for VpnInstanceStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn set_conditions(&mut self, conditions: Vec<Condition>) {
+        self.conditions = conditions;
+    }
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}
+
+impl ConditionedStatus for VpnPeerStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn set_conditions(&mut self, conditions: Vec<Condition>) {
+        self.conditions = conditions;
+    }
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}
+
+/// Writes the status of one object during one reconcile, and remembers what is stored.
+///
+/// The `observedGeneration` rule: a status written by [`StatusWriter::write`] describes the
+/// current generation, so it carries it, top level and in every condition. Only a failure that
+/// leaves a working resource Ready (see [`failed_status`]) keeps the previous top-level value.
+pub(crate) struct StatusWriter<K: HasStatus> {
+    api: Api<K>,
+    name: String,
+    generation: Option<i64>,
+    now: Time,
+    stored: Option<K::Status>,
+}
+
+/// The object types whose status this writer handles.
+pub(crate) trait HasStatus: Resource<DynamicType = ()> {
+    type Status: ConditionedStatus + Send + Sync;
+    fn status(&self) -> Option<&Self::Status>;
+}
+
+impl<K> StatusWriter<K>
+where
+    K: HasStatus + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    /// A writer for `obj`, which starts from the status `obj` carries; `now` stamps every
+    /// condition transition of this reconcile.
+    pub fn new(api: Api<K>, obj: &K, now: Time) -> Self {
+        Self {
+            api,
+            name: obj.name_any(),
+            generation: obj.meta().generation,
+            now,
+            stored: obj.status().cloned(),
+        }
+    }
+
+    /// The status as stored, including this reconcile's own writes.
+    pub fn stored(&self) -> Option<&K::Status> {
+        self.stored.as_ref()
+    }
+
+    /// The time this reconcile stamps on condition transitions.
+    pub fn now(&self) -> &Time {
+        &self.now
+    }
+
+    /// Writes `next` with `desired` conditions for the current generation; nothing is sent
+    /// when that is what is stored already.
+    pub async fn write(&mut self, mut next: K::Status, desired: &[ConditionState]) -> Result<()> {
+        let existing = self.stored.as_ref().map(|s| s.conditions()).unwrap_or_default();
+        next.set_conditions(conditions::merge(existing, desired, self.generation, &self.now));
+        next.set_observed_generation(self.generation);
+        self.store(next).await
+    }
+
+    /// Changes recorded fields (not conditions, not the generation) of the stored status.
+    pub async fn update_fields(&mut self, change: impl FnOnce(&mut K::Status)) -> Result<()> {
+        let mut next = self.stored.clone().unwrap_or_default();
+        change(&mut next);
+        self.store(next).await
+    }
+
+    /// Records a failed attempt on top of what is stored. Returns whether the status changed,
+    /// so that a repeating error is neither a write loop nor an event storm.
+    pub async fn record_failure(&mut self, error: &Error) -> bool {
+        let next = failed_status(self.stored.as_ref(), error, self.generation, &self.now);
+        if self.stored.as_ref() == Some(&next) {
+            return false;
+        }
+        if let Err(e) = self.store(next).await {
+            tracing::warn!(error = %e, "failed to record the failure in status");
+        }
+        true
+    }
+
+    async fn store(&mut self, next: K::Status) -> Result<()> {
+        if self.stored.as_ref() == Some(&next) {
+            return Ok(());
+        }
+        apply_status(&self.api, &self.name, &next).await?;
+        self.stored = Some(next);
+        Ok(())
+    }
+}
+
+/// The status after a failed attempt (pure).
+///
+/// `Synced` turns False for the current generation. When `Ready` was True and the failure is
+/// transient, `Ready` is left untouched — the hub or peer still works — and
+/// `observedGeneration` does not advance, so kstatus/Flux keep waiting for the new spec instead
+/// of reporting it applied. Otherwise (not ready yet, or an error only the user can fix)
+/// `Ready` turns False with the error's reason for the current generation.
+pub(crate) fn failed_status<S: ConditionedStatus>(
+    stored: Option<&S>,
+    error: &Error,
+    generation: Option<i64>,
+    now: &Time,
+) -> S {
+    let mut status = stored.cloned().unwrap_or_default();
+    let message = error.to_string();
+    let kept_ready = status
+        .conditions()
+        .iter()
+        .find(|c| c.type_ == READY && c.status == "True")
+        .filter(|_| !error.needs_user_action())
+        .cloned();
+    let synced = ConditionState::new(SYNCED, false, error.reason(), message.clone());
+    let merged = match kept_ready {
+        Some(ready) => {
+            let mut merged = conditions::merge(status.conditions(), &[synced], generation, now);
+            merged.insert(0, ready);
+            merged
+        }
+        None => {
+            let ready = ConditionState::new(READY, false, error.reason(), message);
+            status.set_observed_generation(generation);
+            conditions::merge(status.conditions(), &[ready, synced], generation, now)
+        }
+    };
+    status.set_conditions(merged);
+    status
+}
+
+/// Writes `.status` by server-side apply under [`FIELD_MANAGER`]. A resource deleted meanwhile
+/// is not an error.
+async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("status write of {} {name}", K::kind(&())))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::altostrat::{ApiError, Endpoint};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(second: i64) -> Time {
+        Time(Timestamp::from_second(second).unwrap())
+    }
+
+    fn ready_status(generation: i64) -> VpnPeerStatus {
+        VpnPeerStatus {
+            peer_id: Some("p".into()),
+            observed_generation: Some(generation),
+            conditions: conditions::merge(
+                &[],
+                &[
+                    ConditionState::new(READY, true, "Available", "ok"),
+                    ConditionState::new(SYNCED, true, "ReconcileSuccess", "ok"),
+                ],
+                Some(generation),
+                &at(10),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn server_error() -> Error {
+        Error::Api(ApiError::Server {
+            endpoint: Endpoint::UpdatePeer,
+            status: 502,
+            message: "bad gateway".into(),
+        })
+    }
+
+    #[test]
+    fn a_transient_failure_keeps_a_working_resource_ready_and_its_generation() {
+        let failed = failed_status(Some(&ready_status(1)), &server_error(), Some(2), &at(20));
+        assert_eq!(
+            failed.observed_generation,
+            Some(1),
+            "the new spec is not applied yet"
+        );
+        let ready = &failed.conditions[0];
+        assert_eq!((ready.type_.as_str(), ready.status.as_str()), ("Ready", "True"));
+        let synced = failed.conditions.iter().find(|c| c.type_ == "Synced").unwrap();
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            ("False", "ApiError")
+        );
+        assert_eq!(synced.observed_generation, Some(2));
+        assert_eq!(failed.peer_id.as_deref(), Some("p"), "what was recorded stays");
+    }
+
+    #[test]
+    fn an_error_only_the_user_can_fix_turns_ready_false_for_the_current_generation() {
+        let error = Error::InvalidSpec("spec.hostname does not match".into());
+        let failed = failed_status(Some(&ready_status(1)), &error, Some(2), &at(20));
+        assert_eq!(failed.observed_generation, Some(2));
+        assert!(
+            failed
+                .conditions
+                .iter()
+                .all(|c| c.status == "False" && c.reason == "InvalidSpec")
+        );
+        assert_eq!(failed.conditions[0].last_transition_time, at(20));
+    }
+
+    #[test]
+    fn repeating_the_same_failure_produces_the_same_status() {
+        let once = failed_status::<VpnPeerStatus>(None, &server_error(), Some(1), &at(20));
+        let twice = failed_status(Some(&once), &server_error(), Some(1), &at(30));
+        assert_eq!(once, twice, "a repeating error must not be a write loop");
+    }
+}

@@ -1,0 +1,228 @@
+//! Wiring of one watch scope: reflectors, the triggers between the kinds, and both controllers.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use kube::runtime::controller::Config;
+use kube::runtime::events::Reporter;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use super::context::{Context, Settings};
+use super::driver::reconcile;
+use super::error::error_policy;
+use crate::altostrat::{ApiToken, VpnApi};
+use crate::crd::{VpnInstance, VpnPeer};
+use crate::metrics::Metrics;
+
+/// Where the controllers look for resources.
+#[derive(Clone, Debug)]
+pub enum WatchScope {
+    AllNamespaces,
+    Namespace(String),
+}
+
+impl WatchScope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match self {
+            Self::AllNamespaces => Api::all(client.clone()),
+            Self::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// What the controllers of every watch scope share.
+pub struct ControllerDeps<A> {
+    pub client: Client,
+    pub api: Arc<A>,
+    pub default_token: Option<ApiToken>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    pub reporter: Reporter,
+}
+
+/// Drops what the operator never reads from cached objects.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Changes that need a reconcile: the spec (generation) and deletion. Status and finalizer
+/// updates — including the operator's own — do not: a reconcile goes on with the object its
+/// own writes returned, polling and resyncs are scheduled explicitly, and so an own write never
+/// causes another round of API calls on a cache that has not caught up with it.
+fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = obj.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (meta.generation, meta.deletion_timestamp.is_some()).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn watch_config(settings: &Settings) -> watcher::Config {
+    let config = watcher::Config::default().any_semantic();
+    match &settings.label_selector {
+        Some(selector) => config.labels(selector),
+        None => config,
+    }
+}
+
+// Each controller is fed by its own reflector so that the cached copies can be slimmed
+// (managedFields and kubectl's last-applied annotation are never read but dominate the memory
+// of large fleets) and so that only changes that need a reconcile trigger one.
+
+/// The instance watch, filling `writer`. Every instance event is also sent to `changed`, so
+/// that peers are re-triggered from this one watch instead of a second one: an instance may
+/// have become usable, or gone. The channel is unbounded so that a busy peer queue never
+/// stalls the instance controller; it holds one reference per instance event at most.
+fn instance_stream(
+    api: Api<VpnInstance>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<VpnInstance>,
+    changed: futures::channel::mpsc::UnboundedSender<ObjectRef<VpnInstance>>,
+) -> impl Stream<Item = Result<VpnInstance, watcher::Error>> {
+    watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .inspect_ok(move |event| match event {
+            watcher::Event::Apply(instance)
+            | watcher::Event::InitApply(instance)
+            | watcher::Event::Delete(instance) => {
+                let _ = changed.unbounded_send(ObjectRef::from_obj(instance));
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        })
+        .applied_objects()
+        .predicate_filter(needs_reconcile, PredicateConfig::default())
+}
+
+fn peer_stream(
+    api: Api<VpnPeer>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<VpnPeer>,
+) -> impl Stream<Item = Result<VpnPeer, watcher::Error>> {
+    watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(needs_reconcile, PredicateConfig::default())
+}
+
+/// The peers to reconcile when an instance changed: those in its namespace that name it.
+fn dependents(peers: &Store<VpnPeer>, instance: &ObjectRef<VpnInstance>) -> Vec<ObjectRef<VpnPeer>> {
+    peers
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace() == instance.namespace && p.spec.instance_ref.name == instance.name)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// Runs both controllers for one scope until `shutdown` resolves. In-flight reconciles are
+/// allowed to finish (graceful shutdown). `on_started` receives the caches once they exist.
+pub async fn run<A: VpnApi>(
+    deps: ControllerDeps<A>,
+    scope: WatchScope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+    on_started: impl FnOnce(Store<VpnInstance>, Store<VpnPeer>) + Send,
+) {
+    let config = watch_config(&deps.settings);
+    let (instance_changed, instance_changes) = futures::channel::mpsc::unbounded();
+    let (instance_store, instance_writer) = reflector::store();
+    let instance_events = instance_stream(
+        scope.api(&deps.client),
+        config.clone(),
+        instance_writer,
+        instance_changed,
+    );
+    let (peer_store, peer_writer) = reflector::store();
+    let peer_events = peer_stream(scope.api(&deps.client), config, peer_writer);
+    let peers = peer_store.clone();
+    let peer_triggers = instance_changes.flat_map(move |i| futures::stream::iter(dependents(&peers, &i)));
+
+    let settings = &deps.settings;
+    let instance_controller = Controller::for_stream(instance_events, instance_store.clone())
+        .with_config(Config::default().concurrency(settings.instance_concurrency))
+        .graceful_shutdown_on(shutdown.clone());
+    let peer_controller = Controller::for_stream(peer_events, peer_store.clone())
+        .reconcile_on(peer_triggers)
+        .with_config(Config::default().concurrency(settings.peer_concurrency))
+        .graceful_shutdown_on(shutdown);
+    let ctx = Arc::new(Context::new(
+        deps.client,
+        deps.api,
+        deps.default_token,
+        deps.reporter,
+        deps.metrics,
+        deps.settings,
+        instance_store.clone(),
+    ));
+    on_started(instance_store, peer_store);
+
+    let instance_loop = instance_controller
+        .run(reconcile::<VpnInstance, A>, error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()));
+    let peer_loop = peer_controller
+        .run(reconcile::<VpnPeer, A>, error_policy, ctx)
+        .for_each(|_| std::future::ready(()));
+    futures::join!(instance_loop, peer_loop);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn peer(namespace: &str, name: &str, instance: &str) -> VpnPeer {
+        let spec = serde_json::from_value(serde_json::json!({
+            "instanceRef": {"name": instance}, "type": "client", "protocol": "wireguard",
+            "userId": "a1b2c3d4-e5f6-7890-1234-567890abcdef"
+        }))
+        .unwrap();
+        let mut p = VpnPeer::new(name, spec);
+        p.metadata.namespace = Some(namespace.into());
+        p
+    }
+
+    #[test]
+    fn an_instance_change_triggers_only_the_peers_that_name_it_in_its_namespace() {
+        let (store, mut writer) = reflector::store::<VpnPeer>();
+        for p in [
+            peer("a", "alice", "hub"),
+            peer("a", "bob", "other-hub"),
+            peer("b", "carol", "hub"),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(p));
+        }
+        let hub_in_a = ObjectRef::<VpnInstance>::new("hub").within("a");
+        let triggered: Vec<String> = dependents(&store, &hub_in_a)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(triggered, vec!["alice".to_owned()]);
+    }
+
+    #[test]
+    fn only_spec_and_deletion_changes_need_a_reconcile() {
+        let mut p = peer("a", "alice", "hub");
+        p.metadata.generation = Some(1);
+        let before = needs_reconcile(&p);
+        p.status = Some(Default::default());
+        p.metadata.finalizers = Some(vec!["vpn.altostrat.io/cleanup".into()]);
+        assert_eq!(
+            needs_reconcile(&p),
+            before,
+            "status and finalizer changes are not triggers"
+        );
+        p.metadata.generation = Some(2);
+        assert_ne!(needs_reconcile(&p), before);
+    }
+}
