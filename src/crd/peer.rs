@@ -123,11 +123,6 @@ pub struct VpnPeerStatus {
     /// Altostrat id of the peer; recorded as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<String>,
-    /// Deprecated and no longer set: the create claim is now the cleanup finalizer. Kept in the
-    /// schema so that an operator of the previous version, still running while the CRDs are
-    /// upgraded, can write its status; a current operator ignores it and clears it when it records the peer.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub creation_started: bool,
     /// Altostrat id of the instance the peer was created on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
