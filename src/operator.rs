@@ -2,7 +2,7 @@
 //! with probes and metrics served alongside, and graceful shutdown on SIGTERM/SIGINT.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -12,13 +12,15 @@ use prometheus_client::registry::Registry;
 
 use crate::altostrat::{ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy};
 use crate::config::RunArgs;
-use crate::controller::{self, Settings, WatchScope, conditions};
+use crate::controller::{self, ControllerDeps, Settings, WatchScope, conditions};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The production Altostrat client stack.
+type Api = Resilient<HttpClient>;
 type Shutdown = Shared<BoxFuture<'static, ()>>;
 /// The caches of every watch scope, for the Ready gauges.
 type ScopeStores = Arc<std::sync::Mutex<Vec<(Store<VpnInstance>, Store<VpnPeer>)>>>;
@@ -92,66 +94,59 @@ where
     }
 }
 
-pub async fn run(args: RunArgs) -> Result<(), BoxError> {
-    let default_token = read_token(&args)?;
-    if default_token.is_none() {
-        tracing::warn!(
-            "no default API token configured: only resources with credentialsSecretRef can be reconciled"
-        );
-    }
-    let client = kube::Client::try_default().await?;
-
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    let registry = Arc::new(registry);
-    let health = Arc::new(Health::default());
-    health
-        .leader_election
-        .store(args.leader_election, Ordering::Relaxed);
-
+/// The Altostrat client of the whole process: one HTTP client and one rate limiter shared by
+/// every scope, so the per-token budget holds across them.
+fn build_api(args: &RunArgs, metrics: &Arc<Metrics>) -> Result<Arc<Api>, BoxError> {
     let http = HttpClient::new(HttpClientConfig {
         base_url: args.api_url.clone(),
         request_timeout: args.api_timeout,
         ..HttpClientConfig::default()
     })?;
     let limiter = Arc::new(RateLimiter::new(args.api_rate_limit, args.api_burst));
-    let api = Arc::new(Resilient::new(
+    Ok(Arc::new(Resilient::new(
         http,
         limiter,
         RetryPolicy::default(),
         metrics.clone(),
-    ));
+    )))
+}
 
-    let stores: ScopeStores = Arc::default();
-    let refresh = {
-        let stores = stores.clone();
-        let metrics = metrics.clone();
-        Arc::new(move || {
-            let (mut i, mut p) = ((0, 0, 0), (0, 0, 0));
-            for (instances, peers) in stores.lock().expect("store list lock").iter() {
-                let a = count_ready(instances, |o: &VpnInstance| {
-                    o.status.as_ref().map(|s| s.conditions.as_slice())
-                });
-                let b = count_ready(peers, |o: &VpnPeer| {
-                    o.status.as_ref().map(|s| s.conditions.as_slice())
-                });
-                i = (i.0 + a.0, i.1 + a.1, i.2 + a.2);
-                p = (p.0 + b.0, p.1 + b.1, p.2 + b.2);
-            }
-            metrics.set_resources("VpnInstance", i.0, i.1, i.2);
-            metrics.set_resources("VpnPeer", p.0, p.1, p.2);
-        })
-    };
+/// Recomputes the Ready gauges from every scope's caches; called on each scrape.
+fn ready_gauges(stores: ScopeStores, metrics: Arc<Metrics>) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let (mut i, mut p) = ((0, 0, 0), (0, 0, 0));
+        for (instances, peers) in stores.lock().expect("store list lock").iter() {
+            let a = count_ready(instances, |o: &VpnInstance| {
+                o.status.as_ref().map(|s| s.conditions.as_slice())
+            });
+            let b = count_ready(peers, |o: &VpnPeer| {
+                o.status.as_ref().map(|s| s.conditions.as_slice())
+            });
+            i = (i.0 + a.0, i.1 + a.1, i.2 + a.2);
+            p = (p.0 + b.0, p.1 + b.1, p.2 + b.2);
+        }
+        metrics.set_resources("VpnInstance", i.0, i.1, i.2);
+        metrics.set_resources("VpnPeer", p.0, p.1, p.2);
+    })
+}
 
-    let shutdown = shutdown_signal();
-    let app = server::router(registry.clone(), health.clone(), refresh);
-    let server = tokio::spawn(server::serve(args.metrics_addr, app, shutdown.clone()));
+fn watch_scopes(args: &RunArgs) -> Vec<WatchScope> {
+    let named: Vec<WatchScope> = args
+        .watch_namespaces
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .map(|n| WatchScope::Namespace(n.to_owned()))
+        .collect();
+    if named.is_empty() {
+        vec![WatchScope::AllNamespaces]
+    } else {
+        named
+    }
+}
 
-    let identity = args
-        .pod_name
-        .clone()
-        .unwrap_or_else(|| format!("vpn-operator-{}", uuid::Uuid::new_v4()));
-    let elector = args.leader_election.then(|| {
+fn elector(args: &RunArgs, client: &kube::Client, identity: &str) -> Option<LeaderElector> {
+    args.leader_election.then(|| {
         let namespace = args
             .leader_election_namespace
             .clone()
@@ -161,77 +156,43 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
             client.clone(),
             &namespace,
             &args.leader_election_lease_name,
-            &identity,
+            identity,
             args.leader_election_lease_duration,
         )
-    });
+    })
+}
 
-    // Leadership lost ends the process (as client-go does): a fresh start rejoins as standby.
-    let mut lost_leadership: BoxFuture<'static, ()> = futures::future::pending().boxed();
-    if let Some(elector) = &elector {
-        tracing::info!(identity = elector.identity(), "waiting for the leader lease");
-        tokio::select! {
-            _ = elector.acquire() => {},
-            _ = shutdown.clone() => {
-                let _ = server.await;
-                return Ok(());
-            }
-        }
-        tracing::info!(identity = elector.identity(), "acquired the leader lease");
-        let renewer = elector.clone();
-        lost_leadership = async move { renewer.keep_renewing().await }.boxed();
+/// Waits for the lease. Returns the future that resolves when leadership is lost (never,
+/// without leader election), or `None` when shutdown came first.
+async fn lead(elector: Option<&LeaderElector>, shutdown: Shutdown) -> Option<BoxFuture<'static, ()>> {
+    let Some(elector) = elector else {
+        return Some(futures::future::pending().boxed());
+    };
+    tracing::info!(identity = elector.identity(), "waiting for the leader lease");
+    tokio::select! {
+        _ = elector.acquire() => {},
+        _ = shutdown => return None,
     }
-    health.leader.store(true, Ordering::Relaxed);
-    metrics.leader.set(1);
+    tracing::info!(identity = elector.identity(), "acquired the leader lease");
+    let renewer = elector.clone();
+    Some(async move { renewer.keep_renewing().await }.boxed())
+}
 
-    let settings = Settings {
-        resync_interval: args.resync_interval,
-        instance_concurrency: args.instance_concurrency,
-        peer_concurrency: args.peer_concurrency,
-        label_selector: args.label_selector.clone(),
-        ..Settings::default()
-    };
-    let scopes: Vec<WatchScope> = if args.watch_namespaces.iter().all(|n| n.trim().is_empty()) {
-        vec![WatchScope::AllNamespaces]
-    } else {
-        args.watch_namespaces
-            .iter()
-            .filter(|n| !n.trim().is_empty())
-            .map(|n| WatchScope::Namespace(n.trim().to_owned()))
-            .collect()
-    };
-    let reporter = Reporter {
-        controller: "vpn-operator".into(),
-        instance: Some(identity.clone()),
-    };
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let stop: Shutdown = {
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! {
-                _ = shutdown => {},
-                _ = stop_rx => {},
-            }
-        }
-        .boxed()
-        .shared()
-    };
-
+/// Runs the controllers of every scope until `stop`; readiness turns true once every scope's
+/// caches are filled.
+async fn run_scopes(
+    deps: ControllerDeps<Api>,
+    scopes: Vec<WatchScope>,
+    stop: Shutdown,
+    stores: ScopeStores,
+    health: Arc<Health>,
+) {
     let scope_count = scopes.len();
-    let synced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let controllers = futures::future::join_all(scopes.into_iter().map(|scope| {
+    let synced = Arc::new(AtomicUsize::new(0));
+    futures::future::join_all(scopes.into_iter().map(|scope| {
         tracing::info!(?scope, "starting controllers");
         let (stores, health, synced) = (stores.clone(), health.clone(), synced.clone());
-        let shared = controller::ControllerDeps {
-            client: client.clone(),
-            api: api.clone(),
-            default_token: default_token.clone(),
-            metrics: metrics.clone(),
-            settings: settings.clone(),
-            reporter: reporter.clone(),
-        };
-        controller::run(shared, scope, stop.clone(), move |instances, peers| {
+        controller::run(deps.clone(), scope, stop.clone(), move |instances, peers| {
             stores
                 .lock()
                 .expect("store list lock")
@@ -246,10 +207,95 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
                 }
             });
         })
-    }));
+    }))
+    .await;
+}
 
-    let mut lost = false;
+fn controller_deps(
+    args: &RunArgs,
+    client: kube::Client,
+    api: Arc<Api>,
+    default_token: Option<ApiToken>,
+    metrics: Arc<Metrics>,
+    identity: String,
+) -> ControllerDeps<Api> {
+    ControllerDeps {
+        client,
+        api,
+        default_token,
+        metrics,
+        settings: Settings {
+            resync_interval: args.resync_interval,
+            instance_concurrency: args.instance_concurrency,
+            peer_concurrency: args.peer_concurrency,
+            label_selector: args.label_selector.clone(),
+            ..Settings::default()
+        },
+        reporter: Reporter {
+            controller: "vpn-operator".into(),
+            instance: Some(identity),
+        },
+    }
+}
+
+/// `shutdown`, or an earlier stop through the returned sender.
+fn stoppable(shutdown: Shutdown) -> (tokio::sync::oneshot::Sender<()>, Shutdown) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {},
+            _ = stop_rx => {},
+        }
+    }
+    .boxed()
+    .shared();
+    (stop_tx, stop)
+}
+
+pub async fn run(args: RunArgs) -> Result<(), BoxError> {
+    let default_token = read_token(&args)?;
+    if default_token.is_none() {
+        tracing::warn!(
+            "no default API token configured: only resources with credentialsSecretRef can be reconciled"
+        );
+    }
+    let client = kube::Client::try_default().await?;
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let health = Arc::new(Health::default());
+    health
+        .leader_election
+        .store(args.leader_election, Ordering::Relaxed);
+    let api = build_api(&args, &metrics)?;
+    let stores: ScopeStores = Arc::default();
+
+    let shutdown = shutdown_signal();
+    let app = server::router(
+        Arc::new(registry),
+        health.clone(),
+        ready_gauges(stores.clone(), metrics.clone()),
+    );
+    let server = tokio::spawn(server::serve(args.metrics_addr, app, shutdown.clone()));
+
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("vpn-operator-{}", uuid::Uuid::new_v4()));
+    let elector = elector(&args, &client, &identity);
+    // Leadership lost ends the process (as client-go does): a fresh start rejoins as standby.
+    let Some(mut lost_leadership) = lead(elector.as_ref(), shutdown.clone()).await else {
+        let _ = server.await;
+        return Ok(());
+    };
+    health.leader.store(true, Ordering::Relaxed);
+    metrics.leader.set(1);
+
+    let deps = controller_deps(&args, client, api, default_token, metrics.clone(), identity);
+    let (stop_tx, stop) = stoppable(shutdown);
+    let controllers = run_scopes(deps, watch_scopes(&args), stop, stores, health.clone());
     tokio::pin!(controllers);
+    let mut lost = false;
     tokio::select! {
         _ = &mut controllers => {},
         _ = &mut lost_leadership => {

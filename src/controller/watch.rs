@@ -45,6 +45,19 @@ pub struct ControllerDeps<A> {
     pub reporter: Reporter,
 }
 
+impl<A> Clone for ControllerDeps<A> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            api: self.api.clone(),
+            default_token: self.default_token.clone(),
+            metrics: self.metrics.clone(),
+            settings: self.settings.clone(),
+            reporter: self.reporter.clone(),
+        }
+    }
+}
+
 /// Drops what the operator never reads from cached objects.
 fn slim<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
