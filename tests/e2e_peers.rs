@@ -129,25 +129,3 @@ async fn instance_deletion_waits_for_its_peers_and_peers_are_deleted_in_altostra
     );
     operator.stop().await;
 }
-
-#[tokio::test]
-#[ignore = "needs the local control plane: run scripts/test.sh"]
-async fn a_peer_cannot_reach_an_instance_in_another_namespace() {
-    let client = kube().await;
-    let ns_a = namespace(&client, "e2e-ns-a").await;
-    let ns_b = namespace(&client, "e2e-ns-b").await;
-    let sim = simulator(Duration::from_millis(300)).await;
-    let simc = SimClient::new(&sim);
-    let op_a = start_operator(&client, &simc.base_url, &ns_a, OperatorOptions::default());
-    let op_b = start_operator(&client, &simc.base_url, &ns_b, OperatorOptions::default());
-    let instances_a: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_a);
-    let peers_b: Api<VpnPeer> = Api::namespaced(client.clone(), &ns_b);
-
-    apply(&instances_a, &instance_manifest("hub", "xns-hub", json!({}))).await;
-    wait_instance(&instances_a, "hub", "Ready", instance_ready).await;
-    apply(&peers_b, &client_peer_manifest("intruder", "hub", USER)).await;
-    wait_peer_reason(&peers_b, "intruder", "InstanceNotFound").await;
-    assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);
-    op_a.stop().await;
-    op_b.stop().await;
-}
