@@ -184,6 +184,34 @@ check "kustomize base: ClusterRole and Lease Role rules identical to the chart's
   rules() { kubectl create --dry-run=client -o json -f - | jq -cS --arg k "$1" "select(.kind == \$k) | .rules"; }
   [[ "$(kubectl kustomize deploy/kustomize/base | rules ClusterRole)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x | rules ClusterRole)" ]] &&
   [[ "$(kubectl kustomize deploy/kustomize/base | rules Role)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 | rules Role)" ]]'
+# An overlay that moves the base into another namespace (and prefixes the names, so it does
+# not collide with the base's cluster-scoped objects applied above). The overlay lives in a
+# copy of the tree because kustomize accepts only relative paths to a base.
+renamed_ns=avo-renamed
+remove_renamed() {
+  kubectl delete namespace "$renamed_ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete clusterrolebinding,clusterrole renamed-altostrat-vpn-operator --ignore-not-found >/dev/null 2>&1 || true
+}
+remove_renamed
+mkdir -p "$work/tree/deploy/kustomize/overlays/renamed"
+cp -r crds "$work/tree/" && cp -r deploy/kustomize/base "$work/tree/deploy/kustomize/"
+printf 'namespace: %s\nnamePrefix: renamed-\nresources: [../../base]\n' "$renamed_ns" \
+  >"$work/tree/deploy/kustomize/overlays/renamed/kustomization.yaml"
+check "kustomize overlay into namespace $renamed_ns: applied server-side" \
+  kubectl apply --server-side --force-conflicts -k "$work/tree/deploy/kustomize/overlays/renamed"
+sa="$renamed_ns:renamed-altostrat-vpn-operator"
+check "kustomize overlay into $renamed_ns: bindings name its ServiceAccount, which has the operator's permissions" bash -c "$(declare -f can_i); set -e
+  kubectl -n $renamed_ns get deployment renamed-altostrat-vpn-operator -o jsonpath='{.spec.template.spec.serviceAccountName}' | grep -qx renamed-altostrat-vpn-operator
+  for b in clusterrolebinding/renamed-altostrat-vpn-operator 'rolebinding/renamed-altostrat-vpn-operator-leader-election -n $renamed_ns'; do
+    s=\"\$(kubectl get \$b -o jsonpath='{.subjects[0].namespace}/{.subjects[0].name}')\"
+    [[ \"\$s\" == $renamed_ns/renamed-altostrat-vpn-operator ]] || { echo \"\$b subject: \$s\"; exit 1; }
+  done
+  for v in get list watch patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default; can_i yes $sa \$v vpnpeers.vpn.altostrat.io team-a; done
+  can_i yes $sa patch vpnpeers.vpn.altostrat.io default --subresource=status
+  can_i yes $sa get secrets team-b; can_i yes $sa create events.events.k8s.io default
+  for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io $renamed_ns; done
+  can_i no $sa get leases.coordination.k8s.io $NS; can_i no $sa create vpninstances.vpn.altostrat.io default"
+remove_renamed
 check "kustomize base: the Secret is not part of it" bash -c '! kubectl kustomize deploy/kustomize/base | grep -q "^kind: Secret$"'
 check "kubectl kustomize overlays/example | kubectl apply --server-side --dry-run=server" bash -c \
   "kubectl kustomize deploy/kustomize/overlays/example | kubectl apply --server-side --force-conflicts --dry-run=server -f -"
