@@ -129,6 +129,130 @@ check "optional ServiceMonitor and PodDisruptionBudget render when enabled" bash
          --set metrics.serviceMonitor.enabled=true --set podDisruptionBudget.enabled=true)"
   grep -q "^kind: ServiceMonitor$" <<<"$out" && grep -q "^kind: PodDisruptionBudget$" <<<"$out"'
 
+# --- Helm: chart conventions ----------------------------------------------------------------
+# objects_json [helm flags...]: every rendered object (kinds the API server knows) as a JSON array.
+objects_json() { render "$@" | kubectl create --dry-run=client -o json -f - | jq -s .; }
+check "fullnameOverride names every object, the token Secret and the bindings' subject" bash -c '
+  jq -e "all(.[]; .metadata.name | startswith(\"vpn-op\"))
+    and (.[] | select(.kind == \"ClusterRoleBinding\") | .subjects[0].name) == \"vpn-op\"
+    and (.[] | select(.kind == \"Deployment\") | .spec.template.spec.volumes[0].secret.secretName) == \"vpn-op-token\"" <<<"$1"
+' _ "$(objects_json --set altostrat.token=x --set fullnameOverride=vpn-op)"
+check "nameOverride changes the names and the app.kubernetes.io/name label" jq -e '
+  (.[] | select(.kind == "Deployment") | .metadata.name == "avo-vpnop"
+    and .spec.selector.matchLabels["app.kubernetes.io/name"] == "vpnop")' \
+  <<<"$(objects_json --set altostrat.token=x --set nameOverride=vpnop)"
+check "commonLabels on every object and the pod template; podLabels/podAnnotations on the pods only" jq -e '
+  all(.[]; .metadata.labels.team == "net")
+  and (.[] | select(.kind == "Deployment") | .spec.template.metadata as $m
+       | $m.labels.team == "net" and $m.labels.tier == "ops" and $m.annotations.note == "x"
+       and (.spec.selector.matchLabels | has("team") or has("tier") | not) and (.metadata.labels | has("tier") | not))' \
+  <<<"$(objects_json --set altostrat.token=x --set commonLabels.team=net --set podLabels.tier=ops --set podAnnotations.note=x)"
+digest="sha256:$(printf '%064d' 7)"
+check "image.digest pins repository@digest (the tag is ignored)" jq -e --arg d "$digest" '
+  .spec.template.spec.containers[0].image == "ghcr.io/altostrat/altostrat-vpn-operator@\($d)"' \
+  <<<"$(deployment_json --set altostrat.token=x --set image.tag=9.9.9 --set "image.digest=$digest")"
+if render --set altostrat.token=x --set image.digest=latest >/dev/null 2>&1; then
+  fail "values.schema.json rejects an image.digest that is not sha256:<64 hex>"
+else pass "values.schema.json rejects an image.digest that is not sha256:<64 hex>"; fi
+printf 'podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}\n' >"$work/openshift-values.yaml"
+check "OpenShift: podSecurityContext nulls leave UID, GID and fsGroup to the platform (non-root and seccomp kept)" jq -e '
+  .spec.template.spec.securityContext as $p | .spec.template.spec.containers[0].securityContext as $c
+  | ($p | has("runAsUser") or has("runAsGroup") or has("fsGroup") | not)
+  and $p.runAsNonRoot == true and $p.seccompProfile.type == "RuntimeDefault"
+  and $c.readOnlyRootFilesystem == true and $c.capabilities.drop == ["ALL"] and ($c | has("runAsUser") | not)' \
+  <<<"$(deployment_json --set altostrat.token=x -f "$work/openshift-values.yaml")"
+check "security contexts are values: securityContext.runAsUser and podSecurityContext.fsGroup overridable" jq -e '
+  .spec.template.spec.containers[0].securityContext.runAsUser == 1000730000
+  and .spec.template.spec.securityContext.fsGroup == 1000730000' \
+  <<<"$(deployment_json --set altostrat.token=x --set securityContext.runAsUser=1000730000 --set podSecurityContext.fsGroup=1000730000)"
+cat >"$work/spread-values.yaml" <<'EOF'
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
+  - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {own: "yes"}}}
+EOF
+check "topologySpreadConstraints: the operator's selector labels when none given, a given labelSelector kept" jq -e '
+  .spec.template.spec.topologySpreadConstraints as $t | ($t | length) == 2
+  and $t[0].labelSelector.matchLabels == .spec.selector.matchLabels and $t[0].topologyKey == "topology.kubernetes.io/zone"
+  and $t[1].labelSelector == {"matchLabels": {"own": "yes"}}' \
+  <<<"$(deployment_json --set altostrat.token=x -f "$work/spread-values.yaml")"
+check "revisionHistoryLimit: not rendered when unset, 0 rendered as 0" bash -c '
+  jq -e ".spec | has(\"revisionHistoryLimit\") | not" <<<"$1" && jq -e ".spec.revisionHistoryLimit == 0" <<<"$2"' _ \
+  "$(deployment_json --set altostrat.token=x)" "$(deployment_json --set altostrat.token=x --set revisionHistoryLimit=0)"
+cat >"$work/extra-values.yaml" <<'EOF'
+extraEnv:
+  - {name: HTTPS_PROXY, value: "http://proxy.corp.example:3128"}
+  - {name: NO_PROXY, value: "10.0.0.0/8,.svc,.cluster.local"}
+extraVolumes:
+  - {name: corp-ca, configMap: {name: corp-ca-bundle}}
+extraVolumeMounts:
+  - {name: corp-ca, mountPath: /etc/ssl/corp, readOnly: true}
+EOF
+check "extraEnv, extraVolumes and extraVolumeMounts are added after the chart's own" jq -e '
+  .spec.template.spec as $s | $s.containers[0] as $c
+  | ($c.env | map(.name) | .[-2:]) == ["HTTPS_PROXY", "NO_PROXY"] and ($c.env | map(.name) | index("ALTOSTRAT_API_URL")) == 0
+  and ($c.volumeMounts | map(.name)) == ["altostrat-token", "corp-ca"]
+  and ($s.volumes | map(.name)) == ["altostrat-token", "corp-ca"] and $s.volumes[1].configMap.name == "corp-ca-bundle"' \
+  <<<"$(deployment_json --set altostrat.token=x -f "$work/extra-values.yaml")"
+
+# Used as a subchart: Helm hands the subchart the parent's `global` values and, with a
+# dependency condition, an `enabled` key; a strict schema must accept both.
+mkdir -p "$work/umbrella/charts" "$work/umbrella/templates" && cp -r "$CHART" "$work/umbrella/charts/"
+echo "platform installed" >"$work/umbrella/templates/NOTES.txt"
+cat >"$work/umbrella/Chart.yaml" <<'EOF'
+apiVersion: v2
+name: platform
+version: 1.0.0
+dependencies:
+  - name: altostrat-vpn-operator
+    version: "*"
+    condition: altostrat-vpn-operator.enabled
+EOF
+printf 'global: {imageRegistry: registry.corp.example}\naltostrat-vpn-operator:\n  enabled: true\n  altostrat: {existingSecret: avo-token}\n' \
+  >"$work/umbrella/values.yaml"
+check "usable as a subchart: an umbrella chart with global values and a condition renders and lints" bash -c '
+  "$1" lint --strict "$2" >/dev/null && "$1" template p "$2" | grep -q "^kind: Deployment$"' _ "$HELM" "$work/umbrella"
+
+if render --set altostrat.token=x | grep -q '^kind: NetworkPolicy$'; then
+  fail "NetworkPolicy is off by default"
+else pass "NetworkPolicy is off by default"; fi
+check "NetworkPolicy (enabled): metrics ingress only; egress DNS, API server (443, 6443) and Altostrat (443) only" jq -e '
+  .[] | select(.kind == "NetworkPolicy") | .spec
+  | .podSelector.matchLabels["app.kubernetes.io/instance"] == "avo" and .policyTypes == ["Ingress", "Egress"]
+  and .ingress == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+  and (.egress | length) == 3
+  and ([.egress[0].ports[].port] == [53, 53]) and .egress[1].to == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+  and [.egress[1].ports[].port] == [443, 6443] and [.egress[2].ports[].port] == [443] and (.egress[2] | has("to") | not)' \
+  <<<"$(objects_json --set altostrat.token=x --set networkPolicy.enabled=true --set 'networkPolicy.apiServer.cidrs={10.0.0.1/32}' \
+        --set 'networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=monitoring')"
+
+check "helm test: a test-hook Pod requests /readyz through the metrics Service (none without the Service)" bash -c '
+  pod="$(jq -c ".[] | select(.kind == \"Pod\")" <<<"$1")"
+  jq -e ".metadata.annotations[\"helm.sh/hook\"] == \"test\"
+    and (.spec.containers[0].args[-1] == \"http://avo-altostrat-vpn-operator-metrics.'"$NS"'.svc:8080/readyz\")
+    and .spec.restartPolicy == \"Never\" and .spec.securityContext.runAsNonRoot == true" <<<"$pod" >/dev/null &&
+  ! "$2" template avo "$3" --set altostrat.token=x --set metrics.service.enabled=false | grep -q "^kind: Pod$"' _ \
+  "$(objects_json --set altostrat.token=x)" "$HELM" "$CHART"
+
+check "kubeVersion: refused on Kubernetes 1.30 (CEL IP/CIDR functions), accepted on 1.31" bash -c '
+  ! out="$("$1" template avo "$2" --set altostrat.token=x --kube-version 1.30.14 2>&1)" && grep -q "kubeVersion" <<<"$out" &&
+  "$1" template avo "$2" --set altostrat.token=x --kube-version 1.31.0 >/dev/null' _ "$HELM" "$CHART"
+
+# Chart.yaml annotations are strings; read them through a ConfigMap so kubectl parses the YAML.
+annotations_json="$( { printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: chart}\n'
+  sed -n '/^annotations:/,$p' "$CHART/Chart.yaml" | sed 's/^annotations:/data:/'; } | kubectl create --dry-run=client -o json -f - | jq .data)"
+as_list() { printf 'apiVersion: v1\nkind: List\nitems:\n'; sed 's/^/  /'; }
+artifacthub_metadata() { # $1: annotations as JSON, $2: the rendered objects as JSON
+  local names image license
+  names="$(jq -r '.["artifacthub.io/crds"]' <<<"$1" | sed -n 's/^  name: //p' | sort)"
+  [[ "$names" == "$(for f in crds/*.vpn.altostrat.io.yaml; do basename "$f" .yaml; done | sort)" ]] || { echo "crds: $names"; return 1; }
+  image="$(jq -r '.["artifacthub.io/images"]' <<<"$1" | sed -n 's/^ *image: //p')"
+  [[ "$image" == "$(jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].image' <<<"$2")" ]] || { echo "images: $image"; return 1; }
+  license="$(jq -r '.["artifacthub.io/license"]' <<<"$1")"
+  grep -qx "license = \"$license\"" Cargo.toml && head -3 LICENSE | grep -q "Apache License" || { echo "license: $license"; return 1; }
+}
+check "Artifact Hub: crds names the CRDs in crds/, images the chart's default image, license matches Cargo.toml and LICENSE" \
+  artifacthub_metadata "$annotations_json" "$(objects_json --set altostrat.token=x)"
+
 # --- Helm against the API server -------------------------------------------------------------
 namespace "$NS"; namespace team-a; namespace team-b
 check "helm template | kubectl apply --server-side --dry-run=server (all namespaces)" bash -c \
@@ -225,6 +349,9 @@ check "kustomize overlay: 2 replicas, WATCH_NAMESPACES, RESYNC_INTERVAL, base en
 # --- examples and GitOps -----------------------------------------------------------------------
 check "examples validate server-side" \
   kubectl apply --dry-run=server -n default -f examples/instance.yaml -f examples/client-peer.yaml -f examples/site-peer.yaml
+check "Artifact Hub: the chart's crdsExamples validate server-side" bash -c "
+  $(declare -f as_list); jq -r '.[\"artifacthub.io/crdsExamples\"]' <<<'$annotations_json' | as_list |
+  kubectl apply --dry-run=server -n default -f -"
 check "examples/invalid-instance.yaml is refused, naming each of its four invalid fields" bash -c '
   if out="$(kubectl apply --dry-run=server -n default -f examples/invalid-instance.yaml 2>&1)"; then echo "accepted: $out"; exit 1; fi
   for field in spec.name spec.hostname spec.pushedRoutes spec.publicDns; do
