@@ -252,6 +252,17 @@ artifacthub_metadata() { # $1: annotations as JSON, $2: the rendered objects as 
 }
 check "Artifact Hub: crds names the CRDs in crds/, images the chart's default image, license matches Cargo.toml and LICENSE" \
   artifacthub_metadata "$annotations_json" "$(objects_json --set altostrat.token=x)"
+check "optional PrometheusRule and Grafana dashboard render only when enabled" bash -c '
+  ! "$1" template avo "$2" --set altostrat.token=x | grep -qE "^kind: PrometheusRule$|grafana_dashboard" &&
+  out="$("$1" template avo "$2" --set altostrat.token=x --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true)" &&
+  grep -q "^kind: PrometheusRule$" <<<"$out" && grep -q "grafana_dashboard: \"1\"" <<<"$out"' _ "$HELM" "$CHART"
+check "Grafana dashboard ConfigMap: valid server-side, its JSON is files/grafana-dashboard.json, which hack/grafana-dashboard.py generates" bash -c '
+  cm="$("$1" template avo "$2" --set altostrat.token=x --set metrics.grafanaDashboard.enabled=true -s templates/grafana-dashboard.yaml)"
+  kubectl apply --dry-run=server -f - <<<"$cm" >/dev/null &&
+  diff <(kubectl create --dry-run=client -o json -f - <<<"$cm" | jq -r ".data[\"altostrat-vpn-operator.json\"]" | jq -S .) \
+       <(jq -S . "$2/files/grafana-dashboard.json") &&
+  python3 hack/grafana-dashboard.py "$3/dashboard.json" && diff "$3/dashboard.json" "$2/files/grafana-dashboard.json"' _ "$HELM" "$CHART" "$work"
+
 
 # --- Helm against the API server -------------------------------------------------------------
 namespace "$NS"; namespace team-a; namespace team-b

@@ -36,6 +36,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
+{{/* Label matchers of the operator's series in the PrometheusRule's expressions. */}}
+{{- define "avo.metricsSelector" -}}
+{{- .Values.metrics.prometheusRule.selector | default (printf "job=%q, namespace=%q" (printf "%s-metrics" (include "avo.fullname" .)) .Release.Namespace) -}}
+{{- end -}}
 
 {{- define "avo.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
