@@ -263,6 +263,13 @@ check "Grafana dashboard ConfigMap: valid server-side, its JSON is files/grafana
        <(jq -S . "$2/files/grafana-dashboard.json") &&
   python3 hack/grafana-dashboard.py "$3/dashboard.json" && diff "$3/dashboard.json" "$2/files/grafana-dashboard.json"' _ "$HELM" "$CHART" "$work"
 
+check "release workflow: multi-arch cross build, SBOM, provenance, cosign keyless, chart pushed to OCI" bash -c '
+  w=.github/workflows/release.yml
+  grep -q "platforms: linux/amd64,linux/arm64" $w && grep -q "file: deploy/release/Dockerfile.cross" $w &&
+  grep -q "sbom: true" $w && grep -q "provenance: mode=max" $w && grep -q "id-token: write" $w &&
+  grep -q "cosign sign --yes" $w && grep -q "helm push .* \"\$registry\"" $w && grep -q "oci://ghcr.io/" $w &&
+  grep -q "FROM --platform=\$BUILDPLATFORM" deploy/release/Dockerfile.cross &&
+  grep -q -- "--release --locked --no-default-features --bin vpn-operator --target" deploy/release/Dockerfile.cross'
 
 # --- Helm against the API server -------------------------------------------------------------
 namespace "$NS"; namespace team-a; namespace team-b
