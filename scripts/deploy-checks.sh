@@ -263,6 +263,38 @@ check "Grafana dashboard ConfigMap: valid server-side, its JSON is files/grafana
        <(jq -S . "$2/files/grafana-dashboard.json") &&
   python3 hack/grafana-dashboard.py "$3/dashboard.json" && diff "$3/dashboard.json" "$2/files/grafana-dashboard.json"' _ "$HELM" "$CHART" "$work"
 
+# --- Go tools: PromQL, chart README, workflows (built and cached by scripts/dev-tools.sh) -----
+promql_check="$(scripts/dev-tools.sh path promql-check)"
+if [[ -x "$promql_check" ]]; then
+  "$HELM" template avo "$CHART" -n "$NS" --set altostrat.token=x --set metrics.prometheusRule.enabled=true \
+    -s templates/prometheusrule.yaml >"$work/prometheusrule.yaml"
+  check "PromQL: every alert and dashboard expression parses; each metric it names is exported (src/metrics.rs)" \
+    "$promql_check" -metrics src/metrics.rs "$work/prometheusrule.yaml" "$CHART/files/grafana-dashboard.json"
+  printf '{"panels": [{"targets": [{"expr": "rate(vpn_operator_reconciles_total[5m])"}, {"expr": "vpn_operator_nonexistent"}]}]}' >"$work/bad1.json"
+  printf '{"panels": [{"targets": [{"expr": "sum(rate(vpn_operator_reconciles_total[5m])"}]}]}' >"$work/bad2.json"
+  check "PromQL check refuses an unknown metric name and an unparsable expression" bash -c '
+    ! out1="$("$1" -metrics src/metrics.rs "$2")" && grep -q "not exported by the operator: vpn_operator_nonexistent" <<<"$out1" &&
+    ! out2="$("$1" -metrics src/metrics.rs "$3")" && grep -q "unclosed left parenthesis" <<<"$out2"' _ "$promql_check" "$work/bad1.json" "$work/bad2.json"
+else
+  printf 'SKIP PromQL check of the alerts and the dashboard (run scripts/dev-tools.sh build)\n'
+fi
+chart_readme="$(scripts/dev-tools.sh path chart-readme)"
+if [[ -x "$chart_readme" ]]; then
+  check "chart README.md is current (generated from README.md.gotmpl and values.yaml; scripts/chart-readme.sh)" \
+    bash -c 'diff -u "$2/README.md" <("$1" "$2")' _ "$chart_readme" "$CHART"
+  check "chart README documents every top-level value" bash -c '
+    for k in $(grep -oE "^[a-zA-Z]+:" "$1/values.yaml" | tr -d :); do
+      grep -qE "^\| \`$k(\.|\`)" "$1/README.md" || { echo "not documented: $k"; exit 1; }
+    done' _ "$CHART"
+else
+  printf 'SKIP chart README is current (run scripts/dev-tools.sh build)\n'
+fi
+actionlint="$(scripts/dev-tools.sh path actionlint)"
+if [[ -x "$actionlint" ]]; then
+  check "actionlint .github/workflows/*.yml" "$actionlint" -no-color .github/workflows/ci.yml .github/workflows/release.yml
+else
+  printf 'SKIP actionlint .github/workflows (run scripts/dev-tools.sh build)\n'
+fi
 check "release workflow: multi-arch cross build, SBOM, provenance, cosign keyless, chart pushed to OCI" bash -c '
   w=.github/workflows/release.yml
   grep -q "platforms: linux/amd64,linux/arm64" $w && grep -q "file: deploy/release/Dockerfile.cross" $w &&

@@ -19,6 +19,9 @@ started=$SECONDS
 step "control plane binaries (kube-apiserver, etcd, helm)"
 scripts/control-plane.sh build
 
+step "deployment-check tools (promql-check, chart-readme, actionlint)"
+scripts/dev-tools.sh build
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
