@@ -5,8 +5,16 @@
 #   - Helm: lint --strict, values schema, rendering rules (token required, leader election with
 #     replicas > 1, Roles with watchNamespaces, security context), server-side dry runs, real
 #     installs with RBAC checked through `kubectl auth can-i`, uninstall,
-#   - kustomize: base applied server-side, overlay rendered and validated server-side,
-#   - examples and the Argo CD health check (its Lua is table-tested when lua5.1 is installed).
+#   - Helm chart conventions: name overrides, commonLabels, pod labels/annotations, image digest,
+#     OpenShift security contexts, spread constraints, revisionHistoryLimit, extra env/volumes,
+#     use as a subchart, NetworkPolicy, the `helm test` Pod, kubeVersion, Artifact Hub metadata,
+#     the optional PrometheusRule and Grafana dashboard,
+#   - kustomize: base applied server-side, an overlay into another namespace applied server-side
+#     with its RBAC checked through `kubectl auth can-i`, the example overlay validated,
+#   - examples and the Argo CD health check (its Lua is table-tested when lua5.1 is installed),
+#   - with the Go tools of scripts/dev-tools.sh (SKIP lines without them): alert and dashboard
+#     expressions parsed as PromQL with their metric names checked against src/metrics.rs, the
+#     chart README generated from values.yaml, actionlint on .github/workflows.
 #
 #   KUBECONFIG=... [HELM=/path/to/helm] scripts/deploy-checks.sh
 # Prints one PASS/FAIL/SKIP line per check; exits non-zero when any check failed.
