@@ -237,10 +237,23 @@ check "helm test: a test-hook Pod requests /readyz through the metrics Service (
   pod="$(jq -c ".[] | select(.kind == \"Pod\")" <<<"$1")"
   jq -e ".metadata.annotations[\"helm.sh/hook\"] == \"test\"
     and (.spec.containers[0].args[-1] == \"http://avo-altostrat-vpn-operator-metrics.'"$NS"'.svc:8080/readyz\")
-    and .spec.restartPolicy == \"Never\" and .spec.securityContext.runAsNonRoot == true" <<<"$pod" >/dev/null &&
+    and .spec.restartPolicy == \"Never\" and .spec.securityContext.runAsNonRoot == true
+    and .spec.securityContext.runAsUser == 65532" <<<"$pod" >/dev/null &&
   ! "$2" template avo "$3" --set altostrat.token=x --set metrics.service.enabled=false | grep -q "^kind: Pod$"' _ \
   "$(objects_json --set altostrat.token=x)" "$HELM" "$CHART"
 
+check "helm test Pod is admitted in a namespace enforcing the restricted Pod Security Standard" bash -c '
+  kubectl create namespace avo-restricted --dry-run=client -o yaml |
+    kubectl label --local -f - pod-security.kubernetes.io/enforce=restricted -o yaml | kubectl apply -f - >/dev/null &&
+  "$1" template avo "$2" -n avo-restricted --set altostrat.token=x -s templates/tests/test-readyz.yaml |
+    kubectl apply --dry-run=server -n avo-restricted -f - 2>&1 | tee /dev/stderr | grep -q "created (server dry run)" &&
+  ! "$1" template avo "$2" -n avo-restricted --set altostrat.token=x --set securityContext.allowPrivilegeEscalation=true \
+      -s templates/tests/test-readyz.yaml | kubectl apply --dry-run=server -n avo-restricted -f - >/dev/null 2>&1' _ "$HELM" "$CHART"
+check "operator pod (defaults, and with the OpenShift values) admitted under the restricted Pod Security Standard" bash -c '
+  for dep in "$1" "$2"; do
+    jq "{apiVersion: \"v1\", kind: \"Pod\", metadata: {name: \"operator-pod\"}, spec: .spec.template.spec}" <<<"$dep" |
+      kubectl apply --dry-run=server -n avo-restricted -f - || exit 1
+  done' _ "$(deployment_json --set altostrat.token=x)" "$(deployment_json --set altostrat.token=x -f "$work/openshift-values.yaml")"
 check "kubeVersion: refused on Kubernetes 1.30 (CEL IP/CIDR functions), accepted on 1.31" bash -c '
   ! out="$("$1" template avo "$2" --set altostrat.token=x --kube-version 1.30.14 2>&1)" && grep -q "kubeVersion" <<<"$out" &&
   "$1" template avo "$2" --set altostrat.token=x --kube-version 1.31.0 >/dev/null' _ "$HELM" "$CHART"
