@@ -5,8 +5,16 @@
 #   - Helm: lint --strict, values schema, rendering rules (token required, leader election with
 #     replicas > 1, Roles with watchNamespaces, security context), server-side dry runs, real
 #     installs with RBAC checked through `kubectl auth can-i`, uninstall,
-#   - kustomize: base applied server-side, overlay rendered and validated server-side,
-#   - examples and the Argo CD health check (its Lua is table-tested when lua5.1 is installed).
+#   - Helm chart conventions: name overrides, commonLabels, pod labels/annotations, image digest,
+#     OpenShift security contexts, spread constraints, revisionHistoryLimit, extra env/volumes,
+#     use as a subchart, NetworkPolicy, the `helm test` Pod, kubeVersion, Artifact Hub metadata,
+#     the optional PrometheusRule and Grafana dashboard,
+#   - kustomize: base applied server-side, an overlay into another namespace applied server-side
+#     with its RBAC checked through `kubectl auth can-i`, the example overlay validated,
+#   - examples and the Argo CD health check (its Lua is table-tested when lua5.1 is installed),
+#   - with the Go tools of scripts/dev-tools.sh (SKIP lines without them): alert and dashboard
+#     expressions parsed as PromQL with their metric names checked against src/metrics.rs, the
+#     chart README generated from values.yaml, actionlint on .github/workflows.
 #
 #   KUBECONFIG=... [HELM=/path/to/helm] scripts/deploy-checks.sh
 # Prints one PASS/FAIL/SKIP line per check; exits non-zero when any check failed.
@@ -129,6 +137,193 @@ check "optional ServiceMonitor and PodDisruptionBudget render when enabled" bash
          --set metrics.serviceMonitor.enabled=true --set podDisruptionBudget.enabled=true)"
   grep -q "^kind: ServiceMonitor$" <<<"$out" && grep -q "^kind: PodDisruptionBudget$" <<<"$out"'
 
+# --- Helm: chart conventions ----------------------------------------------------------------
+# objects_json [helm flags...]: every rendered object (kinds the API server knows) as a JSON array.
+objects_json() { render "$@" | kubectl create --dry-run=client -o json -f - | jq -s .; }
+check "fullnameOverride names every object, the token Secret and the bindings' subject" bash -c '
+  jq -e "all(.[]; .metadata.name | startswith(\"vpn-op\"))
+    and (.[] | select(.kind == \"ClusterRoleBinding\") | .subjects[0].name) == \"vpn-op\"
+    and (.[] | select(.kind == \"Deployment\") | .spec.template.spec.volumes[0].secret.secretName) == \"vpn-op-token\"" <<<"$1"
+' _ "$(objects_json --set altostrat.token=x --set fullnameOverride=vpn-op)"
+check "nameOverride changes the names and the app.kubernetes.io/name label" jq -e '
+  (.[] | select(.kind == "Deployment") | .metadata.name == "avo-vpnop"
+    and .spec.selector.matchLabels["app.kubernetes.io/name"] == "vpnop")' \
+  <<<"$(objects_json --set altostrat.token=x --set nameOverride=vpnop)"
+check "commonLabels on every object and the pod template; podLabels/podAnnotations on the pods only" jq -e '
+  all(.[]; .metadata.labels.team == "net")
+  and (.[] | select(.kind == "Deployment") | .spec.template.metadata as $m
+       | $m.labels.team == "net" and $m.labels.tier == "ops" and $m.annotations.note == "x"
+       and (.spec.selector.matchLabels | has("team") or has("tier") | not) and (.metadata.labels | has("tier") | not))' \
+  <<<"$(objects_json --set altostrat.token=x --set commonLabels.team=net --set podLabels.tier=ops --set podAnnotations.note=x)"
+digest="sha256:$(printf '%064d' 7)"
+check "image.digest pins repository@digest (the tag is ignored)" jq -e --arg d "$digest" '
+  .spec.template.spec.containers[0].image == "ghcr.io/altostrat/altostrat-vpn-operator@\($d)"' \
+  <<<"$(deployment_json --set altostrat.token=x --set image.tag=9.9.9 --set "image.digest=$digest")"
+if render --set altostrat.token=x --set image.digest=latest >/dev/null 2>&1; then
+  fail "values.schema.json rejects an image.digest that is not sha256:<64 hex>"
+else pass "values.schema.json rejects an image.digest that is not sha256:<64 hex>"; fi
+printf 'podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}\n' >"$work/openshift-values.yaml"
+check "OpenShift: podSecurityContext nulls leave UID, GID and fsGroup to the platform (non-root and seccomp kept)" jq -e '
+  .spec.template.spec.securityContext as $p | .spec.template.spec.containers[0].securityContext as $c
+  | ($p | has("runAsUser") or has("runAsGroup") or has("fsGroup") | not)
+  and $p.runAsNonRoot == true and $p.seccompProfile.type == "RuntimeDefault"
+  and $c.readOnlyRootFilesystem == true and $c.capabilities.drop == ["ALL"] and ($c | has("runAsUser") | not)' \
+  <<<"$(deployment_json --set altostrat.token=x -f "$work/openshift-values.yaml")"
+check "security contexts are values: securityContext.runAsUser and podSecurityContext.fsGroup overridable" jq -e '
+  .spec.template.spec.containers[0].securityContext.runAsUser == 1000730000
+  and .spec.template.spec.securityContext.fsGroup == 1000730000' \
+  <<<"$(deployment_json --set altostrat.token=x --set securityContext.runAsUser=1000730000 --set podSecurityContext.fsGroup=1000730000)"
+cat >"$work/spread-values.yaml" <<'EOF'
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}
+  - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {own: "yes"}}}
+EOF
+check "topologySpreadConstraints: the operator's selector labels when none given, a given labelSelector kept" jq -e '
+  .spec.template.spec.topologySpreadConstraints as $t | ($t | length) == 2
+  and $t[0].labelSelector.matchLabels == .spec.selector.matchLabels and $t[0].topologyKey == "topology.kubernetes.io/zone"
+  and $t[1].labelSelector == {"matchLabels": {"own": "yes"}}' \
+  <<<"$(deployment_json --set altostrat.token=x -f "$work/spread-values.yaml")"
+check "revisionHistoryLimit: not rendered when unset, 0 rendered as 0" bash -c '
+  jq -e ".spec | has(\"revisionHistoryLimit\") | not" <<<"$1" && jq -e ".spec.revisionHistoryLimit == 0" <<<"$2"' _ \
+  "$(deployment_json --set altostrat.token=x)" "$(deployment_json --set altostrat.token=x --set revisionHistoryLimit=0)"
+cat >"$work/extra-values.yaml" <<'EOF'
+extraEnv:
+  - {name: HTTPS_PROXY, value: "http://proxy.corp.example:3128"}
+  - {name: NO_PROXY, value: "10.0.0.0/8,.svc,.cluster.local"}
+extraVolumes:
+  - {name: corp-ca, configMap: {name: corp-ca-bundle}}
+extraVolumeMounts:
+  - {name: corp-ca, mountPath: /etc/ssl/corp, readOnly: true}
+EOF
+check "extraEnv, extraVolumes and extraVolumeMounts are added after the chart's own" jq -e '
+  .spec.template.spec as $s | $s.containers[0] as $c
+  | ($c.env | map(.name) | .[-2:]) == ["HTTPS_PROXY", "NO_PROXY"] and ($c.env | map(.name) | index("ALTOSTRAT_API_URL")) == 0
+  and ($c.volumeMounts | map(.name)) == ["altostrat-token", "corp-ca"]
+  and ($s.volumes | map(.name)) == ["altostrat-token", "corp-ca"] and $s.volumes[1].configMap.name == "corp-ca-bundle"' \
+  <<<"$(deployment_json --set altostrat.token=x -f "$work/extra-values.yaml")"
+
+# Used as a subchart: Helm hands the subchart the parent's `global` values and, with a
+# dependency condition, an `enabled` key; a strict schema must accept both.
+mkdir -p "$work/umbrella/charts" "$work/umbrella/templates" && cp -r "$CHART" "$work/umbrella/charts/"
+echo "platform installed" >"$work/umbrella/templates/NOTES.txt"
+cat >"$work/umbrella/Chart.yaml" <<'EOF'
+apiVersion: v2
+name: platform
+version: 1.0.0
+dependencies:
+  - name: altostrat-vpn-operator
+    version: "*"
+    condition: altostrat-vpn-operator.enabled
+EOF
+printf 'global: {imageRegistry: registry.corp.example}\naltostrat-vpn-operator:\n  enabled: true\n  altostrat: {existingSecret: avo-token}\n' \
+  >"$work/umbrella/values.yaml"
+check "usable as a subchart: an umbrella chart with global values and a condition renders and lints" bash -c '
+  "$1" lint --strict "$2" >/dev/null && "$1" template p "$2" | grep -q "^kind: Deployment$"' _ "$HELM" "$work/umbrella"
+
+if render --set altostrat.token=x | grep -q '^kind: NetworkPolicy$'; then
+  fail "NetworkPolicy is off by default"
+else pass "NetworkPolicy is off by default"; fi
+check "NetworkPolicy (enabled): metrics ingress only; egress DNS, API server (443, 6443) and Altostrat (443) only" jq -e '
+  .[] | select(.kind == "NetworkPolicy") | .spec
+  | .podSelector.matchLabels["app.kubernetes.io/instance"] == "avo" and .policyTypes == ["Ingress", "Egress"]
+  and .ingress == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+  and (.egress | length) == 3
+  and ([.egress[0].ports[].port] == [53, 53]) and .egress[1].to == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+  and [.egress[1].ports[].port] == [443, 6443] and [.egress[2].ports[].port] == [443] and (.egress[2] | has("to") | not)' \
+  <<<"$(objects_json --set altostrat.token=x --set networkPolicy.enabled=true --set 'networkPolicy.apiServer.cidrs={10.0.0.1/32}' \
+        --set 'networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=monitoring')"
+
+check "helm test: a test-hook Pod requests /readyz through the metrics Service (none without the Service)" bash -c '
+  pod="$(jq -c ".[] | select(.kind == \"Pod\")" <<<"$1")"
+  jq -e ".metadata.annotations[\"helm.sh/hook\"] == \"test\"
+    and (.spec.containers[0].args[-1] == \"http://avo-altostrat-vpn-operator-metrics.'"$NS"'.svc:8080/readyz\")
+    and .spec.restartPolicy == \"Never\" and .spec.securityContext.runAsNonRoot == true
+    and .spec.securityContext.runAsUser == 65532" <<<"$pod" >/dev/null &&
+  ! "$2" template avo "$3" --set altostrat.token=x --set metrics.service.enabled=false | grep -q "^kind: Pod$"' _ \
+  "$(objects_json --set altostrat.token=x)" "$HELM" "$CHART"
+
+check "helm test Pod is admitted in a namespace enforcing the restricted Pod Security Standard" bash -c '
+  kubectl create namespace avo-restricted --dry-run=client -o yaml |
+    kubectl label --local -f - pod-security.kubernetes.io/enforce=restricted -o yaml | kubectl apply -f - >/dev/null &&
+  "$1" template avo "$2" -n avo-restricted --set altostrat.token=x -s templates/tests/test-readyz.yaml |
+    kubectl apply --dry-run=server -n avo-restricted -f - 2>&1 | tee /dev/stderr | grep -q "created (server dry run)" &&
+  ! "$1" template avo "$2" -n avo-restricted --set altostrat.token=x --set securityContext.allowPrivilegeEscalation=true \
+      -s templates/tests/test-readyz.yaml | kubectl apply --dry-run=server -n avo-restricted -f - >/dev/null 2>&1' _ "$HELM" "$CHART"
+check "operator pod (defaults, and with the OpenShift values) admitted under the restricted Pod Security Standard" bash -c '
+  for dep in "$1" "$2"; do
+    jq "{apiVersion: \"v1\", kind: \"Pod\", metadata: {name: \"operator-pod\"}, spec: .spec.template.spec}" <<<"$dep" |
+      kubectl apply --dry-run=server -n avo-restricted -f - || exit 1
+  done' _ "$(deployment_json --set altostrat.token=x)" "$(deployment_json --set altostrat.token=x -f "$work/openshift-values.yaml")"
+check "kubeVersion: refused on Kubernetes 1.30 (CEL IP/CIDR functions), accepted on 1.31" bash -c '
+  ! out="$("$1" template avo "$2" --set altostrat.token=x --kube-version 1.30.14 2>&1)" && grep -q "kubeVersion" <<<"$out" &&
+  "$1" template avo "$2" --set altostrat.token=x --kube-version 1.31.0 >/dev/null' _ "$HELM" "$CHART"
+
+# Chart.yaml annotations are strings; read them through a ConfigMap so kubectl parses the YAML.
+annotations_json="$( { printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: chart}\n'
+  sed -n '/^annotations:/,$p' "$CHART/Chart.yaml" | sed 's/^annotations:/data:/'; } | kubectl create --dry-run=client -o json -f - | jq .data)"
+as_list() { printf 'apiVersion: v1\nkind: List\nitems:\n'; sed 's/^/  /'; }
+artifacthub_metadata() { # $1: annotations as JSON, $2: the rendered objects as JSON
+  local names image license
+  names="$(jq -r '.["artifacthub.io/crds"]' <<<"$1" | sed -n 's/^  name: //p' | sort)"
+  [[ "$names" == "$(for f in crds/*.vpn.altostrat.io.yaml; do basename "$f" .yaml; done | sort)" ]] || { echo "crds: $names"; return 1; }
+  image="$(jq -r '.["artifacthub.io/images"]' <<<"$1" | sed -n 's/^ *image: //p')"
+  [[ "$image" == "$(jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].image' <<<"$2")" ]] || { echo "images: $image"; return 1; }
+  license="$(jq -r '.["artifacthub.io/license"]' <<<"$1")"
+  grep -qx "license = \"$license\"" Cargo.toml && head -3 LICENSE | grep -q "Apache License" || { echo "license: $license"; return 1; }
+}
+check "Artifact Hub: crds names the CRDs in crds/, images the chart's default image, license matches Cargo.toml and LICENSE" \
+  artifacthub_metadata "$annotations_json" "$(objects_json --set altostrat.token=x)"
+check "optional PrometheusRule and Grafana dashboard render only when enabled" bash -c '
+  ! "$1" template avo "$2" --set altostrat.token=x | grep -qE "^kind: PrometheusRule$|grafana_dashboard" &&
+  out="$("$1" template avo "$2" --set altostrat.token=x --set metrics.prometheusRule.enabled=true --set metrics.grafanaDashboard.enabled=true)" &&
+  grep -q "^kind: PrometheusRule$" <<<"$out" && grep -q "grafana_dashboard: \"1\"" <<<"$out"' _ "$HELM" "$CHART"
+check "Grafana dashboard ConfigMap: valid server-side, its JSON is files/grafana-dashboard.json, which hack/grafana-dashboard.py generates" bash -c '
+  cm="$("$1" template avo "$2" --set altostrat.token=x --set metrics.grafanaDashboard.enabled=true -s templates/grafana-dashboard.yaml)"
+  kubectl apply --dry-run=server -f - <<<"$cm" >/dev/null &&
+  diff <(kubectl create --dry-run=client -o json -f - <<<"$cm" | jq -r ".data[\"altostrat-vpn-operator.json\"]" | jq -S .) \
+       <(jq -S . "$2/files/grafana-dashboard.json") &&
+  python3 hack/grafana-dashboard.py "$3/dashboard.json" && diff "$3/dashboard.json" "$2/files/grafana-dashboard.json"' _ "$HELM" "$CHART" "$work"
+
+# --- Go tools: PromQL, chart README, workflows (built and cached by scripts/dev-tools.sh) -----
+promql_check="$(scripts/dev-tools.sh path promql-check)"
+if [[ -x "$promql_check" ]]; then
+  "$HELM" template avo "$CHART" -n "$NS" --set altostrat.token=x --set metrics.prometheusRule.enabled=true \
+    -s templates/prometheusrule.yaml >"$work/prometheusrule.yaml"
+  check "PromQL: every alert and dashboard expression parses; each metric it names is exported (src/metrics.rs)" \
+    "$promql_check" -metrics src/metrics.rs "$work/prometheusrule.yaml" "$CHART/files/grafana-dashboard.json"
+  printf '{"panels": [{"targets": [{"expr": "rate(vpn_operator_reconciles_total[5m])"}, {"expr": "vpn_operator_nonexistent"}]}]}' >"$work/bad1.json"
+  printf '{"panels": [{"targets": [{"expr": "sum(rate(vpn_operator_reconciles_total[5m])"}]}]}' >"$work/bad2.json"
+  check "PromQL check refuses an unknown metric name and an unparsable expression" bash -c '
+    ! out1="$("$1" -metrics src/metrics.rs "$2")" && grep -q "not exported by the operator: vpn_operator_nonexistent" <<<"$out1" &&
+    ! out2="$("$1" -metrics src/metrics.rs "$3")" && grep -q "unclosed left parenthesis" <<<"$out2"' _ "$promql_check" "$work/bad1.json" "$work/bad2.json"
+else
+  printf 'SKIP PromQL check of the alerts and the dashboard (run scripts/dev-tools.sh build)\n'
+fi
+chart_readme="$(scripts/dev-tools.sh path chart-readme)"
+if [[ -x "$chart_readme" ]]; then
+  check "chart README.md is current (generated from README.md.gotmpl and values.yaml; scripts/chart-readme.sh)" \
+    bash -c 'diff -u "$2/README.md" <("$1" "$2")' _ "$chart_readme" "$CHART"
+  check "chart README documents every top-level value" bash -c '
+    for k in $(grep -oE "^[a-zA-Z]+:" "$1/values.yaml" | tr -d :); do
+      grep -qE "^\| \`$k(\.|\`)" "$1/README.md" || { echo "not documented: $k"; exit 1; }
+    done' _ "$CHART"
+else
+  printf 'SKIP chart README is current (run scripts/dev-tools.sh build)\n'
+fi
+actionlint="$(scripts/dev-tools.sh path actionlint)"
+if [[ -x "$actionlint" ]]; then
+  check "actionlint .github/workflows/*.yml" "$actionlint" -no-color .github/workflows/ci.yml .github/workflows/release.yml
+else
+  printf 'SKIP actionlint .github/workflows (run scripts/dev-tools.sh build)\n'
+fi
+check "release workflow: multi-arch cross build, SBOM, provenance, cosign keyless, chart pushed to OCI" bash -c '
+  w=.github/workflows/release.yml
+  grep -q "platforms: linux/amd64,linux/arm64" $w && grep -q "file: deploy/release/Dockerfile.cross" $w &&
+  grep -q "sbom: true" $w && grep -q "provenance: mode=max" $w && grep -q "id-token: write" $w &&
+  grep -q "cosign sign --yes" $w && grep -q "helm push .* \"\$registry\"" $w && grep -q "oci://ghcr.io/" $w &&
+  grep -q "FROM --platform=\$BUILDPLATFORM" deploy/release/Dockerfile.cross &&
+  grep -q -- "--release --locked --no-default-features --bin vpn-operator --target" deploy/release/Dockerfile.cross'
+
 # --- Helm against the API server -------------------------------------------------------------
 namespace "$NS"; namespace team-a; namespace team-b
 check "helm template | kubectl apply --server-side --dry-run=server (all namespaces)" bash -c \
@@ -184,6 +379,34 @@ check "kustomize base: ClusterRole and Lease Role rules identical to the chart's
   rules() { kubectl create --dry-run=client -o json -f - | jq -cS --arg k "$1" "select(.kind == \$k) | .rules"; }
   [[ "$(kubectl kustomize deploy/kustomize/base | rules ClusterRole)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x | rules ClusterRole)" ]] &&
   [[ "$(kubectl kustomize deploy/kustomize/base | rules Role)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 | rules Role)" ]]'
+# An overlay that moves the base into another namespace (and prefixes the names, so it does
+# not collide with the base's cluster-scoped objects applied above). The overlay lives in a
+# copy of the tree because kustomize accepts only relative paths to a base.
+renamed_ns=avo-renamed
+remove_renamed() {
+  kubectl delete namespace "$renamed_ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete clusterrolebinding,clusterrole renamed-altostrat-vpn-operator --ignore-not-found >/dev/null 2>&1 || true
+}
+remove_renamed
+mkdir -p "$work/tree/deploy/kustomize/overlays/renamed"
+cp -r crds "$work/tree/" && cp -r deploy/kustomize/base "$work/tree/deploy/kustomize/"
+printf 'namespace: %s\nnamePrefix: renamed-\nresources: [../../base]\n' "$renamed_ns" \
+  >"$work/tree/deploy/kustomize/overlays/renamed/kustomization.yaml"
+check "kustomize overlay into namespace $renamed_ns: applied server-side" \
+  kubectl apply --server-side --force-conflicts -k "$work/tree/deploy/kustomize/overlays/renamed"
+sa="$renamed_ns:renamed-altostrat-vpn-operator"
+check "kustomize overlay into $renamed_ns: bindings name its ServiceAccount, which has the operator's permissions" bash -c "$(declare -f can_i); set -e
+  kubectl -n $renamed_ns get deployment renamed-altostrat-vpn-operator -o jsonpath='{.spec.template.spec.serviceAccountName}' | grep -qx renamed-altostrat-vpn-operator
+  for b in clusterrolebinding/renamed-altostrat-vpn-operator 'rolebinding/renamed-altostrat-vpn-operator-leader-election -n $renamed_ns'; do
+    s=\"\$(kubectl get \$b -o jsonpath='{.subjects[0].namespace}/{.subjects[0].name}')\"
+    [[ \"\$s\" == $renamed_ns/renamed-altostrat-vpn-operator ]] || { echo \"\$b subject: \$s\"; exit 1; }
+  done
+  for v in get list watch patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default; can_i yes $sa \$v vpnpeers.vpn.altostrat.io team-a; done
+  can_i yes $sa patch vpnpeers.vpn.altostrat.io default --subresource=status
+  can_i yes $sa get secrets team-b; can_i yes $sa create events.events.k8s.io default
+  for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io $renamed_ns; done
+  can_i no $sa get leases.coordination.k8s.io $NS; can_i no $sa create vpninstances.vpn.altostrat.io default"
+remove_renamed
 check "kustomize base: the Secret is not part of it" bash -c '! kubectl kustomize deploy/kustomize/base | grep -q "^kind: Secret$"'
 check "kubectl kustomize overlays/example | kubectl apply --server-side --dry-run=server" bash -c \
   "kubectl kustomize deploy/kustomize/overlays/example | kubectl apply --server-side --force-conflicts --dry-run=server -f -"
@@ -197,6 +420,9 @@ check "kustomize overlay: 2 replicas, WATCH_NAMESPACES, RESYNC_INTERVAL, base en
 # --- examples and GitOps -----------------------------------------------------------------------
 check "examples validate server-side" \
   kubectl apply --dry-run=server -n default -f examples/instance.yaml -f examples/client-peer.yaml -f examples/site-peer.yaml
+check "Artifact Hub: the chart's crdsExamples validate server-side" bash -c "
+  $(declare -f as_list); jq -r '.[\"artifacthub.io/crdsExamples\"]' <<<'$annotations_json' | as_list |
+  kubectl apply --dry-run=server -n default -f -"
 check "examples/invalid-instance.yaml is refused, naming each of its four invalid fields" bash -c '
   if out="$(kubectl apply --dry-run=server -n default -f examples/invalid-instance.yaml 2>&1)"; then echo "accepted: $out"; exit 1; fi
   for field in spec.name spec.hostname spec.pushedRoutes spec.publicDns; do

@@ -4,8 +4,9 @@
 #   local kube-apiserver + etcd, the deployment checks (Helm/kustomize) and schemathesis
 #   against the simulator. Exits non-zero on the first failure.
 #
-# Everything it needs is built or installed by itself and cached outside the repository
-# (ALTOSTRAT_CACHE, default ~/.cache/altostrat-vpn-operator).
+# It checks its prerequisites first and names everything missing in one message. What it
+# builds or installs itself is cached outside the repository (ALTOSTRAT_CACHE, default
+# ~/.cache/altostrat-vpn-operator).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,8 +17,49 @@ export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0
 step() { printf '\n==> %s\n' "$*"; }
 started=$SECONDS
 
+# Every prerequisite is checked before anything is built, and everything missing is reported
+# in one message (on Debian/Ubuntu, `.ci/run` installs the system packages itself).
+missing=()
+need() { # need COMMAND HOW-TO-GET-IT
+  command -v "$1" >/dev/null 2>&1 || missing+=("$1: $2")
+}
+need cargo   "Rust stable from https://rustup.rs"
+need go      "Go >= 1.25 from https://go.dev/dl (builds kube-apiserver, etcd, helm and the check tools)"
+need kubectl "https://kubernetes.io/docs/tasks/tools/ (any recent version)"
+need python3 "apt-get install python3 python3-venv"
+need openssl "apt-get install openssl"
+need curl    "apt-get install curl"
+need jq      "apt-get install jq"
+need setsid  "apt-get install util-linux"
+if command -v cargo >/dev/null 2>&1; then
+  cargo fmt --version >/dev/null 2>&1 || missing+=("cargo fmt: rustup component add rustfmt")
+  cargo clippy --version >/dev/null 2>&1 || missing+=("cargo clippy: rustup component add clippy")
+fi
+if command -v go >/dev/null 2>&1; then
+  gv="$(go env GOVERSION 2>/dev/null)"; gv="${gv#go}"
+  [[ "$(printf '%s\n1.25\n' "${gv%%-*}" | sort -V | head -1)" == 1.25 ]] ||
+    missing+=("go >= 1.25 (found $gv): https://go.dev/dl")
+fi
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  missing+=("python3 venv/ensurepip (schemathesis runs in a virtualenv): apt-get install python3-venv")
+fi
+if ((${#missing[@]})); then
+  {
+    echo "scripts/test.sh: missing prerequisites:"
+    printf '  - %s\n' "${missing[@]}"
+    echo "Network access is needed too: the Go module proxy, crates.io and PyPI (first run only; cached after)."
+    echo "On Debian/Ubuntu, .ci/run installs the system packages (with sudo) and then runs this script."
+  } >&2
+  exit 1
+fi
+command -v lua5.1 >/dev/null 2>&1 ||
+  echo "note: lua5.1 not found: the Argo CD health-check table test will be skipped (apt-get install lua5.1)"
+
 step "control plane binaries (kube-apiserver, etcd, helm)"
 scripts/control-plane.sh build
+
+step "deployment-check tools (promql-check, chart-readme, actionlint)"
+scripts/dev-tools.sh build
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -3,7 +3,9 @@
 {{- end -}}
 
 {{- define "avo.fullname" -}}
-{{- if contains (include "avo.name" .) .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "avo.name" .) .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name (include "avo.name" .) | trunc 63 | trimSuffix "-" -}}
@@ -20,6 +22,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The operator image: repository@digest when a digest is set, else repository:tag. */}}
+{{- define "avo.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Label matchers of the operator's series in the PrometheusRule's expressions. */}}
+{{- define "avo.metricsSelector" -}}
+{{- .Values.metrics.prometheusRule.selector | default (printf "job=%q, namespace=%q" (printf "%s-metrics" (include "avo.fullname" .)) .Release.Namespace) -}}
 {{- end -}}
 
 {{- define "avo.serviceAccountName" -}}
