@@ -5,7 +5,6 @@ mod decide;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::time::Duration;
 
 use kube::api::ListParams;
@@ -43,68 +42,96 @@ impl HasStatus for VpnInstance {
 impl Reconciler for VpnInstance {
     const CONTROLLER: &'static str = "vpninstance";
 
-    fn converge<A: VpnApi>(
-        &self,
-        ctx: &Context<A>,
-        handle: &mut Handle<Self>,
-    ) -> impl Future<Output = Result<Action>> + Send {
-        converge(self, ctx, handle)
-    }
-
-    fn cleanup<A: VpnApi>(
-        &self,
-        ctx: &Context<A>,
-        handle: &mut Handle<Self>,
-    ) -> impl Future<Output = Result<Action>> + Send {
-        cleanup(self, ctx, handle)
-    }
-}
-
-async fn converge<A: VpnApi>(
-    obj: &VpnInstance,
-    ctx: &Context<A>,
-    handle: &mut Handle<VpnInstance>,
-) -> Result<Action> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let mut token = LazyToken::new(ctx, &namespace, obj.spec.credentials_secret_ref.as_ref());
-    let recorded_id = obj.status.as_ref().and_then(|s| s.instance_id.clone());
-    let mut observed = Observed {
-        spec: &obj.spec,
-        finalizer: FinalizerState::of(obj),
-        recorded_id: recorded_id.as_deref(),
-        remote: Remote::Unknown,
-        updated: false,
-    };
-    for _ in 0..MAX_STEPS {
-        let step = decide(&observed);
-        tracing::debug!(?step, "next step");
-        match step {
-            Step::AddFinalizer => {
-                observed.finalizer = match handle.add_finalizer(obj).await? {
-                    true => FinalizerState::Added,
-                    false => FinalizerState::Stale,
+    async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
+        let obj = self;
+        let namespace = obj.namespace().unwrap_or_default();
+        let mut token = LazyToken::new(ctx, &namespace, obj.spec.credentials_secret_ref.as_ref());
+        let recorded_id = obj.status.as_ref().and_then(|s| s.instance_id.clone());
+        let mut observed = Observed {
+            spec: &obj.spec,
+            finalizer: FinalizerState::of(obj),
+            recorded_id: recorded_id.as_deref(),
+            remote: Remote::Unknown,
+            updated: false,
+        };
+        for _ in 0..MAX_STEPS {
+            let step = decide(&observed);
+            tracing::debug!(?step, "next step");
+            match step {
+                Step::AddFinalizer => {
+                    observed.finalizer = match handle.add_finalizer(obj).await? {
+                        true => FinalizerState::Added,
+                        false => FinalizerState::Stale,
+                    }
                 }
+                Step::Requeue(after) => return Ok(Action::requeue(after)),
+                Step::Fetch(id) => observed.remote = fetch(ctx, &token.get().await?, id).await?,
+                Step::Create { replacing } => {
+                    observed.remote = create(obj, ctx, handle, &token.get().await?, replacing).await?
+                }
+                Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
+                Step::Update { id, body, fields } => {
+                    let updated = ctx.api.update_instance(&token.get().await?, &id, &body).await?;
+                    let fields = fields.join(", ");
+                    handle
+                        .activity
+                        .record(event::UPDATED, format!("applied changes to {fields}"));
+                    observed.remote = Remote::Found(updated);
+                    observed.updated = true;
+                }
+                Step::Record(instance) => return record(obj, ctx, handle, &instance).await,
+                Step::GiveUp(error) => return Err(error),
             }
-            Step::Requeue(after) => return Ok(Action::requeue(after)),
-            Step::Fetch(id) => observed.remote = fetch(ctx, &token.get().await?, id).await?,
-            Step::Create { replacing } => {
-                observed.remote = create(obj, ctx, handle, &token.get().await?, replacing).await?
-            }
-            Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
-            Step::Update { id, body, fields } => {
-                let updated = ctx.api.update_instance(&token.get().await?, &id, &body).await?;
-                let fields = fields.join(", ");
-                handle
-                    .activity
-                    .record(event::UPDATED, format!("applied changes to {fields}"));
-                observed.remote = Remote::Found(updated);
-                observed.updated = true;
-            }
-            Step::Record(instance) => return record(obj, ctx, handle, &instance).await,
-            Step::GiveUp(error) => return Err(error),
         }
+        Err(Error::Unsettled(VpnInstance::CONTROLLER))
     }
-    Err(Error::Unsettled(VpnInstance::CONTROLLER))
+
+    /// Deletion: honour `deletionPolicy`, wait for peers that still reference the instance, and
+    /// treat "already gone" as done.
+    async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
+        let obj = self;
+        let namespace = obj.namespace().unwrap_or_default();
+        let mut token = LazyToken::new(ctx, &namespace, obj.spec.credentials_secret_ref.as_ref());
+        let known_id = obj.status.as_ref().and_then(|s| s.instance_id.clone());
+        let mut observed = CleanupObserved {
+            has_finalizer: has_finalizer(obj),
+            policy: obj.spec.deletion_policy,
+            may_exist: true,
+            dependents: None,
+            known_id: known_id.or_else(|| obj.spec.instance_id.clone()),
+            search: None,
+            deleted: false,
+        };
+        for _ in 0..MAX_STEPS {
+            match decide_cleanup(&observed) {
+                CleanupStep::Nothing => return Ok(Action::await_change()),
+                CleanupStep::Orphan => {
+                    let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
+                    handle.activity.record(event::ORPHANED, note);
+                    return handle.release(obj).await;
+                }
+                CleanupStep::CountDependents => observed.dependents = Some(count_dependents(obj, ctx).await?),
+                CleanupStep::WaitForDependents(n) => return wait_for_dependents(handle, n).await,
+                CleanupStep::Search => {
+                    let existing = ctx.api.list_instances(&token.get().await?).await?;
+                    let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname);
+                    observed.search = Some(found.map(|i| i.id.clone()));
+                }
+                CleanupStep::Delete(id) => {
+                    match ctx.api.delete_instance(&token.get().await?, &id).await {
+                        Ok(()) => handle
+                            .activity
+                            .record(event::DELETED, format!("deleted Altostrat instance {id}")),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    observed.deleted = true;
+                }
+                CleanupStep::Release => return handle.release(obj).await,
+            }
+        }
+        Err(Error::Unsettled(VpnInstance::CONTROLLER))
+    }
 }
 
 async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String) -> Result<Remote> {
@@ -200,56 +227,6 @@ async fn record<A>(
         fastrand::f64(),
     );
     Ok(Action::requeue(after))
-}
-
-/// Deletion: honour `deletionPolicy`, wait for peers that still reference the instance, and
-/// treat "already gone" as done.
-async fn cleanup<A: VpnApi>(
-    obj: &VpnInstance,
-    ctx: &Context<A>,
-    handle: &mut Handle<VpnInstance>,
-) -> Result<Action> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let mut token = LazyToken::new(ctx, &namespace, obj.spec.credentials_secret_ref.as_ref());
-    let known_id = obj.status.as_ref().and_then(|s| s.instance_id.clone());
-    let mut observed = CleanupObserved {
-        has_finalizer: has_finalizer(obj),
-        policy: obj.spec.deletion_policy,
-        may_exist: true,
-        dependents: None,
-        known_id: known_id.or_else(|| obj.spec.instance_id.clone()),
-        search: None,
-        deleted: false,
-    };
-    for _ in 0..MAX_STEPS {
-        match decide_cleanup(&observed) {
-            CleanupStep::Nothing => return Ok(Action::await_change()),
-            CleanupStep::Orphan => {
-                let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
-                handle.activity.record(event::ORPHANED, note);
-                return handle.release(obj).await;
-            }
-            CleanupStep::CountDependents => observed.dependents = Some(count_dependents(obj, ctx).await?),
-            CleanupStep::WaitForDependents(n) => return wait_for_dependents(handle, n).await,
-            CleanupStep::Search => {
-                let existing = ctx.api.list_instances(&token.get().await?).await?;
-                let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname);
-                observed.search = Some(found.map(|i| i.id.clone()));
-            }
-            CleanupStep::Delete(id) => {
-                match ctx.api.delete_instance(&token.get().await?, &id).await {
-                    Ok(()) => handle
-                        .activity
-                        .record(event::DELETED, format!("deleted Altostrat instance {id}")),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
-                observed.deleted = true;
-            }
-            CleanupStep::Release => return handle.release(obj).await,
-        }
-    }
-    Err(Error::Unsettled(VpnInstance::CONTROLLER))
 }
 
 /// VpnPeers in the instance's namespace that reference it.

@@ -5,7 +5,6 @@ mod decide;
 #[cfg(test)]
 mod tests;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use kube::ResourceExt;
@@ -44,20 +43,137 @@ impl HasStatus for VpnPeer {
 impl Reconciler for VpnPeer {
     const CONTROLLER: &'static str = "vpnpeer";
 
-    fn converge<A: VpnApi>(
-        &self,
-        ctx: &Context<A>,
-        handle: &mut Handle<Self>,
-    ) -> impl Future<Output = Result<Action>> + Send {
-        converge(self, ctx, handle)
+    async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
+        let obj = self;
+        let instance = referenced_instance(obj, ctx);
+        let usable = usable_instance_id(instance.as_deref(), &obj.spec.instance_ref.name);
+        let namespace = obj.namespace().unwrap_or_default();
+        let secret = instance
+            .as_ref()
+            .and_then(|i| i.spec.credentials_secret_ref.as_ref());
+        let mut token = LazyToken::new(ctx, &namespace, secret);
+        let mut observed = Observed {
+            spec: &obj.spec,
+            recorded_id: recorded_on(obj.status.as_ref(), usable.as_deref().ok()),
+            instance: usable.clone(),
+            finalizer: FinalizerState::of(obj),
+            remote: Remote::Unknown,
+            updated: false,
+        };
+        let instance_id = usable.unwrap_or_default();
+        for _ in 0..MAX_STEPS {
+            let step = decide(&observed);
+            tracing::debug!(?step, "next step");
+            match step {
+                Step::Wait(waiting) => {
+                    let current = handle.status.stored().cloned().unwrap_or_default();
+                    handle.status.write(current, &waiting_conditions(waiting)).await?;
+                    return Ok(Action::requeue(ctx.settings.resync_interval));
+                }
+                Step::Requeue(after) => return Ok(Action::requeue(after)),
+                Step::AddFinalizer => match handle.add_finalizer(obj).await? {
+                    true => observed.finalizer_added(),
+                    false => observed.finalizer = FinalizerState::Stale,
+                },
+                Step::Fetch(id) => {
+                    observed.remote = fetch(ctx, &token.get().await?, &instance_id, id).await?
+                }
+                Step::Forget(id) => {
+                    forget(obj, ctx, handle, &id).await?;
+                    observed.recorded_id = None;
+                    observed.remote = Remote::Unknown;
+                }
+                Step::Search => {
+                    let kind = Some(plan::peer_type(obj.spec.kind));
+                    let existing = ctx
+                        .api
+                        .list_peers(&token.get().await?, &instance_id, kind)
+                        .await?;
+                    observed.remote =
+                        Remote::Searched(plan::find_matching_peer(&existing, &obj.spec).cloned());
+                }
+                Step::Adopt(found) => {
+                    let note = (
+                        event::ADOPTED,
+                        format!("adopted existing Altostrat peer {}", found.id),
+                    );
+                    observed.remote = Remote::Found(record_id(handle, found, &instance_id, note).await?);
+                }
+                Step::Create => {
+                    let body = plan::peer_create(&obj.spec);
+                    let created = ctx
+                        .api
+                        .create_peer(&token.get().await?, &instance_id, &body)
+                        .await?;
+                    let note = (event::CREATED, format!("created Altostrat peer {}", created.id));
+                    observed.remote = Remote::Found(record_id(handle, created, &instance_id, note).await?);
+                }
+                Step::Update { id, body, field } => {
+                    let updated = ctx
+                        .api
+                        .update_peer(&token.get().await?, &instance_id, &id, &body)
+                        .await?;
+                    handle
+                        .activity
+                        .record(event::UPDATED, format!("applied changes to {field}"));
+                    observed.remote = Remote::Found(updated);
+                    observed.updated = true;
+                }
+                Step::Record(peer) => return record(obj, ctx, handle, &peer, &instance_id).await,
+            }
+        }
+        Err(Error::Unsettled(VpnPeer::CONTROLLER))
     }
 
-    fn cleanup<A: VpnApi>(
-        &self,
-        ctx: &Context<A>,
-        handle: &mut Handle<Self>,
-    ) -> impl Future<Output = Result<Action>> + Send {
-        cleanup(self, ctx, handle)
+    async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
+        let obj = self;
+        let instance = referenced_instance(obj, ctx);
+        let status = obj.status.clone().unwrap_or_default();
+        let instance_id = status.instance_id.clone().or_else(|| {
+            instance
+                .as_ref()
+                .and_then(|i| i.status.as_ref())
+                .and_then(|s| s.instance_id.clone())
+        });
+        let namespace = obj.namespace().unwrap_or_default();
+        let secret = instance
+            .as_ref()
+            .and_then(|i| i.spec.credentials_secret_ref.as_ref());
+        let mut token = LazyToken::new(ctx, &namespace, secret);
+        let mut observed = CleanupObserved {
+            has_finalizer: has_finalizer(obj),
+            policy: obj.spec.deletion_policy,
+            may_exist: instance_id.is_some(),
+            dependents: Some(0),
+            known_id: status.peer_id.clone(),
+            search: None,
+            deleted: false,
+        };
+        let instance_id = instance_id.unwrap_or_default();
+        for _ in 0..MAX_STEPS {
+            match decide_cleanup(&observed) {
+                CleanupStep::Nothing => return Ok(Action::await_change()),
+                // The finalizer is held, so a create was claimed and may have succeeded without
+                // its id being recorded.
+                CleanupStep::Search => {
+                    observed.search = Some(search(obj, ctx, &token.get().await?, &instance_id).await?)
+                }
+                CleanupStep::Delete(id) => {
+                    match ctx.api.delete_peer(&token.get().await?, &instance_id, &id).await {
+                        Ok(()) => handle
+                            .activity
+                            .record(event::DELETED, format!("deleted Altostrat peer {id}")),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    observed.deleted = true;
+                }
+                CleanupStep::Orphan | CleanupStep::Release => return handle.release(obj).await,
+                // Peers have no dependents.
+                CleanupStep::CountDependents | CleanupStep::WaitForDependents(_) => break,
+            }
+        }
+        Err(Error::Unsettled(VpnPeer::CONTROLLER))
     }
 }
 
@@ -67,88 +183,6 @@ fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInst
     let namespace = obj.namespace().unwrap_or_default();
     ctx.instances
         .get(&ObjectRef::new(&obj.spec.instance_ref.name).within(&namespace))
-}
-
-async fn converge<A: VpnApi>(
-    obj: &VpnPeer,
-    ctx: &Context<A>,
-    handle: &mut Handle<VpnPeer>,
-) -> Result<Action> {
-    let instance = referenced_instance(obj, ctx);
-    let usable = usable_instance_id(instance.as_deref(), &obj.spec.instance_ref.name);
-    let namespace = obj.namespace().unwrap_or_default();
-    let secret = instance
-        .as_ref()
-        .and_then(|i| i.spec.credentials_secret_ref.as_ref());
-    let mut token = LazyToken::new(ctx, &namespace, secret);
-    let mut observed = Observed {
-        spec: &obj.spec,
-        recorded_id: recorded_on(obj.status.as_ref(), usable.as_deref().ok()),
-        instance: usable.clone(),
-        finalizer: FinalizerState::of(obj),
-        remote: Remote::Unknown,
-        updated: false,
-    };
-    let instance_id = usable.unwrap_or_default();
-    for _ in 0..MAX_STEPS {
-        let step = decide(&observed);
-        tracing::debug!(?step, "next step");
-        match step {
-            Step::Wait(waiting) => {
-                let current = handle.status.stored().cloned().unwrap_or_default();
-                handle.status.write(current, &waiting_conditions(waiting)).await?;
-                return Ok(Action::requeue(ctx.settings.resync_interval));
-            }
-            Step::Requeue(after) => return Ok(Action::requeue(after)),
-            Step::AddFinalizer => match handle.add_finalizer(obj).await? {
-                true => observed.finalizer_added(),
-                false => observed.finalizer = FinalizerState::Stale,
-            },
-            Step::Fetch(id) => observed.remote = fetch(ctx, &token.get().await?, &instance_id, id).await?,
-            Step::Forget(id) => {
-                forget(obj, ctx, handle, &id).await?;
-                observed.recorded_id = None;
-                observed.remote = Remote::Unknown;
-            }
-            Step::Search => {
-                let kind = Some(plan::peer_type(obj.spec.kind));
-                let existing = ctx
-                    .api
-                    .list_peers(&token.get().await?, &instance_id, kind)
-                    .await?;
-                observed.remote = Remote::Searched(plan::find_matching_peer(&existing, &obj.spec).cloned());
-            }
-            Step::Adopt(found) => {
-                let note = (
-                    event::ADOPTED,
-                    format!("adopted existing Altostrat peer {}", found.id),
-                );
-                observed.remote = Remote::Found(record_id(handle, found, &instance_id, note).await?);
-            }
-            Step::Create => {
-                let body = plan::peer_create(&obj.spec);
-                let created = ctx
-                    .api
-                    .create_peer(&token.get().await?, &instance_id, &body)
-                    .await?;
-                let note = (event::CREATED, format!("created Altostrat peer {}", created.id));
-                observed.remote = Remote::Found(record_id(handle, created, &instance_id, note).await?);
-            }
-            Step::Update { id, body, field } => {
-                let updated = ctx
-                    .api
-                    .update_peer(&token.get().await?, &instance_id, &id, &body)
-                    .await?;
-                handle
-                    .activity
-                    .record(event::UPDATED, format!("applied changes to {field}"));
-                observed.remote = Remote::Found(updated);
-                observed.updated = true;
-            }
-            Step::Record(peer) => return record(obj, ctx, handle, &peer, &instance_id).await,
-        }
-    }
-    Err(Error::Unsettled(VpnPeer::CONTROLLER))
 }
 
 async fn fetch<A: VpnApi>(
@@ -210,56 +244,6 @@ async fn record<A>(
         ctx.settings.resync_interval,
         fastrand::f64(),
     )))
-}
-
-async fn cleanup<A: VpnApi>(obj: &VpnPeer, ctx: &Context<A>, handle: &mut Handle<VpnPeer>) -> Result<Action> {
-    let instance = referenced_instance(obj, ctx);
-    let status = obj.status.clone().unwrap_or_default();
-    let instance_id = status.instance_id.clone().or_else(|| {
-        instance
-            .as_ref()
-            .and_then(|i| i.status.as_ref())
-            .and_then(|s| s.instance_id.clone())
-    });
-    let namespace = obj.namespace().unwrap_or_default();
-    let secret = instance
-        .as_ref()
-        .and_then(|i| i.spec.credentials_secret_ref.as_ref());
-    let mut token = LazyToken::new(ctx, &namespace, secret);
-    let mut observed = CleanupObserved {
-        has_finalizer: has_finalizer(obj),
-        policy: obj.spec.deletion_policy,
-        may_exist: instance_id.is_some(),
-        dependents: Some(0),
-        known_id: status.peer_id.clone(),
-        search: None,
-        deleted: false,
-    };
-    let instance_id = instance_id.unwrap_or_default();
-    for _ in 0..MAX_STEPS {
-        match decide_cleanup(&observed) {
-            CleanupStep::Nothing => return Ok(Action::await_change()),
-            // The finalizer is held, so a create was claimed and may have succeeded without
-            // its id being recorded.
-            CleanupStep::Search => {
-                observed.search = Some(search(obj, ctx, &token.get().await?, &instance_id).await?)
-            }
-            CleanupStep::Delete(id) => {
-                match ctx.api.delete_peer(&token.get().await?, &instance_id, &id).await {
-                    Ok(()) => handle
-                        .activity
-                        .record(event::DELETED, format!("deleted Altostrat peer {id}")),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
-                observed.deleted = true;
-            }
-            CleanupStep::Orphan | CleanupStep::Release => return handle.release(obj).await,
-            // Peers have no dependents.
-            CleanupStep::CountDependents | CleanupStep::WaitForDependents(_) => break,
-        }
-    }
-    Err(Error::Unsettled(VpnPeer::CONTROLLER))
 }
 
 /// The id of the peer a lost create answer may have left, if the instance still exists.
