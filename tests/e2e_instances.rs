@@ -242,9 +242,9 @@ async fn delete_removes_the_instance_and_orphan_policy_keeps_it() {
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
-async fn existing_instance_with_our_hostname_is_adopted_not_duplicated() {
-    // Models a crash between a successful POST and the status write: Altostrat already has
-    // the instance, the resource has no id in its status.
+async fn a_hub_made_out_of_band_with_our_hostname_is_neither_adopted_nor_deleted() {
+    // The hub existed before this resource claimed its create: it is someone else's, so it is
+    // reported, never written to, and left in place when the resource is deleted.
     let client = kube().await;
     let ns = namespace(&client, "e2e-adopt").await;
     let sim = simulator(Duration::from_millis(300)).await;
@@ -254,19 +254,29 @@ async fn existing_instance_with_our_hostname_is_adopted_not_duplicated() {
     let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
     let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
 
-    apply(&api, &instance_manifest("hub", "adopt-hub", json!({}))).await;
-    let ready = wait_instance(&api, "hub", "Ready", instance_ready).await;
-    assert_eq!(
-        ready.status.unwrap().instance_id.as_deref(),
-        Some(existing.id.as_str())
-    );
-    // The create is answered 409 (hostname taken) and the operator adopts instead.
+    apply(
+        &api,
+        &instance_manifest("hub", "adopt-hub", json!({"pushedRoutes": ["10.9.0.0/16"]})),
+    )
+    .await;
+    let message = wait_instance_reason(&api, "hub", "HostnameTaken").await;
+    assert!(message.contains(&existing.id), "names the hub: {message}");
     assert_eq!(
         simc.count("POST /vpn/instances").await,
         1,
         "one create attempt, refused"
     );
-    assert_eq!(simc.instances().await.len(), 1);
+    api.delete("hub", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "hub").await;
+    let remote = simc.instances().await;
+    assert_eq!(remote.len(), 1);
+    assert!(
+        remote[0].pushed_routes.is_empty(),
+        "never updated: {:?}",
+        remote[0]
+    );
+    assert_eq!(simc.count("PUT /vpn/instances/{instanceId}").await, 0);
+    assert_eq!(simc.count("DELETE /vpn/instances/{instanceId}").await, 0);
     operator.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! The deletion lifecycle of both kinds as one pure decision.
 
+use super::ownership::Ownership;
 use crate::crd::DeletionPolicy;
 
 /// What a deleting reconcile knows at this point.
@@ -7,15 +8,18 @@ use crate::crd::DeletionPolicy;
 pub(crate) struct CleanupObserved {
     pub has_finalizer: bool,
     pub policy: DeletionPolicy,
-    /// Whether anything of this resource can exist in Altostrat: a peer needs a known
-    /// instance id; an instance always can.
+    /// Whether anything of this resource can exist in Altostrat: an id was recorded or a
+    /// create was claimed (and, for a peer, its instance is known).
     pub may_exist: bool,
     /// Resources that still reference this one (peers of an instance); `None`: not counted yet.
     pub dependents: Option<usize>,
-    /// The Altostrat id recorded (or set in the spec).
+    /// The Altostrat id recorded in status.
     pub known_id: Option<String>,
-    /// The result of looking for an unrecorded object; `None`: not looked yet.
-    pub search: Option<Option<String>>,
+    /// Another live resource that records or explicitly adopted `known_id` (a hand-over, such
+    /// as a GitOps rename): the object is its now.
+    pub handed_over_to: Option<String>,
+    /// What a search for an unrecorded create found, and whose it is; `None`: not looked yet.
+    pub search: Option<Option<(String, Ownership)>>,
     /// The Altostrat object is gone (deleted now, or already).
     pub deleted: bool,
 }
@@ -34,6 +38,16 @@ pub(crate) enum CleanupStep {
     /// A create may have happened without its id being recorded: look for the object.
     Search,
     Delete(String),
+    /// The object is another resource's now: release without deleting.
+    HandOver {
+        id: String,
+        to: String,
+    },
+    /// The object found is not provably this resource's: release without deleting.
+    LeaveAlone {
+        id: String,
+        verdict: Ownership,
+    },
     /// The Altostrat side is done: release the finalizer.
     Release,
 }
@@ -53,10 +67,19 @@ pub(crate) fn decide_cleanup(o: &CleanupObserved) -> CleanupStep {
     if o.deleted || !o.may_exist {
         return CleanupStep::Release;
     }
-    match (&o.known_id, &o.search) {
-        (Some(id), _) | (None, Some(Some(id))) => CleanupStep::Delete(id.clone()),
-        (None, None) => CleanupStep::Search,
-        (None, Some(None)) => CleanupStep::Release,
+    match (&o.known_id, &o.handed_over_to, &o.search) {
+        (Some(id), Some(to), _) => CleanupStep::HandOver {
+            id: id.clone(),
+            to: to.clone(),
+        },
+        (Some(id), None, _) => CleanupStep::Delete(id.clone()),
+        (None, _, None) => CleanupStep::Search,
+        (None, _, Some(None)) => CleanupStep::Release,
+        (None, _, Some(Some((id, Ownership::Ours)))) => CleanupStep::Delete(id.clone()),
+        (None, _, Some(Some((id, verdict)))) => CleanupStep::LeaveAlone {
+            id: id.clone(),
+            verdict: verdict.clone(),
+        },
     }
 }
 
@@ -71,6 +94,7 @@ mod tests {
             may_exist: true,
             dependents: Some(0),
             known_id: Some("i-1".into()),
+            handed_over_to: None,
             search: None,
             deleted: false,
         }
@@ -127,15 +151,42 @@ mod tests {
         };
         assert_eq!(decide_cleanup(&unrecorded), CleanupStep::Search);
         let found = CleanupObserved {
-            search: Some(Some("i-9".into())),
+            search: Some(Some(("i-9".into(), Ownership::Ours))),
             ..unrecorded.clone()
         };
         assert_eq!(decide_cleanup(&found), CleanupStep::Delete("i-9".into()));
+        let someone_elses = CleanupObserved {
+            search: Some(Some(("i-8".into(), Ownership::NotOurs))),
+            ..unrecorded.clone()
+        };
+        assert_eq!(
+            decide_cleanup(&someone_elses),
+            CleanupStep::LeaveAlone {
+                id: "i-8".into(),
+                verdict: Ownership::NotOurs
+            },
+            "a resource that never created anything deletes nothing"
+        );
         let not_found = CleanupObserved {
             search: Some(None),
             ..unrecorded
         };
         assert_eq!(decide_cleanup(&not_found), CleanupStep::Release);
+    }
+
+    #[test]
+    fn an_object_handed_over_to_another_resource_is_released_not_deleted() {
+        let o = CleanupObserved {
+            handed_over_to: Some("team-a/hub-renamed".into()),
+            ..deleting()
+        };
+        assert_eq!(
+            decide_cleanup(&o),
+            CleanupStep::HandOver {
+                id: "i-1".into(),
+                to: "team-a/hub-renamed".into()
+            }
+        );
     }
 
     #[test]

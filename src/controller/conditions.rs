@@ -19,6 +19,8 @@ pub mod reason {
     pub const DELETING: &str = "Deleting";
     pub const WAITING_FOR_INSTANCE: &str = "WaitingForInstance";
     pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
+    pub const HOSTNAME_TAKEN: &str = "HostnameTaken";
+    pub const NOT_OWNED: &str = "NotOwned";
 }
 
 /// The desired value of one condition, before timestamps are attached.

@@ -13,8 +13,9 @@ use super::error::{Error, FailureCounts, Result};
 use super::plan;
 use crate::altostrat::model::region_codes;
 use crate::altostrat::{ApiToken, VpnApi};
-use crate::crd::{SECRET_TOKEN_KEY, SecretReference, VpnInstance};
+use crate::crd::{SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
+use kube::{Resource, ResourceExt};
 
 /// Operator-wide settings for the controllers.
 #[derive(Clone, Debug)]
@@ -54,6 +55,8 @@ pub struct Context<A> {
     pub settings: Settings,
     /// Instances as seen by the instance controller, for peers to find theirs without reads.
     pub instances: Store<VpnInstance>,
+    /// Peers as seen by the peer controller, to know which Altostrat peers others record.
+    pub peers: Store<VpnPeer>,
     pub(crate) failures: FailureCounts,
     regions: tokio::sync::Mutex<RegionCache>,
 }
@@ -68,6 +71,7 @@ impl<A: VpnApi> Context<A> {
         metrics: Arc<Metrics>,
         settings: Settings,
         instances: Store<VpnInstance>,
+        peers: Store<VpnPeer>,
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -78,6 +82,7 @@ impl<A: VpnApi> Context<A> {
             metrics,
             settings,
             instances,
+            peers,
             failures: FailureCounts::default(),
             regions: tokio::sync::Mutex::new(None),
         }
@@ -127,6 +132,47 @@ impl<A: VpnApi> Context<A> {
         let codes = cache.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
         plan::validate_region(region, codes).map_err(Error::InvalidSpec)
     }
+}
+
+impl<A> Context<A> {
+    /// Another VpnInstance that records the Altostrat instance `id` in its status or adopts it
+    /// in its spec, among those `accept` admits, as `namespace/name`.
+    pub(crate) fn instance_holding(
+        &self,
+        me: &VpnInstance,
+        id: &str,
+        accept: impl Fn(&VpnInstance) -> bool,
+    ) -> Option<String> {
+        let holds = |i: &VpnInstance| {
+            i.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id)
+                || i.spec.instance_id.as_deref() == Some(id)
+        };
+        self.instances
+            .state()
+            .into_iter()
+            .find(|i| !same_object(i.as_ref(), me) && holds(i) && accept(i))
+            .map(|i| qualified_name(i.as_ref()))
+    }
+
+    /// Another VpnPeer that records the Altostrat peer `id`, as `namespace/name`.
+    pub(crate) fn peer_holding(&self, me: &VpnPeer, id: &str) -> Option<String> {
+        self.peers
+            .state()
+            .into_iter()
+            .find(|p| {
+                !same_object(p.as_ref(), me)
+                    && p.status.as_ref().and_then(|s| s.peer_id.as_deref()) == Some(id)
+            })
+            .map(|p| qualified_name(p.as_ref()))
+    }
+}
+
+fn same_object<K: Resource>(a: &K, b: &K) -> bool {
+    a.meta().namespace == b.meta().namespace && a.meta().name == b.meta().name
+}
+
+pub(crate) fn qualified_name<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// The non-empty `token` key of a credentials Secret, from `data` or `stringData`.

@@ -15,7 +15,7 @@ use super::conditions;
 use super::context::Context;
 use super::error::{Error, Result, object_key};
 use super::events::Activity;
-use super::finalizer;
+use super::finalizer::{self, FinalizerState, Patched};
 use super::status::{HasStatus, StatusWriter};
 use crate::altostrat::VpnApi;
 
@@ -66,14 +66,31 @@ impl<K: Reconciler> Handle<K> {
         }
     }
 
-    /// See [`finalizer::add`].
-    pub async fn add_finalizer(&self, obj: &K) -> Result<bool> {
-        finalizer::add(&self.api, obj).await
+    /// See [`finalizer::add`]: `Added`, or `Stale` when our copy was not current.
+    pub async fn add_finalizer(&mut self, obj: &K) -> Result<FinalizerState> {
+        let patched = finalizer::add(&self.api, obj, self.status.version()).await?;
+        Ok(self.note(patched))
+    }
+
+    /// See [`finalizer::claim`]: `Added`, or `Stale` when our copy was not current.
+    pub async fn claim(&mut self, obj: &K, at: &k8s_openapi::jiff::Timestamp) -> Result<FinalizerState> {
+        let patched = finalizer::claim(&self.api, obj, self.status.version(), at).await?;
+        Ok(self.note(patched))
     }
 
     /// See [`finalizer::release`].
     pub async fn release(&self, obj: &K) -> Result<Action> {
-        finalizer::release(&self.api, obj).await
+        finalizer::release(&self.api, obj, self.status.version()).await
+    }
+
+    fn note(&mut self, patched: Patched) -> FinalizerState {
+        match patched {
+            Patched::Current(version) => {
+                self.status.set_version(version);
+                FinalizerState::Added
+            }
+            Patched::Stale => FinalizerState::Stale,
+        }
     }
 }
 

@@ -29,6 +29,10 @@ pub enum Error {
     InvalidSpec(String),
     #[error("credentials: {0}")]
     Credentials(String),
+    /// The Altostrat object in question is not provably this resource's own: nothing is
+    /// written to it or deleted. `reason` is the condition reason.
+    #[error("{message}")]
+    NotOwned { reason: &'static str, message: String },
     /// The decisions of one reconcile went round in circles: a bug, reported instead of looping.
     #[error("the {0} lifecycle did not settle within one reconcile")]
     Unsettled(&'static str),
@@ -47,6 +51,7 @@ impl Error {
             Self::Kube { .. } => "kubernetes",
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Credentials(_) => "credentials",
+            Self::NotOwned { .. } => "not_owned",
             Self::Unsettled(_) => "unsettled",
         }
     }
@@ -54,7 +59,7 @@ impl Error {
     /// Errors only an edit of the resource (or of the world outside) can fix.
     pub fn needs_user_action(&self) -> bool {
         match self {
-            Self::InvalidSpec(_) => true,
+            Self::InvalidSpec(_) | Self::NotOwned { .. } => true,
             Self::Api(e) => matches!(e, ApiError::Invalid { .. } | ApiError::Conflict { .. }),
             _ => false,
         }
@@ -62,7 +67,9 @@ impl Error {
 
     /// Condition reason for this error.
     pub fn reason(&self) -> &'static str {
-        if self.needs_user_action() {
+        if let Self::NotOwned { reason, .. } = self {
+            reason
+        } else if self.needs_user_action() {
             reason::INVALID_SPEC
         } else if matches!(
             self,

@@ -19,6 +19,7 @@ pub mod reason {
     pub const READY: (&str, &str) = ("Ready", "Reconcile");
     pub const DELETED: (&str, &str) = ("Deleted", "Delete");
     pub const ORPHANED: (&str, &str) = ("Orphaned", "Delete");
+    pub const LEFT_ALONE: (&str, &str) = ("NotOwned", "Delete");
 }
 
 /// The one Normal event a reconcile publishes when it changed something: named after its first

@@ -9,7 +9,9 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::error::{Error, Result};
-use crate::crd::FINALIZER;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{CREATE_CLAIM_ANNOTATION, FINALIZER};
 
 /// When our copy of an object was stale, look again after the watch has caught up.
 pub(crate) const STALE_RETRY: Duration = Duration::from_millis(500);
@@ -18,23 +20,55 @@ pub(crate) fn has_finalizer<K: Resource>(obj: &K) -> bool {
     obj.finalizers().iter().any(|f| f == FINALIZER)
 }
 
-/// Adds the cleanup finalizer if missing. Returns false when the copy was stale or the object
-/// is gone: the caller must not go on acting on it.
-pub(crate) async fn add<K>(api: &Api<K>, obj: &K) -> Result<bool>
+/// What a metadata patch with a `resourceVersion` precondition came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Patched {
+    /// Applied; the object's new `resourceVersion`.
+    Current(Option<String>),
+    /// Our version was not the latest (or the object is gone): the caller must not go on
+    /// acting on it.
+    Stale,
+}
+
+/// Adds the cleanup finalizer to `obj` at `version` if missing.
+pub(crate) async fn add<K>(api: &Api<K>, obj: &K, version: Option<&str>) -> Result<Patched>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     if has_finalizer(obj) {
-        return Ok(true);
+        return Ok(Patched::Current(version.map(str::to_owned)));
     }
     let mut finalizers = obj.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
-    patch(api, obj, finalizers).await
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": version }
+    });
+    merge_if_current(api, obj, &patch).await
+}
+
+/// Claims a create: adds the finalizer if missing and records `at` as the claim, only if
+/// `version` is the latest.
+pub(crate) async fn claim<K>(api: &Api<K>, obj: &K, version: Option<&str>, at: &Timestamp) -> Result<Patched>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut finalizers = obj.finalizers().to_vec();
+    if !has_finalizer(obj) {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "annotations": { CREATE_CLAIM_ANNOTATION: at.to_string() },
+            "resourceVersion": version,
+        }
+    });
+    merge_if_current(api, obj, &patch).await
 }
 
 /// Removes the cleanup finalizer once the Altostrat side is done. A stale copy is looked at
 /// again shortly: finalizer changes alone do not trigger a reconcile.
-pub(crate) async fn release<K>(api: &Api<K>, obj: &K) -> Result<Action>
+pub(crate) async fn release<K>(api: &Api<K>, obj: &K, version: Option<&str>) -> Result<Action>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -44,34 +78,35 @@ where
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    if finalizers.len() == obj.finalizers().len() || patch(api, obj, finalizers).await? {
-        Ok(Action::await_change())
-    } else {
-        Ok(Action::requeue(STALE_RETRY))
+    if finalizers.len() == obj.finalizers().len() {
+        return Ok(Action::await_change());
+    }
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": version }
+    });
+    match merge_if_current(api, obj, &patch).await? {
+        Patched::Current(_) => Ok(Action::await_change()),
+        Patched::Stale => Ok(Action::requeue(STALE_RETRY)),
     }
 }
 
-/// Replaces the finalizer list if `obj` is still the latest version; false when it is not (a
-/// trigger raced the cache) or the object is gone.
-async fn patch<K>(api: &Api<K>, obj: &K, finalizers: Vec<String>) -> Result<bool>
+/// Merge-patches `obj`'s metadata; `patch` carries `obj`'s `resourceVersion` as precondition.
+async fn merge_if_current<K>(api: &Api<K>, obj: &K, patch: &serde_json::Value) -> Result<Patched>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let patch = serde_json::json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": obj.resource_version() }
-    });
     match api
-        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Ok(patched) => Ok(Patched::Current(patched.resource_version())),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Patched::Stale),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            tracing::debug!("finalizer patch conflicted with a newer version");
-            Ok(false)
+            tracing::debug!("metadata patch conflicted with a newer version");
+            Ok(Patched::Stale)
         }
         Err(e) => Err(Error::kube(format!(
-            "finalizer patch of {} {}",
+            "metadata patch of {} {}",
             K::kind(&()),
             obj.name_any()
         ))(e)),

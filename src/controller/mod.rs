@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 mod finalizer;
 mod instance;
+pub mod ownership;
 mod peer;
 pub mod plan;
 pub mod status;

@@ -207,21 +207,24 @@ pub fn peer_update(spec: &VpnPeerSpec, observed: &Peer) -> Option<PeerUpdate> {
     }
 }
 
-/// A peer on the instance that a previous attempt created before its id could be recorded:
-/// same type and same user (client) or site (site). Altostrat has one peer per user or site
-/// on an instance, which makes this pair a natural key.
-pub fn find_matching_peer<'a>(peers: &'a [Peer], spec: &VpnPeerSpec) -> Option<&'a Peer> {
+/// The peers on the instance that a previous attempt may have created before its id could be
+/// recorded: same type and same user (client) or site (site). Whether one of them is this
+/// resource's own is for [`crate::controller::ownership`] to judge.
+pub fn matching_peers<'a>(peers: &'a [Peer], spec: &VpnPeerSpec) -> Vec<&'a Peer> {
     let eq = |a: &Option<String>, b: &Option<String>| match (a, b) {
         (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
         _ => false,
     };
-    peers.iter().find(|p| {
-        p.peer_type == peer_type(spec.kind)
-            && match spec.kind {
-                PeerKind::Client => eq(&p.user_id, &spec.user_id),
-                PeerKind::Site => eq(&p.site_id, &spec.site_id),
-            }
-    })
+    peers
+        .iter()
+        .filter(|p| {
+            p.peer_type == peer_type(spec.kind)
+                && match spec.kind {
+                    PeerKind::Client => eq(&p.user_id, &spec.user_id),
+                    PeerKind::Site => eq(&p.site_id, &spec.site_id),
+                }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -438,10 +441,11 @@ mod tests {
                 ..Peer::default()
             },
         ];
-        assert_eq!(
-            find_matching_peer(&peers, &spec).map(|p| p.id.as_str()),
-            Some("mine")
-        );
-        assert!(find_matching_peer(&peers[..2], &spec).is_none());
+        let ids: Vec<&str> = matching_peers(&peers, &spec)
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["mine"]);
+        assert!(matching_peers(&peers[..2], &spec).is_empty());
     }
 }

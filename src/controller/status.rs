@@ -53,6 +53,10 @@ pub(crate) struct StatusWriter<K: HasStatus> {
     generation: Option<i64>,
     now: Time,
     stored: Option<K::Status>,
+    /// The object's `resourceVersion` after this reconcile's last write to it: the
+    /// precondition of a later metadata patch in the same reconcile, which would otherwise
+    /// find its own status write in the way.
+    version: Option<String>,
 }
 
 /// The object types whose status this writer handles.
@@ -74,12 +78,23 @@ where
             generation: obj.meta().generation,
             now,
             stored: obj.status().cloned(),
+            version: obj.resource_version(),
         }
     }
 
     /// The status as stored, including this reconcile's own writes.
     pub fn stored(&self) -> Option<&K::Status> {
         self.stored.as_ref()
+    }
+
+    /// See the `version` field.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// Notes the version a metadata patch of this reconcile produced.
+    pub fn set_version(&mut self, version: Option<String>) {
+        self.version = version;
     }
 
     /// The time this reconcile stamps on condition transitions.
@@ -120,7 +135,9 @@ where
         if self.stored.as_ref() == Some(&next) {
             return Ok(());
         }
-        apply_status(&self.api, &self.name, &next).await?;
+        if let Some(version) = apply_status(&self.api, &self.name, &next).await? {
+            self.version = Some(version);
+        }
         self.stored = Some(next);
         Ok(())
     }
@@ -164,9 +181,9 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
     status
 }
 
-/// Writes `.status` by server-side apply under [`FIELD_MANAGER`]. A resource deleted meanwhile
-/// is not an error.
-async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<()>
+/// Writes `.status` by server-side apply under [`FIELD_MANAGER`] and returns the new
+/// `resourceVersion`. A resource deleted meanwhile is not an error.
+async fn apply_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize,
@@ -178,8 +195,8 @@ where
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Ok(written) => Ok(written.resource_version()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
         Err(e) => Err(Error::kube(format!("status write of {} {name}", K::kind(&())))(e)),
     }
 }

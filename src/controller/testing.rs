@@ -189,12 +189,29 @@ impl KubeState {
             if !expected.is_null() && *expected != current["metadata"]["resourceVersion"] {
                 return (StatusCode::CONFLICT, status_body(409, "Conflict"));
             }
-            if let Some(finalizers) = body["metadata"].get("finalizers") {
-                current["metadata"]["finalizers"] = finalizers.clone();
-            }
+            merge_patch(&mut current, &body);
         }
         self.store(path.to_owned(), current);
         (StatusCode::OK, self.objects[path].clone())
+    }
+}
+
+/// A JSON merge patch (RFC 7386), as the API server applies one.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let target = target.as_object_mut().expect("an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
     }
 }
 
@@ -318,16 +335,36 @@ impl FakeAltostrat {
             .retain(|p| p.id != peer_id);
     }
 
-    /// Puts a peer in place as if created earlier (by anyone).
-    pub fn add_peer(&self, instance_id: &str, body: &PeerCreate) -> Peer {
+    /// Puts a peer in place as if created by someone else at `created_at`.
+    pub fn add_peer(&self, instance_id: &str, body: &PeerCreate, created_at: &str) -> Peer {
         let mut state = self.0.lock().unwrap();
-        let peer = state.new_peer(body);
+        let mut peer = state.new_peer(body);
+        peer.created_at = Some(created_at.into());
         state
             .peers
             .entry(instance_id.into())
             .or_default()
             .push(peer.clone());
         peer
+    }
+
+    /// Puts a provisioned instance in place as if created by someone else at `created_at`
+    /// with these credentials (visible to them).
+    pub fn add_instance(&self, hostname: &str, created_at: &str) -> Instance {
+        let mut state = self.0.lock().unwrap();
+        let id = state.next_id("i");
+        let mut instance = Instance {
+            id: id.clone(),
+            name: "Made elsewhere".into(),
+            region: "sjc".into(),
+            hostname: format!("{hostname}.vpn.altostr.at"),
+            public_dns: vec!["1.1.1.1".into()],
+            created_at: Some(created_at.into()),
+            ..Instance::default()
+        };
+        provision(&mut instance);
+        state.instances.insert(id, instance.clone());
+        instance
     }
 
     /// Logs the call and returns the fault to answer with, if any: `Err` refuses before
@@ -340,6 +377,14 @@ impl FakeAltostrat {
         }
         Ok(state.lose_answer.remove(&endpoint))
     }
+}
+
+/// Altostrat's clock, at its second precision.
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .unwrap()
+        .to_string()
 }
 
 fn provision(instance: &mut Instance) {
@@ -386,6 +431,7 @@ impl AltostratState {
             subnets: body.subnets.clone().unwrap_or_default(),
             route_all: body.route_all.unwrap_or_default(),
             protocol: body.protocol,
+            created_at: Some(now()),
             ..Peer::default()
         }
     }
@@ -409,6 +455,7 @@ impl AltostratState {
             region: body.region.clone(),
             hostname: format!("{}.vpn.altostr.at", body.hostname),
             public_dns: vec!["1.1.1.1".into(), "8.8.8.8".into()],
+            created_at: Some(now()),
             ..Instance::default()
         };
         if !self.unprovisioned {
@@ -586,6 +633,7 @@ pub struct Harness {
     pub altostrat: Arc<FakeAltostrat>,
     pub ctx: Arc<Context<FakeAltostrat>>,
     instances: Mutex<Writer<VpnInstance>>,
+    peers: Mutex<Writer<VpnPeer>>,
 }
 
 impl Harness {
@@ -593,6 +641,7 @@ impl Harness {
         let kube = FakeKube::default();
         let altostrat = Arc::new(FakeAltostrat::default());
         let (store, writer) = reflector::store();
+        let (peer_store, peer_writer) = reflector::store();
         let mut registry = prometheus_client::registry::Registry::default();
         let reporter = Reporter {
             controller: "vpn-operator".into(),
@@ -606,12 +655,14 @@ impl Harness {
             Arc::new(Metrics::register(&mut registry)),
             Settings::default(),
             store,
+            peer_store,
         );
         Self {
             kube,
             altostrat,
             ctx: Arc::new(ctx),
             instances: Mutex::new(writer),
+            peers: Mutex::new(peer_writer),
         }
     }
 
@@ -643,16 +694,33 @@ impl Harness {
         self.sync_cache(&stored);
     }
 
+    /// Removes `obj` from the API and the caches, as the API server does once its finalizers
+    /// are gone.
+    pub fn remove<K: Reconciler + serde::Serialize>(&self, obj: &K) {
+        self.kube.remove(obj);
+        let value = serde_json::to_value(obj).unwrap();
+        if K::kind(&()) == "VpnInstance" {
+            let event = watcher::Event::Delete(serde_json::from_value(value).unwrap());
+            self.instances.lock().unwrap().apply_watcher_event(&event);
+        } else {
+            let event = watcher::Event::Delete(serde_json::from_value(value).unwrap());
+            self.peers.lock().unwrap().apply_watcher_event(&event);
+        }
+    }
+
     /// The stored version of `obj`; `None` once deleted.
     pub fn stored<K: Reconciler>(&self, obj: &K) -> Option<K> {
         self.kube.get(obj)
     }
 
     fn sync_cache<K: Resource<DynamicType = ()> + serde::Serialize>(&self, obj: &K) {
+        let value = serde_json::to_value(obj).unwrap();
         if K::kind(&()) == "VpnInstance" {
-            let instance: VpnInstance = serde_json::from_value(serde_json::to_value(obj).unwrap()).unwrap();
-            let event = watcher::Event::Apply(instance);
+            let event = watcher::Event::Apply(serde_json::from_value(value).unwrap());
             self.instances.lock().unwrap().apply_watcher_event(&event);
+        } else {
+            let event = watcher::Event::Apply(serde_json::from_value(value).unwrap());
+            self.peers.lock().unwrap().apply_watcher_event(&event);
         }
     }
 }

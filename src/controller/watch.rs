@@ -177,6 +177,7 @@ pub async fn run<A: VpnApi>(
         deps.metrics,
         deps.settings,
         instance_store.clone(),
+        peer_store.clone(),
     ));
     on_started(instance_store, peer_store);
 

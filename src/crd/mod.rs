@@ -20,6 +20,11 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "vpn.altostrat.io";
 /// Finalizer that keeps a resource until its Altostrat object is deleted (or orphaned).
 pub const FINALIZER: &str = "vpn.altostrat.io/cleanup";
+/// When this resource last claimed a create: written, with the finalizer, right before each
+/// create is sent, so that an object found later without a recorded id can be proven to be
+/// this resource's own lost create (created after the claim). Kept in metadata, where backups
+/// keep it.
+pub const CREATE_CLAIM_ANNOTATION: &str = "vpn.altostrat.io/create-claimed-at";
 
 /// What happens to the Altostrat object when the Kubernetes resource is deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -7,10 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
+use super::super::ownership::{self, Ownership};
 use super::super::plan;
 use crate::altostrat::ApiError;
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::crd::{FirewallRuleStatus, VpnInstanceSpec, VpnInstanceStatus};
+use k8s_openapi::jiff::Timestamp;
 
 /// What is known of the Altostrat side at this point of a reconcile.
 #[derive(Clone, Debug)]
@@ -21,12 +23,29 @@ pub(crate) enum Remote {
     Found(Instance),
     /// The known id answered 404.
     Gone(String),
-    /// The create was refused as a conflict (the hostname is taken); `visible` is the instance
-    /// with our hostname among those these credentials can list, if any.
+    /// The instance with our hostname among those these credentials can list, looked for
+    /// because a claimed create may have been applied without its id being recorded;
+    /// `recorded_by` names another resource of the cluster that records it.
+    Searched {
+        found: Option<Instance>,
+        recorded_by: Option<String>,
+    },
+    /// Our create was refused as a conflict (the hostname is taken); `visible` is the instance
+    /// holding it, if these credentials can see it.
     Taken {
         conflict: ApiError,
         visible: Option<Instance>,
     },
+}
+
+/// The create claim, as far as this reconcile knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    None,
+    /// Made by an earlier reconcile, whose create may have been applied.
+    Held(Timestamp),
+    /// Made by this reconcile: no create was sent since.
+    Fresh(Timestamp),
 }
 
 /// Everything the decision looks at.
@@ -34,8 +53,11 @@ pub(crate) enum Remote {
 pub(crate) struct Observed<'a> {
     pub spec: &'a VpnInstanceSpec,
     pub finalizer: FinalizerState,
-    /// `status.instanceId`.
+    pub claim: Claim,
+    /// `status.instanceId`, until the instance it names is found gone.
     pub recorded_id: Option<&'a str>,
+    /// A resource in another namespace that records the instance `spec.instanceId` names.
+    pub adopted_elsewhere: Option<String>,
     pub remote: Remote,
     /// A PUT was sent in this reconcile already: its answer is final for this round.
     pub updated: bool,
@@ -49,11 +71,14 @@ pub(crate) enum Step {
     /// Our copy was stale: look again shortly.
     Requeue(Duration),
     Fetch(String),
-    /// Create the instance; `replacing` names a recorded instance that vanished.
-    Create {
-        replacing: Option<String>,
-    },
-    /// The instance with our hostname exists: a create whose answer was lost.
+    /// The recorded instance vanished: say so and forget its id before creating again.
+    Forget(String),
+    /// Look for a claimed create that may have been applied.
+    Search,
+    /// Record a create claim (with the finalizer) right before the create.
+    Claim,
+    Create,
+    /// Our own lost create, proven by the claim: record it.
     Adopt(Instance),
     /// Altostrat differs from the spec: send the full replacement.
     Update {
@@ -66,35 +91,78 @@ pub(crate) enum Step {
     GiveUp(Error),
 }
 
+const ADOPT_HINT: &str = "to manage it from this resource, set spec.instanceId to its id";
+
 /// The one place where the instance lifecycle is decided.
 pub(crate) fn decide(o: &Observed) -> Step {
-    match o.finalizer {
-        FinalizerState::Missing => return Step::AddFinalizer,
-        FinalizerState::Stale => return Step::Requeue(STALE_RETRY),
-        FinalizerState::Held | FinalizerState::Added => {}
+    if o.finalizer == FinalizerState::Stale {
+        return Step::Requeue(STALE_RETRY);
+    }
+    if let Some(other) = &o.adopted_elsewhere {
+        let id = o.spec.instance_id.as_deref().unwrap_or_default();
+        return not_owned(
+            reason::NOT_OWNED,
+            format!("Altostrat instance {id} belongs to {other}"),
+        );
     }
     match &o.remote {
         Remote::Unknown => match o.recorded_id.or(o.spec.instance_id.as_deref()) {
+            Some(_) if o.finalizer == FinalizerState::Missing => Step::AddFinalizer,
             Some(id) => Step::Fetch(id.to_owned()),
-            None => Step::Create { replacing: None },
+            None => claim_then_create(o),
         },
         Remote::Gone(id) if o.spec.instance_id.is_some() => Step::GiveUp(Error::InvalidSpec(format!(
             "spec.instanceId {id} does not exist in Altostrat"
         ))),
-        Remote::Gone(id) => Step::Create {
-            replacing: Some(id.clone()),
-        },
-        Remote::Taken {
-            visible: Some(instance),
-            ..
-        } => Step::Adopt(instance.clone()),
-        // Taken by an instance these credentials cannot see.
-        Remote::Taken {
-            conflict,
-            visible: None,
-        } => Step::GiveUp(conflict.clone().into()),
+        Remote::Gone(id) => Step::Forget(id.clone()),
+        Remote::Searched { found: None, .. } => claim_then_create(o),
+        Remote::Searched {
+            found: Some(instance),
+            recorded_by,
+        } => adopt_if_ours(o, instance, recorded_by.clone()),
+        Remote::Taken { conflict, visible } => {
+            let holder = match visible {
+                Some(i) => format!("Altostrat instance {}", i.id),
+                None => "an instance these credentials cannot see".to_owned(),
+            };
+            let message = format!("hostname {:?} is taken by {holder} ({conflict})", o.spec.hostname);
+            not_owned(reason::HOSTNAME_TAKEN, message)
+        }
         Remote::Found(instance) => converged_or_update(o, instance),
     }
+}
+
+fn claim_then_create(o: &Observed) -> Step {
+    match o.claim {
+        Claim::None => Step::Claim,
+        Claim::Held(_) if matches!(o.remote, Remote::Unknown | Remote::Gone(_)) => Step::Search,
+        Claim::Held(_) => Step::Claim,
+        Claim::Fresh(_) => Step::Create,
+    }
+}
+
+fn adopt_if_ours(o: &Observed, instance: &Instance, recorded_by: Option<String>) -> Step {
+    let claim = match o.claim {
+        Claim::Held(at) | Claim::Fresh(at) => Some(at),
+        Claim::None => None,
+    };
+    let verdict = ownership::judge(claim, instance.created_at.as_deref(), recorded_by);
+    let what = format!(
+        "Altostrat instance {} with hostname {:?}",
+        instance.id, o.spec.hostname
+    );
+    match verdict {
+        Ownership::Ours => Step::Adopt(instance.clone()),
+        Ownership::NotOurs => not_owned(
+            reason::HOSTNAME_TAKEN,
+            ownership::explain(&verdict, &what, ADOPT_HINT),
+        ),
+        _ => not_owned(reason::NOT_OWNED, ownership::explain(&verdict, &what, ADOPT_HINT)),
+    }
+}
+
+fn not_owned(reason: &'static str, message: String) -> Step {
+    Step::GiveUp(Error::NotOwned { reason, message })
 }
 
 fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
@@ -247,13 +315,26 @@ mod tests {
         }
     }
 
+    fn claimed_at() -> Timestamp {
+        "2026-11-27T10:00:00Z".parse().unwrap()
+    }
+
     fn observed<'a>(spec: &'a VpnInstanceSpec, recorded: Option<&'a str>, remote: Remote) -> Observed<'a> {
         Observed {
             spec,
             finalizer: FinalizerState::Held,
+            claim: Claim::Held(claimed_at()),
             recorded_id: recorded,
+            adopted_elsewhere: None,
             remote,
             updated: false,
+        }
+    }
+
+    fn created_at(instance: Instance, at: &str) -> Instance {
+        Instance {
+            created_at: Some(at.into()),
+            ..instance
         }
     }
 
@@ -276,10 +357,38 @@ mod tests {
     }
 
     #[test]
-    fn nothing_recorded_means_create() {
+    fn a_create_is_claimed_then_sent() {
+        let s = spec(serde_json::json!({}));
+        let mut o = observed(&s, None, Remote::Unknown);
+        o.finalizer = FinalizerState::Missing;
+        o.claim = Claim::None;
+        assert!(
+            matches!(decide(&o), Step::Claim),
+            "the claim carries the finalizer"
+        );
+        o.finalizer = FinalizerState::Added;
+        o.claim = Claim::Fresh(claimed_at());
+        assert!(matches!(decide(&o), Step::Create));
+    }
+
+    #[test]
+    fn a_claim_without_a_recorded_id_is_searched_before_any_create() {
+        // The process died, or the answer was lost, between the claim and recording the id.
         let s = spec(serde_json::json!({}));
         let o = observed(&s, None, Remote::Unknown);
-        assert!(matches!(decide(&o), Step::Create { replacing: None }));
+        assert!(matches!(decide(&o), Step::Search));
+        let nothing = observed(
+            &s,
+            None,
+            Remote::Searched {
+                found: None,
+                recorded_by: None,
+            },
+        );
+        assert!(
+            matches!(decide(&nothing), Step::Claim),
+            "an old claim is refreshed before the create"
+        );
     }
 
     #[test]
@@ -293,10 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn a_vanished_recorded_instance_is_created_again() {
+    fn a_vanished_recorded_instance_is_forgotten_then_created_again() {
         let s = spec(serde_json::json!({}));
-        let o = observed(&s, Some("i-1"), Remote::Gone("i-1".into()));
-        assert!(matches!(decide(&o), Step::Create { replacing: Some(id) } if id == "i-1"));
+        let mut o = observed(&s, Some("i-1"), Remote::Gone("i-1".into()));
+        assert!(matches!(decide(&o), Step::Forget(id) if id == "i-1"));
+        o.recorded_id = None;
+        o.remote = Remote::Unknown;
+        o.claim = Claim::None;
+        assert!(matches!(decide(&o), Step::Claim));
     }
 
     #[test]
@@ -313,27 +426,82 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_lost_create_answer_is_adopted_by_hostname() {
-        let s = spec(serde_json::json!({}));
-        let remote = Remote::Taken {
-            conflict: conflict(),
-            visible: Some(provisioned("i-1")),
-        };
-        assert!(matches!(decide(&observed(&s, None, remote)), Step::Adopt(i) if i.id == "i-1"));
+    fn searched(instance: Instance, recorded_by: Option<&str>) -> Remote {
+        Remote::Searched {
+            found: Some(instance),
+            recorded_by: recorded_by.map(str::to_owned),
+        }
+    }
+
+    fn given_up(o: &Observed) -> Error {
+        match decide(o) {
+            Step::GiveUp(error) => error,
+            other => panic!("expected GiveUp, got {other:?}"),
+        }
     }
 
     #[test]
-    fn a_hostname_taken_out_of_sight_gives_up_as_invalid_spec() {
+    fn a_lost_create_is_adopted_when_created_after_the_claim() {
         let s = spec(serde_json::json!({}));
-        let remote = Remote::Taken {
-            conflict: conflict(),
-            visible: None,
-        };
-        let Step::GiveUp(error) = decide(&observed(&s, None, remote)) else {
-            panic!("expected GiveUp")
-        };
-        assert_eq!((error.category(), error.reason()), ("conflict", "InvalidSpec"));
+        let mine = created_at(provisioned("i-1"), "2026-11-27T10:00:01Z");
+        assert!(matches!(decide(&observed(&s, None, searched(mine, None))), Step::Adopt(i) if i.id == "i-1"));
+    }
+
+    #[test]
+    fn a_hub_older_than_the_claim_is_never_adopted() {
+        // E.g. the resource failed before its POST (region typo) and someone made the hub since.
+        let s = spec(serde_json::json!({}));
+        let old = created_at(provisioned("i-9"), "2026-10-01T00:00:00Z");
+        let error = given_up(&observed(&s, None, searched(old, None)));
+        assert_eq!(error.reason(), "HostnameTaken");
+        let message = error.to_string();
+        assert!(
+            message.contains("i-9") && message.contains("spec.instanceId"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_hub_another_resource_records_is_never_adopted() {
+        let s = spec(serde_json::json!({}));
+        let theirs = created_at(provisioned("i-2"), "2026-11-27T10:00:01Z");
+        let error = given_up(&observed(&s, None, searched(theirs, Some("team-b/hub"))));
+        assert_eq!(error.reason(), "NotOwned");
+        assert!(error.to_string().contains("team-b/hub"), "{error}");
+    }
+
+    #[test]
+    fn a_hub_created_just_before_the_claim_needs_explicit_adoption() {
+        let s = spec(serde_json::json!({}));
+        let unsure = created_at(provisioned("i-3"), "2026-11-27T09:59:50Z");
+        let error = given_up(&observed(&s, None, searched(unsure, None)));
+        assert_eq!(error.reason(), "NotOwned");
+    }
+
+    #[test]
+    fn a_conflict_after_a_fresh_claim_is_a_taken_hostname_never_an_adoption() {
+        let s = spec(serde_json::json!({}));
+        for visible in [Some(provisioned("i-1")), None] {
+            let mut o = observed(
+                &s,
+                None,
+                Remote::Taken {
+                    conflict: conflict(),
+                    visible,
+                },
+            );
+            o.claim = Claim::Fresh(claimed_at());
+            let error = given_up(&o);
+            assert_eq!((error.category(), error.reason()), ("not_owned", "HostnameTaken"));
+        }
+    }
+
+    #[test]
+    fn adopting_an_instance_another_namespace_records_is_refused_without_a_call() {
+        let s = spec(serde_json::json!({"instanceId": "i-7"}));
+        let mut o = observed(&s, None, Remote::Unknown);
+        o.adopted_elsewhere = Some("team-b/hub".into());
+        assert_eq!(given_up(&o).reason(), "NotOwned");
     }
 
     #[test]

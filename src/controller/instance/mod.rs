@@ -19,12 +19,14 @@ use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
+use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::status::HasStatus;
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
 use crate::crd::{VpnInstance, VpnInstanceStatus, VpnPeer};
-use decide::{Observed, Remote, Step, decide, desired_conditions, next_look, observed_status};
+use decide::{Claim, Observed, Remote, Step, decide, desired_conditions, next_look, observed_status};
+use k8s_openapi::jiff::Timestamp;
 
 /// Re-check interval while the instance waits for its VpnPeers to be deleted.
 const PEER_DRAIN_POLL: Duration = Duration::from_secs(5);
@@ -43,14 +45,15 @@ impl Reconciler for VpnInstance {
     const CONTROLLER: &'static str = "vpninstance";
 
     async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
-        let obj = self;
-        let namespace = obj.namespace().unwrap_or_default();
-        let mut token = LazyToken::new(ctx, &namespace, obj.spec.credentials_secret_ref.as_ref());
-        let recorded_id = obj.status.as_ref().and_then(|s| s.instance_id.clone());
+        let namespace = self.namespace().unwrap_or_default();
+        let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
+        let recorded_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
         let mut observed = Observed {
-            spec: &obj.spec,
-            finalizer: FinalizerState::of(obj),
+            spec: &self.spec,
+            finalizer: FinalizerState::of(self),
+            claim: claim_of(self).map_or(Claim::None, Claim::Held),
             recorded_id: recorded_id.as_deref(),
+            adopted_elsewhere: adopted_elsewhere(self, ctx),
             remote: Remote::Unknown,
             updated: false,
         };
@@ -58,17 +61,26 @@ impl Reconciler for VpnInstance {
             let step = decide(&observed);
             tracing::debug!(?step, "next step");
             match step {
-                Step::AddFinalizer => {
-                    observed.finalizer = match handle.add_finalizer(obj).await? {
-                        true => FinalizerState::Added,
-                        false => FinalizerState::Stale,
-                    }
+                Step::AddFinalizer => observed.finalizer = handle.add_finalizer(self).await?,
+                Step::Claim => {
+                    // Validated before the claim: a spec that cannot be created claims nothing.
+                    ctx.check_region(&token.get().await?, &self.spec.region).await?;
+                    let at = claim_time(handle);
+                    observed.finalizer = handle.claim(self, &at).await?;
+                    observed.claim = Claim::Fresh(at);
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
                 Step::Fetch(id) => observed.remote = fetch(ctx, &token.get().await?, id).await?,
-                Step::Create { replacing } => {
-                    observed.remote = create(obj, ctx, handle, &token.get().await?, replacing).await?
+                Step::Forget(id) => {
+                    let note = format!("Altostrat instance {id} no longer exists; creating it again");
+                    ctx.publish(self, EventType::Warning, event::RECREATING, note)
+                        .await;
+                    handle.status.update_fields(|s| s.instance_id = None).await?;
+                    observed.recorded_id = None;
+                    observed.remote = Remote::Unknown;
                 }
+                Step::Search => observed.remote = search(self, ctx, &token.get().await?).await?,
+                Step::Create => observed.remote = create(self, ctx, handle, &token.get().await?).await?,
                 Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
                 Step::Update { id, body, fields } => {
                     let updated = ctx.api.update_instance(&token.get().await?, &id, &body).await?;
@@ -79,26 +91,26 @@ impl Reconciler for VpnInstance {
                     observed.remote = Remote::Found(updated);
                     observed.updated = true;
                 }
-                Step::Record(instance) => return record(obj, ctx, handle, &instance).await,
+                Step::Record(instance) => return record(self, ctx, handle, &instance).await,
                 Step::GiveUp(error) => return Err(error),
             }
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
     }
 
-    /// Deletion: honour `deletionPolicy`, wait for peers that still reference the instance, and
-    /// treat "already gone" as done.
+    /// Deletion: honour `deletionPolicy`, wait for peers that still reference the instance,
+    /// delete only what is provably this resource's own, and treat "already gone" as done.
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
-        let obj = self;
-        let namespace = obj.namespace().unwrap_or_default();
-        let mut token = LazyToken::new(ctx, &namespace, obj.spec.credentials_secret_ref.as_ref());
-        let known_id = obj.status.as_ref().and_then(|s| s.instance_id.clone());
+        let namespace = self.namespace().unwrap_or_default();
+        let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
+        let known_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
         let mut observed = CleanupObserved {
-            has_finalizer: has_finalizer(obj),
-            policy: obj.spec.deletion_policy,
-            may_exist: true,
+            has_finalizer: has_finalizer(self),
+            policy: self.spec.deletion_policy,
+            may_exist: known_id.is_some() || claim_of(self).is_some(),
             dependents: None,
-            known_id: known_id.or_else(|| obj.spec.instance_id.clone()),
+            handed_over_to: known_id.as_deref().and_then(|id| handed_over_to(self, ctx, id)),
+            known_id,
             search: None,
             deleted: false,
         };
@@ -108,14 +120,30 @@ impl Reconciler for VpnInstance {
                 CleanupStep::Orphan => {
                     let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
                     handle.activity.record(event::ORPHANED, note);
-                    return handle.release(obj).await;
+                    return handle.release(self).await;
                 }
-                CleanupStep::CountDependents => observed.dependents = Some(count_dependents(obj, ctx).await?),
+                CleanupStep::HandOver { id, to } => {
+                    let note = format!("Altostrat instance {id} is managed by {to} now; left running");
+                    handle.activity.record(event::ORPHANED, note);
+                    return handle.release(self).await;
+                }
+                CleanupStep::CountDependents => {
+                    observed.dependents = Some(count_dependents(self, ctx).await?)
+                }
                 CleanupStep::WaitForDependents(n) => return wait_for_dependents(handle, n).await,
                 CleanupStep::Search => {
-                    let existing = ctx.api.list_instances(&token.get().await?).await?;
-                    let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname);
-                    observed.search = Some(found.map(|i| i.id.clone()));
+                    let found = search(self, ctx, &token.get().await?).await?;
+                    observed.search = Some(judge_found(self, found));
+                }
+                CleanupStep::LeaveAlone { id, verdict } => {
+                    let what = format!("Altostrat instance {id}");
+                    let note = format!(
+                        "{}; not deleted",
+                        ownership::explain(&verdict, &what, "nothing to delete")
+                    );
+                    ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
+                        .await;
+                    return handle.release(self).await;
                 }
                 CleanupStep::Delete(id) => {
                     match ctx.api.delete_instance(&token.get().await?, &id).await {
@@ -127,11 +155,38 @@ impl Reconciler for VpnInstance {
                     }
                     observed.deleted = true;
                 }
-                CleanupStep::Release => return handle.release(obj).await,
+                CleanupStep::Release => return handle.release(self).await,
             }
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
     }
+}
+
+/// The claim time: now, at the second precision of the annotation (rounded down, so an object
+/// created right after it never looks older).
+fn claim_time(handle: &Handle<VpnInstance>) -> Timestamp {
+    handle.status.now().0
+}
+
+/// A resource in another namespace that records the instance this one's `spec.instanceId`
+/// names (adoption within a namespace is a hand-over and allowed).
+fn adopted_elsewhere<A>(obj: &VpnInstance, ctx: &Context<A>) -> Option<String> {
+    let id = obj.spec.instance_id.as_deref()?;
+    let recorded = obj.status.as_ref().and_then(|s| s.instance_id.as_deref());
+    if recorded == Some(id) {
+        return None;
+    }
+    ctx.instance_holding(obj, id, |other| {
+        other.namespace() != obj.namespace()
+            && other.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id)
+    })
+}
+
+/// Another live resource in the namespace that records or adopted `id`.
+fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<String> {
+    ctx.instance_holding(obj, id, |other| {
+        other.namespace() == obj.namespace() && other.metadata.deletion_timestamp.is_none()
+    })
 }
 
 async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String) -> Result<Remote> {
@@ -142,21 +197,37 @@ async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String) -> Res
     }
 }
 
-/// Sends the create and records the id at once. Hostnames are unique in Altostrat, so a
-/// create that was applied but whose answer was lost (crash, timeout) comes back as 409 on
-/// the next attempt; the instance is then looked for by hostname and [`Step::Adopt`]ed.
+/// The instance with this resource's hostname, and who else in the cluster records it.
+async fn search<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, token: &ApiToken) -> Result<Remote> {
+    let existing = ctx.api.list_instances(token).await?;
+    let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname).cloned();
+    let recorded_by = found
+        .as_ref()
+        .and_then(|i| ctx.instance_holding(obj, &i.id, |_| true));
+    Ok(Remote::Searched { found, recorded_by })
+}
+
+fn judge_found(obj: &VpnInstance, found: Remote) -> Option<(String, Ownership)> {
+    let Remote::Searched {
+        found: Some(instance),
+        recorded_by,
+    } = found
+    else {
+        return None;
+    };
+    let verdict = ownership::judge(claim_of(obj), instance.created_at.as_deref(), recorded_by);
+    Some((instance.id, verdict))
+}
+
+/// Sends the create, right after the claim, and records the id at once. A conflict means the
+/// hostname is held by an object that is not ours: our claim is fresh, so no create of ours
+/// can have been applied since.
 async fn create<A: VpnApi>(
     obj: &VpnInstance,
     ctx: &Context<A>,
     handle: &mut Handle<VpnInstance>,
     token: &ApiToken,
-    replacing: Option<String>,
 ) -> Result<Remote> {
-    if let Some(vanished) = replacing {
-        let note = format!("Altostrat instance {vanished} no longer exists; creating it again");
-        ctx.publish(obj, EventType::Warning, event::RECREATING, note)
-            .await;
-    }
     ctx.check_region(token, &obj.spec.region).await?;
     match ctx
         .api
@@ -183,7 +254,7 @@ async fn create<A: VpnApi>(
 
 async fn adopt(handle: &mut Handle<VpnInstance>, found: Instance) -> Result<Instance> {
     let note = format!(
-        "adopted existing Altostrat instance {} with hostname {}",
+        "adopted Altostrat instance {} with hostname {}, created by this resource's claimed create",
         found.id, found.hostname
     );
     handle.activity.record(event::ADOPTED, note);

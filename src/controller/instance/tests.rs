@@ -84,7 +84,7 @@ async fn a_converged_resync_makes_no_write_to_either_api() {
 }
 
 #[tokio::test]
-async fn a_lost_create_answer_is_adopted_not_repeated() {
+async fn a_lost_create_answer_is_found_and_adopted_not_repeated() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({})));
     h.altostrat.lose_answer(Endpoint::CreateInstance);
@@ -92,7 +92,13 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
     assert_eq!(error.category(), "transport");
     assert!(h.stored(&obj).unwrap().status.unwrap().instance_id.is_none());
 
+    h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances],
+        "looked up, not posted again"
+    );
     let instances = h.altostrat.instances();
     assert_eq!(instances.len(), 1, "never two hubs");
     let status = h.stored(&obj).unwrap().status.unwrap();
@@ -101,7 +107,7 @@ async fn a_lost_create_answer_is_adopted_not_repeated() {
 }
 
 #[tokio::test]
-async fn a_hostname_taken_elsewhere_is_an_invalid_spec_without_a_retry_loop() {
+async fn a_hostname_taken_out_of_sight_is_reported_without_a_retry_loop() {
     let h = Harness::new();
     h.altostrat.take_hostname_elsewhere("hub-one");
     let obj = h.apply(instance("hub-one", json!({})));
@@ -115,8 +121,146 @@ async fn a_hostname_taken_elsewhere_is_an_invalid_spec_without_a_retry_loop() {
             Endpoint::ListInstances
         ]
     );
-    assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "HostnameTaken".into())));
     assert!(h.altostrat.instances().is_empty());
+}
+
+#[tokio::test]
+async fn a_hub_made_out_of_band_with_our_hostname_is_neither_adopted_nor_deleted() {
+    let h = Harness::new();
+    let theirs = h.altostrat.add_instance("hub-one", "2026-01-01T00:00:00Z");
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert!(
+        error.to_string().contains(&theirs.id),
+        "names the conflicting hub: {error}"
+    );
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "HostnameTaken".into())));
+    // A later attempt with the claim it left behind still finds the hub older than the claim.
+    assert!(h.reconcile(&obj).await.is_err());
+
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
+    assert_eq!(
+        h.altostrat.instances(),
+        vec![theirs],
+        "untouched: no update, no delete"
+    );
+    assert!(
+        h.stored(&obj)
+            .unwrap()
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert!(h.kube.events().contains(&("Warning".into(), "NotOwned".into())));
+}
+
+#[tokio::test]
+async fn a_hub_of_another_namespace_is_not_taken_over_by_the_same_hostname() {
+    let h = Harness::new();
+    let mut a = instance("hub-one", json!({}));
+    a.metadata.namespace = Some("team-b".into());
+    let a = h.apply(a);
+    h.reconcile(&a).await.unwrap();
+    let hub = h.altostrat.instances()[0].clone();
+
+    let b = h.apply(instance("hub-one", json!({"pushedRoutes": ["192.168.0.0/16"]})));
+    assert!(h.reconcile(&b).await.is_err());
+    assert_eq!(ready(&h, &b), Some(("False".into(), "HostnameTaken".into())));
+    h.delete(&b);
+    h.reconcile(&b).await.unwrap();
+    assert_eq!(
+        h.altostrat.instances(),
+        vec![hub],
+        "A's hub is neither changed nor deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_resource_that_failed_before_its_create_deletes_nothing() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"region": "mars"})));
+    assert!(h.reconcile(&obj).await.is_err());
+    let theirs = h.altostrat.add_instance("hub-one", "2026-01-01T00:00:00Z");
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert!(
+        h.altostrat.calls().is_empty(),
+        "no claim, so nothing of ours can exist"
+    );
+    assert_eq!(h.altostrat.instances(), vec![theirs]);
+}
+
+#[tokio::test]
+async fn a_gitops_rename_hands_the_hub_over_instead_of_deleting_it() {
+    let h = Harness::new();
+    let old = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&old).await.unwrap();
+    let id = h.altostrat.instances()[0].id.clone();
+
+    let mut renamed = instance("hub-one", json!({"instanceId": id}));
+    renamed.metadata.name = Some("hub-renamed".into());
+    let renamed = h.apply(renamed);
+    h.reconcile(&renamed).await.unwrap();
+    assert_eq!(ready(&h, &renamed), Some(("True".into(), "Available".into())));
+
+    h.delete(&old);
+    h.altostrat.clear_calls();
+    h.reconcile(&old).await.unwrap();
+    assert!(h.altostrat.calls().is_empty(), "{:?}", h.altostrat.calls());
+    assert_eq!(h.altostrat.instances().len(), 1, "the hub survives the rename");
+    assert!(
+        h.stored(&old)
+            .unwrap()
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_resource_restored_from_its_manifest_owns_its_hub_again() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = h.altostrat.instances()[0].id.clone();
+    // A backup keeps metadata (with the claim) and drops status.
+    let mut restored = h.stored(&obj).unwrap();
+    restored.status = None;
+    restored.metadata.finalizers = None;
+    h.remove(&obj);
+    let restored = h.apply(restored);
+
+    h.altostrat.clear_calls();
+    h.reconcile(&restored).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
+    assert_eq!(h.stored(&restored).unwrap().status.unwrap().instance_id, Some(id));
+    assert_eq!(h.altostrat.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn adopting_a_hub_that_another_namespace_records_is_refused_and_never_deleted() {
+    let h = Harness::new();
+    let mut a = instance("hub-one", json!({}));
+    a.metadata.namespace = Some("team-b".into());
+    let a = h.apply(a);
+    h.reconcile(&a).await.unwrap();
+    let id = h.altostrat.instances()[0].id.clone();
+
+    let b = h.apply(instance("hub-one", json!({"instanceId": id})));
+    assert!(h.reconcile(&b).await.is_err());
+    assert_eq!(ready(&h, &b), Some(("False".into(), "NotOwned".into())));
+    h.delete(&b);
+    h.altostrat.clear_calls();
+    h.reconcile(&b).await.unwrap();
+    assert!(h.altostrat.calls().is_empty());
+    assert_eq!(h.altostrat.instances().len(), 1);
 }
 
 #[tokio::test]
@@ -139,8 +283,18 @@ async fn a_recorded_instance_deleted_out_of_band_is_created_again() {
     h.reconcile(&obj).await.unwrap();
     let first = h.altostrat.instances()[0].id.clone();
     h.altostrat.remove_instance(&first);
+    h.altostrat.clear_calls();
 
     h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![
+            Endpoint::GetInstance,
+            Endpoint::ListInstances,
+            Endpoint::CreateInstance
+        ],
+        "the claim of the first create is checked, then renewed before the second"
+    );
     let second = h.altostrat.instances()[0].id.clone();
     assert_ne!(first, second);
     assert_eq!(h.stored(&obj).unwrap().status.unwrap().instance_id, Some(second));
@@ -213,7 +367,7 @@ async fn missing_credentials_are_reported_without_any_altostrat_call() {
 }
 
 #[tokio::test]
-async fn a_stale_copy_makes_no_altostrat_call() {
+async fn a_stale_copy_claims_nothing_and_sends_no_create() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({})));
     let stale = obj.clone();
@@ -223,7 +377,12 @@ async fn a_stale_copy_makes_no_altostrat_call() {
         .await
         .unwrap();
     assert!(format!("{action:?}").contains("500ms"), "{action:?}");
-    assert!(h.altostrat.calls().is_empty());
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListRegions],
+        "only the spec's validation"
+    );
+    assert!(h.stored(&obj).unwrap().metadata.annotations.is_none(), "no claim");
 }
 
 #[tokio::test]
@@ -242,7 +401,7 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
     );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "Deleting".into())));
 
-    h.kube.remove(&alice);
+    h.remove(&alice);
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![Endpoint::DeleteInstance]);
     assert!(h.altostrat.instances().is_empty());

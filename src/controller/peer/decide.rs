@@ -5,10 +5,13 @@ use std::time::Duration;
 use kube::Resource;
 
 use super::super::conditions::{ConditionState, READY, SYNCED, reason};
+use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
+use super::super::ownership::{self, Ownership};
 use super::super::plan;
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::crd::{VpnInstance, VpnPeerSpec, VpnPeerStatus};
+use k8s_openapi::jiff::Timestamp;
 
 /// What is known of the Altostrat side at this point of a reconcile.
 #[derive(Clone, Debug)]
@@ -19,8 +22,16 @@ pub(crate) enum Remote {
     Found(Peer),
     /// The recorded id answered 404.
     Gone(String),
-    /// The result of looking for a peer created by a claimed create whose answer was lost.
-    Searched(Option<Peer>),
+    /// The peers of our type and user/site, looked for because a claimed create may have been
+    /// applied without its id being recorded.
+    Searched(Vec<Candidate>),
+}
+
+/// A peer a search found, and the other resource of the cluster that records it, if any.
+#[derive(Clone, Debug)]
+pub(crate) struct Candidate {
+    pub peer: Peer,
+    pub recorded_by: Option<String>,
 }
 
 /// Everything the decision looks at.
@@ -30,6 +41,8 @@ pub(crate) struct Observed<'a> {
     /// The Altostrat id of the referenced instance, or why the peer has to wait for it.
     pub instance: Result<String, ConditionState>,
     pub finalizer: FinalizerState,
+    /// When the create claim held (or just made) was made.
+    pub claim_at: Option<Timestamp>,
     /// `status.peerId`, if it was recorded on the instance the peer uses now (a peer recorded
     /// on a previous incarnation of the instance went away with it).
     pub recorded_id: Option<String>,
@@ -38,33 +51,25 @@ pub(crate) struct Observed<'a> {
     pub updated: bool,
 }
 
-impl Observed<'_> {
-    /// The finalizer was added by this reconcile. Without a recorded id it is the create
-    /// claim, made on a current copy, so no earlier attempt can have sent a create after it.
-    pub fn finalizer_added(&mut self) {
-        self.finalizer = match self.recorded_id {
-            None => FinalizerState::Added,
-            Some(_) => FinalizerState::Held,
-        };
-    }
-}
-
 /// The next step of a converging reconcile.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) enum Step {
     /// The instance is missing or not usable yet; the instance watch re-triggers the peer.
     Wait(ConditionState),
     /// Our copy was stale: look again shortly.
     Requeue(Duration),
-    /// Add the finalizer. Without a recorded id this is the create claim: Altostrat documents
-    /// no unique key for peers, so every POST is preceded by a claim on a current copy.
+    /// Restore the finalizer of a recorded peer.
     AddFinalizer,
+    /// Record a create claim (with the finalizer) right before the create: Altostrat documents
+    /// no unique key for peers, so every POST is preceded by a claim on a current copy.
+    Claim,
     Fetch(String),
     /// The recorded peer vanished: forget its id before creating again, so that a lost answer
     /// to the new POST is looked for by the next attempt, not repeated.
     Forget(String),
     /// A claimed create may have been applied without its id being recorded: look for it.
     Search,
+    /// Our own lost create, proven by the claim: record it.
     Adopt(Peer),
     Create,
     Update {
@@ -74,6 +79,7 @@ pub(crate) enum Step {
     },
     /// Converged as far as this round goes: record what Altostrat holds.
     Record(Peer),
+    GiveUp(Error),
 }
 
 /// The one place where the peer lifecycle is decided.
@@ -83,15 +89,15 @@ pub(crate) fn decide(o: &Observed) -> Step {
     }
     match (&o.remote, o.finalizer) {
         (_, FinalizerState::Stale) => Step::Requeue(STALE_RETRY),
-        (Remote::Unknown, FinalizerState::Missing) => Step::AddFinalizer,
-        (Remote::Unknown, _) => match &o.recorded_id {
-            Some(id) => Step::Fetch(id.clone()),
-            None if o.finalizer == FinalizerState::Added => Step::Create,
-            None => Step::Search,
+        (Remote::Unknown, finalizer) => match (&o.recorded_id, finalizer) {
+            (Some(_), FinalizerState::Missing) => Step::AddFinalizer,
+            (Some(id), _) => Step::Fetch(id.clone()),
+            (None, FinalizerState::Added) => Step::Create,
+            (None, FinalizerState::Held) => Step::Search,
+            (None, _) => Step::Claim,
         },
         (Remote::Gone(id), _) => Step::Forget(id.clone()),
-        (Remote::Searched(Some(peer)), _) => Step::Adopt(peer.clone()),
-        (Remote::Searched(None), _) => Step::Create,
+        (Remote::Searched(candidates), finalizer) => adopt_or_create(o, candidates, finalizer),
         (Remote::Found(peer), _) => match plan::peer_update(o.spec, peer).filter(|_| !o.updated) {
             Some(body) => Step::Update {
                 id: peer.id.clone(),
@@ -104,6 +110,40 @@ pub(crate) fn decide(o: &Observed) -> Step {
             },
             None => Step::Record(peer.clone()),
         },
+    }
+}
+
+/// Adopts the candidate that is provably our own lost create. Peers of the same user made by
+/// others do not stop a create (Altostrat has no unique key for peers), but one that may be
+/// our own and cannot be proven so does: creating would risk a duplicate.
+fn adopt_or_create(o: &Observed, candidates: &[Candidate], finalizer: FinalizerState) -> Step {
+    let verdicts: Vec<(&Peer, Ownership)> = candidates
+        .iter()
+        .map(|c| {
+            (
+                &c.peer,
+                ownership::judge(o.claim_at, c.peer.created_at.as_deref(), c.recorded_by.clone()),
+            )
+        })
+        .collect();
+    if let Some((peer, _)) = verdicts.iter().find(|(_, v)| *v == Ownership::Ours) {
+        return Step::Adopt((*peer).clone());
+    }
+    if let Some((peer, verdict)) = verdicts.iter().find(|(_, v)| *v == Ownership::Unprovable) {
+        let what = format!("Altostrat peer {}", peer.id);
+        let message = ownership::explain(
+            verdict,
+            &what,
+            "delete it in Altostrat or wait for it to be recorded",
+        );
+        return Step::GiveUp(Error::NotOwned {
+            reason: reason::NOT_OWNED,
+            message,
+        });
+    }
+    match finalizer {
+        FinalizerState::Added => Step::Create,
+        _ => Step::Claim,
     }
 }
 
@@ -209,6 +249,7 @@ mod tests {
             spec,
             instance: Ok("i-1".into()),
             finalizer,
+            claim_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
             recorded_id: recorded.map(str::to_owned),
             remote,
             updated: false,
@@ -254,14 +295,13 @@ mod tests {
     fn a_create_is_claimed_with_the_finalizer_first() {
         let s = spec(serde_json::json!({}));
         let o = observed(&s, FinalizerState::Missing, None, Remote::Unknown);
-        assert!(matches!(decide(&o), Step::AddFinalizer));
+        assert!(matches!(decide(&o), Step::Claim));
     }
 
     #[test]
     fn a_claim_made_now_is_followed_by_the_create() {
         let s = spec(serde_json::json!({}));
-        let mut o = observed(&s, FinalizerState::Missing, None, Remote::Unknown);
-        o.finalizer_added();
+        let o = observed(&s, FinalizerState::Added, None, Remote::Unknown);
         assert!(matches!(decide(&o), Step::Create));
     }
 
@@ -273,18 +313,63 @@ mod tests {
         assert!(matches!(decide(&o), Step::Search));
     }
 
+    fn candidate(id: &str, created_at: &str, recorded_by: Option<&str>) -> Candidate {
+        Candidate {
+            peer: Peer {
+                created_at: Some(created_at.into()),
+                ..altostrat_peer(id)
+            },
+            recorded_by: recorded_by.map(str::to_owned),
+        }
+    }
+
     #[test]
-    fn what_the_search_finds_is_adopted_otherwise_created() {
+    fn what_a_search_finds_after_a_lost_answer_is_adopted() {
         let s = spec(serde_json::json!({}));
-        let found = observed(
-            &s,
-            FinalizerState::Held,
-            None,
-            Remote::Searched(Some(altostrat_peer("p-1"))),
+        let mine = vec![candidate("p-1", "2026-11-27T10:00:00Z", None)];
+        let o = observed(&s, FinalizerState::Held, None, Remote::Searched(mine));
+        assert!(matches!(decide(&o), Step::Adopt(p) if p.id == "p-1"));
+    }
+
+    #[test]
+    fn only_a_peer_created_after_our_claim_is_adopted() {
+        let s = spec(serde_json::json!({}));
+        let candidates = vec![
+            candidate("p-portal", "2026-11-01T08:00:00Z", None),
+            candidate("p-mine", "2026-11-27T10:00:01Z", None),
+        ];
+        let found = observed(&s, FinalizerState::Held, None, Remote::Searched(candidates));
+        assert!(matches!(decide(&found), Step::Adopt(p) if p.id == "p-mine"));
+    }
+
+    #[test]
+    fn a_peer_made_elsewhere_is_never_taken_over_a_fresh_claim_and_create_follow() {
+        let s = spec(serde_json::json!({}));
+        let others = vec![
+            candidate("p-portal", "2026-11-01T08:00:00Z", None),
+            candidate("p-other", "2026-11-27T10:00:05Z", Some("team-a/bob")),
+        ];
+        let held = observed(&s, FinalizerState::Held, None, Remote::Searched(others.clone()));
+        assert!(
+            matches!(decide(&held), Step::Claim),
+            "an old claim is refreshed before the create"
         );
-        assert!(matches!(decide(&found), Step::Adopt(p) if p.id == "p-1"));
-        let nothing = observed(&s, FinalizerState::Held, None, Remote::Searched(None));
+        let fresh = observed(&s, FinalizerState::Added, None, Remote::Searched(others));
+        assert!(matches!(decide(&fresh), Step::Create));
+        let nothing = observed(&s, FinalizerState::Added, None, Remote::Searched(vec![]));
         assert!(matches!(decide(&nothing), Step::Create));
+    }
+
+    #[test]
+    fn a_peer_that_may_be_our_lost_create_but_cannot_be_proven_stops_the_create() {
+        let s = spec(serde_json::json!({}));
+        let unsure = vec![candidate("p-1", "2026-11-27T09:59:30Z", None)];
+        let o = observed(&s, FinalizerState::Held, None, Remote::Searched(unsure));
+        let Step::GiveUp(error) = decide(&o) else {
+            panic!("expected GiveUp")
+        };
+        assert_eq!(error.reason(), "NotOwned");
+        assert!(error.to_string().contains("p-1"), "{error}");
     }
 
     #[test]
@@ -292,11 +377,9 @@ mod tests {
         let s = spec(serde_json::json!({}));
         let o = observed(&s, FinalizerState::Held, Some("p-1"), Remote::Unknown);
         assert!(matches!(decide(&o), Step::Fetch(id) if id == "p-1"));
-        let mut unfinalized = observed(&s, FinalizerState::Missing, Some("p-1"), Remote::Unknown);
-        assert!(matches!(decide(&unfinalized), Step::AddFinalizer));
-        unfinalized.finalizer_added();
+        let unfinalized = observed(&s, FinalizerState::Missing, Some("p-1"), Remote::Unknown);
         assert!(
-            matches!(decide(&unfinalized), Step::Fetch(_)),
+            matches!(decide(&unfinalized), Step::AddFinalizer),
             "restoring the finalizer of a recorded peer is not a create claim"
         );
     }

@@ -19,14 +19,15 @@ use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
+use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::status::HasStatus;
 use crate::altostrat::model::Peer;
 use crate::altostrat::{ApiToken, VpnApi};
 use crate::crd::{VpnInstance, VpnPeer, VpnPeerStatus};
 use decide::{
-    Observed, Remote, Step, decide, observed_status, ready_conditions, recorded_on, usable_instance_id,
-    waiting_conditions,
+    Candidate, Observed, Remote, Step, decide, observed_status, ready_conditions, recorded_on,
+    usable_instance_id, waiting_conditions,
 };
 
 /// More steps than the longest path of one reconcile (finalizer, fetch, forget, search,
@@ -57,6 +58,7 @@ impl Reconciler for VpnPeer {
             recorded_id: recorded_on(obj.status.as_ref(), usable.as_deref().ok()),
             instance: usable.clone(),
             finalizer: FinalizerState::of(obj),
+            claim_at: claim_of(obj),
             remote: Remote::Unknown,
             updated: false,
         };
@@ -72,9 +74,15 @@ impl Reconciler for VpnPeer {
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
                 Step::AddFinalizer => match handle.add_finalizer(obj).await? {
-                    true => observed.finalizer_added(),
-                    false => observed.finalizer = FinalizerState::Stale,
+                    FinalizerState::Added => observed.finalizer = FinalizerState::Held,
+                    other => observed.finalizer = other,
                 },
+                Step::Claim => {
+                    let at = handle.status.now().0;
+                    observed.finalizer = handle.claim(obj, &at).await?;
+                    observed.claim_at = Some(at);
+                }
+                Step::GiveUp(error) => return Err(error),
                 Step::Fetch(id) => {
                     observed.remote = fetch(ctx, &token.get().await?, &instance_id, id).await?
                 }
@@ -84,13 +92,8 @@ impl Reconciler for VpnPeer {
                     observed.remote = Remote::Unknown;
                 }
                 Step::Search => {
-                    let kind = Some(plan::peer_type(obj.spec.kind));
-                    let existing = ctx
-                        .api
-                        .list_peers(&token.get().await?, &instance_id, kind)
-                        .await?;
-                    observed.remote =
-                        Remote::Searched(plan::find_matching_peer(&existing, &obj.spec).cloned());
+                    let candidates = search(obj, ctx, &token.get().await?, &instance_id).await?;
+                    observed.remote = Remote::Searched(candidates);
                 }
                 Step::Adopt(found) => {
                     let note = (
@@ -143,9 +146,10 @@ impl Reconciler for VpnPeer {
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(obj),
             policy: obj.spec.deletion_policy,
-            may_exist: instance_id.is_some(),
+            may_exist: instance_id.is_some() && (status.peer_id.is_some() || claim_of(obj).is_some()),
             dependents: Some(0),
             known_id: status.peer_id.clone(),
+            handed_over_to: None,
             search: None,
             deleted: false,
         };
@@ -156,7 +160,18 @@ impl Reconciler for VpnPeer {
                 // The finalizer is held, so a create was claimed and may have succeeded without
                 // its id being recorded.
                 CleanupStep::Search => {
-                    observed.search = Some(search(obj, ctx, &token.get().await?, &instance_id).await?)
+                    let candidates = search(obj, ctx, &token.get().await?, &instance_id).await?;
+                    observed.search = Some(judge_candidates(obj, &candidates));
+                }
+                CleanupStep::LeaveAlone { id, verdict } => {
+                    let what = format!("Altostrat peer {id}");
+                    let note = format!(
+                        "{}; not deleted",
+                        ownership::explain(&verdict, &what, "nothing to delete")
+                    );
+                    ctx.publish(obj, EventType::Warning, event::LEFT_ALONE, note)
+                        .await;
+                    return handle.release(obj).await;
                 }
                 CleanupStep::Delete(id) => {
                     match ctx.api.delete_peer(&token.get().await?, &instance_id, &id).await {
@@ -168,7 +183,9 @@ impl Reconciler for VpnPeer {
                     }
                     observed.deleted = true;
                 }
-                CleanupStep::Orphan | CleanupStep::Release => return handle.release(obj).await,
+                CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
+                    return handle.release(obj).await;
+                }
                 // Peers have no dependents.
                 CleanupStep::CountDependents | CleanupStep::WaitForDependents(_) => break,
             }
@@ -252,11 +269,33 @@ async fn search<A: VpnApi>(
     ctx: &Context<A>,
     token: &ApiToken,
     instance_id: &str,
-) -> Result<Option<String>> {
+) -> Result<Vec<Candidate>> {
     let kind = Some(plan::peer_type(obj.spec.kind));
-    match ctx.api.list_peers(token, instance_id, kind).await {
-        Ok(peers) => Ok(plan::find_matching_peer(&peers, &obj.spec).map(|p| p.id.clone())),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    let peers = match ctx.api.list_peers(token, instance_id, kind).await {
+        Ok(peers) => peers,
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(plan::matching_peers(&peers, &obj.spec)
+        .into_iter()
+        .map(|peer| Candidate {
+            recorded_by: ctx.peer_holding(obj, &peer.id),
+            peer: peer.clone(),
+        })
+        .collect())
+}
+
+/// The candidate to delete on cleanup: our own lost create if there is one, otherwise the
+/// first one found, to be left alone with the reason.
+fn judge_candidates(obj: &VpnPeer, candidates: &[Candidate]) -> Option<(String, Ownership)> {
+    let claim = claim_of(obj);
+    let verdicts: Vec<(String, Ownership)> = candidates
+        .iter()
+        .map(|c| {
+            let verdict = ownership::judge(claim, c.peer.created_at.as_deref(), c.recorded_by.clone());
+            (c.peer.id.clone(), verdict)
+        })
+        .collect();
+    let ours = verdicts.iter().position(|(_, v)| *v == Ownership::Ours);
+    verdicts.into_iter().nth(ours.unwrap_or(0))
 }

@@ -141,19 +141,53 @@ async fn a_vanished_peer_whose_recreation_answer_is_lost_ends_as_one_peer() {
 }
 
 #[tokio::test]
-async fn a_peer_made_elsewhere_for_the_same_user_is_adopted_only_after_a_lost_claim() {
+async fn a_peer_made_out_of_band_for_the_same_user_is_never_taken_over() {
     let (h, hub) = with_hub().await;
     let id = hub_id(&h, &hub);
-    let obj = h.apply(peer("alice", "hub", json!({})));
-    h.altostrat
-        .add_peer(&id, &crate::controller::plan::peer_create(&obj.spec));
-    h.altostrat.clear_calls();
+    let portal_spec = peer("portal", "hub", json!({})).spec;
+    let body = crate::controller::plan::peer_create(&portal_spec);
+    let portal = h.altostrat.add_peer(&id, &body, "2026-01-01T00:00:00Z");
+    let obj = h.apply(peer("alice", "hub", json!({"routeAll": true})));
 
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
         vec![Endpoint::CreatePeer],
-        "a fresh claim creates; only a claim of an earlier attempt searches"
+        "a fresh claim creates its own"
+    );
+    // Even after a lost answer, the search adopts only what was created after the claim.
+    h.altostrat.lose_answer(Endpoint::DeletePeer);
+    h.delete(&obj);
+    assert!(h.reconcile(&obj).await.is_err());
+    h.reconcile(&obj).await.unwrap();
+    let left = h.altostrat.peers(&id);
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0].id, portal.id,
+        "the portal's peer is neither changed nor deleted"
+    );
+    assert!(!left[0].route_all);
+}
+
+#[tokio::test]
+async fn after_a_lost_answer_only_the_peer_created_after_the_claim_is_adopted() {
+    let (h, hub) = with_hub().await;
+    let id = hub_id(&h, &hub);
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    let portal = h.altostrat.add_peer(
+        &id,
+        &crate::controller::plan::peer_create(&obj.spec),
+        "2026-01-01T00:00:00Z",
+    );
+    h.altostrat.lose_answer(Endpoint::CreatePeer);
+    assert!(h.reconcile(&obj).await.is_err());
+    h.reconcile(&obj).await.unwrap();
+    let recorded = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+    assert_ne!(recorded, portal.id);
+    assert_eq!(
+        h.altostrat.peers(&id).len(),
+        2,
+        "ours adopted, the portal's left alone, no third"
     );
 }
 

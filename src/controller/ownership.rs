@@ -1,0 +1,143 @@
+//! The one ownership rule. The operator writes to, adopts or deletes an Altostrat object only
+//! when it can prove the object is this resource's own:
+//!
+//! 1. its id was recorded from this resource's own create (or adoption), or
+//! 2. the user adopted it explicitly (`spec.instanceId`), or
+//! 3. it is this resource's own lost create: the resource holds a create claim (written right
+//!    before each create), the object was created at or after the claim, and no other
+//!    resource in the cluster records it.
+//!
+//! Anything else is left alone: no write, no delete, a condition that names the object.
+//! Altostrat's `created_at` and the cluster's clock may disagree: an object created less than
+//! [`CLOCK_SKEW_TOLERANCE`] before the claim may be a lost create seen through a slow clock,
+//! but may as well be someone else's, so it is not provably ours either; the message says how
+//! to adopt it explicitly.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+
+use crate::crd::CREATE_CLAIM_ANNOTATION;
+
+/// How far Altostrat's clock may be behind the cluster's before an object created after our
+/// claim looks older than it; within it, an object is neither provably ours nor provably not.
+pub const CLOCK_SKEW_TOLERANCE: Duration = Duration::from_secs(120);
+
+/// The verdict on an object found without a recorded id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ownership {
+    /// Created at or after this resource's claim, and recorded by no other resource.
+    Ours,
+    /// Another resource of the cluster records it (`namespace/name`).
+    RecordedElsewhere(String),
+    /// No create was claimed, or the object predates the claim: someone else's.
+    NotOurs,
+    /// Created just before the claim, within the clock-skew tolerance; or its creation time
+    /// is unknown.
+    Unprovable,
+}
+
+/// Judges an object found by a search (pure).
+pub(crate) fn judge(
+    claim: Option<Timestamp>,
+    created_at: Option<&str>,
+    recorded_by: Option<String>,
+) -> Ownership {
+    if let Some(other) = recorded_by {
+        return Ownership::RecordedElsewhere(other);
+    }
+    let Some(claim) = claim else {
+        return Ownership::NotOurs;
+    };
+    let Some(created) = created_at.and_then(|t| t.parse::<Timestamp>().ok()) else {
+        return Ownership::Unprovable;
+    };
+    if created >= claim {
+        Ownership::Ours
+    } else if claim.duration_since(created).unsigned_abs() <= CLOCK_SKEW_TOLERANCE {
+        Ownership::Unprovable
+    } else {
+        Ownership::NotOurs
+    }
+}
+
+/// The create claim a resource holds, if any.
+pub(crate) fn claim_of<K: Resource>(obj: &K) -> Option<Timestamp> {
+    obj.meta()
+        .annotations
+        .as_ref()?
+        .get(CREATE_CLAIM_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
+/// Why an object is left alone, for the condition message.
+pub(crate) fn explain(ownership: &Ownership, what: &str, how_to_adopt: &str) -> String {
+    match ownership {
+        Ownership::Ours => format!("{what} is this resource's own"),
+        Ownership::RecordedElsewhere(other) => format!("{what} belongs to {other}"),
+        Ownership::NotOurs => format!("{what} was not created by this resource; {how_to_adopt}"),
+        Ownership::Unprovable => format!(
+            "{what} may be this resource's own lost create, but its creation time does not prove it \
+             (clock skew tolerance {}s); {how_to_adopt}",
+            CLOCK_SKEW_TOLERANCE.as_secs()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Option<Timestamp> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn an_object_created_after_the_claim_is_ours() {
+        let claim = at("2026-11-27T10:00:00Z");
+        assert_eq!(judge(claim, Some("2026-11-27T10:00:00Z"), None), Ownership::Ours);
+        assert_eq!(
+            judge(claim, Some("2026-11-27T10:00:03+00:00"), None),
+            Ownership::Ours
+        );
+    }
+
+    #[test]
+    fn an_object_older_than_the_claim_is_not_ours() {
+        let claim = at("2026-11-27T10:00:00Z");
+        assert_eq!(
+            judge(claim, Some("2026-11-26T09:00:00Z"), None),
+            Ownership::NotOurs
+        );
+    }
+
+    #[test]
+    fn an_object_created_just_before_the_claim_is_not_provably_ours() {
+        let claim = at("2026-11-27T10:00:00Z");
+        assert_eq!(
+            judge(claim, Some("2026-11-27T09:59:30Z"), None),
+            Ownership::Unprovable
+        );
+        assert_eq!(judge(claim, None, None), Ownership::Unprovable);
+        assert_eq!(judge(claim, Some("yesterday"), None), Ownership::Unprovable);
+    }
+
+    #[test]
+    fn without_a_claim_nothing_found_is_ours() {
+        assert_eq!(
+            judge(None, Some("2030-01-01T00:00:00Z"), None),
+            Ownership::NotOurs
+        );
+    }
+
+    #[test]
+    fn an_object_another_resource_records_is_never_ours() {
+        let claim = at("2026-11-27T10:00:00Z");
+        assert_eq!(
+            judge(claim, Some("2026-11-27T10:00:01Z"), Some("team-b/hub".into())),
+            Ownership::RecordedElsewhere("team-b/hub".into())
+        );
+    }
+}
