@@ -66,6 +66,18 @@ where
     merge_if_current(api, obj, &patch).await
 }
 
+/// Withdraws the create claim: the create sent after it was refused, so no object of ours
+/// can stem from it, and nothing may ever be searched for or deleted on its strength.
+pub(crate) async fn withdraw_claim<K>(api: &Api<K>, obj: &K, version: Option<&str>) -> Result<Patched>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { CREATE_CLAIM_ANNOTATION: null }, "resourceVersion": version }
+    });
+    merge_if_current(api, obj, &patch).await
+}
+
 /// Removes the cleanup finalizer once the Altostrat side is done. A stale copy is looked at
 /// again shortly: finalizer changes alone do not trigger a reconcile.
 pub(crate) async fn release<K>(api: &Api<K>, obj: &K, version: Option<&str>) -> Result<Action>

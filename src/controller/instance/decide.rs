@@ -88,6 +88,9 @@ pub(crate) enum Step {
     },
     /// Converged as far as this round goes: record what Altostrat holds.
     Record(Instance),
+    /// Our create was refused: no object of ours stems from the claim; withdraw it, then
+    /// give up with the error.
+    WithdrawClaim(Error),
     GiveUp(Error),
 }
 
@@ -126,7 +129,10 @@ pub(crate) fn decide(o: &Observed) -> Step {
                 None => "an instance these credentials cannot see".to_owned(),
             };
             let message = format!("hostname {:?} is taken by {holder} ({conflict})", o.spec.hostname);
-            not_owned(reason::HOSTNAME_TAKEN, message)
+            Step::WithdrawClaim(Error::NotOwned {
+                reason: reason::HOSTNAME_TAKEN,
+                message,
+            })
         }
         Remote::Found(instance) => converged_or_update(o, instance),
     }
@@ -491,7 +497,9 @@ mod tests {
                 },
             );
             o.claim = Claim::Fresh(claimed_at());
-            let error = given_up(&o);
+            let Step::WithdrawClaim(error) = decide(&o) else {
+                panic!("the refused claim is withdrawn")
+            };
             assert_eq!((error.category(), error.reason()), ("not_owned", "HostnameTaken"));
         }
     }

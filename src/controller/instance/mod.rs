@@ -92,6 +92,10 @@ impl Reconciler for VpnInstance {
                     observed.updated = true;
                 }
                 Step::Record(instance) => return record(self, ctx, handle, &instance).await,
+                Step::WithdrawClaim(error) => {
+                    handle.withdraw_claim(self).await?;
+                    return Err(error);
+                }
                 Step::GiveUp(error) => return Err(error),
             }
         }
