@@ -332,12 +332,12 @@ pub struct SimulateArgs {
 
     /// Time from create until an instance is ready; its four readiness flags flip at quarters
     /// of it (configured, rsa_ready, diffie_hellman_ready, server_ready). `0s`: ready at once.
-    #[arg(long, default_value = "3s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::duration::parse_duration)]
     pub provision_delay: Duration,
 
     /// How long a pending change (`config-updated`, `peer-created`, `peer-deleted`) stays in an
     /// instance's `status` array.
-    #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::duration::parse_duration)]
     pub status_clear_delay: Duration,
 
     /// Accepted bearer token, repeatable: `TOKEN` (all scopes) or `TOKEN=vpn:view,vpn:create`.
@@ -354,7 +354,7 @@ pub struct SimulateArgs {
     pub error_rate: f64,
 
     /// Latency added to every /vpn request.
-    #[arg(long, default_value = "0s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = crate::duration::parse_duration)]
     pub latency: Duration,
 
     /// Requests per minute allowed per token; beyond it, 429 with Retry-After.
