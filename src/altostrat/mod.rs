@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub use error::{ApiError, classify, parse_retry_after};
 pub use http::{HttpClient, HttpClientConfig};
 pub use ratelimit::RateLimiter;
-pub use resilient::{Resilient, RetryPolicy};
+pub use resilient::{RequestObserver, Resilient, RetryPolicy};
 
 use model::{
     ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
