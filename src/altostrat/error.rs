@@ -104,20 +104,6 @@ impl ApiError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }
-
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            Self::Unauthorized { endpoint, .. }
-            | Self::Forbidden { endpoint, .. }
-            | Self::NotFound { endpoint, .. }
-            | Self::Conflict { endpoint, .. }
-            | Self::Invalid { endpoint, .. }
-            | Self::RateLimited { endpoint, .. }
-            | Self::Server { endpoint, .. }
-            | Self::Transport { endpoint, .. }
-            | Self::Decode { endpoint, .. } => *endpoint,
-        }
-    }
 }
 
 /// Maps an HTTP error status and the API's `ErrorResponse` message to a typed error.

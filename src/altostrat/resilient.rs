@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::model::{
-    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
-    RegionResponse,
+    Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
 };
 use super::{ApiError, ApiResult, ApiToken, Endpoint, RateLimiter, VpnApi};
 
@@ -100,10 +99,6 @@ impl<A: VpnApi> Resilient<A> {
             policy,
             observer,
         }
-    }
-
-    pub fn inner(&self) -> &A {
-        &self.inner
     }
 
     async fn call<T, F, Fut>(&self, endpoint: Endpoint, token: &ApiToken, mut op: F) -> ApiResult<T>
@@ -242,24 +237,6 @@ impl<A: VpnApi> VpnApi for Resilient<A> {
     async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
         self.call(Endpoint::DeletePeer, token, || {
             self.inner.delete_peer(token, instance_id, peer_id)
-        })
-        .await
-    }
-
-    async fn list_site_subnets(&self, token: &ApiToken, site_id: &str) -> ApiResult<Vec<serde_json::Value>> {
-        self.call(Endpoint::ListSiteSubnets, token, || {
-            self.inner.list_site_subnets(token, site_id)
-        })
-        .await
-    }
-
-    async fn client_configuration(
-        &self,
-        share_token: &ApiToken,
-        as_json: bool,
-    ) -> ApiResult<ClientConfiguration> {
-        self.call(Endpoint::GetClientConfiguration, share_token, || {
-            self.inner.client_configuration(share_token, as_json)
         })
         .await
     }

@@ -297,10 +297,6 @@ impl RunningSimulator {
         format!("http://{}", self.addr)
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     pub fn simulator(&self) -> &Simulator {
         &self.simulator
     }
