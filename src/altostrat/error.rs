@@ -87,7 +87,8 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status the server answered with, if it answered.
+    /// The HTTP status of the failed answer; `None` when no answer arrived, or when the answer
+    /// was a success whose body could not be decoded.
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Unauthorized { .. } => Some(401),
@@ -96,8 +97,7 @@ impl ApiError {
             Self::Conflict { .. } => Some(409),
             Self::Invalid { status, .. } | Self::Server { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
-            Self::Decode { .. } => Some(200),
-            Self::Transport { .. } => None,
+            Self::Decode { .. } | Self::Transport { .. } => None,
         }
     }
 
