@@ -32,6 +32,7 @@ pub enum Command {
     /// Admin endpoints (no auth, never counted): GET /_admin/calls (per-endpoint call counts),
     /// POST /_admin/calls/reset, GET|PUT /_admin/faults, GET /_admin/state, POST /_admin/reset,
     /// POST /_admin/instances/{id}/drift (out-of-band edit), POST /_admin/peers/{id}/connected.
+    #[cfg(feature = "simulator")]
     Simulate(crate::simulator::SimulateArgs),
 }
 

@@ -10,5 +10,6 @@ pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod server;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod telemetry;
