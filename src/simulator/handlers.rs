@@ -184,7 +184,7 @@ async fn count_and_inject(
             .windows
             .lock()
             .expect("windows lock")
-            .check(&token, limit, now_ms() / 1000)
+            .check(&token, limit, now_ms())
     });
     let response = if let Some(retry_after) = throttled {
         let mut f = failure(

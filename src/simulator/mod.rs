@@ -353,7 +353,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "0s", value_parser = crate::duration::parse_duration)]
     pub latency: Duration,
 
-    /// Requests per minute allowed per token; beyond it, 429 with Retry-After.
+    /// Requests allowed per token in any 60 seconds (a sliding window); beyond it, 429 with
+    /// Retry-After.
     #[arg(long)]
     pub rate_limit: Option<u32>,
 
