@@ -25,9 +25,9 @@ pub enum Command {
     /// Serve a local, stateful Altostrat API simulator (for tests, demos and development).
     ///
     /// Every endpoint of the Managed VPN API is served under /vpn with state in memory, bearer
-    /// tokens with scopes (vpn:view, vpn:create, vpn:update, vpn:delete), the documented
-    /// validation answered with ErrorResponse bodies naming the field, asynchronous
-    /// provisioning and fault injection.
+    /// tokens with scopes (vpn:view, vpn:create, vpn:update, vpn:delete) acting for accounts
+    /// that cannot see each other's instances, the documented validation answered with
+    /// ErrorResponse bodies naming the field, asynchronous provisioning and fault injection.
     ///
     /// Admin endpoints (no auth, never counted): GET /_admin/calls (per-endpoint call counts),
     /// POST /_admin/calls/reset, GET|PUT /_admin/faults, GET /_admin/state, POST /_admin/reset,

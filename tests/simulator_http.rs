@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use altostrat_vpn_operator::altostrat::model::{
-    ClientConfiguration, DnsCustomRecord, DnsRecordType, InstanceCreate, InstanceUpdate, PeerCreate,
-    PeerType, PeerUpdate, Protocol, region_codes,
+    ClientConfiguration, DnsCustomRecord, DnsRecordType, Instance, InstanceCreate, InstanceUpdate,
+    PeerCreate, PeerType, PeerUpdate, Protocol, region_codes,
 };
 use altostrat_vpn_operator::altostrat::{ApiError, ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::simulator::{
@@ -49,6 +49,17 @@ fn wireguard_client() -> PeerCreate {
         route_all: Some(false),
         site_id: None,
         subnets: None,
+    }
+}
+
+fn site() -> PeerCreate {
+    PeerCreate {
+        peer_type: PeerType::Site,
+        protocol: Protocol::Openvpn,
+        site_id: Some(SITE.into()),
+        subnets: Some(vec!["192.168.10.0/24".into()]),
+        user_id: None,
+        route_all: None,
     }
 }
 
@@ -130,14 +141,7 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
     api.update_instance(&token, &hub.id, &update()).await.unwrap();
 
     let client = wireguard_client();
-    let site = PeerCreate {
-        peer_type: PeerType::Site,
-        protocol: Protocol::Openvpn,
-        site_id: Some(SITE.into()),
-        subnets: Some(vec!["192.168.10.0/24".into()]),
-        user_id: None,
-        route_all: None,
-    };
+    let site = site();
     let alice = api.create_peer(&token, &hub.id, &client).await.unwrap();
     let branch = api.create_peer(&token, &hub.id, &site).await.unwrap();
     assert!(
@@ -286,6 +290,80 @@ async fn authentication_and_scopes_are_enforced() {
         "{err}"
     );
     assert!(!err.to_string().contains("viewer"), "errors never echo the token");
+}
+
+#[tokio::test]
+async fn accounts_see_only_their_own_instances_but_hostnames_are_global() {
+    let acme =
+        simulator::ApiToken::parse("acme-token=vpn:view,vpn:create,vpn:update,vpn:delete@acme").unwrap();
+    assert_eq!((acme.account.as_str(), acme.scopes.len()), ("acme", 4));
+    assert!(simulator::ApiToken::parse("acme-token@").is_err());
+    let config = SimulatorConfig {
+        tokens: vec![
+            simulator::ApiToken::all_scopes("sim-token"),
+            simulator::ApiToken::parse("teammate").unwrap(),
+            acme,
+        ],
+        ..fast()
+    };
+    let (sim, api, token) = start(config).await;
+    let (teammate, other) = (ApiToken::new("teammate"), ApiToken::new("acme-token"));
+    let theirs = api.create_instance(&other, &create("acme-hub")).await.unwrap();
+    let their_peer = api.create_peer(&other, &theirs.id, &site()).await.unwrap();
+    let ours = api.create_instance(&teammate, &create("our-hub")).await.unwrap();
+
+    let ids = |list: Vec<Instance>| list.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(api.list_instances(&token).await.unwrap()),
+        vec![ours.id.clone()],
+        "tokens without an account share the default one"
+    );
+    assert_eq!(
+        ids(api.list_instances(&other).await.unwrap()),
+        vec![theirs.id.clone()]
+    );
+
+    // Another account's instance and its peers do not exist for this token.
+    let (id, peer_id) = (theirs.id.as_str(), their_peer.id.as_str());
+    let peer_update = PeerUpdate {
+        subnets: Some(vec![]),
+        route_all: None,
+    };
+    let refused = [
+        api.get_instance(&token, id).await.map(drop),
+        api.update_instance(&token, id, &update()).await.map(drop),
+        api.list_peers(&token, id, None).await.map(drop),
+        api.create_peer(&token, id, &wireguard_client()).await.map(drop),
+        api.get_peer(&token, id, peer_id).await.map(drop),
+        api.update_peer(&token, id, peer_id, &peer_update).await.map(drop),
+        api.delete_peer(&token, id, peer_id).await.map(drop),
+        api.delete_instance(&token, id).await.map(drop),
+    ];
+    for (i, answer) in refused.into_iter().enumerate() {
+        let err = answer.expect_err("another account's instance is invisible");
+        assert!(err.is_not_found(), "call {i}: {err}");
+    }
+    assert!(api.list_site_subnets(&token, SITE).await.unwrap().is_empty());
+    assert_eq!(api.list_site_subnets(&other, SITE).await.unwrap().len(), 1);
+
+    // Its hostname is taken all the same, with the answer a same-account duplicate gets.
+    let conflict = api
+        .create_instance(&token, &create("acme-hub"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, ApiError::Conflict { code, message, .. }
+            if code == "hostname_taken" && message.contains("'acme-hub' is already in use")),
+        "{conflict}"
+    );
+
+    // The refused calls changed nothing.
+    let kept = api.get_instance(&other, id).await.unwrap();
+    assert_eq!(kept.name, "Test hub", "{kept:?}");
+    let peer = api.get_peer(&other, id, peer_id).await.unwrap();
+    assert_eq!(peer.subnets, vec!["192.168.10.0/24"]);
+    assert_eq!(sim.simulator().instances().len(), 2);
+    assert_eq!(sim.simulator().peers().len(), 1);
 }
 
 #[tokio::test]
