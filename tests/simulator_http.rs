@@ -33,6 +33,25 @@ fn fast() -> SimulatorConfig {
     }
 }
 
+/// Polls `probe` every 20 ms until it yields a value; panics with `what` after 10 s.
+async fn poll<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn create(hostname: &str) -> InstanceCreate {
     InstanceCreate {
         name: "Test hub".into(),
@@ -97,6 +116,7 @@ async fn every_instance_endpoint_round_trips_through_the_client() {
     assert!(created.is_provisioned(), "zero provision delay");
     assert_eq!(api.list_instances(&token).await.unwrap().len(), 1);
 
+    let updating = std::time::Instant::now();
     let updated = api.update_instance(&token, &created.id, &update()).await.unwrap();
     assert_eq!(updated.name, "Renamed hub");
     assert_eq!(updated.dns_custom[0].value, "10.0.0.10");
@@ -105,9 +125,15 @@ async fn every_instance_endpoint_round_trips_through_the_client() {
         vec!["config-updated"],
         "a change is pending for a while"
     );
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let fetched = api.get_instance(&token, &created.id).await.unwrap();
-    assert!(fetched.status.is_empty(), "pending change cleared");
+    let fetched = poll("the pending change to clear", || async {
+        let i = api.get_instance(&token, &created.id).await.unwrap();
+        i.status.is_empty().then_some(i)
+    })
+    .await;
+    assert!(
+        updating.elapsed() >= Duration::from_millis(200),
+        "cleared no earlier than the clear delay"
+    );
     assert_eq!(fetched.split_dns, vec!["10.0.0.53"]);
 
     // Same body again: nothing changes, nothing becomes pending.
@@ -485,27 +511,49 @@ async fn validation_errors_name_the_field() {
 
 #[tokio::test]
 async fn provisioning_flips_the_readiness_flags_in_order() {
+    // Quarters of 500 ms against polls every 20 ms: a poll would have to take longer than a
+    // quarter to miss a state, far beyond a loopback GET even on a loaded machine.
+    let delay = Duration::from_secs(2);
     let (_sim, api, token) = start(SimulatorConfig {
-        provision_delay: Duration::from_millis(800),
+        provision_delay: delay,
         ..fast()
     })
     .await;
+    let before_create = std::time::Instant::now();
     let created = api.create_instance(&token, &create("slow-hub")).await.unwrap();
+    let after_create = std::time::Instant::now();
     assert!(
         !created.configured && !created.server_ready,
         "a new instance starts not ready"
     );
+    // Quarters of the delay reached `elapsed` after the create (flags turn on one per quarter).
+    let quarters = |elapsed: Duration| (elapsed.as_millis() * 4 / delay.as_millis()).min(4);
     let mut seen = Vec::new();
-    for _ in 0..40 {
+    loop {
+        let asked = std::time::Instant::now();
         let i = api.get_instance(&token, &created.id).await.unwrap();
+        let answered = std::time::Instant::now();
         let flags = (i.configured, i.rsa_ready, i.diffie_hellman_ready, i.server_ready);
+        // The server read its clock between `asked` and `answered` (2 ms for its ms rounding).
+        let on = [flags.0, flags.1, flags.2, flags.3]
+            .iter()
+            .filter(|f| **f)
+            .count() as u128;
+        let earliest = quarters((asked - after_create).saturating_sub(Duration::from_millis(2)));
+        let latest = quarters(answered - before_create + Duration::from_millis(2));
+        assert!(
+            (earliest..=latest).contains(&on),
+            "{flags:?} {:?} after the create",
+            asked - after_create
+        );
         if seen.last() != Some(&flags) {
             seen.push(flags);
         }
         if i.server_ready {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(before_create.elapsed() < delay * 5, "never ready: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Flags only ever turn on, in the documented order.
     for pair in seen.windows(2) {
