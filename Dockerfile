@@ -4,14 +4,17 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # Compile the dependencies in their own layer so code changes rebuild only the crate.
+# tests/ is not in the build context, but Cargo.toml names the suites that need the simulator:
+# empty stand-ins satisfy the manifest. The image is built without the simulator.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+RUN mkdir -p src benches tests \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs && echo 'fn main() {}' > benches/scale.rs \
- && cargo build --release --locked --bin vpn-operator \
+ && touch $(awk '/^\[\[test\]\]/ { t = 1 } t && /^name/ { gsub(/"/, "", $3); print "tests/" $3 ".rs"; t = 0 }' Cargo.toml) \
+ && cargo build --release --locked --no-default-features --bin vpn-operator \
  && rm -rf src benches
 COPY src ./src
 COPY benches ./benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin vpn-operator
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --no-default-features --bin vpn-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="altostrat-vpn-operator" \

@@ -65,7 +65,8 @@ fn parse_args() -> Args {
             "--instances" => args.instances = value().parse().expect("--instances N"),
             "--peers" => args.peers = value().parse().expect("--peers M"),
             "--resync" => {
-                args.resync = altostrat_vpn_operator::config::parse_duration(&value()).expect("--resync 30s")
+                args.resync =
+                    altostrat_vpn_operator::duration::parse_duration(&value()).expect("--resync 30s")
             }
             "--concurrency" => args.concurrency = value().parse().expect("--concurrency N"),
             "--operator-concurrency" => {

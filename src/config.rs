@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::duration::parse_duration;
+
 /// Kubernetes operator for Altostrat Managed VPN instances and peers.
 #[derive(Debug, Parser)]
 #[command(name = "vpn-operator", version, about, propagate_version = true)]
@@ -23,13 +25,14 @@ pub enum Command {
     /// Serve a local, stateful Altostrat API simulator (for tests, demos and development).
     ///
     /// Every endpoint of the Managed VPN API is served under /vpn with state in memory, bearer
-    /// tokens with scopes (vpn:view, vpn:create, vpn:update, vpn:delete), the documented
-    /// validation answered with ErrorResponse bodies naming the field, asynchronous
-    /// provisioning and fault injection.
+    /// tokens with scopes (vpn:view, vpn:create, vpn:update, vpn:delete) acting for accounts
+    /// that cannot see each other's instances, the documented validation answered with
+    /// ErrorResponse bodies naming the field, asynchronous provisioning and fault injection.
     ///
     /// Admin endpoints (no auth, never counted): GET /_admin/calls (per-endpoint call counts),
     /// POST /_admin/calls/reset, GET|PUT /_admin/faults, GET /_admin/state, POST /_admin/reset,
     /// POST /_admin/instances/{id}/drift (out-of-band edit), POST /_admin/peers/{id}/connected.
+    #[cfg(feature = "simulator")]
     Simulate(crate::simulator::SimulateArgs),
 }
 
@@ -138,44 +141,10 @@ pub struct RunArgs {
     pub pod_namespace: Option<String>,
 }
 
-/// Parses `90s`, `5m`, `1h`, `250ms` or a bare number of seconds.
-pub fn parse_duration(input: &str) -> Result<Duration, String> {
-    let s = input.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {input:?}: expected e.g. 30s, 5m, 1h"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {input:?}: use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {input:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn durations_parse_in_common_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unit"));
-        assert!(parse_duration("soon").is_err());
-    }
 
     #[test]
     fn cli_is_consistent_and_run_defaults_are_production_ready() {

@@ -5,9 +5,11 @@ pub mod altostrat;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod duration;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod server;
+#[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod telemetry;

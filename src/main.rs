@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
-use altostrat_vpn_operator::config::LogFormat;
 use altostrat_vpn_operator::config::{Cli, Command};
-use altostrat_vpn_operator::{crd, operator, simulator, telemetry};
+#[cfg(feature = "simulator")]
+use altostrat_vpn_operator::{config::LogFormat, simulator};
+use altostrat_vpn_operator::{crd, operator, telemetry};
 use clap::Parser;
 
 fn write_crds(dirs: &[std::path::PathBuf]) -> Result<(), operator::BoxError> {
@@ -27,6 +28,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds(args) => write_crds(&args.output_dirs),
+        #[cfg(feature = "simulator")]
         Command::Simulate(args) => {
             telemetry::init(LogFormat::Text);
             simulator::run(args).await

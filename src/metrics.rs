@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::altostrat::Endpoint;
+use crate::altostrat::{Endpoint, RequestObserver};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -181,6 +181,20 @@ impl Metrics {
                 .get_or_create(&ReadyLabels { kind, ready: label })
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn request_finished(&self, endpoint: Endpoint, status: Option<u16>) {
+        self.record_request(endpoint, status);
+    }
+
+    fn retrying(&self, endpoint: Endpoint) {
+        self.record_retry(endpoint);
+    }
+
+    fn rate_limit_waited(&self, waited: Duration) {
+        self.record_rate_limit_wait(waited);
     }
 }
 

@@ -3,9 +3,13 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use altostrat_vpn_operator::altostrat::model::InstanceCreate;
+use altostrat_vpn_operator::altostrat::{ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::crd::VpnInstance;
+use altostrat_vpn_operator::simulator::{self, Simulator, SimulatorConfig};
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
@@ -280,14 +284,22 @@ async fn a_hub_made_out_of_band_with_our_hostname_is_neither_adopted_nor_deleted
     operator.stop().await;
 }
 
+/// Resync of the tests below: an invalid spec must wait for max(resync, 60 s) before its next
+/// try, so a few resyncs of a valid instance must pass without a call for the invalid one.
+const SHORT_RESYNC: Duration = Duration::from_secs(2);
+
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
-async fn unknown_region_and_taken_hostname_are_reported_without_hot_looping() {
+async fn unknown_region_is_invalid_spec_and_not_retried_early() {
     let client = kube().await;
-    let ns = namespace(&client, "e2e-invalid").await;
+    let ns = namespace(&client, "e2e-region").await;
     let sim = simulator(Duration::from_millis(300)).await;
     let simc = SimClient::new(&sim);
-    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let options = OperatorOptions {
+        resync_interval: SHORT_RESYNC,
+        ..Default::default()
+    };
+    let operator = start_operator(&client, &simc.base_url, &ns, options);
     let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
 
     apply(
@@ -295,20 +307,132 @@ async fn unknown_region_and_taken_hostname_are_reported_without_hot_looping() {
         &instance_manifest("lost", "lost-hub", json!({"region": "atlantis"})),
     )
     .await;
-    let message = wait_instance_reason(&api, "lost", "InvalidSpec").await;
+    let message = wait_not_ready(&api, "lost", "InvalidSpec").await;
     assert!(
         message.contains("atlantis") && message.contains("sjc"),
         "lists valid regions: {message}"
     );
+    // The region list is read, the instance is not created.
+    assert_eq!(
+        calls_by_status(&simc).await,
+        BTreeMap::from([("GET /vpn/servers/regions 200".to_owned(), 1)])
+    );
+    assert_quiet_while_a_valid_instance_resyncs(&api, &simc, "region-witness").await;
+    operator.stop().await;
+}
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let calls = simc.calls().await;
-    assert_eq!(simc.count("POST /vpn/instances").await, 0);
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn hostname_taken_in_another_account_is_reported_and_not_retried_early() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-taken").await;
+    let sim = Simulator::spawn(SimulatorConfig {
+        provision_delay: Duration::from_millis(300),
+        status_clear_delay: Duration::from_millis(300),
+        tokens: vec![
+            simulator::ApiToken::all_scopes(TOKEN),
+            simulator::ApiToken::all_scopes("elsewhere-token").in_account("elsewhere"),
+        ],
+        ..SimulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let simc = SimClient::new(&sim);
+    let elsewhere = HttpClient::new(HttpClientConfig {
+        base_url: simc.base_url.clone(),
+        ..HttpClientConfig::default()
+    })
+    .unwrap();
+    let body = InstanceCreate {
+        name: "their hub".into(),
+        hostname: "taken-hub".into(),
+        region: "sjc".into(),
+    };
+    let theirs = elsewhere
+        .create_instance(&ApiToken::new("elsewhere-token"), &body)
+        .await
+        .unwrap();
     assert!(
-        calls.values().sum::<u64>() <= 4,
-        "an invalid spec must not be retried in a loop: {calls:?}"
+        simc.instances().await.is_empty(),
+        "the operator's token cannot see it"
+    );
+    simc.reset_calls().await;
+    let options = OperatorOptions {
+        resync_interval: SHORT_RESYNC,
+        ..Default::default()
+    };
+    let operator = start_operator(&client, &simc.base_url, &ns, options);
+    let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+
+    apply(&api, &instance_manifest("hub", "taken-hub", json!({}))).await;
+    let message = wait_not_ready(&api, "hub", "HostnameTaken").await;
+    assert!(
+        message.contains("hostname_taken")
+            && message.contains("'taken-hub' is already in use")
+            && message.contains("cannot see"),
+        "says the hostname is taken: {message}"
+    );
+    // The create is refused, and the instances the token can see hold none to adopt.
+    assert_eq!(
+        calls_by_status(&simc).await,
+        BTreeMap::from([
+            ("GET /vpn/servers/regions 200".to_owned(), 1),
+            ("POST /vpn/instances 409".to_owned(), 1),
+            ("GET /vpn/instances 200".to_owned(), 1),
+        ])
+    );
+    assert_quiet_while_a_valid_instance_resyncs(&api, &simc, "taken-witness").await;
+    let instances = sim.simulator().instances();
+    assert_eq!(instances.len(), 2, "theirs and the witness: {instances:?}");
+    assert!(
+        instances
+            .iter()
+            .any(|i| i.id == theirs.id && i.name == "their hub"),
+        "the other account's instance is left alone: {instances:?}"
     );
     operator.stop().await;
+}
+
+/// Waits until Ready is False with `reason`; returns its message.
+async fn wait_not_ready(api: &Api<VpnInstance>, name: &str, reason: &str) -> String {
+    let message = wait_instance_reason(api, name, reason).await;
+    let obj = api.get(name).await.unwrap();
+    let ready = condition(&obj.status.unwrap().conditions, "Ready").unwrap();
+    assert_eq!(ready.0, "False", "{ready:?}");
+    message
+}
+
+/// Calls per "METHOD /route/template STATUS" since the last reset.
+async fn calls_by_status(simc: &SimClient) -> BTreeMap<String, u64> {
+    let body: serde_json::Value = reqwest::get(format!("{}/_admin/calls", simc.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    serde_json::from_value(body["by_status"].clone()).unwrap()
+}
+
+/// Brings a valid instance to Ready, then watches two of its resyncs (each reads it once): the
+/// operator is demonstrably reconciling, and the failed resource must cause no call meanwhile.
+async fn assert_quiet_while_a_valid_instance_resyncs(
+    api: &Api<VpnInstance>,
+    simc: &SimClient,
+    hostname: &str,
+) {
+    apply(api, &instance_manifest("witness", hostname, json!({}))).await;
+    wait_instance(api, "witness", "the witness to be Ready", instance_ready).await;
+    simc.reset_calls().await;
+    eventually("two resyncs of the witness", TIMEOUT, || async {
+        (simc.count("GET /vpn/instances/{instanceId}").await >= 2).then_some(())
+    })
+    .await;
+    let calls = simc.calls().await;
+    assert_eq!(
+        calls.keys().collect::<Vec<_>>(),
+        vec!["GET /vpn/instances/{instanceId}"],
+        "only the witness's resync reads: {calls:?}"
+    );
 }
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use altostrat_vpn_operator::altostrat::model::{
-    ClientConfiguration, DnsCustomRecord, DnsRecordType, InstanceCreate, InstanceUpdate, PeerCreate,
-    PeerType, PeerUpdate, Protocol, region_codes,
+    ClientConfiguration, DnsCustomRecord, DnsRecordType, Instance, InstanceCreate, InstanceUpdate,
+    PeerCreate, PeerType, PeerUpdate, Protocol, region_codes,
 };
 use altostrat_vpn_operator::altostrat::{ApiError, ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::simulator::{
@@ -33,6 +33,25 @@ fn fast() -> SimulatorConfig {
     }
 }
 
+/// Polls `probe` every 20 ms until it yields a value; panics with `what` after 10 s.
+async fn poll<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn create(hostname: &str) -> InstanceCreate {
     InstanceCreate {
         name: "Test hub".into(),
@@ -49,6 +68,17 @@ fn wireguard_client() -> PeerCreate {
         route_all: Some(false),
         site_id: None,
         subnets: None,
+    }
+}
+
+fn site() -> PeerCreate {
+    PeerCreate {
+        peer_type: PeerType::Site,
+        protocol: Protocol::Openvpn,
+        site_id: Some(SITE.into()),
+        subnets: Some(vec!["192.168.10.0/24".into()]),
+        user_id: None,
+        route_all: None,
     }
 }
 
@@ -86,6 +116,7 @@ async fn every_instance_endpoint_round_trips_through_the_client() {
     assert!(created.is_provisioned(), "zero provision delay");
     assert_eq!(api.list_instances(&token).await.unwrap().len(), 1);
 
+    let updating = std::time::Instant::now();
     let updated = api.update_instance(&token, &created.id, &update()).await.unwrap();
     assert_eq!(updated.name, "Renamed hub");
     assert_eq!(updated.dns_custom[0].value, "10.0.0.10");
@@ -94,9 +125,15 @@ async fn every_instance_endpoint_round_trips_through_the_client() {
         vec!["config-updated"],
         "a change is pending for a while"
     );
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let fetched = api.get_instance(&token, &created.id).await.unwrap();
-    assert!(fetched.status.is_empty(), "pending change cleared");
+    let fetched = poll("the pending change to clear", || async {
+        let i = api.get_instance(&token, &created.id).await.unwrap();
+        i.status.is_empty().then_some(i)
+    })
+    .await;
+    assert!(
+        updating.elapsed() >= Duration::from_millis(200),
+        "cleared no earlier than the clear delay"
+    );
     assert_eq!(fetched.split_dns, vec!["10.0.0.53"]);
 
     // Same body again: nothing changes, nothing becomes pending.
@@ -130,14 +167,7 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
     api.update_instance(&token, &hub.id, &update()).await.unwrap();
 
     let client = wireguard_client();
-    let site = PeerCreate {
-        peer_type: PeerType::Site,
-        protocol: Protocol::Openvpn,
-        site_id: Some(SITE.into()),
-        subnets: Some(vec!["192.168.10.0/24".into()]),
-        user_id: None,
-        route_all: None,
-    };
+    let site = site();
     let alice = api.create_peer(&token, &hub.id, &client).await.unwrap();
     let branch = api.create_peer(&token, &hub.id, &site).await.unwrap();
     assert!(
@@ -289,6 +319,80 @@ async fn authentication_and_scopes_are_enforced() {
 }
 
 #[tokio::test]
+async fn accounts_see_only_their_own_instances_but_hostnames_are_global() {
+    let acme =
+        simulator::ApiToken::parse("acme-token=vpn:view,vpn:create,vpn:update,vpn:delete@acme").unwrap();
+    assert_eq!((acme.account.as_str(), acme.scopes.len()), ("acme", 4));
+    assert!(simulator::ApiToken::parse("acme-token@").is_err());
+    let config = SimulatorConfig {
+        tokens: vec![
+            simulator::ApiToken::all_scopes("sim-token"),
+            simulator::ApiToken::parse("teammate").unwrap(),
+            acme,
+        ],
+        ..fast()
+    };
+    let (sim, api, token) = start(config).await;
+    let (teammate, other) = (ApiToken::new("teammate"), ApiToken::new("acme-token"));
+    let theirs = api.create_instance(&other, &create("acme-hub")).await.unwrap();
+    let their_peer = api.create_peer(&other, &theirs.id, &site()).await.unwrap();
+    let ours = api.create_instance(&teammate, &create("our-hub")).await.unwrap();
+
+    let ids = |list: Vec<Instance>| list.into_iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(api.list_instances(&token).await.unwrap()),
+        vec![ours.id.clone()],
+        "tokens without an account share the default one"
+    );
+    assert_eq!(
+        ids(api.list_instances(&other).await.unwrap()),
+        vec![theirs.id.clone()]
+    );
+
+    // Another account's instance and its peers do not exist for this token.
+    let (id, peer_id) = (theirs.id.as_str(), their_peer.id.as_str());
+    let peer_update = PeerUpdate {
+        subnets: Some(vec![]),
+        route_all: None,
+    };
+    let refused = [
+        api.get_instance(&token, id).await.map(drop),
+        api.update_instance(&token, id, &update()).await.map(drop),
+        api.list_peers(&token, id, None).await.map(drop),
+        api.create_peer(&token, id, &wireguard_client()).await.map(drop),
+        api.get_peer(&token, id, peer_id).await.map(drop),
+        api.update_peer(&token, id, peer_id, &peer_update).await.map(drop),
+        api.delete_peer(&token, id, peer_id).await.map(drop),
+        api.delete_instance(&token, id).await.map(drop),
+    ];
+    for (i, answer) in refused.into_iter().enumerate() {
+        let err = answer.expect_err("another account's instance is invisible");
+        assert!(err.is_not_found(), "call {i}: {err}");
+    }
+    assert!(api.list_site_subnets(&token, SITE).await.unwrap().is_empty());
+    assert_eq!(api.list_site_subnets(&other, SITE).await.unwrap().len(), 1);
+
+    // Its hostname is taken all the same, with the answer a same-account duplicate gets.
+    let conflict = api
+        .create_instance(&token, &create("acme-hub"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, ApiError::Conflict { code, message, .. }
+            if code == "hostname_taken" && message.contains("'acme-hub' is already in use")),
+        "{conflict}"
+    );
+
+    // The refused calls changed nothing.
+    let kept = api.get_instance(&other, id).await.unwrap();
+    assert_eq!(kept.name, "Test hub", "{kept:?}");
+    let peer = api.get_peer(&other, id, peer_id).await.unwrap();
+    assert_eq!(peer.subnets, vec!["192.168.10.0/24"]);
+    assert_eq!(sim.simulator().instances().len(), 2);
+    assert_eq!(sim.simulator().peers().len(), 1);
+}
+
+#[tokio::test]
 async fn validation_errors_name_the_field() {
     let (_sim, api, token) = start(fast()).await;
     let cases: Vec<(InstanceCreate, u16, &str)> = vec![
@@ -407,27 +511,49 @@ async fn validation_errors_name_the_field() {
 
 #[tokio::test]
 async fn provisioning_flips_the_readiness_flags_in_order() {
+    // Quarters of 500 ms against polls every 20 ms: a poll would have to take longer than a
+    // quarter to miss a state, far beyond a loopback GET even on a loaded machine.
+    let delay = Duration::from_secs(2);
     let (_sim, api, token) = start(SimulatorConfig {
-        provision_delay: Duration::from_millis(800),
+        provision_delay: delay,
         ..fast()
     })
     .await;
+    let before_create = std::time::Instant::now();
     let created = api.create_instance(&token, &create("slow-hub")).await.unwrap();
+    let after_create = std::time::Instant::now();
     assert!(
         !created.configured && !created.server_ready,
         "a new instance starts not ready"
     );
+    // Quarters of the delay reached `elapsed` after the create (flags turn on one per quarter).
+    let quarters = |elapsed: Duration| (elapsed.as_millis() * 4 / delay.as_millis()).min(4);
     let mut seen = Vec::new();
-    for _ in 0..40 {
+    loop {
+        let asked = std::time::Instant::now();
         let i = api.get_instance(&token, &created.id).await.unwrap();
+        let answered = std::time::Instant::now();
         let flags = (i.configured, i.rsa_ready, i.diffie_hellman_ready, i.server_ready);
+        // The server read its clock between `asked` and `answered` (2 ms for its ms rounding).
+        let on = [flags.0, flags.1, flags.2, flags.3]
+            .iter()
+            .filter(|f| **f)
+            .count() as u128;
+        let earliest = quarters((asked - after_create).saturating_sub(Duration::from_millis(2)));
+        let latest = quarters(answered - before_create + Duration::from_millis(2));
+        assert!(
+            (earliest..=latest).contains(&on),
+            "{flags:?} {:?} after the create",
+            asked - after_create
+        );
         if seen.last() != Some(&flags) {
             seen.push(flags);
         }
         if i.server_ready {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(before_create.elapsed() < delay * 5, "never ready: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Flags only ever turn on, in the documented order.
     for pair in seen.windows(2) {
@@ -519,16 +645,26 @@ async fn per_token_rate_limit_answers_429_with_retry_after() {
         ..fast()
     };
     let (_sim, api, token) = start(config).await;
-    let mut limited = None;
-    for _ in 0..4 {
-        if let Err(e) = api.list_instances(&token).await {
-            limited = Some(e);
-        }
+    for _ in 0..3 {
+        api.list_instances(&token).await.unwrap();
     }
-    let limited = limited.expect("the fourth request in a minute is refused");
+    // The window slides, so this holds wherever the four calls fall on the clock.
+    let limited = api
+        .list_instances(&token)
+        .await
+        .expect_err("the fourth request in a minute is refused");
     assert!(
-        matches!(limited, ApiError::RateLimited { retry_after: Some(d), .. } if d <= Duration::from_secs(60)),
+        matches!(limited, ApiError::RateLimited { retry_after: Some(d), .. }
+            if d >= Duration::from_secs(1) && d <= Duration::from_secs(60)),
         "{limited}"
+    );
+    assert!(
+        api.list_instances(&ApiToken::new("other"))
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("401"),
+        "a token's budget is its own: another token is not throttled"
     );
 }
 

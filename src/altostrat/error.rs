@@ -87,7 +87,8 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status the server answered with, if it answered.
+    /// The HTTP status of the failed answer; `None` when no answer arrived, or when the answer
+    /// was a success whose body could not be decoded.
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Unauthorized { .. } => Some(401),
@@ -96,27 +97,12 @@ impl ApiError {
             Self::Conflict { .. } => Some(409),
             Self::Invalid { status, .. } | Self::Server { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
-            Self::Decode { .. } => Some(200),
-            Self::Transport { .. } => None,
+            Self::Decode { .. } | Self::Transport { .. } => None,
         }
     }
 
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
-    }
-
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            Self::Unauthorized { endpoint, .. }
-            | Self::Forbidden { endpoint, .. }
-            | Self::NotFound { endpoint, .. }
-            | Self::Conflict { endpoint, .. }
-            | Self::Invalid { endpoint, .. }
-            | Self::RateLimited { endpoint, .. }
-            | Self::Server { endpoint, .. }
-            | Self::Transport { endpoint, .. }
-            | Self::Decode { endpoint, .. } => *endpoint,
-        }
     }
 }
 

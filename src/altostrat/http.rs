@@ -54,6 +54,52 @@ impl HttpClient {
         })
     }
 
+    /// `GET /vpn/site/{siteId}/subnets`. Not part of [`VpnApi`]: no controller needs it, the
+    /// simulator's contract tests do.
+    pub async fn list_site_subnets(
+        &self,
+        token: &ApiToken,
+        site_id: &str,
+    ) -> ApiResult<Vec<serde_json::Value>> {
+        let path = format!("/vpn/site/{}/subnets", seg(site_id));
+        self.json(Endpoint::ListSiteSubnets, Method::GET, &path, token, None)
+            .await
+    }
+
+    /// Downloads a client configuration with a peer's share token (not an operator token).
+    /// Not part of [`VpnApi`]: no controller needs it, the simulator's contract tests do.
+    pub async fn client_configuration(
+        &self,
+        share_token: &ApiToken,
+        as_json: bool,
+    ) -> ApiResult<ClientConfiguration> {
+        let endpoint = Endpoint::GetClientConfiguration;
+        let accept = if as_json {
+            "application/json"
+        } else {
+            "text/plain, application/json"
+        };
+        let response = self
+            .send(endpoint, Method::GET, "/vpn/client", share_token, None, accept)
+            .await?;
+        let is_json = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
+        let text = response.text().await.map_err(|e| transport_error(endpoint, &e))?;
+        if is_json {
+            serde_json::from_str(&text)
+                .map(ClientConfiguration::Json)
+                .map_err(|e| ApiError::Decode {
+                    endpoint,
+                    message: e.to_string(),
+                })
+        } else {
+            Ok(ClientConfiguration::Text(text))
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -292,43 +338,5 @@ impl VpnApi for HttpClient {
     async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
         let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
         self.no_content(Endpoint::DeletePeer, &path, token).await
-    }
-
-    async fn list_site_subnets(&self, token: &ApiToken, site_id: &str) -> ApiResult<Vec<serde_json::Value>> {
-        let path = format!("/vpn/site/{}/subnets", seg(site_id));
-        self.json(Endpoint::ListSiteSubnets, Method::GET, &path, token, None)
-            .await
-    }
-
-    async fn client_configuration(
-        &self,
-        share_token: &ApiToken,
-        as_json: bool,
-    ) -> ApiResult<ClientConfiguration> {
-        let endpoint = Endpoint::GetClientConfiguration;
-        let accept = if as_json {
-            "application/json"
-        } else {
-            "text/plain, application/json"
-        };
-        let response = self
-            .send(endpoint, Method::GET, "/vpn/client", share_token, None, accept)
-            .await?;
-        let is_json = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json"));
-        let text = response.text().await.map_err(|e| transport_error(endpoint, &e))?;
-        if is_json {
-            serde_json::from_str(&text)
-                .map(ClientConfiguration::Json)
-                .map_err(|e| ApiError::Decode {
-                    endpoint,
-                    message: e.to_string(),
-                })
-        } else {
-            Ok(ClientConfiguration::Text(text))
-        }
     }
 }

@@ -17,11 +17,10 @@ use std::sync::Arc;
 pub use error::{ApiError, classify, parse_retry_after};
 pub use http::{HttpClient, HttpClientConfig};
 pub use ratelimit::RateLimiter;
-pub use resilient::{Resilient, RetryPolicy};
+pub use resilient::{RequestObserver, Resilient, RetryPolicy};
 
 use model::{
-    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
-    RegionResponse,
+    Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
 };
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -71,22 +70,6 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 13] = [
-        Self::ListInstances,
-        Self::CreateInstance,
-        Self::GetInstance,
-        Self::UpdateInstance,
-        Self::DeleteInstance,
-        Self::ListPeers,
-        Self::CreatePeer,
-        Self::GetPeer,
-        Self::UpdatePeer,
-        Self::DeletePeer,
-        Self::ListSiteSubnets,
-        Self::ListRegions,
-        Self::GetClientConfiguration,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ListInstances => "GET /vpn/instances",
@@ -167,15 +150,4 @@ pub trait VpnApi: Send + Sync + 'static {
         instance_id: &str,
         peer_id: &str,
     ) -> impl Future<Output = ApiResult<()>> + Send;
-    fn list_site_subnets(
-        &self,
-        token: &ApiToken,
-        site_id: &str,
-    ) -> impl Future<Output = ApiResult<Vec<serde_json::Value>>> + Send;
-    /// Downloads a client configuration with a peer's share token (not an operator token).
-    fn client_configuration(
-        &self,
-        share_token: &ApiToken,
-        as_json: bool,
-    ) -> impl Future<Output = ApiResult<ClientConfiguration>> + Send;
 }

@@ -1,4 +1,4 @@
-//! Wire models of the Altostrat Managed VPN API (`shared/altostrat-api/openapi.yaml`).
+//! Wire models of the Altostrat Managed VPN API (`api/openapi.yaml`).
 //!
 //! These mirror the JSON the service speaks (snake_case) and are deliberately separate from
 //! the CRD types: the API and the Kubernetes schema evolve on their own schedules. Response
@@ -83,7 +83,7 @@ pub struct InstanceCreate {
 }
 
 /// Body of `PUT /vpn/instances/{id}`. The API treats it as a replace, so the operator always
-/// sends every field (see NOTES.md "Update is full-replace").
+/// sends every field (see `api/NOTES.md`, "Update is full-replace").
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceUpdate {
     pub name: String,

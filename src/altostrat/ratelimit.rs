@@ -81,6 +81,25 @@ mod tests {
         assert_eq!(waits[4], Duration::from_secs(2));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_finish_exactly_on_the_budget() {
+        // 600/min = one request per 100 ms after a burst of 5: the 25th caller goes at 2.0 s.
+        let limiter = std::sync::Arc::new(RateLimiter::new(600, 5));
+        let started = Instant::now();
+        let callers = (0..25).map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire(&ApiToken::new("t")).await })
+        });
+        let waits: Vec<Duration> = futures::future::join_all(callers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(waits.iter().filter(|w| w.is_zero()).count(), 5, "the burst");
+        assert_eq!(waits.iter().max(), Some(&Duration::from_secs(2)));
+    }
+
     #[test]
     fn sustained_rate_never_exceeds_budget_over_a_minute() {
         let limiter = RateLimiter::new(60, 10);

@@ -8,11 +8,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::model::{
-    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
-    RegionResponse,
+    Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
 };
 use super::{ApiError, ApiResult, ApiToken, Endpoint, RateLimiter, VpnApi};
-use crate::metrics::Metrics;
+
+/// Told what [`Resilient`] does, e.g. to export metrics. Implementations must be cheap: they
+/// run inline on every request.
+pub trait RequestObserver: Send + Sync + std::fmt::Debug + 'static {
+    /// One attempt finished with the HTTP status the server answered (`None`: no answer).
+    fn request_finished(&self, endpoint: Endpoint, status: Option<u16>);
+    /// A failed attempt is about to be repeated.
+    fn retrying(&self, endpoint: Endpoint);
+    /// The client-side rate limiter held an attempt back for `waited` (zero: not at all).
+    fn rate_limit_waited(&self, waited: Duration);
+}
 
 /// When and how long to wait before repeating a failed request.
 #[derive(Clone, Debug)]
@@ -74,21 +83,22 @@ pub struct Resilient<A> {
     inner: A,
     limiter: Arc<RateLimiter>,
     policy: RetryPolicy,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn RequestObserver>,
 }
 
 impl<A: VpnApi> Resilient<A> {
-    pub fn new(inner: A, limiter: Arc<RateLimiter>, policy: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        inner: A,
+        limiter: Arc<RateLimiter>,
+        policy: RetryPolicy,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Self {
         Self {
             inner,
             limiter,
             policy,
-            metrics,
+            observer,
         }
-    }
-
-    pub fn inner(&self) -> &A {
-        &self.inner
     }
 
     async fn call<T, F, Fut>(&self, endpoint: Endpoint, token: &ApiToken, mut op: F) -> ApiResult<T>
@@ -100,12 +110,9 @@ impl<A: VpnApi> Resilient<A> {
         let mut attempt = 1;
         loop {
             let waited = self.limiter.acquire(token).await;
-            self.metrics.record_rate_limit_wait(waited);
+            self.observer.rate_limit_waited(waited);
             let result = op().await;
-            self.metrics.record_request(
-                endpoint,
-                result.as_ref().map_or_else(ApiError::status, |_| Some(200)),
-            );
+            self.observer.request_finished(endpoint, answered_status(&result));
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
@@ -124,12 +131,21 @@ impl<A: VpnApi> Resilient<A> {
                 );
             }
             tracing::debug!(%endpoint, attempt, ?delay, error = %err, "retrying Altostrat request");
-            self.metrics.record_retry(endpoint);
+            self.observer.retrying(endpoint);
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             attempt += 1;
         }
+    }
+}
+
+/// The status the server answered with, as far as the class goes: a body that could not be
+/// decoded still came with a success status.
+fn answered_status<T>(result: &ApiResult<T>) -> Option<u16> {
+    match result {
+        Ok(_) | Err(ApiError::Decode { .. }) => Some(200),
+        Err(e) => e.status(),
     }
 }
 
@@ -221,24 +237,6 @@ impl<A: VpnApi> VpnApi for Resilient<A> {
     async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
         self.call(Endpoint::DeletePeer, token, || {
             self.inner.delete_peer(token, instance_id, peer_id)
-        })
-        .await
-    }
-
-    async fn list_site_subnets(&self, token: &ApiToken, site_id: &str) -> ApiResult<Vec<serde_json::Value>> {
-        self.call(Endpoint::ListSiteSubnets, token, || {
-            self.inner.list_site_subnets(token, site_id)
-        })
-        .await
-    }
-
-    async fn client_configuration(
-        &self,
-        share_token: &ApiToken,
-        as_json: bool,
-    ) -> ApiResult<ClientConfiguration> {
-        self.call(Endpoint::GetClientConfiguration, share_token, || {
-            self.inner.client_configuration(share_token, as_json)
         })
         .await
     }

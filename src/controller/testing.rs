@@ -21,8 +21,7 @@ use super::context::{Context, Settings};
 use super::driver::{Reconciler, reconcile};
 use super::error::Result;
 use crate::altostrat::model::{
-    ClientConfiguration, Country, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType,
-    PeerUpdate, RegionResponse,
+    Country, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
 };
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Endpoint, VpnApi};
 use crate::crd::{VpnInstance, VpnPeer};
@@ -613,14 +612,6 @@ impl VpnApi for FakeAltostrat {
             Err(not_found(Endpoint::DeletePeer))
         };
         answer(Endpoint::DeletePeer, lose, result)
-    }
-
-    async fn list_site_subnets(&self, _: &ApiToken, _: &str) -> ApiResult<Vec<Value>> {
-        Err(not_found(Endpoint::ListSiteSubnets))
-    }
-
-    async fn client_configuration(&self, _: &ApiToken, _: bool) -> ApiResult<ClientConfiguration> {
-        Err(not_found(Endpoint::GetClientConfiguration))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Fault injection: added latency, random or deterministic failures and 429s with
 //! `Retry-After`, globally or per endpoint ("METHOD /route/template", or "*").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,8 @@ pub struct FaultConfig {
     pub error_rate: f64,
     /// Latency added to every request.
     pub latency_ms: u64,
-    /// Requests per minute allowed per token; beyond it the answer is 429 with Retry-After.
+    /// Requests allowed per token in any 60 seconds; beyond it the answer is 429 with
+    /// Retry-After.
     pub rate_limit_per_minute: Option<u32>,
     /// Rules keyed by "METHOD /route/template" (e.g. "PUT /vpn/instances/{instanceId}") or "*".
     pub rules: BTreeMap<String, FaultRule>,
@@ -117,24 +118,32 @@ impl FaultConfig {
     }
 }
 
-/// Fixed one-minute windows of request counts per token.
+/// Request times per token over the last minute (a sliding window, so any 60 seconds hold at
+/// most `limit` accepted requests, wherever they fall on the clock).
 #[derive(Debug, Default)]
 pub struct TokenWindows {
-    windows: HashMap<String, (u64, u32)>,
+    accepted_ms: HashMap<String, VecDeque<u64>>,
 }
 
 impl TokenWindows {
-    /// Counts a request at `now_secs`; returns `Some(retry_after_secs)` when over `limit`.
-    pub fn check(&mut self, token: &str, limit: u32, now_secs: u64) -> Option<u64> {
-        let window = now_secs / 60;
-        let entry = self.windows.entry(token.to_owned()).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
+    const WINDOW_MS: u64 = 60_000;
+
+    /// Counts a request at `now_ms`; returns `Some(retry_after_secs)` when over `limit`.
+    pub fn check(&mut self, token: &str, limit: u32, now_ms: u64) -> Option<u64> {
+        let accepted = self.accepted_ms.entry(token.to_owned()).or_default();
+        while accepted
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) >= Self::WINDOW_MS)
+        {
+            accepted.pop_front();
         }
-        if entry.1 >= limit {
-            return Some(60 - now_secs % 60);
+        if accepted.len() >= limit as usize {
+            // Until the oldest accepted request leaves the window, rounded up to whole seconds.
+            let oldest = accepted.front().copied().unwrap_or(now_ms);
+            let wait_ms = (oldest + Self::WINDOW_MS).saturating_sub(now_ms);
+            return Some(wait_ms.div_ceil(1000).max(1));
         }
-        entry.1 += 1;
+        accepted.push_back(now_ms);
         None
     }
 }
@@ -189,13 +198,20 @@ mod tests {
     }
 
     #[test]
-    fn token_windows_limit_each_token_per_minute() {
+    fn token_windows_limit_each_token_over_any_sixty_seconds() {
         let mut w = TokenWindows::default();
-        assert_eq!(w.check("a", 2, 120), None);
-        assert_eq!(w.check("a", 2, 130), None);
-        assert_eq!(w.check("a", 2, 135), Some(45));
-        assert_eq!(w.check("b", 2, 135), None, "separate budget per token");
-        assert_eq!(w.check("a", 2, 180), None, "new window");
+        // Straddling a minute of the clock (119.9 s, 120.1 s) does not reset the budget.
+        assert_eq!(w.check("a", 2, 119_900), None);
+        assert_eq!(w.check("a", 2, 120_100), None);
+        assert_eq!(w.check("a", 2, 135_000), Some(45), "until 179.9 s, rounded up");
+        assert_eq!(w.check("b", 2, 135_000), None, "separate budget per token");
+        assert_eq!(w.check("a", 2, 179_899), Some(1));
+        assert_eq!(
+            w.check("a", 2, 179_900),
+            None,
+            "the oldest request left the window"
+        );
+        assert_eq!(w.check("a", 2, 180_100), None, "refused requests do not count");
     }
 
     #[test]

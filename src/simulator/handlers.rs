@@ -80,7 +80,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn authorize(inner: &Inner, headers: &HeaderMap, scope: &str) -> Answer<()> {
+/// Checks the bearer token and its scope; returns the account the token acts for.
+fn authorize<'a>(inner: &'a Inner, headers: &HeaderMap, scope: &str) -> Answer<&'a str> {
     let Some(presented) = bearer(headers) else {
         return Err(failure(
             401,
@@ -105,7 +106,7 @@ fn authorize(inner: &Inner, headers: &HeaderMap, scope: &str) -> Answer<()> {
             format!("This request requires the '{scope}' scope."),
         ));
     }
-    Ok(())
+    Ok(&token.account)
 }
 
 fn parse_body(body: &Bytes) -> Answer<Value> {
@@ -184,7 +185,7 @@ async fn count_and_inject(
             .windows
             .lock()
             .expect("windows lock")
-            .check(&token, limit, now_ms() / 1000)
+            .check(&token, limit, now_ms())
     });
     let response = if let Some(retry_after) = throttled {
         let mut f = failure(
@@ -227,11 +228,16 @@ async fn count_and_inject(
 }
 
 async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Json<Vec<Instance>>> {
-    authorize(&inner, &headers, "vpn:view")?;
+    let account = authorize(&inner, &headers, "vpn:view")?;
     let now = now_ms();
     let state = inner.state.lock().expect("state lock");
     Ok(Json(
-        state.instances_in_order().iter().map(|i| i.view(now)).collect(),
+        state
+            .instances_in_order()
+            .iter()
+            .filter(|i| i.account == account)
+            .map(|i| i.view(now))
+            .collect(),
     ))
 }
 
@@ -240,7 +246,7 @@ async fn create_instance(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer<(StatusCode, Json<Instance>)> {
-    authorize(&inner, &headers, "vpn:create")?;
+    let account = authorize(&inner, &headers, "vpn:create")?;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
     let name = validate::required_str(body, "name")?;
@@ -258,6 +264,8 @@ async fn create_instance(
         ));
     }
     let mut state = inner.state.lock().expect("state lock");
+    // Unique across accounts (it becomes a public DNS name): the holder may be an instance
+    // this token cannot see.
     if state.hostname_taken(hostname) {
         return Err(failure(
             409,
@@ -267,34 +275,10 @@ async fn create_instance(
         ));
     }
     let now = now_ms();
-    let instance = Instance {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: name.to_owned(),
-        region: region.to_owned(),
-        hostname: format!("{hostname}.vpn.altostr.at"),
-        public_dns: vec!["9.9.9.9".into(), "149.112.112.112".into()],
-        firewall: vec![
-            FirewallRule {
-                name: "Allow ICMP".into(),
-                protocol: "icmp".into(),
-                port: None,
-                source: "0.0.0.0/0".into(),
-                destination: "0.0.0.0/0".into(),
-            },
-            FirewallRule {
-                name: "Allow WireGuard".into(),
-                protocol: "udp".into(),
-                port: Some("51820".into()),
-                source: "0.0.0.0/0".into(),
-                destination: "0.0.0.0/0".into(),
-            },
-        ],
-        created_at: Some(now_rfc3339()),
-        ..Instance::default()
-    };
     let seq = state.next_seq();
     let stored = StoredInstance {
-        instance,
+        instance: new_instance(name, hostname, region),
+        account: account.to_owned(),
         provision_started_ms: now,
         provision_delay_ms: inner.config.provision_delay.as_millis() as u64,
         pending: vec![],
@@ -306,19 +290,56 @@ async fn create_instance(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// 404 unless the instance exists; checked before the body so that an unknown id is reported
+/// A freshly created instance with Altostrat's defaults: public resolvers and a firewall that
+/// lets ICMP and WireGuard in.
+fn new_instance(name: &str, hostname: &str, region: &str) -> Instance {
+    let allow = |name: &str, protocol: &str, port: Option<&str>| FirewallRule {
+        name: name.into(),
+        protocol: protocol.into(),
+        port: port.map(Into::into),
+        source: "0.0.0.0/0".into(),
+        destination: "0.0.0.0/0".into(),
+    };
+    Instance {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        region: region.to_owned(),
+        hostname: format!("{hostname}.vpn.altostr.at"),
+        public_dns: vec!["9.9.9.9".into(), "149.112.112.112".into()],
+        firewall: vec![
+            allow("Allow ICMP", "icmp", None),
+            allow("Allow WireGuard", "udp", Some("51820")),
+        ],
+        created_at: Some(now_rfc3339()),
+        ..Instance::default()
+    }
+}
+
+/// 404 unless the account has the instance; checked before the body so that an unknown id is reported
 /// as such rather than as a validation error.
-fn require_instance(inner: &Inner, id: &str) -> Answer<()> {
-    if inner.state.lock().expect("state lock").instances.contains_key(id) {
+fn require_instance(inner: &Inner, account: &str, id: &str) -> Answer<()> {
+    let state = inner.state.lock().expect("state lock");
+    if state.instance_of(account, id).is_some() {
         Ok(())
     } else {
         Err(not_found("instance", id))
     }
 }
 
-fn with_instance<T>(inner: &Inner, id: &str, f: impl FnOnce(&mut StoredInstance) -> T) -> Answer<T> {
+/// Runs `f` on instance `id` of `account` (`None`: any account, for the admin endpoints) and
+/// persists the change.
+fn with_instance<T>(
+    inner: &Inner,
+    account: Option<&str>,
+    id: &str,
+    f: impl FnOnce(&mut StoredInstance) -> T,
+) -> Answer<T> {
     let mut state = inner.state.lock().expect("state lock");
-    let Some(instance) = state.instances.get_mut(id).filter(|_| valid_id(id)) else {
+    let instance = match account {
+        Some(account) => state.instance_of_mut(account, id),
+        None => state.instances.get_mut(id),
+    };
+    let Some(instance) = instance.filter(|_| valid_id(id)) else {
         return Err(not_found("instance", id));
     };
     let result = f(instance);
@@ -331,11 +352,10 @@ async fn get_instance(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer<Json<Instance>> {
-    authorize(&inner, &headers, "vpn:view")?;
+    let account = authorize(&inner, &headers, "vpn:view")?;
     let state = inner.state.lock().expect("state lock");
     state
-        .instances
-        .get(&id)
+        .instance_of(account, &id)
         .map(|i| Json(i.view(now_ms())))
         .ok_or_else(|| not_found("instance", &id))
 }
@@ -379,8 +399,8 @@ async fn update_instance(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer<Json<Instance>> {
-    authorize(&inner, &headers, "vpn:update")?;
-    require_instance(&inner, &id)?;
+    let account = authorize(&inner, &headers, "vpn:update")?;
+    require_instance(&inner, account, &id)?;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
     let name = validate::required_str(body, "name")?;
@@ -395,7 +415,7 @@ async fn update_instance(
     validate::ipv4s("split_dns", &split_dns)?;
     let dns_custom = dns_records(body)?;
     let clear = inner.config.status_clear_delay;
-    with_instance(&inner, &id, |stored| {
+    with_instance(&inner, Some(account), &id, |stored| {
         let now = now_ms();
         let i = &mut stored.instance;
         let changed = i.name != name
@@ -422,11 +442,12 @@ async fn delete_instance(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer<StatusCode> {
-    authorize(&inner, &headers, "vpn:delete")?;
+    let account = authorize(&inner, &headers, "vpn:delete")?;
     let mut state = inner.state.lock().expect("state lock");
-    if state.instances.remove(&id).is_none() {
+    if state.instance_of(account, &id).is_none() {
         return Err(not_found("instance", &id));
     }
+    state.instances.remove(&id);
     state.peers.retain(|_, p| p.instance_id != id);
     inner.persist(&state);
     Ok(StatusCode::NO_CONTENT)
@@ -462,10 +483,10 @@ async fn list_peers(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Answer<Json<Vec<Peer>>> {
-    authorize(&inner, &headers, "vpn:view")?;
+    let account = authorize(&inner, &headers, "vpn:view")?;
     let kind = type_filter(query.as_deref())?;
     let state = inner.state.lock().expect("state lock");
-    if !state.instances.contains_key(&id) {
+    if state.instance_of(account, &id).is_none() {
         return Err(not_found("instance", &id));
     }
     Ok(Json(
@@ -484,8 +505,8 @@ async fn create_peer(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer<(StatusCode, Json<Peer>)> {
-    authorize(&inner, &headers, "vpn:create")?;
-    require_instance(&inner, &id)?;
+    let account = authorize(&inner, &headers, "vpn:create")?;
+    require_instance(&inner, account, &id)?;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
     let kind = peer_type(validate::required_str(body, "type")?, "type")?;
@@ -545,10 +566,11 @@ async fn create_peer(
 
 fn find_peer<'a>(
     state: &'a mut super::State,
+    account: &str,
     instance_id: &str,
     peer_id: &str,
 ) -> Answer<&'a mut StoredPeer> {
-    if !state.instances.contains_key(instance_id) {
+    if state.instance_of(account, instance_id).is_none() {
         return Err(not_found("instance", instance_id));
     }
     state
@@ -563,9 +585,9 @@ async fn get_peer(
     headers: HeaderMap,
     Path((id, peer_id)): Path<(String, String)>,
 ) -> Answer<Json<Peer>> {
-    authorize(&inner, &headers, "vpn:view")?;
+    let account = authorize(&inner, &headers, "vpn:view")?;
     let mut state = inner.state.lock().expect("state lock");
-    Ok(Json(find_peer(&mut state, &id, &peer_id)?.peer.clone()))
+    Ok(Json(find_peer(&mut state, account, &id, &peer_id)?.peer.clone()))
 }
 
 async fn update_peer(
@@ -574,9 +596,9 @@ async fn update_peer(
     Path((id, peer_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Answer<Json<Peer>> {
-    authorize(&inner, &headers, "vpn:update")?;
+    let account = authorize(&inner, &headers, "vpn:update")?;
     let mut state = inner.state.lock().expect("state lock");
-    let kind = find_peer(&mut state, &id, &peer_id)?.peer.peer_type;
+    let kind = find_peer(&mut state, account, &id, &peer_id)?.peer.peer_type;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
     let subnets = validate::string_list(body, "subnets", false)?;
@@ -593,7 +615,7 @@ async fn update_peer(
     if let Some(subnets) = &subnets {
         validate::cidrs("subnets", subnets)?;
     }
-    let stored = find_peer(&mut state, &id, &peer_id)?;
+    let stored = find_peer(&mut state, account, &id, &peer_id)?;
     if let Some(subnets) = subnets {
         stored.peer.subnets = subnets;
     }
@@ -610,9 +632,9 @@ async fn delete_peer(
     headers: HeaderMap,
     Path((id, peer_id)): Path<(String, String)>,
 ) -> Answer<StatusCode> {
-    authorize(&inner, &headers, "vpn:delete")?;
+    let account = authorize(&inner, &headers, "vpn:delete")?;
     let mut state = inner.state.lock().expect("state lock");
-    find_peer(&mut state, &id, &peer_id)?;
+    find_peer(&mut state, account, &id, &peer_id)?;
     state.peers.remove(&peer_id);
     let clear = inner.config.status_clear_delay;
     if let Some(instance) = state.instances.get_mut(&id) {
@@ -627,7 +649,7 @@ async fn site_subnets(
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Answer<Json<Vec<Value>>> {
-    authorize(&inner, &headers, "vpn:view")?;
+    let account = authorize(&inner, &headers, "vpn:view")?;
     if !valid_id(&site_id) {
         return Err(not_found("site", &site_id));
     }
@@ -636,6 +658,7 @@ async fn site_subnets(
         .peers
         .values()
         .filter(|p| p.peer.site_id.as_deref() == Some(site_id.as_str()))
+        .filter(|p| state.instance_of(account, &p.instance_id).is_some())
         .collect();
     peers.sort_by_key(|p| p.seq);
     Ok(Json(
@@ -798,7 +821,7 @@ async fn admin_drift(
             .get(key)
             .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
     };
-    with_instance(&inner, &id, |stored| {
+    with_instance(&inner, None, &id, |stored| {
         let i = &mut stored.instance;
         if let Some(name) = change.get("name").and_then(Value::as_str) {
             i.name = name.to_owned();

@@ -6,7 +6,9 @@
 //!   `split_dns`, `dns_custom`; an omitted optional list is cleared. `hostname`, `region` and
 //!   `firewall` in the body are ignored (they are not updatable).
 //! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free.
-//! - A duplicate hostname answers 409 `hostname_taken`; an unknown region 422 `region_unknown`.
+//! - A duplicate hostname answers 409 `hostname_taken`, also when another account holds it; an
+//!   unknown region 422 `region_unknown`.
+//! - Each token acts for an account and sees only that account's instances and their peers.
 //! - `GET /vpn/site/{siteId}/subnets` answers `[{"subnet", "peer_id", "instance_id"}]` built
 //!   from the site's peers (the real item schema is not published).
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
@@ -33,11 +35,16 @@ use crate::altostrat::model::{Country, Instance, Peer, RegionResponse};
 /// Scopes an API token can carry.
 pub const ALL_SCOPES: [&str; 4] = ["vpn:view", "vpn:create", "vpn:update", "vpn:delete"];
 
-/// A token the simulator accepts, with its scopes.
+/// The account of tokens that name none: all of them see each other's instances.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// A token the simulator accepts, with its scopes and the account it acts for. A token sees
+/// only the instances of its account (and their peers); hostnames are unique across accounts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiToken {
     pub token: String,
     pub scopes: Vec<String>,
+    pub account: String,
 }
 
 impl ApiToken {
@@ -45,28 +52,42 @@ impl ApiToken {
         Self {
             token: token.to_owned(),
             scopes: ALL_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+            account: DEFAULT_ACCOUNT.to_owned(),
         }
     }
 
-    /// `TOKEN` (all scopes) or `TOKEN=scope,scope`.
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        match spec.split_once('=') {
-            None => Ok(Self::all_scopes(spec)),
-            Some((token, scopes)) => {
-                let scopes: Vec<String> = scopes
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if let Some(bad) = scopes.iter().find(|s| !ALL_SCOPES.contains(&s.as_str())) {
-                    return Err(format!("unknown scope {bad:?}; known: {}", ALL_SCOPES.join(", ")));
-                }
-                Ok(Self {
-                    token: token.to_owned(),
-                    scopes,
-                })
-            }
+    /// The same token, acting for `account`.
+    pub fn in_account(self, account: &str) -> Self {
+        Self {
+            account: account.to_owned(),
+            ..self
         }
+    }
+
+    /// `TOKEN[=SCOPES][@ACCOUNT]`: all scopes unless `=scope,scope` is given, the default
+    /// account unless `@account` is given.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (spec, account) = match spec.rsplit_once('@') {
+            Some((_, "")) => return Err(format!("token {spec:?}: empty account after '@'")),
+            Some((spec, account)) => (spec, account),
+            None => (spec, DEFAULT_ACCOUNT),
+        };
+        let Some((token, scopes)) = spec.split_once('=') else {
+            return Ok(Self::all_scopes(spec).in_account(account));
+        };
+        let scopes: Vec<String> = scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = scopes.iter().find(|s| !ALL_SCOPES.contains(&s.as_str())) {
+            return Err(format!("unknown scope {bad:?}; known: {}", ALL_SCOPES.join(", ")));
+        }
+        Ok(Self {
+            token: token.to_owned(),
+            scopes,
+            account: account.to_owned(),
+        })
     }
 }
 
@@ -297,10 +318,6 @@ impl RunningSimulator {
         format!("http://{}", self.addr)
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     pub fn simulator(&self) -> &Simulator {
         &self.simulator
     }
@@ -332,17 +349,21 @@ pub struct SimulateArgs {
 
     /// Time from create until an instance is ready; its four readiness flags flip at quarters
     /// of it (configured, rsa_ready, diffie_hellman_ready, server_ready). `0s`: ready at once.
-    #[arg(long, default_value = "3s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = crate::duration::parse_duration)]
     pub provision_delay: Duration,
 
     /// How long a pending change (`config-updated`, `peer-created`, `peer-deleted`) stays in an
     /// instance's `status` array.
-    #[arg(long, default_value = "1s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::duration::parse_duration)]
     pub status_clear_delay: Duration,
 
-    /// Accepted bearer token, repeatable: `TOKEN` (all scopes) or `TOKEN=vpn:view,vpn:create`.
-    /// Default: `sim-token` with all scopes.
-    #[arg(long = "token", value_name = "TOKEN[=SCOPES]", value_parser = ApiToken::parse)]
+    /// Accepted bearer token, repeatable: `TOKEN` (all scopes) or `TOKEN=vpn:view,vpn:create`,
+    /// optionally followed by `@ACCOUNT` (e.g. `other-token@acme`). A token sees only the
+    /// instances created by tokens of its account, and their peers; another account's instance
+    /// answers 404. Tokens without an account share the account `default`. Hostnames are
+    /// unique across accounts: a hostname taken in another account answers 409.
+    /// Default: `sim-token` with all scopes, in the account `default`.
+    #[arg(long = "token", value_name = "TOKEN[=SCOPES][@ACCOUNT]", value_parser = ApiToken::parse)]
     pub tokens: Vec<ApiToken>,
 
     /// Persist state to this JSON file after every change and load it at start.
@@ -354,10 +375,11 @@ pub struct SimulateArgs {
     pub error_rate: f64,
 
     /// Latency added to every /vpn request.
-    #[arg(long, default_value = "0s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = crate::duration::parse_duration)]
     pub latency: Duration,
 
-    /// Requests per minute allowed per token; beyond it, 429 with Retry-After.
+    /// Requests allowed per token in any 60 seconds (a sliding window); beyond it, 429 with
+    /// Retry-After.
     #[arg(long)]
     pub rate_limit: Option<u32>,
 

@@ -21,11 +21,18 @@ pub fn now_ms() -> u64 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredInstance {
     pub instance: Instance,
+    /// The account of the token that created it; only that account's tokens see it.
+    #[serde(default = "default_account")]
+    pub account: String,
     pub provision_started_ms: u64,
     pub provision_delay_ms: u64,
     /// Pending configuration changes and when each one clears.
     pub pending: Vec<(String, u64)>,
     pub seq: u64,
+}
+
+fn default_account() -> String {
+    super::DEFAULT_ACCOUNT.to_owned()
 }
 
 impl StoredInstance {
@@ -81,6 +88,15 @@ impl State {
         self.next_seq
     }
 
+    /// Instance `id` as `account` sees it: another account's instance does not exist for it.
+    pub fn instance_of(&self, account: &str, id: &str) -> Option<&StoredInstance> {
+        self.instances.get(id).filter(|i| i.account == account)
+    }
+
+    pub fn instance_of_mut(&mut self, account: &str, id: &str) -> Option<&mut StoredInstance> {
+        self.instances.get_mut(id).filter(|i| i.account == account)
+    }
+
     pub fn instances_in_order(&self) -> Vec<&StoredInstance> {
         let mut all: Vec<_> = self.instances.values().collect();
         all.sort_by_key(|i| i.seq);
@@ -97,6 +113,7 @@ impl State {
         all
     }
 
+    /// Hostnames are unique across all accounts.
     pub fn hostname_taken(&self, label: &str) -> bool {
         self.instances
             .values()
@@ -133,6 +150,7 @@ mod tests {
                 hostname: "hub.vpn.altostr.at".into(),
                 ..Instance::default()
             },
+            account: crate::simulator::DEFAULT_ACCOUNT.into(),
             provision_started_ms: 1_000,
             provision_delay_ms: delay_ms,
             pending: vec![],
