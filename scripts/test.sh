@@ -64,8 +64,9 @@ scripts/dev-tools.sh build
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings"
+step "cargo clippy -D warnings (default features, and without the simulator as the image is built)"
 cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --no-default-features --all-targets -- -D warnings
 
 step "unit, CRD drift and simulator contract tests"
 cargo test --locked

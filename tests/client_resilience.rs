@@ -1,6 +1,7 @@
 //! The production client stack (`Resilient<HttpClient>`) against the simulator: the shared
 //! rate limiter holds a fleet of concurrent callers to the budget, 429s are coordinated through
 //! it, idempotent calls are retried and POSTs are not.
+#![cfg(feature = "simulator")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

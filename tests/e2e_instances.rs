@@ -1,5 +1,6 @@
 //! End to end: VpnInstance lifecycle against a real kube-apiserver and the simulator over HTTP.
 //! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
+#![cfg(feature = "simulator")]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! End to end: VpnPeer lifecycle and its dependency on the VpnInstance.
 //! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
+#![cfg(feature = "simulator")]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! End to end: faults, crashes, leader election, credentials and secrecy, with the real
 //! operator binary where a process boundary matters.
 //! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
+#![cfg(feature = "simulator")]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Contract tests: the project's Altostrat client against the simulator over real HTTP, for
 //! every endpoint, plus the simulator behaviours the operator's error paths rely on.
+#![cfg(feature = "simulator")]
 
 use std::time::Duration;
 

@@ -101,6 +101,14 @@ pub(crate) fn decide(o: &Observed) -> Step {
     if o.finalizer == FinalizerState::Stale {
         return Step::Requeue(STALE_RETRY);
     }
+    if let (Some(wanted), Some(recorded)) = (o.spec.instance_id.as_deref(), o.recorded_id)
+        && wanted != recorded
+    {
+        return Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.instanceId {wanted} differs from the instance {recorded} this resource manages; \
+             a resource manages one hub: adopt {wanted} with a new resource"
+        )));
+    }
     if let Some(other) = &o.adopted_elsewhere {
         let id = o.spec.instance_id.as_deref().unwrap_or_default();
         return not_owned(
@@ -502,6 +510,22 @@ mod tests {
             };
             assert_eq!((error.category(), error.reason()), ("not_owned", "HostnameTaken"));
         }
+    }
+
+    #[test]
+    fn an_instance_id_added_after_creation_is_refused_not_ignored() {
+        let s = spec(serde_json::json!({"instanceId": "i-7"}));
+        let error = given_up(&observed(&s, Some("i-1"), Remote::Unknown));
+        assert_eq!(error.reason(), "InvalidSpec");
+        assert!(
+            error.to_string().contains("i-7") && error.to_string().contains("i-1"),
+            "{error}"
+        );
+        let same = spec(serde_json::json!({"instanceId": "i-1"}));
+        assert!(matches!(
+            decide(&observed(&same, Some("i-1"), Remote::Unknown)),
+            Step::Fetch(_)
+        ));
     }
 
     #[test]
