@@ -56,6 +56,11 @@ can_i() { # can_i EXPECTED SA VERB RESOURCE NAMESPACE [extra kubectl flags]
   [[ "$got" == "$want" ]] || { echo "can-i $verb $resource $* in $ns as $sa: got '$got', want '$want'"; return 1; }
 }
 
+# --- the control plane itself ---------------------------------------------------------------
+# The uninstall checks below rely on namespace deletion; the e2e suites on garbage collection.
+check "control plane: a deleted namespace with a ConfigMap goes away, a dependent of a deleted owner is garbage-collected (kube-controller-manager)" \
+  scripts/control-plane.sh selftest
+
 # --- CRDs ----------------------------------------------------------------------------------
 check "chart CRDs are identical to crds/ (diff -r)" diff -r -x kustomization.yaml crds "$CHART/crds"
 check "crds/kustomization.yaml lists exactly the CRD files" bash -c '
