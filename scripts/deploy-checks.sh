@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Deployment checks against a running control plane (KUBECONFIG must point at it; the caller
 # starts and stops it, e.g. `scripts/control-plane.sh up DIR`):
+#   - the control plane's own selftest (namespace deletion and garbage collection work),
 #   - chart CRDs identical to crds/,
+#   - CRDs protected against prune and uninstall in every install path: the kustomize base
+#     renders none, deploy/kustomize/crds carries the Flux and Argo CD annotations, the chart
+#     ships them only in crds/, `helm uninstall` and `kubectl delete -k deploy/kustomize/base`
+#     leave them (and a custom resource) in place, the GitOps examples deploy them through a
+#     Kustomization/Application of their own that does not prune,
 #   - Helm: lint --strict, values schema, rendering rules (token required, leader election with
 #     replicas > 1, Roles with watchNamespaces, security context), server-side dry runs, real
 #     installs with RBAC checked through `kubectl auth can-i`, uninstall,
@@ -41,6 +47,7 @@ check() { # check DESCRIPTION COMMAND...  (the command's output is shown only on
 uninstall_releases() {
   "$HELM" uninstall avo -n "$NS" --ignore-not-found >/dev/null 2>&1 || true
   "$HELM" uninstall avo-ns -n avo-ns-system --ignore-not-found >/dev/null 2>&1 || true
+  "$HELM" uninstall avo-keep -n avo-keep-system --ignore-not-found >/dev/null 2>&1 || true
 }
 trap 'uninstall_releases; rm -rf "$work"' EXIT
 uninstall_releases
@@ -56,11 +63,47 @@ can_i() { # can_i EXPECTED SA VERB RESOURCE NAMESPACE [extra kubectl flags]
   [[ "$got" == "$want" ]] || { echo "can-i $verb $resource $* in $ns as $sa: got '$got', want '$want'"; return 1; }
 }
 
+# --- the control plane itself ---------------------------------------------------------------
+# The uninstall checks below rely on namespace deletion; the e2e suites on garbage collection.
+check "control plane: a deleted namespace with a ConfigMap goes away, a dependent of a deleted owner is garbage-collected (kube-controller-manager)" \
+  scripts/control-plane.sh selftest
+
 # --- CRDs ----------------------------------------------------------------------------------
 check "chart CRDs are identical to crds/ (diff -r)" diff -r -x kustomization.yaml crds "$CHART/crds"
 check "crds/kustomization.yaml lists exactly the CRD files" bash -c '
   diff <(kubectl kustomize crds | grep -E "^  name: .*\.vpn\.altostrat\.io$" | sort) \
        <(for f in crds/*.vpn.altostrat.io.yaml; do printf "  name: %s\n" "$(basename "$f" .yaml)"; done | sort)'
+
+# Prune and uninstall protection of the CRDs (deleting a CRD deletes every VpnInstance and
+# VpnPeer, and the running operator then deletes their Altostrat hubs and peers).
+# as_json: YAML documents on stdin as one JSON array, parsed offline (any kind, known or not).
+as_json() { kubectl annotate --local -f - no-such-annotation- -o json | jq -s .; }
+crd_files() { for f in crds/*.vpn.altostrat.io.yaml; do basename "$f" .yaml; done | sort; }
+# crds_protected JSON-ARRAY: the array is exactly the CRDs of crds/, and each carries the
+# annotations that stop Flux and Argo CD from pruning or deleting it.
+crds_protected() {
+  local names; names="$(jq -r '.[] | select(.kind == "CustomResourceDefinition") | .metadata.name' <<<"$1" | sort)"
+  [[ "$names" == "$(crd_files)" ]] || { echo "CRDs: $names; want: $(crd_files | tr '\n' ' ')"; return 1; }
+  jq -e 'all(.[] | select(.kind == "CustomResourceDefinition"); .metadata.annotations as $a
+    | $a["kustomize.toolkit.fluxcd.io/prune"] == "disabled"
+    and ($a["argocd.argoproj.io/sync-options"] // "" | split(",") | map(gsub("^\\s+|\\s+$"; ""))
+         | index("Prune=false") != null and index("Delete=false") != null))' <<<"$1" >/dev/null ||
+    { jq -c '.[] | {name: .metadata.name, annotations: .metadata.annotations}' <<<"$1"; return 1; }
+}
+# crd_count PATH: how many CustomResourceDefinitions `kubectl kustomize PATH` renders.
+crd_count() { kubectl kustomize "$1" | as_json | jq '[.[] | select(.kind == "CustomResourceDefinition")] | length'; }
+check "kustomize base and example overlay render no CustomResourceDefinition (deleting or pruning them keeps the CRDs)" bash -c "
+  $(declare -f as_json crd_count)
+  for p in deploy/kustomize/base deploy/kustomize/overlays/example; do
+    n=\$(crd_count \$p) && [[ \$n == 0 ]] || { echo \"\$p renders \$n CRDs\"; exit 1; }
+  done"
+check "deploy/kustomize/crds renders exactly the CRDs of crds/, each with kustomize.toolkit.fluxcd.io/prune=disabled and argocd sync-options Prune=false,Delete=false" \
+  bash -c "$(declare -f as_json crd_files crds_protected); crds_protected \"\$(kubectl kustomize deploy/kustomize/crds | as_json)\""
+check "Helm: the chart's templates render no CustomResourceDefinition; the CRDs come only from its crds/ folder, which Helm never deletes" bash -c '
+  n="$("$1" template avo "$2" --set altostrat.token=x | "$3" -c "$4; as_json" | jq "[.[] | select(.kind == \"CustomResourceDefinition\")] | length")" &&
+  [[ "$n" == 0 ]] || { echo "templates render $n CRDs"; exit 1; }
+  m="$("$1" template avo "$2" --set altostrat.token=x --include-crds | "$3" -c "$4; as_json" | jq "[.[] | select(.kind == \"CustomResourceDefinition\")] | length")" &&
+  [[ "$m" == "$(ls "$2"/crds/*.yaml | wc -l)" ]] || { echo "with --include-crds: $m CRDs"; exit 1; }' _ "$HELM" "$CHART" bash "$(declare -f as_json)"
 
 # --- Helm: lint, schema and rendering rules -------------------------------------------------
 printf 'altostrat:\n  token: lint-only-token\n' >"$work/token-values.yaml"
@@ -351,6 +394,43 @@ check "RBAC (cluster-wide): exactly the verbs the operator uses" bash -c "$(decl
   can_i yes $sa create events.events.k8s.io default; can_i yes $sa patch events default
   can_i no $sa create configmaps default; can_i no $sa get leases.coordination.k8s.io $NS"
 check "helm uninstall avo" "$HELM" uninstall avo -n "$NS"
+crd_state() { # crd_state NAME...: "name uid" per CRD that exists and is not being deleted
+  local n; for n in "$@"; do
+    kubectl get crd "$n" -o json 2>/dev/null | jq -r 'select(.metadata.deletionTimestamp == null) | "\(.metadata.name) \(.metadata.uid)"'
+  done
+}
+crds_present() {
+  local left; left="$(crd_state $(crd_files))"
+  [[ -n "$left" && "$(wc -l <<<"$left")" == "$(crd_files | wc -l)" ]] || { echo "CRDs left (not terminating): '$left'"; return 1; }
+}
+check "helm uninstall avo leaves the CRDs (present, not terminating)" crds_present
+# The same with CRDs this release really created: a copy of the chart whose API group is
+# renamed, so its CRDs cannot already exist (the suites before may have installed the real ones).
+# Helm installs them from crds/, and `helm uninstall` must leave them and their resources.
+keep_group=keepcheck.altostrat.io
+remove_keep_check() {
+  kubectl delete vpninstances.$keep_group --all -n default --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete crd vpninstances.$keep_group vpnpeers.$keep_group --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete namespace avo-keep-system --ignore-not-found --wait=false >/dev/null 2>&1 || true
+}
+remove_keep_check
+cp -r "$CHART" "$work/keep-chart" && grep -rl 'vpn\.altostrat\.io' "$work/keep-chart" | xargs sed -i "s/vpn\.altostrat\.io/$keep_group/g"
+for f in "$work"/keep-chart/crds/*.yaml; do [[ -e "$f" ]] && mv "$f" "${f//vpn.altostrat.io/$keep_group}"; done
+keep_crds="vpninstances.$keep_group vpnpeers.$keep_group"
+helm_keeps_crds() {
+  "$HELM" install avo-keep "$work/keep-chart" -n avo-keep-system --create-namespace -f "$work/token-values.yaml" >/dev/null || return 1
+  local before; before="$(crd_state $keep_crds)"
+  [[ "$(wc -l <<<"$before")" == 2 ]] || { echo "helm install created these CRDs: '$before'"; return 1; }
+  kubectl wait --for=condition=Established --timeout=30s crd $keep_crds >/dev/null || return 1
+  sed "s#^apiVersion: vpn\.altostrat\.io/#apiVersion: $keep_group/#" examples/instance.yaml | kubectl apply -n default -f - >/dev/null || return 1
+  "$HELM" uninstall avo-keep -n avo-keep-system >/dev/null || return 1
+  kubectl get clusterrole avo-keep-altostrat-vpn-operator >/dev/null 2>&1 && { echo "uninstall left the ClusterRole"; return 1; }
+  local after; after="$(crd_state $keep_crds)"
+  [[ "$after" == "$before" ]] || { echo "CRDs before uninstall: $before; after: $after"; return 1; }
+  [[ "$(kubectl get vpninstances.$keep_group -n default -o name | wc -l)" == 1 ]] || { echo "the VpnInstance is gone"; return 1; }
+}
+check "helm install then uninstall (chart copy with its own API group): the CRDs Helm created and a resource of theirs are kept" helm_keeps_crds
+remove_keep_check
 
 check "helm install avo-ns (watchNamespaces=team-a, 2 replicas, real)" \
   "$HELM" install avo-ns "$CHART" -n avo-ns-system --create-namespace -f "$work/token-values.yaml" \
@@ -366,6 +446,11 @@ check "RBAC (namespaced): team-a only; Leases only in the release namespace" bas
 check "helm uninstall avo-ns" "$HELM" uninstall avo-ns -n avo-ns-system
 
 # --- kustomize -------------------------------------------------------------------------------
+check "kubectl apply --server-side -k deploy/kustomize/crds: the live CRDs carry the prune-protection annotations" bash -c "
+  $(declare -f as_json crd_files crds_protected); set -e
+  kubectl apply --server-side --force-conflicts -k deploy/kustomize/crds >/dev/null
+  kubectl wait --for=condition=Established --timeout=30s crd $(crd_files | tr '\n' ' ') >/dev/null
+  crds_protected \"\$(kubectl get crd $(crd_files | tr '\n' ' ') -o json | jq '.items')\""
 check "kubectl apply -k deploy/kustomize/base (client-side apply, server dry run)" \
   kubectl apply -k deploy/kustomize/base --dry-run=server
 check "kubectl apply --server-side -k deploy/kustomize/base" \
@@ -389,7 +474,7 @@ remove_renamed() {
 }
 remove_renamed
 mkdir -p "$work/tree/deploy/kustomize/overlays/renamed"
-cp -r crds "$work/tree/" && cp -r deploy/kustomize/base "$work/tree/deploy/kustomize/"
+cp -r deploy/kustomize/base "$work/tree/deploy/kustomize/"
 printf 'namespace: %s\nnamePrefix: renamed-\nresources: [../../base]\n' "$renamed_ns" \
   >"$work/tree/deploy/kustomize/overlays/renamed/kustomization.yaml"
 check "kustomize overlay into namespace $renamed_ns: applied server-side" \
@@ -416,6 +501,29 @@ check "kustomize overlay: 2 replicas, WATCH_NAMESPACES, RESYNC_INTERVAL, base en
     ([.spec.template.spec.containers[0].env[] | {(.name): .value}] | add) as \$e |
     \$e.WATCH_NAMESPACES == \"team-a,team-b\" and \$e.RESYNC_INTERVAL == \"10m\" and \$e.LEADER_ELECTION == \"true\"
     and \$e.ALTOSTRAT_API_TOKEN_FILE == \"/var/run/secrets/altostrat/token\")"'
+
+# Uninstalling the kustomize install: `kubectl delete -k deploy/kustomize/base` removes the
+# operator, its RBAC and its namespace (the controller-manager finalizes it), and leaves the
+# CRDs and the resources in other namespaces.
+kustomize_delete_keeps_crds() {
+  local before; before="$(crd_state $(crd_files))"
+  [[ "$(wc -l <<<"$before")" == "$(crd_files | wc -l)" ]] || { echo "CRDs before: '$before'"; return 1; }
+  namespace avo-uninstall
+  kubectl apply -n avo-uninstall -f examples/instance.yaml >/dev/null || return 1
+  kubectl delete -k deploy/kustomize/base --wait=false >/dev/null || return 1
+  local deadline=$((SECONDS + 90))
+  while [[ -n "$(kubectl get namespace "$NS" --ignore-not-found -o name)" ]]; do
+    ((SECONDS < deadline)) || { echo "namespace $NS still exists 90s after kubectl delete -k"; return 1; }
+    sleep 1
+  done
+  kubectl get clusterrole altostrat-vpn-operator >/dev/null 2>&1 && { echo "the base's ClusterRole is still there"; return 1; }
+  local after; after="$(crd_state $(crd_files))"
+  [[ "$after" == "$before" ]] || { echo "CRDs before: $before; after: $after"; return 1; }
+  [[ "$(kubectl get vpninstances -n avo-uninstall -o name | wc -l)" == 1 ]] || { echo "the VpnInstance is gone"; return 1; }
+}
+check "kubectl delete -k deploy/kustomize/base removes the operator and its namespace, and keeps the CRDs and a VpnInstance" \
+  kustomize_delete_keeps_crds
+kubectl delete namespace avo-uninstall --ignore-not-found --wait=false >/dev/null 2>&1 || true
 
 # --- examples and GitOps -----------------------------------------------------------------------
 check "examples validate server-side" \
@@ -445,6 +553,49 @@ check "GitOps examples parse and point at paths that exist in this repository" b
   paths="$(grep -E "^  (path|  path): " <<<"$out" | sed -E "s/.*path: //; s#^\./##" | grep -v "^vpn$")"
   [[ -n "$paths" ]] || { echo "no paths found"; exit 1; }
   for p in $paths; do [[ -f "$p/kustomization.yaml" ]] || { echo "path $p has no kustomization.yaml"; exit 1; }; done'
+# The GitOps examples: every Flux Kustomization and Argo CD Application that deploys from this
+# repository is rendered; the ones that render CRDs must not prune (nor, for Argo CD, cascade on
+# deletion) and their CRDs must carry the annotations; the operator's is ordered after the CRDs'.
+gitops_crds_protected() {
+  local objs apps
+  objs="$(cat deploy/gitops/flux.yaml <(echo ---) deploy/gitops/argocd-application.yaml | as_json)" || { echo "the GitOps examples do not parse"; return 1; }
+  apps="$(jq -c '(.[] | select(.kind == "Kustomization" and .spec.sourceRef.name == "altostrat-vpn-operator")
+      | {tool: "flux", name: .metadata.name, path: (.spec.path | ltrimstr("./")), prunes: (.spec.prune != false),
+         cascades: false, after: [.spec.dependsOn[]?.name]}),
+    (.[] | select(.kind == "Application" and (.spec.source.repoURL | test("altostrat-vpn-operator")))
+      | {tool: "argocd", name: .metadata.name, path: .spec.source.path,
+         prunes: (.spec.syncPolicy.automated.prune == true and ((.spec.syncPolicy.syncOptions // []) | index("Prune=false") == null)),
+         cascades: ((.metadata.finalizers // []) | any(startswith("resources-finalizer.argocd.argoproj.io"))),
+         wave: (.metadata.annotations["argocd.argoproj.io/sync-wave"] // "0" | tonumber)})' <<<"$objs")" || return 1
+  local tool app path rendered ncrd crd_app op_app
+  for tool in flux argocd; do
+    crd_app=""; op_app=""
+    while read -r app; do
+      path="$(jq -r .path <<<"$app")"
+      [[ -f "$path/kustomization.yaml" ]] || { echo "$app: no kustomization.yaml in $path"; return 1; }
+      rendered="$(kubectl kustomize "$path" | as_json)" || return 1
+      ncrd="$(jq '[.[] | select(.kind == "CustomResourceDefinition")] | length' <<<"$rendered")"
+      if ((ncrd > 0)); then
+        jq -e '.prunes == false and .cascades == false' <<<"$app" >/dev/null || { echo "prunes or cascades over CRDs: $app"; return 1; }
+        crds_protected "$rendered" || { echo "in $path"; return 1; }
+        [[ -z "$crd_app" ]] || { echo "$tool: two apps deploy the CRDs"; return 1; }
+        crd_app="$app"
+      fi
+      jq -e 'any(.[]; .kind == "Deployment")' <<<"$rendered" >/dev/null && op_app="$app"
+    done < <(jq -c "select(.tool == \"$tool\")" <<<"$apps")
+    [[ -n "$crd_app" && -n "$op_app" && "$crd_app" != "$op_app" ]] ||
+      { echo "$tool: want one app for the CRDs and another for the operator; CRDs: '$crd_app', operator: '$op_app'"; return 1; }
+    case "$tool" in
+      flux) jq -e --arg c "$(jq -r .name <<<"$crd_app")" '.after | index($c) != null' <<<"$op_app" >/dev/null ||
+              { echo "flux: $op_app does not depend on the CRD Kustomization"; return 1; } ;;
+      argocd) (( $(jq .wave <<<"$crd_app") < $(jq .wave <<<"$op_app") )) ||
+              { echo "argocd: the CRD Application does not sync in an earlier wave: $crd_app $op_app"; return 1; } ;;
+    esac
+  done
+}
+check "GitOps: the CRDs have their own Flux Kustomization and Argo CD Application, which do not prune; the operator's comes after them" \
+  gitops_crds_protected
+
 lua="$(command -v lua5.1 || true)"
 if [[ -n "$lua" ]]; then
   health() { kubectl create --dry-run=client -f deploy/gitops/argocd-health.yaml -o jsonpath="{.data.resource\.customizations\.health\.vpn\.altostrat\.io_$1}"; }
