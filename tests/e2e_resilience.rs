@@ -227,7 +227,8 @@ async fn token_never_appears_in_logs_status_or_events_and_secret_credentials_wor
     let blocked = wait_instance_reason(&api, "hub", "CredentialsError").await;
     assert!(blocked.contains("altostrat-creds"), "{blocked}");
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "altostrat-creds"}, "stringData": {"token": TOKEN}
+        "metadata": {"name": "altostrat-creds", "labels": {"vpn.altostrat.io/credentials": "true"}},
+        "stringData": {"token": TOKEN}
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
@@ -244,7 +245,8 @@ async fn token_never_appears_in_logs_status_or_events_and_secret_credentials_wor
     )
     .await;
     let wrong: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "wrong-creds"}, "stringData": {"token": "totally-wrong-token-value"}
+        "metadata": {"name": "wrong-creds", "labels": {"vpn.altostrat.io/credentials": "true"}},
+        "stringData": {"token": "totally-wrong-token-value"}
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &wrong).await.unwrap();

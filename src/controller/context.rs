@@ -13,7 +13,7 @@ use super::error::{Error, FailureCounts, Result};
 use super::plan;
 use crate::altostrat::model::region_codes;
 use crate::altostrat::{ApiToken, VpnApi};
-use crate::crd::{SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer};
+use crate::crd::{CREDENTIALS_LABEL, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
 use kube::{Resource, ResourceExt};
 
@@ -108,6 +108,12 @@ impl<A: VpnApi> Context<A> {
                 secret_ref.name
             )))?
             .ok_or_else(|| Error::Credentials(format!("Secret {namespace}/{} not found", secret_ref.name)))?;
+        if !marked_as_credentials(&secret) {
+            return Err(Error::Credentials(format!(
+                "Secret {namespace}/{} is not marked as Altostrat credentials: add the label {CREDENTIALS_LABEL}=true",
+                secret_ref.name
+            )));
+        }
         token_in(&secret).ok_or_else(|| {
             Error::Credentials(format!(
                 "Secret {namespace}/{} has no non-empty key {SECRET_TOKEN_KEY:?}",
@@ -173,6 +179,16 @@ fn same_object<K: Resource>(a: &K, b: &K) -> bool {
 
 pub(crate) fn qualified_name<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Whether the Secret opted in to being used as credentials.
+fn marked_as_credentials(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(CREDENTIALS_LABEL))
+        .is_some_and(|value| value == "true")
 }
 
 /// The non-empty `token` key of a credentials Secret, from `data` or `stringData`.

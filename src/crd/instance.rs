@@ -106,7 +106,8 @@ pub struct VpnInstanceSpec {
     pub deletion_policy: DeletionPolicy,
 
     /// Secret in this namespace whose `token` key holds the Altostrat API token to use for
-    /// this instance and its peers. Defaults to the operator's own token.
+    /// this instance and its peers; it must be labelled `vpn.altostrat.io/credentials: "true"`.
+    /// Defaults to the operator's own token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 

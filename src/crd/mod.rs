@@ -26,6 +26,11 @@ pub const FINALIZER: &str = "vpn.altostrat.io/cleanup";
 /// keep it.
 pub const CREATE_CLAIM_ANNOTATION: &str = "vpn.altostrat.io/create-claimed-at";
 
+/// The label a Secret must carry, with the value `"true"`, to be used as Altostrat
+/// credentials: naming a Secret in `credentialsSecretRef` is not enough, so no resource can
+/// make the operator use a Secret that was not meant for it.
+pub const CREDENTIALS_LABEL: &str = "vpn.altostrat.io/credentials";
+
 /// What happens to the Altostrat object when the Kubernetes resource is deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum DeletionPolicy {
@@ -39,7 +44,8 @@ pub enum DeletionPolicy {
 /// Reference to a Secret in the same namespace as the referring resource.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretReference {
-    /// Name of the Secret. The API token is read from its `token` key.
+    /// Name of the Secret. The API token is read from its `token` key; the Secret must carry
+    /// the label `vpn.altostrat.io/credentials: "true"`.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }

@@ -1,6 +1,8 @@
 //! Reconciles of `VpnInstance` against the in-process Kubernetes and Altostrat fakes.
 
 use http::Method;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::ObjectMeta;
 use serde_json::json;
 
 use crate::altostrat::{ApiError, Endpoint};
@@ -377,6 +379,37 @@ async fn missing_credentials_are_reported_without_any_altostrat_call() {
     assert!(error.to_string().contains("absent"), "{error}");
     assert!(h.altostrat.calls().is_empty());
     assert_eq!(ready(&h, &obj), Some(("False".into(), "CredentialsError".into())));
+}
+
+#[tokio::test]
+async fn only_a_secret_marked_as_credentials_is_used() {
+    let h = Harness::new();
+    let unmarked = Secret {
+        metadata: ObjectMeta {
+            name: Some("any-secret".into()),
+            namespace: Some(crate::controller::testing::NS.into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some([("token".to_owned(), "some-token".to_owned())].into()),
+        ..Secret::default()
+    };
+    h.kube.put(&unmarked);
+    let obj = h.apply(instance(
+        "hub-one",
+        json!({"credentialsSecretRef": {"name": "any-secret"}}),
+    ));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert!(
+        error.to_string().contains("vpn.altostrat.io/credentials=true"),
+        "{error}"
+    );
+    assert!(h.altostrat.calls().is_empty());
+
+    let mut marked = unmarked.clone();
+    marked.metadata.labels = Some([("vpn.altostrat.io/credentials".to_owned(), "true".to_owned())].into());
+    h.kube.put(&marked);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
 }
 
 #[tokio::test]
