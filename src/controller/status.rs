@@ -120,13 +120,21 @@ where
 
     /// Records a failed attempt on top of what is stored. Returns whether the status changed,
     /// so that a repeating error is neither a write loop nor an event storm.
+    ///
+    /// Only the conditions and `observedGeneration` are sent, as a merge patch: the copy this
+    /// reconcile started from may predate an id an earlier reconcile recorded, and a failure
+    /// must never erase it.
     pub async fn record_failure(&mut self, error: &Error) -> bool {
         let next = failed_status(self.stored.as_ref(), error, self.generation, &self.now);
         if self.stored.as_ref() == Some(&next) {
             return false;
         }
-        if let Err(e) = self.store(next).await {
-            tracing::warn!(error = %e, "failed to record the failure in status");
+        match merge_conditions(&self.api, &self.name, &next).await {
+            Ok(version) => {
+                self.version = version.or(self.version.take());
+                self.stored = Some(next);
+            }
+            Err(e) => tracing::warn!(error = %e, "failed to record the failure in status"),
         }
         true
     }
@@ -198,6 +206,31 @@ where
         Ok(written) => Ok(written.resource_version()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
         Err(e) => Err(Error::kube(format!("status write of {} {name}", K::kind(&())))(e)),
+    }
+}
+
+/// Merge-patches only the conditions and `observedGeneration` of `.status`.
+async fn merge_conditions<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<Option<String>>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let full = serde_json::to_value(status).unwrap_or_default();
+    let mut partial = serde_json::Map::new();
+    for key in ["conditions", "observedGeneration"] {
+        if let Some(value) = full.get(key) {
+            partial.insert(key.to_owned(), value.clone());
+        }
+    }
+    let patch = serde_json::json!({ "status": partial });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    match api.patch_status(name, &params, &Patch::Merge(&patch)).await {
+        Ok(written) => Ok(written.resource_version()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(Error::kube(format!("status patch of {} {name}", K::kind(&())))(e)),
     }
 }
 

@@ -120,6 +120,10 @@ impl FakeKube {
     async fn answer(&self, request: Request<Body>) -> Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let is_apply = request
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/apply-patch"));
         let body = request
             .into_body()
             .collect()
@@ -128,7 +132,7 @@ impl FakeKube {
             .unwrap_or_default();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let mut state = self.0.lock().unwrap();
-        let (status, answer) = state.handle(&method, &path, body);
+        let (status, answer) = state.handle(&method, &path, body, is_apply);
         state.calls.push(KubeCall {
             method,
             path,
@@ -149,7 +153,7 @@ impl KubeState {
         self.objects.insert(path, value);
     }
 
-    fn handle(&mut self, method: &Method, path: &str, body: Value) -> (StatusCode, Value) {
+    fn handle(&mut self, method: &Method, path: &str, body: Value, is_apply: bool) -> (StatusCode, Value) {
         let (object, subresource) = match path.strip_suffix("/status") {
             Some(object) => (object, true),
             None => (path, false),
@@ -164,7 +168,9 @@ impl KubeState {
                 self.store(format!("{path}/{name}"), body.clone());
                 (StatusCode::CREATED, body)
             }
-            Method::PATCH if self.objects.contains_key(object) => self.patch(object, subresource, body),
+            Method::PATCH if self.objects.contains_key(object) => {
+                self.patch(object, subresource && is_apply, body)
+            }
             _ => (StatusCode::NOT_FOUND, status_body(404, "NotFound")),
         }
     }
@@ -179,9 +185,11 @@ impl KubeState {
         json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
     }
 
-    fn patch(&mut self, path: &str, subresource: bool, body: Value) -> (StatusCode, Value) {
+    /// A server-side apply of `/status` replaces the status (the operator owns all of it);
+    /// any other patch is a merge patch, with a `resourceVersion` precondition if it names one.
+    fn patch(&mut self, path: &str, status_apply: bool, body: Value) -> (StatusCode, Value) {
         let mut current = self.objects[path].clone();
-        if subresource {
+        if status_apply {
             current["status"] = body["status"].clone();
         } else {
             let expected = &body["metadata"]["resourceVersion"];

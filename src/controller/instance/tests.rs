@@ -413,6 +413,32 @@ async fn only_a_secret_marked_as_credentials_is_used() {
 }
 
 #[tokio::test]
+async fn a_failure_seen_on_a_copy_older_than_the_recorded_id_never_erases_it() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = h.stored(&obj).unwrap().status.unwrap().instance_id;
+    assert!(id.is_some());
+    // The cache delivers the claim but not yet the status write that recorded the id: the
+    // reconcile looks for the claimed create, and that fails.
+    let mut stale = h.stored(&obj).unwrap();
+    stale.status = None;
+    h.altostrat.refuse(
+        Endpoint::ListInstances,
+        ApiError::Server {
+            endpoint: Endpoint::ListInstances,
+            status: 500,
+            message: "boom".into(),
+        },
+    );
+    let result = crate::controller::driver::reconcile(std::sync::Arc::new(stale), h.ctx.clone()).await;
+    assert!(result.is_err());
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.instance_id, id, "the recorded id survives");
+    assert_eq!(ready(&h, &obj).unwrap().1, "ApiError");
+}
+
+#[tokio::test]
 async fn a_stale_copy_claims_nothing_and_sends_no_create() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({})));
