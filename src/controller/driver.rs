@@ -103,7 +103,8 @@ impl<K: Reconciler> Handle<K> {
 }
 
 /// One reconcile of either kind: deletion goes to `cleanup`, anything else to `converge`; a
-/// failure is recorded in the status, and what changed is published as one event.
+/// failure of either is recorded in the status (so a deletion that cannot proceed, say for
+/// want of credentials, says why), and what changed is published as one event.
 pub(crate) async fn reconcile<K: Reconciler, A: VpnApi>(obj: Arc<K>, ctx: Arc<Context<A>>) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = K::CONTROLLER, %namespace, name = %obj.name_any());
@@ -132,7 +133,6 @@ async fn run_once<K: Reconciler, A: VpnApi>(obj: &K, ctx: &Context<A>, namespace
         ctx.publish(obj, EventType::Normal, (reason, action), note).await;
     }
     if let Err(error) = &result
-        && obj.meta().deletion_timestamp.is_none()
         && handle.status.record_failure(error).await
     {
         ctx.publish(

@@ -489,6 +489,42 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
 }
 
 #[tokio::test]
+async fn a_deletion_that_cannot_read_its_credentials_says_so() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let mut moved = h.stored(&obj).unwrap();
+    moved.spec.credentials_secret_ref = Some(crate::crd::SecretReference { name: "gone".into() });
+    h.apply(moved);
+    h.delete(&obj);
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(error.reason(), "CredentialsError");
+    let conditions = h.stored(&obj).unwrap().status.unwrap().conditions;
+    assert_eq!(
+        condition(&conditions, "Synced"),
+        Some(("False".into(), "CredentialsError".into()))
+    );
+    assert!(
+        h.kube
+            .events()
+            .contains(&("Warning".into(), "CredentialsError".into()))
+    );
+    assert_eq!(
+        h.altostrat.instances().len(),
+        1,
+        "nothing deleted without credentials"
+    );
+    assert!(
+        !h.stored(&obj)
+            .unwrap()
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn orphan_policy_leaves_the_hub_running() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({"deletionPolicy": "Orphan"})));
