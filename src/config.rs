@@ -72,6 +72,11 @@ pub struct RunArgs {
     #[arg(long, env = "ALTOSTRAT_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
 
+    /// Namespaces whose resources may use the default token, comma separated. Empty: all.
+    /// Resources elsewhere must name their own credentials (credentialsSecretRef).
+    #[arg(long, env = "DEFAULT_TOKEN_NAMESPACES", value_delimiter = ',', num_args = 0..)]
+    pub default_token_namespaces: Vec<String>,
+
     /// Namespaces to watch, comma separated. Empty: all namespaces.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', num_args = 0..)]
     pub watch_namespaces: Vec<String>,

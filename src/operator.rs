@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 
 use crate::altostrat::{ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy};
 use crate::config::RunArgs;
-use crate::controller::{self, ControllerDeps, Settings, WatchScope, conditions};
+use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope, conditions};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
@@ -46,18 +46,17 @@ fn shutdown_signal() -> Shutdown {
     .shared()
 }
 
-fn read_token(args: &RunArgs) -> Result<Option<ApiToken>, BoxError> {
-    if let Some(path) = &args.api_token_file {
-        let raw = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading the API token file {}: {e}", path.display()))?;
-        let token = ApiToken::new(raw);
-        return Ok((!token.is_empty()).then_some(token));
-    }
-    Ok(args
-        .api_token
-        .as_deref()
-        .map(ApiToken::new)
-        .filter(|t| !t.is_empty()))
+/// The default token: from the file (read again when it changes) or the flag.
+fn default_token(args: &RunArgs) -> Result<DefaultToken, BoxError> {
+    let token = if let Some(path) = &args.api_token_file {
+        DefaultToken::file(path.clone())
+            .map_err(|e| format!("reading the API token file {}: {e}", path.display()))?
+    } else {
+        args.api_token
+            .as_deref()
+            .map_or_else(DefaultToken::none, |t| DefaultToken::fixed(ApiToken::new(t)))
+    };
+    Ok(token.limited_to(args.default_token_namespaces.clone()))
 }
 
 fn count_ready<K>(
@@ -215,7 +214,7 @@ fn controller_deps(
     args: &RunArgs,
     client: kube::Client,
     api: Arc<Api>,
-    default_token: Option<ApiToken>,
+    default_token: Arc<DefaultToken>,
     metrics: Arc<Metrics>,
     identity: String,
 ) -> ControllerDeps<Api> {
@@ -253,8 +252,8 @@ fn stoppable(shutdown: Shutdown) -> (tokio::sync::oneshot::Sender<()>, Shutdown)
 }
 
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
-    let default_token = read_token(&args)?;
-    if default_token.is_none() {
+    let default_token = Arc::new(default_token(&args)?);
+    if !default_token.is_configured() {
         tracing::warn!(
             "no default API token configured: only resources with credentialsSecretRef can be reconciled"
         );

@@ -9,6 +9,7 @@ use kube::{Api, Client};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+use super::default_token::DefaultToken;
 use super::error::{Error, FailureCounts, Result};
 use super::plan;
 use crate::altostrat::model::region_codes;
@@ -48,7 +49,7 @@ type RegionCache = Option<(Instant, Vec<String>)>;
 pub struct Context<A> {
     pub client: Client,
     pub api: Arc<A>,
-    pub default_token: Option<ApiToken>,
+    pub default_token: Arc<DefaultToken>,
     pub recorder: Recorder,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
@@ -66,7 +67,7 @@ impl<A: VpnApi> Context<A> {
     pub fn new(
         client: Client,
         api: Arc<A>,
-        default_token: Option<ApiToken>,
+        default_token: Arc<DefaultToken>,
         reporter: Reporter,
         metrics: Arc<Metrics>,
         settings: Settings,
@@ -93,11 +94,10 @@ impl<A: VpnApi> Context<A> {
     /// otherwise the operator's token.
     pub async fn token(&self, namespace: &str, secret_ref: Option<&SecretReference>) -> Result<ApiToken> {
         let Some(secret_ref) = secret_ref else {
-            return self.default_token.clone().ok_or_else(|| {
-                Error::Credentials(
-                    "no credentialsSecretRef set and the operator has no default API token".into(),
-                )
-            });
+            return self
+                .default_token
+                .for_namespace(namespace)
+                .map_err(Error::Credentials);
         };
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let secret = secrets

@@ -14,6 +14,7 @@
 mod cleanup;
 pub mod conditions;
 pub mod context;
+pub mod default_token;
 mod driver;
 pub mod error;
 pub mod events;
@@ -28,6 +29,7 @@ mod testing;
 pub mod watch;
 
 pub use context::{Context, Settings};
+pub use default_token::DefaultToken;
 pub use error::{Error, Result, error_policy, requeue_after_error};
 pub use watch::{ControllerDeps, WatchScope, run};
 

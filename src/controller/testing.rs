@@ -649,7 +649,7 @@ impl Harness {
         let ctx = Context::new(
             kube.client(),
             altostrat.clone(),
-            Some(ApiToken::new(TOKEN)),
+            Arc::new(super::default_token::DefaultToken::fixed(ApiToken::new(TOKEN))),
             reporter,
             Arc::new(Metrics::register(&mut registry)),
             Settings::default(),

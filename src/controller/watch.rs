@@ -10,9 +10,10 @@ use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::context::{Context, Settings};
+use super::default_token::DefaultToken;
 use super::driver::reconcile;
 use super::error::error_policy;
-use crate::altostrat::{ApiToken, VpnApi};
+use crate::altostrat::VpnApi;
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
 
@@ -39,7 +40,7 @@ impl WatchScope {
 pub struct ControllerDeps<A> {
     pub client: Client,
     pub api: Arc<A>,
-    pub default_token: Option<ApiToken>,
+    pub default_token: Arc<DefaultToken>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub reporter: Reporter,

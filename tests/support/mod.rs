@@ -12,7 +12,7 @@ use altostrat_vpn_operator::altostrat::model::{Instance, Peer};
 use altostrat_vpn_operator::altostrat::{
     ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy,
 };
-use altostrat_vpn_operator::controller::{self, Settings, WatchScope};
+use altostrat_vpn_operator::controller::{self, DefaultToken, Settings, WatchScope};
 use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
 use altostrat_vpn_operator::metrics::Metrics;
 use altostrat_vpn_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
@@ -133,7 +133,11 @@ pub fn start_operator(
     let shared = controller::ControllerDeps {
         client: client.clone(),
         api,
-        default_token: options.token.map(ApiToken::new),
+        default_token: Arc::new(
+            options
+                .token
+                .map_or_else(DefaultToken::none, |t| DefaultToken::fixed(ApiToken::new(t))),
+        ),
         metrics: metrics.clone(),
         settings: Settings {
             resync_interval: options.resync_interval,
