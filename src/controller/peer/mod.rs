@@ -45,20 +45,19 @@ impl Reconciler for VpnPeer {
     const CONTROLLER: &'static str = "vpnpeer";
 
     async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
-        let obj = self;
-        let instance = referenced_instance(obj, ctx);
-        let usable = usable_instance_id(instance.as_deref(), &obj.spec.instance_ref.name);
-        let namespace = obj.namespace().unwrap_or_default();
+        let instance = referenced_instance(self, ctx);
+        let usable = usable_instance_id(instance.as_deref(), &self.spec.instance_ref.name);
+        let namespace = self.namespace().unwrap_or_default();
         let secret = instance
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
         let mut observed = Observed {
-            spec: &obj.spec,
-            recorded_id: recorded_on(obj.status.as_ref(), usable.as_deref().ok()),
+            spec: &self.spec,
+            recorded_id: recorded_on(self.status.as_ref(), usable.as_deref().ok()),
             instance: usable.clone(),
-            finalizer: FinalizerState::of(obj),
-            claim_at: claim_of(obj),
+            finalizer: FinalizerState::of(self),
+            claim_at: claim_of(self),
             remote: Remote::Unknown,
             updated: false,
         };
@@ -73,13 +72,13 @@ impl Reconciler for VpnPeer {
                     return Ok(Action::requeue(ctx.settings.resync_interval));
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
-                Step::AddFinalizer => match handle.add_finalizer(obj).await? {
+                Step::AddFinalizer => match handle.add_finalizer(self).await? {
                     FinalizerState::Added => observed.finalizer = FinalizerState::Held,
                     other => observed.finalizer = other,
                 },
                 Step::Claim => {
                     let at = handle.status.now().0;
-                    observed.finalizer = handle.claim(obj, &at).await?;
+                    observed.finalizer = handle.claim(self, &at).await?;
                     observed.claim_at = Some(at);
                 }
                 Step::GiveUp(error) => return Err(error),
@@ -87,12 +86,12 @@ impl Reconciler for VpnPeer {
                     observed.remote = fetch(ctx, &token.get().await?, &instance_id, id).await?
                 }
                 Step::Forget(id) => {
-                    forget(obj, ctx, handle, &id).await?;
+                    forget(self, ctx, handle, &id).await?;
                     observed.recorded_id = None;
                     observed.remote = Remote::Unknown;
                 }
                 Step::Search => {
-                    let candidates = search(obj, ctx, &token.get().await?, &instance_id).await?;
+                    let candidates = search(self, ctx, &token.get().await?, &instance_id).await?;
                     observed.remote = Remote::Searched(candidates);
                 }
                 Step::Adopt(found) => {
@@ -103,7 +102,7 @@ impl Reconciler for VpnPeer {
                     observed.remote = Remote::Found(record_id(handle, found, &instance_id, note).await?);
                 }
                 Step::Create => {
-                    let body = plan::peer_create(&obj.spec);
+                    let body = plan::peer_create(&self.spec);
                     let created = ctx
                         .api
                         .create_peer(&token.get().await?, &instance_id, &body)
@@ -122,31 +121,30 @@ impl Reconciler for VpnPeer {
                     observed.remote = Remote::Found(updated);
                     observed.updated = true;
                 }
-                Step::Record(peer) => return record(obj, ctx, handle, &peer, &instance_id).await,
+                Step::Record(peer) => return record(self, ctx, handle, &peer, &instance_id).await,
             }
         }
         Err(Error::Unsettled(VpnPeer::CONTROLLER))
     }
 
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
-        let obj = self;
-        let instance = referenced_instance(obj, ctx);
-        let status = obj.status.clone().unwrap_or_default();
+        let instance = referenced_instance(self, ctx);
+        let status = self.status.clone().unwrap_or_default();
         let instance_id = status.instance_id.clone().or_else(|| {
             instance
                 .as_ref()
                 .and_then(|i| i.status.as_ref())
                 .and_then(|s| s.instance_id.clone())
         });
-        let namespace = obj.namespace().unwrap_or_default();
+        let namespace = self.namespace().unwrap_or_default();
         let secret = instance
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
         let mut observed = CleanupObserved {
-            has_finalizer: has_finalizer(obj),
-            policy: obj.spec.deletion_policy,
-            may_exist: instance_id.is_some() && (status.peer_id.is_some() || claim_of(obj).is_some()),
+            has_finalizer: has_finalizer(self),
+            policy: self.spec.deletion_policy,
+            may_exist: instance_id.is_some() && (status.peer_id.is_some() || claim_of(self).is_some()),
             dependents: Some(0),
             known_id: status.peer_id.clone(),
             handed_over_to: None,
@@ -160,8 +158,8 @@ impl Reconciler for VpnPeer {
                 // The finalizer is held, so a create was claimed and may have succeeded without
                 // its id being recorded.
                 CleanupStep::Search => {
-                    let candidates = search(obj, ctx, &token.get().await?, &instance_id).await?;
-                    observed.search = Some(judge_candidates(obj, &candidates));
+                    let candidates = search(self, ctx, &token.get().await?, &instance_id).await?;
+                    observed.search = Some(judge_candidates(self, &candidates));
                 }
                 CleanupStep::LeaveAlone { id, verdict } => {
                     let what = format!("Altostrat peer {id}");
@@ -169,9 +167,9 @@ impl Reconciler for VpnPeer {
                         "{}; not deleted",
                         ownership::explain(&verdict, &what, "nothing to delete")
                     );
-                    ctx.publish(obj, EventType::Warning, event::LEFT_ALONE, note)
+                    ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
                         .await;
-                    return handle.release(obj).await;
+                    return handle.release(self).await;
                 }
                 CleanupStep::Delete(id) => {
                     match ctx.api.delete_peer(&token.get().await?, &instance_id, &id).await {
@@ -184,7 +182,7 @@ impl Reconciler for VpnPeer {
                     observed.deleted = true;
                 }
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
-                    return handle.release(obj).await;
+                    return handle.release(self).await;
                 }
                 // Peers have no dependents.
                 CleanupStep::CountDependents | CleanupStep::WaitForDependents(_) => break,
