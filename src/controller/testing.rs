@@ -707,6 +707,12 @@ impl Harness {
         }
     }
 
+    /// Whether the stored `obj` holds the operator's finalizer.
+    pub fn holds_finalizer<K: Reconciler>(&self, obj: &K) -> bool {
+        self.stored(obj)
+            .is_some_and(|o| o.finalizers().iter().any(|f| f == crate::crd::FINALIZER))
+    }
+
     /// The stored version of `obj`; `None` once deleted.
     pub fn stored<K: Reconciler>(&self, obj: &K) -> Option<K> {
         self.kube.get(obj)

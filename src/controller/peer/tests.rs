@@ -23,20 +23,13 @@ fn ready(h: &Harness, obj: &VpnPeer) -> Option<(String, String)> {
     condition(&h.stored(obj)?.status?.conditions, "Ready")
 }
 
-fn has_finalizer(h: &Harness, obj: &VpnPeer) -> bool {
-    h.stored(obj)
-        .and_then(|p| p.metadata.finalizers)
-        .unwrap_or_default()
-        .contains(&FINALIZER.to_owned())
-}
-
 #[tokio::test]
 async fn a_peer_waits_for_its_instance_without_claiming_or_calling() {
     let h = Harness::new();
     let obj = h.apply(peer("alice", "hub", json!({})));
     h.reconcile(&obj).await.unwrap();
     assert_eq!(ready(&h, &obj), Some(("False".into(), "InstanceNotFound".into())));
-    assert!(!has_finalizer(&h, &obj), "nothing to clean up yet");
+    assert!(!h.holds_finalizer(&obj), "nothing to clean up yet");
     assert!(h.altostrat.calls().is_empty());
 }
 
@@ -62,7 +55,7 @@ async fn a_peer_is_claimed_created_and_recorded_once() {
     let obj = h.apply(peer("alice", "hub", json!({})));
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
-    assert!(has_finalizer(&h, &obj));
+    assert!(h.holds_finalizer(&obj));
     let peers = h.altostrat.peers(&hub_id(&h, &hub));
     let status = h.stored(&obj).unwrap().status.unwrap();
     assert_eq!(status.peer_id, Some(peers[0].id.clone()));
@@ -222,7 +215,7 @@ async fn deleting_a_peer_deletes_it_in_altostrat_and_releases_the_finalizer() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
     assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
-    assert!(!has_finalizer(&h, &obj));
+    assert!(!h.holds_finalizer(&obj));
 }
 
 #[tokio::test]
@@ -235,7 +228,7 @@ async fn an_orphaned_peer_is_left_in_altostrat() {
     h.reconcile(&obj).await.unwrap();
     assert!(h.altostrat.calls().is_empty());
     assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
-    assert!(!has_finalizer(&h, &obj));
+    assert!(!h.holds_finalizer(&obj));
 }
 
 #[tokio::test]
