@@ -389,8 +389,8 @@ check "RBAC (cluster-wide): exactly the verbs the operator uses" bash -c "$(decl
   for v in create delete; do can_i no $sa \$v vpninstances.vpn.altostrat.io default; done
   for v in get patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default --subresource=status; done
   can_i yes $sa update vpnpeers.vpn.altostrat.io default --subresource=finalizers
-  can_i yes $sa get secrets any-namespace
-  for v in create update patch delete; do can_i no $sa \$v secrets default; done
+  can_i yes $sa get secrets any-namespace; can_i yes $sa patch secrets any-namespace
+  for v in create update delete list watch; do can_i no $sa \$v secrets default; done
   can_i yes $sa create events.events.k8s.io default; can_i yes $sa patch events default
   can_i no $sa create configmaps default; can_i no $sa get leases.coordination.k8s.io $NS"
 check "helm uninstall avo" "$HELM" uninstall avo -n "$NS"

@@ -455,3 +455,72 @@ async fn lost_create_responses_are_adopted_never_duplicated() {
     );
     operator.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn deleting_a_namespace_deletes_its_hubs_by_policy_before_their_credentials_go() {
+    // The namespace controller deletes the Secret and the resources at once: the Secret stays
+    // (credentials finalizer) until the resources using it have cleaned up.
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-nsdel").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let peers: Api<altostrat_vpn_operator::crd::VpnPeer> = Api::namespaced(client.clone(), &ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "team-creds", "labels": {"vpn.altostrat.io/credentials": "true"}},
+        "stringData": {"token": TOKEN}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let creds = json!({"credentialsSecretRef": {"name": "team-creds"}});
+    apply(
+        &instances,
+        &instance_manifest("doomed", "nsdel-doomed", creds.clone()),
+    )
+    .await;
+    let mut kept = creds;
+    kept["deletionPolicy"] = json!("Orphan");
+    apply(&instances, &instance_manifest("kept", "nsdel-kept", kept)).await;
+    apply(
+        &peers,
+        &client_peer_manifest("alice", "doomed", "a1b2c3d4-e5f6-7890-1234-567890abcdef"),
+    )
+    .await;
+    let doomed = wait_instance(&instances, "doomed", "Ready", instance_ready).await;
+    let kept = wait_instance(&instances, "kept", "Ready", instance_ready).await;
+    wait_peer(&peers, "alice", "Ready", peer_ready).await;
+    eventually("the Secret is kept while in use", TIMEOUT, || async {
+        let s = secrets.get("team-creds").await.ok()?;
+        s.metadata
+            .finalizers?
+            .contains(&"vpn.altostrat.io/credentials-in-use".to_owned())
+            .then_some(())
+    })
+    .await;
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces.delete(&ns, &Default::default()).await.unwrap();
+    eventually("the namespace is gone", Duration::from_secs(180), || async {
+        namespaces.get_opt(&ns).await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    let remote: Vec<String> = simc.instances().await.into_iter().map(|i| i.id).collect();
+    let id = |o: &VpnInstance| o.status.as_ref().and_then(|s| s.instance_id.clone()).unwrap();
+    assert_eq!(
+        remote,
+        vec![id(&kept)],
+        "Delete policy: gone; Orphan policy: kept"
+    );
+    assert!(!remote.contains(&id(&doomed)));
+    assert_eq!(
+        simc.count("DELETE /vpn/instances/{instanceId}/peers/{peerId}")
+            .await,
+        1
+    );
+    assert_eq!(simc.count("DELETE /vpn/instances/{instanceId}").await, 1);
+    operator.stop().await;
+}

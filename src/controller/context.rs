@@ -90,8 +90,8 @@ impl<A: VpnApi> Context<A> {
     }
 
     /// Reads the token for a resource: its own Secret if it names one (always in the
-    /// resource's namespace, so a resource can never borrow another namespace's credentials),
-    /// otherwise the operator's token.
+    /// resource's namespace, so a resource can never borrow another namespace's credentials;
+    /// the Secret is kept while in use, see `secret_guard`), otherwise the operator's token.
     pub async fn token(&self, namespace: &str, secret_ref: Option<&SecretReference>) -> Result<ApiToken> {
         let Some(secret_ref) = secret_ref else {
             return self
@@ -114,12 +114,14 @@ impl<A: VpnApi> Context<A> {
                 secret_ref.name
             )));
         }
-        token_in(&secret).ok_or_else(|| {
+        let token = token_in(&secret).ok_or_else(|| {
             Error::Credentials(format!(
                 "Secret {namespace}/{} has no non-empty key {SECRET_TOKEN_KEY:?}",
                 secret_ref.name
             ))
-        })
+        })?;
+        self.keep_secret(&secret).await?;
+        Ok(token)
     }
 
     /// Valid region codes, cached; a region missing from a stale cache triggers one refresh.

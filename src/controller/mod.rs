@@ -23,6 +23,7 @@ mod instance;
 pub mod ownership;
 mod peer;
 pub mod plan;
+mod secret_guard;
 pub mod status;
 #[cfg(test)]
 mod testing;

@@ -26,6 +26,11 @@ pub const FINALIZER: &str = "vpn.altostrat.io/cleanup";
 /// keep it.
 pub const CREATE_CLAIM_ANNOTATION: &str = "vpn.altostrat.io/create-claimed-at";
 
+/// Finalizer the operator puts on a credentials Secret while a resource that uses it may still
+/// need it to delete its Altostrat objects: deleting a namespace deletes the Secret and the
+/// resources at once, and the resources' cleanup must still be able to read the token.
+pub const CREDENTIALS_FINALIZER: &str = "vpn.altostrat.io/credentials-in-use";
+
 /// The label a Secret must carry, with the value `"true"`, to be used as Altostrat
 /// credentials: naming a Secret in `credentialsSecretRef` is not enough, so no resource can
 /// make the operator use a Secret that was not meant for it.

@@ -124,12 +124,12 @@ impl Reconciler for VpnInstance {
                 CleanupStep::Orphan => {
                     let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
                     handle.activity.record(event::ORPHANED, note);
-                    return handle.release(self).await;
+                    return release(self, ctx, handle).await;
                 }
                 CleanupStep::HandOver { id, to } => {
                     let note = format!("Altostrat instance {id} is managed by {to} now; left running");
                     handle.activity.record(event::ORPHANED, note);
-                    return handle.release(self).await;
+                    return release(self, ctx, handle).await;
                 }
                 CleanupStep::CountDependents => {
                     observed.dependents = Some(count_dependents(self, ctx).await?)
@@ -147,7 +147,7 @@ impl Reconciler for VpnInstance {
                     );
                     ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
                         .await;
-                    return handle.release(self).await;
+                    return release(self, ctx, handle).await;
                 }
                 CleanupStep::Delete(id) => {
                     match ctx.api.delete_instance(&token.get().await?, &id).await {
@@ -159,11 +159,21 @@ impl Reconciler for VpnInstance {
                     }
                     observed.deleted = true;
                 }
-                CleanupStep::Release => return handle.release(self).await,
+                CleanupStep::Release => return release(self, ctx, handle).await,
             }
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
     }
+}
+
+/// Releases the resource, then the credentials Secret it no longer needs: in this order, so a
+/// reconcile that has to come back (stale copy) can still read its token.
+async fn release<A>(obj: &VpnInstance, ctx: &Context<A>, handle: &Handle<VpnInstance>) -> Result<Action> {
+    let action = handle.release(obj).await?;
+    if action == Action::await_change() {
+        ctx.release_secret(obj).await?;
+    }
+    Ok(action)
 }
 
 /// The claim time: now, at the second precision of the annotation (rounded down, so an object

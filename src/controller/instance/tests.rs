@@ -370,15 +370,8 @@ async fn missing_credentials_are_reported_without_any_altostrat_call() {
 #[tokio::test]
 async fn only_a_secret_marked_as_credentials_is_used() {
     let h = Harness::new();
-    let unmarked = Secret {
-        metadata: ObjectMeta {
-            name: Some("any-secret".into()),
-            namespace: Some(crate::controller::testing::NS.into()),
-            ..ObjectMeta::default()
-        },
-        string_data: Some([("token".to_owned(), "some-token".to_owned())].into()),
-        ..Secret::default()
-    };
+    let mut unmarked = credentials("any-secret");
+    unmarked.metadata.labels = None;
     h.kube.put(&unmarked);
     let obj = h.apply(instance(
         "hub-one",
@@ -422,6 +415,66 @@ async fn a_failure_seen_on_a_copy_older_than_the_recorded_id_never_erases_it() {
     let status = h.stored(&obj).unwrap().status.unwrap();
     assert_eq!(status.instance_id, id, "the recorded id survives");
     assert_eq!(ready(&h, &obj).unwrap().1, "ApiError");
+}
+
+fn credentials(name: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(crate::controller::testing::NS.into()),
+            labels: Some([("vpn.altostrat.io/credentials".to_owned(), "true".to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some([("token".to_owned(), "team-token".to_owned())].into()),
+        ..Secret::default()
+    }
+}
+
+fn secret_finalizers(h: &Harness, name: &str) -> Vec<String> {
+    h.kube
+        .get(&credentials(name))
+        .unwrap()
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_credentials_secret_is_kept_until_the_last_hub_using_it_is_cleaned_up() {
+    let h = Harness::new();
+    h.kube.put(&credentials("team-creds"));
+    let uses_it = json!({"credentialsSecretRef": {"name": "team-creds"}});
+    let one = h.apply(instance("hub-one", uses_it.clone()));
+    let two = h.apply(instance("hub-two", uses_it));
+    h.reconcile(&one).await.unwrap();
+    h.reconcile(&two).await.unwrap();
+    assert_eq!(
+        secret_finalizers(&h, "team-creds"),
+        vec!["vpn.altostrat.io/credentials-in-use"]
+    );
+    h.kube.clear_calls();
+    h.reconcile(&one).await.unwrap();
+    assert!(
+        h.kube.calls().iter().all(|c| c.method == Method::GET),
+        "kept without a write once held"
+    );
+
+    h.delete(&one);
+    h.reconcile(&one).await.unwrap();
+    assert!(!h.holds_finalizer(&one));
+    assert_eq!(
+        secret_finalizers(&h, "team-creds").len(),
+        1,
+        "hub-two still needs it"
+    );
+
+    h.delete(&two);
+    h.reconcile(&two).await.unwrap();
+    assert!(secret_finalizers(&h, "team-creds").is_empty());
+    assert!(
+        h.altostrat.instances().is_empty(),
+        "both deleted with the Secret's token"
+    );
 }
 
 #[tokio::test]
