@@ -109,6 +109,11 @@ pub struct RunArgs {
     #[arg(long, env = "ALTOSTRAT_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub api_timeout: Duration,
 
+    /// PEM file with extra CA certificates to trust for the Altostrat API (e.g. a corporate
+    /// TLS-inspecting proxy's CA), on top of the bundled roots and the platform's CA store.
+    #[arg(long, env = "ALTOSTRAT_API_CA_FILE")]
+    pub api_ca_file: Option<PathBuf>,
+
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,

@@ -42,6 +42,11 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyLabels {
     pub kind: &'static str,
     pub ready: &'static str,
@@ -53,16 +58,37 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub reconciles_in_flight: Family<ControllerLabels, Gauge>,
     pub api_requests: Family<RequestLabels, Counter>,
+    pub api_request_duration: Family<EndpointLabels, Histogram>,
     pub api_retries: Family<EndpointLabels, Counter>,
     pub api_rate_limit_waits: Counter,
     pub api_rate_limit_wait_seconds: Counter<f64, AtomicU64>,
     pub resources: Family<ReadyLabels, Gauge>,
     pub leader: Gauge,
+    pub build_info: Family<BuildLabels, Gauge>,
 }
 
-fn duration_histogram() -> Histogram {
+/// 5 ms … 1310.72 s (~22 min): a reconcile can queue behind the per-token rate limiter for
+/// minutes, and those waits must not all land in `+Inf`.
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 19))
+}
+
+/// 5 ms … 40.96 s: one Altostrat request, bounded by the request timeout (30 s by default).
+fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Counts one reconcile in flight until dropped (also when the reconcile is cancelled).
+#[derive(Debug)]
+#[must_use = "the reconcile is counted only while the guard lives"]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -71,14 +97,23 @@ impl Metrics {
         let metrics = Self {
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
-            reconcile_duration: Family::new_with_constructor(duration_histogram),
+            reconcile_duration: Family::new_with_constructor(reconcile_histogram),
+            reconciles_in_flight: Family::default(),
             api_requests: Family::default(),
+            api_request_duration: Family::new_with_constructor(request_histogram),
             api_retries: Family::default(),
             api_rate_limit_waits: Counter::default(),
             api_rate_limit_wait_seconds: Counter::default(),
             resources: Family::default(),
             leader: Gauge::default(),
+            build_info: Family::default(),
         };
+        metrics
+            .build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         let r = registry.sub_registry_with_prefix("vpn_operator");
         r.register(
             "reconciles",
@@ -96,9 +131,19 @@ impl Metrics {
             metrics.reconcile_duration.clone(),
         );
         r.register(
+            "reconciles_in_flight",
+            "Reconciles running now, by controller",
+            metrics.reconciles_in_flight.clone(),
+        );
+        r.register(
             "altostrat_requests",
             "Altostrat API requests by endpoint and HTTP status class (1xx-5xx, or error when no answer)",
             metrics.api_requests.clone(),
+        );
+        r.register(
+            "altostrat_request_duration_seconds",
+            "Duration of one Altostrat API request attempt by endpoint, rate-limiter waits excluded",
+            metrics.api_request_duration.clone(),
         );
         r.register(
             "altostrat_retries",
@@ -125,7 +170,30 @@ impl Metrics {
             "1 when this replica holds the leader lease (or leader election is off)",
             metrics.leader.clone(),
         );
+        r.register(
+            "build_info",
+            "Always 1, labelled with the operator's version",
+            metrics.build_info.clone(),
+        );
         metrics
+    }
+
+    /// Counts a reconcile of `controller` as in flight until the returned guard is dropped.
+    pub fn reconcile_started(&self, controller: &'static str) -> InFlight {
+        let gauge = self
+            .reconciles_in_flight
+            .get_or_create(&ControllerLabels { controller })
+            .clone();
+        gauge.inc();
+        InFlight(gauge)
+    }
+
+    pub fn record_request_duration(&self, endpoint: Endpoint, elapsed: Duration) {
+        self.api_request_duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn record_request(&self, endpoint: Endpoint, status: Option<u16>) {
@@ -185,8 +253,9 @@ impl Metrics {
 }
 
 impl RequestObserver for Metrics {
-    fn request_finished(&self, endpoint: Endpoint, status: Option<u16>) {
+    fn request_finished(&self, endpoint: Endpoint, status: Option<u16>, elapsed: Duration) {
         self.record_request(endpoint, status);
+        self.record_request_duration(endpoint, elapsed);
     }
 
     fn retrying(&self, endpoint: Endpoint) {
@@ -227,5 +296,64 @@ mod tests {
         ));
         assert!(text.contains("vpn_operator_altostrat_rate_limit_wait_seconds_total 1.5"));
         assert!(text.contains("vpn_operator_reconcile_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn build_info_in_flight_and_request_latency_are_exported() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let version = env!("CARGO_PKG_VERSION");
+        let text = encode(&registry).unwrap();
+        assert!(
+            text.contains(&format!(r#"vpn_operator_build_info{{version="{version}"}} 1"#)),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE vpn_operator_build_info gauge"));
+
+        let first = metrics.reconcile_started("vpninstance");
+        let second = metrics.reconcile_started("vpninstance");
+        let peer = metrics.reconcile_started("vpnpeer");
+        let text = encode(&registry).unwrap();
+        assert!(text.contains(r#"vpn_operator_reconciles_in_flight{controller="vpninstance"} 2"#));
+        assert!(text.contains(r#"vpn_operator_reconciles_in_flight{controller="vpnpeer"} 1"#));
+        drop((first, second, peer));
+        let text = encode(&registry).unwrap();
+        assert!(text.contains(r#"vpn_operator_reconciles_in_flight{controller="vpninstance"} 0"#));
+        assert!(text.contains(r#"vpn_operator_reconciles_in_flight{controller="vpnpeer"} 0"#));
+
+        metrics.request_finished(Endpoint::GetInstance, Some(200), Duration::from_millis(30));
+        metrics.request_finished(Endpoint::GetInstance, None, Duration::from_secs(2));
+        let text = encode(&registry).unwrap();
+        let endpoint = r#"endpoint="GET /vpn/instances/{instanceId}""#;
+        assert!(text.contains("# TYPE vpn_operator_altostrat_request_duration_seconds histogram"));
+        assert!(text.contains(&format!(
+            "vpn_operator_altostrat_request_duration_seconds_count{{{endpoint}}} 2"
+        )));
+        assert!(text.contains(&format!(
+            r#"vpn_operator_altostrat_request_duration_seconds_bucket{{le="0.04",{endpoint}}} 1"#
+        )));
+        assert!(text.contains(&format!(
+            r#"vpn_operator_altostrat_request_duration_seconds_bucket{{le="40.96",{endpoint}}} 2"#
+        )));
+        // Both attempts still count as requests, by status class.
+        assert!(text.contains(&format!(
+            r#"vpn_operator_altostrat_requests_total{{{endpoint},status_class="2xx"}} 1"#
+        )));
+    }
+
+    #[test]
+    fn reconcile_duration_buckets_reach_minutes() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        // A reconcile that queued ten minutes behind the rate limiter lands in a finite bucket.
+        metrics.record_reconcile("vpnpeer", Duration::from_secs(600), None);
+        let text = encode(&registry).unwrap();
+        let bucket = |le: &str| {
+            format!(r#"vpn_operator_reconcile_duration_seconds_bucket{{le="{le}",controller="vpnpeer"}}"#)
+        };
+        assert!(text.contains(&format!("{} 0", bucket("0.005"))), "{text}");
+        assert!(text.contains(&format!("{} 0", bucket("327.68"))), "{text}");
+        assert!(text.contains(&format!("{} 1", bucket("655.36"))), "{text}");
+        assert!(text.contains(&format!("{} 1", bucket("1310.72"))), "{text}");
     }
 }

@@ -99,6 +99,7 @@ fn build_api(args: &RunArgs, metrics: &Arc<Metrics>) -> Result<Arc<Api>, BoxErro
     let http = HttpClient::new(HttpClientConfig {
         base_url: args.api_url.clone(),
         request_timeout: args.api_timeout,
+        ca_file: args.api_ca_file.clone(),
         ..HttpClientConfig::default()
     })?;
     let limiter = Arc::new(RateLimiter::new(args.api_rate_limit, args.api_burst));

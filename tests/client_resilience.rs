@@ -92,6 +92,23 @@ async fn concurrent_callers_share_one_budget() {
         text.contains("vpn_operator_altostrat_rate_limit_waits_total 20"),
         "{text}"
     );
+    // Every attempt's latency is observed per endpoint, without the limiter's waits: 25 fast
+    // loopback calls, none of them near the seconds most of them queued.
+    let count = r#"vpn_operator_altostrat_request_duration_seconds_count{endpoint="GET /vpn/instances"} 25"#;
+    assert!(text.contains(count), "{text}");
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"vpn_operator_altostrat_request_duration_seconds_sum{endpoint="GET /vpn/instances"} "#,
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .expect("a latency sum");
+    assert!(
+        sum < elapsed.as_secs_f64(),
+        "latency excludes rate-limit waits: {sum} s"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! One-request-per-call HTTP implementation of [`VpnApi`] over reqwest.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{Method, header};
@@ -20,6 +21,9 @@ pub struct HttpClientConfig {
     /// Upper bound for one request, connect to last byte.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A PEM file with one or more CA certificates trusted in addition to the bundled Mozilla
+    /// roots and the platform's CA store (e.g. a TLS-inspecting proxy's CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for HttpClientConfig {
@@ -28,12 +32,65 @@ impl Default for HttpClientConfig {
             base_url: "https://v1.api.altostrat.io".into(),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     }
 }
 
+/// Why an [`HttpClient`] could not be built: a start-up error, shown as is.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("cannot read the CA bundle {path}: {source}")]
+    CaFileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA bundle {path} is not valid: {message}")]
+    CaFileInvalid { path: PathBuf, message: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Reads a PEM bundle and checks every certificate in it, so a bad file fails at start-up
+/// with its name rather than on the first request.
+pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientBuildError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let invalid = |message: String| ClientBuildError::CaFileInvalid {
+        path: path.to_owned(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|source| ClientBuildError::CaFileUnreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut store = rustls::RootCertStore::empty();
+    let mut certificates = Vec::new();
+    for (n, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der = der.map_err(|e| invalid(format!("PEM block {}: {e}", n + 1)))?;
+        store
+            .add(der.clone())
+            .map_err(|e| invalid(format!("certificate {}: {e}", n + 1)))?;
+        certificates.push(
+            reqwest::Certificate::from_der(&der)
+                .map_err(|e| invalid(format!("certificate {}: {e}", n + 1)))?,
+        );
+    }
+    if certificates.is_empty() {
+        return Err(invalid(
+            "no PEM certificate in it (expected one or more -----BEGIN CERTIFICATE----- blocks)".into(),
+        ));
+    }
+    Ok(certificates)
+}
+
 /// Plain HTTP client: performs exactly one request per call and maps the answer to
-/// [`ApiError`]. TLS certificates are always verified.
+/// [`ApiError`]. TLS certificates are always verified, against the bundled Mozilla roots, the
+/// platform's CA store (which honours `SSL_CERT_FILE` / `SSL_CERT_DIR`) and
+/// [`HttpClientConfig::ca_file`]. `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+/// (and their lower-case forms) are read when the client is built: never call `.no_proxy()`.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     http: reqwest::Client,
@@ -41,13 +98,18 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(config: HttpClientConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    pub fn new(config: HttpClientConfig) -> Result<Self, ClientBuildError> {
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("altostrat-vpn-operator/", env!("CARGO_PKG_VERSION")))
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(path) = &config.ca_file {
+            for certificate in load_ca_bundle(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build()?;
         Ok(Self {
             http,
             base_url: config.base_url.trim_end_matches('/').to_owned(),

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use error::{ApiError, classify, parse_retry_after};
-pub use http::{HttpClient, HttpClientConfig};
+pub use http::{ClientBuildError, HttpClient, HttpClientConfig, load_ca_bundle};
 pub use ratelimit::RateLimiter;
 pub use resilient::{RequestObserver, Resilient, RetryPolicy};
 

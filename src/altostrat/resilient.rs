@@ -15,8 +15,9 @@ use super::{ApiError, ApiResult, ApiToken, Endpoint, RateLimiter, VpnApi};
 /// Told what [`Resilient`] does, e.g. to export metrics. Implementations must be cheap: they
 /// run inline on every request.
 pub trait RequestObserver: Send + Sync + std::fmt::Debug + 'static {
-    /// One attempt finished with the HTTP status the server answered (`None`: no answer).
-    fn request_finished(&self, endpoint: Endpoint, status: Option<u16>);
+    /// One attempt finished with the HTTP status the server answered (`None`: no answer),
+    /// `elapsed` after it was sent (rate-limiter waits and retry delays excluded).
+    fn request_finished(&self, endpoint: Endpoint, status: Option<u16>, elapsed: Duration);
     /// A failed attempt is about to be repeated.
     fn retrying(&self, endpoint: Endpoint);
     /// The client-side rate limiter held an attempt back for `waited` (zero: not at all).
@@ -111,8 +112,10 @@ impl<A: VpnApi> Resilient<A> {
         loop {
             let waited = self.limiter.acquire(token).await;
             self.observer.rate_limit_waited(waited);
+            let sent = Instant::now();
             let result = op().await;
-            self.observer.request_finished(endpoint, answered_status(&result));
+            self.observer
+                .request_finished(endpoint, answered_status(&result), sent.elapsed());
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,

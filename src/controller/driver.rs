@@ -108,6 +108,7 @@ impl<K: Reconciler> Handle<K> {
 pub(crate) async fn reconcile<K: Reconciler, A: VpnApi>(obj: Arc<K>, ctx: Arc<Context<A>>) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = K::CONTROLLER, %namespace, name = %obj.name_any());
+    let _in_flight = ctx.metrics.reconcile_started(K::CONTROLLER);
     let started = Instant::now();
     let result = run_once(obj.as_ref(), &ctx, namespace).instrument(span).await;
     ctx.metrics.record_reconcile(
