@@ -372,6 +372,7 @@ mod tests {
             site_id: (kind == PeerKind::Site).then(|| "c3d5e2a0-88c9-4f7f-9f7b-6a1e2b4c5d6e".into()),
             subnets: (kind == PeerKind::Site).then(|| vec!["192.168.100.0/24".into()]),
             deletion_policy: DeletionPolicy::Delete,
+            peer_id: None,
         }
     }
 

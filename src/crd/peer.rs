@@ -49,6 +49,7 @@ use super::DeletionPolicy;
 #[x_kube(validation = Rule::new("self.type == oldSelf.type && self.protocol == oldSelf.protocol").message("type and protocol are immutable; create a new VpnPeer to change them"))]
 #[x_kube(validation = Rule::new("has(self.userId) == has(oldSelf.userId) && (!has(self.userId) || self.userId == oldSelf.userId)").message("userId is immutable; create a new VpnPeer to change it"))]
 #[x_kube(validation = Rule::new("has(self.siteId) == has(oldSelf.siteId) && (!has(self.siteId) || self.siteId == oldSelf.siteId)").message("siteId is immutable; create a new VpnPeer to change it"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.peerId) || (has(self.peerId) && self.peerId == oldSelf.peerId)").message("peerId cannot be changed or removed once set"))]
 #[serde(rename_all = "camelCase")]
 pub struct VpnPeerSpec {
     /// The VpnInstance (in this namespace) the peer connects to. Immutable.
@@ -90,6 +91,14 @@ pub struct VpnPeerSpec {
     /// What to do with the Altostrat peer when this resource is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Adopt an existing Altostrat peer by its id instead of creating one. It must be of this
+    /// peer's type and user or site; once adopted it is managed (and deleted by
+    /// `deletionPolicy`) like a peer this resource created. Cannot be changed or removed once
+    /// set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub peer_id: Option<String>,
 }
 
 /// Reference to a VpnInstance in the peer's namespace.

@@ -43,6 +43,8 @@ pub(crate) struct Observed<'a> {
     pub finalizer: FinalizerState,
     /// When the create claim held (or just made) was made.
     pub claim_at: Option<Timestamp>,
+    /// A resource in another namespace that records the peer `spec.peerId` names.
+    pub adopted_elsewhere: Option<String>,
     /// `status.peerId`, if it was recorded on the instance the peer uses now (a peer recorded
     /// on a previous incarnation of the instance went away with it).
     pub recorded_id: Option<String>,
@@ -87,17 +89,33 @@ pub(crate) fn decide(o: &Observed) -> Step {
     if let Err(waiting) = &o.instance {
         return Step::Wait(waiting.clone());
     }
+    if let Some(step) = refuse_adoption(o) {
+        return step;
+    }
     match (&o.remote, o.finalizer) {
         (_, FinalizerState::Stale) => Step::Requeue(STALE_RETRY),
-        (Remote::Unknown, finalizer) => match (&o.recorded_id, finalizer) {
+        (Remote::Unknown, finalizer) => match (o.recorded_id.as_ref().or(o.spec.peer_id.as_ref()), finalizer)
+        {
             (Some(_), FinalizerState::Missing) => Step::AddFinalizer,
             (Some(id), _) => Step::Fetch(id.clone()),
             (None, FinalizerState::Added) => Step::Create,
             (None, FinalizerState::Held) => Step::Search,
             (None, _) => Step::Claim,
         },
+        (Remote::Gone(id), _) if o.recorded_id.is_none() && o.spec.peer_id.is_some() => Step::GiveUp(
+            Error::InvalidSpec(format!("spec.peerId {id} does not exist on the instance")),
+        ),
         (Remote::Gone(id), _) => Step::Forget(id.clone()),
         (Remote::Searched(candidates), finalizer) => adopt_or_create(o, candidates, finalizer),
+        (Remote::Found(peer), _)
+            if o.recorded_id.is_none()
+                && plan::matching_peers(std::slice::from_ref(peer), o.spec).is_empty() =>
+        {
+            Step::GiveUp(Error::InvalidSpec(format!(
+                "spec.peerId {} is a peer of another type, user or site than this VpnPeer names",
+                peer.id
+            )))
+        }
         (Remote::Found(peer), _) => match plan::peer_update(o.spec, peer).filter(|_| !o.updated) {
             Some(body) => Step::Update {
                 id: peer.id.clone(),
@@ -111,6 +129,24 @@ pub(crate) fn decide(o: &Observed) -> Step {
             None => Step::Record(peer.clone()),
         },
     }
+}
+
+/// An explicit adoption that must not go ahead: `spec.peerId` differs from the peer this
+/// resource already manages, or another namespace's resource records it.
+fn refuse_adoption(o: &Observed) -> Option<Step> {
+    let wanted = o.spec.peer_id.as_ref()?;
+    if let Some(recorded) = &o.recorded_id
+        && recorded != wanted
+    {
+        return Some(Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.peerId {wanted} differs from the peer {recorded} this resource manages"
+        ))));
+    }
+    let other = o.adopted_elsewhere.as_ref()?;
+    Some(Step::GiveUp(Error::NotOwned {
+        reason: reason::NOT_OWNED,
+        message: format!("Altostrat peer {wanted} belongs to {other}"),
+    }))
 }
 
 /// Adopts the candidate that is provably our own lost create. Peers of the same user made by
@@ -250,6 +286,7 @@ mod tests {
             instance: Ok("i-1".into()),
             finalizer,
             claim_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
+            adopted_elsewhere: None,
             recorded_id: recorded.map(str::to_owned),
             remote,
             updated: false,
@@ -424,6 +461,43 @@ mod tests {
         ));
         o.updated = true;
         assert!(matches!(decide(&o), Step::Record(_)));
+    }
+
+    #[test]
+    fn an_explicitly_adopted_peer_is_fetched_and_checked_never_searched_or_created() {
+        let s = spec(serde_json::json!({"peerId": "p-7"}));
+        let o = observed(&s, FinalizerState::Missing, None, Remote::Unknown);
+        assert!(
+            matches!(decide(&o), Step::AddFinalizer),
+            "no create claim for an adoption"
+        );
+        let o = observed(&s, FinalizerState::Held, None, Remote::Unknown);
+        assert!(matches!(decide(&o), Step::Fetch(id) if id == "p-7"));
+        let mine = observed(
+            &s,
+            FinalizerState::Held,
+            None,
+            Remote::Found(altostrat_peer("p-7")),
+        );
+        assert!(matches!(decide(&mine), Step::Record(_)));
+        let other_user = Peer {
+            user_id: Some("someone-else".into()),
+            ..altostrat_peer("p-7")
+        };
+        let theirs = observed(&s, FinalizerState::Held, None, Remote::Found(other_user));
+        assert!(matches!(decide(&theirs), Step::GiveUp(e) if e.reason() == "InvalidSpec"));
+        let gone = observed(&s, FinalizerState::Held, None, Remote::Gone("p-7".into()));
+        assert!(matches!(decide(&gone), Step::GiveUp(e) if e.to_string().contains("does not exist")));
+    }
+
+    #[test]
+    fn an_adoption_of_another_namespaces_peer_or_a_second_peer_is_refused() {
+        let s = spec(serde_json::json!({"peerId": "p-7"}));
+        let mut o = observed(&s, FinalizerState::Held, None, Remote::Unknown);
+        o.adopted_elsewhere = Some("team-b/bob".into());
+        assert!(matches!(decide(&o), Step::GiveUp(e) if e.reason() == "NotOwned"));
+        let managing_another = observed(&s, FinalizerState::Held, Some("p-1"), Remote::Unknown);
+        assert!(matches!(decide(&managing_another), Step::GiveUp(e) if e.reason() == "InvalidSpec"));
     }
 
     #[test]

@@ -58,6 +58,7 @@ impl Reconciler for VpnPeer {
             instance: usable.clone(),
             finalizer: FinalizerState::of(self),
             claim_at: claim_of(self),
+            adopted_elsewhere: adopted_elsewhere(self, ctx),
             remote: Remote::Unknown,
             updated: false,
         };
@@ -198,6 +199,14 @@ fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInst
     let namespace = obj.namespace().unwrap_or_default();
     ctx.instances
         .get(&ObjectRef::new(&obj.spec.instance_ref.name).within(&namespace))
+}
+
+/// A resource in another namespace that records the peer this one's `spec.peerId` names.
+fn adopted_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<String> {
+    let id = obj.spec.peer_id.as_deref()?;
+    let holder = ctx.peer_holding(obj, id)?;
+    let namespace = obj.namespace().unwrap_or_default();
+    (!holder.starts_with(&format!("{namespace}/"))).then_some(holder)
 }
 
 async fn fetch<A: VpnApi>(

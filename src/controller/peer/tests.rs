@@ -246,3 +246,37 @@ async fn deleting_after_a_lost_create_answer_finds_and_deletes_the_peer() {
     );
     assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
 }
+
+#[tokio::test]
+async fn a_peer_adopted_explicitly_is_managed_and_a_mismatching_one_left_alone() {
+    let (h, hub) = with_hub().await;
+    let id = hub_id(&h, &hub);
+    let body = crate::controller::plan::peer_create(&peer("x", "hub", json!({})).spec);
+    let existing = h.altostrat.add_peer(&id, &body, "2026-01-01T00:00:00Z");
+
+    let obj = h.apply(peer("alice", "hub", json!({"peerId": existing.id})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::GetPeer],
+        "fetched, never created"
+    );
+    assert_eq!(
+        h.stored(&obj).unwrap().status.unwrap().peer_id,
+        Some(existing.id.clone())
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    let other_user = json!({"peerId": existing.id, "userId": "0b1b2c3d-e5f6-7890-1234-567890abcdef"});
+    let wrong = h.apply(peer("mallory", "hub", other_user));
+    assert!(h.reconcile(&wrong).await.is_err());
+    assert_eq!(ready(&h, &wrong), Some(("False".into(), "InvalidSpec".into())));
+    h.delete(&wrong);
+    h.altostrat.clear_calls();
+    h.reconcile(&wrong).await.unwrap();
+    assert!(
+        h.altostrat.calls().is_empty(),
+        "a refused adoption deletes nothing"
+    );
+    assert_eq!(h.altostrat.peers(&id).len(), 1);
+}
