@@ -580,3 +580,23 @@ async fn deleting_after_a_lost_create_answer_finds_the_hub_by_hostname() {
     );
     assert!(h.altostrat.instances().is_empty());
 }
+
+#[tokio::test]
+async fn an_adopted_hub_takes_the_spec_as_its_whole_configuration() {
+    // Documented choice: explicit adoption manages the hub fully; lists left unset in the spec
+    // become empty, unset publicDns keeps the hub's resolvers.
+    let h = Harness::new();
+    let hub = h.altostrat.add_instance("hub-one", "2026-01-01T00:00:00Z");
+    h.altostrat
+        .edit_instance(&hub.id, |i| i.pushed_routes = vec!["172.16.0.0/12".into()]);
+    let obj = h.apply(instance("hub-one", json!({"instanceId": hub.id})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::GetInstance, Endpoint::UpdateInstance]
+    );
+    let adopted = h.altostrat.instances()[0].clone();
+    assert!(adopted.pushed_routes.is_empty());
+    assert_eq!(adopted.public_dns, hub.public_dns);
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}
