@@ -30,9 +30,10 @@ use k8s_openapi::jiff::Timestamp;
 
 /// Re-check interval while the instance waits for its VpnPeers to be deleted.
 const PEER_DRAIN_POLL: Duration = Duration::from_secs(5);
-/// More steps than the longest path of one reconcile (finalizer, fetch, create, adopt, update,
-/// record): reaching it means the decisions loop, which is a bug, not a reason to go on.
-const MAX_STEPS: usize = 8;
+/// More steps than the longest path of one reconcile (finalizer, fetch, forget, search, claim,
+/// create, update, record: 8): reaching it means the decisions loop, which is a bug, not a
+/// reason to go on.
+const MAX_STEPS: usize = 10;
 
 impl HasStatus for VpnInstance {
     type Status = VpnInstanceStatus;

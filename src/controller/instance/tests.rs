@@ -600,3 +600,29 @@ async fn an_adopted_hub_takes_the_spec_as_its_whole_configuration() {
     assert_eq!(adopted.public_dns, hub.public_dns);
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
 }
+
+#[tokio::test]
+async fn the_longest_path_of_one_reconcile_settles() {
+    // Finalizer removed by hand, the recorded hub gone, an old claim: restore the finalizer,
+    // fetch, forget, search, claim again, create, update, record.
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    h.reconcile(&obj).await.unwrap();
+    let first = h.altostrat.instances()[0].id.clone();
+    h.altostrat.remove_instance(&first);
+    let mut unfinalized = h.stored(&obj).unwrap();
+    unfinalized.metadata.finalizers = None;
+    h.apply(unfinalized);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![
+            Endpoint::GetInstance,
+            Endpoint::ListInstances,
+            Endpoint::CreateInstance,
+            Endpoint::UpdateInstance
+        ]
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}

@@ -30,9 +30,9 @@ use decide::{
     usable_instance_id, waiting_conditions,
 };
 
-/// More steps than the longest path of one reconcile (finalizer, fetch, forget, search,
-/// create, update, record): reaching it means the decisions loop, a bug.
-const MAX_STEPS: usize = 9;
+/// More steps than the longest path of one reconcile (finalizer, fetch, forget, search, claim,
+/// create, update, record: 8): reaching it means the decisions loop, a bug.
+const MAX_STEPS: usize = 10;
 
 impl HasStatus for VpnPeer {
     type Status = VpnPeerStatus;
