@@ -117,6 +117,24 @@ pub fn start_operator(
     namespace: &str,
     options: OperatorOptions,
 ) -> Operator {
+    start_operator_scoped(
+        client,
+        base_url,
+        WatchScope::Namespace(namespace.to_owned()),
+        None,
+        options,
+    )
+}
+
+/// The controllers of any scope: with [`WatchScope::AllNamespaces`], pass a `label_selector`
+/// that only this test's resources carry, so that tests running in parallel are not disturbed.
+pub fn start_operator_scoped(
+    client: &Client,
+    base_url: &str,
+    scope: WatchScope,
+    label_selector: Option<String>,
+    options: OperatorOptions,
+) -> Operator {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let http = HttpClient::new(HttpClientConfig {
@@ -141,6 +159,7 @@ pub fn start_operator(
         metrics: metrics.clone(),
         settings: Settings {
             resync_interval: options.resync_interval,
+            label_selector,
             ..Settings::default()
         },
         reporter: Reporter {
@@ -153,12 +172,7 @@ pub fn start_operator(
         let _ = stop_rx.await;
     })
         as std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>);
-    let handle = tokio::spawn(controller::run(
-        shared,
-        WatchScope::Namespace(namespace.to_owned()),
-        shutdown,
-        |_, _| {},
-    ));
+    let handle = tokio::spawn(controller::run(shared, scope, shutdown, |_, _| {}));
     Operator {
         stop: Some(stop_tx),
         handle: Some(handle),
