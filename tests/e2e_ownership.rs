@@ -412,3 +412,36 @@ async fn a_mismatching_spec_instance_id_is_neither_written_nor_deleted() {
     assert!(left.pushed_routes.is_empty());
     operator.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_secret_that_did_not_opt_in_is_never_used_as_credentials() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-optin").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let unlabelled = serde_json::from_value(json!({
+        "metadata": {"name": "some-app-secret"}, "stringData": {"token": TOKEN}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &unlabelled).await.unwrap();
+    simc.reset_calls().await;
+    let borrowing = json!({"credentialsSecretRef": {"name": "some-app-secret"}});
+    apply(&api, &instance_manifest("hub", "optin-hub", borrowing)).await;
+    let message = wait_instance_reason(&api, "hub", "CredentialsError").await;
+    assert!(message.contains("vpn.altostrat.io/credentials=true"), "{message}");
+    assert_eq!(
+        simc.calls().await.values().sum::<u64>(),
+        0,
+        "no call with a borrowed token"
+    );
+    let secret = secrets.get("some-app-secret").await.unwrap();
+    assert!(
+        secret.metadata.finalizers.is_none(),
+        "an unused Secret is not touched"
+    );
+    operator.stop().await;
+}
