@@ -445,3 +445,52 @@ async fn a_secret_that_did_not_opt_in_is_never_used_as_credentials() {
     );
     operator.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_resource_that_leaves_the_label_selector_holding_its_finalizer_is_warned_about() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-scope").await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let operator = start_operator_scoped(
+        &client,
+        &simc.base_url,
+        WatchScope::Namespace(ns.clone()),
+        Some(format!("e2e.vpn.altostrat.io/run={run}")),
+        OperatorOptions::default(),
+    );
+    let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let mut hub = instance_manifest("hub", "scope-hub", json!({}));
+    hub.metadata.labels = Some(BTreeMap::from([("e2e.vpn.altostrat.io/run".to_owned(), run)]));
+    apply(&api, &hub).await;
+    wait_instance(&api, "hub", "Ready", instance_ready).await;
+
+    merge_patch(
+        &api,
+        "hub",
+        json!({"metadata": {"labels": {"e2e.vpn.altostrat.io/run": null}}}),
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let note = eventually("the LeftScope warning", TIMEOUT, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("LeftScope"))
+            .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("hub"))
+            .and_then(|e| e.note)
+    })
+    .await;
+    assert!(note.contains("vpn.altostrat.io/cleanup"), "{note}");
+    assert_eq!(
+        simc.instances().await.len(),
+        1,
+        "leaving the scope deletes nothing"
+    );
+    operator.stop().await;
+}

@@ -20,6 +20,7 @@ pub mod reason {
     pub const DELETED: (&str, &str) = ("Deleted", "Delete");
     pub const ORPHANED: (&str, &str) = ("Orphaned", "Delete");
     pub const LEFT_ALONE: (&str, &str) = ("NotOwned", "Delete");
+    pub const LEFT_SCOPE: (&str, &str) = ("LeftScope", "Reconcile");
 }
 
 /// The one Normal event a reconcile publishes when it changed something: named after its first
@@ -62,24 +63,30 @@ impl<A> Context<A> {
         note: String,
     ) {
         let reference = obj.object_ref(&());
-        let result = match type_ {
+        match type_ {
             // Warnings can repeat while a problem lasts: the recorder folds repeats into one
             // event series. It remembers every event it sent for six minutes to do so, which
             // for one-off transitions (Created, Ready, ...) of a large fleet is tens of MiB for
             // nothing, so those are created directly.
-            EventType::Warning => {
-                let event = Event {
-                    type_,
-                    reason: reason.into(),
-                    note: Some(note),
-                    action: action.into(),
-                    secondary: None,
-                };
-                self.recorder.publish(&event, &reference).await
+            EventType::Warning => self.warn(reference, (reason, action), note).await,
+            EventType::Normal => {
+                if let Err(e) = self.create_event(reference, reason, action, note).await {
+                    tracing::warn!(error = %e, "failed to publish event");
+                }
             }
-            EventType::Normal => self.create_event(reference, reason, action, note).await,
+        }
+    }
+
+    /// Publishes a Warning about the object `reference` names; failures are logged.
+    pub async fn warn(&self, reference: ObjectReference, (reason, action): (&str, &str), note: String) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
         };
-        if let Err(e) = result {
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %e, "failed to publish event");
         }
     }

@@ -13,9 +13,13 @@ use super::context::{Context, Settings};
 use super::default_token::DefaultToken;
 use super::driver::reconcile;
 use super::error::error_policy;
+use super::events::reason as event;
+use super::finalizer::has_finalizer;
 use crate::altostrat::VpnApi;
+use crate::crd::FINALIZER;
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
+use k8s_openapi::api::core::v1::ObjectReference;
 
 /// Where the controllers look for resources.
 #[derive(Clone, Debug)]
@@ -100,18 +104,22 @@ fn instance_stream(
     config: watcher::Config,
     writer: reflector::store::Writer<VpnInstance>,
     changed: futures::channel::mpsc::UnboundedSender<ObjectRef<VpnInstance>>,
+    left: LeftScope,
 ) -> impl Stream<Item = Result<VpnInstance, watcher::Error>> {
     watcher(api, config)
         .default_backoff()
         .modify(slim)
         .reflect(writer)
-        .inspect_ok(move |event| match event {
-            watcher::Event::Apply(instance)
-            | watcher::Event::InitApply(instance)
-            | watcher::Event::Delete(instance) => {
-                let _ = changed.unbounded_send(ObjectRef::from_obj(instance));
+        .inspect_ok(move |event| {
+            report_left_scope(event, &left);
+            match event {
+                watcher::Event::Apply(instance)
+                | watcher::Event::InitApply(instance)
+                | watcher::Event::Delete(instance) => {
+                    let _ = changed.unbounded_send(ObjectRef::from_obj(instance));
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
         })
         .applied_objects()
         .predicate_filter(needs_reconcile, PredicateConfig::default())
@@ -121,13 +129,45 @@ fn peer_stream(
     api: Api<VpnPeer>,
     config: watcher::Config,
     writer: reflector::store::Writer<VpnPeer>,
+    left: LeftScope,
 ) -> impl Stream<Item = Result<VpnPeer, watcher::Error>> {
     watcher(api, config)
         .default_backoff()
         .modify(slim)
         .reflect(writer)
+        .inspect_ok(move |event| report_left_scope(event, &left))
         .applied_objects()
         .predicate_filter(needs_reconcile, PredicateConfig::default())
+}
+
+/// Objects that left the operator's scope while holding its finalizer.
+type LeftScope = futures::channel::mpsc::UnboundedSender<ObjectReference>;
+
+/// A watch reports an object gone without its deletion when it no longer matches the label
+/// selector. If it holds the cleanup finalizer, deleting it would wait for an operator that no
+/// longer sees it: that is worth a warning on the object.
+fn report_left_scope<K: Resource<DynamicType = ()>>(event: &watcher::Event<K>, left: &LeftScope) {
+    if let watcher::Event::Delete(obj) = event
+        && obj.meta().deletion_timestamp.is_none()
+        && has_finalizer(obj)
+    {
+        let _ = left.unbounded_send(obj.object_ref(&()));
+    }
+}
+
+/// Publishes the warnings [`report_left_scope`] queued, until the watches end.
+async fn warn_left_scope<A>(
+    mut left: futures::channel::mpsc::UnboundedReceiver<ObjectReference>,
+    ctx: Arc<Context<A>>,
+) {
+    while let Some(reference) = left.next().await {
+        let note = format!(
+            "no longer matched by the operator's label selector while it holds the finalizer {FINALIZER}: \
+             its deletion waits until it matches again, or until the finalizer is removed by hand \
+             (which leaves its Altostrat object behind)"
+        );
+        ctx.warn(reference, event::LEFT_SCOPE, note).await;
+    }
 }
 
 /// The peers to reconcile when an instance changed: those in its namespace that name it.
@@ -149,6 +189,7 @@ pub async fn run<A: VpnApi>(
     on_started: impl FnOnce(Store<VpnInstance>, Store<VpnPeer>) + Send,
 ) {
     let config = watch_config(&deps.settings);
+    let (left_scope, left_scope_reports) = futures::channel::mpsc::unbounded();
     let (instance_changed, instance_changes) = futures::channel::mpsc::unbounded();
     let (instance_store, instance_writer) = reflector::store();
     let instance_events = instance_stream(
@@ -156,9 +197,10 @@ pub async fn run<A: VpnApi>(
         config.clone(),
         instance_writer,
         instance_changed,
+        left_scope.clone(),
     );
     let (peer_store, peer_writer) = reflector::store();
-    let peer_events = peer_stream(scope.api(&deps.client), config, peer_writer);
+    let peer_events = peer_stream(scope.api(&deps.client), config, peer_writer, left_scope);
     let peers = peer_store.clone();
     let peer_triggers = instance_changes.flat_map(move |i| futures::stream::iter(dependents(&peers, &i)));
 
@@ -186,9 +228,9 @@ pub async fn run<A: VpnApi>(
         .run(reconcile::<VpnInstance, A>, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
     let peer_loop = peer_controller
-        .run(reconcile::<VpnPeer, A>, error_policy, ctx)
+        .run(reconcile::<VpnPeer, A>, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
-    futures::join!(instance_loop, peer_loop);
+    futures::join!(instance_loop, peer_loop, warn_left_scope(left_scope_reports, ctx));
 }
 
 #[cfg(test)]
@@ -223,6 +265,27 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(triggered, vec!["alice".to_owned()]);
+    }
+
+    #[test]
+    fn an_object_that_leaves_the_selector_with_the_finalizer_is_reported() {
+        let (tx, mut rx) = futures::channel::mpsc::unbounded();
+        let mut held = peer("a", "alice", "hub");
+        held.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        report_left_scope(&Event::Delete(held.clone()), &tx);
+        let mut deleted = held.clone();
+        deleted.metadata.deletion_timestamp = Some(super::super::conditions::now());
+        report_left_scope(&Event::Delete(deleted), &tx);
+        report_left_scope(&Event::Delete(peer("a", "bob", "hub")), &tx);
+        report_left_scope(&Event::Apply(held), &tx);
+        drop(tx);
+        let reported: Vec<_> = futures::executor::block_on_stream(&mut rx).collect();
+        assert_eq!(
+            reported.len(),
+            1,
+            "only the one that left scope holding the finalizer"
+        );
+        assert_eq!(reported[0].name.as_deref(), Some("alice"));
     }
 
     #[test]
