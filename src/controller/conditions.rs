@@ -6,6 +6,10 @@ use k8s_openapi::jiff::Timestamp;
 
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
+/// kstatus' `Stalled`: True while only a person can make progress (the spec, the credentials
+/// or the ownership of the Altostrat object must change), so Flux and other kstatus readers
+/// fail at once instead of at their timeout. Absent otherwise.
+pub const STALLED: &str = "Stalled";
 
 /// Machine-readable reasons used in conditions and events.
 pub mod reason {

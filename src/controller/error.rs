@@ -65,6 +65,12 @@ impl Error {
         }
     }
 
+    /// Whether only a person can make progress: the spec, the credentials or the ownership of
+    /// the Altostrat object must change (kstatus `Stalled`).
+    pub fn stalls(&self) -> bool {
+        self.needs_user_action() || self.reason() == reason::CREDENTIALS_ERROR
+    }
+
     /// Condition reason for this error.
     pub fn reason(&self) -> &'static str {
         if let Self::NotOwned { reason, .. } = self {

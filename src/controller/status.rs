@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
-use super::conditions::{self, ConditionState, READY, SYNCED};
+use super::conditions::{self, ConditionState, READY, STALLED, SYNCED};
 use super::error::{Error, Result};
 use crate::crd::{VpnInstanceStatus, VpnPeerStatus};
 
@@ -173,16 +173,23 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
         .filter(|_| !error.needs_user_action())
         .cloned();
     let synced = ConditionState::new(SYNCED, false, error.reason(), message.clone());
+    let stalled = ConditionState::new(STALLED, true, error.reason(), message.clone());
+    let failed: &[ConditionState] = if error.stalls() {
+        &[synced, stalled]
+    } else {
+        &[synced]
+    };
     let merged = match kept_ready {
         Some(ready) => {
-            let mut merged = conditions::merge(status.conditions(), &[synced], generation, now);
+            let mut merged = conditions::merge(status.conditions(), failed, generation, now);
             merged.insert(0, ready);
             merged
         }
         None => {
             let ready = ConditionState::new(READY, false, error.reason(), message);
             status.set_observed_generation(generation);
-            conditions::merge(status.conditions(), &[ready, synced], generation, now)
+            let desired: Vec<ConditionState> = std::iter::once(ready).chain(failed.iter().cloned()).collect();
+            conditions::merge(status.conditions(), &desired, generation, now)
         }
     };
     status.set_conditions(merged);
@@ -293,13 +300,45 @@ mod tests {
         let error = Error::InvalidSpec("spec.hostname does not match".into());
         let failed = failed_status(Some(&ready_status(1)), &error, Some(2), &at(20));
         assert_eq!(failed.observed_generation, Some(2));
-        assert!(
-            failed
+        for type_ in ["Ready", "Synced"] {
+            let c = failed.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "InvalidSpec"),
+                "{type_}"
+            );
+        }
+        assert_eq!(failed.conditions[0].last_transition_time, at(20));
+    }
+
+    #[test]
+    fn errors_only_a_person_can_fix_stall_and_transient_ones_do_not() {
+        let stalled = |status: &VpnPeerStatus| {
+            status
                 .conditions
                 .iter()
-                .all(|c| c.status == "False" && c.reason == "InvalidSpec")
+                .any(|c| c.type_ == "Stalled" && c.status == "True")
+        };
+        let invalid = Error::InvalidSpec("bad".into());
+        assert!(stalled(&failed_status(
+            Some(&ready_status(1)),
+            &invalid,
+            Some(2),
+            &at(20)
+        )));
+        let credentials = Error::Credentials("Secret missing".into());
+        let failed = failed_status(Some(&ready_status(1)), &credentials, Some(2), &at(20));
+        assert!(stalled(&failed), "even while the hub keeps working");
+        assert!(!stalled(&failed_status(
+            Some(&ready_status(1)),
+            &server_error(),
+            Some(2),
+            &at(20)
+        )));
+        assert!(
+            !stalled(&ready_status(1)),
+            "a successful write carries no Stalled condition"
         );
-        assert_eq!(failed.conditions[0].last_transition_time, at(20));
     }
 
     #[test]
