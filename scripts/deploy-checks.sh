@@ -8,8 +8,8 @@
 #     ships them only in crds/, `helm uninstall` and `kubectl delete -k deploy/kustomize/base`
 #     leave them (and a custom resource) in place, the GitOps examples deploy them through a
 #     Kustomization/Application of their own that does not prune,
-#   - Helm: lint --strict, values schema, rendering rules (token required, leader election with
-#     replicas > 1, Roles with watchNamespaces, security context), server-side dry runs, real
+#   - Helm: lint --strict, values schema, rendering rules (token required, leader election on by default,
+#     Recreate without it, Roles with watchNamespaces, security context), server-side dry runs, real
 #     installs with RBAC checked through `kubectl auth can-i`, uninstall,
 #   - Helm chart conventions: name overrides, commonLabels, pod labels/annotations, image digest,
 #     OpenShift security contexts, spread constraints, revisionHistoryLimit, extra env/volumes,
@@ -133,11 +133,12 @@ check "existingSecret: no Secret rendered, its key mounted as the token file" ba
   grep -q "secretName: mine" <<<"$out" && grep -q "key: api-token" <<<"$out"'
 
 dep="$(deployment_json --set altostrat.token=x)"
-check "Deployment: defaults (1 replica, image tag = appVersion, command run, leader election off)" jq -e '
+check "Deployment: defaults (1 replica, image tag = appVersion, command run, leader election on, rolling update)" jq -e '
   .spec.replicas == 1
   and .spec.template.spec.containers[0].image == "ghcr.io/altostrat/altostrat-vpn-operator:0.1.0"
   and .spec.template.spec.containers[0].args == ["run"]
-  and (.spec.template.spec.containers[0].env[] | select(.name == "LEADER_ELECTION") | .value) == "false"' <<<"$dep"
+  and (.spec.template.spec.containers[0].env[] | select(.name == "LEADER_ELECTION") | .value) == "true"
+  and ((.spec.strategy.type // "RollingUpdate") == "RollingUpdate")' <<<"$dep"
 check "Deployment: non-root 65532, read-only root fs, no capabilities, RuntimeDefault seccomp" jq -e '
   .spec.template.spec as $p | $p.containers[0].securityContext as $c
   | $p.securityContext.runAsNonRoot == true and $p.securityContext.runAsUser == 65532
@@ -165,16 +166,37 @@ if [[ "$(env_of "$dep2" LEADER_ELECTION)" == true ]] \
   pass "replicaCount=2 turns leader election on (and renders the Lease Role)"
 else fail "replicaCount=2 turns leader election on (and renders the Lease Role)"; fi
 if render --set altostrat.token=x | grep -q -- '-leader-election$'; then
+  pass "default: the Lease Role for leader election is rendered"
+else fail "default: the Lease Role for leader election is rendered"; fi
+if render --set altostrat.token=x --set leaderElection.enabled=false | grep -q -- '-leader-election$'; then
   fail "no Lease Role while leader election is off"
 else pass "no Lease Role while leader election is off"; fi
+# A rolling update never runs two active reconcilers: either leader election is on (the new
+# pod waits for the Lease) or, without it, the Deployment is replaced with Recreate.
+check "leader election off with one replica: Recreate strategy, LEADER_ELECTION=false" jq -e '
+  .spec.strategy.type == "Recreate"
+  and (.spec.template.spec.containers[0].env[] | select(.name == "LEADER_ELECTION") | .value) == "false"' \
+  <<<"$(deployment_json --set altostrat.token=x --set leaderElection.enabled=false)"
+check "replicaCount=2 with leaderElection.enabled=false still elects a leader and rolls" jq -e '
+  (.spec.strategy.type // "RollingUpdate") == "RollingUpdate"
+  and (.spec.template.spec.containers[0].env[] | select(.name == "LEADER_ELECTION") | .value) == "true"' \
+  <<<"$(deployment_json --set altostrat.token=x --set replicaCount=2 --set leaderElection.enabled=false)"
+check "kustomize base: LEADER_ELECTION=true with a Lease Role bound in the operator's namespace" bash -c '
+  objs="$(kubectl kustomize deploy/kustomize/base | kubectl create --dry-run=client -o json -f - | jq -s .)"
+  jq -e "
+    (.[] | select(.kind == \"Deployment\") | .spec.template.spec.containers[0].env[] | select(.name == \"LEADER_ELECTION\") | .value) == \"true\"
+    and ([.[] | select(.kind == \"Deployment\") | .spec.strategy.type // \"RollingUpdate\"] == [\"RollingUpdate\"])
+    and ([.[] | select(.kind == \"Role\") | .rules[] | select(.resources == [\"leases\"])] | length) == 1
+    and ([.[] | select(.kind == \"Role\") | .metadata.namespace] | unique) == ([.[] | select(.kind == \"Deployment\") | .metadata.namespace] | unique)
+    and ([.[] | select(.kind == \"RoleBinding\") | .roleRef.name] | index(\"altostrat-vpn-operator-leader-election\")) != null" <<<"$objs"'
 
 rendered="$(render --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')"
 if grep -q '^kind: ClusterRole' <<<"$rendered"; then
   fail "watchNamespaces renders Roles, not a ClusterRole"
-elif [[ "$(grep -c '^kind: Role$' <<<"$rendered")" == 2 && "$(grep -c '^kind: RoleBinding$' <<<"$rendered")" == 2 ]] \
+elif [[ "$(grep -c '^kind: Role$' <<<"$rendered")" == 3 && "$(grep -c '^kind: RoleBinding$' <<<"$rendered")" == 3 ]] \
      && [[ "$(env_of "$(deployment_json --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')" WATCH_NAMESPACES)" == team-a,team-b ]]; then
-  pass "watchNamespaces renders a Role+RoleBinding per namespace and WATCH_NAMESPACES=team-a,team-b"
-else fail "watchNamespaces renders a Role+RoleBinding per namespace and WATCH_NAMESPACES=team-a,team-b"; fi
+  pass "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role) and WATCH_NAMESPACES=team-a,team-b"
+else fail "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role) and WATCH_NAMESPACES=team-a,team-b"; fi
 check "optional ServiceMonitor and PodDisruptionBudget render when enabled" bash -c '
   out="$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 \
          --set metrics.serviceMonitor.enabled=true --set podDisruptionBudget.enabled=true)"
@@ -392,7 +414,8 @@ check "RBAC (cluster-wide): exactly the verbs the operator uses" bash -c "$(decl
   can_i yes $sa get secrets any-namespace; can_i yes $sa patch secrets any-namespace
   for v in create update delete list watch; do can_i no $sa \$v secrets default; done
   can_i yes $sa create events.events.k8s.io default; can_i yes $sa patch events default
-  can_i no $sa create configmaps default; can_i no $sa get leases.coordination.k8s.io $NS"
+  can_i no $sa create configmaps default
+  can_i yes $sa update leases.coordination.k8s.io $NS; can_i no $sa get leases.coordination.k8s.io default"
 check "helm uninstall avo" "$HELM" uninstall avo -n "$NS"
 crd_state() { # crd_state NAME...: "name uid" per CRD that exists and is not being deleted
   local n; for n in "$@"; do

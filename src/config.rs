@@ -142,6 +142,16 @@ pub struct RunArgs {
     #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub leader_election_lease_duration: Duration,
 
+    /// How long the leader keeps trying to renew before it stops leading; must be shorter than
+    /// the lease duration (default: two thirds of it).
+    #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", value_parser = parse_duration)]
+    pub leader_election_renew_deadline: Option<Duration>,
+
+    /// How often the leader renews and a standby tries to take over (default: two fifteenths
+    /// of the lease duration, 2s for 15s).
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", value_parser = parse_duration)]
+    pub leader_election_retry_period: Option<Duration>,
+
     /// Identity of this replica (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,

@@ -14,9 +14,9 @@ use crate::altostrat::{ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resi
 use crate::config::RunArgs;
 use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope, conditions};
 use crate::crd::{VpnInstance, VpnPeer};
-use crate::leader::LeaderElector;
+use crate::leader::{ElectionTiming, LeaderElector, LeaderGate};
 use crate::metrics::Metrics;
-use crate::server::{self, Health};
+use crate::server::{self, Health, Heartbeat};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The production Altostrat client stack.
@@ -95,20 +95,55 @@ where
 
 /// The Altostrat client of the whole process: one HTTP client and one rate limiter shared by
 /// every scope, so the per-token budget holds across them.
-fn build_api(args: &RunArgs, metrics: &Arc<Metrics>) -> Result<Arc<Api>, BoxError> {
+fn build_api(
+    args: &RunArgs,
+    metrics: &Arc<Metrics>,
+    request_timeout: std::time::Duration,
+    gate: Arc<LeaderGate>,
+) -> Result<Arc<Api>, BoxError> {
     let http = HttpClient::new(HttpClientConfig {
         base_url: args.api_url.clone(),
-        request_timeout: args.api_timeout,
+        request_timeout,
         ca_file: args.api_ca_file.clone(),
         ..HttpClientConfig::default()
     })?;
     let limiter = Arc::new(RateLimiter::new(args.api_rate_limit, args.api_burst));
-    Ok(Arc::new(Resilient::new(
-        http,
-        limiter,
-        RetryPolicy::default(),
-        metrics.clone(),
-    )))
+    Ok(Arc::new(
+        Resilient::new(http, limiter, RetryPolicy::default(), metrics.clone()).fenced_by(gate),
+    ))
+}
+
+/// The election's timing (`None` without leader election) and the Altostrat request timeout:
+/// with leader election it must end every request before a standby may take over, so it is
+/// clamped to [`ElectionTiming::max_request_timeout`].
+fn timing_and_request_timeout(
+    args: &RunArgs,
+) -> Result<(Option<ElectionTiming>, std::time::Duration), BoxError> {
+    if !args.leader_election {
+        return Ok((None, args.api_timeout));
+    }
+    let timing = ElectionTiming::new(
+        args.leader_election_lease_duration,
+        args.leader_election_renew_deadline,
+        args.leader_election_retry_period,
+    )?;
+    let max = timing.max_request_timeout();
+    if max < std::time::Duration::from_millis(500) {
+        return Err(format!(
+            "leader election: lease duration {:?} minus renew deadline {:?} leaves no time for an Altostrat request; lengthen the lease duration or shorten the renew deadline",
+            timing.lease_duration, timing.renew_deadline
+        )
+        .into());
+    }
+    if args.api_timeout > max {
+        tracing::warn!(
+            configured = ?args.api_timeout,
+            effective = ?max,
+            "ALTOSTRAT_API_TIMEOUT clamped: with leader election a request must end before a standby may take over (4/5 of lease duration minus renew deadline)"
+        );
+        return Ok((Some(timing), max));
+    }
+    Ok((Some(timing), args.api_timeout))
 }
 
 /// Recomputes the Ready gauges from every scope's caches; called on each scrape.
@@ -145,8 +180,14 @@ fn watch_scopes(args: &RunArgs) -> Vec<WatchScope> {
     }
 }
 
-fn elector(args: &RunArgs, client: &kube::Client, identity: &str) -> Option<LeaderElector> {
-    args.leader_election.then(|| {
+fn elector(
+    args: &RunArgs,
+    client: &kube::Client,
+    identity: &str,
+    timing: Option<ElectionTiming>,
+    gate: &Arc<LeaderGate>,
+) -> Option<LeaderElector> {
+    timing.map(|timing| {
         let namespace = args
             .leader_election_namespace
             .clone()
@@ -157,7 +198,8 @@ fn elector(args: &RunArgs, client: &kube::Client, identity: &str) -> Option<Lead
             &namespace,
             &args.leader_election_lease_name,
             identity,
-            args.leader_election_lease_duration,
+            timing,
+            gate.clone(),
         )
     })
 }
@@ -169,13 +211,13 @@ async fn lead(elector: Option<&LeaderElector>, shutdown: Shutdown) -> Option<Box
         return Some(futures::future::pending().boxed());
     };
     tracing::info!(identity = elector.identity(), "waiting for the leader lease");
-    tokio::select! {
-        _ = elector.acquire() => {},
+    let acquired = tokio::select! {
+        at = elector.acquire() => at,
         _ = shutdown => return None,
-    }
+    };
     tracing::info!(identity = elector.identity(), "acquired the leader lease");
     let renewer = elector.clone();
-    Some(async move { renewer.keep_renewing().await }.boxed())
+    Some(async move { renewer.keep_renewing(acquired).await }.boxed())
 }
 
 /// Runs the controllers of every scope until `stop`; readiness turns true once every scope's
@@ -252,6 +294,10 @@ fn stoppable(shutdown: Shutdown) -> (tokio::sync::oneshot::Sender<()>, Shutdown)
     (stop_tx, stop)
 }
 
+/// How long the controllers may take to stop after leadership was lost (their Altostrat
+/// requests are fenced already; only Kubernetes status writes may still be finishing).
+const LOST_LEADERSHIP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let default_token = Arc::new(default_token(&args)?);
     if !default_token.is_configured() {
@@ -267,7 +313,15 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     health
         .leader_election
         .store(args.leader_election, Ordering::Relaxed);
-    let api = build_api(&args, &metrics)?;
+    let (timing, request_timeout) = timing_and_request_timeout(&args)?;
+    // Fencing: with leader election, Altostrat requests are sent only while the lease is
+    // confirmed (closed until it is acquired, closed for good when it is lost).
+    let gate = if timing.is_some() {
+        LeaderGate::closed()
+    } else {
+        LeaderGate::always_open()
+    };
+    let api = build_api(&args, &metrics, request_timeout, gate.clone())?;
     let stores: ScopeStores = Arc::default();
 
     let shutdown = shutdown_signal();
@@ -282,7 +336,13 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("vpn-operator-{}", uuid::Uuid::new_v4()));
-    let elector = elector(&args, &client, &identity);
+    let elector = elector(&args, &client, &identity, timing, &gate).map(|elector| {
+        // Each lease round trip is bounded by the renew deadline and followed by a beat, so
+        // a loop that has not beaten for twice the lease duration is stuck.
+        let beat = Heartbeat::new(elector.timing().lease_duration * 2);
+        let _ = health.lease_loop.set(beat.clone());
+        elector.with_heartbeat(beat)
+    });
     // Leadership lost ends the process (as client-go does): a fresh start rejoins as standby.
     let Some(mut lost_leadership) = lead(elector.as_ref(), shutdown.clone()).await else {
         let _ = server.await;
@@ -299,10 +359,18 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     tokio::select! {
         _ = &mut controllers => {},
         _ = &mut lost_leadership => {
+            // The gate is already closed: no Altostrat request is sent from here on, so
+            // in-flight reconciles fail fast instead of writing. Stop advertising leadership,
+            // give the controllers a bounded time to stop, then exit for a fresh start.
             lost = true;
-            tracing::error!("leadership lost: stopping controllers");
+            health.leader.store(false, Ordering::Relaxed);
+            health.shutting_down.store(true, Ordering::Relaxed);
+            metrics.leader.set(0);
+            tracing::error!("leadership lost: Altostrat requests fenced, stopping controllers");
             let _ = stop_tx.send(());
-            controllers.await;
+            if tokio::time::timeout(LOST_LEADERSHIP_DRAIN, controllers).await.is_err() {
+                tracing::error!("controllers did not stop in time after leadership was lost: exiting");
+            }
         }
     }
     health.shutting_down.store(true, Ordering::Relaxed);

@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -22,6 +23,44 @@ pub struct Health {
     pub leader_election: AtomicBool,
     /// Shutdown has begun: stop receiving traffic.
     pub shutting_down: AtomicBool,
+    /// Progress of the lease loop (only with leader election): `/healthz` fails when it has
+    /// not beaten within its bound.
+    pub lease_loop: std::sync::OnceLock<Arc<Heartbeat>>,
+}
+
+/// A progress heartbeat on the monotonic clock: a loop beats after every round; it is stuck
+/// when it has not beaten within `bound`.
+#[derive(Debug)]
+pub struct Heartbeat {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last beat.
+    last: AtomicU64,
+    bound: Duration,
+}
+
+impl Heartbeat {
+    /// A heartbeat that counts as beaten now.
+    pub fn new(bound: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+            bound,
+        })
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn beat(&self) {
+        self.last.store(self.millis(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// How long ago the last beat was, at `now`, if longer than the bound.
+    pub fn stuck_at(&self, now: Instant) -> Option<Duration> {
+        let since = Duration::from_millis(self.millis(now).saturating_sub(self.last.load(Ordering::Relaxed)));
+        (since > self.bound).then_some(since)
+    }
 }
 
 type Refresh = Arc<dyn Fn() + Send + Sync>;
@@ -36,7 +75,7 @@ struct AppState {
 pub fn router(registry: Arc<Registry>, health: Arc<Health>, refresh: Refresh) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState {
             registry,
@@ -59,6 +98,20 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// Live unless a loop that must make progress is stuck. Altostrat back-off does not count:
+/// the lease loop never waits for Altostrat.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(lease) = state.health.lease_loop.get()
+        && let Some(since) = lease.stuck_at(Instant::now())
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("lease loop stuck: no progress for {}s", since.as_secs()),
+        );
+    }
+    (StatusCode::OK, "ok".to_owned())
 }
 
 /// Ready once the caches are synced (a standby replica is ready too: it can take over at any
@@ -89,4 +142,37 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving metrics and health probes");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_stuck_only_past_its_bound() {
+        let beat = Heartbeat::new(Duration::from_secs(30));
+        let now = Instant::now();
+        assert_eq!(beat.stuck_at(now), None);
+        assert_eq!(beat.stuck_at(now + Duration::from_secs(29)), None);
+        assert!(beat.stuck_at(now + Duration::from_secs(31)).is_some());
+        beat.beat();
+        assert_eq!(beat.stuck_at(Instant::now() + Duration::from_secs(29)), None);
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_when_the_lease_loop_is_stuck() {
+        use tower::ServiceExt;
+        let health = Arc::new(Health::default());
+        let app = || router(Arc::new(Registry::default()), health.clone(), Arc::new(|| {}));
+        let get = |app: Router| async move {
+            let req = axum::http::Request::get("/healthz")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        };
+        assert_eq!(get(app()).await, StatusCode::OK, "no lease loop: live");
+        health.lease_loop.set(Heartbeat::new(Duration::ZERO)).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(get(app()).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

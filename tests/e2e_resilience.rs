@@ -84,6 +84,29 @@ impl OperatorProcess {
         panic!("operator did not stop within 20s of SIGTERM");
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the operator process.
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    /// The exit status, once the process has exited within `timeout`.
+    fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     async fn get(&self, path: &str) -> Option<(u16, String)> {
         let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))
             .await
@@ -358,6 +381,88 @@ async fn standby_replica_takes_over_when_the_leader_dies() {
     let exit = beta.terminate();
     assert!(exit.success(), "SIGTERM exits cleanly: {exit:?}");
     assert_eq!(holder(leases.clone()).await, None, "lease released on shutdown");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_frozen_leader_steps_down_after_it_resumes_without_reaching_altostrat() {
+    // alpha leads (with a tight request budget) and is frozen (SIGSTOP) right after its first
+    // Altostrat call, past its lease; beta takes over and finishes the hub. beta is then frozen
+    // too, so every Altostrat call from here on can only come from alpha: after SIGCONT, alpha
+    // must notice its renew deadline has passed, send nothing to Altostrat and exit.
+    // (This run does not force a request to be queued at the moment of the freeze, so it does
+    // not by itself prove the fence; tests/leader_fencing.rs does, at the client.)
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-frozen").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let logs = tempfile::tempdir().unwrap();
+    let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let election = [
+        ("LEADER_ELECTION", "true"),
+        ("LEADER_ELECTION_NAMESPACE", ns.as_str()),
+        ("LEADER_ELECTION_LEASE_DURATION", "4s"),
+    ];
+    let slow = [
+        election[0],
+        election[1],
+        election[2],
+        ("ALTOSTRAT_API_RATE_LIMIT", "6"),
+        ("ALTOSTRAT_API_BURST", "1"),
+    ];
+    let holder = |leases: Api<Lease>| async move {
+        leases
+            .get_opt("altostrat-vpn-operator")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
+    };
+    let mut alpha = OperatorProcess::start(&simc.base_url, &ns, &slow, logs.path(), "alpha");
+    eventually("alpha ready as leader", TIMEOUT, || async {
+        alpha
+            .get("/readyz")
+            .await
+            .filter(|(code, body)| *code == 200 && body == "ready: leader")
+    })
+    .await;
+    let beta = OperatorProcess::start(&simc.base_url, &ns, &election, logs.path(), "beta");
+    eventually("beta ready as standby", TIMEOUT, || async {
+        beta.get("/readyz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    apply(&api, &instance_manifest("one", "frozen-one", json!({}))).await;
+    eventually("alpha's first Altostrat call", TIMEOUT, || async {
+        (simc.calls().await.values().sum::<u64>() >= 1).then_some(())
+    })
+    .await;
+    alpha.signal("STOP");
+    eventually("beta takes over from the frozen alpha", TIMEOUT, || async {
+        (holder(leases.clone()).await.as_deref() == Some("beta")).then_some(())
+    })
+    .await;
+    wait_instance(&api, "one", "Ready under beta", instance_ready).await;
+    // Let beta finish what it started, then freeze it as well.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    beta.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before: u64 = simc.calls().await.values().sum();
+
+    alpha.signal("CONT");
+    let exit = alpha.exited_within(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: u64 = simc.calls().await.values().sum();
+    beta.signal("CONT");
+    let log = std::fs::read_to_string(&alpha.log_path).unwrap_or_default();
+    assert_eq!(
+        after, before,
+        "the resumed leader reached Altostrat after its lease had passed; alpha log:\n{log}"
+    );
+    let exit = exit.expect("the resumed former leader exits");
+    assert!(!exit.success(), "lost leadership is an error exit: {exit:?}");
+    assert_eq!(simc.instances().await.len(), 1, "no duplicate hub");
 }
 
 #[tokio::test]

@@ -85,6 +85,8 @@ pub struct Resilient<A> {
     limiter: Arc<RateLimiter>,
     policy: RetryPolicy,
     observer: Arc<dyn RequestObserver>,
+    /// Leader fencing: no request is sent while the gate is closed.
+    gate: Arc<crate::leader::LeaderGate>,
 }
 
 impl<A: VpnApi> Resilient<A> {
@@ -99,7 +101,15 @@ impl<A: VpnApi> Resilient<A> {
             limiter,
             policy,
             observer,
+            gate: crate::leader::LeaderGate::always_open(),
         }
+    }
+
+    /// Sends requests only while `gate` is open (leader election); a fenced request fails at
+    /// once, unsent and not retried.
+    pub fn fenced_by(mut self, gate: Arc<crate::leader::LeaderGate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     async fn call<T, F, Fut>(&self, endpoint: Endpoint, token: &ApiToken, mut op: F) -> ApiResult<T>
@@ -112,6 +122,13 @@ impl<A: VpnApi> Resilient<A> {
         loop {
             let waited = self.limiter.acquire(token).await;
             self.observer.rate_limit_waited(waited);
+            // Checked after the limiter's wait, right before sending.
+            if !self.gate.is_open() {
+                return Err(ApiError::Transport {
+                    endpoint,
+                    message: "fenced: this replica's leader lease is not confirmed, request not sent".into(),
+                });
+            }
             let sent = Instant::now();
             let result = op().await;
             self.observer
