@@ -298,6 +298,36 @@ fn stoppable(shutdown: Shutdown) -> (tokio::sync::oneshot::Sender<()>, Shutdown)
 /// requests are fenced already; only Kubernetes status writes may still be finishing).
 const LOST_LEADERSHIP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Each lease round trip is bounded by the renew deadline and followed by a beat, so a loop
+/// that has not beaten for twice the lease duration is stuck (`/healthz` says so).
+fn with_heartbeat(elector: LeaderElector, health: &Health) -> LeaderElector {
+    let beat = Heartbeat::new(elector.timing().lease_duration * 2);
+    let _ = health.lease_loop.set(beat.clone());
+    elector.with_heartbeat(beat)
+}
+
+/// The gate is already closed: no Altostrat request is sent from here on, so in-flight
+/// reconciles fail fast instead of writing. Stops advertising leadership and gives the
+/// controllers a bounded time to stop, before the process exits for a fresh start.
+async fn stop_after_lost_leadership(
+    controllers: impl std::future::Future<Output = ()>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    health: &Health,
+    metrics: &Metrics,
+) {
+    health.leader.store(false, Ordering::Relaxed);
+    health.shutting_down.store(true, Ordering::Relaxed);
+    metrics.leader.set(0);
+    tracing::error!("leadership lost: Altostrat requests fenced, stopping controllers");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(LOST_LEADERSHIP_DRAIN, controllers)
+        .await
+        .is_err()
+    {
+        tracing::error!("controllers did not stop in time after leadership was lost: exiting");
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let default_token = Arc::new(default_token(&args)?);
     if !default_token.is_configured() {
@@ -336,13 +366,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         .pod_name
         .clone()
         .unwrap_or_else(|| format!("vpn-operator-{}", uuid::Uuid::new_v4()));
-    let elector = elector(&args, &client, &identity, timing, &gate).map(|elector| {
-        // Each lease round trip is bounded by the renew deadline and followed by a beat, so
-        // a loop that has not beaten for twice the lease duration is stuck.
-        let beat = Heartbeat::new(elector.timing().lease_duration * 2);
-        let _ = health.lease_loop.set(beat.clone());
-        elector.with_heartbeat(beat)
-    });
+    let elector = elector(&args, &client, &identity, timing, &gate).map(|e| with_heartbeat(e, &health));
     // Leadership lost ends the process (as client-go does): a fresh start rejoins as standby.
     let Some(mut lost_leadership) = lead(elector.as_ref(), shutdown.clone()).await else {
         let _ = server.await;
@@ -359,18 +383,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     tokio::select! {
         _ = &mut controllers => {},
         _ = &mut lost_leadership => {
-            // The gate is already closed: no Altostrat request is sent from here on, so
-            // in-flight reconciles fail fast instead of writing. Stop advertising leadership,
-            // give the controllers a bounded time to stop, then exit for a fresh start.
             lost = true;
-            health.leader.store(false, Ordering::Relaxed);
-            health.shutting_down.store(true, Ordering::Relaxed);
-            metrics.leader.set(0);
-            tracing::error!("leadership lost: Altostrat requests fenced, stopping controllers");
-            let _ = stop_tx.send(());
-            if tokio::time::timeout(LOST_LEADERSHIP_DRAIN, controllers).await.is_err() {
-                tracing::error!("controllers did not stop in time after leadership was lost: exiting");
-            }
+            stop_after_lost_leadership(controllers, stop_tx, &health, &metrics).await;
         }
     }
     health.shutting_down.store(true, Ordering::Relaxed);
