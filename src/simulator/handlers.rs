@@ -545,6 +545,8 @@ async fn create_peer(
             peer.site_id = Some(site_id.to_owned());
             peer.subnets = subnets;
         }
+        // `peer_type` never yields it.
+        PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
     }
     let mut state = inner.state.lock().expect("state lock");
     let seq = state.next_seq();
@@ -727,7 +729,7 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
             key(&instance.id),
             instance.hostname
         ),
-        Protocol::Openvpn => format!(
+        Protocol::Openvpn | Protocol::Unknown => format!(
             "client\ndev tun\nproto udp\nremote {} 1194\nresolv-retry infinite\nnobind\nremote-cert-tls server\n# routes: {allowed}\n",
             instance.hostname
         ),
