@@ -194,7 +194,8 @@ pub enum Protocol {
 pub struct Peer {
     #[serde(deserialize_with = "tolerant::string")]
     pub id: String,
-    #[serde(rename = "type", deserialize_with = "tolerant::or_default")]
+    /// `null` or a value that is not a string reads as `Unknown`, never as a documented type.
+    #[serde(rename = "type", deserialize_with = "tolerant::peer_type")]
     pub peer_type: PeerType,
     #[serde(deserialize_with = "tolerant::opt_string")]
     pub user_id: Option<String>,
@@ -478,6 +479,13 @@ pub(crate) mod tolerant {
         })
     }
 
+    /// A peer type; anything undocumented, `null` included, is `Unknown` (so it matches no
+    /// `VpnPeer`).
+    pub fn peer_type<'de, D: Deserializer<'de>>(deserializer: D) -> Result<super::PeerType, D::Error> {
+        Ok(super::PeerType::deserialize(Value::deserialize(deserializer)?)
+            .unwrap_or(super::PeerType::Unknown))
+    }
+
     /// The value if it decodes as `T`, else `T::default()`.
     pub fn or_default<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
         deserializer: D,
@@ -582,7 +590,10 @@ mod tests {
             (PeerType::Unknown, Protocol::Unknown)
         );
         assert_eq!(peers[1].token_ttl, Some(3600));
-        assert_eq!(peers[2].protocol, Protocol::Wireguard);
+        assert_eq!(
+            (peers[2].peer_type, peers[2].protocol),
+            (PeerType::Unknown, Protocol::Wireguard)
+        );
         assert!(peers[2].connected);
     }
 
