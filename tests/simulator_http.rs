@@ -741,6 +741,7 @@ fn simulate_help_explains_every_knob() {
         "--single-public-dns",
         "--enveloped-lists",
         "--message-only-errors",
+        "--peer-seats",
         "/_admin/calls",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
@@ -891,4 +892,25 @@ async fn message_only_error_bodies_still_classify_and_explain() {
         matches!(&err, ApiError::Invalid { message, .. } if message.contains("region")),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_seat_limit_is_a_quota_refusal_not_a_credentials_error() {
+    let (_sim, api, token) = start(with_fidelity(Fidelity {
+        peer_seats: Some(1),
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("seats")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    let err = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::QuotaExceeded { status: 403, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("peer seats"), "{err}");
+    assert!(!err.is_transient());
 }

@@ -30,6 +30,8 @@ pub struct Failure {
     /// Answer Laravel's validation body `{message, errors: {<body.code>: [message]}}` instead
     /// of `body` (a flag, so that `Failure` stays small).
     laravel: bool,
+    /// Answer `{"message": ...}` only.
+    message_only: bool,
     retry_after: Option<u64>,
 }
 
@@ -52,6 +54,7 @@ fn failure(status: u16, error_type: &str, code: &str, message: impl Into<String>
             doc_url: format!("https://docs.altostrat.io/errors/{code}"),
         },
         laravel: false,
+        message_only: false,
         retry_after: None,
     }
 }
@@ -67,6 +70,8 @@ impl IntoResponse for Failure {
         let mut response = if self.laravel {
             let body = json!({"message": self.body.message, "errors": {self.body.code: [self.body.message]}});
             (self.status, Json(body)).into_response()
+        } else if self.message_only {
+            (self.status, Json(json!({"message": self.body.message}))).into_response()
         } else {
             (self.status, Json(self.body)).into_response()
         };
@@ -615,6 +620,31 @@ async fn create_peer(
         PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
     }
     let mut state = inner.state.lock().expect("state lock");
+    if let Some(seats) = inner.config.fidelity.peer_seats {
+        let used = state
+            .peers
+            .values()
+            .filter(|p| {
+                state
+                    .instances
+                    .get(&p.instance_id)
+                    .is_some_and(|i| i.account == account)
+            })
+            .count();
+        if used >= seats as usize {
+            // The billing check's `abort(403, message)`: a bare `{message}` body.
+            let mut f = failure(
+                403,
+                "invalid_request_error",
+                "",
+                format!(
+                    "You have reached the limit of {seats} Managed VPN peer seats for your subscription."
+                ),
+            );
+            f.message_only = true;
+            return Err(f);
+        }
+    }
     let seq = state.next_seq();
     let clear = inner.config.status_clear_delay;
     if let Some(instance) = state.instances.get_mut(&id) {

@@ -15,7 +15,7 @@
 //!   docs are silent or where the project's defaults flatter the client: a taken hostname as a
 //!   Laravel 422 (or a 400), a create response with the single public resolver every
 //!   documented example shows, lists in the `{data, has_more}` envelope, `{message}`-only
-//!   error bodies.
+//!   error bodies, a peer seat limit answered 403.
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
 //!   server_ready, at quarters of `--provision-delay`.
 
@@ -125,6 +125,9 @@ pub struct Fidelity {
     /// Error bodies are `{"message": ...}` only (Laravel's `abort()`), without `type`, `code`
     /// and `doc_url`.
     pub message_only_errors: bool,
+    /// Peer seats of each account: creating a peer beyond them answers 403 with a bare
+    /// `{message}` naming the seat limit (the shape of Altostrat's billing refusals).
+    pub peer_seats: Option<u32>,
 }
 
 impl Default for Fidelity {
@@ -134,6 +137,7 @@ impl Default for Fidelity {
             single_public_dns: false,
             enveloped_lists: false,
             message_only_errors: false,
+            peer_seats: None,
         }
     }
 }
@@ -443,6 +447,11 @@ pub struct SimulateArgs {
     /// Answer errors with `{"message": ...}` only, without `type`, `code` and `doc_url`.
     #[arg(long)]
     pub message_only_errors: bool,
+
+    /// Peer seats per account: creating a peer beyond them answers 403 with a `{message}` body
+    /// naming the seat limit.
+    #[arg(long)]
+    pub peer_seats: Option<u32>,
 }
 
 fn parse_taken_status(value: &str) -> Result<u16, String> {
@@ -481,6 +490,7 @@ impl SimulateArgs {
                 single_public_dns: self.single_public_dns,
                 enveloped_lists: self.enveloped_lists,
                 message_only_errors: self.message_only_errors,
+                peer_seats: self.peer_seats,
             },
             ..SimulatorConfig::default()
         })
