@@ -6,8 +6,8 @@
 //!   `split_dns`, `dns_custom`; an omitted optional list is cleared. `hostname`, `region` and
 //!   `firewall` in the body are ignored (they are not updatable).
 //! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free.
-//! - A duplicate hostname answers 409 `hostname_taken`, also when another account holds it; an
-//!   unknown region 422 `region_unknown`.
+//! - A duplicate hostname answers 409 `hostname_taken` (or see [`Fidelity`]), also when another
+//!   account holds it; an unknown region 422 `region_unknown`.
 //! - Each token acts for an account and sees only that account's instances and their peers.
 //! - `GET /vpn/site/{siteId}/subnets` answers `[{"subnet", "peer_id", "instance_id"}]` built
 //!   from the site's peers (the real item schema is not published).
@@ -401,7 +401,8 @@ pub struct SimulateArgs {
     /// optionally followed by `@ACCOUNT` (e.g. `other-token@acme`). A token sees only the
     /// instances created by tokens of its account, and their peers; another account's instance
     /// answers 404. Tokens without an account share the account `default`. Hostnames are
-    /// unique across accounts: a hostname taken in another account answers 409.
+    /// unique across accounts: a hostname taken in another account is refused like any taken
+    /// hostname (409 unless `--hostname-taken-status` says otherwise).
     /// Default: `sim-token` with all scopes, in the account `default`.
     #[arg(long = "token", value_name = "TOKEN[=SCOPES][@ACCOUNT]", value_parser = ApiToken::parse)]
     pub tokens: Vec<ApiToken>,
