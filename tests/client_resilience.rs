@@ -193,6 +193,45 @@ async fn reads_are_retried_but_a_failed_create_is_not() {
     );
 }
 
+/// A 405 on the undocumented DELETE of an instance, and a 402 or 403 quota refusal, are asked
+/// once: the same request would be refused again.
+#[tokio::test]
+async fn refused_deletes_and_quota_refusals_are_not_retried() {
+    let mut faults = FaultConfig::default();
+    for (route, status) in [
+        ("DELETE /vpn/instances/{instanceId}", 405),
+        ("GET /vpn/instances/{instanceId}", 402),
+    ] {
+        faults.rules.insert(
+            route.into(),
+            FaultRule {
+                fail_next: 5,
+                status: Some(status),
+                ..FaultRule::default()
+            },
+        );
+    }
+    let s = stack(60_000, 100, faults).await;
+    let create = InstanceCreate {
+        name: "Refused hub".into(),
+        hostname: "refused-hub".into(),
+        region: "sjc".into(),
+    };
+    let hub = s.api.create_instance(&token(), &create).await.unwrap();
+    let err = s.api.delete_instance(&token(), &hub.id).await.unwrap_err();
+    assert!(matches!(err, ApiError::Refused { status: 405, .. }), "{err:?}");
+    assert!(!err.is_transient());
+    let err = s.api.get_instance(&token(), &hub.id).await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::QuotaExceeded { status: 402, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.category(), "quota_exceeded");
+    let calls = s.sim.simulator().calls();
+    assert_eq!(calls.counts["DELETE /vpn/instances/{instanceId}"], 1);
+    assert_eq!(calls.counts["GET /vpn/instances/{instanceId}"], 1);
+}
+
 #[tokio::test]
 async fn unreachable_api_is_a_transient_transport_error() {
     let http = HttpClient::new(HttpClientConfig {

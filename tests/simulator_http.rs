@@ -10,7 +10,7 @@ use altostrat_vpn_operator::altostrat::model::{
 };
 use altostrat_vpn_operator::altostrat::{ApiError, ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::simulator::{
-    self, FaultConfig, FaultRule, RunningSimulator, Simulator, SimulatorConfig,
+    self, FaultConfig, FaultRule, Fidelity, RunningSimulator, Simulator, SimulatorConfig,
 };
 
 const USER: &str = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
@@ -737,8 +737,180 @@ fn simulate_help_explains_every_knob() {
         "--latency",
         "--rate-limit",
         "--fault",
+        "--hostname-taken-status",
+        "--single-public-dns",
+        "--enveloped-lists",
+        "--message-only-errors",
+        "--peer-seats",
         "/_admin/calls",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
     }
+}
+
+fn with_fidelity(fidelity: Fidelity) -> SimulatorConfig {
+    SimulatorConfig { fidelity, ..fast() }
+}
+
+#[tokio::test]
+async fn a_taken_hostname_is_a_conflict_whether_answered_409_422_or_400() {
+    for status in [409, 422, 400] {
+        let (_sim, api, token) = start(with_fidelity(Fidelity {
+            hostname_taken_status: status,
+            ..Fidelity::default()
+        }))
+        .await;
+        api.create_instance(&token, &create("taken-hub")).await.unwrap();
+        let err = api
+            .create_instance(&token, &create("taken-hub"))
+            .await
+            .unwrap_err();
+        match &err {
+            ApiError::Conflict { code, message, .. } => {
+                assert_eq!(code, "hostname_taken", "{status}: {err}");
+                assert!(!message.is_empty(), "{status}: {err}");
+            }
+            other => panic!("{status}: expected a conflict, got {other:?}"),
+        }
+        // Other validation errors in the same mode stay Invalid.
+        let mut bad = create("other-hub");
+        bad.region = "atlantis".into();
+        let err = api.create_instance(&token, &bad).await.unwrap_err();
+        assert_eq!(err.category(), "invalid", "{status}: {err}");
+    }
+}
+
+/// Every documented create example shows one public resolver, while the PUT requires 2 to 4.
+/// With `publicDns` unset the operator copies what Altostrat holds into the PUT
+/// (`plan::desired_update`), so the first update of such an instance is refused as invalid.
+#[tokio::test]
+async fn a_single_public_resolver_cannot_be_copied_into_an_update() {
+    let (_sim, api, token) = start(with_fidelity(Fidelity {
+        single_public_dns: true,
+        ..Fidelity::default()
+    }))
+    .await;
+    let created = api.create_instance(&token, &create("one-dns")).await.unwrap();
+    assert_eq!(created.public_dns, vec!["9.9.9.9"]);
+    let spec: altostrat_vpn_operator::crd::VpnInstanceSpec = serde_json::from_value(serde_json::json!({
+        "name": "Test hub", "hostname": "one-dns", "region": "sjc", "pushedRoutes": ["10.0.0.0/8"]
+    }))
+    .unwrap();
+    let put =
+        altostrat_vpn_operator::controller::plan::instance_update(&spec, &created).expect("routes differ");
+    assert_eq!(
+        put.public_dns,
+        vec!["9.9.9.9"],
+        "the observed single resolver is copied"
+    );
+    let err = api.update_instance(&token, &created.id, &put).await.unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Invalid { message, .. } if message.contains("public_dns")),
+        "{err:?}"
+    );
+    // With two resolvers in the spec the same update goes through.
+    let mut fixed = put.clone();
+    fixed.public_dns = vec!["9.9.9.9".into(), "149.112.112.112".into()];
+    let updated = api.update_instance(&token, &created.id, &fixed).await.unwrap();
+    assert_eq!(updated.public_dns.len(), 2);
+}
+
+#[tokio::test]
+async fn enveloped_lists_are_read_like_bare_ones() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        enveloped_lists: true,
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("wrapped")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    api.create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap();
+    let raw: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/vpn/instances", sim.base_url()))
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["has_more"], false, "{raw}");
+    assert_eq!(raw["data"][0]["id"], hub.id.as_str(), "{raw}");
+    let instances = api.list_instances(&token).await.unwrap();
+    assert_eq!(instances.len(), 1);
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 2);
+    let sites = api
+        .list_peers(&token, &hub.id, Some(PeerType::Site))
+        .await
+        .unwrap();
+    assert_eq!(sites.len(), 1);
+    assert!(api.list_site_subnets(&token, SITE).await.is_ok());
+    // Single objects are not wrapped.
+    assert_eq!(api.get_instance(&token, &hub.id).await.unwrap().id, hub.id);
+}
+
+#[tokio::test]
+async fn message_only_error_bodies_still_classify_and_explain() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        message_only_errors: true,
+        ..Fidelity::default()
+    }))
+    .await;
+    let missing = "0b5c7a4e-0000-4000-8000-000000000000";
+    let raw: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/vpn/instances/{missing}", sim.base_url()))
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw.as_object().map(|o| o.len()), Some(1), "{raw}");
+    let err = api.get_instance(&token, missing).await.unwrap_err();
+    assert!(
+        err.is_not_found() && err.to_string().contains("No such instance"),
+        "{err}"
+    );
+    let err = api.list_instances(&ApiToken::new("wrong")).await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::Unauthorized { .. }) && err.to_string().contains("not valid"),
+        "{err}"
+    );
+    api.create_instance(&token, &create("msg-only")).await.unwrap();
+    let err = api
+        .create_instance(&token, &create("msg-only"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "conflict", "{err}");
+    let mut bad = create("other");
+    bad.region = "atlantis".into();
+    let err = api.create_instance(&token, &bad).await.unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Invalid { message, .. } if message.contains("region")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_seat_limit_is_a_quota_refusal_not_a_credentials_error() {
+    let (_sim, api, token) = start(with_fidelity(Fidelity {
+        peer_seats: Some(1),
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("seats")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    let err = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApiError::QuotaExceeded { status: 403, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("peer seats"), "{err}");
+    assert!(!err.is_transient());
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::Endpoint;
+use super::model::ErrorDetails;
 
 /// A failed Altostrat API call.
 ///
@@ -19,7 +20,9 @@ pub enum ApiError {
     /// 404: the object does not exist (any more).
     #[error("{endpoint}: not found (404): {message}")]
     NotFound { endpoint: Endpoint, message: String },
-    /// 409: conflicts with existing state, e.g. a hostname already taken.
+    /// 409: conflicts with existing state, e.g. a hostname already taken. A create refused
+    /// with 400 or 422 whose validation error says the hostname is taken is this class too
+    /// (its `code` is then `hostname_taken` and the message names the status).
     #[error("{endpoint}: conflict ({code}): {message}")]
     Conflict {
         endpoint: Endpoint,
@@ -32,6 +35,22 @@ pub enum ApiError {
         endpoint: Endpoint,
         status: u16,
         code: String,
+        message: String,
+    },
+    /// 402, or 403 explaining a seat, quota, plan or billing limit: the account cannot have
+    /// more of this until someone changes the subscription or frees a seat. Never retried.
+    #[error("{endpoint}: Altostrat refused for a quota or subscription limit ({status}): {message}")]
+    QuotaExceeded {
+        endpoint: Endpoint,
+        status: u16,
+        message: String,
+    },
+    /// Any other 4xx, e.g. 405 (the method is not offered on this path) or 410: the same
+    /// request will be refused again, so it is not retried.
+    #[error("{endpoint}: Altostrat refused the request ({status}): {message}")]
+    Refused {
+        endpoint: Endpoint,
+        status: u16,
         message: String,
     },
     /// 429: the token's request budget is spent.
@@ -64,6 +83,8 @@ impl ApiError {
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::Invalid { .. } => "invalid",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::Refused { .. } => "refused",
             Self::RateLimited { .. } => "rate_limited",
             Self::Server { .. } => "server",
             Self::Transport { .. } => "transport",
@@ -95,7 +116,10 @@ impl ApiError {
             Self::Forbidden { .. } => Some(403),
             Self::NotFound { .. } => Some(404),
             Self::Conflict { .. } => Some(409),
-            Self::Invalid { status, .. } | Self::Server { status, .. } => Some(*status),
+            Self::Invalid { status, .. }
+            | Self::Server { status, .. }
+            | Self::QuotaExceeded { status, .. }
+            | Self::Refused { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             Self::Decode { .. } | Self::Transport { .. } => None,
         }
@@ -106,7 +130,7 @@ impl ApiError {
     }
 }
 
-/// Maps an HTTP error status and the API's `ErrorResponse` message to a typed error.
+/// Maps an HTTP error status, its code and message to a typed error (no field errors known).
 pub fn classify(
     endpoint: Endpoint,
     status: u16,
@@ -114,15 +138,62 @@ pub fn classify(
     message: String,
     retry_after: Option<Duration>,
 ) -> ApiError {
+    let details = ErrorDetails {
+        code,
+        message,
+        ..ErrorDetails::default()
+    };
+    classify_details(endpoint, status, details, retry_after)
+}
+
+/// Maps an HTTP error status and the parsed error body (any shape, see [`ErrorDetails`]) to a
+/// typed error. An empty message is replaced by the status's reason phrase.
+pub fn classify_details(
+    endpoint: Endpoint,
+    status: u16,
+    details: ErrorDetails,
+    retry_after: Option<Duration>,
+) -> ApiError {
+    let ErrorDetails {
+        code,
+        mut message,
+        field_errors,
+    } = details;
+    if message.is_empty() {
+        message = reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("unexpected status")
+            .to_owned();
+    }
     match status {
         401 => ApiError::Unauthorized { endpoint, message },
+        403 if is_quota_refusal(&code, &message) => ApiError::QuotaExceeded {
+            endpoint,
+            status,
+            message,
+        },
         403 => ApiError::Forbidden { endpoint, message },
+        402 => ApiError::QuotaExceeded {
+            endpoint,
+            status,
+            message,
+        },
         404 => ApiError::NotFound { endpoint, message },
         409 => ApiError::Conflict {
             endpoint,
             code,
             message,
         },
+        400 | 422
+            if endpoint == Endpoint::CreateInstance && is_hostname_taken(&code, &message, &field_errors) =>
+        {
+            ApiError::Conflict {
+                endpoint,
+                code: "hostname_taken".into(),
+                message: format!("{message} [HTTP {status}, read as the hostname being taken]"),
+            }
+        }
         400 | 422 => ApiError::Invalid {
             endpoint,
             status,
@@ -133,12 +204,76 @@ pub fn classify(
             endpoint,
             retry_after,
         },
+        // Timeouts and "too early" are worth repeating; every other 4xx is not.
+        408 | 425 => ApiError::Server {
+            endpoint,
+            status,
+            message,
+        },
+        400..=499 => ApiError::Refused {
+            endpoint,
+            status,
+            message,
+        },
         _ => ApiError::Server {
             endpoint,
             status,
             message,
         },
     }
+}
+
+/// Words of the validation messages that say a value is already in use (Laravel's `unique`
+/// rule says "has already been taken").
+fn says_taken(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    [
+        "taken",
+        "already",
+        "in use",
+        "exists",
+        "unique",
+        "duplicate",
+        "not available",
+        "unavailable",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}
+
+/// A create refused because the hostname is taken: the code says so, or the validation error
+/// on the `hostname` field does, or (with no field errors) the message names the hostname and
+/// says it is taken.
+fn is_hostname_taken(
+    code: &str,
+    message: &str,
+    field_errors: &std::collections::BTreeMap<String, Vec<String>>,
+) -> bool {
+    let code = code.to_ascii_lowercase();
+    if code == "hostname_taken" || (code.contains("hostname") && says_taken(&code)) {
+        return true;
+    }
+    if let Some(messages) = field_errors.get("hostname") {
+        return messages.iter().any(|m| says_taken(m));
+    }
+    field_errors.is_empty() && message.to_ascii_lowercase().contains("hostname") && says_taken(message)
+}
+
+/// A 403 that is about seats, quotas or the subscription rather than the token's scopes.
+fn is_quota_refusal(code: &str, message: &str) -> bool {
+    let text = format!("{code} {message}").to_ascii_lowercase();
+    [
+        "quota",
+        "seat",
+        "limit",
+        "subscription",
+        "billing",
+        "licen",
+        "upgrade",
+        "payment",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 /// Parses `Retry-After` given in seconds (the HTTP-date form is treated as absent).
@@ -159,6 +294,10 @@ mod tests {
             (403, "forbidden", false),
             (404, "not_found", false),
             (409, "conflict", false),
+            (402, "quota_exceeded", false),
+            (405, "refused", false),
+            (410, "refused", false),
+            (408, "server", true),
             (422, "invalid", false),
             (429, "rate_limited", true),
             (500, "server", true),
@@ -179,5 +318,122 @@ mod tests {
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
         assert!(err.to_string().contains("retry after 7s"));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    fn from_body(endpoint: Endpoint, status: u16, body: &str) -> ApiError {
+        classify_details(endpoint, status, ErrorDetails::parse(body), None)
+    }
+
+    #[test]
+    fn a_taken_hostname_is_a_conflict_whatever_4xx_carries_it() {
+        let laravel = r#"{"message":"The hostname has already been taken.","errors":{"hostname":["The hostname has already been taken."]}}"#;
+        let documented = r#"{"type":"invalid_request_error","code":"hostname_taken","message":"The 'hostname' parameter 'hub' is already in use.","doc_url":"https://docs.altostrat.io/errors/hostname_taken"}"#;
+        let message_only = r#"{"message":"The hostname 'hub' is already in use."}"#;
+        for (status, body) in [
+            (422, laravel),
+            (400, laravel),
+            (422, documented),
+            (400, message_only),
+            (409, documented),
+        ] {
+            let err = from_body(Endpoint::CreateInstance, status, body);
+            assert!(
+                matches!(err, ApiError::Conflict { ref code, .. } if code == "hostname_taken"),
+                "{status} {body}: {err:?}"
+            );
+            assert_eq!(err.category(), "conflict");
+            assert!(!err.is_transient());
+        }
+        let taken = from_body(Endpoint::CreateInstance, 422, laravel);
+        assert!(taken.to_string().contains("HTTP 422"), "{taken}");
+    }
+
+    #[test]
+    fn other_validation_errors_stay_invalid() {
+        let format = r#"{"message":"The hostname field format is invalid.","errors":{"hostname":["The hostname field format is invalid."]}}"#;
+        let region = r#"{"message":"The selected region is invalid.","errors":{"region":["The selected region is invalid."],"name":["The name has already been taken."]}}"#;
+        for body in [format, region] {
+            let err = from_body(Endpoint::CreateInstance, 422, body);
+            assert!(
+                matches!(err, ApiError::Invalid { status: 422, .. }),
+                "{body}: {err:?}"
+            );
+        }
+        // Only a create can be refused for a taken hostname.
+        let laravel = r#"{"message":"x","errors":{"hostname":["The hostname has already been taken."]}}"#;
+        assert_eq!(
+            from_body(Endpoint::UpdateInstance, 422, laravel).category(),
+            "invalid"
+        );
+    }
+
+    #[test]
+    fn seat_and_quota_refusals_are_their_own_class() {
+        let cases = [
+            (
+                402,
+                r#"{"message":"Payment required: your subscription has no Managed VPN seats left."}"#,
+            ),
+            (402, ""),
+            (
+                403,
+                r#"{"message":"You have reached the peer seat limit for your subscription."}"#,
+            ),
+            (
+                403,
+                r#"{"type":"invalid_request_error","code":"quota_exceeded","message":"Instance quota exceeded.","doc_url":""}"#,
+            ),
+        ];
+        for (status, body) in cases {
+            let err = from_body(Endpoint::CreatePeer, status, body);
+            assert!(
+                matches!(err, ApiError::QuotaExceeded { .. }),
+                "{status} {body}: {err:?}"
+            );
+            assert_eq!(err.category(), "quota_exceeded");
+            assert_eq!(err.status(), Some(status));
+            assert!(!err.is_transient());
+        }
+        let scope = from_body(
+            Endpoint::GetInstance,
+            403,
+            r#"{"type":"invalid_request_error","code":"insufficient_scope","message":"This request requires the 'vpn:view' scope.","doc_url":""}"#,
+        );
+        assert_eq!(scope.category(), "forbidden");
+        assert_eq!(from_body(Endpoint::GetInstance, 403, "").category(), "forbidden");
+    }
+
+    #[test]
+    fn a_delete_that_is_not_offered_is_refused_not_retried() {
+        for body in [
+            r#"{"message":"The DELETE method is not supported for route vpn/instances/x. Supported methods: GET, HEAD, PUT."}"#,
+            "",
+        ] {
+            let err = from_body(Endpoint::DeleteInstance, 405, body);
+            assert!(matches!(err, ApiError::Refused { status: 405, .. }), "{err:?}");
+            assert!(!err.is_transient());
+            assert_eq!(err.status(), Some(405));
+        }
+        assert!(
+            from_body(Endpoint::DeleteInstance, 405, "")
+                .to_string()
+                .contains("Method Not Allowed")
+        );
+    }
+
+    #[test]
+    fn messages_fall_back_to_the_reason_phrase() {
+        let err = from_body(
+            Endpoint::GetInstance,
+            401,
+            r#"{"message":"Unauthorized or invalid token provided."}"#,
+        );
+        assert!(
+            err.to_string()
+                .ends_with("Unauthorized or invalid token provided."),
+            "{err}"
+        );
+        let err = from_body(Endpoint::GetInstance, 503, "<html>down</html>");
+        assert!(err.to_string().ends_with("Service Unavailable"), "{err}");
     }
 }

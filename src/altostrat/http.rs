@@ -7,11 +7,12 @@ use reqwest::{Method, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::classify_details;
 use super::model::{
-    ClientConfiguration, ErrorResponse, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType,
-    PeerUpdate, RegionResponse,
+    ClientConfiguration, ErrorDetails, Instance, InstanceCreate, InstanceUpdate, ListResponse, Peer,
+    PeerCreate, PeerType, PeerUpdate, RegionResponse,
 };
-use super::{ApiError, ApiResult, ApiToken, Endpoint, VpnApi, classify, parse_retry_after};
+use super::{ApiError, ApiResult, ApiToken, Endpoint, VpnApi, parse_retry_after};
 
 /// Connection settings of [`HttpClient`].
 #[derive(Clone, Debug)]
@@ -124,8 +125,7 @@ impl HttpClient {
         site_id: &str,
     ) -> ApiResult<Vec<serde_json::Value>> {
         let path = format!("/vpn/site/{}/subnets", seg(site_id));
-        self.json(Endpoint::ListSiteSubnets, Method::GET, &path, token, None)
-            .await
+        self.list(Endpoint::ListSiteSubnets, &path, token).await
     }
 
     /// Downloads a client configuration with a peer's share token (not an operator token).
@@ -216,6 +216,29 @@ impl HttpClient {
         })
     }
 
+    /// A list, bare or in the `{data, has_more}` envelope. A list that says more items follow
+    /// is refused: the API documents no way to fetch them, and adoption and cleanup must not
+    /// decide on part of a list.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        token: &ApiToken,
+    ) -> ApiResult<Vec<T>> {
+        let list: ListResponse<T> = self.json(endpoint, Method::GET, path, token, None).await?;
+        if list.has_more {
+            return Err(ApiError::Decode {
+                endpoint,
+                message: format!(
+                    "the list is paginated (has_more: true after {} items) and the API documents no way to \
+                     fetch the rest; refusing to act on part of it",
+                    list.items.len()
+                ),
+            });
+        }
+        Ok(list.items)
+    }
+
     async fn no_content(&self, endpoint: Endpoint, path: &str, token: &ApiToken) -> ApiResult<()> {
         self.send(endpoint, Method::DELETE, path, token, None, "application/json")
             .await?;
@@ -275,17 +298,7 @@ async fn error_from_response(endpoint: Endpoint, response: reqwest::Response) ->
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let text = response.text().await.unwrap_or_default();
-    let (code, message) = match serde_json::from_str::<ErrorResponse>(&text) {
-        Ok(body) if !body.message.is_empty() => (body.code, body.message),
-        _ => (
-            String::new(),
-            status
-                .canonical_reason()
-                .unwrap_or("unexpected status")
-                .to_owned(),
-        ),
-    };
-    classify(endpoint, status.as_u16(), code, message, retry_after)
+    classify_details(endpoint, status.as_u16(), ErrorDetails::parse(&text), retry_after)
 }
 
 fn seg(id: &str) -> String {
@@ -311,14 +324,7 @@ impl VpnApi for HttpClient {
     }
 
     async fn list_instances(&self, token: &ApiToken) -> ApiResult<Vec<Instance>> {
-        self.json(
-            Endpoint::ListInstances,
-            Method::GET,
-            "/vpn/instances",
-            token,
-            None,
-        )
-        .await
+        self.list(Endpoint::ListInstances, "/vpn/instances", token).await
     }
 
     async fn get_instance(&self, token: &ApiToken, id: &str) -> ApiResult<Instance> {
@@ -369,8 +375,7 @@ impl VpnApi for HttpClient {
             path.push_str("?type=");
             path.push_str(kind.as_str());
         }
-        self.json(Endpoint::ListPeers, Method::GET, &path, token, None)
-            .await
+        self.list(Endpoint::ListPeers, &path, token).await
     }
 
     async fn get_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<Peer> {

@@ -60,7 +60,10 @@ impl Error {
     pub fn needs_user_action(&self) -> bool {
         match self {
             Self::InvalidSpec(_) | Self::NotOwned { .. } => true,
-            Self::Api(e) => matches!(e, ApiError::Invalid { .. } | ApiError::Conflict { .. }),
+            Self::Api(e) => matches!(
+                e,
+                ApiError::Invalid { .. } | ApiError::Conflict { .. } | ApiError::QuotaExceeded { .. }
+            ),
             _ => false,
         }
     }
@@ -75,6 +78,8 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         if let Self::NotOwned { reason, .. } = self {
             reason
+        } else if matches!(self, Self::Api(ApiError::QuotaExceeded { .. })) {
+            "QuotaExceeded"
         } else if self.needs_user_action() {
             reason::INVALID_SPEC
         } else if matches!(
@@ -91,7 +96,7 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Requeue decision after a failed reconcile (pure, unit-tested):
-/// - invalid spec / conflict: wait for an edit of the object (with a slow safety resync,
+/// - invalid spec / conflict / quota or seat limit: wait for an edit of the object (with a slow safety resync,
 ///   since e.g. a taken hostname may be released),
 /// - 429: exactly the server's `Retry-After`,
 /// - anything else: exponential backoff per object, 1 s doubling up to 5 min.
@@ -176,6 +181,17 @@ mod tests {
         });
         assert_eq!(requeue_after_error(&conflict, 5, RESYNC), RESYNC);
         assert_eq!(conflict.reason(), "InvalidSpec");
+    }
+
+    #[test]
+    fn quota_refusals_wait_slowly_with_their_own_reason() {
+        let e = Error::Api(ApiError::QuotaExceeded {
+            endpoint: Endpoint::CreatePeer,
+            status: 402,
+            message: "no seats left".into(),
+        });
+        assert_eq!(requeue_after_error(&e, 7, RESYNC), RESYNC);
+        assert_eq!((e.reason(), e.category()), ("QuotaExceeded", "quota_exceeded"));
     }
 
     #[test]

@@ -22,11 +22,26 @@ use crate::altostrat::model::{
 
 type Shared = Arc<Inner>;
 
-/// An error answer: status, `ErrorResponse` body and an optional `Retry-After`.
+/// An error answer: status, `ErrorResponse` (or Laravel validation) body and an optional
+/// `Retry-After`.
 pub struct Failure {
     status: StatusCode,
     body: ErrorResponse,
+    /// Answer Laravel's validation body `{message, errors: {<body.code>: [message]}}` instead
+    /// of `body` (a flag, so that `Failure` stays small).
+    laravel: bool,
+    /// Answer `{"message": ...}` only.
+    message_only: bool,
     retry_after: Option<u64>,
+}
+
+impl Failure {
+    /// Laravel's validation answer: `{"message": ..., "errors": {field: [message]}}`.
+    fn laravel(status: u16, field: &str, message: &str) -> Self {
+        let mut f = failure(status, "invalid_request_error", field, message);
+        f.laravel = true;
+        f
+    }
 }
 
 fn failure(status: u16, error_type: &str, code: &str, message: impl Into<String>) -> Failure {
@@ -38,6 +53,8 @@ fn failure(status: u16, error_type: &str, code: &str, message: impl Into<String>
             message: message.into(),
             doc_url: format!("https://docs.altostrat.io/errors/{code}"),
         },
+        laravel: false,
+        message_only: false,
         retry_after: None,
     }
 }
@@ -50,7 +67,14 @@ impl From<Invalid> for Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body)).into_response();
+        let mut response = if self.laravel {
+            let body = json!({"message": self.body.message, "errors": {self.body.code: [self.body.message]}});
+            (self.status, Json(body)).into_response()
+        } else if self.message_only {
+            (self.status, Json(json!({"message": self.body.message}))).into_response()
+        } else {
+            (self.status, Json(self.body)).into_response()
+        };
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -149,7 +173,8 @@ pub fn router(inner: Shared) -> Router {
         .route("/vpn/site/{siteId}/subnets", get(site_subnets))
         .route("/vpn/servers/regions", get(regions))
         .route("/vpn/client", get(client_configuration))
-        .route_layer(middleware::from_fn_with_state(inner.clone(), count_and_inject));
+        .route_layer(middleware::from_fn_with_state(inner.clone(), count_and_inject))
+        .route_layer(middleware::from_fn_with_state(inner.clone(), reshape));
     let admin = Router::new()
         .route("/_admin/calls", get(admin_calls))
         .route("/_admin/calls/reset", post(admin_reset_calls))
@@ -159,6 +184,42 @@ pub fn router(inner: Shared) -> Router {
         .route("/_admin/instances/{id}/drift", post(admin_drift))
         .route("/_admin/peers/{id}/connected", post(admin_connected));
     api.merge(admin).with_state(inner)
+}
+
+/// Applies the [`Fidelity`](super::Fidelity) modes that change the shape of answers: lists in
+/// the `{data, has_more}` envelope, `{message}`-only error bodies. It wraps the fault layer,
+/// so injected faults and 429s are reshaped too.
+async fn reshape(State(inner): State<Shared>, request: Request, next: Next) -> Response {
+    let fidelity = &inner.config.fidelity;
+    if !fidelity.enveloped_lists && !fidelity.message_only_errors {
+        return next.run(request).await;
+    }
+    let is_get = request.method() == axum::http::Method::GET;
+    let response = next.run(request).await;
+    let status = response.status();
+    let wants = (fidelity.enveloped_lists && is_get && status.is_success())
+        || (fidelity.message_only_errors && (status.is_client_error() || status.is_server_error()));
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !wants || !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let reshaped = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Array(items)) if status.is_success() => json!({"data": items, "has_more": false}),
+        Ok(Value::Object(mut object)) if !status.is_success() && object.contains_key("type") => {
+            json!({"message": object.remove("message").unwrap_or(Value::Null)})
+        }
+        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(reshaped.to_string()))
 }
 
 /// Counts every request that reached a `/vpn` route and applies the configured faults.
@@ -267,17 +328,23 @@ async fn create_instance(
     // Unique across accounts (it becomes a public DNS name): the holder may be an instance
     // this token cannot see.
     if state.hostname_taken(hostname) {
-        return Err(failure(
-            409,
-            "invalid_request_error",
-            "hostname_taken",
-            format!("The 'hostname' parameter '{hostname}' is already in use."),
-        ));
+        return Err(match inner.config.fidelity.hostname_taken_status {
+            // Laravel's answer to a failed `unique` rule.
+            status @ (400 | 422) => {
+                Failure::laravel(status, "hostname", "The hostname has already been taken.")
+            }
+            _ => failure(
+                409,
+                "invalid_request_error",
+                "hostname_taken",
+                format!("The 'hostname' parameter '{hostname}' is already in use."),
+            ),
+        });
     }
     let now = now_ms();
     let seq = state.next_seq();
     let stored = StoredInstance {
-        instance: new_instance(name, hostname, region),
+        instance: new_instance(name, hostname, region, inner.config.fidelity.single_public_dns),
         account: account.to_owned(),
         provision_started_ms: now,
         provision_delay_ms: inner.config.provision_delay.as_millis() as u64,
@@ -292,7 +359,7 @@ async fn create_instance(
 
 /// A freshly created instance with Altostrat's defaults: public resolvers and a firewall that
 /// lets ICMP and WireGuard in.
-fn new_instance(name: &str, hostname: &str, region: &str) -> Instance {
+fn new_instance(name: &str, hostname: &str, region: &str, single_public_dns: bool) -> Instance {
     let allow = |name: &str, protocol: &str, port: Option<&str>| FirewallRule {
         name: name.into(),
         protocol: protocol.into(),
@@ -305,7 +372,11 @@ fn new_instance(name: &str, hostname: &str, region: &str) -> Instance {
         name: name.to_owned(),
         region: region.to_owned(),
         hostname: format!("{hostname}.vpn.altostr.at"),
-        public_dns: vec!["9.9.9.9".into(), "149.112.112.112".into()],
+        public_dns: if single_public_dns {
+            vec!["9.9.9.9".into()]
+        } else {
+            vec!["9.9.9.9".into(), "149.112.112.112".into()]
+        },
         firewall: vec![
             allow("Allow ICMP", "icmp", None),
             allow("Allow WireGuard", "udp", Some("51820")),
@@ -545,8 +616,35 @@ async fn create_peer(
             peer.site_id = Some(site_id.to_owned());
             peer.subnets = subnets;
         }
+        // `peer_type` never yields it.
+        PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
     }
     let mut state = inner.state.lock().expect("state lock");
+    if let Some(seats) = inner.config.fidelity.peer_seats {
+        let used = state
+            .peers
+            .values()
+            .filter(|p| {
+                state
+                    .instances
+                    .get(&p.instance_id)
+                    .is_some_and(|i| i.account == account)
+            })
+            .count();
+        if used >= seats as usize {
+            // The billing check's `abort(403, message)`: a bare `{message}` body.
+            let mut f = failure(
+                403,
+                "invalid_request_error",
+                "",
+                format!(
+                    "You have reached the limit of {seats} Managed VPN peer seats for your subscription."
+                ),
+            );
+            f.message_only = true;
+            return Err(f);
+        }
+    }
     let seq = state.next_seq();
     let clear = inner.config.status_clear_delay;
     if let Some(instance) = state.instances.get_mut(&id) {
@@ -727,7 +825,7 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
             key(&instance.id),
             instance.hostname
         ),
-        Protocol::Openvpn => format!(
+        Protocol::Openvpn | Protocol::Unknown => format!(
             "client\ndev tun\nproto udp\nremote {} 1194\nresolv-retry infinite\nnobind\nremote-cert-tls server\n# routes: {allowed}\n",
             instance.hostname
         ),

@@ -6,11 +6,16 @@
 //!   `split_dns`, `dns_custom`; an omitted optional list is cleared. `hostname`, `region` and
 //!   `firewall` in the body are ignored (they are not updatable).
 //! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free.
-//! - A duplicate hostname answers 409 `hostname_taken`, also when another account holds it; an
-//!   unknown region 422 `region_unknown`.
+//! - A duplicate hostname answers 409 `hostname_taken` (or see [`Fidelity`]), also when another
+//!   account holds it; an unknown region 422 `region_unknown`.
 //! - Each token acts for an account and sees only that account's instances and their peers.
 //! - `GET /vpn/site/{siteId}/subnets` answers `[{"subnet", "peer_id", "instance_id"}]` built
 //!   from the site's peers (the real item schema is not published).
+//! - Opt-in modes ([`Fidelity`]) answer the way the real service plausibly does where the
+//!   docs are silent or where the project's defaults flatter the client: a taken hostname as a
+//!   Laravel 422 (or a 400), a create response with the single public resolver every
+//!   documented example shows, lists in the `{data, has_more}` envelope, `{message}`-only
+//!   error bodies, a peer seat limit answered 403.
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
 //!   server_ready, at quarters of `--provision-delay`.
 
@@ -101,6 +106,40 @@ pub struct SimulatorConfig {
     pub regions: RegionResponse,
     pub state_file: Option<PathBuf>,
     pub faults: FaultConfig,
+    pub fidelity: Fidelity,
+}
+
+/// Opt-in answers closer to what the real Altostrat API plausibly sends. The defaults keep the
+/// simulator's historical behaviour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fidelity {
+    /// Status of a create whose hostname is taken: 409 (`hostname_taken` ErrorResponse, the
+    /// default), 422 (Laravel's validation answer `{message, errors: {hostname: [..]}}`) or 400
+    /// (the same Laravel body with status 400).
+    pub hostname_taken_status: u16,
+    /// A created instance gets one public DNS resolver, as in every documented create example
+    /// (the PUT still requires 2–4).
+    pub single_public_dns: bool,
+    /// List endpoints answer `{"data": [...], "has_more": false}` instead of a bare array.
+    pub enveloped_lists: bool,
+    /// Error bodies are `{"message": ...}` only (Laravel's `abort()`), without `type`, `code`
+    /// and `doc_url`.
+    pub message_only_errors: bool,
+    /// Peer seats of each account: creating a peer beyond them answers 403 with a bare
+    /// `{message}` naming the seat limit (the shape of Altostrat's billing refusals).
+    pub peer_seats: Option<u32>,
+}
+
+impl Default for Fidelity {
+    fn default() -> Self {
+        Self {
+            hostname_taken_status: 409,
+            single_public_dns: false,
+            enveloped_lists: false,
+            message_only_errors: false,
+            peer_seats: None,
+        }
+    }
 }
 
 impl Default for SimulatorConfig {
@@ -112,6 +151,7 @@ impl Default for SimulatorConfig {
             regions: default_regions(),
             state_file: None,
             faults: FaultConfig::default(),
+            fidelity: Fidelity::default(),
         }
     }
 }
@@ -361,7 +401,8 @@ pub struct SimulateArgs {
     /// optionally followed by `@ACCOUNT` (e.g. `other-token@acme`). A token sees only the
     /// instances created by tokens of its account, and their peers; another account's instance
     /// answers 404. Tokens without an account share the account `default`. Hostnames are
-    /// unique across accounts: a hostname taken in another account answers 409.
+    /// unique across accounts: a hostname taken in another account is refused like any taken
+    /// hostname (409 unless `--hostname-taken-status` says otherwise).
     /// Default: `sim-token` with all scopes, in the account `default`.
     #[arg(long = "token", value_name = "TOKEN[=SCOPES][@ACCOUNT]", value_parser = ApiToken::parse)]
     pub tokens: Vec<ApiToken>,
@@ -389,6 +430,38 @@ pub struct SimulateArgs {
     /// `--fault 'PUT /vpn/instances/{instanceId}:fail_next=3,status=503'`. Route `*` matches all.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
+
+    /// Status of a create whose hostname is taken: 409 (ErrorResponse `hostname_taken`), or
+    /// 422 / 400 with Laravel's validation body `{message, errors: {hostname: [...]}}`.
+    #[arg(long, default_value_t = 409, value_parser = parse_taken_status)]
+    pub hostname_taken_status: u16,
+
+    /// Give created instances one public DNS resolver, as every documented create example
+    /// shows (an update must still send 2 to 4).
+    #[arg(long)]
+    pub single_public_dns: bool,
+
+    /// Answer lists as `{"data": [...], "has_more": false}` instead of a bare array.
+    #[arg(long)]
+    pub enveloped_lists: bool,
+
+    /// Answer errors with `{"message": ...}` only, without `type`, `code` and `doc_url`.
+    #[arg(long)]
+    pub message_only_errors: bool,
+
+    /// Peer seats per account: creating a peer beyond them answers 403 with a `{message}` body
+    /// naming the seat limit.
+    #[arg(long)]
+    pub peer_seats: Option<u32>,
+}
+
+fn parse_taken_status(value: &str) -> Result<u16, String> {
+    match value.trim() {
+        "409" => Ok(409),
+        "422" => Ok(422),
+        "400" => Ok(400),
+        other => Err(format!("{other:?}: expected 409, 422 or 400")),
+    }
 }
 
 impl SimulateArgs {
@@ -413,6 +486,13 @@ impl SimulateArgs {
             },
             state_file: self.state_file,
             faults,
+            fidelity: Fidelity {
+                hostname_taken_status: self.hostname_taken_status,
+                single_public_dns: self.single_public_dns,
+                enveloped_lists: self.enveloped_lists,
+                message_only_errors: self.message_only_errors,
+                peer_seats: self.peer_seats,
+            },
             ..SimulatorConfig::default()
         })
     }
