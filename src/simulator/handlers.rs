@@ -452,6 +452,14 @@ fn dns_records(body: &serde_json::Map<String, Value>) -> Answer<Vec<DnsCustomRec
                     validate::invalid("dns_custom", "records need a non-empty name and value").into(),
                 );
             }
+            // The client reads undocumented types leniently; the service accepts only these.
+            if let DnsRecordType::Other(kind) = &record.record_type {
+                return Err(validate::invalid(
+                    "dns_custom",
+                    format_args!("record type {kind:?} is not A or CNAME"),
+                )
+                .into());
+            }
             if record.record_type == DnsRecordType::A && record.value.parse::<std::net::Ipv4Addr>().is_err() {
                 return Err(validate::invalid(
                     "dns_custom",
