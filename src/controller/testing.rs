@@ -365,7 +365,7 @@ impl FakeAltostrat {
             name: "Made elsewhere".into(),
             region: "sjc".into(),
             hostname: format!("{hostname}.vpn.altostr.at"),
-            public_dns: vec!["1.1.1.1".into()],
+            public_dns: vec!["1.1.1.1".into(), "9.9.9.9".into()],
             created_at: Some(created_at.into()),
             ..Instance::default()
         };
