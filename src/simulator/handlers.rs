@@ -628,31 +628,7 @@ async fn create_peer(
         PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
     }
     let mut state = inner.state.lock().expect("state lock");
-    if let Some(seats) = inner.config.fidelity.peer_seats {
-        let used = state
-            .peers
-            .values()
-            .filter(|p| {
-                state
-                    .instances
-                    .get(&p.instance_id)
-                    .is_some_and(|i| i.account == account)
-            })
-            .count();
-        if used >= seats as usize {
-            // The billing check's `abort(403, message)`: a bare `{message}` body.
-            let mut f = failure(
-                403,
-                "invalid_request_error",
-                "",
-                format!(
-                    "You have reached the limit of {seats} Managed VPN peer seats for your subscription."
-                ),
-            );
-            f.message_only = true;
-            return Err(f);
-        }
-    }
+    check_peer_seats(&inner, &state, account)?;
     let seq = state.next_seq();
     let clear = inner.config.status_clear_delay;
     if let Some(instance) = state.instances.get_mut(&id) {
@@ -668,6 +644,32 @@ async fn create_peer(
     );
     inner.persist(&state);
     Ok((StatusCode::CREATED, Json(peer)))
+}
+
+/// With `--peer-seats`, refuses a peer beyond the account's seats as the service's billing check
+/// does: `abort(403, message)`, a bare `{message}` body.
+fn check_peer_seats(inner: &Inner, state: &super::State, account: &str) -> Result<(), Failure> {
+    let Some(seats) = inner.config.fidelity.peer_seats else {
+        return Ok(());
+    };
+    let used = state
+        .peers
+        .values()
+        .filter(|p| {
+            state
+                .instances
+                .get(&p.instance_id)
+                .is_some_and(|i| i.account == account)
+        })
+        .count();
+    if used < seats as usize {
+        return Ok(());
+    }
+    let message =
+        format!("You have reached the limit of {seats} Managed VPN peer seats for your subscription.");
+    let mut f = failure(403, "invalid_request_error", "", message);
+    f.message_only = true;
+    Err(f)
 }
 
 fn find_peer<'a>(
