@@ -315,7 +315,7 @@ async fn unknown_region_is_invalid_spec_and_not_retried_early() {
     );
     // The region list is read, the instance is not created.
     assert_eq!(
-        calls_by_status(&simc).await,
+        simc.calls_by_status().await,
         BTreeMap::from([("GET /vpn/servers/regions 200".to_owned(), 1)])
     );
     assert_quiet_while_a_valid_instance_resyncs(&api, &simc, "region-witness").await;
@@ -375,7 +375,7 @@ async fn hostname_taken_in_another_account_is_reported_and_not_retried_early() {
     );
     // The create is refused, and the instances the token can see hold none to adopt.
     assert_eq!(
-        calls_by_status(&simc).await,
+        simc.calls_by_status().await,
         BTreeMap::from([
             ("GET /vpn/servers/regions 200".to_owned(), 1),
             ("POST /vpn/instances 409".to_owned(), 1),
@@ -401,17 +401,6 @@ async fn wait_not_ready(api: &Api<VpnInstance>, name: &str, reason: &str) -> Str
     let ready = condition(&obj.status.unwrap().conditions, "Ready").unwrap();
     assert_eq!(ready.0, "False", "{ready:?}");
     message
-}
-
-/// Calls per "METHOD /route/template STATUS" since the last reset.
-async fn calls_by_status(simc: &SimClient) -> BTreeMap<String, u64> {
-    let body: serde_json::Value = reqwest::get(format!("{}/_admin/calls", simc.base_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    serde_json::from_value(body["by_status"].clone()).unwrap()
 }
 
 /// Brings a valid instance to Ready, then watches two of its resyncs (each reads it once): the

@@ -59,17 +59,6 @@ fn configuration(i: &Instance) -> (String, String, String, Vec<String>, Vec<Stri
     )
 }
 
-/// Calls per "METHOD /route/template STATUS" since the last reset.
-async fn calls_by_status(simc: &SimClient) -> BTreeMap<String, u64> {
-    let body: serde_json::Value = reqwest::get(format!("{}/_admin/calls", simc.base_url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    serde_json::from_value(body["by_status"].clone()).unwrap()
-}
-
 fn calls(entries: &[(&str, u64)]) -> BTreeMap<String, u64> {
     entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
@@ -115,7 +104,7 @@ async fn a_hub_of_another_namespace_is_not_taken_over_by_the_same_hostname() {
     assert_eq!(claim(&refused), None, "B's claim is withdrawn");
     // The create is refused; the listing finds A's hub, which B must not adopt.
     assert_eq!(
-        calls_by_status(&simc).await,
+        simc.calls_by_status().await,
         calls(&[("POST /vpn/instances 409", 1), ("GET /vpn/instances 200", 1)])
     );
 
@@ -159,7 +148,7 @@ async fn a_resource_that_failed_before_its_create_deletes_nothing() {
         "nothing to clean up, so no finalizer"
     );
     assert_eq!(
-        calls_by_status(&simc).await,
+        simc.calls_by_status().await,
         calls(&[("GET /vpn/servers/regions 200", 1)])
     );
 
@@ -290,7 +279,7 @@ async fn a_resource_restored_from_its_manifest_owns_its_hub_again() {
     assert_ne!(ready.metadata.uid, original.metadata.uid, "a new object");
     // Found by its claim and adopted: one listing, no create, no write.
     assert_eq!(
-        calls_by_status(&simc).await,
+        simc.calls_by_status().await,
         calls(&[("GET /vpn/instances 200", 1)])
     );
     assert_eq!(simc.instances().await.len(), 1);
@@ -398,7 +387,7 @@ async fn a_mismatching_spec_instance_id_is_neither_written_nor_deleted() {
     );
     assert_eq!(recorded_id(&api.get("hub").await.unwrap()), None);
     assert_eq!(
-        calls_by_status(&simc).await,
+        simc.calls_by_status().await,
         calls(&[("GET /vpn/instances/{instanceId} 200", 1)]),
         "read, never written"
     );

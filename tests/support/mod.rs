@@ -421,6 +421,15 @@ impl SimClient {
 
     /// Calls per "METHOD /route/template" since the last reset.
     pub async fn calls(&self) -> BTreeMap<String, u64> {
+        self.call_counts("counts").await
+    }
+
+    /// Calls per "METHOD /route/template STATUS" since the last reset.
+    pub async fn calls_by_status(&self) -> BTreeMap<String, u64> {
+        self.call_counts("by_status").await
+    }
+
+    async fn call_counts(&self, key: &str) -> BTreeMap<String, u64> {
         let body: Value = self
             .request(Method::GET, "/_admin/calls")
             .send()
@@ -429,7 +438,7 @@ impl SimClient {
             .json()
             .await
             .unwrap();
-        serde_json::from_value(body["counts"].clone()).unwrap_or_default()
+        serde_json::from_value(body[key].clone()).unwrap_or_default()
     }
 
     pub async fn count(&self, key: &str) -> u64 {
