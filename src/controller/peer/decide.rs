@@ -149,19 +149,22 @@ fn refuse_adoption(o: &Observed) -> Option<Step> {
     }))
 }
 
+/// Each candidate with the ownership rule's verdict on it, for a resource claimed at `claim`.
+pub(crate) fn judge_all(claim: Option<Timestamp>, candidates: &[Candidate]) -> Vec<(&Peer, Ownership)> {
+    candidates
+        .iter()
+        .map(|c| {
+            let verdict = ownership::judge(claim, c.peer.created_at.as_deref(), c.recorded_by.clone());
+            (&c.peer, verdict)
+        })
+        .collect()
+}
+
 /// Adopts the candidate that is provably our own lost create. Peers of the same user made by
 /// others do not stop a create (Altostrat has no unique key for peers), but one that may be
 /// our own and cannot be proven so does: creating would risk a duplicate.
 fn adopt_or_create(o: &Observed, candidates: &[Candidate], finalizer: FinalizerState) -> Step {
-    let verdicts: Vec<(&Peer, Ownership)> = candidates
-        .iter()
-        .map(|c| {
-            (
-                &c.peer,
-                ownership::judge(o.claim_at, c.peer.created_at.as_deref(), c.recorded_by.clone()),
-            )
-        })
-        .collect();
+    let verdicts = judge_all(o.claim_at, candidates);
     if let Some((peer, _)) = verdicts.iter().find(|(_, v)| *v == Ownership::Ours) {
         return Step::Adopt((*peer).clone());
     }

@@ -26,7 +26,7 @@ use crate::altostrat::model::Peer;
 use crate::altostrat::{ApiToken, VpnApi};
 use crate::crd::{VpnInstance, VpnPeer, VpnPeerStatus};
 use decide::{
-    Candidate, Observed, Remote, Step, decide, observed_status, ready_conditions, recorded_on,
+    Candidate, Observed, Remote, Step, decide, judge_all, observed_status, ready_conditions, recorded_on,
     usable_instance_id, waiting_conditions,
 };
 
@@ -295,14 +295,8 @@ async fn search<A: VpnApi>(
 /// The candidate to delete on cleanup: our own lost create if there is one, otherwise the
 /// first one found, to be left alone with the reason.
 fn judge_candidates(obj: &VpnPeer, candidates: &[Candidate]) -> Option<(String, Ownership)> {
-    let claim = claim_of(obj);
-    let verdicts: Vec<(String, Ownership)> = candidates
-        .iter()
-        .map(|c| {
-            let verdict = ownership::judge(claim, c.peer.created_at.as_deref(), c.recorded_by.clone());
-            (c.peer.id.clone(), verdict)
-        })
-        .collect();
+    let verdicts = judge_all(claim_of(obj), candidates);
     let ours = verdicts.iter().position(|(_, v)| *v == Ownership::Ours);
-    verdicts.into_iter().nth(ours.unwrap_or(0))
+    let (peer, verdict) = verdicts.into_iter().nth(ours.unwrap_or(0))?;
+    Some((peer.id.clone(), verdict))
 }
