@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use altostrat_vpn_operator::crd::VpnInstance;
@@ -14,113 +13,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
+use support::process::*;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_vpn-operator");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct OperatorProcess {
-    child: Child,
-    pub metrics_port: u16,
-    pub log_path: std::path::PathBuf,
-}
-
-impl OperatorProcess {
-    fn start(
-        sim_url: &str,
-        namespace: &str,
-        extra_env: &[(&str, &str)],
-        log_dir: &std::path::Path,
-        name: &str,
-    ) -> Self {
-        let metrics_port = free_port();
-        let log_path = log_dir.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .env("ALTOSTRAT_API_URL", sim_url)
-            .env("ALTOSTRAT_API_TOKEN", TOKEN)
-            .env("WATCH_NAMESPACES", namespace)
-            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("ALTOSTRAT_API_RATE_LIMIT", "6000")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "debug,hyper=info,h2=info,rustls=info,tower=info")
-            .env("POD_NAME", name)
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        Self {
-            child: cmd.spawn().expect("start the operator binary"),
-            metrics_port,
-            log_path,
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("operator did not stop within 20s of SIGTERM");
-    }
-
-    /// Sends a signal (`STOP`, `CONT`, ...) to the operator process.
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name}");
-    }
-
-    /// The exit status, once the process has exited within `timeout`.
-    fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let until = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < until {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))
-            .await
-            .ok()?;
-        let status = r.status().as_u16();
-        Some((status, r.text().await.ok()?))
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]

@@ -3,6 +3,10 @@
 //! operator's controllers running in-process or as the real binary.
 #![allow(dead_code)] // each suite uses a different part of the harness
 
+pub mod process;
+pub mod proxy;
+pub mod tap;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -82,6 +86,22 @@ pub async fn simulator(provision_delay: Duration) -> RunningSimulator {
     let config = SimulatorConfig {
         provision_delay,
         status_clear_delay: Duration::from_millis(300),
+        ..SimulatorConfig::default()
+    };
+    Simulator::spawn(config).await.expect("start the simulator")
+}
+
+/// A simulator that also accepts `tokens` (all scopes, in the account of [`TOKEN`]), so that
+/// each operator process can send its own token and its calls can be told apart.
+pub async fn simulator_with_tokens(provision_delay: Duration, tokens: &[&str]) -> RunningSimulator {
+    use altostrat_vpn_operator::simulator::ApiToken as SimToken;
+    let config = SimulatorConfig {
+        provision_delay,
+        status_clear_delay: Duration::from_millis(300),
+        tokens: std::iter::once(TOKEN)
+            .chain(tokens.iter().copied())
+            .map(SimToken::all_scopes)
+            .collect(),
         ..SimulatorConfig::default()
     };
     Simulator::spawn(config).await.expect("start the simulator")
