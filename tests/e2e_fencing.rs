@@ -12,7 +12,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use altostrat_vpn_operator::crd::VpnInstance;
+use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -280,4 +280,327 @@ async fn a_holder_clock_minutes_off_neither_keeps_a_dead_lease_nor_loses_a_live_
     );
     wait_instance(&instances, "hub", "Ready once beta leads", instance_ready).await;
     eprintln!("dead lease with a renewTime 10 min ahead taken over {after:.3}s after its last change");
+}
+
+/// Failover timings: a short lease, so that ten failovers take about a minute.
+const FAILOVER_TIMINGS: (&str, &str, &str) = ("3s", "2s", "500ms");
+const FAILOVER_RENEW: Duration = Duration::from_secs(2);
+
+/// One replica slot: its own token and its own proxy to kube-apiserver, and the operator
+/// process currently running in it (a new identity at each restart).
+struct Lane {
+    name: &'static str,
+    token: &'static str,
+    proxy: TcpProxy,
+    kubeconfig: std::path::PathBuf,
+    process: Option<OperatorProcess>,
+    incarnation: u32,
+}
+
+impl Lane {
+    async fn new(name: &'static str, token: &'static str, logs: &Path) -> Self {
+        let proxy = TcpProxy::start(apiserver_addr()).await;
+        let kubeconfig = proxy.kubeconfig(logs, name);
+        Self {
+            name,
+            token,
+            proxy,
+            kubeconfig,
+            process: None,
+            incarnation: 0,
+        }
+    }
+
+    fn identity(&self) -> String {
+        format!("{}-{}", self.name, self.incarnation)
+    }
+
+    fn start(&mut self, altostrat: &str, ns: &str, logs: &Path) {
+        self.incarnation += 1;
+        let extra = [("RESYNC_INTERVAL", "2s")];
+        let env = operator_env(ns, FAILOVER_TIMINGS, self.token, Some(&self.kubeconfig), &extra);
+        let identity = self.identity();
+        self.process = Some(OperatorProcess::start(
+            altostrat,
+            ns,
+            &env_refs(&env),
+            logs,
+            &identity,
+        ));
+    }
+
+    fn process(&self) -> &OperatorProcess {
+        self.process.as_ref().expect("a running process")
+    }
+}
+
+/// What [`workload`] did.
+#[derive(Debug, Default)]
+struct Work {
+    hubs: u32,
+    users: u32,
+    edits: u32,
+}
+
+/// A user at work until `stop`, one change every 250 ms: a new hub every 6 s (up to six), a
+/// new client peer every 3 s (up to twelve), and in between edits of the hubs (name, routes)
+/// and of the peers (routeAll).
+async fn workload(client: kube::Client, ns: String, stop: tokio::sync::watch::Receiver<bool>) -> Work {
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let peers: Api<VpnPeer> = Api::namespaced(client, &ns);
+    let mut work = Work::default();
+    for step in 0_u32.. {
+        if *stop.borrow() {
+            break;
+        }
+        let (hub, user) = (step / 2 % work.hubs.max(1), step / 2 % work.users.max(1));
+        if step % 24 == 0 && work.hubs < 6 {
+            let name = format!("hub-{}", work.hubs);
+            let hostname = format!("failover-{}", work.hubs);
+            apply(&instances, &instance_manifest(&name, &hostname, json!({}))).await;
+            work.hubs += 1;
+        } else if step % 12 == 6 && work.users < 12 {
+            let user_id = format!("a1b2c3d4-e5f6-7890-1234-{:012x}", work.users);
+            let on = format!("hub-{}", work.users % work.hubs);
+            let peer = client_peer_manifest(&format!("user-{}", work.users), &on, &user_id);
+            apply(&peers, &peer).await;
+            work.users += 1;
+        } else if step % 2 == 0 {
+            let spec = json!({"name": format!("h{hub} v{step}"), "pushedRoutes": [format!("10.{}.0.0/16", step % 250)]});
+            merge_patch(&instances, &format!("hub-{hub}"), json!({"spec": spec})).await;
+            work.edits += 1;
+        } else if work.users > 0 {
+            let spec = json!({"routeAll": step % 4 == 1});
+            merge_patch(&peers, &format!("user-{user}"), json!({"spec": spec})).await;
+            work.edits += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    work
+}
+
+/// The resources not (yet) Ready for their current generation, with their Ready condition.
+async fn not_converged(client: &kube::Client, ns: &str, work: &Work) -> Vec<String> {
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), ns);
+    let peers: Api<VpnPeer> = Api::namespaced(client.clone(), ns);
+    let (Ok(hubs), Ok(users)) = (
+        instances.list(&Default::default()).await,
+        peers.list(&Default::default()).await,
+    ) else {
+        return vec!["listing failed".into()];
+    };
+    let mut pending = Vec::new();
+    if (hubs.items.len(), users.items.len()) != (work.hubs as usize, work.users as usize) {
+        pending.push(format!(
+            "{} hubs and {} peers listed",
+            hubs.items.len(),
+            users.items.len()
+        ));
+    }
+    let ready = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| condition(c, "Ready");
+    for h in hubs.items.iter().filter(|h| !instance_ready(h)) {
+        let status = h
+            .status
+            .as_ref()
+            .map(|s| (s.observed_generation, ready(&s.conditions)));
+        pending.push(format!(
+            "{:?} gen {:?}: {status:?}",
+            h.metadata.name, h.metadata.generation
+        ));
+    }
+    for p in users.items.iter().filter(|p| !peer_ready(p)) {
+        let status = p
+            .status
+            .as_ref()
+            .map(|s| (s.observed_generation, ready(&s.conditions)));
+        pending.push(format!(
+            "{:?} gen {:?}: {status:?}",
+            p.metadata.name, p.metadata.generation
+        ));
+    }
+    pending
+}
+
+/// Copies the operator logs into `$E2E_FAILURE_LOGS`, if set, before a failure removes them.
+fn keep_logs(logs: &Path) {
+    let Ok(dir) = std::env::var("E2E_FAILURE_LOGS") else {
+        return;
+    };
+    for entry in std::fs::read_dir(logs).unwrap().flatten() {
+        let _ = std::fs::copy(entry.path(), Path::new(&dir).join(entry.file_name()));
+    }
+}
+
+/// Waits until every resource the workload made is Ready for its last edit.
+async fn wait_converged(client: &kube::Client, ns: &str, work: &Work, logs: &Path) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let pending = not_converged(client, ns, work).await;
+        if pending.is_empty() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            keep_logs(logs);
+            panic!("not converged within {TIMEOUT:?}: {pending:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Altostrat holds exactly one object per resource, carrying its last spec.
+async fn assert_altostrat_matches(client: &kube::Client, ns: &str, simc: &SimClient) {
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), ns);
+    let peers: Api<VpnPeer> = Api::namespaced(client.clone(), ns);
+    let hubs = instances.list(&Default::default()).await.unwrap().items;
+    let users = peers.list(&Default::default()).await.unwrap().items;
+    let remote = simc.instances().await;
+    let hub_ids: std::collections::BTreeSet<String> = hubs
+        .iter()
+        .map(|h| h.status.as_ref().unwrap().instance_id.clone().unwrap())
+        .collect();
+    let remote_ids: std::collections::BTreeSet<String> = remote.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(hub_ids.len(), hubs.len(), "two VpnInstances share a hub");
+    assert_eq!(
+        remote_ids, hub_ids,
+        "Altostrat holds exactly the VpnInstances' hubs: {remote:#?}"
+    );
+    for hub in &hubs {
+        let id = hub.status.as_ref().unwrap().instance_id.as_deref().unwrap();
+        let r = remote.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(
+            (&r.name, &r.pushed_routes),
+            (&hub.spec.name, &hub.spec.pushed_routes),
+            "lost edit of {id}"
+        );
+    }
+    let mut remote_peers = Vec::new();
+    for hub in &remote {
+        remote_peers.extend(simc.peers(&hub.id).await);
+    }
+    let peer_ids: std::collections::BTreeSet<String> = users
+        .iter()
+        .map(|p| p.status.as_ref().unwrap().peer_id.clone().unwrap())
+        .collect();
+    let remote_peer_ids: std::collections::BTreeSet<String> =
+        remote_peers.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(peer_ids.len(), users.len(), "two VpnPeers share a peer");
+    assert_eq!(
+        remote_peer_ids, peer_ids,
+        "Altostrat holds exactly the VpnPeers' peers: {remote_peers:#?}"
+    );
+    for user in &users {
+        let id = user.status.as_ref().unwrap().peer_id.as_deref().unwrap();
+        let r = remote_peers.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(
+            r.route_all,
+            user.spec.route_all.unwrap_or(false),
+            "lost routeAll edit of {id}"
+        );
+    }
+}
+
+/// One forced failover: the leader is cut off from kube-apiserver (or killed), the standby
+/// takes over, and the old leader has sent nothing to Altostrat since. The old leader is then
+/// killed and restarted as the new standby. Returns (cut to takeover, last call to takeover).
+async fn fail_over(
+    lanes: &mut [Lane; 2],
+    leader: usize,
+    kill: bool,
+    (leases, tap, ns, logs): (&Api<Lease>, &AltostratTap, &str, &Path),
+) -> (Duration, f64) {
+    let (old, new) = (lanes[leader].identity(), lanes[1 - leader].identity());
+    let started = std::time::Instant::now();
+    if kill {
+        lanes[leader].process.as_mut().unwrap().kill();
+    } else {
+        lanes[leader].proxy.cut();
+    }
+    let (renewed, acquired) = watch_takeover(leases, &old, &new, TIMEOUT).await;
+    let took = started.elapsed();
+    let mut process = lanes[leader].process.take().unwrap();
+    process.kill();
+    let token = lanes[leader].token;
+    let late = tap.calls_of_since(token, acquired);
+    assert!(
+        late.is_empty(),
+        "{old} called Altostrat after {new} took over: {late:?}\n{}",
+        process.log()
+    );
+    let last = last_call(&tap.calls_of(token));
+    if !kill {
+        let fence = renewed + FAILOVER_RENEW;
+        assert!(
+            last <= fence + SEND_SLACK,
+            "{old} called Altostrat {:.3}s after its renew deadline",
+            diff(last, fence)
+        );
+    }
+    lanes[leader].proxy.heal();
+    lanes[leader].start(tap.base_url(), ns, logs);
+    lanes[leader].process().wait_ready("ready: standby").await;
+    (took, diff(acquired, last))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn ten_forced_failovers_while_resources_change_leave_no_duplicate_and_no_lost_edit() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-failover").await;
+    let sim = simulator_with_tokens(Duration::from_millis(300), &[ALPHA, BETA]).await;
+    let tap = AltostratTap::start(&sim.base_url()).await;
+    let simc = SimClient::new(&sim);
+    let logs = tempfile::tempdir().unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let mut lanes = [
+        Lane::new("a", ALPHA, logs.path()).await,
+        Lane::new("b", BETA, logs.path()).await,
+    ];
+    lanes[0].start(tap.base_url(), &ns, logs.path());
+    lanes[0].process().wait_ready("ready: leader").await;
+    lanes[1].start(tap.base_url(), &ns, logs.path());
+    lanes[1].process().wait_ready("ready: standby").await;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let user = tokio::spawn(workload(client.clone(), ns.clone(), stopped));
+    let started = std::time::Instant::now();
+    let (mut takeovers, mut margins) = (Vec::new(), Vec::new());
+    let mut leader = 0;
+    for round in 1..=10 {
+        // Every leader works before it is cut off: at least one Altostrat call of its own.
+        let since = SystemTime::now();
+        let token = lanes[leader].token;
+        eventually("the leader calls Altostrat", TIMEOUT, || async {
+            (!tap.calls_of_since(token, since).is_empty()).then_some(())
+        })
+        .await;
+        let (took, margin) = fail_over(
+            &mut lanes,
+            leader,
+            round % 3 == 0,
+            (&leases, &tap, &ns, logs.path()),
+        )
+        .await;
+        takeovers.push(took.as_secs_f64());
+        margins.push(margin);
+        leader = 1 - leader;
+    }
+    let chaos = started.elapsed();
+    stop.send_replace(true);
+    let work = user.await.unwrap();
+
+    wait_converged(&client, &ns, &work, logs.path()).await;
+    assert_altostrat_matches(&client, &ns, &simc).await;
+    let max = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
+    let min = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+    eprintln!(
+        "10 failovers in {:.1}s while {} hubs and {} peers were created and {} edits made: takeover {:.2}..{:.2}s after the cut or kill; the old leader's last call {:.2}..{:.2}s before the takeover",
+        chaos.as_secs_f64(),
+        work.hubs,
+        work.users,
+        work.edits,
+        min(&takeovers),
+        max(&takeovers),
+        min(&margins),
+        max(&margins),
+    );
 }
