@@ -32,6 +32,9 @@ const LEASE: Duration = Duration::from_secs(4);
 const RENEW: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_millis(500);
 
+/// The tail of the error of a request refused by the fence (logged as a failed reconcile).
+const REFUSED: &str = "request not sent";
+
 /// Between the gate check and the request's arrival at the tap: scheduling on a loaded host.
 const SEND_SLACK: Duration = Duration::from_millis(250);
 
@@ -60,7 +63,7 @@ const TIMINGS: (&str, &str, &str) = ("4s", "2s", "500ms");
 /// was lost.
 const BUSY: [(&str, &str); 3] = [
     ("RESYNC_INTERVAL", "1s"),
-    ("ALTOSTRAT_API_RATE_LIMIT", "120"),
+    ("ALTOSTRAT_API_RATE_LIMIT", "60"),
     ("ALTOSTRAT_API_BURST", "1"),
 ];
 
@@ -105,6 +108,41 @@ async fn watch_takeover(
     }
 }
 
+/// The sum of a counter's series on the process's `/metrics`.
+async fn counter(process: &OperatorProcess, name: &str) -> Option<f64> {
+    let (code, text) = process.get("/metrics").await?;
+    let values = text.lines().filter(|l| l.starts_with(name));
+    (code == 200).then(|| {
+        values
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
+}
+
+const LIMITER_WAITS: &str = "vpn_operator_altostrat_rate_limit_waits_total";
+
+/// Waits until `process` no longer says it leads, then until one more of its requests has
+/// come out of its rate limiter (where BUSY keeps some waiting); returns how many did.
+async fn requests_through_the_limiter_after_the_loss(process: &OperatorProcess) -> f64 {
+    eventually("the leader notices it lost the lease", TIMEOUT, || async {
+        let (_, body) = process.get("/readyz").await?;
+        (body != "ready: leader").then_some(())
+    })
+    .await;
+    let at_loss = counter(process, LIMITER_WAITS)
+        .await
+        .expect("metrics while draining");
+    eventually(
+        "a request leaves the rate limiter after the loss",
+        TIMEOUT,
+        || async {
+            let now = counter(process, LIMITER_WAITS).await?;
+            (now > at_loss).then_some(now - at_loss)
+        },
+    )
+    .await
+}
+
 fn last_call(calls: &[Call]) -> SystemTime {
     calls.iter().map(|c| c.at).max().expect("at least one call")
 }
@@ -139,7 +177,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
     let env = operator_env(&ns, TIMINGS, BETA, None, &BUSY);
     let beta = OperatorProcess::start(tap.base_url(), &ns, &env_refs(&env), logs.path(), "beta");
     beta.wait_ready("ready: standby").await;
-    create_hubs(&instances, "cutoff", 3).await;
+    create_hubs(&instances, "cutoff", 4).await;
     let since = SystemTime::now();
     eventually("alpha keeps calling Altostrat", TIMEOUT, || async {
         (tap.calls_of_since(ALPHA, since).len() >= 3).then_some(())
@@ -149,7 +187,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
 
     let cut_at = SystemTime::now();
     proxy.cut();
-    let (renewed, takeover) = watch_takeover(&leases, "alpha", "beta", TIMEOUT).await;
+    let ((renewed, takeover), refused_after_loss) = tokio::join!(
+        watch_takeover(&leases, "alpha", "beta", TIMEOUT),
+        requests_through_the_limiter_after_the_loss(&alpha),
+    );
     let exit = alpha.wait_exit(RENEW + Duration::from_secs(15)).await;
     let log = alpha.log();
     let exited_after = diff(SystemTime::now(), cut_at);
@@ -168,9 +209,11 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
         diff(last, fence)
     );
     assert!(last < takeover, "alpha called Altostrat after beta took over");
+    // Requests got through alpha's rate limiter after it stopped leading, yet none arrived:
+    // the fence refused them (without it they would have been sent).
     assert!(
-        log.contains("fenced"),
-        "no request of alpha's was refused by the fence, so the test proved nothing; log:\n{log}"
+        refused_after_loss > 0.0,
+        "nothing was left for the fence to refuse"
     );
     // The takeover: after a whole lease duration without change, within one more retry
     // period for beta to see the last renewal and one for its next attempt.
@@ -184,7 +227,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
         "beta took over {takeover_after:.3}s after alpha's last renewal"
     );
     eprintln!(
-        "cut-off leader: {after_cut} calls after the cut; last call {:.3}s before the fence, {:.3}s before beta's takeover; takeover {takeover_after:.3}s after the last renewal ({:.3}s after the cut); alpha exited {exited_after:.1}s after the cut",
+        "cut-off leader: {after_cut} calls after the cut, {refused_after_loss} out of the rate limiter (and refused) after the loss; last call {:.3}s before the fence, {:.3}s before beta's takeover; takeover {takeover_after:.3}s after the last renewal ({:.3}s after the cut); alpha exited {exited_after:.1}s after the cut",
         diff(fence, last),
         diff(takeover, last),
         diff(takeover, cut_at),
@@ -195,7 +238,7 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
     let hub = wait_instance(&instances, "hub-0", "Ready under beta", instance_ready).await;
     let id = hub.status.unwrap().instance_id.unwrap();
     assert_eq!(simc.instance(&id).await.unwrap().name, "renamed hub");
-    assert_eq!(simc.instances().await.len(), 3, "no duplicate hub");
+    assert_eq!(simc.instances().await.len(), 4, "no duplicate hub");
 }
 
 /// Writes the Lease as a fake holder `ghost` whose clock is `skew` off (creating it if
@@ -603,4 +646,69 @@ async fn ten_forced_failovers_while_resources_change_leave_no_duplicate_and_no_l
         min(&margins),
         max(&margins),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_frozen_leader_sends_nothing_to_altostrat_after_it_resumes() {
+    // alpha leads with a budget of one request per 5 s and is given two hubs at once; it is
+    // frozen with SIGSTOP right after its first call arrived, between requests, the other
+    // hub's waiting in its rate limiter. beta takes over and creates both hubs. On SIGCONT the
+    // queued request finds alpha's renew deadline long passed: the fence refuses it, nothing
+    // reaches Altostrat, and alpha exits.
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-frozen").await;
+    let sim = simulator_with_tokens(Duration::from_millis(300), &[ALPHA, BETA]).await;
+    let tap = AltostratTap::start(&sim.base_url()).await;
+    let simc = SimClient::new(&sim);
+    let logs = tempfile::tempdir().unwrap();
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let slow = [("ALTOSTRAT_API_RATE_LIMIT", "12"), ("ALTOSTRAT_API_BURST", "1")];
+    let env = operator_env(&ns, TIMINGS, ALPHA, None, &slow);
+    let mut alpha = OperatorProcess::start(tap.base_url(), &ns, &env_refs(&env), logs.path(), "alpha");
+    alpha.wait_ready("ready: leader").await;
+    let env = operator_env(&ns, TIMINGS, BETA, None, &[("RESYNC_INTERVAL", "1s")]);
+    let beta = OperatorProcess::start(tap.base_url(), &ns, &env_refs(&env), logs.path(), "beta");
+    beta.wait_ready("ready: standby").await;
+    for i in 0..2 {
+        let manifest = instance_manifest(&format!("hub-{i}"), &format!("frozen-{i}"), json!({}));
+        apply(&instances, &manifest).await;
+    }
+    eventually("alpha's first Altostrat call", TIMEOUT, || async {
+        (!tap.calls_of(ALPHA).is_empty()).then_some(())
+    })
+    .await;
+    alpha.signal("STOP");
+    let frozen_log = alpha.log().len();
+    wait_holder(&leases, "beta", TIMEOUT).await;
+    for i in 0..2 {
+        wait_instance(
+            &instances,
+            &format!("hub-{i}"),
+            "Ready under beta",
+            instance_ready,
+        )
+        .await;
+    }
+
+    let resumed = SystemTime::now();
+    alpha.signal("CONT");
+    let exit = alpha.wait_exit(Duration::from_secs(20)).await;
+    let log = alpha.log();
+    let exit = exit.unwrap_or_else(|| panic!("the resumed former leader did not exit; log:\n{log}"));
+    let late = tap.calls_of_since(ALPHA, resumed);
+    assert!(
+        late.is_empty(),
+        "alpha called Altostrat after it resumed: {late:?}\n{log}"
+    );
+    assert!(!exit.success(), "lost leadership is an error exit: {exit:?}");
+    assert!(
+        log[frozen_log..].contains(REFUSED),
+        "no request of alpha's was refused after it resumed, so the test proved nothing; log:\n{log}"
+    );
+    assert_eq!(lease_holder(&leases).await.as_deref(), Some("beta"));
+    assert_eq!(simc.instances().await.len(), 2, "no duplicate hub");
+    let fenced = log[frozen_log..].matches(REFUSED).count();
+    eprintln!("frozen leader: {fenced} log lines of fenced requests after SIGCONT, none sent");
 }
