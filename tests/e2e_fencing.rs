@@ -542,39 +542,63 @@ async fn assert_altostrat_matches(client: &kube::Client, ns: &str, simc: &SimCli
     }
 }
 
-/// One forced failover: the leader is cut off from kube-apiserver (or killed), the standby
-/// takes over, and the old leader has sent nothing to Altostrat since. The old leader is then
-/// killed and restarted as the new standby. Returns (cut to takeover, last call to takeover).
+/// How a leader is made to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// Black-holed by its proxy to kube-apiserver: it still reaches Altostrat.
+    CutOff,
+    /// SIGKILL, as after a node or container crash.
+    Killed,
+    /// SIGSTOP until the standby has taken over, then SIGCONT: it resumes with its work
+    /// half done and both APIs reachable.
+    Frozen,
+}
+
+impl Failure {
+    fn of_round(round: u32) -> Self {
+        [Self::CutOff, Self::Frozen, Self::Killed][round as usize % 3]
+    }
+}
+
+/// One forced failover: the leader fails, the standby takes over, and the old leader sends
+/// nothing to Altostrat from then on (a frozen one is resumed and given time to try). It is
+/// then killed and restarted as the new standby. Returns (failure to takeover, the old
+/// leader's last call to takeover).
 async fn fail_over(
     lanes: &mut [Lane; 2],
     leader: usize,
-    kill: bool,
+    failure: Failure,
     (leases, tap, ns, logs): (&Api<Lease>, &AltostratTap, &str, &Path),
 ) -> (Duration, f64) {
     let (old, new) = (lanes[leader].identity(), lanes[1 - leader].identity());
     let started = std::time::Instant::now();
-    if kill {
-        lanes[leader].process.as_mut().unwrap().kill();
-    } else {
-        lanes[leader].proxy.cut();
+    let mut process = lanes[leader].process.take().unwrap();
+    match failure {
+        Failure::CutOff => lanes[leader].proxy.cut(),
+        Failure::Killed => process.kill(),
+        Failure::Frozen => process.signal("STOP"),
     }
     let (renewed, acquired) = watch_takeover(leases, &old, &new, TIMEOUT).await;
     let took = started.elapsed();
-    let mut process = lanes[leader].process.take().unwrap();
+    if failure == Failure::Frozen {
+        process.signal("CONT");
+        // It sees its lease lost and exits; until then it may try whatever it had queued.
+        process.wait_exit(Duration::from_secs(15)).await;
+    }
     process.kill();
     let token = lanes[leader].token;
     let late = tap.calls_of_since(token, acquired);
+    let log = process.log();
     assert!(
         late.is_empty(),
-        "{old} called Altostrat after {new} took over: {late:?}\n{}",
-        process.log()
+        "{failure:?} {old} called Altostrat after {new} took over: {late:?}\n{log}"
     );
     let last = last_call(&tap.calls_of(token));
-    if !kill {
+    if failure != Failure::Killed {
         let fence = renewed + FAILOVER_RENEW;
         assert!(
             last <= fence + SEND_SLACK,
-            "{old} called Altostrat {:.3}s after its renew deadline",
+            "{failure:?} {old} called Altostrat {:.3}s after its renew deadline",
             diff(last, fence)
         );
     }
@@ -619,7 +643,7 @@ async fn ten_forced_failovers_while_resources_change_leave_no_duplicate_and_no_l
         let (took, margin) = fail_over(
             &mut lanes,
             leader,
-            round % 3 == 0,
+            Failure::of_round(round),
             (&leases, &tap, &ns, logs.path()),
         )
         .await;
@@ -636,7 +660,7 @@ async fn ten_forced_failovers_while_resources_change_leave_no_duplicate_and_no_l
     let max = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
     let min = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
     eprintln!(
-        "10 failovers in {:.1}s while {} hubs and {} peers were created and {} edits made: takeover {:.2}..{:.2}s after the cut or kill; the old leader's last call {:.2}..{:.2}s before the takeover",
+        "10 failovers in {:.1}s while {} hubs and {} peers were created and {} edits made: takeover {:.2}..{:.2}s after the failure; the old leader's last call {:.2}..{:.2}s before the takeover",
         chaos.as_secs_f64(),
         work.hubs,
         work.users,
