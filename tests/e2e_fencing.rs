@@ -301,7 +301,14 @@ async fn a_holder_clock_minutes_off_neither_keeps_a_dead_lease_nor_loses_a_live_
     let live = tokio::spawn(ghost_renews(leases.clone(), -minutes, 14));
     let env = operator_env(&ns, TIMINGS, BETA, None, &[]);
     let standby = OperatorProcess::start(tap.base_url(), &ns, &env_refs(&env), logs.path(), "beta");
-    standby.wait_ready("ready: standby").await;
+    let (_, role) = eventually("beta up", TIMEOUT, || async {
+        standby
+            .get("/readyz")
+            .await
+            .filter(|(_, body)| body.starts_with("ready: "))
+    })
+    .await;
+    assert_eq!(role, "ready: standby", "beta took the live lease at start");
     apply(&instances, &instance_manifest("hub", "skew-hub", json!({}))).await;
     live.await.expect("the live lease was never taken");
     assert_eq!(lease_holder(&leases).await.as_deref(), Some("ghost"));
