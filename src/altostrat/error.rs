@@ -72,6 +72,10 @@ pub enum ApiError {
     /// The answer could not be decoded as the documented schema.
     #[error("{endpoint}: unexpected response body: {message}")]
     Decode { endpoint: Endpoint, message: String },
+    /// Not sent: this replica's leader lease is not confirmed (lost, or not renewed within the
+    /// renew deadline), so another replica may be leading. Says nothing about Altostrat.
+    #[error("{endpoint}: request not sent: this replica is not the confirmed leader (fenced)")]
+    Fenced { endpoint: Endpoint },
 }
 
 impl ApiError {
@@ -89,6 +93,7 @@ impl ApiError {
             Self::Server { .. } => "server",
             Self::Transport { .. } => "transport",
             Self::Decode { .. } => "decode",
+            Self::Fenced { .. } => "fenced",
         }
     }
 
@@ -121,7 +126,7 @@ impl ApiError {
             | Self::QuotaExceeded { status, .. }
             | Self::Refused { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
-            Self::Decode { .. } | Self::Transport { .. } => None,
+            Self::Decode { .. } | Self::Transport { .. } | Self::Fenced { .. } => None,
         }
     }
 
@@ -284,6 +289,23 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fenced_request_is_its_own_class_and_blames_no_one_at_altostrat() {
+        let e = ApiError::Fenced {
+            endpoint: Endpoint::CreateInstance,
+        };
+        assert_eq!(
+            (e.category(), e.status(), e.is_transient()),
+            ("fenced", None, false)
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("request not sent") && text.contains("fenced"),
+            "{text}"
+        );
+        assert!(!text.contains("Altostrat"), "{text}");
+    }
 
     #[test]
     fn statuses_map_to_categories_and_transience() {

@@ -124,10 +124,7 @@ impl<A: VpnApi> Resilient<A> {
             self.observer.rate_limit_waited(waited);
             // Checked after the limiter's wait, right before sending.
             if !self.gate.is_open() {
-                return Err(ApiError::Transport {
-                    endpoint,
-                    message: "fenced: this replica's leader lease is not confirmed, request not sent".into(),
-                });
+                return Err(ApiError::Fenced { endpoint });
             }
             let sent = Instant::now();
             let result = op().await;
