@@ -143,6 +143,16 @@ async fn requests_through_the_limiter_after_the_loss(process: &OperatorProcess) 
     .await
 }
 
+/// Waits until a former leader exits, as it must once it has lost its lease, with an error
+/// status; returns its log.
+async fn exits_with_an_error(process: &mut OperatorProcess, timeout: Duration) -> String {
+    let exit = process.wait_exit(timeout).await;
+    let log = process.log();
+    let exit = exit.unwrap_or_else(|| panic!("the former leader did not exit; log:\n{log}"));
+    assert!(!exit.success(), "lost leadership is an error exit: {exit:?}");
+    log
+}
+
 fn last_call(calls: &[Call]) -> SystemTime {
     calls.iter().map(|c| c.at).max().expect("at least one call")
 }
@@ -191,11 +201,8 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
         watch_takeover(&leases, "alpha", "beta", TIMEOUT),
         requests_through_the_limiter_after_the_loss(&alpha),
     );
-    let exit = alpha.wait_exit(RENEW + Duration::from_secs(15)).await;
-    let log = alpha.log();
+    let log = exits_with_an_error(&mut alpha, RENEW + Duration::from_secs(15)).await;
     let exited_after = diff(SystemTime::now(), cut_at);
-    let exit = exit.unwrap_or_else(|| panic!("the cut-off leader did not exit; log:\n{log}"));
-    assert!(!exit.success(), "lost leadership is an error exit: {exit:?}");
 
     // The fence: nothing after the last successful renewal + the renew deadline (the gate
     // is opened from the renewal's start, which precedes the renewTime it writes).
@@ -725,15 +732,12 @@ async fn a_frozen_leader_sends_nothing_to_altostrat_after_it_resumes() {
 
     let resumed = SystemTime::now();
     alpha.signal("CONT");
-    let exit = alpha.wait_exit(Duration::from_secs(20)).await;
-    let log = alpha.log();
-    let exit = exit.unwrap_or_else(|| panic!("the resumed former leader did not exit; log:\n{log}"));
+    let log = exits_with_an_error(&mut alpha, Duration::from_secs(20)).await;
     let late = tap.calls_of_since(ALPHA, resumed);
     assert!(
         late.is_empty(),
         "alpha called Altostrat after it resumed: {late:?}\n{log}"
     );
-    assert!(!exit.success(), "lost leadership is an error exit: {exit:?}");
     assert!(
         log[frozen_log..].contains(REFUSED),
         "no request of alpha's was refused after it resumed, so the test proved nothing; log:\n{log}"
