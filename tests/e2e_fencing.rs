@@ -12,12 +12,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
+use altostrat_vpn_operator::crd::{CREATE_CLAIM_ANNOTATION, VpnInstance, VpnPeer};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::process::*;
 use support::proxy::{TcpProxy, apiserver_addr};
@@ -690,8 +690,8 @@ async fn ten_forced_failovers_while_resources_change_leave_no_duplicate_and_no_l
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn a_frozen_leader_sends_nothing_to_altostrat_after_it_resumes() {
     // alpha leads with a budget of one request per 5 s and is given two hubs at once; it is
-    // frozen with SIGSTOP right after its first call arrived, between requests, the other
-    // hub's waiting in its rate limiter. beta takes over and creates both hubs. On SIGCONT the
+    // frozen with SIGSTOP once it has claimed both (after its region lookup), between
+    // requests, with at least one POST waiting in its rate limiter. beta takes over and creates both hubs. On SIGCONT the
     // queued request finds alpha's renew deadline long passed: the fence refuses it, nothing
     // reaches Altostrat, and alpha exits.
     let client = kube().await;
@@ -713,11 +713,21 @@ async fn a_frozen_leader_sends_nothing_to_altostrat_after_it_resumes() {
         let manifest = instance_manifest(&format!("hub-{i}"), &format!("frozen-{i}"), json!({}));
         apply(&instances, &manifest).await;
     }
-    eventually("alpha's first Altostrat call", TIMEOUT, || async {
-        (!tap.calls_of(ALPHA).is_empty()).then_some(())
+    // A hub's create claim is written right before its POST goes to the rate limiter.
+    eventually("alpha claims both hubs", TIMEOUT, || async {
+        let hubs = instances.list(&Default::default()).await.ok()?.items;
+        let claimed = hubs
+            .iter()
+            .filter(|h| h.annotations().contains_key(CREATE_CLAIM_ANNOTATION));
+        (claimed.count() == 2).then_some(())
     })
     .await;
     alpha.signal("STOP");
+    let posts = tap.calls_of(ALPHA).iter().filter(|c| c.is_write()).count();
+    assert!(
+        posts < 2,
+        "both POSTs were sent before the freeze: nothing left queued"
+    );
     let frozen_log = alpha.log().len();
     wait_holder(&leases, "beta", TIMEOUT).await;
     for i in 0..2 {
