@@ -195,6 +195,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
     .await;
     assert!(tap.calls_of(BETA).is_empty(), "the standby called Altostrat");
 
+    assert!(
+        proxy.forwarded_bytes() > 0,
+        "alpha reaches kube-apiserver through the proxy"
+    );
     let cut_at = SystemTime::now();
     proxy.cut();
     let ((renewed, takeover), refused_after_loss) = tokio::join!(
@@ -240,12 +244,16 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
         diff(takeover, cut_at),
     );
 
-    // beta carries on without duplicating anything.
-    merge_patch(&instances, "hub-0", json!({"spec": {"name": "renamed hub"}})).await;
-    let hub = wait_instance(&instances, "hub-0", "Ready under beta", instance_ready).await;
+    new_leader_carries_on(&instances, &simc, 4).await;
+}
+
+/// The new leader applies an edit of `hub-0`, and Altostrat holds `hubs` hubs, no duplicate.
+async fn new_leader_carries_on(instances: &Api<VpnInstance>, simc: &SimClient, hubs: usize) {
+    merge_patch(instances, "hub-0", json!({"spec": {"name": "renamed hub"}})).await;
+    let hub = wait_instance(instances, "hub-0", "Ready under the new leader", instance_ready).await;
     let id = hub.status.unwrap().instance_id.unwrap();
     assert_eq!(simc.instance(&id).await.unwrap().name, "renamed hub");
-    assert_eq!(simc.instances().await.len(), 4, "no duplicate hub");
+    assert_eq!(simc.instances().await.len(), hubs, "no duplicate hub");
 }
 
 /// Writes the Lease as a fake holder `ghost` whose clock is `skew` off (creating it if
@@ -753,7 +761,7 @@ async fn a_frozen_leader_sends_nothing_to_altostrat_after_it_resumes() {
         "no request of alpha's was refused after it resumed, so the test proved nothing; log:\n{log}"
     );
     assert_eq!(lease_holder(&leases).await.as_deref(), Some("beta"));
-    assert_eq!(simc.instances().await.len(), 2, "no duplicate hub");
+    new_leader_carries_on(&instances, &simc, 2).await;
     let fenced = log[frozen_log..].matches(REFUSED).count();
     eprintln!("frozen leader: {fenced} log lines of fenced requests after SIGCONT, none sent");
 }
