@@ -88,6 +88,17 @@ pub fn is_ready(conditions: &[Condition]) -> bool {
     conditions.iter().any(|c| c.type_ == READY && c.status == "True")
 }
 
+/// Whether the last reconcile left the object converged: `Ready` and `Synced` true for the
+/// current generation. Such an object's next look at Altostrat is a drift check.
+pub fn is_converged(
+    conditions: &[Condition],
+    observed_generation: Option<i64>,
+    generation: Option<i64>,
+) -> bool {
+    let holds = |type_: &str| conditions.iter().any(|c| c.type_ == type_ && c.status == "True");
+    holds(READY) && holds(SYNCED) && observed_generation.is_some() && observed_generation == generation
+}
+
 fn truncate(message: &str, max: usize) -> String {
     if message.len() <= max {
         return message.to_owned();

@@ -649,6 +649,7 @@ impl Harness {
         let ctx = Context::new(
             kube.client(),
             altostrat.clone(),
+            Arc::default(),
             Arc::new(super::default_token::DefaultToken::fixed(ApiToken::new(TOKEN))),
             reporter,
             Arc::new(Metrics::register(&mut registry)),
@@ -663,6 +664,12 @@ impl Harness {
             instances: Mutex::new(writer),
             peers: Mutex::new(peer_writer),
         }
+    }
+
+    /// Forgets what the reconciles observed of Altostrat, as if every object's drift interval
+    /// had passed.
+    pub fn observations_expire(&self) {
+        self.ctx.observations.forget_all();
     }
 
     /// Creates `obj` in the fake Kubernetes API, as `kubectl apply` would.
