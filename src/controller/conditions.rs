@@ -25,6 +25,8 @@ pub mod reason {
     pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
     pub const HOSTNAME_TAKEN: &str = "HostnameTaken";
     pub const NOT_OWNED: &str = "NotOwned";
+    /// The API budget of the resource's credentials holds its next request back for now.
+    pub const THROTTLED: &str = "Throttled";
 }
 
 /// The desired value of one condition, before timestamps are attached.

@@ -80,6 +80,11 @@ impl Error {
             reason
         } else if matches!(self, Self::Api(ApiError::QuotaExceeded { .. })) {
             "QuotaExceeded"
+        } else if matches!(
+            self,
+            Self::Api(ApiError::Throttled { .. } | ApiError::RateLimited { .. })
+        ) {
+            reason::THROTTLED
         } else if self.needs_user_action() {
             reason::INVALID_SPEC
         } else if matches!(
@@ -202,6 +207,18 @@ mod tests {
         });
         assert_eq!(requeue_after_error(&e, 3, RESYNC), Duration::from_secs(17));
         assert_eq!(e.category(), "rate_limited");
+    }
+
+    #[test]
+    fn a_request_held_back_by_the_budget_comes_back_when_its_slot_is_due() {
+        let e = Error::Api(ApiError::Throttled {
+            endpoint: Endpoint::CreatePeer,
+            expected_wait: Duration::from_secs(42),
+        });
+        assert_eq!(requeue_after_error(&e, 9, RESYNC), Duration::from_secs(42));
+        assert_eq!((e.reason(), e.category()), ("Throttled", "throttled"));
+        assert!(!e.stalls(), "throttling resolves itself");
+        assert!(e.to_string().contains("about 42s"), "{e}");
     }
 
     #[test]
