@@ -27,6 +27,8 @@ pub mod reason {
     pub const NOT_OWNED: &str = "NotOwned";
     /// The API budget of the resource's credentials holds its next request back for now.
     pub const THROTTLED: &str = "Throttled";
+    /// Altostrat normalises a value of the spec, so applying it again would change nothing.
+    pub const NOT_CONVERGING: &str = "NotConverging";
 }
 
 /// The desired value of one condition, before timestamps are attached.

@@ -267,6 +267,8 @@ pub struct Observations {
     peers: Slots<(ApiToken, String), Peer>,
     changes: broadcast::Sender<Changed>,
     drift_cycles: Mutex<HashMap<ApiToken, Duration>>,
+    /// Per object id: the last update sent and the state Altostrat answered it with (hashes).
+    updates: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Default for Observations {
@@ -276,6 +278,7 @@ impl Default for Observations {
             peers: Mutex::default(),
             changes: broadcast::channel(4096).0,
             drift_cycles: Mutex::default(),
+            updates: Mutex::default(),
         }
     }
 }
@@ -435,7 +438,36 @@ impl Observations {
     }
 }
 
+fn digest(value: &impl serde::Serialize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(value).unwrap_or_default().hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Observations {
+    /// Remembers that `body` was sent to object `id` and answered with `answer`.
+    pub fn updated(&self, id: &str, body: &impl serde::Serialize, answer: &impl serde::Serialize) {
+        let mut updates = self.updates.lock().expect("observation lock poisoned");
+        if updates.len() > 100_000 {
+            updates.clear();
+        }
+        updates.insert(id.to_owned(), (digest(body), digest(answer)));
+    }
+
+    /// Whether sending `body` to `id` would repeat the last update although Altostrat still
+    /// holds exactly what it answered then: it normalised the value, and sending it again
+    /// would change nothing but cost a call, forever.
+    pub fn would_repeat(
+        &self,
+        id: &str,
+        body: &impl serde::Serialize,
+        observed: &impl serde::Serialize,
+    ) -> bool {
+        let updates = self.updates.lock().expect("observation lock poisoned");
+        updates.get(id) == Some(&(digest(body), digest(observed)))
+    }
+
     /// Records `token`'s drift cycle; returns the longest of all tokens.
     pub fn note_drift_cycle(&self, token: &ApiToken, cycle: Duration) -> Duration {
         let mut cycles = self.drift_cycles.lock().expect("observation lock poisoned");

@@ -96,9 +96,17 @@ impl Reconciler for VpnInstance {
                 Step::Create => observed.remote = create(self, ctx, handle, &token.get().await?).await?,
                 Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
                 Step::Update { id, body, fields } => {
+                    if let Remote::Found(current) = &observed.remote
+                        && ctx.observations.would_repeat(&id, &body, current)
+                    {
+                        return Err(Error::NotConverging {
+                            fields: fields.join(", "),
+                        });
+                    }
                     let token = token.get().await?;
                     let updated = ctx.api.update_instance(&token, &id, &body).await?;
                     ctx.observations.wrote_instance(&token, &updated);
+                    ctx.observations.updated(&id, &body, &updated);
                     let fields = fields.join(", ");
                     handle
                         .activity

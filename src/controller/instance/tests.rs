@@ -645,3 +645,33 @@ async fn the_longest_path_of_one_reconcile_settles() {
     );
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
 }
+
+#[tokio::test]
+async fn a_value_altostrat_normalises_is_sent_once_not_in_a_loop() {
+    let h = Harness::new();
+    // Altostrat sorts the public resolvers: the spec's order never sticks.
+    h.altostrat.normalise_updates(|i| i.public_dns.sort());
+    let obj = h.apply(instance("hub-one", json!({"publicDns": ["9.9.9.9", "1.1.1.1"]})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.count(Endpoint::UpdateInstance), 1);
+    let again = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(again.reason(), "NotConverging", "{again}");
+    assert!(again.to_string().contains("publicDns"), "{again}");
+    for _ in 0..3 {
+        h.observations_expire();
+        assert!(h.reconcile(&obj).await.is_err());
+    }
+    assert_eq!(
+        h.altostrat.count(Endpoint::UpdateInstance),
+        1,
+        "never repeated while nothing changes"
+    );
+    assert_eq!(ready(&h, &obj).map(|r| r.1), Some("NotConverging".into()));
+
+    let mut edited = h.stored(&obj).unwrap();
+    edited.spec.public_dns = Some(vec!["1.1.1.1".into(), "9.9.9.9".into()]);
+    edited.metadata.generation = Some(2);
+    let edited = h.apply(edited);
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}

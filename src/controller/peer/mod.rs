@@ -121,9 +121,15 @@ impl Reconciler for VpnPeer {
                     observed.remote = Remote::Found(record_id(handle, created, &instance_id, note).await?);
                 }
                 Step::Update { id, body, field } => {
+                    if let Remote::Found(current) = &observed.remote
+                        && ctx.observations.would_repeat(&id, &body, current)
+                    {
+                        return Err(Error::NotConverging { fields: field.into() });
+                    }
                     let token = token.get().await?;
                     let updated = ctx.api.update_peer(&token, &instance_id, &id, &body).await?;
                     ctx.observations.wrote_peer(&token, &instance_id, &updated);
+                    ctx.observations.updated(&id, &body, &updated);
                     handle
                         .activity
                         .record(event::UPDATED, format!("applied changes to {field}"));
