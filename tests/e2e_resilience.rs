@@ -152,7 +152,7 @@ async fn server_errors_and_rate_limits_delay_but_never_lose_updates() {
     simc.set_faults(json!({
         "rules": {
             "PUT /vpn/instances/{instanceId}": {"fail_next": 6, "status": 500},
-            "GET /vpn/instances/{instanceId}": {"fail_next": 3, "status": 429, "retry_after_secs": 1}
+            "GET /vpn/instances": {"fail_next": 3, "status": 429, "retry_after_secs": 1}
         }
     }))
     .await;

@@ -29,8 +29,8 @@ use tokio::time::Instant;
 
 use super::ApiToken;
 
-/// What a request is for, which decides its place in its token's lane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a request is for, which decides its place in its token's lane (most urgent first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Urgency {
     /// POST, PUT, DELETE: what the user asked for.
     Write,

@@ -108,6 +108,17 @@ struct View<T> {
     parent_gone: bool,
     items: HashMap<String, Entry<T>>,
     last_wanted: Instant,
+    /// The budget held this list back until then: everyone asking before is told the same,
+    /// so the askers of one list wait for one slot, not one each.
+    held_back: Option<HeldBack>,
+}
+
+/// Until when the budget held a list back, for askers of which urgency, and its endpoint.
+#[derive(Clone, Copy, Debug)]
+struct HeldBack {
+    until: Instant,
+    urgency: Urgency,
+    endpoint: crate::altostrat::Endpoint,
 }
 
 impl<T: Listed> View<T> {
@@ -117,6 +128,7 @@ impl<T: Listed> View<T> {
             parent_gone: false,
             items: HashMap::new(),
             last_wanted: now,
+            held_back: None,
         }
     }
 
@@ -249,13 +261,43 @@ impl<T: Listed> Slot<T> {
         if self.view().is_fresh(look) {
             return Ok(Vec::new());
         }
+        if let Some(held) = self.still_held_back(look.urgency) {
+            return Err(held);
+        }
         let sent = Instant::now();
         let listed = match look.urgency.scope(list()).await {
             Ok(items) => Some(items),
             Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
+            Err(e) => {
+                if let ApiError::Throttled {
+                    expected_wait,
+                    endpoint,
+                } = &e
+                {
+                    self.view().held_back = Some(HeldBack {
+                        until: sent + *expected_wait,
+                        urgency: look.urgency,
+                        endpoint: *endpoint,
+                    });
+                }
+                return Err(e);
+            }
         };
         Ok(self.view().merge(sent, listed))
+    }
+
+    /// The answer every asker of `urgency` (or less urgent) gets while the budget holds this
+    /// list back; a more urgent asker goes to the budget itself.
+    fn still_held_back(&self, urgency: Urgency) -> Option<ApiError> {
+        let now = Instant::now();
+        let held = self
+            .view()
+            .held_back
+            .filter(|h| h.until > now && urgency >= h.urgency)?;
+        Some(ApiError::Throttled {
+            endpoint: held.endpoint,
+            expected_wait: held.until - now,
+        })
     }
 }
 

@@ -174,3 +174,38 @@ fn a_list_sent_before_a_write_was_answered_does_not_bring_back_the_old_value() {
     view.merge(start + Duration::from_secs(1), Some(vec![old]));
     assert!(view.items.contains_key("i-2"));
 }
+
+#[tokio::test]
+async fn the_askers_of_a_list_the_budget_held_back_share_its_one_slot() {
+    let api = FakeAltostrat::default();
+    let id = api.add_instance("hub", CREATED).id;
+    let observations = Observations::default();
+    let slot = slot(&observations.instances, &token());
+    let held = slot
+        .refresh(&Look::fresh(Urgency::Drift), || async {
+            Err::<Vec<Instance>, _>(ApiError::Throttled {
+                endpoint: Endpoint::ListInstances,
+                expected_wait: Duration::from_secs(30),
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(held.retry_after().map(|d| d.as_secs()), Some(30));
+    let again = observations
+        .instance(&api, &token(), &id, Look::fresh(Urgency::Drift))
+        .await
+        .unwrap_err();
+    assert!(again.retry_after().unwrap() <= Duration::from_secs(30));
+    assert!(
+        api.calls().is_empty(),
+        "told the same slot, not sent to the budget again"
+    );
+    let urgent = observations
+        .instance(&api, &token(), &id, Look::fresh(Urgency::Poll))
+        .await
+        .unwrap();
+    assert!(
+        urgent.is_some(),
+        "a more urgent asker is not held back by a drift check"
+    );
+}
