@@ -389,7 +389,7 @@ async fn a_mismatching_spec_instance_id_is_neither_written_nor_deleted() {
     assert_eq!(recorded_id(&api.get("hub").await.unwrap()), None);
     assert_eq!(
         simc.calls_by_status().await,
-        calls(&[("GET /vpn/instances/{instanceId} 200", 1)]),
+        calls(&[("GET /vpn/instances 200", 1)]),
         "read, never written"
     );
 

@@ -11,10 +11,10 @@ use tokio::time::Instant;
 
 use super::default_token::DefaultToken;
 use super::error::{Error, FailureCounts, Result};
-use super::observation::Observations;
+use super::observation::{Look, Observations};
 use super::plan;
 use crate::altostrat::model::region_codes;
-use crate::altostrat::{ApiToken, BudgetConfig, VpnApi};
+use crate::altostrat::{ApiToken, BudgetConfig, Urgency, VpnApi};
 use crate::crd::{
     CREDENTIALS_LABEL, SECRET_RATE_KEY, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer,
 };
@@ -52,6 +52,11 @@ impl Default for Settings {
     }
 }
 
+/// A converged object looks again after its drift interval, jittered down to 90 % of it, and
+/// then wants a list younger than 90 % of it: so a list is reused by every object of its token
+/// within one cycle, yet no object goes more than one interval without a fresh one.
+pub const DRIFT_REUSE: f64 = 0.9;
+
 /// Region codes as last fetched, and when.
 type RegionCache = Option<(Instant, Vec<String>)>;
 
@@ -72,6 +77,8 @@ pub struct Context<A> {
     pub peers: Store<VpnPeer>,
     pub(crate) failures: FailureCounts,
     regions: tokio::sync::Mutex<RegionCache>,
+    /// When each object (by uid) last looked at Altostrat: its next poll needs a newer list.
+    looks: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl<A: VpnApi> Context<A> {
@@ -100,6 +107,7 @@ impl<A: VpnApi> Context<A> {
             peers,
             failures: FailureCounts::default(),
             regions: tokio::sync::Mutex::new(None),
+            looks: std::sync::Mutex::default(),
         }
     }
 
@@ -167,6 +175,29 @@ impl<A: VpnApi> Context<A> {
 }
 
 impl<A> Context<A> {
+    /// A poll of `obj`: a list no older than `interval` and sent after the object's previous
+    /// look, so that each poll sees something it has not seen (shared with every object of
+    /// the token polling at the same time).
+    pub(crate) fn poll_look<K: Resource>(&self, obj: &K, interval: Duration) -> Look {
+        let now = Instant::now();
+        let oldest = now.checked_sub(interval).unwrap_or(now);
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        let last = self.looks.lock().expect("looks lock").get(&uid).copied();
+        Look {
+            fresh_since: last.map_or(oldest, |last| last.max(oldest)),
+            urgency: Urgency::Poll,
+        }
+    }
+
+    /// Remembers that `obj` has looked at Altostrat now.
+    pub(crate) fn looked<K: Resource>(&self, obj: &K) {
+        let mut looks = self.looks.lock().expect("looks lock");
+        if looks.len() > 500_000 {
+            looks.clear();
+        }
+        looks.insert(obj.meta().uid.clone().unwrap_or_default(), Instant::now());
+    }
+
     /// How long a converged object of `token` goes between two comparisons with Altostrat:
     /// the resync interval, or longer when observing all of the token's objects that often
     /// (one instance list, one peer list per instance) would take more than the observation
@@ -175,7 +206,8 @@ impl<A> Context<A> {
         let budget = &self.settings.budget;
         let rate = token.rate_per_minute().unwrap_or(budget.rate_per_minute);
         let lists = self.observations.lists_per_cycle(token) as f64;
-        let needed = Duration::from_secs_f64(60.0 * lists / budget.observe_rate(rate));
+        // A list is refreshed once it is DRIFT_REUSE of the interval old: pay for that.
+        let needed = Duration::from_secs_f64(60.0 * lists / budget.observe_rate(rate) / DRIFT_REUSE);
         let interval = needed.max(self.settings.resync_interval);
         let longest = self.observations.note_drift_cycle(token, interval);
         self.metrics.record_drift_cycle(longest);

@@ -361,6 +361,36 @@ mod tests {
     }
 
     #[test]
+    fn peers_are_retriggered_only_by_instance_changes_they_depend_on() {
+        let spec = serde_json::from_value(serde_json::json!({
+            "name": "Hub", "hostname": "hub", "region": "sjc"
+        }))
+        .unwrap();
+        let mut hub = VpnInstance::new("hub", spec);
+        hub.metadata.namespace = Some("a".into());
+        let mut seen = PeerRelevant::default();
+        assert!(seen.changed(&hub), "first sighting");
+        assert!(!seen.changed(&hub), "nothing new");
+        let mut status = crate::crd::VpnInstanceStatus {
+            instance_id: Some("i-1".into()),
+            ..Default::default()
+        };
+        hub.status = Some(status.clone());
+        assert!(seen.changed(&hub), "the Altostrat id is known now");
+        status.observed_generation = Some(3);
+        status.pending_changes = vec!["dns".into()];
+        hub.status = Some(status);
+        assert!(
+            !seen.changed(&hub),
+            "its own status details do not concern its peers"
+        );
+        hub.spec.name = "Renamed".into();
+        assert!(!seen.changed(&hub), "nor does a configuration edit");
+        hub.metadata.deletion_timestamp = Some(super::super::conditions::now());
+        assert!(seen.changed(&hub), "being deleted does");
+    }
+
+    #[test]
     fn an_object_that_leaves_the_selector_with_the_finalizer_is_reported() {
         let (tx, mut rx) = futures::channel::mpsc::unbounded();
         let mut held = peer("a", "alice", "hub");

@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 
 use super::cleanup::{CleanupObserved, CleanupStep, decide_cleanup};
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::context::{Context, LazyToken};
+use super::context::{Context, DRIFT_REUSE, LazyToken};
 use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
@@ -115,6 +115,7 @@ impl Reconciler for VpnInstance {
                     observed.updated = true;
                 }
                 Step::Record(instance) => {
+                    ctx.looked(self);
                     let drift = ctx.drift_interval(&token.get().await?);
                     return record(self, ctx, handle, &instance, drift).await;
                 }
@@ -251,11 +252,13 @@ fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, token: &ApiToken, handle: &H
         status.observed_generation,
         obj.metadata.generation,
     ) {
-        return Look::within(ctx.drift_interval(token), Urgency::Drift);
+        return Look::within(ctx.drift_interval(token).mul_f64(DRIFT_REUSE), Urgency::Drift);
     }
     let age = time_in_state(&status, handle.status.now());
-    let poll = plan::provisioning_poll_interval(age, ctx.settings.provisioning_poll);
-    Look::within(poll, Urgency::Poll)
+    ctx.poll_look(
+        obj,
+        plan::provisioning_poll_interval(age, ctx.settings.provisioning_poll),
+    )
 }
 
 /// The instance as the shared observation has it (see [`Look`]); `Err` when the look could

@@ -342,12 +342,12 @@ async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     );
 
     h.altostrat.provision_all();
-    h.observations_expire();
     h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::ListInstances, Endpoint::UpdateInstance]
+        vec![Endpoint::ListInstances, Endpoint::UpdateInstance],
+        "each poll looks at a list newer than its previous look, not at the create's answer"
     );
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));

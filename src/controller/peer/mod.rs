@@ -17,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::cleanup::{CleanupObserved, CleanupStep, decide_cleanup};
 use super::conditions;
-use super::context::{Context, LazyToken};
+use super::context::{Context, DRIFT_REUSE, LazyToken};
 use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
@@ -137,6 +137,7 @@ impl Reconciler for VpnPeer {
                     observed.updated = true;
                 }
                 Step::Record(peer) => {
+                    ctx.looked(self);
                     let drift = ctx.drift_interval(&token.get().await?);
                     return record(self, handle, &peer, &instance_id, drift).await;
                 }
@@ -230,17 +231,22 @@ fn adopted_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<String> {
 }
 
 /// How fresh the observation of this peer must be: a converged peer only needs a drift check
-/// within the budget's cycle; one with changes to apply a recent list.
+/// within the budget's cycle. A Ready peer whose spec was edited may use the same view (its
+/// update carries nothing of Altostrat's), but as a poll, so the edit is not put off behind
+/// drift checks. Anything else needs a list newer than its previous look.
 fn look_for<A>(obj: &VpnPeer, ctx: &Context<A>, token: &ApiToken) -> Look {
     let status = obj.status.clone().unwrap_or_default();
+    let drift = ctx.drift_interval(token).mul_f64(DRIFT_REUSE);
     if conditions::is_converged(
         &status.conditions,
         status.observed_generation,
         obj.metadata.generation,
     ) {
-        Look::within(ctx.drift_interval(token), Urgency::Drift)
+        Look::within(drift, Urgency::Drift)
+    } else if conditions::is_ready(&status.conditions) {
+        Look::within(drift, Urgency::Poll)
     } else {
-        Look::within(ctx.settings.provisioning_poll, Urgency::Poll)
+        ctx.poll_look(obj, ctx.settings.provisioning_poll)
     }
 }
 
