@@ -142,11 +142,12 @@ pub fn start_operator_scoped(
         ..HttpClientConfig::default()
     })
     .unwrap();
-    let budget = Arc::new(Budget::new(BudgetConfig {
+    let budget_config = BudgetConfig {
         rate_per_minute: options.rate_limit_per_minute,
         burst: 50,
         ..BudgetConfig::default()
-    }));
+    };
+    let budget = Arc::new(Budget::new(budget_config.clone()));
     let policy = RetryPolicy {
         base_delay: Duration::from_millis(50),
         ..RetryPolicy::default()
@@ -165,6 +166,7 @@ pub fn start_operator_scoped(
         settings: Settings {
             resync_interval: options.resync_interval,
             provisioning_poll: Duration::from_secs(1),
+            budget: budget_config,
             label_selector,
             ..Settings::default()
         },

@@ -104,7 +104,16 @@ impl Reconciler for VpnInstance {
                         });
                     }
                     let token = token.get().await?;
-                    let updated = ctx.api.update_instance(&token, &id, &body).await?;
+                    let updated = match ctx.api.update_instance(&token, &id, &body).await {
+                        Ok(updated) => updated,
+                        // Gone since it was observed: what is observed now says so.
+                        Err(e) if e.is_not_found() => {
+                            ctx.observations.deleted_instance(&token, &id);
+                            observed.remote = Remote::Gone(id);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     ctx.observations.wrote_instance(&token, &updated);
                     ctx.observations.updated(&id, &body, &updated);
                     let fields = fields.join(", ");

@@ -127,7 +127,16 @@ impl Reconciler for VpnPeer {
                         return Err(Error::NotConverging { fields: field.into() });
                     }
                     let token = token.get().await?;
-                    let updated = ctx.api.update_peer(&token, &instance_id, &id, &body).await?;
+                    let updated = match ctx.api.update_peer(&token, &instance_id, &id, &body).await {
+                        Ok(updated) => updated,
+                        // Gone since it was observed: what is observed now says so.
+                        Err(e) if e.is_not_found() => {
+                            ctx.observations.deleted_peer(&token, &instance_id, &id);
+                            observed.remote = Remote::Gone(id);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     ctx.observations.wrote_peer(&token, &instance_id, &updated);
                     ctx.observations.updated(&id, &body, &updated);
                     handle

@@ -285,3 +285,27 @@ async fn a_peer_adopted_explicitly_is_managed_and_a_mismatching_one_left_alone()
     );
     assert_eq!(h.altostrat.peers(&id).len(), 1);
 }
+
+#[tokio::test]
+async fn a_peer_gone_since_it_was_observed_is_created_again_when_its_update_finds_it_missing() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = hub_id(&h, &hub);
+    let first = h.altostrat.peers(&id)[0].id.clone();
+    h.altostrat.remove_peer(&id, &first);
+    let mut edited = h.stored(&obj).unwrap();
+    edited.spec.route_all = Some(true);
+    edited.metadata.generation = Some(2);
+    let edited = h.apply(edited);
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::UpdatePeer, Endpoint::ListPeers, Endpoint::CreatePeer],
+        "the 404 of the update says it is gone: searched for a lost create, then created once"
+    );
+    let peers = h.altostrat.peers(&id);
+    assert_eq!(peers.len(), 1);
+    assert_ne!(peers[0].id, first);
+}
