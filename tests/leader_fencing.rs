@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use altostrat_vpn_operator::altostrat::model::InstanceCreate;
 use altostrat_vpn_operator::altostrat::{
-    ApiError, ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy, VpnApi,
+    ApiError, ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy, VpnApi,
 };
 use altostrat_vpn_operator::leader::LeaderGate;
 use altostrat_vpn_operator::metrics::Metrics;
@@ -39,7 +39,7 @@ async fn a_fenced_request_never_reaches_the_server_and_is_not_retried() {
     let gate = LeaderGate::closed();
     let api = Resilient::new(
         http,
-        Arc::new(RateLimiter::new(6000, 100)),
+        Arc::new(Budget::new(BudgetConfig::unlimited())),
         RetryPolicy::default(),
         metrics,
     )

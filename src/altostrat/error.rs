@@ -59,6 +59,13 @@ pub enum ApiError {
         endpoint: Endpoint,
         retry_after: Option<Duration>,
     },
+    /// Not sent: the token's request budget is taken for longer than a reconcile may wait
+    /// (see `Budget`); the request is due again after `expected_wait`.
+    #[error("{endpoint}: not sent yet: the API budget of these credentials is in use; next slot in about {}s", expected_wait.as_secs().max(1))]
+    Throttled {
+        endpoint: Endpoint,
+        expected_wait: Duration,
+    },
     /// 5xx or any other unexpected status.
     #[error("{endpoint}: Altostrat server error ({status}): {message}")]
     Server {
@@ -90,6 +97,7 @@ impl ApiError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Refused { .. } => "refused",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Throttled { .. } => "throttled",
             Self::Server { .. } => "server",
             Self::Transport { .. } => "transport",
             Self::Decode { .. } => "decode",
@@ -101,14 +109,16 @@ impl ApiError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport { .. }
+            Self::RateLimited { .. } | Self::Throttled { .. } | Self::Server { .. } | Self::Transport { .. }
         )
     }
 
-    /// For a 429, how long the server asked us to wait.
+    /// For a 429, how long the server asked us to wait; for a request the budget held back,
+    /// when its slot is expected.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Throttled { expected_wait, .. } => Some(*expected_wait),
             _ => None,
         }
     }
@@ -126,7 +136,9 @@ impl ApiError {
             | Self::QuotaExceeded { status, .. }
             | Self::Refused { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
-            Self::Decode { .. } | Self::Transport { .. } | Self::Fenced { .. } => None,
+            Self::Decode { .. } | Self::Transport { .. } | Self::Fenced { .. } | Self::Throttled { .. } => {
+                None
+            }
         }
     }
 
@@ -281,9 +293,15 @@ fn is_quota_refusal(code: &str, message: &str) -> bool {
     .any(|w| text.contains(w))
 }
 
-/// Parses `Retry-After` given in seconds (the HTTP-date form is treated as absent).
+/// The longest `Retry-After` taken from an answer: a gateway asking for more (quota windows
+/// can be days) is re-asked after an hour rather than trusted, and no arithmetic overflows.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Parses `Retry-After` given in seconds (the HTTP-date form is treated as absent), at most
+/// an hour.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let secs = value.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]

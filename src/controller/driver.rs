@@ -133,7 +133,10 @@ async fn run_once<K: Reconciler, A: VpnApi>(obj: &K, ctx: &Context<A>, namespace
     if let Some((reason, action, note)) = handle.activity.event() {
         ctx.publish(obj, EventType::Normal, (reason, action), note).await;
     }
+    // A fenced request was refused because this replica may no longer lead: the leader that
+    // took over owns the status now, and nothing failed at Altostrat.
     if let Err(error) = &result
+        && !error.is_fenced()
         && handle.status.record_failure(error).await
     {
         ctx.publish(

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use altostrat_vpn_operator::altostrat::model::{Instance, Peer};
 use altostrat_vpn_operator::altostrat::{
-    ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy,
+    ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy,
 };
 use altostrat_vpn_operator::controller::{self, DefaultToken, Settings, WatchScope};
 use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
@@ -162,15 +162,21 @@ pub fn start_operator_scoped(
         ..HttpClientConfig::default()
     })
     .unwrap();
-    let limiter = Arc::new(RateLimiter::new(options.rate_limit_per_minute, 50));
+    let budget_config = BudgetConfig {
+        rate_per_minute: options.rate_limit_per_minute,
+        burst: 50,
+        ..BudgetConfig::default()
+    };
+    let budget = Arc::new(Budget::new(budget_config.clone()));
     let policy = RetryPolicy {
         base_delay: Duration::from_millis(50),
         ..RetryPolicy::default()
     };
-    let api = Arc::new(Resilient::new(http, limiter, policy, metrics.clone()));
+    let api = Arc::new(Resilient::new(http, budget, policy, metrics.clone()));
     let shared = controller::ControllerDeps {
         client: client.clone(),
         api,
+        observations: Arc::default(),
         default_token: Arc::new(
             options
                 .token
@@ -179,6 +185,8 @@ pub fn start_operator_scoped(
         metrics: metrics.clone(),
         settings: Settings {
             resync_interval: options.resync_interval,
+            provisioning_poll: Duration::from_secs(1),
+            budget: budget_config,
             label_selector,
             ..Settings::default()
         },
