@@ -277,7 +277,7 @@ fn controller_deps(
     client: kube::Client,
     api: Arc<Api>,
     default_token: Arc<DefaultToken>,
-    metrics: Arc<Metrics>,
+    (metrics, health): (Arc<Metrics>, &Health),
     identity: String,
 ) -> ControllerDeps<Api> {
     ControllerDeps {
@@ -286,6 +286,7 @@ fn controller_deps(
         observations: Arc::default(),
         default_token,
         metrics,
+        running: health.reconciles.clone(),
         settings: Settings {
             resync_interval: args.resync_interval,
             provisioning_poll: args.provisioning_poll_interval,
@@ -350,6 +351,16 @@ async fn stop_after_lost_leadership(
     }
 }
 
+/// Fencing: with leader election, Altostrat requests are sent only while the lease is
+/// confirmed (closed until it is acquired, closed for good when it is lost).
+fn gate_for(timing: Option<&ElectionTiming>) -> Arc<LeaderGate> {
+    if timing.is_some() {
+        LeaderGate::closed()
+    } else {
+        LeaderGate::always_open()
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let default_token = Arc::new(default_token(&args)?);
     if !default_token.is_configured() {
@@ -366,13 +377,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         .leader_election
         .store(args.leader_election, Ordering::Relaxed);
     let (timing, request_timeout) = timing_and_request_timeout(&args)?;
-    // Fencing: with leader election, Altostrat requests are sent only while the lease is
-    // confirmed (closed until it is acquired, closed for good when it is lost).
-    let gate = if timing.is_some() {
-        LeaderGate::closed()
-    } else {
-        LeaderGate::always_open()
-    };
+    let gate = gate_for(timing.as_ref());
     let budget = Arc::new(Budget::new(budget_config(&args)?));
     let api = build_api(&args, &metrics, request_timeout, gate.clone(), budget.clone())?;
     let stores: ScopeStores = Arc::default();
@@ -400,7 +405,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     // The previous leader's calls of the last minute still count at Altostrat.
     budget.start_empty();
 
-    let deps = controller_deps(&args, client, api, default_token, metrics.clone(), identity);
+    let observed = (metrics.clone(), &*health);
+    let deps = controller_deps(&args, client, api, default_token, observed, identity);
     let (stop_tx, stop) = stoppable(shutdown);
     let controllers = run_scopes(deps, watch_scopes(&args), stop, stores, health.clone());
     tokio::pin!(controllers);

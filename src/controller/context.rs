@@ -19,6 +19,7 @@ use crate::crd::{
     CREDENTIALS_LABEL, SECRET_RATE_KEY, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer,
 };
 use crate::metrics::Metrics;
+use crate::server::InFlight;
 use kube::{Resource, ResourceExt};
 
 /// Operator-wide settings for the controllers.
@@ -70,6 +71,8 @@ pub struct Context<A> {
     pub recorder: Recorder,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
+    /// The reconciles running now, for `/healthz` to see a stuck one.
+    pub running: Arc<InFlight>,
     pub settings: Settings,
     /// Instances as seen by the instance controller, for peers to find theirs without reads.
     pub instances: Store<VpnInstance>,
@@ -89,7 +92,7 @@ impl<A: VpnApi> Context<A> {
         observations: Arc<Observations>,
         default_token: Arc<DefaultToken>,
         reporter: Reporter,
-        metrics: Arc<Metrics>,
+        (metrics, running): (Arc<Metrics>, Arc<InFlight>),
         settings: Settings,
         instances: Store<VpnInstance>,
         peers: Store<VpnPeer>,
@@ -102,6 +105,7 @@ impl<A: VpnApi> Context<A> {
             default_token,
             reporter,
             metrics,
+            running,
             settings,
             instances,
             peers,

@@ -109,6 +109,7 @@ pub(crate) async fn reconcile<K: Reconciler, A: VpnApi>(obj: Arc<K>, ctx: Arc<Co
     let namespace = obj.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = K::CONTROLLER, %namespace, name = %obj.name_any());
     let _in_flight = ctx.metrics.reconcile_started(K::CONTROLLER);
+    let _running = ctx.running.start();
     let started = Instant::now();
     let result = run_once(obj.as_ref(), &ctx, namespace).instrument(span).await;
     ctx.metrics.record_reconcile(

@@ -663,7 +663,7 @@ impl Harness {
             Arc::default(),
             Arc::new(super::default_token::DefaultToken::fixed(ApiToken::new(TOKEN))),
             reporter,
-            Arc::new(Metrics::register(&mut registry)),
+            (Arc::new(Metrics::register(&mut registry)), Arc::default()),
             Settings::default(),
             store,
             peer_store,

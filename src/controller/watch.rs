@@ -48,6 +48,8 @@ pub struct ControllerDeps<A> {
     pub observations: Arc<Observations>,
     pub default_token: Arc<DefaultToken>,
     pub metrics: Arc<Metrics>,
+    /// The reconciles running now, shared with `/healthz`.
+    pub running: Arc<crate::server::InFlight>,
     pub settings: Settings,
     pub reporter: Reporter,
 }
@@ -60,6 +62,7 @@ impl<A> Clone for ControllerDeps<A> {
             observations: self.observations.clone(),
             default_token: self.default_token.clone(),
             metrics: self.metrics.clone(),
+            running: self.running.clone(),
             settings: self.settings.clone(),
             reporter: self.reporter.clone(),
         }
@@ -310,7 +313,7 @@ pub async fn run<A: VpnApi>(
         deps.observations,
         deps.default_token,
         deps.reporter,
-        deps.metrics,
+        (deps.metrics, deps.running),
         deps.settings,
         instance_store.clone(),
         peer_store.clone(),

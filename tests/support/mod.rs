@@ -183,6 +183,7 @@ pub fn start_operator_scoped(
                 .map_or_else(DefaultToken::none, |t| DefaultToken::fixed(ApiToken::new(t))),
         ),
         metrics: metrics.clone(),
+        running: Arc::default(),
         settings: Settings {
             resync_interval: options.resync_interval,
             provisioning_poll: Duration::from_secs(1),
