@@ -99,6 +99,11 @@ impl Reconciler for VpnInstance {
                     if let Remote::Found(current) = &observed.remote
                         && ctx.observations.would_repeat(&id, &body, current)
                     {
+                        if !current.status.is_empty() {
+                            // Altostrat is still applying the last update: wait for it.
+                            observed.updated = true;
+                            continue;
+                        }
                         return Err(Error::NotConverging {
                             fields: fields.join(", "),
                         });

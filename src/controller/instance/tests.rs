@@ -701,3 +701,23 @@ async fn a_request_refused_by_the_leader_fence_leaves_the_status_to_the_new_lead
         "no warning event"
     );
 }
+
+#[tokio::test]
+async fn an_update_altostrat_is_still_applying_is_waited_for_not_repeated() {
+    let h = Harness::new();
+    // Altostrat answers with the old routes and a pending change, and applies it later.
+    h.altostrat.normalise_updates(|i| {
+        i.pushed_routes.clear();
+        i.status = vec!["routes".into()];
+    });
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    h.reconcile(&obj).await.unwrap();
+    h.observations_expire();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.count(Endpoint::UpdateInstance),
+        1,
+        "not sent again while pending"
+    );
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "Updating".into())));
+}
