@@ -327,9 +327,19 @@ async fn steady_state(sim: &Simulator, window: Duration) -> Calls {
     Calls::of(&sim.calls()).since(&before)
 }
 
+/// Out-of-band changes and how the operator answered them.
+struct Drift {
+    /// Until every drifted object was put back; `None`: not within the limit.
+    took: Option<Duration>,
+    /// Instances and peers drifted.
+    drifted: (usize, usize),
+    /// Instances and peers put back (at the end).
+    corrected: (usize, usize),
+}
+
 /// Drifts `k` instances (pushed routes) and `k` peers (route_all) through the simulator's
 /// admin endpoints; the time until the operator has put every one back, and how many it has.
-async fn drift_cycle(sim: &RunningSimulator, k: usize, limit: Duration) -> (Option<Duration>, usize, usize) {
+async fn drift_cycle(sim: &RunningSimulator, k: usize, limit: Duration) -> Drift {
     let instances: Vec<String> = sim
         .simulator()
         .instances()
@@ -346,21 +356,16 @@ async fn drift_cycle(sim: &RunningSimulator, k: usize, limit: Duration) -> (Opti
         .collect();
     let http = reqwest::Client::new();
     let base = sim.base_url();
-    for id in &instances {
-        let url = format!("{base}/_admin/instances/{id}/drift");
-        let change = json!({"pushed_routes": ["0.0.0.0/0"]});
-        http.post(url)
-            .json(&change)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
-    }
-    for id in &peers {
-        let url = format!("{base}/_admin/peers/{id}/drift");
-        let change = json!({"route_all": true});
-        http.post(url)
+    let changes = instances
+        .iter()
+        .map(|id| (format!("instances/{id}"), json!({"pushed_routes": ["0.0.0.0/0"]})))
+        .chain(
+            peers
+                .iter()
+                .map(|id| (format!("peers/{id}"), json!({"route_all": true}))),
+        );
+    for (object, change) in changes {
+        http.post(format!("{base}/_admin/{object}/drift"))
             .json(&change)
             .send()
             .await
@@ -383,9 +388,13 @@ async fn drift_cycle(sim: &RunningSimulator, k: usize, limit: Duration) -> (Opti
             .count();
         (i, p)
     };
-    let took = poll_until(limit, || corrected() == (instances.len(), peers.len())).await;
-    let (i, p) = corrected();
-    (took, i, p)
+    let drifted = (instances.len(), peers.len());
+    let took = poll_until(limit, || corrected() == drifted).await;
+    Drift {
+        took,
+        drifted,
+        corrected: corrected(),
+    }
 }
 
 /// Edits the pushed routes of the last `k` instances at once through kube; each edit's time
@@ -512,7 +521,7 @@ impl Run {
         let steady_per_min = steady.accepted() as f64 * 60.0 / window.as_secs_f64();
         report_steady(report, scaled, &steady, window);
         let drift = drift_cycle(&self.sim, args.drift, phase_limit).await;
-        report_drift(report, args, drift, phase_limit);
+        report_drift(report, args, &drift, phase_limit);
         let edits = edit_latency(&self.fleet, sim, args, phase_limit).await;
         report_edits(report, args, &edits, phase_limit);
         // Long enough for one list per instance and one more at the full rate, and at least a
@@ -645,26 +654,21 @@ fn report_steady(report: &mut Report, scaled: &Scaled, calls: &Calls, window: Du
     ));
 }
 
-fn report_drift(report: &mut Report, args: &Args, drift: (Option<Duration>, usize, usize), limit: Duration) {
-    let (took, i, p) = drift;
-    let value = match took {
+fn report_drift(report: &mut Report, args: &Args, drift: &Drift, limit: Duration) {
+    let ((di, dp), (ci, cp)) = (drift.drifted, drift.corrected);
+    let value = match drift.took {
         Some(t) => format!(
             "{} scaled = {:.1} min unscaled",
             secs(t),
             t.as_secs_f64() * args.scale / 60.0
         ),
         None => format!(
-            "not all corrected within {}: {i} / {} instances, {p} / {} peers",
-            secs(limit),
-            args.drift,
-            args.drift
+            "not all corrected within {}: {ci} / {di} instances, {cp} / {dp} peers",
+            secs(limit)
         ),
     };
     report.row(Row::new(
-        format!(
-            "drift cycle ({} instances + {} peers drifted)",
-            args.drift, args.drift
-        ),
+        format!("drift cycle ({di} instances + {dp} peers drifted)"),
         value,
     ));
 }
