@@ -74,6 +74,16 @@ panel("Rate limiter", "timeseries",
       [(f"sum(rate(vpn_operator_altostrat_rate_limit_waits_total{{{SEL}}}[$__rate_interval]))", "delayed requests/s"),
        (f"sum(rate(vpn_operator_altostrat_rate_limit_wait_seconds_total{{{SEL}}}[$__rate_interval]))", "wait seconds/s")],
       12, 28, 12, 8)
+panel("API budget: requests held back", "timeseries",
+      [(f"sum by (urgency) (rate(vpn_operator_altostrat_throttled_total{{{SEL}}}[$__rate_interval]))", "{{urgency}}")],
+      0, 36, 12, 8, unit="ops",
+      description="Requests the per-token budget did not send and requeued. Held-back writes show as Synced=False "
+                  "reason=Throttled on their resources; drift checks of converged resources are put off silently.")
+panel("Drift cycle", "timeseries",
+      [(f"max(vpn_operator_drift_cycle_seconds{{{SEL}}})", "drift cycle")],
+      12, 36, 12, 8, unit="s",
+      description="How long until every object has been compared with Altostrat: (1 + instances) lists / "
+                  "(rate x observe share), at least the resync interval; the longest over all tokens.")
 
 dashboard = {
     "uid": "altostrat-vpn-operator",

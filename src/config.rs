@@ -86,7 +86,8 @@ pub struct RunArgs {
     #[arg(long, env = "LABEL_SELECTOR")]
     pub label_selector: Option<String>,
 
-    /// Every resource is re-read from Altostrat this often, and drift is corrected.
+    /// The shortest interval between two comparisons of a resource with Altostrat (drift is
+    /// corrected); with many objects per token the API budget makes it longer.
     #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
 
@@ -102,9 +103,21 @@ pub struct RunArgs {
     #[arg(long, env = "ALTOSTRAT_API_RATE_LIMIT", default_value_t = 60)]
     pub api_rate_limit: u32,
 
-    /// Requests a token may send back to back before the rate limit spaces them out.
-    #[arg(long, env = "ALTOSTRAT_API_BURST", default_value_t = 10)]
+    /// Requests a token may send back to back before the rate limit spaces them out. Part of
+    /// the rate, not on top of it: no 60 s ever carry more than --api-rate-limit requests.
+    #[arg(long, env = "ALTOSTRAT_API_BURST", default_value_t = 5)]
     pub api_burst: u32,
+
+    /// The most of each token's rate spent observing (lists and GETs; writes go first). The
+    /// drift cycle, how long until every object has been compared with Altostrat, follows
+    /// from it: (1 + instances) lists / (rate × share), and at least --resync-interval.
+    #[arg(long, env = "ALTOSTRAT_API_OBSERVE_SHARE", default_value_t = 0.25)]
+    pub api_observe_share: f64,
+
+    /// The longest interval between two looks at a provisioning instance (one instance list
+    /// per token covers every provisioning instance of it).
+    #[arg(long, env = "PROVISIONING_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub provisioning_poll_interval: Duration,
 
     /// Timeout of one Altostrat request.
     #[arg(long, env = "ALTOSTRAT_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

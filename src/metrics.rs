@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::altostrat::{Endpoint, RequestObserver};
+use crate::altostrat::{Endpoint, RequestObserver, Urgency};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -42,6 +42,11 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UrgencyLabels {
+    pub urgency: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -64,6 +69,8 @@ pub struct Metrics {
     pub api_retries: Family<EndpointLabels, Counter>,
     pub api_rate_limit_waits: Counter,
     pub api_rate_limit_wait_seconds: Counter<f64, AtomicU64>,
+    pub api_throttled: Family<UrgencyLabels, Counter>,
+    pub drift_cycle_seconds: Gauge<f64, AtomicU64>,
     pub resources: Family<ReadyLabels, Gauge>,
     pub leader: Gauge,
     pub build_info: Family<BuildLabels, Gauge>,
@@ -104,6 +111,8 @@ impl Metrics {
             api_retries: Family::default(),
             api_rate_limit_waits: Counter::default(),
             api_rate_limit_wait_seconds: Counter::default(),
+            api_throttled: Family::default(),
+            drift_cycle_seconds: Gauge::default(),
             resources: Family::default(),
             leader: Gauge::default(),
             build_info: Family::default(),
@@ -174,10 +183,20 @@ impl Metrics {
             "Time spent waiting for the client-side rate limiter",
             metrics.api_rate_limit_wait_seconds.clone(),
         );
+        r.register(
+            "altostrat_throttled",
+            "Requests the per-token API budget held back and requeued (not sent), by urgency: write, poll or drift",
+            metrics.api_throttled.clone(),
+        );
     }
 
     fn register_state_metrics(&self, r: &mut Registry) {
         let metrics = self;
+        r.register(
+            "drift_cycle_seconds",
+            "How long until every object has been compared with Altostrat, derived from the API budget and the number of lists (the longest over all tokens)",
+            metrics.drift_cycle_seconds.clone(),
+        );
         r.register(
             "resources",
             "Resources by kind and Ready condition status",
@@ -238,6 +257,18 @@ impl Metrics {
             .inc();
     }
 
+    pub fn record_drift_cycle(&self, longest: Duration) {
+        self.drift_cycle_seconds.set(longest.as_secs_f64());
+    }
+
+    pub fn record_throttled(&self, urgency: Urgency) {
+        self.api_throttled
+            .get_or_create(&UrgencyLabels {
+                urgency: urgency.as_str(),
+            })
+            .inc();
+    }
+
     pub fn record_rate_limit_wait(&self, waited: Duration) {
         if !waited.is_zero() {
             self.api_rate_limit_waits.inc();
@@ -281,6 +312,10 @@ impl RequestObserver for Metrics {
 
     fn rate_limit_waited(&self, waited: Duration) {
         self.record_rate_limit_wait(waited);
+    }
+
+    fn throttled(&self, urgency: Urgency) {
+        self.record_throttled(urgency);
     }
 }
 

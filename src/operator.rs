@@ -10,7 +10,9 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::Store;
 use prometheus_client::registry::Registry;
 
-use crate::altostrat::{ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy};
+use crate::altostrat::{
+    ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy,
+};
 use crate::config::RunArgs;
 use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope, conditions};
 use crate::crd::{VpnInstance, VpnPeer};
@@ -93,13 +95,31 @@ where
     }
 }
 
-/// The Altostrat client of the whole process: one HTTP client and one rate limiter shared by
-/// every scope, so the per-token budget holds across them.
+/// How each token's request budget is spent, from the flags.
+fn budget_config(args: &RunArgs) -> Result<BudgetConfig, BoxError> {
+    if !(0.05..=1.0).contains(&args.api_observe_share) {
+        return Err(format!(
+            "--api-observe-share must be between 0.05 and 1, not {}",
+            args.api_observe_share
+        )
+        .into());
+    }
+    Ok(BudgetConfig {
+        rate_per_minute: args.api_rate_limit,
+        burst: args.api_burst,
+        observe_share: args.api_observe_share,
+        ..BudgetConfig::default()
+    })
+}
+
+/// The Altostrat client of the whole process: one HTTP client and one budget shared by every
+/// scope, so the per-token budget holds across them.
 fn build_api(
     args: &RunArgs,
     metrics: &Arc<Metrics>,
     request_timeout: std::time::Duration,
     gate: Arc<LeaderGate>,
+    budget: Arc<Budget>,
 ) -> Result<Arc<Api>, BoxError> {
     let http = HttpClient::new(HttpClientConfig {
         base_url: args.api_url.clone(),
@@ -107,9 +127,8 @@ fn build_api(
         ca_file: args.api_ca_file.clone(),
         ..HttpClientConfig::default()
     })?;
-    let limiter = Arc::new(RateLimiter::new(args.api_rate_limit, args.api_burst));
     Ok(Arc::new(
-        Resilient::new(http, limiter, RetryPolicy::default(), metrics.clone()).fenced_by(gate),
+        Resilient::new(http, budget, RetryPolicy::default(), metrics.clone()).fenced_by(gate),
     ))
 }
 
@@ -258,16 +277,20 @@ fn controller_deps(
     client: kube::Client,
     api: Arc<Api>,
     default_token: Arc<DefaultToken>,
-    metrics: Arc<Metrics>,
+    (metrics, health): (Arc<Metrics>, &Health),
     identity: String,
 ) -> ControllerDeps<Api> {
     ControllerDeps {
         client,
         api,
+        observations: Arc::default(),
         default_token,
         metrics,
+        running: health.reconciles.clone(),
         settings: Settings {
             resync_interval: args.resync_interval,
+            provisioning_poll: args.provisioning_poll_interval,
+            budget: budget_config(args).unwrap_or_default(),
             instance_concurrency: args.instance_concurrency,
             peer_concurrency: args.peer_concurrency,
             label_selector: args.label_selector.clone(),
@@ -328,6 +351,16 @@ async fn stop_after_lost_leadership(
     }
 }
 
+/// Fencing: with leader election, Altostrat requests are sent only while the lease is
+/// confirmed (closed until it is acquired, closed for good when it is lost).
+fn gate_for(timing: Option<&ElectionTiming>) -> Arc<LeaderGate> {
+    if timing.is_some() {
+        LeaderGate::closed()
+    } else {
+        LeaderGate::always_open()
+    }
+}
+
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let default_token = Arc::new(default_token(&args)?);
     if !default_token.is_configured() {
@@ -344,14 +377,9 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         .leader_election
         .store(args.leader_election, Ordering::Relaxed);
     let (timing, request_timeout) = timing_and_request_timeout(&args)?;
-    // Fencing: with leader election, Altostrat requests are sent only while the lease is
-    // confirmed (closed until it is acquired, closed for good when it is lost).
-    let gate = if timing.is_some() {
-        LeaderGate::closed()
-    } else {
-        LeaderGate::always_open()
-    };
-    let api = build_api(&args, &metrics, request_timeout, gate.clone())?;
+    let gate = gate_for(timing.as_ref());
+    let budget = Arc::new(Budget::new(budget_config(&args)?));
+    let api = build_api(&args, &metrics, request_timeout, gate.clone(), budget.clone())?;
     let stores: ScopeStores = Arc::default();
 
     let shutdown = shutdown_signal();
@@ -374,8 +402,11 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     };
     health.leader.store(true, Ordering::Relaxed);
     metrics.leader.set(1);
+    // The previous leader's calls of the last minute still count at Altostrat.
+    budget.start_empty();
 
-    let deps = controller_deps(&args, client, api, default_token, metrics.clone(), identity);
+    let observed = (metrics.clone(), &*health);
+    let deps = controller_deps(&args, client, api, default_token, observed, identity);
     let (stop_tx, stop) = stoppable(shutdown);
     let controllers = run_scopes(deps, watch_scopes(&args), stop, stores, health.clone());
     tokio::pin!(controllers);

@@ -26,6 +26,71 @@ pub struct Health {
     /// Progress of the lease loop (only with leader election): `/healthz` fails when it has
     /// not beaten within its bound.
     pub lease_loop: std::sync::OnceLock<Arc<Heartbeat>>,
+    /// Reconciles in flight: `/healthz` fails when one has run far longer than any can.
+    pub reconciles: Arc<InFlight>,
+}
+
+/// The start times of the reconciles running now. No reconcile waits for the API budget (it
+/// requeues instead) and every request has a timeout, so one that has run for `bound` is stuck
+/// (a deadlock, a hung connection): a restart is the cure. Waiting in back-off is not running.
+#[derive(Debug)]
+pub struct InFlight {
+    started: std::sync::Mutex<std::collections::HashMap<u64, Instant>>,
+    next: AtomicU64,
+    bound: Duration,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self::with_bound(Duration::from_secs(15 * 60))
+    }
+}
+
+impl InFlight {
+    pub fn with_bound(bound: Duration) -> Self {
+        Self {
+            started: std::sync::Mutex::default(),
+            next: AtomicU64::new(0),
+            bound,
+        }
+    }
+
+    /// Counts a reconcile as running until the returned guard is dropped.
+    pub fn start(self: &Arc<Self>) -> Running {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.started
+            .lock()
+            .expect("in-flight lock")
+            .insert(id, Instant::now());
+        Running {
+            in_flight: self.clone(),
+            id,
+        }
+    }
+
+    /// How long the oldest reconcile has run, at `now`, if longer than the bound.
+    pub fn stuck_at(&self, now: Instant) -> Option<Duration> {
+        let started = self.started.lock().expect("in-flight lock");
+        let oldest = started.values().min()?;
+        let running = now.saturating_duration_since(*oldest);
+        (running > self.bound).then_some(running)
+    }
+}
+
+/// One running reconcile (see [`InFlight::start`]).
+#[derive(Debug)]
+#[must_use = "the reconcile counts as running only while the guard lives"]
+pub struct Running {
+    in_flight: Arc<InFlight>,
+    id: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut started) = self.in_flight.started.lock() {
+            started.remove(&self.id);
+        }
+    }
 }
 
 /// A progress heartbeat on the monotonic clock: a loop beats after every round; it is stuck
@@ -111,6 +176,12 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             format!("lease loop stuck: no progress for {}s", since.as_secs()),
         );
     }
+    if let Some(running) = state.health.reconciles.stuck_at(Instant::now()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("a reconcile is stuck: running for {}s", running.as_secs()),
+        );
+    }
     (StatusCode::OK, "ok".to_owned())
 }
 
@@ -174,5 +245,18 @@ mod tests {
         health.lease_loop.set(Heartbeat::new(Duration::ZERO)).unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(get(app()).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_reconcile_running_past_the_bound_is_stuck_and_a_finished_one_is_forgotten() {
+        let in_flight = Arc::new(InFlight::with_bound(Duration::from_secs(60)));
+        let now = Instant::now();
+        assert_eq!(in_flight.stuck_at(now), None, "nothing running");
+        let running = in_flight.start();
+        assert_eq!(in_flight.stuck_at(now + Duration::from_secs(59)), None);
+        let stuck = in_flight.stuck_at(now + Duration::from_secs(61)).unwrap();
+        assert!(stuck > Duration::from_secs(60));
+        drop(running);
+        assert_eq!(in_flight.stuck_at(now + Duration::from_secs(3600)), None);
     }
 }

@@ -125,9 +125,15 @@ async fn spec_edit_makes_exactly_one_put_and_noop_resyncs_write_nothing() {
     let before = api.get("hub").await.unwrap().metadata.resource_version;
     tokio::time::sleep(resync * 3).await;
     let calls = simc.calls().await;
+    // Observed by list: one list per resync answers for every instance of the token.
     assert!(
-        calls.get("GET /vpn/instances/{instanceId}").copied().unwrap_or(0) >= 2,
+        calls.get("GET /vpn/instances").copied().unwrap_or(0) >= 2,
         "resync reads: {calls:?}"
+    );
+    assert_eq!(
+        calls.get("GET /vpn/instances/{instanceId}"),
+        None,
+        "no GET per object: {calls:?}"
     );
     assert_eq!(
         simc.writes().await,
@@ -403,8 +409,9 @@ async fn wait_not_ready(api: &Api<VpnInstance>, name: &str, reason: &str) -> Str
     message
 }
 
-/// Brings a valid instance to Ready, then watches two of its resyncs (each reads it once): the
-/// operator is demonstrably reconciling, and the failed resource must cause no call meanwhile.
+/// Brings a valid instance to Ready, then watches two of its resyncs (each lists the token's
+/// instances once): the operator is demonstrably reconciling, and the failed resource must
+/// cause no call meanwhile.
 async fn assert_quiet_while_a_valid_instance_resyncs(
     api: &Api<VpnInstance>,
     simc: &SimClient,
@@ -414,13 +421,13 @@ async fn assert_quiet_while_a_valid_instance_resyncs(
     wait_instance(api, "witness", "the witness to be Ready", instance_ready).await;
     simc.reset_calls().await;
     eventually("two resyncs of the witness", TIMEOUT, || async {
-        (simc.count("GET /vpn/instances/{instanceId}").await >= 2).then_some(())
+        (simc.count("GET /vpn/instances").await >= 2).then_some(())
     })
     .await;
     let calls = simc.calls().await;
     assert_eq!(
         calls.keys().collect::<Vec<_>>(),
-        vec!["GET /vpn/instances/{instanceId}"],
+        vec!["GET /vpn/instances"],
         "only the witness's resync reads: {calls:?}"
     );
 }

@@ -59,6 +59,13 @@ pub enum ApiError {
         endpoint: Endpoint,
         retry_after: Option<Duration>,
     },
+    /// Not sent: the token's request budget is taken for longer than a reconcile may wait
+    /// (see `Budget`); the request is due again after `expected_wait`.
+    #[error("{endpoint}: not sent yet: the API budget of these credentials is in use; next slot in about {}s", expected_wait.as_secs().max(1))]
+    Throttled {
+        endpoint: Endpoint,
+        expected_wait: Duration,
+    },
     /// 5xx or any other unexpected status.
     #[error("{endpoint}: Altostrat server error ({status}): {message}")]
     Server {
@@ -72,6 +79,10 @@ pub enum ApiError {
     /// The answer could not be decoded as the documented schema.
     #[error("{endpoint}: unexpected response body: {message}")]
     Decode { endpoint: Endpoint, message: String },
+    /// Not sent: this replica's leader lease is not confirmed (lost, or not renewed within the
+    /// renew deadline), so another replica may be leading. Says nothing about Altostrat.
+    #[error("{endpoint}: request not sent: this replica is not the confirmed leader (fenced)")]
+    Fenced { endpoint: Endpoint },
 }
 
 impl ApiError {
@@ -86,9 +97,11 @@ impl ApiError {
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Refused { .. } => "refused",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Throttled { .. } => "throttled",
             Self::Server { .. } => "server",
             Self::Transport { .. } => "transport",
             Self::Decode { .. } => "decode",
+            Self::Fenced { .. } => "fenced",
         }
     }
 
@@ -96,14 +109,16 @@ impl ApiError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport { .. }
+            Self::RateLimited { .. } | Self::Throttled { .. } | Self::Server { .. } | Self::Transport { .. }
         )
     }
 
-    /// For a 429, how long the server asked us to wait.
+    /// For a 429, how long the server asked us to wait; for a request the budget held back,
+    /// when its slot is expected.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Throttled { expected_wait, .. } => Some(*expected_wait),
             _ => None,
         }
     }
@@ -121,7 +136,9 @@ impl ApiError {
             | Self::QuotaExceeded { status, .. }
             | Self::Refused { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
-            Self::Decode { .. } | Self::Transport { .. } => None,
+            Self::Decode { .. } | Self::Transport { .. } | Self::Fenced { .. } | Self::Throttled { .. } => {
+                None
+            }
         }
     }
 
@@ -276,14 +293,37 @@ fn is_quota_refusal(code: &str, message: &str) -> bool {
     .any(|w| text.contains(w))
 }
 
-/// Parses `Retry-After` given in seconds (the HTTP-date form is treated as absent).
+/// The longest `Retry-After` taken from an answer: a gateway asking for more (quota windows
+/// can be days) is re-asked after an hour rather than trusted, and no arithmetic overflows.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Parses `Retry-After` given in seconds (the HTTP-date form is treated as absent), at most
+/// an hour.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let secs = value.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fenced_request_is_its_own_class_and_blames_no_one_at_altostrat() {
+        let e = ApiError::Fenced {
+            endpoint: Endpoint::CreateInstance,
+        };
+        assert_eq!(
+            (e.category(), e.status(), e.is_transient()),
+            ("fenced", None, false)
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("request not sent") && text.contains("fenced"),
+            "{text}"
+        );
+        assert!(!text.contains("Altostrat"), "{text}");
+    }
 
     #[test]
     fn statuses_map_to_categories_and_transience() {

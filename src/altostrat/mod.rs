@@ -4,19 +4,19 @@
 //! [`Resilient`]`<`[`HttpClient`]`>`: the HTTP client performs exactly one request per call and
 //! classifies the answer; the wrapper owns rate limiting, retries and `Retry-After`.
 
+mod budget;
 mod error;
 mod http;
 pub mod model;
-mod ratelimit;
 mod resilient;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+pub use budget::{Budget, BudgetConfig, Throttled, Urgency};
 pub use error::{ApiError, classify, parse_retry_after};
 pub use http::{ClientBuildError, HttpClient, HttpClientConfig, load_ca_bundle};
-pub use ratelimit::RateLimiter;
 pub use resilient::{RequestObserver, Resilient, RetryPolicy};
 
 use model::{
@@ -26,21 +26,53 @@ use model::{
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// An Altostrat API token. It lives in memory only; `Debug` and `Display` never reveal it.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ApiToken(Arc<str>);
+/// Two tokens are the same when their secrets are: the rate is a setting that travels along.
+#[derive(Clone)]
+pub struct ApiToken {
+    secret: Arc<str>,
+    /// Requests per minute this operator may spend with the token, if not the default (a
+    /// token shared with other tools gets a smaller share).
+    rate_per_minute: Option<u32>,
+}
 
 impl ApiToken {
     pub fn new(token: impl AsRef<str>) -> Self {
-        Self(Arc::from(token.as_ref().trim()))
+        Self {
+            secret: Arc::from(token.as_ref().trim()),
+            rate_per_minute: None,
+        }
+    }
+
+    pub fn with_rate_per_minute(mut self, rate: u32) -> Self {
+        self.rate_per_minute = Some(rate);
+        self
+    }
+
+    pub fn rate_per_minute(&self) -> Option<u32> {
+        self.rate_per_minute
     }
 
     /// The secret itself, for the `Authorization` header only.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.secret
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.secret.is_empty()
+    }
+}
+
+impl PartialEq for ApiToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret
+    }
+}
+
+impl Eq for ApiToken {}
+
+impl std::hash::Hash for ApiToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.secret.hash(state);
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::model::{
     Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
 };
-use super::{ApiError, ApiResult, ApiToken, Endpoint, RateLimiter, VpnApi};
+use super::{ApiError, ApiResult, ApiToken, Budget, Endpoint, Urgency, VpnApi};
 
 /// Told what [`Resilient`] does, e.g. to export metrics. Implementations must be cheap: they
 /// run inline on every request.
@@ -20,8 +20,10 @@ pub trait RequestObserver: Send + Sync + std::fmt::Debug + 'static {
     fn request_finished(&self, endpoint: Endpoint, status: Option<u16>, elapsed: Duration);
     /// A failed attempt is about to be repeated.
     fn retrying(&self, endpoint: Endpoint);
-    /// The client-side rate limiter held an attempt back for `waited` (zero: not at all).
+    /// The client-side budget held an attempt back for `waited` (zero: not at all).
     fn rate_limit_waited(&self, waited: Duration);
+    /// The budget refused an attempt of `urgency`: its wait would have been too long.
+    fn throttled(&self, urgency: Urgency);
 }
 
 /// When and how long to wait before repeating a failed request.
@@ -64,7 +66,7 @@ impl RetryPolicy {
             // The request was refused before processing, so even a POST is safe to repeat.
             ApiError::RateLimited { retry_after, .. } => {
                 let wait = retry_after.unwrap_or(Duration::from_secs(1));
-                // The limiter enforces the wait for every caller of the token.
+                // The budget enforces the wait for every caller of the token.
                 (wait <= self.max_inline_retry_after).then_some(Duration::ZERO)
             }
             ApiError::Server { .. } | ApiError::Transport { .. } if endpoint.is_idempotent() => {
@@ -78,11 +80,11 @@ impl RetryPolicy {
     }
 }
 
-/// The production decorator: rate limit → call → classify → maybe retry.
+/// The production decorator: budget → call → classify → maybe retry.
 #[derive(Debug)]
 pub struct Resilient<A> {
     inner: A,
-    limiter: Arc<RateLimiter>,
+    budget: Arc<Budget>,
     policy: RetryPolicy,
     observer: Arc<dyn RequestObserver>,
     /// Leader fencing: no request is sent while the gate is closed.
@@ -92,13 +94,13 @@ pub struct Resilient<A> {
 impl<A: VpnApi> Resilient<A> {
     pub fn new(
         inner: A,
-        limiter: Arc<RateLimiter>,
+        budget: Arc<Budget>,
         policy: RetryPolicy,
         observer: Arc<dyn RequestObserver>,
     ) -> Self {
         Self {
             inner,
-            limiter,
+            budget,
             policy,
             observer,
             gate: crate::leader::LeaderGate::always_open(),
@@ -118,16 +120,13 @@ impl<A: VpnApi> Resilient<A> {
         Fut: Future<Output = ApiResult<T>> + Send,
         T: Send,
     {
+        let urgency = urgency_of(endpoint);
         let mut attempt = 1;
         loop {
-            let waited = self.limiter.acquire(token).await;
-            self.observer.rate_limit_waited(waited);
-            // Checked after the limiter's wait, right before sending.
+            self.wait_for_budget(endpoint, token, urgency).await?;
+            // Checked after the budget's wait, right before sending.
             if !self.gate.is_open() {
-                return Err(ApiError::Transport {
-                    endpoint,
-                    message: "fenced: this replica's leader lease is not confirmed, request not sent".into(),
-                });
+                return Err(ApiError::Fenced { endpoint });
             }
             let sent = Instant::now();
             let result = op().await;
@@ -137,19 +136,14 @@ impl<A: VpnApi> Resilient<A> {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
+            if let ApiError::RateLimited { retry_after, .. } = &err {
+                // Everyone using the token waits, not only this caller.
+                self.budget
+                    .back_off(token, retry_after.unwrap_or(Duration::from_secs(1)));
+            }
             let Some(delay) = self.policy.retry_delay(endpoint, &err, attempt, fastrand::f64()) else {
-                if let Some(retry_after) = err.retry_after() {
-                    self.limiter.back_off(token, retry_after, Instant::now());
-                }
                 return Err(err);
             };
-            if let ApiError::RateLimited { retry_after, .. } = &err {
-                self.limiter.back_off(
-                    token,
-                    retry_after.unwrap_or(Duration::from_secs(1)),
-                    Instant::now(),
-                );
-            }
             tracing::debug!(%endpoint, attempt, ?delay, error = %err, "retrying Altostrat request");
             self.observer.retrying(endpoint);
             if !delay.is_zero() {
@@ -157,6 +151,35 @@ impl<A: VpnApi> Resilient<A> {
             }
             attempt += 1;
         }
+    }
+
+    async fn wait_for_budget(&self, endpoint: Endpoint, token: &ApiToken, urgency: Urgency) -> ApiResult<()> {
+        match self.budget.acquire(token, urgency).await {
+            Ok(waited) => {
+                self.observer.rate_limit_waited(waited);
+                Ok(())
+            }
+            Err(throttled) => {
+                self.observer.throttled(urgency);
+                Err(ApiError::Throttled {
+                    endpoint,
+                    expected_wait: throttled.expected_wait,
+                })
+            }
+        }
+    }
+}
+
+/// Writes are always `Write`; a read is as urgent as its caller said (see [`Urgency::scope`]).
+fn urgency_of(endpoint: Endpoint) -> Urgency {
+    match endpoint {
+        Endpoint::CreateInstance
+        | Endpoint::UpdateInstance
+        | Endpoint::DeleteInstance
+        | Endpoint::CreatePeer
+        | Endpoint::UpdatePeer
+        | Endpoint::DeletePeer => Urgency::Write,
+        _ => Urgency::of_read(),
     }
 }
 

@@ -25,6 +25,10 @@ pub mod reason {
     pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
     pub const HOSTNAME_TAKEN: &str = "HostnameTaken";
     pub const NOT_OWNED: &str = "NotOwned";
+    /// The API budget of the resource's credentials holds its next request back for now.
+    pub const THROTTLED: &str = "Throttled";
+    /// Altostrat normalises a value of the spec, so applying it again would change nothing.
+    pub const NOT_CONVERGING: &str = "NotConverging";
 }
 
 /// The desired value of one condition, before timestamps are attached.
@@ -86,6 +90,17 @@ pub fn merge(
 /// Whether the `Ready` condition is currently true.
 pub fn is_ready(conditions: &[Condition]) -> bool {
     conditions.iter().any(|c| c.type_ == READY && c.status == "True")
+}
+
+/// Whether the last reconcile left the object converged: `Ready` and `Synced` true for the
+/// current generation. Such an object's next look at Altostrat is a drift check.
+pub fn is_converged(
+    conditions: &[Condition],
+    observed_generation: Option<i64>,
+    generation: Option<i64>,
+) -> bool {
+    let holds = |type_: &str| conditions.iter().any(|c| c.type_ == type_ && c.status == "True");
+    holds(READY) && holds(SYNCED) && observed_generation.is_some() && observed_generation == generation
 }
 
 fn truncate(message: &str, max: usize) -> String {

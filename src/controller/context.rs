@@ -11,18 +11,27 @@ use tokio::time::Instant;
 
 use super::default_token::DefaultToken;
 use super::error::{Error, FailureCounts, Result};
+use super::observation::{Look, Observations};
 use super::plan;
 use crate::altostrat::model::region_codes;
-use crate::altostrat::{ApiToken, VpnApi};
-use crate::crd::{CREDENTIALS_LABEL, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer};
+use crate::altostrat::{ApiToken, BudgetConfig, Urgency, VpnApi};
+use crate::crd::{
+    CREDENTIALS_LABEL, SECRET_RATE_KEY, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer,
+};
 use crate::metrics::Metrics;
+use crate::server::InFlight;
 use kube::{Resource, ResourceExt};
 
 /// Operator-wide settings for the controllers.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Periodic re-read of every object to correct out-of-band changes.
+    /// The shortest interval between two comparisons of an object with Altostrat; the budget
+    /// may make it longer (see [`Context::drift_interval`]).
     pub resync_interval: Duration,
+    /// The longest interval between two looks at a provisioning instance.
+    pub provisioning_poll: Duration,
+    /// How each token's request budget is spent (rate, observation share).
+    pub budget: BudgetConfig,
     pub instance_concurrency: u16,
     pub peer_concurrency: u16,
     pub label_selector: Option<String>,
@@ -34,6 +43,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             resync_interval: Duration::from_secs(300),
+            provisioning_poll: Duration::from_secs(30),
+            budget: BudgetConfig::default(),
             instance_concurrency: 8,
             peer_concurrency: 8,
             label_selector: None,
@@ -42,6 +53,11 @@ impl Default for Settings {
     }
 }
 
+/// A converged object looks again after its drift interval, jittered down to 90 % of it, and
+/// then wants a list younger than 90 % of it: so a list is reused by every object of its token
+/// within one cycle, yet no object goes more than one interval without a fresh one.
+pub const DRIFT_REUSE: f64 = 0.9;
+
 /// Region codes as last fetched, and when.
 type RegionCache = Option<(Instant, Vec<String>)>;
 
@@ -49,10 +65,14 @@ type RegionCache = Option<(Instant, Vec<String>)>;
 pub struct Context<A> {
     pub client: Client,
     pub api: Arc<A>,
+    /// What Altostrat holds, observed by list and shared with every other scope.
+    pub observations: Arc<Observations>,
     pub default_token: Arc<DefaultToken>,
     pub recorder: Recorder,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
+    /// The reconciles running now, for `/healthz` to see a stuck one.
+    pub running: Arc<InFlight>,
     pub settings: Settings,
     /// Instances as seen by the instance controller, for peers to find theirs without reads.
     pub instances: Store<VpnInstance>,
@@ -60,6 +80,8 @@ pub struct Context<A> {
     pub peers: Store<VpnPeer>,
     pub(crate) failures: FailureCounts,
     regions: tokio::sync::Mutex<RegionCache>,
+    /// When each object (by uid) last looked at Altostrat: its next poll needs a newer list.
+    looks: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 impl<A: VpnApi> Context<A> {
@@ -67,9 +89,10 @@ impl<A: VpnApi> Context<A> {
     pub fn new(
         client: Client,
         api: Arc<A>,
+        observations: Arc<Observations>,
         default_token: Arc<DefaultToken>,
         reporter: Reporter,
-        metrics: Arc<Metrics>,
+        (metrics, running): (Arc<Metrics>, Arc<InFlight>),
         settings: Settings,
         instances: Store<VpnInstance>,
         peers: Store<VpnPeer>,
@@ -78,14 +101,17 @@ impl<A: VpnApi> Context<A> {
             recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             api,
+            observations,
             default_token,
             reporter,
             metrics,
+            running,
             settings,
             instances,
             peers,
             failures: FailureCounts::default(),
             regions: tokio::sync::Mutex::new(None),
+            looks: std::sync::Mutex::default(),
         }
     }
 
@@ -120,6 +146,16 @@ impl<A: VpnApi> Context<A> {
                 secret_ref.name
             ))
         })?;
+        let token = match rate_in(&secret) {
+            Ok(Some(rate)) => token.with_rate_per_minute(rate),
+            Ok(None) => token,
+            Err(value) => {
+                return Err(Error::Credentials(format!(
+                    "Secret {namespace}/{} has {SECRET_RATE_KEY}: {value:?}, not a number of requests per minute from 2 up",
+                    secret_ref.name
+                )));
+            }
+        };
         self.keep_secret(&secret).await?;
         Ok(token)
     }
@@ -143,6 +179,45 @@ impl<A: VpnApi> Context<A> {
 }
 
 impl<A> Context<A> {
+    /// A poll of `obj`: a list no older than `interval` and sent after the object's previous
+    /// look, so that each poll sees something it has not seen (shared with every object of
+    /// the token polling at the same time).
+    pub(crate) fn poll_look<K: Resource>(&self, obj: &K, interval: Duration) -> Look {
+        let now = Instant::now();
+        let oldest = now.checked_sub(interval).unwrap_or(now);
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        let last = self.looks.lock().expect("looks lock").get(&uid).copied();
+        Look {
+            fresh_since: last.map_or(oldest, |last| last.max(oldest)),
+            urgency: Urgency::Poll,
+        }
+    }
+
+    /// Remembers that `obj` has looked at Altostrat now.
+    pub(crate) fn looked<K: Resource>(&self, obj: &K) {
+        let mut looks = self.looks.lock().expect("looks lock");
+        if looks.len() > 500_000 {
+            looks.clear();
+        }
+        looks.insert(obj.meta().uid.clone().unwrap_or_default(), Instant::now());
+    }
+
+    /// How long a converged object of `token` goes between two comparisons with Altostrat:
+    /// the resync interval, or longer when observing all of the token's objects that often
+    /// (one instance list, one peer list per instance) would take more than the observation
+    /// share of its budget.
+    pub fn drift_interval(&self, token: &ApiToken) -> Duration {
+        let budget = &self.settings.budget;
+        let rate = token.rate_per_minute().unwrap_or(budget.rate_per_minute);
+        let lists = self.observations.lists_per_cycle(token) as f64;
+        // A list is refreshed once it is DRIFT_REUSE of the interval old: pay for that.
+        let needed = Duration::from_secs_f64(60.0 * lists / budget.observe_rate(rate) / DRIFT_REUSE);
+        let interval = needed.max(self.settings.resync_interval);
+        let longest = self.observations.note_drift_cycle(token, interval);
+        self.metrics.record_drift_cycle(longest);
+        interval
+    }
+
     /// Another VpnInstance that records the Altostrat instance `id` in its status or adopts it
     /// in its spec, among those `accept` admits, as `namespace/name`.
     pub(crate) fn instance_holding(
@@ -211,6 +286,30 @@ fn token_in(secret: &Secret) -> Option<ApiToken> {
         .or_else(from_string_data)
         .map(ApiToken::new)
         .filter(|t| !t.is_empty())
+}
+
+/// The optional rate of a credentials Secret; `Err` with the value when it is not a number
+/// from 2 up.
+fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, String> {
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(SECRET_RATE_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let from_string_data = || {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(SECRET_RATE_KEY))
+            .cloned()
+    };
+    let Some(value) = from_data.or_else(from_string_data) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u32>() {
+        Ok(rate) if rate >= 2 => Ok(Some(rate)),
+        _ => Err(value),
+    }
 }
 
 /// The token of one resource, read on first use: a reconcile that needs no Altostrat call

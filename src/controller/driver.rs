@@ -109,6 +109,7 @@ pub(crate) async fn reconcile<K: Reconciler, A: VpnApi>(obj: Arc<K>, ctx: Arc<Co
     let namespace = obj.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = K::CONTROLLER, %namespace, name = %obj.name_any());
     let _in_flight = ctx.metrics.reconcile_started(K::CONTROLLER);
+    let _running = ctx.running.start();
     let started = Instant::now();
     let result = run_once(obj.as_ref(), &ctx, namespace).instrument(span).await;
     ctx.metrics.record_reconcile(
@@ -133,7 +134,10 @@ async fn run_once<K: Reconciler, A: VpnApi>(obj: &K, ctx: &Context<A>, namespace
     if let Some((reason, action, note)) = handle.activity.event() {
         ctx.publish(obj, EventType::Normal, (reason, action), note).await;
     }
+    // A fenced request was refused because this replica may no longer lead: the leader that
+    // took over owns the status now, and nothing failed at Altostrat.
     if let Err(error) = &result
+        && !error.is_fenced()
         && handle.status.record_failure(error).await
     {
         ctx.publish(

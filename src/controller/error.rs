@@ -33,6 +33,13 @@ pub enum Error {
     /// written to it or deleted. `reason` is the condition reason.
     #[error("{message}")]
     NotOwned { reason: &'static str, message: String },
+    /// Altostrat answered an update with values that still differ from the spec (it
+    /// normalises them), and holds just that: sending it again would loop.
+    #[error(
+        "Altostrat stores {fields} differently from the spec after applying it (it normalises the value); \
+         not sent again until the spec or Altostrat changes: write the spec the way Altostrat stores it"
+    )]
+    NotConverging { fields: String },
     /// The decisions of one reconcile went round in circles: a bug, reported instead of looping.
     #[error("the {0} lifecycle did not settle within one reconcile")]
     Unsettled(&'static str),
@@ -52,14 +59,20 @@ impl Error {
             Self::InvalidSpec(_) => "invalid_spec",
             Self::Credentials(_) => "credentials",
             Self::NotOwned { .. } => "not_owned",
+            Self::NotConverging { .. } => "not_converging",
             Self::Unsettled(_) => "unsettled",
         }
+    }
+
+    /// This replica's leader fence refused the request: not a failure of the resource.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Api(ApiError::Fenced { .. }))
     }
 
     /// Errors only an edit of the resource (or of the world outside) can fix.
     pub fn needs_user_action(&self) -> bool {
         match self {
-            Self::InvalidSpec(_) | Self::NotOwned { .. } => true,
+            Self::InvalidSpec(_) | Self::NotOwned { .. } | Self::NotConverging { .. } => true,
             Self::Api(e) => matches!(
                 e,
                 ApiError::Invalid { .. } | ApiError::Conflict { .. } | ApiError::QuotaExceeded { .. }
@@ -78,8 +91,15 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         if let Self::NotOwned { reason, .. } = self {
             reason
+        } else if matches!(self, Self::NotConverging { .. }) {
+            reason::NOT_CONVERGING
         } else if matches!(self, Self::Api(ApiError::QuotaExceeded { .. })) {
             "QuotaExceeded"
+        } else if matches!(
+            self,
+            Self::Api(ApiError::Throttled { .. } | ApiError::RateLimited { .. })
+        ) {
+            reason::THROTTLED
         } else if self.needs_user_action() {
             reason::INVALID_SPEC
         } else if matches!(
@@ -202,6 +222,18 @@ mod tests {
         });
         assert_eq!(requeue_after_error(&e, 3, RESYNC), Duration::from_secs(17));
         assert_eq!(e.category(), "rate_limited");
+    }
+
+    #[test]
+    fn a_request_held_back_by_the_budget_comes_back_when_its_slot_is_due() {
+        let e = Error::Api(ApiError::Throttled {
+            endpoint: Endpoint::CreatePeer,
+            expected_wait: Duration::from_secs(42),
+        });
+        assert_eq!(requeue_after_error(&e, 9, RESYNC), Duration::from_secs(42));
+        assert_eq!((e.reason(), e.category()), ("Throttled", "throttled"));
+        assert!(!e.stalls(), "throttling resolves itself");
+        assert!(e.to_string().contains("about 42s"), "{e}");
     }
 
     #[test]

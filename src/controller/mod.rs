@@ -8,6 +8,7 @@
 //! - [`watch`]: reflectors, triggers and the two controllers of one watch scope;
 //! - `driver`: the reconcile shared by both kinds (span, metrics, events, failure recording);
 //! - [`context`]: credentials, region cache and settings shared by the reconciles;
+//! - [`observation`]: what Altostrat holds, observed by list and shared by the reconciles;
 //! - [`error`]: errors and the requeue policy; [`events`]: the one event per reconcile;
 //! - `finalizer`, [`status`]: the writes a reconcile makes to its own object.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod events;
 mod finalizer;
 mod instance;
+pub mod observation;
 pub mod ownership;
 mod peer;
 pub mod plan;
@@ -32,6 +34,7 @@ pub mod watch;
 pub use context::{Context, Settings};
 pub use default_token::DefaultToken;
 pub use error::{Error, Result, error_policy, requeue_after_error};
+pub use observation::Observations;
 pub use watch::{ControllerDeps, WatchScope, run};
 
 /// Field manager of every write the operator makes.

@@ -142,8 +142,8 @@ pub fn validate_region(region: &str, codes: &[String]) -> Result<(), String> {
 
 /// How soon to look again at an instance that is not converged yet. Provisioning takes minutes
 /// in production, so polling slows down as the instance ages (bounded between 1 s and 30 s).
-pub fn provisioning_poll_interval(age: Duration) -> Duration {
-    (age / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+pub fn provisioning_poll_interval(age: Duration, longest: Duration) -> Duration {
+    (age / 4).clamp(Duration::from_secs(1), longest.max(Duration::from_secs(1)))
 }
 
 /// Spreads periodic resyncs of many objects over ±10 % of the interval (`sample` in [0, 1)).
@@ -348,14 +348,18 @@ mod tests {
 
     #[test]
     fn polling_slows_down_with_age_within_bounds() {
-        assert_eq!(provisioning_poll_interval(Duration::ZERO), Duration::from_secs(1));
+        let longest = Duration::from_secs(30);
         assert_eq!(
-            provisioning_poll_interval(Duration::from_secs(20)),
+            provisioning_poll_interval(Duration::ZERO, longest),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            provisioning_poll_interval(Duration::from_secs(20), longest),
             Duration::from_secs(5)
         );
         assert_eq!(
-            provisioning_poll_interval(Duration::from_secs(3600)),
-            Duration::from_secs(30)
+            provisioning_poll_interval(Duration::from_secs(3600), longest),
+            longest
         );
         let base = Duration::from_secs(100);
         assert_eq!(jittered(base, 0.0), Duration::from_secs(90));

@@ -253,6 +253,8 @@ struct AltostratState {
     /// Refused without being applied: once per entry.
     refuse: HashMap<Endpoint, ApiError>,
     unprovisioned: bool,
+    /// Applied to every instance an update writes, as a server that rewrites values would.
+    normalise: Option<fn(&mut Instance)>,
     next_id: u64,
 }
 
@@ -291,6 +293,11 @@ impl FakeAltostrat {
     /// New instances stay unprovisioned until [`FakeAltostrat::provision_all`].
     pub fn hold_provisioning(&self) {
         self.0.lock().unwrap().unprovisioned = true;
+    }
+
+    /// Every later update is rewritten by `normalise` before it is stored and answered.
+    pub fn normalise_updates(&self, normalise: fn(&mut Instance)) {
+        self.0.lock().unwrap().normalise = Some(normalise);
     }
 
     pub fn provision_all(&self) {
@@ -512,6 +519,7 @@ impl VpnApi for FakeAltostrat {
     async fn update_instance(&self, _: &ApiToken, id: &str, body: &InstanceUpdate) -> ApiResult<Instance> {
         let lose = self.begin(Endpoint::UpdateInstance)?;
         let mut state = self.0.lock().unwrap();
+        let normalise = state.normalise;
         let result = state
             .instances
             .get_mut(id)
@@ -522,6 +530,9 @@ impl VpnApi for FakeAltostrat {
                 i.domains = body.domains.clone();
                 i.split_dns = body.split_dns.clone();
                 i.dns_custom = body.dns_custom.clone();
+                if let Some(normalise) = normalise {
+                    normalise(i);
+                }
                 i.clone()
             })
             .ok_or(not_found(Endpoint::UpdateInstance));
@@ -649,9 +660,10 @@ impl Harness {
         let ctx = Context::new(
             kube.client(),
             altostrat.clone(),
+            Arc::default(),
             Arc::new(super::default_token::DefaultToken::fixed(ApiToken::new(TOKEN))),
             reporter,
-            Arc::new(Metrics::register(&mut registry)),
+            (Arc::new(Metrics::register(&mut registry)), Arc::default()),
             Settings::default(),
             store,
             peer_store,
@@ -663,6 +675,12 @@ impl Harness {
             instances: Mutex::new(writer),
             peers: Mutex::new(peer_writer),
         }
+    }
+
+    /// Forgets what the reconciles observed of Altostrat, as if every object's drift interval
+    /// had passed.
+    pub fn observations_expire(&self) {
+        self.ctx.observations.forget_all();
     }
 
     /// Creates `obj` in the fake Kubernetes API, as `kubectl apply` would.

@@ -15,6 +15,7 @@ use super::driver::reconcile;
 use super::error::error_policy;
 use super::events::reason as event;
 use super::finalizer::has_finalizer;
+use super::observation::{Changed, Observations};
 use crate::altostrat::VpnApi;
 use crate::crd::FINALIZER;
 use crate::crd::{VpnInstance, VpnPeer};
@@ -44,8 +45,11 @@ impl WatchScope {
 pub struct ControllerDeps<A> {
     pub client: Client,
     pub api: Arc<A>,
+    pub observations: Arc<Observations>,
     pub default_token: Arc<DefaultToken>,
     pub metrics: Arc<Metrics>,
+    /// The reconciles running now, shared with `/healthz`.
+    pub running: Arc<crate::server::InFlight>,
     pub settings: Settings,
     pub reporter: Reporter,
 }
@@ -55,8 +59,10 @@ impl<A> Clone for ControllerDeps<A> {
         Self {
             client: self.client.clone(),
             api: self.api.clone(),
+            observations: self.observations.clone(),
             default_token: self.default_token.clone(),
             metrics: self.metrics.clone(),
+            running: self.running.clone(),
             settings: self.settings.clone(),
             reporter: self.reporter.clone(),
         }
@@ -95,10 +101,11 @@ fn watch_config(settings: &Settings) -> watcher::Config {
 // (managedFields and kubectl's last-applied annotation are never read but dominate the memory
 // of large fleets) and so that only changes that need a reconcile trigger one.
 
-/// The instance watch, filling `writer`. Every instance event is also sent to `changed`, so
-/// that peers are re-triggered from this one watch instead of a second one: an instance may
-/// have become usable, or gone. The channel is unbounded so that a busy peer queue never
-/// stalls the instance controller; it holds one reference per instance event at most.
+/// The instance watch, filling `writer`. An instance event that changes what its peers depend
+/// on (see [`PeerRelevant`]) is also sent to `changed`, so that peers are re-triggered from
+/// this one watch instead of a second one: an instance may have become usable, or gone. Its
+/// own status writes otherwise do not re-run its peers. The channel is unbounded so that a busy
+/// peer queue never stalls the instance controller; it holds one reference per event at most.
 fn instance_stream(
     api: Api<VpnInstance>,
     config: watcher::Config,
@@ -106,19 +113,25 @@ fn instance_stream(
     changed: futures::channel::mpsc::UnboundedSender<ObjectRef<VpnInstance>>,
     left: LeftScope,
 ) -> impl Stream<Item = Result<VpnInstance, watcher::Error>> {
+    let mut seen = PeerRelevant::default();
     watcher(api, config)
         .default_backoff()
         .modify(slim)
         .reflect(writer)
         .inspect_ok(move |event| {
             report_left_scope(event, &left);
-            match event {
-                watcher::Event::Apply(instance)
-                | watcher::Event::InitApply(instance)
-                | watcher::Event::Delete(instance) => {
-                    let _ = changed.unbounded_send(ObjectRef::from_obj(instance));
+            let changed_instance = match event {
+                watcher::Event::Apply(instance) | watcher::Event::InitApply(instance) => {
+                    seen.changed(instance).then_some(instance)
                 }
-                watcher::Event::Init | watcher::Event::InitDone => {}
+                watcher::Event::Delete(instance) => {
+                    seen.forget(instance);
+                    Some(instance)
+                }
+                watcher::Event::Init | watcher::Event::InitDone => None,
+            };
+            if let Some(instance) = changed_instance {
+                let _ = changed.unbounded_send(ObjectRef::from_obj(instance));
             }
         })
         .applied_objects()
@@ -170,6 +183,85 @@ async fn warn_left_scope<A>(
     }
 }
 
+/// What the peers of an instance depend on, per instance as last seen: the Altostrat id,
+/// readiness, deletion and credentials. Other changes (conditions' messages, observed
+/// configuration, the operator's own status writes) do not concern them.
+#[derive(Default)]
+struct PeerRelevant(std::collections::HashMap<ObjectRef<VpnInstance>, u64>);
+
+impl PeerRelevant {
+    fn fingerprint(instance: &VpnInstance) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let status = instance.status.as_ref();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (
+            instance.metadata.uid.as_deref(),
+            status.and_then(|s| s.instance_id.as_deref()),
+            status.is_some_and(|s| super::conditions::is_ready(&s.conditions)),
+            instance.metadata.deletion_timestamp.is_some(),
+            instance
+                .spec
+                .credentials_secret_ref
+                .as_ref()
+                .map(|r| r.name.as_str()),
+        )
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Whether `instance` changed in a way its peers care about since it was last seen.
+    fn changed(&mut self, instance: &VpnInstance) -> bool {
+        let fingerprint = Self::fingerprint(instance);
+        self.0.insert(ObjectRef::from_obj(instance), fingerprint) != Some(fingerprint)
+    }
+
+    fn forget(&mut self, instance: &VpnInstance) {
+        self.0.remove(&ObjectRef::from_obj(instance));
+    }
+}
+
+/// The resources whose Altostrat object a list refresh found changed or gone, so that they
+/// look now instead of at their next scheduled look. Lagging behind the announcements only
+/// loses triggers, never correctness: every object still has its scheduled look.
+fn observed_changes<K>(
+    observations: &Observations,
+    store: Store<K>,
+    records: impl Fn(&K, &Changed) -> bool + Send + 'static,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let receiver = observations.subscribe();
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(change) => return Some((change, receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |change| {
+        let matching: Vec<ObjectRef<K>> = store
+            .state()
+            .iter()
+            .filter(|obj| records(obj, &change))
+            .map(|obj| ObjectRef::from_obj(obj.as_ref()))
+            .collect();
+        futures::stream::iter(matching)
+    })
+}
+
+fn records_instance(instance: &VpnInstance, change: &Changed) -> bool {
+    let recorded = instance.status.as_ref().and_then(|s| s.instance_id.as_deref());
+    matches!(change, Changed::Instance(id) if recorded == Some(id.as_str()))
+}
+
+fn records_peer(peer: &VpnPeer, change: &Changed) -> bool {
+    let recorded = peer.status.as_ref().and_then(|s| s.peer_id.as_deref());
+    matches!(change, Changed::Peer(id) if recorded == Some(id.as_str()))
+}
+
 /// The peers to reconcile when an instance changed: those in its namespace that name it.
 fn dependents(peers: &Store<VpnPeer>, instance: &ObjectRef<VpnInstance>) -> Vec<ObjectRef<VpnPeer>> {
     peers
@@ -203,21 +295,25 @@ pub async fn run<A: VpnApi>(
     let peer_events = peer_stream(scope.api(&deps.client), config, peer_writer, left_scope);
     let peers = peer_store.clone();
     let peer_triggers = instance_changes.flat_map(move |i| futures::stream::iter(dependents(&peers, &i)));
+    let peer_drift = observed_changes(&deps.observations, peer_store.clone(), records_peer);
+    let instance_drift = observed_changes(&deps.observations, instance_store.clone(), records_instance);
 
     let settings = &deps.settings;
     let instance_controller = Controller::for_stream(instance_events, instance_store.clone())
+        .reconcile_on(instance_drift)
         .with_config(Config::default().concurrency(settings.instance_concurrency))
         .graceful_shutdown_on(shutdown.clone());
     let peer_controller = Controller::for_stream(peer_events, peer_store.clone())
-        .reconcile_on(peer_triggers)
+        .reconcile_on(futures::stream::select(peer_triggers, peer_drift))
         .with_config(Config::default().concurrency(settings.peer_concurrency))
         .graceful_shutdown_on(shutdown);
     let ctx = Arc::new(Context::new(
         deps.client,
         deps.api,
+        deps.observations,
         deps.default_token,
         deps.reporter,
-        deps.metrics,
+        (deps.metrics, deps.running),
         deps.settings,
         instance_store.clone(),
         peer_store.clone(),
@@ -265,6 +361,36 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(triggered, vec!["alice".to_owned()]);
+    }
+
+    #[test]
+    fn peers_are_retriggered_only_by_instance_changes_they_depend_on() {
+        let spec = serde_json::from_value(serde_json::json!({
+            "name": "Hub", "hostname": "hub", "region": "sjc"
+        }))
+        .unwrap();
+        let mut hub = VpnInstance::new("hub", spec);
+        hub.metadata.namespace = Some("a".into());
+        let mut seen = PeerRelevant::default();
+        assert!(seen.changed(&hub), "first sighting");
+        assert!(!seen.changed(&hub), "nothing new");
+        let mut status = crate::crd::VpnInstanceStatus {
+            instance_id: Some("i-1".into()),
+            ..Default::default()
+        };
+        hub.status = Some(status.clone());
+        assert!(seen.changed(&hub), "the Altostrat id is known now");
+        status.observed_generation = Some(3);
+        status.pending_changes = vec!["dns".into()];
+        hub.status = Some(status);
+        assert!(
+            !seen.changed(&hub),
+            "its own status details do not concern its peers"
+        );
+        hub.spec.name = "Renamed".into();
+        assert!(!seen.changed(&hub), "nor does a configuration edit");
+        hub.metadata.deletion_timestamp = Some(super::super::conditions::now());
+        assert!(seen.changed(&hub), "being deleted does");
     }
 
     #[test]

@@ -50,13 +50,18 @@ pub enum DeletionPolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretReference {
     /// Name of the Secret. The API token is read from its `token` key; the Secret must carry
-    /// the label `vpn.altostrat.io/credentials: "true"`.
+    /// the label `vpn.altostrat.io/credentials: "true"`. An optional `requestsPerMinute` key
+    /// sets how many requests per minute the operator may spend with this token (when the
+    /// token is shared with other tools); otherwise the operator's default applies.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
 /// Key inside a credentials Secret that holds the Altostrat API token.
 pub const SECRET_TOKEN_KEY: &str = "token";
+/// Optional key of a credentials Secret: the requests per minute this operator may spend with
+/// the token, when it is shared with other tools (default: the operator's --api-rate-limit).
+pub const SECRET_RATE_KEY: &str = "requestsPerMinute";
 
 /// Every CRD the operator serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {

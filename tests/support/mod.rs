@@ -3,6 +3,10 @@
 //! operator's controllers running in-process or as the real binary.
 #![allow(dead_code)] // each suite uses a different part of the harness
 
+pub mod process;
+pub mod proxy;
+pub mod tap;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -10,7 +14,7 @@ use std::time::Duration;
 
 use altostrat_vpn_operator::altostrat::model::{Instance, Peer};
 use altostrat_vpn_operator::altostrat::{
-    ApiToken, HttpClient, HttpClientConfig, RateLimiter, Resilient, RetryPolicy,
+    ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy,
 };
 use altostrat_vpn_operator::controller::{self, DefaultToken, Settings, WatchScope};
 use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
@@ -87,6 +91,22 @@ pub async fn simulator(provision_delay: Duration) -> RunningSimulator {
     Simulator::spawn(config).await.expect("start the simulator")
 }
 
+/// A simulator that also accepts `tokens` (all scopes, in the account of [`TOKEN`]), so that
+/// each operator process can send its own token and its calls can be told apart.
+pub async fn simulator_with_tokens(provision_delay: Duration, tokens: &[&str]) -> RunningSimulator {
+    use altostrat_vpn_operator::simulator::ApiToken as SimToken;
+    let config = SimulatorConfig {
+        provision_delay,
+        status_clear_delay: Duration::from_millis(300),
+        tokens: std::iter::once(TOKEN)
+            .chain(tokens.iter().copied())
+            .map(SimToken::all_scopes)
+            .collect(),
+        ..SimulatorConfig::default()
+    };
+    Simulator::spawn(config).await.expect("start the simulator")
+}
+
 /// The controllers of one namespace, running in this process until dropped or stopped.
 pub struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -142,23 +162,32 @@ pub fn start_operator_scoped(
         ..HttpClientConfig::default()
     })
     .unwrap();
-    let limiter = Arc::new(RateLimiter::new(options.rate_limit_per_minute, 50));
+    let budget_config = BudgetConfig {
+        rate_per_minute: options.rate_limit_per_minute,
+        burst: 50,
+        ..BudgetConfig::default()
+    };
+    let budget = Arc::new(Budget::new(budget_config.clone()));
     let policy = RetryPolicy {
         base_delay: Duration::from_millis(50),
         ..RetryPolicy::default()
     };
-    let api = Arc::new(Resilient::new(http, limiter, policy, metrics.clone()));
+    let api = Arc::new(Resilient::new(http, budget, policy, metrics.clone()));
     let shared = controller::ControllerDeps {
         client: client.clone(),
         api,
+        observations: Arc::default(),
         default_token: Arc::new(
             options
                 .token
                 .map_or_else(DefaultToken::none, |t| DefaultToken::fixed(ApiToken::new(t))),
         ),
         metrics: metrics.clone(),
+        running: Arc::default(),
         settings: Settings {
             resync_interval: options.resync_interval,
+            provisioning_poll: Duration::from_secs(1),
+            budget: budget_config,
             label_selector,
             ..Settings::default()
         },

@@ -294,25 +294,29 @@ pub(crate) fn observed_status(observed: &Instance) -> VpnInstanceStatus {
     }
 }
 
-/// When to look again: at the (jittered) resync once Ready, otherwise a provisioning poll that
-/// slows down with the time since `Ready` last changed.
+/// When to look again: at the (jittered) drift interval once Ready, otherwise a provisioning
+/// poll that slows down with the time since `Ready` last changed, up to `longest_poll`.
 pub(crate) fn next_look(
     status: &VpnInstanceStatus,
     ready: bool,
-    resync: Duration,
+    (drift, longest_poll): (Duration, Duration),
     now: &Time,
     sample: f64,
 ) -> Duration {
     if ready {
-        return plan::jittered(resync, sample);
+        return plan::jittered(drift, sample);
     }
-    let since = status
+    plan::provisioning_poll_interval(time_in_state(status, now), longest_poll)
+}
+
+/// How long `Ready` has had its current value.
+pub(crate) fn time_in_state(status: &VpnInstanceStatus, now: &Time) -> Duration {
+    status
         .conditions
         .iter()
         .find(|c| c.type_ == READY)
         .and_then(|c| Duration::try_from(now.0.duration_since(c.last_transition_time.0)).ok())
-        .unwrap_or_default();
-    plan::provisioning_poll_interval(since)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -680,13 +684,13 @@ mod tests {
             ),
             ..VpnInstanceStatus::default()
         };
-        let resync = Duration::from_secs(300);
-        let early = next_look(&status, false, resync, &at(1001), 0.5);
-        let late = next_look(&status, false, resync, &at(1600), 0.5);
+        let pace = (Duration::from_secs(300), Duration::from_secs(30));
+        let early = next_look(&status, false, pace, &at(1001), 0.5);
+        let late = next_look(&status, false, pace, &at(1600), 0.5);
         assert!(
             early < late && late <= Duration::from_secs(30),
             "{early:?} {late:?}"
         );
-        assert_eq!(next_look(&status, true, resync, &at(1001), 0.5), resync);
+        assert_eq!(next_look(&status, true, pace, &at(1001), 0.5), pace.0);
     }
 }

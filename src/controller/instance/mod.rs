@@ -7,25 +7,30 @@ mod tests;
 
 use std::time::Duration;
 
-use kube::api::ListParams;
+use tokio::time::Instant;
+
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
 
 use super::cleanup::{CleanupObserved, CleanupStep, decide_cleanup};
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
-use super::context::{Context, LazyToken};
+use super::context::{Context, DRIFT_REUSE, LazyToken};
 use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
+use super::observation::Look;
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::status::HasStatus;
+use crate::altostrat::Urgency;
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
-use crate::crd::{VpnInstance, VpnInstanceStatus, VpnPeer};
-use decide::{Claim, Observed, Remote, Step, decide, desired_conditions, next_look, observed_status};
+use crate::crd::{VpnInstance, VpnInstanceStatus};
+use decide::{
+    Claim, Observed, Remote, Step, decide, desired_conditions, next_look, observed_status, time_in_state,
+};
 use k8s_openapi::jiff::Timestamp;
 
 /// Re-check interval while the instance waits for its VpnPeers to be deleted.
@@ -49,6 +54,7 @@ impl Reconciler for VpnInstance {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
         let recorded_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
+        let started = Instant::now();
         let mut observed = Observed {
             spec: &self.spec,
             finalizer: FinalizerState::of(self),
@@ -71,7 +77,13 @@ impl Reconciler for VpnInstance {
                     observed.claim = Claim::Fresh(at);
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
-                Step::Fetch(id) => observed.remote = fetch(ctx, &token.get().await?, id).await?,
+                Step::Fetch(id) => {
+                    let look = look_for(self, ctx, &token.get().await?, handle);
+                    match fetch(ctx, &token.get().await?, id, look).await {
+                        Ok(remote) => observed.remote = remote,
+                        Err(deferred) => return deferred_drift_check(deferred, look),
+                    }
+                }
                 Step::Forget(id) => {
                     let note = format!("Altostrat instance {id} no longer exists; creating it again");
                     ctx.publish(self, EventType::Warning, event::RECREATING, note)
@@ -80,11 +92,30 @@ impl Reconciler for VpnInstance {
                     observed.recorded_id = None;
                     observed.remote = Remote::Unknown;
                 }
-                Step::Search => observed.remote = search(self, ctx, &token.get().await?).await?,
+                Step::Search => observed.remote = search(self, ctx, &token.get().await?, started).await?,
                 Step::Create => observed.remote = create(self, ctx, handle, &token.get().await?).await?,
                 Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
                 Step::Update { id, body, fields } => {
-                    let updated = ctx.api.update_instance(&token.get().await?, &id, &body).await?;
+                    if let Remote::Found(current) = &observed.remote
+                        && ctx.observations.would_repeat(&id, &body, current)
+                    {
+                        return Err(Error::NotConverging {
+                            fields: fields.join(", "),
+                        });
+                    }
+                    let token = token.get().await?;
+                    let updated = match ctx.api.update_instance(&token, &id, &body).await {
+                        Ok(updated) => updated,
+                        // Gone since it was observed: what is observed now says so.
+                        Err(e) if e.is_not_found() => {
+                            ctx.observations.deleted_instance(&token, &id);
+                            observed.remote = Remote::Gone(id);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    ctx.observations.wrote_instance(&token, &updated);
+                    ctx.observations.updated(&id, &body, &updated);
                     let fields = fields.join(", ");
                     handle
                         .activity
@@ -92,7 +123,11 @@ impl Reconciler for VpnInstance {
                     observed.remote = Remote::Found(updated);
                     observed.updated = true;
                 }
-                Step::Record(instance) => return record(self, ctx, handle, &instance).await,
+                Step::Record(instance) => {
+                    ctx.looked(self);
+                    let drift = ctx.drift_interval(&token.get().await?);
+                    return record(self, ctx, handle, &instance, drift).await;
+                }
                 Step::WithdrawClaim(error) => {
                     handle.withdraw_claim(self).await?;
                     return Err(error);
@@ -109,6 +144,7 @@ impl Reconciler for VpnInstance {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
         let known_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
+        let started = Instant::now();
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
             policy: self.spec.deletion_policy,
@@ -132,12 +168,10 @@ impl Reconciler for VpnInstance {
                     handle.activity.record(event::ORPHANED, note);
                     return release(self, ctx, handle).await;
                 }
-                CleanupStep::CountDependents => {
-                    observed.dependents = Some(count_dependents(self, ctx).await?)
-                }
+                CleanupStep::CountDependents => observed.dependents = Some(count_dependents(self, ctx)),
                 CleanupStep::WaitForDependents(n) => return wait_for_dependents(handle, n).await,
                 CleanupStep::Search => {
-                    let found = search(self, ctx, &token.get().await?).await?;
+                    let found = search(self, ctx, &token.get().await?, started).await?;
                     observed.search = Some(judge_found(self, found));
                 }
                 CleanupStep::LeaveAlone { id, verdict } => {
@@ -151,19 +185,32 @@ impl Reconciler for VpnInstance {
                     return release(self, ctx, handle).await;
                 }
                 CleanupStep::Delete(id) => {
-                    match ctx.api.delete_instance(&token.get().await?, &id).await {
+                    let token = token.get().await?;
+                    match ctx.api.delete_instance(&token, &id).await {
                         Ok(()) => handle
                             .activity
                             .record(event::DELETED, format!("deleted Altostrat instance {id}")),
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(e.into()),
                     }
+                    ctx.observations.deleted_instance(&token, &id);
                     observed.deleted = true;
                 }
                 CleanupStep::Release => return release(self, ctx, handle).await,
             }
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
+    }
+}
+
+/// A drift check the budget could not fit now is put off without a word: the object is
+/// converged and nothing waits for it. Any other failed look is an error the status shows.
+pub(super) fn deferred_drift_check(error: Error, look: Look) -> Result<Action> {
+    match &error {
+        Error::Api(ApiError::Throttled { expected_wait, .. }) if look.urgency == Urgency::Drift => {
+            Ok(Action::requeue(*expected_wait))
+        }
+        _ => Err(error),
     }
 }
 
@@ -204,17 +251,47 @@ fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<St
     })
 }
 
-async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String) -> Result<Remote> {
-    match ctx.api.get_instance(token, &id).await {
-        Ok(instance) => Ok(Remote::Found(instance)),
-        Err(e) if e.is_not_found() => Ok(Remote::Gone(id)),
-        Err(e) => Err(e.into()),
+/// How fresh the observation of this instance must be: a converged instance only needs a
+/// drift check within the budget's cycle; one provisioning or with changes to apply is looked
+/// at as often as its provisioning poll.
+fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, token: &ApiToken, handle: &Handle<VpnInstance>) -> Look {
+    let status = obj.status.clone().unwrap_or_default();
+    if conditions::is_converged(
+        &status.conditions,
+        status.observed_generation,
+        obj.metadata.generation,
+    ) {
+        return Look::within(ctx.drift_interval(token).mul_f64(DRIFT_REUSE), Urgency::Drift);
+    }
+    let age = time_in_state(&status, handle.status.now());
+    ctx.poll_look(
+        obj,
+        plan::provisioning_poll_interval(age, ctx.settings.provisioning_poll),
+    )
+}
+
+/// The instance as the shared observation has it (see [`Look`]); `Err` when the look could
+/// not be made.
+async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String, look: Look) -> Result<Remote> {
+    match ctx.observations.instance(&*ctx.api, token, &id, look).await? {
+        Some(instance) => Ok(Remote::Found(instance)),
+        None => Ok(Remote::Gone(id)),
     }
 }
 
-/// The instance with this resource's hostname, and who else in the cluster records it.
-async fn search<A: VpnApi>(obj: &VpnInstance, ctx: &Context<A>, token: &ApiToken) -> Result<Remote> {
-    let existing = ctx.api.list_instances(token).await?;
+/// The instance with this resource's hostname, and who else in the cluster records it, from a
+/// list sent after `since` (the start of this reconcile: no create of ours is in flight then).
+async fn search<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    token: &ApiToken,
+    since: Instant,
+) -> Result<Remote> {
+    let look = Look {
+        fresh_since: since,
+        urgency: Urgency::Poll,
+    };
+    let existing = ctx.observations.instances(&*ctx.api, token, look).await?;
     let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname).cloned();
     let recorded_by = found
         .as_ref()
@@ -250,6 +327,7 @@ async fn create<A: VpnApi>(
         .await
     {
         Ok(created) => {
+            ctx.observations.wrote_instance(token, &created);
             let note = format!(
                 "created Altostrat instance {} in region {}",
                 created.id, created.region
@@ -259,7 +337,10 @@ async fn create<A: VpnApi>(
             Ok(Remote::Found(created))
         }
         Err(conflict @ ApiError::Conflict { .. }) => {
-            let existing = ctx.api.list_instances(token).await?;
+            let existing = ctx
+                .observations
+                .instances(&*ctx.api, token, Look::fresh(Urgency::Poll))
+                .await?;
             let visible = plan::find_instance_by_hostname(&existing, &obj.spec.hostname).cloned();
             Ok(Remote::Taken { conflict, visible })
         }
@@ -291,6 +372,7 @@ async fn record<A>(
     ctx: &Context<A>,
     handle: &mut Handle<VpnInstance>,
     instance: &Instance,
+    drift: Duration,
 ) -> Result<Action> {
     let was_ready = obj
         .status
@@ -308,27 +390,23 @@ async fn record<A>(
     let after = next_look(
         &stored,
         ready,
-        ctx.settings.resync_interval,
+        (drift, ctx.settings.provisioning_poll),
         handle.status.now(),
         fastrand::f64(),
     );
     Ok(Action::requeue(after))
 }
 
-/// VpnPeers in the instance's namespace that reference it.
-async fn count_dependents<A>(obj: &VpnInstance, ctx: &Context<A>) -> Result<usize> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let peers: Api<VpnPeer> = Api::namespaced(ctx.client.clone(), &namespace);
+/// VpnPeers in the instance's namespace that reference it, as the peer cache has them (the
+/// peer watch re-triggers nothing here; the drain poll looks again).
+fn count_dependents<A>(obj: &VpnInstance, ctx: &Context<A>) -> usize {
+    let namespace = obj.namespace();
     let name = obj.name_any();
-    let listed = peers
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube(format!("list of VpnPeers in {namespace}")))?;
-    Ok(listed
-        .items
+    ctx.peers
+        .state()
         .iter()
-        .filter(|p| p.spec.instance_ref.name == name)
-        .count())
+        .filter(|p| p.namespace() == namespace && p.spec.instance_ref.name == name)
+        .count()
 }
 
 async fn wait_for_dependents(handle: &mut Handle<VpnInstance>, count: usize) -> Result<Action> {

@@ -63,7 +63,8 @@ async fn the_id_is_written_before_the_configuration_is_applied() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::GetInstance, Endpoint::UpdateInstance]
+        vec![Endpoint::UpdateInstance],
+        "the create's answer is a fresh enough observation"
     );
     assert_eq!(h.altostrat.instances().len(), 1);
 }
@@ -77,12 +78,19 @@ async fn a_converged_resync_makes_no_write_to_either_api() {
     h.kube.clear_calls();
 
     h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::GetInstance]);
+    assert!(
+        h.altostrat.calls().is_empty(),
+        "observed within the drift interval"
+    );
     assert!(
         h.kube.calls().iter().all(|c| c.method == Method::GET),
         "{:?}",
         h.kube.calls()
     );
+    h.observations_expire();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances], "then by list");
+    assert!(h.kube.calls().iter().all(|c| c.method == Method::GET));
 }
 
 #[tokio::test]
@@ -284,17 +292,18 @@ async fn a_recorded_instance_deleted_out_of_band_is_created_again() {
     h.reconcile(&obj).await.unwrap();
     let first = h.altostrat.instances()[0].id.clone();
     h.altostrat.remove_instance(&first);
+    h.observations_expire();
     h.altostrat.clear_calls();
 
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
         vec![
-            Endpoint::GetInstance,
             Endpoint::ListInstances,
+            Endpoint::GetInstance,
             Endpoint::CreateInstance
         ],
-        "the claim of the first create is checked, then renewed before the second"
+        "missing from the list, confirmed gone; the list also shows no create of the old claim"
     );
     let second = h.altostrat.instances()[0].id.clone();
     assert_ne!(first, second);
@@ -308,7 +317,10 @@ async fn a_spec_instance_id_that_does_not_exist_is_never_created() {
     let obj = h.apply(instance("hub-one", json!({"instanceId": "i-404"})));
     let error = h.reconcile(&obj).await.unwrap_err();
     assert!(error.to_string().contains("i-404"), "{error}");
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::GetInstance]);
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances, Endpoint::GetInstance]
+    );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
 }
 
@@ -330,8 +342,13 @@ async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     );
 
     h.altostrat.provision_all();
+    h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.count(Endpoint::UpdateInstance), 1);
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances, Endpoint::UpdateInstance],
+        "each poll looks at a list newer than its previous look, not at the create's answer"
+    );
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
 }
@@ -344,12 +361,13 @@ async fn drift_is_corrected_with_one_update() {
     let id = h.altostrat.instances()[0].id.clone();
     h.altostrat
         .edit_instance(&id, |i| i.pushed_routes = vec!["192.168.0.0/16".into()]);
+    h.observations_expire();
     h.altostrat.clear_calls();
 
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::GetInstance, Endpoint::UpdateInstance]
+        vec![Endpoint::ListInstances, Endpoint::UpdateInstance]
     );
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
 }
@@ -593,7 +611,7 @@ async fn an_adopted_hub_takes_the_spec_as_its_whole_configuration() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::GetInstance, Endpoint::UpdateInstance]
+        vec![Endpoint::ListInstances, Endpoint::UpdateInstance]
     );
     let adopted = h.altostrat.instances()[0].clone();
     assert!(adopted.pushed_routes.is_empty());
@@ -613,16 +631,73 @@ async fn the_longest_path_of_one_reconcile_settles() {
     let mut unfinalized = h.stored(&obj).unwrap();
     unfinalized.metadata.finalizers = None;
     h.apply(unfinalized);
+    h.observations_expire();
     h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
         vec![
-            Endpoint::GetInstance,
             Endpoint::ListInstances,
+            Endpoint::GetInstance,
             Endpoint::CreateInstance,
             Endpoint::UpdateInstance
         ]
     );
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}
+
+#[tokio::test]
+async fn a_value_altostrat_normalises_is_sent_once_not_in_a_loop() {
+    let h = Harness::new();
+    // Altostrat sorts the public resolvers: the spec's order never sticks.
+    h.altostrat.normalise_updates(|i| i.public_dns.sort());
+    let obj = h.apply(instance("hub-one", json!({"publicDns": ["9.9.9.9", "1.1.1.1"]})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.count(Endpoint::UpdateInstance), 1);
+    let again = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(again.reason(), "NotConverging", "{again}");
+    assert!(again.to_string().contains("publicDns"), "{again}");
+    for _ in 0..3 {
+        h.observations_expire();
+        assert!(h.reconcile(&obj).await.is_err());
+    }
+    assert_eq!(
+        h.altostrat.count(Endpoint::UpdateInstance),
+        1,
+        "never repeated while nothing changes"
+    );
+    assert_eq!(ready(&h, &obj).map(|r| r.1), Some("NotConverging".into()));
+
+    let mut edited = h.stored(&obj).unwrap();
+    edited.spec.public_dns = Some(vec!["1.1.1.1".into(), "9.9.9.9".into()]);
+    edited.metadata.generation = Some(2);
+    let edited = h.apply(edited);
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}
+
+#[tokio::test]
+async fn a_request_refused_by_the_leader_fence_leaves_the_status_to_the_new_leader() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let before = h.stored(&obj).unwrap().status;
+    let mut edited = h.stored(&obj).unwrap();
+    edited.spec.name = "Renamed".into();
+    edited.metadata.generation = Some(2);
+    let edited = h.apply(edited);
+    h.altostrat.refuse(
+        Endpoint::UpdateInstance,
+        ApiError::Fenced {
+            endpoint: Endpoint::UpdateInstance,
+        },
+    );
+    h.kube.clear_calls();
+    let error = h.reconcile(&edited).await.unwrap_err();
+    assert_eq!(error.category(), "fenced");
+    assert_eq!(h.stored(&obj).unwrap().status, before, "no failure recorded");
+    assert!(
+        !h.kube.events().iter().any(|(kind, _)| kind == "Warning"),
+        "no warning event"
+    );
 }

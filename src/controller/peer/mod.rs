@@ -6,6 +6,9 @@ mod decide;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -14,16 +17,17 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::cleanup::{CleanupObserved, CleanupStep, decide_cleanup};
 use super::conditions;
-use super::context::{Context, LazyToken};
+use super::context::{Context, DRIFT_REUSE, LazyToken};
 use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
+use super::observation::Look;
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::status::HasStatus;
 use crate::altostrat::model::Peer;
-use crate::altostrat::{ApiToken, VpnApi};
+use crate::altostrat::{ApiToken, Urgency, VpnApi};
 use crate::crd::{VpnInstance, VpnPeer, VpnPeerStatus};
 use decide::{
     Candidate, Observed, Remote, Step, decide, judge_all, observed_status, ready_conditions, recorded_on,
@@ -63,6 +67,7 @@ impl Reconciler for VpnPeer {
             updated: false,
         };
         let instance_id = usable.unwrap_or_default();
+        let started = Instant::now();
         for _ in 0..MAX_STEPS {
             let step = decide(&observed);
             tracing::debug!(?step, "next step");
@@ -84,7 +89,12 @@ impl Reconciler for VpnPeer {
                 }
                 Step::GiveUp(error) => return Err(error),
                 Step::Fetch(id) => {
-                    observed.remote = fetch(ctx, &token.get().await?, &instance_id, id).await?
+                    let token = token.get().await?;
+                    let look = look_for(self, ctx, &token);
+                    match fetch(ctx, &token, &instance_id, id, look).await {
+                        Ok(remote) => observed.remote = remote,
+                        Err(deferred) => return super::instance::deferred_drift_check(deferred, look),
+                    }
                 }
                 Step::Forget(id) => {
                     forget(self, ctx, handle, &id).await?;
@@ -92,7 +102,7 @@ impl Reconciler for VpnPeer {
                     observed.remote = Remote::Unknown;
                 }
                 Step::Search => {
-                    let candidates = search(self, ctx, &token.get().await?, &instance_id).await?;
+                    let candidates = search(self, ctx, &token.get().await?, &instance_id, started).await?;
                     observed.remote = Remote::Searched(candidates);
                 }
                 Step::Adopt(found) => {
@@ -104,25 +114,42 @@ impl Reconciler for VpnPeer {
                 }
                 Step::Create => {
                     let body = plan::peer_create(&self.spec);
-                    let created = ctx
-                        .api
-                        .create_peer(&token.get().await?, &instance_id, &body)
-                        .await?;
+                    let token = token.get().await?;
+                    let created = ctx.api.create_peer(&token, &instance_id, &body).await?;
+                    ctx.observations.wrote_peer(&token, &instance_id, &created);
                     let note = (event::CREATED, format!("created Altostrat peer {}", created.id));
                     observed.remote = Remote::Found(record_id(handle, created, &instance_id, note).await?);
                 }
                 Step::Update { id, body, field } => {
-                    let updated = ctx
-                        .api
-                        .update_peer(&token.get().await?, &instance_id, &id, &body)
-                        .await?;
+                    if let Remote::Found(current) = &observed.remote
+                        && ctx.observations.would_repeat(&id, &body, current)
+                    {
+                        return Err(Error::NotConverging { fields: field.into() });
+                    }
+                    let token = token.get().await?;
+                    let updated = match ctx.api.update_peer(&token, &instance_id, &id, &body).await {
+                        Ok(updated) => updated,
+                        // Gone since it was observed: what is observed now says so.
+                        Err(e) if e.is_not_found() => {
+                            ctx.observations.deleted_peer(&token, &instance_id, &id);
+                            observed.remote = Remote::Gone(id);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    ctx.observations.wrote_peer(&token, &instance_id, &updated);
+                    ctx.observations.updated(&id, &body, &updated);
                     handle
                         .activity
                         .record(event::UPDATED, format!("applied changes to {field}"));
                     observed.remote = Remote::Found(updated);
                     observed.updated = true;
                 }
-                Step::Record(peer) => return record(self, ctx, handle, &peer, &instance_id).await,
+                Step::Record(peer) => {
+                    ctx.looked(self);
+                    let drift = ctx.drift_interval(&token.get().await?);
+                    return record(self, handle, &peer, &instance_id, drift).await;
+                }
             }
         }
         Err(Error::Unsettled(VpnPeer::CONTROLLER))
@@ -153,13 +180,14 @@ impl Reconciler for VpnPeer {
             deleted: false,
         };
         let instance_id = instance_id.unwrap_or_default();
+        let started = Instant::now();
         for _ in 0..MAX_STEPS {
             match decide_cleanup(&observed) {
                 CleanupStep::Nothing => return Ok(Action::await_change()),
                 // The finalizer is held, so a create was claimed and may have succeeded without
                 // its id being recorded.
                 CleanupStep::Search => {
-                    let candidates = search(self, ctx, &token.get().await?, &instance_id).await?;
+                    let candidates = search(self, ctx, &token.get().await?, &instance_id, started).await?;
                     observed.search = Some(judge_candidates(self, &candidates));
                 }
                 CleanupStep::LeaveAlone { id, verdict } => {
@@ -173,13 +201,15 @@ impl Reconciler for VpnPeer {
                     return handle.release(self).await;
                 }
                 CleanupStep::Delete(id) => {
-                    match ctx.api.delete_peer(&token.get().await?, &instance_id, &id).await {
+                    let token = token.get().await?;
+                    match ctx.api.delete_peer(&token, &instance_id, &id).await {
                         Ok(()) => handle
                             .activity
                             .record(event::DELETED, format!("deleted Altostrat peer {id}")),
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(e.into()),
                     }
+                    ctx.observations.deleted_peer(&token, &instance_id, &id);
                     observed.deleted = true;
                 }
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
@@ -209,16 +239,41 @@ fn adopted_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<String> {
     (!holder.starts_with(&format!("{namespace}/"))).then_some(holder)
 }
 
+/// How fresh the observation of this peer must be: a converged peer only needs a drift check
+/// within the budget's cycle. A Ready peer whose spec was edited may use the same view (its
+/// update carries nothing of Altostrat's), but as a poll, so the edit is not put off behind
+/// drift checks. Anything else needs a list newer than its previous look.
+fn look_for<A>(obj: &VpnPeer, ctx: &Context<A>, token: &ApiToken) -> Look {
+    let status = obj.status.clone().unwrap_or_default();
+    let drift = ctx.drift_interval(token).mul_f64(DRIFT_REUSE);
+    if conditions::is_converged(
+        &status.conditions,
+        status.observed_generation,
+        obj.metadata.generation,
+    ) {
+        Look::within(drift, Urgency::Drift)
+    } else if conditions::is_ready(&status.conditions) {
+        Look::within(drift, Urgency::Poll)
+    } else {
+        ctx.poll_look(obj, ctx.settings.provisioning_poll)
+    }
+}
+
+/// The peer as the shared observation of its instance's peers has it.
 async fn fetch<A: VpnApi>(
     ctx: &Context<A>,
     token: &ApiToken,
     instance_id: &str,
     id: String,
+    look: Look,
 ) -> Result<Remote> {
-    match ctx.api.get_peer(token, instance_id, &id).await {
-        Ok(peer) => Ok(Remote::Found(peer)),
-        Err(e) if e.is_not_found() => Ok(Remote::Gone(id)),
-        Err(e) => Err(e.into()),
+    match ctx
+        .observations
+        .peer(&*ctx.api, token, instance_id, &id, look)
+        .await?
+    {
+        Some(peer) => Ok(Remote::Found(peer)),
+        None => Ok(Remote::Gone(id)),
     }
 }
 
@@ -244,12 +299,12 @@ async fn record_id(
     Ok(peer)
 }
 
-async fn record<A>(
+async fn record(
     obj: &VpnPeer,
-    ctx: &Context<A>,
     handle: &mut Handle<VpnPeer>,
     peer: &Peer,
     instance_id: &str,
+    drift: Duration,
 ) -> Result<Action> {
     let was_ready = obj
         .status
@@ -264,25 +319,27 @@ async fn record<A>(
             .activity
             .record(event::READY, format!("peer {} is in sync", peer.id));
     }
-    Ok(Action::requeue(plan::jittered(
-        ctx.settings.resync_interval,
-        fastrand::f64(),
-    )))
+    Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
 }
 
-/// The id of the peer a lost create answer may have left, if the instance still exists.
+/// The peers a lost create answer may have left, if the instance still exists, from a list
+/// sent after `since` (the start of this reconcile: no create of ours is in flight then).
 async fn search<A: VpnApi>(
     obj: &VpnPeer,
     ctx: &Context<A>,
     token: &ApiToken,
     instance_id: &str,
+    since: Instant,
 ) -> Result<Vec<Candidate>> {
-    let kind = Some(plan::peer_type(obj.spec.kind));
-    let peers = match ctx.api.list_peers(token, instance_id, kind).await {
-        Ok(peers) => peers,
-        Err(e) if e.is_not_found() => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let look = Look {
+        fresh_since: since,
+        urgency: Urgency::Poll,
     };
+    let peers = ctx
+        .observations
+        .peers(&*ctx.api, token, instance_id, look)
+        .await?
+        .unwrap_or_default();
     Ok(plan::matching_peers(&peers, &obj.spec)
         .into_iter()
         .map(|peer| Candidate {

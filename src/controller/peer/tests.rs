@@ -66,8 +66,8 @@ async fn a_peer_is_claimed_created_and_recorded_once() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::GetPeer],
-        "a converged resync only reads"
+        vec![],
+        "a converged resync within the drift interval makes no call"
     );
     assert!(h.kube.calls().is_empty(), "{:?}", h.kube.calls());
 }
@@ -114,6 +114,7 @@ async fn a_vanished_peer_whose_recreation_answer_is_lost_ends_as_one_peer() {
     let id = hub_id(&h, &hub);
     let first = h.altostrat.peers(&id)[0].id.clone();
     h.altostrat.remove_peer(&id, &first);
+    h.observations_expire();
     h.altostrat.lose_answer(Endpoint::CreatePeer);
 
     assert!(h.reconcile(&obj).await.is_err());
@@ -198,7 +199,11 @@ async fn drift_is_corrected_with_one_update() {
     let edited = h.apply(edited);
     h.altostrat.clear_calls();
     h.reconcile(&edited).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::GetPeer, Endpoint::UpdatePeer]);
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::UpdatePeer],
+        "the create's answer is a fresh enough observation"
+    );
     assert_eq!(
         h.stored(&obj).unwrap().status.unwrap().observed_generation,
         Some(2)
@@ -258,8 +263,8 @@ async fn a_peer_adopted_explicitly_is_managed_and_a_mismatching_one_left_alone()
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::GetPeer],
-        "fetched, never created"
+        vec![Endpoint::ListPeers],
+        "observed, never created"
     );
     assert_eq!(
         h.stored(&obj).unwrap().status.unwrap().peer_id,
@@ -279,4 +284,28 @@ async fn a_peer_adopted_explicitly_is_managed_and_a_mismatching_one_left_alone()
         "a refused adoption deletes nothing"
     );
     assert_eq!(h.altostrat.peers(&id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_peer_gone_since_it_was_observed_is_created_again_when_its_update_finds_it_missing() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = hub_id(&h, &hub);
+    let first = h.altostrat.peers(&id)[0].id.clone();
+    h.altostrat.remove_peer(&id, &first);
+    let mut edited = h.stored(&obj).unwrap();
+    edited.spec.route_all = Some(true);
+    edited.metadata.generation = Some(2);
+    let edited = h.apply(edited);
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::UpdatePeer, Endpoint::ListPeers, Endpoint::CreatePeer],
+        "the 404 of the update says it is gone: searched for a lost create, then created once"
+    );
+    let peers = h.altostrat.peers(&id);
+    assert_eq!(peers.len(), 1);
+    assert_ne!(peers[0].id, first);
 }

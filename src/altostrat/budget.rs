@@ -1,0 +1,475 @@
+//! The request budget of each Altostrat API token, and the order in which it is spent.
+//!
+//! Altostrat documents 60 requests/minute per token and counts them over any 60 s window. One
+//! [`Budget`] serves every reconcile of the process; each token has its own lane, so a token
+//! that is throttled never delays the reconciles of another one.
+//!
+//! **The window.** A lane is a token bucket of `burst` requests refilled at `rate − burst` per
+//! minute, so any 60 s carry at most `burst + (rate − burst) = rate` requests, burst included.
+//! A lane starts *empty*: a new process (or a new leader) cannot know what the process before
+//! it sent in the last minute, and Altostrat still counts those calls.
+//!
+//! **The order.** Writes (POST, PUT, DELETE) go first. Reads are observations: a `Poll` is one
+//! that pending work waits for (provisioning, a lost create), a `Drift` one only re-checks
+//! converged objects. Observations together use at most `observe_share` of the rate; while
+//! writes are waiting, drift checks wait for them, and polls still get one slot every
+//! `1 / (rate × poll_share)`, so provisioning is detected during a flood of creates.
+//!
+//! **Never hold a worker.** A caller waits in a lane at most `max_queue_wait`; a longer wait is
+//! refused as [`Throttled`] with the expected wait, so the reconcile requeues itself (and shows
+//! the wait in its status) instead of occupying a worker all reconciles share. Refused callers
+//! are told successive waits, one slot apart, so they come back in a queue and not as a herd.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::ApiToken;
+
+/// What a request is for, which decides its place in its token's lane (most urgent first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Urgency {
+    /// POST, PUT, DELETE: what the user asked for.
+    Write,
+    /// An observation pending work waits for: provisioning, a lost create, a missing object.
+    Poll,
+    /// A periodic re-check of objects that are converged.
+    Drift,
+}
+
+tokio::task_local! {
+    static READ_URGENCY: Urgency;
+}
+
+impl Urgency {
+    const ALL: [Urgency; 3] = [Urgency::Write, Urgency::Poll, Urgency::Drift];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Runs `fut` with its reads (GETs) sent at this urgency. Writes are always `Write`.
+    pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
+        READ_URGENCY.scope(self, fut).await
+    }
+
+    /// The urgency of a read made in the current task: `Poll` unless a caller said otherwise.
+    pub fn of_read() -> Urgency {
+        READ_URGENCY.try_with(|u| *u).unwrap_or(Urgency::Poll)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Poll => "poll",
+            Self::Drift => "drift",
+        }
+    }
+}
+
+/// How each token's budget is spent.
+#[derive(Clone, Debug)]
+pub struct BudgetConfig {
+    /// Requests per minute of a token that does not name its own rate (Altostrat: 60).
+    pub rate_per_minute: u32,
+    /// Requests that may go back to back; part of the rate, not on top of it.
+    pub burst: u32,
+    /// The most of the rate observations (polls and drift checks together) may use.
+    pub observe_share: f64,
+    /// The share polls keep while writes are waiting.
+    pub poll_share: f64,
+    /// The longest a caller waits in a lane before it is refused as [`Throttled`].
+    pub max_queue_wait: Duration,
+    /// The longest `Retry-After` honoured; longer asks are cut to this.
+    pub max_retry_after: Duration,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            rate_per_minute: 60,
+            burst: 5,
+            observe_share: 0.25,
+            poll_share: 0.05,
+            max_queue_wait: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// A budget nobody notices: for tests and tools that do not exercise the rate limit.
+    pub fn unlimited() -> Self {
+        Self {
+            rate_per_minute: 6_000_000,
+            burst: 1_000,
+            observe_share: 1.0,
+            poll_share: 1.0,
+            ..Self::default()
+        }
+    }
+
+    /// Requests per minute observations may use with a token of `rate` per minute.
+    pub fn observe_rate(&self, rate: u32) -> f64 {
+        f64::from(rate.max(2)) * self.observe_share.clamp(0.01, 1.0)
+    }
+}
+
+/// The request was not sent: the token's budget is taken for longer than a caller may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttled {
+    /// When a slot is expected to be free, from now.
+    pub expected_wait: Duration,
+}
+
+/// The pacing of one token (pure: every method takes `now`).
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    rate: u32,
+    /// Between two requests at the sustained rate.
+    interval: Duration,
+    /// How far ahead of `tat` a request may go: the burst.
+    tolerance: Duration,
+    /// Theoretical arrival time of the next request (GCRA).
+    tat: Instant,
+    observe_interval: Duration,
+    observe_tat: Instant,
+    poll_guarantee: Duration,
+    last_observation: Instant,
+}
+
+impl Schedule {
+    /// A schedule with an empty bucket: the first request goes one interval from `now`.
+    pub fn new(config: &BudgetConfig, rate: u32, now: Instant) -> Self {
+        let rate = rate.max(2);
+        let burst = config.burst.clamp(1, rate / 2);
+        let interval = Duration::from_secs(60) / (rate - burst);
+        let tolerance = interval * (burst - 1);
+        let per_minute =
+            |share: f64| Duration::from_secs(60).div_f64(f64::from(rate) * share.clamp(0.01, 1.0));
+        Self {
+            rate,
+            interval,
+            tolerance,
+            tat: now + tolerance + interval,
+            observe_interval: per_minute(config.observe_share),
+            observe_tat: now,
+            poll_guarantee: per_minute(config.poll_share),
+            last_observation: now,
+        }
+    }
+
+    /// The earliest a request of `urgency` may go.
+    pub fn ready_at(&self, urgency: Urgency, now: Instant) -> Instant {
+        let total = self.tat.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        match urgency {
+            Urgency::Write => total,
+            Urgency::Poll | Urgency::Drift => total.max(self.observe_tat),
+        }
+    }
+
+    /// Spends one request of `urgency` at `now`.
+    pub fn spend(&mut self, urgency: Urgency, now: Instant) {
+        self.tat = self.tat.max(now) + self.interval;
+        if urgency != Urgency::Write {
+            self.observe_tat = self.observe_tat.max(now) + self.observe_interval;
+            self.last_observation = now;
+        }
+    }
+
+    /// Whether a waiting poll goes before waiting writes: observation's guaranteed share.
+    pub fn poll_is_owed(&self, now: Instant) -> bool {
+        now >= self.poll_owed_at()
+    }
+
+    pub fn poll_owed_at(&self) -> Instant {
+        self.last_observation + self.poll_guarantee
+    }
+
+    /// Altostrat asked to wait `pause`: nothing goes before it ends, and then not as a burst.
+    pub fn pause(&mut self, pause: Duration, now: Instant) {
+        let resume = now + pause;
+        self.tat = self.tat.max(resume + self.tolerance);
+        self.observe_tat = self.observe_tat.max(resume);
+    }
+
+    /// The pace of requests of `urgency` once the lane is busy.
+    pub fn spacing(&self, urgency: Urgency) -> Duration {
+        match urgency {
+            Urgency::Write => self.interval,
+            Urgency::Poll | Urgency::Drift => self.interval.max(self.observe_interval),
+        }
+    }
+
+    /// The token's rate was changed (its Secret was edited): the new pace applies from the
+    /// requests already spent.
+    fn set_rate(&mut self, config: &BudgetConfig, rate: u32, now: Instant) {
+        if self.rate == rate.max(2) {
+            return;
+        }
+        let mut next = Schedule::new(config, rate, now);
+        next.tat = self.tat;
+        next.observe_tat = self.observe_tat;
+        next.last_observation = self.last_observation;
+        *self = next;
+    }
+
+    /// Whether the lane has been idle long enough that forgetting it loses nothing.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.tat + Duration::from_secs(60) < now
+    }
+}
+
+/// One token's schedule and the callers waiting for it.
+#[derive(Debug)]
+struct LaneState {
+    schedule: Schedule,
+    /// Per urgency, the callers in arrival order, each with its own wake-up.
+    waiting: [VecDeque<(u64, Arc<Notify>)>; 3],
+    next_ticket: u64,
+    /// Per urgency: until when refused callers have been told to stay away.
+    refused_until: [Instant; 3],
+}
+
+impl LaneState {
+    /// Who goes next, and when.
+    ///
+    /// Writes are pending while one waits here or a refused one has been told to come back:
+    /// until then drift checks wait, and polls go only when their guaranteed share is owed.
+    fn next(&self, now: Instant) -> Option<(Urgency, u64, Instant)> {
+        let head = |u: Urgency| self.waiting[u.index()].front().map(|(ticket, _)| *ticket);
+        if let Some(ticket) = head(Urgency::Poll)
+            && self.schedule.poll_is_owed(now)
+        {
+            return Some((Urgency::Poll, ticket, self.schedule.ready_at(Urgency::Poll, now)));
+        }
+        if let Some(ticket) = head(Urgency::Write) {
+            return Some((
+                Urgency::Write,
+                ticket,
+                self.schedule.ready_at(Urgency::Write, now),
+            ));
+        }
+        let (urgency, ticket) = [Urgency::Poll, Urgency::Drift]
+            .into_iter()
+            .find_map(|u| head(u).map(|t| (u, t)))?;
+        Some((urgency, ticket, self.earliest(urgency, now)))
+    }
+
+    /// The earliest a request of `urgency` may go, pending writes considered.
+    fn earliest(&self, urgency: Urgency, now: Instant) -> Instant {
+        let writes_pending_until = self.refused_until[Urgency::Write.index()].max(now);
+        let after_writes = match urgency {
+            Urgency::Write => now,
+            Urgency::Poll => writes_pending_until.min(self.schedule.poll_owed_at().max(now)),
+            Urgency::Drift => writes_pending_until,
+        };
+        self.schedule.ready_at(urgency, now).max(after_writes)
+    }
+
+    /// How long a new caller of `urgency` would wait: those ahead of it go first.
+    fn estimate(&self, urgency: Urgency, now: Instant) -> Duration {
+        let ahead: usize = Urgency::ALL[..=urgency.index()]
+            .iter()
+            .map(|u| self.waiting[u.index()].len())
+            .sum();
+        let start = self.earliest(urgency, now) - now;
+        start + self.schedule.spacing(urgency) * u32::try_from(ahead).unwrap_or(u32::MAX)
+    }
+
+    /// Refuses a caller: it is told to come back one slot after the last refused one.
+    fn refuse(&mut self, urgency: Urgency, now: Instant) -> Throttled {
+        let estimate = now + self.estimate(urgency, now);
+        let slot = &mut self.refused_until[urgency.index()];
+        *slot = (*slot).max(estimate) + self.schedule.spacing(urgency);
+        Throttled {
+            expected_wait: *slot - now,
+        }
+    }
+
+    fn remove(&mut self, urgency: Urgency, ticket: u64) {
+        self.waiting[urgency.index()].retain(|(t, _)| *t != ticket);
+    }
+
+    /// Tells whoever goes next to look (a stored permit: a wake-up is never lost).
+    fn wake_next(&self, now: Instant) {
+        if let Some((urgency, ticket, _)) = self.next(now)
+            && let Some((_, wake)) = self.waiting[urgency.index()].iter().find(|(t, _)| *t == ticket)
+        {
+            wake.notify_one();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Lane {
+    state: Mutex<LaneState>,
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().expect("budget lane lock poisoned")
+    }
+}
+
+/// Every token's lane.
+#[derive(Debug)]
+pub struct Budget {
+    config: BudgetConfig,
+    lanes: Mutex<HashMap<ApiToken, Arc<Lane>>>,
+}
+
+enum Turn {
+    Granted,
+    At(Instant),
+    NotMine,
+}
+
+impl Budget {
+    pub fn new(config: BudgetConfig) -> Self {
+        Self {
+            config,
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// The rate of `token`: its own, or the default.
+    pub fn rate_of(&self, token: &ApiToken) -> u32 {
+        token.rate_per_minute().unwrap_or(self.config.rate_per_minute)
+    }
+
+    /// Forgets every lane, so each starts empty again: called when this process becomes the
+    /// leader, since the previous leader's calls still count at Altostrat.
+    pub fn start_empty(&self) {
+        self.lanes.lock().expect("budget lock poisoned").clear();
+    }
+
+    fn lane(&self, token: &ApiToken, now: Instant) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock().expect("budget lock poisoned");
+        if lanes.len() > 256 {
+            lanes.retain(|_, lane| Arc::strong_count(lane) > 1 || !lane.lock().schedule.is_idle(now));
+        }
+        let rate = self.rate_of(token);
+        let lane = lanes.entry(token.clone()).or_insert_with(|| {
+            Arc::new(Lane {
+                state: Mutex::new(LaneState {
+                    schedule: Schedule::new(&self.config, rate, now),
+                    waiting: Default::default(),
+                    next_ticket: 0,
+                    refused_until: [now; 3],
+                }),
+            })
+        });
+        lane.lock().schedule.set_rate(&self.config, rate, now);
+        lane.clone()
+    }
+
+    /// Waits for a slot of `urgency` on `token`'s lane; returns the time waited, or
+    /// [`Throttled`] (nothing spent) when the wait would be longer than `max_queue_wait`.
+    pub async fn acquire(&self, token: &ApiToken, urgency: Urgency) -> Result<Duration, Throttled> {
+        let started = Instant::now();
+        let lane = self.lane(token, started);
+        let wake = Arc::new(Notify::new());
+        let ticket = {
+            let mut state = lane.lock();
+            if state.estimate(urgency, started) > self.config.max_queue_wait {
+                return Err(state.refuse(urgency, started));
+            }
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            state.waiting[urgency.index()].push_back((ticket, wake.clone()));
+            ticket
+        };
+        let mut queued = Queued {
+            lane: &lane,
+            urgency,
+            ticket,
+            done: false,
+        };
+        let deadline = started + self.config.max_queue_wait;
+        loop {
+            let now = Instant::now();
+            let until = match queued.turn(now) {
+                Turn::Granted => return Ok(now - started),
+                Turn::At(at) if at <= deadline => at,
+                Turn::At(_) | Turn::NotMine if now >= deadline => return Err(queued.give_up(now)),
+                Turn::At(_) | Turn::NotMine => deadline,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = wake.notified() => {}
+            }
+        }
+    }
+
+    /// Altostrat answered 429: nobody using `token` sends before `retry_after` (capped) ends.
+    /// Returns the pause applied.
+    pub fn back_off(&self, token: &ApiToken, retry_after: Duration) -> Duration {
+        let pause = retry_after.min(self.config.max_retry_after);
+        let now = Instant::now();
+        let lane = self.lane(token, now);
+        let mut state = lane.lock();
+        state.schedule.pause(pause, now);
+        state.wake_next(now);
+        pause
+    }
+}
+
+/// A caller's place in a lane; leaving it (refused, cancelled) makes room for the others.
+struct Queued<'a> {
+    lane: &'a Lane,
+    urgency: Urgency,
+    ticket: u64,
+    done: bool,
+}
+
+impl Queued<'_> {
+    fn turn(&mut self, now: Instant) -> Turn {
+        let mut state = self.lane.lock();
+        match state.next(now) {
+            Some((urgency, ticket, at)) if ticket == self.ticket && at <= now => {
+                state.schedule.spend(urgency, now);
+                state.remove(urgency, ticket);
+                self.done = true;
+                state.wake_next(now);
+                Turn::Granted
+            }
+            Some((_, ticket, at)) if ticket == self.ticket => Turn::At(at),
+            Some((_, _, at)) if at <= now => {
+                // The turn moved to another caller (a poll became owed): wake it.
+                state.wake_next(now);
+                Turn::NotMine
+            }
+            _ => Turn::NotMine,
+        }
+    }
+
+    fn give_up(&mut self, now: Instant) -> Throttled {
+        let mut state = self.lane.lock();
+        state.remove(self.urgency, self.ticket);
+        self.done = true;
+        let refused = state.refuse(self.urgency, now);
+        state.wake_next(now);
+        refused
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = self.lane.lock();
+            state.remove(self.urgency, self.ticket);
+            state.wake_next(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

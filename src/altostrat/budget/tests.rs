@@ -1,0 +1,174 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn config(rate: u32, burst: u32) -> BudgetConfig {
+    BudgetConfig {
+        rate_per_minute: rate,
+        burst,
+        ..BudgetConfig::default()
+    }
+}
+
+/// Sends `n` requests of `urgency` as fast as the budget allows, each retrying a refusal after
+/// the wait it was told; returns the instants they were granted.
+async fn spend(budget: Arc<Budget>, token: ApiToken, urgency: Urgency, n: usize) -> Vec<Instant> {
+    let callers = (0..n).map(|_| {
+        let (budget, token) = (budget.clone(), token.clone());
+        tokio::spawn(async move {
+            loop {
+                match budget.acquire(&token, urgency).await {
+                    Ok(_) => return Instant::now(),
+                    Err(throttled) => tokio::time::sleep(throttled.expected_wait).await,
+                }
+            }
+        })
+    });
+    let mut granted: Vec<Instant> = futures::future::join_all(callers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    granted.sort();
+    granted
+}
+
+/// The most requests any 60 s window holds.
+fn busiest_minute(granted: &[Instant]) -> usize {
+    granted
+        .iter()
+        .map(|start| {
+            granted
+                .iter()
+                .filter(|t| **t >= *start && **t < *start + Duration::from_secs(60))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_window_of_sixty_seconds_carries_more_than_the_rate_burst_included() {
+    let budget = Arc::new(Budget::new(config(60, 10)));
+    let granted = spend(budget, ApiToken::new("t"), Urgency::Write, 200).await;
+    assert_eq!(granted.len(), 200);
+    assert!(busiest_minute(&granted) <= 60, "{}", busiest_minute(&granted));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_budget_starts_empty_not_with_a_burst() {
+    let started = Instant::now();
+    let budget = Arc::new(Budget::new(config(60, 10)));
+    let granted = spend(budget, ApiToken::new("t"), Urgency::Write, 4).await;
+    // 60/min with a burst of 10 sustains 50/min: one request per 1.2 s, from the first on.
+    let expected: Vec<Duration> = (1..=4).map(|i| Duration::from_millis(1200 * i)).collect();
+    let offsets: Vec<Duration> = granted.iter().map(|t| *t - started).collect();
+    assert_eq!(offsets, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_never_waits_longer_than_the_cap_and_refused_callers_are_spread() {
+    let budget = Budget::new(config(60, 2));
+    let token = ApiToken::new("t");
+    // 60/min, burst 2: one per 1.03 s; the cap of 5 s admits four waiting callers at most.
+    let attempts = (0..10).map(|_| budget.acquire(&token, Urgency::Write));
+    let started = Instant::now();
+    let results = futures::future::join_all(attempts).await;
+    assert!(started.elapsed() <= Duration::from_secs(5));
+    let refused: Vec<Duration> = results
+        .iter()
+        .filter_map(|r| r.err().map(|t| t.expected_wait))
+        .collect();
+    assert!(refused.len() >= 5, "{results:?}");
+    let mut sorted = refused.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        refused.len(),
+        "each refused caller gets its own slot: {refused:?}"
+    );
+    assert!(refused.iter().all(|w| *w > Duration::from_secs(4)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_never_wait_for_each_other() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    // Token a is flooded; token b's single request goes after its own first interval.
+    let flood = tokio::spawn(spend(budget.clone(), ApiToken::new("a"), Urgency::Write, 30));
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    budget.acquire(&ApiToken::new("b"), Urgency::Write).await.unwrap();
+    assert!(started.elapsed() <= Duration::from_millis(1100));
+    flood.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_go_before_drift_checks_and_polls_keep_their_share() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    let writes = tokio::spawn(spend(budget.clone(), token.clone(), Urgency::Write, 100));
+    let drift = tokio::spawn(spend(budget.clone(), token.clone(), Urgency::Drift, 3));
+    let polls = tokio::spawn(spend(budget.clone(), token.clone(), Urgency::Poll, 3));
+    let writes = writes.await.unwrap();
+    let (drift, polls) = (drift.await.unwrap(), polls.await.unwrap());
+    let last_write = *writes.last().unwrap();
+    assert!(
+        drift.iter().all(|t| *t > last_write),
+        "drift checks wait for the writes"
+    );
+    assert!(
+        polls.iter().all(|t| *t < last_write),
+        "polls are not starved by a flood of writes"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn observations_use_at_most_their_share() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let started = Instant::now();
+    let granted = spend(budget, ApiToken::new("t"), Urgency::Drift, 16).await;
+    // A quarter of 60/min: one every 4 s.
+    let in_first_minute = granted
+        .iter()
+        .filter(|t| **t < started + Duration::from_secs(60))
+        .count();
+    assert!(in_first_minute <= 15, "{in_first_minute}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_capped_and_pauses_every_caller_of_the_token() {
+    let budget = Budget::new(config(60, 2));
+    let token = ApiToken::new("t");
+    let pause = budget.back_off(&token, Duration::MAX);
+    assert_eq!(pause, Duration::from_secs(600));
+    let refused = budget.acquire(&token, Urgency::Write).await.unwrap_err();
+    assert!(refused.expected_wait >= Duration::from_secs(600));
+    assert!(
+        budget
+            .acquire(&ApiToken::new("other"), Urgency::Write)
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_with_its_own_rate_is_paced_by_it() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let shared = ApiToken::new("t").with_rate_per_minute(12);
+    let granted = spend(budget, shared, Urgency::Write, 12).await;
+    assert!(busiest_minute(&granted) <= 12);
+}
+
+#[test]
+fn a_schedule_spends_from_an_empty_bucket() {
+    let now = Instant::now();
+    let mut schedule = Schedule::new(&config(60, 5), 60, now);
+    let interval = Duration::from_secs(60) / 55;
+    assert_eq!(schedule.ready_at(Urgency::Write, now), now + interval);
+    schedule.spend(Urgency::Write, now + interval);
+    assert_eq!(
+        schedule.ready_at(Urgency::Write, now + interval),
+        now + interval * 2
+    );
+}
