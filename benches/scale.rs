@@ -15,14 +15,19 @@
 //! saves a kube-apiserver CPU profile of each arm.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
+mod common;
+
+use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use altostrat_vpn_operator::simulator::{Simulator, SimulatorConfig};
-use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::core::v1::Namespace;
+use common::{
+    Operator, client_peer, create_namespace, creation_jobs, hub_instance, install_crds, percentile,
+    process_usage, start_ready_watch,
+};
+use futures::{StreamExt, stream};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -85,30 +90,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-/// Peak RSS (VmHWM) in KiB and CPU seconds (utime + stime) of a process.
-fn process_usage(pid: u32) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the ")" the fields start at index 0 = state; utime = 11, stime = 12.
-    (hwm, (ticks(11) + ticks(12)) / 100.0)
 }
 
 /// CPU seconds used so far by the control plane (kube-apiserver + etcd), whose pids
@@ -181,16 +162,6 @@ fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
         .collect()
 }
 
-fn is_ready(conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>) -> bool {
-    conditions.is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    namespaces.create(&PostParams::default(), &ns).await.unwrap();
-}
-
 /// Starts a CPU profile of kube-apiserver over the next `seconds`, written to `dir/name.pprof`
 /// (through kubectl, which the control plane's kubeconfig already serves).
 fn start_apiserver_profile(dir: Option<&str>, name: &str, seconds: u32) -> Option<Child> {
@@ -203,17 +174,6 @@ fn start_apiserver_profile(dir: Option<&str>, name: &str, seconds: u32) -> Optio
         .spawn()
         .expect("kubectl on PATH for --profile-dir");
     Some(child)
-}
-
-/// The `i`-th VpnInstance of a benchmark arm; `hostname` must be unique across arms.
-fn hub_instance(name: String, i: usize, hostname: String) -> VpnInstance {
-    serde_json::from_value(json!({
-        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnInstance",
-        "metadata": {"name": name},
-        "spec": {"name": format!("hub {i}"), "hostname": hostname, "region": "sjc",
-                 "pushedRoutes": ["10.0.0.0/8"], "publicDns": ["1.1.1.1", "8.8.8.8"]}
-    }))
-    .unwrap()
 }
 
 /// The `.status` of every object of `api`, by name, as server-side apply bodies.
@@ -235,20 +195,6 @@ where
             (obj.name_any(), body)
         })
         .collect()
-}
-
-/// The `i`-th client VpnPeer of a benchmark arm.
-fn client_peer(name: String, instance: &str, i: usize) -> VpnPeer {
-    serde_json::from_value(json!({
-        "apiVersion": "vpn.altostrat.io/v1alpha1", "kind": "VpnPeer",
-        "metadata": {"name": name},
-        "spec": {"instanceRef": {"name": instance}, "type": "client", "protocol": "wireguard", "userId": uuid_for(i)}
-    }))
-    .unwrap()
-}
-
-fn uuid_for(i: usize) -> String {
-    format!("00000000-0000-4000-8000-{i:012}")
 }
 
 /// Control-plane CPU per request, by kind of request, each kind alone on `n` fresh VpnPeers
@@ -388,91 +334,13 @@ async fn request_cost_breakdown(client: &Client, n: usize, concurrency: usize, s
     }
 }
 
-/// When each object (`i/NAME`, `p/NAME`) was first seen Ready.
-type ReadyTimes = Arc<Mutex<HashMap<String, Instant>>>;
-
-/// Records when each object is first seen Ready through a watch, until `total` are. Both arms
-/// of the benchmark (operator and raw client) are timed through this same observer, so its load
-/// on the API server is in both.
-async fn record_ready_times(
-    instances: Api<VpnInstance>,
-    peers: Api<VpnPeer>,
-    total: usize,
-    ready_at: ReadyTimes,
-) {
-    let i = watcher(instances, watcher::Config::default())
-        .applied_objects()
-        .map_ok(|o: VpnInstance| {
-            (
-                format!("i/{}", o.name_any()),
-                is_ready(o.status.as_ref().map(|s| &s.conditions)),
-            )
-        });
-    let p = watcher(peers, watcher::Config::default())
-        .applied_objects()
-        .map_ok(|o: VpnPeer| {
-            (
-                format!("p/{}", o.name_any()),
-                is_ready(o.status.as_ref().map(|s| &s.conditions)),
-            )
-        });
-    let mut merged = stream::select(i.boxed(), p.boxed());
-    while let Some(item) = merged.next().await {
-        if let Ok((key, true)) = item {
-            let mut r = ready_at.lock().await;
-            r.entry(key).or_insert_with(Instant::now);
-            if r.len() >= total {
-                return;
-            }
-        }
-    }
-}
-
-/// Starts the Ready watch of one arm and gives it a second to list, so that in both arms the
-/// clock starts with the observer already running.
-async fn start_ready_watch(
-    instances: &Api<VpnInstance>,
-    peers: &Api<VpnPeer>,
-    total: usize,
-) -> (tokio::task::JoinHandle<()>, ReadyTimes) {
-    let ready_at = ReadyTimes::default();
-    let watch = tokio::spawn(record_ready_times(
-        instances.clone(),
-        peers.clone(),
-        total,
-        ready_at.clone(),
-    ));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    (watch, ready_at)
-}
-
-/// What each arm creates, in order: all instances, then all peers.
-fn creation_jobs(args: &Args) -> Vec<(bool, usize)> {
-    (0..args.instances)
-        .map(|i| (true, i))
-        .chain((0..args.peers).map(|p| (false, p)))
-        .collect()
-}
-
 #[tokio::main]
 async fn main() {
     let args = parse_args();
     let client = Client::try_default()
         .await
         .expect("KUBECONFIG must point at the local control plane (scripts/bench.sh)");
-    let crds: Api<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    > = Api::all(client.clone());
-    for crd in crd::all() {
-        crds.patch(
-            crd.metadata.name.as_deref().unwrap(),
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    install_crds(&client).await;
 
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
     let ns = format!("bench-{suffix}");
@@ -487,44 +355,20 @@ async fn main() {
     .unwrap();
     let base = sim.base_url().to_string();
 
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("bench-operator-{suffix}.log"))).unwrap();
-    let mut operator: Child = Command::new(&args.binary)
-        .arg("run")
-        .env("ALTOSTRAT_API_URL", &base)
-        .env("ALTOSTRAT_API_TOKEN", "sim-token")
-        .env("WATCH_NAMESPACES", &ns)
-        .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-        .env("ALTOSTRAT_API_RATE_LIMIT", "10000000")
-        .env("ALTOSTRAT_API_BURST", "1000")
-        .env("RESYNC_INTERVAL", format!("{}s", args.resync.as_secs()))
-        .env("INSTANCE_CONCURRENCY", args.operator_concurrency.to_string())
-        .env("PEER_CONCURRENCY", args.operator_concurrency.to_string())
-        .env("RUST_LOG", "warn")
-        // As in the container image (Dockerfile, Helm chart, kustomize base).
-        .env(
-            "MALLOC_ARENA_MAX",
-            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the operator binary (build it with cargo build --release)");
-    let pid = operator.id();
-    // Wait for readiness of the operator before starting the clock.
-    for _ in 0..200 {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{metrics_port}/readyz")).await
-            && r.status().is_success()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log = std::env::temp_dir().join(format!("bench-operator-{suffix}.log"));
+    let env: Vec<(String, String)> = [
+        ("ALTOSTRAT_API_RATE_LIMIT", "10000000".to_owned()),
+        ("ALTOSTRAT_API_BURST", "1000".to_owned()),
+        ("RESYNC_INTERVAL", format!("{}s", args.resync.as_secs())),
+        ("INSTANCE_CONCURRENCY", args.operator_concurrency.to_string()),
+        ("PEER_CONCURRENCY", args.operator_concurrency.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // Ready before the clock starts.
+    let operator = Operator::start(&args.binary, &base, &ns, &env, &log).await;
+    let pid = operator.pid;
     let (_, cpu_idle) = process_usage(pid);
     let control_plane_idle = control_plane_cpu();
 
@@ -539,7 +383,7 @@ async fn main() {
     let operator_profile = start_apiserver_profile(args.profile_dir.as_deref(), "operator-arm", 15);
     let start = Instant::now();
     let per_instance = args.peers.div_ceil(args.instances.max(1));
-    stream::iter(creation_jobs(&args))
+    stream::iter(creation_jobs(args.instances, args.peers))
         .for_each_concurrent(args.concurrency, |(is_instance, i)| {
             let (instances, peers, created_at) = (instances.clone(), peers.clone(), created_at.clone());
             async move {
@@ -566,7 +410,7 @@ async fn main() {
     let timeout = Duration::from_secs(1800);
     if tokio::time::timeout(timeout, watch_ready).await.is_err() {
         let n = ready_at.lock().await.len();
-        let _ = operator.kill();
+        operator.stop();
         panic!("only {n}/{total} Ready after {timeout:?}");
     }
     let converged = start.elapsed();
@@ -620,8 +464,7 @@ async fn main() {
     let steady_kube: f64 = kube_steady.values().fold(0.0, |a, b| a + b);
     let (rss_after_resync, cpu_after) = process_usage(pid);
 
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-    let _ = operator.wait();
+    operator.stop();
 
     // The apiserver's own limit: create the same number of instances and write their status
     // (as the operator must) with a minimal client, as fast as possible.
@@ -638,7 +481,7 @@ async fn main() {
     let raw_profile = start_apiserver_profile(args.profile_dir.as_deref(), "raw-arm", 6);
     let raw_start = Instant::now();
     let control_plane_raw_start = control_plane_cpu();
-    stream::iter(creation_jobs(&args))
+    stream::iter(creation_jobs(args.instances, args.peers))
         .for_each_concurrent(args.concurrency, |(is_instance, i)| {
             let (raw, raw_peers) = (raw.clone(), raw_peers.clone());
             let status = if args.raw_status_minimal {

@@ -31,7 +31,8 @@ pub enum Command {
     ///
     /// Admin endpoints (no auth, never counted): GET /_admin/calls (per-endpoint call counts),
     /// POST /_admin/calls/reset, GET|PUT /_admin/faults, GET /_admin/state, POST /_admin/reset,
-    /// POST /_admin/instances/{id}/drift (out-of-band edit), POST /_admin/peers/{id}/connected.
+    /// POST /_admin/instances/{id}/drift and POST /_admin/peers/{id}/drift (out-of-band edits),
+    /// POST /_admin/peers/{id}/connected.
     #[cfg(feature = "simulator")]
     Simulate(crate::simulator::SimulateArgs),
 }

@@ -720,6 +720,52 @@ async fn drift_and_connection_changes_via_admin_and_state_survives_restart() {
     assert_eq!(peer.connected_from.as_deref(), Some("203.0.113.7"));
 }
 
+#[tokio::test]
+async fn peer_drift_via_admin_changes_route_all_and_subnets_without_counting_a_call() {
+    let (sim, api, token) = start(fast()).await;
+    let hub = api
+        .create_instance(&token, &create("peer-drift-hub"))
+        .await
+        .unwrap();
+    let alice = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap();
+    let office = api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    let http = reqwest::Client::new();
+    let drift = |id: String, change: serde_json::Value| {
+        let request = http
+            .post(format!("{}/_admin/peers/{id}/drift", sim.base_url()))
+            .json(&change);
+        async move { request.send().await.unwrap() }
+    };
+    drift(alice.id.clone(), serde_json::json!({"route_all": true}))
+        .await
+        .error_for_status()
+        .unwrap();
+    drift(office.id.clone(), serde_json::json!({"subnets": ["10.9.0.0/16"]}))
+        .await
+        .error_for_status()
+        .unwrap();
+    assert!(api.get_peer(&token, &hub.id, &alice.id).await.unwrap().route_all);
+    assert_eq!(
+        api.get_peer(&token, &hub.id, &office.id).await.unwrap().subnets,
+        vec!["10.9.0.0/16".to_owned()]
+    );
+    assert_eq!(
+        drift("no-such-peer".into(), serde_json::json!({"route_all": true}))
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    let calls = sim.simulator().calls().counts;
+    assert!(
+        calls.keys().all(|k| !k.starts_with("PUT")),
+        "admin changes are not API calls: {calls:?}"
+    );
+}
+
 #[test]
 fn simulate_help_explains_every_knob() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_vpn-operator"))

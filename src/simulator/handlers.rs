@@ -182,7 +182,8 @@ pub fn router(inner: Shared) -> Router {
         .route("/_admin/state", get(admin_state))
         .route("/_admin/reset", post(admin_reset))
         .route("/_admin/instances/{id}/drift", post(admin_drift))
-        .route("/_admin/peers/{id}/connected", post(admin_connected));
+        .route("/_admin/peers/{id}/connected", post(admin_connected))
+        .route("/_admin/peers/{id}/drift", post(admin_peer_drift));
     api.merge(admin).with_state(inner)
 }
 
@@ -956,22 +957,50 @@ async fn admin_drift(
     })
 }
 
+/// Runs `f` on peer `id` of any account (for the admin endpoints) and persists the change.
+fn with_peer<T>(inner: &Inner, id: &str, f: impl FnOnce(&mut Peer) -> T) -> Answer<T> {
+    let mut state = inner.state.lock().expect("state lock");
+    let Some(stored) = state.peers.get_mut(id) else {
+        return Err(not_found("peer", id));
+    };
+    let result = f(&mut stored.peer);
+    inner.persist(&state);
+    Ok(result)
+}
+
 async fn admin_connected(
     State(inner): State<Shared>,
     Path(id): Path<String>,
     Json(change): Json<Value>,
 ) -> Answer<Json<Peer>> {
-    let mut state = inner.state.lock().expect("state lock");
-    let Some(stored) = state.peers.get_mut(&id) else {
-        return Err(not_found("peer", &id));
-    };
-    stored.peer.connected = change.get("connected").and_then(Value::as_bool).unwrap_or(false);
-    stored.peer.connected_from = change
-        .get("connected_from")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .filter(|_| stored.peer.connected);
-    let peer = stored.peer.clone();
-    inner.persist(&state);
-    Ok(Json(peer))
+    with_peer(&inner, &id, |peer| {
+        peer.connected = change.get("connected").and_then(Value::as_bool).unwrap_or(false);
+        peer.connected_from = change
+            .get("connected_from")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .filter(|_| peer.connected);
+        Json(peer.clone())
+    })
+}
+
+/// Out-of-band change of a peer (`route_all`, `subnets`), as if someone edited it in the
+/// Altostrat portal.
+async fn admin_peer_drift(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    Json(change): Json<Value>,
+) -> Answer<Json<Peer>> {
+    with_peer(&inner, &id, |peer| {
+        if let Some(route_all) = change.get("route_all").and_then(Value::as_bool) {
+            peer.route_all = route_all;
+        }
+        if let Some(subnets) = change
+            .get("subnets")
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v.clone()).ok())
+        {
+            peer.subnets = subnets;
+        }
+        Json(peer.clone())
+    })
 }

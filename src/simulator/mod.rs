@@ -337,6 +337,16 @@ impl Simulator {
             .collect()
     }
 
+    /// When each instance was created (milliseconds since the Unix epoch), in creation order.
+    pub fn instance_created_ms(&self) -> Vec<u64> {
+        let state = self.inner.state.lock().expect("state lock");
+        state
+            .instances_in_order()
+            .iter()
+            .map(|i| i.provision_started_ms)
+            .collect()
+    }
+
     pub fn peers(&self) -> Vec<Peer> {
         let state = self.inner.state.lock().expect("state lock");
         let mut peers: Vec<_> = state.peers.values().collect();
