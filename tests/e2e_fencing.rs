@@ -230,12 +230,17 @@ async fn a_leader_cut_off_from_the_api_server_stops_calling_altostrat_before_a_t
     new_leader_carries_on(&instances, &simc, 6).await;
 }
 
-/// The new leader applies an edit of `hub-0`, and Altostrat holds `hubs` hubs, no duplicate.
+/// The new leader applies an edit of `hub-0` and brings every hub (`hub-0` … `hub-{hubs-1}`)
+/// to Ready; then Altostrat holds exactly `hubs` hubs, no duplicate.
 async fn new_leader_carries_on(instances: &Api<VpnInstance>, simc: &SimClient, hubs: usize) {
     merge_patch(instances, "hub-0", json!({"spec": {"name": "renamed hub"}})).await;
     let hub = wait_instance(instances, "hub-0", "Ready under the new leader", instance_ready).await;
     let id = hub.status.unwrap().instance_id.unwrap();
     assert_eq!(simc.instance(&id).await.unwrap().name, "renamed hub");
+    for i in 1..hubs {
+        let name = format!("hub-{i}");
+        wait_instance(instances, &name, "Ready under the new leader", instance_ready).await;
+    }
     assert_eq!(simc.instances().await.len(), hubs, "no duplicate hub");
 }
 

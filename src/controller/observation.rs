@@ -376,6 +376,22 @@ impl Observations {
         }
     }
 
+    /// The instance `id` as the view holds it, if learnt within `look` and `accept`ed; never
+    /// makes a call.
+    pub fn cached_instance(
+        &self,
+        token: &ApiToken,
+        id: &str,
+        look: &Look,
+        accept: impl Fn(&Instance) -> bool,
+    ) -> Option<Instance> {
+        let slot = slot(&self.instances, token);
+        let view = slot.view();
+        let entry = view.items.get(id)?;
+        let fresh = entry.as_of >= look.fresh_since;
+        entry.value.clone().filter(|i| fresh && accept(i))
+    }
+
     /// Every instance the token can list, as fresh as `look` asks.
     pub async fn instances<A: VpnApi>(
         &self,

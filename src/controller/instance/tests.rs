@@ -1,5 +1,7 @@
 //! Reconciles of `VpnInstance` against the in-process Kubernetes and Altostrat fakes.
 
+use std::time::Duration;
+
 use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
@@ -720,4 +722,26 @@ async fn an_update_altostrat_is_still_applying_is_waited_for_not_repeated() {
         "not sent again while pending"
     );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "Updating".into())));
+}
+
+#[tokio::test]
+async fn a_put_the_budget_held_back_is_retried_without_observing_again() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    h.altostrat.refuse(
+        Endpoint::UpdateInstance,
+        ApiError::Throttled {
+            endpoint: Endpoint::UpdateInstance,
+            expected_wait: Duration::from_secs(3),
+        },
+    );
+    let held = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(held.reason(), "Throttled");
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::UpdateInstance],
+        "a provisioned instance with nothing pending needs no new list before its PUT"
+    );
 }
