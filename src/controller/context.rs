@@ -268,22 +268,20 @@ fn marked_as_credentials(secret: &Secret) -> bool {
         .is_some_and(|value| value == "true")
 }
 
-/// The non-empty `token` key of a credentials Secret, from `data` or `stringData`.
-fn token_in(secret: &Secret) -> Option<ApiToken> {
+/// The value of `key` in a Secret, from `data` or `stringData`.
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     let from_data = secret
         .data
         .as_ref()
-        .and_then(|d| d.get(SECRET_TOKEN_KEY))
+        .and_then(|d| d.get(key))
         .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    let from_string_data = || {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(SECRET_TOKEN_KEY))
-            .cloned()
-    };
-    from_data
-        .or_else(from_string_data)
+    let from_string_data = || secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
+    from_data.or_else(from_string_data)
+}
+
+/// The non-empty `token` key of a credentials Secret.
+fn token_in(secret: &Secret) -> Option<ApiToken> {
+    secret_value(secret, SECRET_TOKEN_KEY)
         .map(ApiToken::new)
         .filter(|t| !t.is_empty())
 }
@@ -291,19 +289,7 @@ fn token_in(secret: &Secret) -> Option<ApiToken> {
 /// The optional rate of a credentials Secret; `Err` with the value when it is not a number
 /// from 2 up.
 fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, String> {
-    let from_data = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SECRET_RATE_KEY))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    let from_string_data = || {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(SECRET_RATE_KEY))
-            .cloned()
-    };
-    let Some(value) = from_data.or_else(from_string_data) else {
+    let Some(value) = secret_value(secret, SECRET_RATE_KEY) else {
         return Ok(None);
     };
     match value.trim().parse::<u32>() {
@@ -338,5 +324,30 @@ impl<'a, A: VpnApi> LazyToken<'a, A> {
         let token = self.ctx.token(self.namespace, self.secret_ref).await?;
         self.token = Some(token.clone());
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(data: serde_json::Value) -> Secret {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "creds"}, "stringData": data}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_credentials_secret_gives_its_token_and_optionally_its_own_rate() {
+        let plain = secret(serde_json::json!({"token": " t-1 "}));
+        assert_eq!(
+            token_in(&plain).map(|t| t.expose().to_owned()),
+            Some("t-1".into())
+        );
+        assert_eq!(rate_in(&plain), Ok(None));
+        let shared = secret(serde_json::json!({"token": "t-1", "requestsPerMinute": "20"}));
+        assert_eq!(rate_in(&shared), Ok(Some(20)));
+        let invalid = secret(serde_json::json!({"token": "t-1", "requestsPerMinute": "fast"}));
+        assert_eq!(rate_in(&invalid), Err("fast".into()));
+        assert_eq!(token_in(&secret(serde_json::json!({"token": "  "}))), None);
     }
 }
