@@ -41,8 +41,16 @@ mkdir -p "$RUN"
 say "building the operator (first run compiles dependencies: a few minutes)"
 cargo build --locked --bin vpn-operator
 say "starting the local control plane (first run builds kube-apiserver from source: ~20 minutes)"
+cluster_was_running=false
+[[ -f "$CP/kube-apiserver.pid" ]] && kill -0 "$(cat "$CP/kube-apiserver.pid")" 2>/dev/null && cluster_was_running=true
 scripts/control-plane.sh up "$CP"
 export KUBECONFIG="$CP/kubeconfig"
+if ! $cluster_was_running; then
+  # A new cluster has none of the resources that made the simulated hubs of an earlier run:
+  # those hubs would (rightly) count as someone else's, so the simulator starts empty too.
+  stop_pid "$RUN/simulator.pid"
+  rm -f "$RUN/simulator-state.json"
+fi
 
 if ! curl -fsS "http://127.0.0.1:$SIM_PORT/_admin/calls" >/dev/null 2>&1; then
   say "starting the Altostrat simulator on 127.0.0.1:$SIM_PORT (instances provision in ${PROVISION_DELAY:-8s})"
