@@ -184,7 +184,7 @@ async fn warn_left_scope<A>(
 }
 
 /// What the peers of an instance depend on, per instance as last seen: the Altostrat id,
-/// readiness, deletion and credentials. Other changes (conditions' messages, observed
+/// whether its server is ready (see `peer::usable_instance_id`), deletion and credentials. Other changes (conditions' messages, observed
 /// configuration, the operator's own status writes) do not concern them.
 #[derive(Default)]
 struct PeerRelevant(std::collections::HashMap<ObjectRef<VpnInstance>, u64>);
@@ -197,7 +197,7 @@ impl PeerRelevant {
         (
             instance.metadata.uid.as_deref(),
             status.and_then(|s| s.instance_id.as_deref()),
-            status.is_some_and(|s| super::conditions::is_ready(&s.conditions)),
+            status.is_some_and(|s| s.server_ready),
             instance.metadata.deletion_timestamp.is_some(),
             instance
                 .spec
@@ -380,6 +380,12 @@ mod tests {
         };
         hub.status = Some(status.clone());
         assert!(seen.changed(&hub), "the Altostrat id is known now");
+        status.server_ready = true;
+        hub.status = Some(status.clone());
+        assert!(
+            seen.changed(&hub),
+            "its server is ready: peers may be created now"
+        );
         status.observed_generation = Some(3);
         status.pending_changes = vec!["dns".into()];
         hub.status = Some(status);
