@@ -692,6 +692,16 @@ impl Harness {
         stored
     }
 
+    /// Edits the stored `obj` as an apply of a changed spec would: `edit` changes it, and the
+    /// API server's generation goes up by one.
+    pub fn edit<K: Reconciler + serde::Serialize>(&self, obj: &K, edit: impl FnOnce(&mut K)) -> K {
+        let mut current = self.stored(obj).expect("object exists");
+        edit(&mut current);
+        let generation = current.meta().generation.unwrap_or(1) + 1;
+        current.meta_mut().generation = Some(generation);
+        self.apply(current)
+    }
+
     /// Runs one reconcile of the stored version of `obj` (what the watch would deliver), and
     /// refreshes the instance cache with the result.
     pub async fn reconcile<K: Reconciler + serde::Serialize>(&self, obj: &K) -> Result<Action> {

@@ -670,10 +670,9 @@ async fn a_value_altostrat_normalises_is_sent_once_not_in_a_loop() {
     );
     assert_eq!(ready(&h, &obj).map(|r| r.1), Some("NotConverging".into()));
 
-    let mut edited = h.stored(&obj).unwrap();
-    edited.spec.public_dns = Some(vec!["1.1.1.1".into(), "9.9.9.9".into()]);
-    edited.metadata.generation = Some(2);
-    let edited = h.apply(edited);
+    let edited = h.edit(&obj, |o| {
+        o.spec.public_dns = Some(vec!["1.1.1.1".into(), "9.9.9.9".into()])
+    });
     h.reconcile(&edited).await.unwrap();
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
 }
@@ -684,10 +683,7 @@ async fn a_request_refused_by_the_leader_fence_leaves_the_status_to_the_new_lead
     let obj = h.apply(instance("hub-one", json!({})));
     h.reconcile(&obj).await.unwrap();
     let before = h.stored(&obj).unwrap().status;
-    let mut edited = h.stored(&obj).unwrap();
-    edited.spec.name = "Renamed".into();
-    edited.metadata.generation = Some(2);
-    let edited = h.apply(edited);
+    let edited = h.edit(&obj, |o| o.spec.name = "Renamed".into());
     h.altostrat.refuse(
         Endpoint::UpdateInstance,
         ApiError::Fenced {

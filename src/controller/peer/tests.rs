@@ -193,10 +193,7 @@ async fn drift_is_corrected_with_one_update() {
     assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
     assert!(h.altostrat.peers(&hub_id(&h, &hub))[0].route_all);
 
-    let mut edited = h.stored(&obj).unwrap();
-    edited.spec.route_all = Some(false);
-    edited.metadata.generation = Some(2);
-    let edited = h.apply(edited);
+    let edited = h.edit(&obj, |o| o.spec.route_all = Some(false));
     h.altostrat.clear_calls();
     h.reconcile(&edited).await.unwrap();
     assert_eq!(
@@ -294,10 +291,7 @@ async fn a_peer_gone_since_it_was_observed_is_created_again_when_its_update_find
     let id = hub_id(&h, &hub);
     let first = h.altostrat.peers(&id)[0].id.clone();
     h.altostrat.remove_peer(&id, &first);
-    let mut edited = h.stored(&obj).unwrap();
-    edited.spec.route_all = Some(true);
-    edited.metadata.generation = Some(2);
-    let edited = h.apply(edited);
+    let edited = h.edit(&obj, |o| o.spec.route_all = Some(true));
     h.altostrat.clear_calls();
     h.reconcile(&edited).await.unwrap();
     assert_eq!(
