@@ -278,7 +278,7 @@ fn controller_deps(
     api: Arc<Api>,
     default_token: Arc<DefaultToken>,
     (metrics, health): (Arc<Metrics>, &Health),
-    identity: String,
+    (identity, budget): (String, BudgetConfig),
 ) -> ControllerDeps<Api> {
     ControllerDeps {
         client,
@@ -290,7 +290,7 @@ fn controller_deps(
         settings: Settings {
             resync_interval: args.resync_interval,
             provisioning_poll: args.provisioning_poll_interval,
-            budget: budget_config(args).unwrap_or_default(),
+            budget,
             instance_concurrency: args.instance_concurrency,
             peer_concurrency: args.peer_concurrency,
             label_selector: args.label_selector.clone(),
@@ -378,7 +378,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         .store(args.leader_election, Ordering::Relaxed);
     let (timing, request_timeout) = timing_and_request_timeout(&args)?;
     let gate = gate_for(timing.as_ref());
-    let budget = Arc::new(Budget::new(budget_config(&args)?));
+    let budget_settings = budget_config(&args)?;
+    let budget = Arc::new(Budget::new(budget_settings.clone()));
     let api = build_api(&args, &metrics, request_timeout, gate.clone(), budget.clone())?;
     let stores: ScopeStores = Arc::default();
 
@@ -406,7 +407,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     budget.start_empty();
 
     let observed = (metrics.clone(), &*health);
-    let deps = controller_deps(&args, client, api, default_token, observed, identity);
+    let named = (identity, budget_settings);
+    let deps = controller_deps(&args, client, api, default_token, observed, named);
     let (stop_tx, stop) = stoppable(shutdown);
     let controllers = run_scopes(deps, watch_scopes(&args), stop, stores, health.clone());
     tokio::pin!(controllers);
