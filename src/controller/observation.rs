@@ -17,9 +17,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kube::runtime::controller::Action;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use super::error::{Error, Result};
 use crate::altostrat::model::{Instance, Peer};
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
 
@@ -51,6 +53,17 @@ impl Look {
     /// Needs a list sent from now on (after a claim, to find a create that may have been applied).
     pub fn fresh(urgency: Urgency) -> Self {
         Self::within(Duration::ZERO, urgency)
+    }
+}
+
+/// A drift check the budget could not fit now is put off without a word: the object is
+/// converged and nothing waits for it. Any other failed look is an error the status shows.
+pub(crate) fn defer_drift_check(error: Error, look: Look) -> Result<Action> {
+    match &error {
+        Error::Api(ApiError::Throttled { expected_wait, .. }) if look.urgency == Urgency::Drift => {
+            Ok(Action::requeue(*expected_wait))
+        }
+        _ => Err(error),
     }
 }
 
@@ -346,6 +359,36 @@ impl Observations {
         self.changes.subscribe()
     }
 
+    /// Object `id` of one view: what was learnt of it recently enough, else from a list as
+    /// fresh as `look` asks; missing from that list, confirmed by `get` (a poll: something
+    /// waits for the answer).
+    async fn find<T, L, LF, G, GF>(
+        &self,
+        slot: &Slot<T>,
+        id: &str,
+        look: Look,
+        list: L,
+        get: G,
+    ) -> ApiResult<Option<T>>
+    where
+        T: Listed,
+        L: FnOnce() -> LF,
+        LF: Future<Output = ApiResult<Vec<T>>>,
+        G: FnOnce() -> GF,
+        GF: Future<Output = ApiResult<T>>,
+    {
+        if let Some(known) = slot.recent(id, &look) {
+            return Ok(known);
+        }
+        let changed = slot.refresh(&look, list).await?;
+        self.announce(changed);
+        match slot.seen(id) {
+            Seen::Found(found) => Ok(Some(found)),
+            Seen::Gone => Ok(None),
+            Seen::Missing => confirm(slot, id, Urgency::Poll.scope(get()).await),
+        }
+    }
+
     fn announce(&self, changed: Vec<Changed>) {
         for change in changed {
             let _ = self.changes.send(change);
@@ -361,19 +404,9 @@ impl Observations {
         look: Look,
     ) -> ApiResult<Option<Instance>> {
         let slot = slot(&self.instances, token);
-        if let Some(known) = slot.recent(id, &look) {
-            return Ok(known);
-        }
-        let changed = slot.refresh(&look, || api.list_instances(token)).await?;
-        self.announce(changed);
-        match slot.seen(id) {
-            Seen::Found(instance) => Ok(Some(instance)),
-            Seen::Gone => Ok(None),
-            Seen::Missing => {
-                let got = Urgency::Poll.scope(api.get_instance(token, id)).await;
-                confirm(&slot, id, got)
-            }
-        }
+        let list = || api.list_instances(token);
+        self.find(&slot, id, look, list, || api.get_instance(token, id))
+            .await
     }
 
     /// The instance `id` as the view holds it, if learnt within `look` and `accept`ed; never
@@ -415,21 +448,9 @@ impl Observations {
         look: Look,
     ) -> ApiResult<Option<Peer>> {
         let slot = slot(&self.peers, &(token.clone(), instance_id.to_owned()));
-        if let Some(known) = slot.recent(id, &look) {
-            return Ok(known);
-        }
-        let changed = slot
-            .refresh(&look, || api.list_peers(token, instance_id, None))
-            .await?;
-        self.announce(changed);
-        match slot.seen(id) {
-            Seen::Found(peer) => Ok(Some(peer)),
-            Seen::Gone => Ok(None),
-            Seen::Missing => {
-                let got = Urgency::Poll.scope(api.get_peer(token, instance_id, id)).await;
-                confirm(&slot, id, got)
-            }
-        }
+        let list = || api.list_peers(token, instance_id, None);
+        self.find(&slot, id, look, list, || api.get_peer(token, instance_id, id))
+            .await
     }
 
     /// Every peer of `instance_id`; `None` when the instance itself is gone.

@@ -20,7 +20,7 @@ use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
-use super::observation::Look;
+use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::status::HasStatus;
@@ -79,14 +79,16 @@ impl Reconciler for VpnInstance {
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
                 Step::Fetch(id) => {
                     let token = token.get().await?;
-                    if let Some(settled) = settled_in_view(ctx, &token, &id) {
+                    // How long a list may be reused for drift checks (see DRIFT_REUSE).
+                    let reuse = ctx.drift_interval(&token).mul_f64(DRIFT_REUSE);
+                    if let Some(settled) = settled_in_view(ctx, &token, &id, reuse) {
                         observed.remote = Remote::Found(settled);
                         continue;
                     }
-                    let look = look_for(self, ctx, &token, handle);
+                    let look = look_for(self, ctx, reuse, handle);
                     match fetch(ctx, &token, id, look).await {
                         Ok(remote) => observed.remote = remote,
-                        Err(deferred) => return deferred_drift_check(deferred, look),
+                        Err(deferred) => return defer_drift_check(deferred, look),
                     }
                 }
                 Step::Forget(id) => {
@@ -213,17 +215,6 @@ impl Reconciler for VpnInstance {
     }
 }
 
-/// A drift check the budget could not fit now is put off without a word: the object is
-/// converged and nothing waits for it. Any other failed look is an error the status shows.
-pub(super) fn deferred_drift_check(error: Error, look: Look) -> Result<Action> {
-    match &error {
-        Error::Api(ApiError::Throttled { expected_wait, .. }) if look.urgency == Urgency::Drift => {
-            Ok(Action::requeue(*expected_wait))
-        }
-        _ => Err(error),
-    }
-}
-
 /// Releases the resource, then the credentials Secret it no longer needs: in this order, so a
 /// reconcile that has to come back (stale copy) can still read its token.
 async fn release<A>(obj: &VpnInstance, ctx: &Context<A>, handle: &Handle<VpnInstance>) -> Result<Action> {
@@ -264,14 +255,14 @@ fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<St
 /// How fresh the observation of this instance must be: a converged instance only needs a
 /// drift check within the budget's cycle; one provisioning or with changes to apply is looked
 /// at as often as its provisioning poll.
-fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, token: &ApiToken, handle: &Handle<VpnInstance>) -> Look {
+fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, reuse: Duration, handle: &Handle<VpnInstance>) -> Look {
     let status = obj.status.clone().unwrap_or_default();
     if conditions::is_converged(
         &status.conditions,
         status.observed_generation,
         obj.metadata.generation,
     ) {
-        return Look::within(ctx.drift_interval(token).mul_f64(DRIFT_REUSE), Urgency::Drift);
+        return Look::within(reuse, Urgency::Drift);
     }
     let age = time_in_state(&status, handle.status.now());
     ctx.poll_look(
@@ -284,8 +275,8 @@ fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, token: &ApiToken, handle: &H
 /// interval: nothing more is to be learnt about it before its own write (a spec edit, or a PUT
 /// the budget held back), so no list is spent on it. The update carries nothing of Altostrat's
 /// but `publicDns` when the spec leaves it unset.
-fn settled_in_view<A>(ctx: &Context<A>, token: &ApiToken, id: &str) -> Option<Instance> {
-    let look = Look::within(ctx.drift_interval(token).mul_f64(DRIFT_REUSE), Urgency::Poll);
+fn settled_in_view<A>(ctx: &Context<A>, token: &ApiToken, id: &str, reuse: Duration) -> Option<Instance> {
+    let look = Look::within(reuse, Urgency::Poll);
     ctx.observations
         .cached_instance(token, id, &look, |i| i.is_provisioned() && i.status.is_empty())
 }

@@ -22,7 +22,7 @@ use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
-use super::observation::Look;
+use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::status::HasStatus;
@@ -93,7 +93,7 @@ impl Reconciler for VpnPeer {
                     let look = look_for(self, ctx, &token);
                     match fetch(ctx, &token, &instance_id, id, look).await {
                         Ok(remote) => observed.remote = remote,
-                        Err(deferred) => return super::instance::deferred_drift_check(deferred, look),
+                        Err(deferred) => return defer_drift_check(deferred, look),
                     }
                 }
                 Step::Forget(id) => {
