@@ -476,6 +476,19 @@ impl Observations {
             .note(&instance.id, Some(instance.clone()), Instant::now());
     }
 
+    /// Whether Altostrat already answered that instance `id` is gone (a delete of ours, a
+    /// 404): a second cleanup of a resource, run on a copy older than its first cleanup's
+    /// release, then sends no second DELETE.
+    pub fn instance_known_gone(&self, token: &ApiToken, id: &str) -> bool {
+        matches!(slot(&self.instances, token).seen(id), Seen::Gone)
+    }
+
+    /// The same for peer `id` of `instance_id` (its instance's peer list answering 404 counts).
+    pub fn peer_known_gone(&self, token: &ApiToken, instance_id: &str, id: &str) -> bool {
+        let slot = slot(&self.peers, &(token.clone(), instance_id.to_owned()));
+        matches!(slot.seen(id), Seen::Gone)
+    }
+
     /// A delete of instance `id` was answered (done, or already gone).
     pub fn deleted_instance(&self, token: &ApiToken, id: &str) {
         slot(&self.instances, token).view().note(id, None, Instant::now());

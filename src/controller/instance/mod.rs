@@ -197,15 +197,7 @@ impl Reconciler for VpnInstance {
                     return release(self, ctx, handle).await;
                 }
                 CleanupStep::Delete(id) => {
-                    let token = token.get().await?;
-                    match ctx.api.delete_instance(&token, &id).await {
-                        Ok(()) => handle
-                            .activity
-                            .record(event::DELETED, format!("deleted Altostrat instance {id}")),
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    ctx.observations.deleted_instance(&token, &id);
+                    delete(ctx, handle, &token.get().await?, &id).await?;
                     observed.deleted = true;
                 }
                 CleanupStep::Release => return release(self, ctx, handle).await,
@@ -213,6 +205,27 @@ impl Reconciler for VpnInstance {
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
     }
+}
+
+/// Deletes the instance, unless Altostrat already said it is gone (a cleanup running on a copy
+/// older than its first cleanup's release finds its own DELETE's answer); a 404 counts as done.
+async fn delete<A: VpnApi>(
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    token: &ApiToken,
+    id: &str,
+) -> Result<()> {
+    if !ctx.observations.instance_known_gone(token, id) {
+        match ctx.api.delete_instance(token, id).await {
+            Ok(()) => handle
+                .activity
+                .record(event::DELETED, format!("deleted Altostrat instance {id}")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.observations.deleted_instance(token, id);
+    Ok(())
 }
 
 /// Releases the resource, then the credentials Secret it no longer needs: in this order, so a

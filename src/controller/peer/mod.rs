@@ -201,15 +201,7 @@ impl Reconciler for VpnPeer {
                     return handle.release(self).await;
                 }
                 CleanupStep::Delete(id) => {
-                    let token = token.get().await?;
-                    match ctx.api.delete_peer(&token, &instance_id, &id).await {
-                        Ok(()) => handle
-                            .activity
-                            .record(event::DELETED, format!("deleted Altostrat peer {id}")),
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    ctx.observations.deleted_peer(&token, &instance_id, &id);
+                    delete(ctx, handle, &token.get().await?, &instance_id, &id).await?;
                     observed.deleted = true;
                 }
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
@@ -320,6 +312,28 @@ async fn record(
             .record(event::READY, format!("peer {} is in sync", peer.id));
     }
     Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
+}
+
+/// Deletes the peer, unless Altostrat already said it is gone (a cleanup running on a copy
+/// older than its first cleanup's release finds its own DELETE's answer); a 404 counts as done.
+async fn delete<A: VpnApi>(
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    token: &ApiToken,
+    instance_id: &str,
+    id: &str,
+) -> Result<()> {
+    if !ctx.observations.peer_known_gone(token, instance_id, id) {
+        match ctx.api.delete_peer(token, instance_id, id).await {
+            Ok(()) => handle
+                .activity
+                .record(event::DELETED, format!("deleted Altostrat peer {id}")),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.observations.deleted_peer(token, instance_id, id);
+    Ok(())
 }
 
 /// The peers a lost create answer may have left, if the instance still exists, from a list

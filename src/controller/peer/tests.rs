@@ -303,3 +303,23 @@ async fn a_peer_gone_since_it_was_observed_is_created_again_when_its_update_find
     assert_eq!(peers.len(), 1);
     assert_ne!(peers[0].id, first);
 }
+
+#[tokio::test]
+async fn a_cleanup_on_a_copy_older_than_the_first_release_sends_no_second_delete() {
+    let (h, _hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.delete(&obj);
+    let older = h.stored(&obj).unwrap();
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
+    // The watch delivers the copy from before the release once more.
+    h.apply(older.clone());
+    h.reconcile(&older).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::DeletePeer],
+        "no second DELETE"
+    );
+}
