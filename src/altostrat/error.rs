@@ -37,6 +37,16 @@ pub enum ApiError {
         code: String,
         message: String,
     },
+    /// 400, 404 or 422 to a peer create or update, saying that the user or site it names does
+    /// not exist (deleted in Altostrat, or never there): nothing but another `userId` /
+    /// `siteId`, or the user or site being restored, lets the request succeed.
+    #[error("{endpoint}: Altostrat does not know the {referent} ({status}): {message}")]
+    UnknownReferent {
+        endpoint: Endpoint,
+        status: u16,
+        referent: Referent,
+        message: String,
+    },
     /// 402, or 403 explaining a seat, quota, plan or billing limit: the account cannot have
     /// more of this until someone changes the subscription or frees a seat. Never retried.
     #[error("{endpoint}: Altostrat refused for a quota or subscription limit ({status}): {message}")]
@@ -85,6 +95,32 @@ pub enum ApiError {
     Fenced { endpoint: Endpoint },
 }
 
+/// What a peer names in Altostrat besides its instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Referent {
+    User,
+    Site,
+}
+
+impl Referent {
+    /// The request field that names it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::User => "user_id",
+            Self::Site => "site_id",
+        }
+    }
+}
+
+impl std::fmt::Display for Referent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::User => "user",
+            Self::Site => "site",
+        })
+    }
+}
+
 impl ApiError {
     /// A bounded, stable label for metrics and events.
     pub fn category(&self) -> &'static str {
@@ -94,6 +130,7 @@ impl ApiError {
             Self::NotFound { .. } => "not_found",
             Self::Conflict { .. } => "conflict",
             Self::Invalid { .. } => "invalid",
+            Self::UnknownReferent { .. } => "unknown_referent",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Refused { .. } => "refused",
             Self::RateLimited { .. } => "rate_limited",
@@ -132,6 +169,7 @@ impl ApiError {
             Self::NotFound { .. } => Some(404),
             Self::Conflict { .. } => Some(409),
             Self::Invalid { status, .. }
+            | Self::UnknownReferent { status, .. }
             | Self::Server { status, .. }
             | Self::QuotaExceeded { status, .. }
             | Self::Refused { status, .. } => Some(*status),
@@ -144,6 +182,20 @@ impl ApiError {
 
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// Altostrat answered, and will answer the same request the same way until something
+    /// changes on its side or in the request (not a credentials, budget or server problem).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Forbidden { .. }
+                | Self::Conflict { .. }
+                | Self::Invalid { .. }
+                | Self::UnknownReferent { .. }
+                | Self::QuotaExceeded { .. }
+                | Self::Refused { .. }
+        )
     }
 }
 
@@ -177,11 +229,15 @@ pub fn classify_details(
         field_errors,
     } = details;
     if message.is_empty() {
-        message = reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("unexpected status")
-            .to_owned();
+        message = reason_phrase(status).to_owned();
+    }
+    if let Some(referent) = unknown_referent(endpoint, status, &code, &message, &field_errors) {
+        return ApiError::UnknownReferent {
+            endpoint,
+            status,
+            referent,
+            message,
+        };
     }
     match status {
         401 => ApiError::Unauthorized { endpoint, message },
@@ -240,6 +296,13 @@ pub fn classify_details(
     }
 }
 
+fn reason_phrase(status: u16) -> &'static str {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("unexpected status")
+}
+
 /// Words of the validation messages that say a value is already in use (Laravel's `unique`
 /// rule says "has already been taken").
 fn says_taken(text: &str) -> bool {
@@ -274,6 +337,52 @@ fn is_hostname_taken(
         return messages.iter().any(|m| says_taken(m));
     }
     field_errors.is_empty() && message.to_ascii_lowercase().contains("hostname") && says_taken(message)
+}
+
+/// A peer write refused because its user or site does not exist: a code naming it
+/// (`user_not_found`), a validation error on `user_id` / `site_id` (Laravel's `exists` rule says
+/// "The selected user id is invalid."), or a bare message such as "No such user" or "User not
+/// found". A 404 that names neither is about the instance or the peer.
+fn unknown_referent(
+    endpoint: Endpoint,
+    status: u16,
+    code: &str,
+    message: &str,
+    field_errors: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Option<Referent> {
+    if !matches!(endpoint, Endpoint::CreatePeer | Endpoint::UpdatePeer) || !matches!(status, 400 | 404 | 422)
+    {
+        return None;
+    }
+    [Referent::User, Referent::Site].into_iter().find(|&referent| {
+        let noun = referent.to_string();
+        let code = code.to_ascii_lowercase();
+        if code.contains(&noun) && says_missing(&code) {
+            return true;
+        }
+        if let Some(messages) = field_errors.get(referent.field()) {
+            return messages.iter().any(|m| says_missing(m));
+        }
+        field_errors.is_empty() && message.to_ascii_lowercase().contains(&noun) && says_missing(message)
+    })
+}
+
+/// Words of the messages that say a referenced object does not exist.
+fn says_missing(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    [
+        "not_found",
+        "not found",
+        "no such",
+        "does not exist",
+        "doesn't exist",
+        "unknown",
+        "invalid",
+        "missing",
+        "deleted",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 /// A 403 that is about seats, quotas or the subscription rather than the token's scopes.
@@ -441,6 +550,44 @@ mod tests {
         );
         assert_eq!(scope.category(), "forbidden");
         assert_eq!(from_body(Endpoint::GetInstance, 403, "").category(), "forbidden");
+    }
+
+    #[test]
+    fn a_peer_naming_a_user_or_site_altostrat_does_not_know_is_its_own_class() {
+        let cases = [
+            (
+                422,
+                r#"{"message":"The selected user id is invalid.","errors":{"user_id":["The selected user id is invalid."]}}"#,
+                Referent::User,
+            ),
+            (
+                422,
+                r#"{"type":"invalid_request_error","code":"site_not_found","message":"No such site: 3f1c","doc_url":""}"#,
+                Referent::Site,
+            ),
+            (404, r#"{"message":"User not found."}"#, Referent::User),
+            (400, r#"{"message":"The site does not exist."}"#, Referent::Site),
+        ];
+        for (status, body, referent) in cases {
+            let err = from_body(Endpoint::CreatePeer, status, body);
+            assert!(
+                matches!(err, ApiError::UnknownReferent { referent: r, .. } if r == referent),
+                "{status} {body}: {err:?}"
+            );
+            assert!(err.is_refusal() && !err.is_transient());
+        }
+        let format = r#"{"message":"x","errors":{"user_id":["The user id field must be a valid UUID."]}}"#;
+        assert_eq!(from_body(Endpoint::CreatePeer, 422, format).category(), "invalid");
+        let instance = r#"{"message":"No such instance: i-1"}"#;
+        assert_eq!(
+            from_body(Endpoint::CreatePeer, 404, instance).category(),
+            "not_found"
+        );
+        let not_a_peer_write = r#"{"message":"User not found."}"#;
+        assert_eq!(
+            from_body(Endpoint::GetInstance, 404, not_a_peer_write).category(),
+            "not_found"
+        );
     }
 
     #[test]

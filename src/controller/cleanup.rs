@@ -1,6 +1,8 @@
 //! The deletion lifecycle of both kinds as one pure decision.
 
+use super::error::Result;
 use super::ownership::Ownership;
+use crate::altostrat::ApiResult;
 use crate::crd::DeletionPolicy;
 
 /// What a deleting reconcile knows at this point.
@@ -20,8 +22,38 @@ pub(crate) struct CleanupObserved {
     pub handed_over_to: Option<String>,
     /// What a search for an unrecorded create found, and whose it is; `None`: not looked yet.
     pub search: Option<Option<(String, Ownership)>>,
-    /// The Altostrat object is gone (deleted now, or already).
-    pub deleted: bool,
+    /// An earlier reconcile saw Altostrat accept this resource's DELETE and the object stay:
+    /// its teardown is watched, not asked for again.
+    pub teardown_started: bool,
+    /// Altostrat's answer to this reconcile's DELETE.
+    pub delete_answer: Option<DeleteAnswer>,
+    /// Whether the object still exists, seen after any DELETE; `None`: not looked yet.
+    pub still_exists: Option<bool>,
+}
+
+/// What Altostrat answered a DELETE. Only a look afterwards says whether the object is gone:
+/// teardown may be asynchronous, and a 404 may mean that deleting is not offered at this path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteAnswer {
+    /// 2xx: deleted, or a teardown begun.
+    Accepted,
+    /// 404.
+    NotFound,
+    /// Any other answer that repeating the request cannot change (405, 403, 409, ...), with
+    /// Altostrat's explanation.
+    Refused(String),
+}
+
+impl DeleteAnswer {
+    /// Reads a DELETE's answer; failures worth retrying stay errors.
+    pub(crate) fn read(answer: ApiResult<()>) -> Result<Self> {
+        match answer {
+            Ok(()) => Ok(Self::Accepted),
+            Err(e) if e.is_not_found() => Ok(Self::NotFound),
+            Err(e) if e.is_refusal() => Ok(Self::Refused(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// The next step of a deletion.
@@ -38,6 +70,16 @@ pub(crate) enum CleanupStep {
     /// A create may have happened without its id being recorded: look for the object.
     Search,
     Delete(String),
+    /// Look whether the object is gone.
+    Confirm(String),
+    /// Altostrat accepted the DELETE and the object is still there: its teardown is under way.
+    WaitForTeardown(String),
+    /// Altostrat refuses to delete the object and it is still there: only a person can go on
+    /// (delete it in Altostrat, or set `deletionPolicy: Orphan`).
+    Refused {
+        id: String,
+        message: String,
+    },
     /// The object is another resource's now: release without deleting.
     HandOver {
         id: String,
@@ -64,7 +106,7 @@ pub(crate) fn decide_cleanup(o: &CleanupObserved) -> CleanupStep {
         Some(n) if n > 0 => return CleanupStep::WaitForDependents(n),
         Some(_) => {}
     }
-    if o.deleted || !o.may_exist {
+    if o.still_exists == Some(false) || !o.may_exist {
         return CleanupStep::Release;
     }
     match (&o.known_id, &o.handed_over_to, &o.search) {
@@ -72,13 +114,38 @@ pub(crate) fn decide_cleanup(o: &CleanupObserved) -> CleanupStep {
             id: id.clone(),
             to: to.clone(),
         },
-        (Some(id), None, _) => CleanupStep::Delete(id.clone()),
+        (Some(id), None, _) => removal(id, o),
         (None, _, None) => CleanupStep::Search,
         (None, _, Some(None)) => CleanupStep::Release,
-        (None, _, Some(Some((id, Ownership::Ours)))) => CleanupStep::Delete(id.clone()),
+        (None, _, Some(Some((id, Ownership::Ours)))) => removal(id, o),
         (None, _, Some(Some((id, verdict)))) => CleanupStep::LeaveAlone {
             id: id.clone(),
             verdict: verdict.clone(),
+        },
+    }
+}
+
+/// Deleting `id`, an object this resource owns: one DELETE, then looks until it is gone.
+fn removal(id: &str, o: &CleanupObserved) -> CleanupStep {
+    let id = id.to_owned();
+    if o.delete_answer.is_none() && !o.teardown_started {
+        return CleanupStep::Delete(id);
+    }
+    if o.still_exists.is_none() {
+        return CleanupStep::Confirm(id);
+    }
+    match &o.delete_answer {
+        _ if o.teardown_started => CleanupStep::WaitForTeardown(id),
+        Some(DeleteAnswer::Accepted) | None => CleanupStep::WaitForTeardown(id),
+        Some(DeleteAnswer::NotFound) => CleanupStep::Refused {
+            id,
+            message: "Altostrat answered the DELETE with 404 (not found), yet still lists the object: \
+                      deleting may not be offered at this path"
+                .into(),
+        },
+        Some(DeleteAnswer::Refused(message)) => CleanupStep::Refused {
+            id,
+            message: message.clone(),
         },
     }
 }
@@ -96,7 +163,17 @@ mod tests {
             known_id: Some("i-1".into()),
             handed_over_to: None,
             search: None,
-            deleted: false,
+            teardown_started: false,
+            delete_answer: None,
+            still_exists: None,
+        }
+    }
+
+    fn answered(answer: DeleteAnswer, still_exists: Option<bool>) -> CleanupObserved {
+        CleanupObserved {
+            delete_answer: Some(answer),
+            still_exists,
+            ..deleting()
         }
     }
 
@@ -134,13 +211,88 @@ mod tests {
     }
 
     #[test]
-    fn a_recorded_id_is_deleted_then_the_finalizer_released() {
+    fn a_recorded_id_is_deleted_seen_gone_then_the_finalizer_released() {
         assert_eq!(decide_cleanup(&deleting()), CleanupStep::Delete("i-1".into()));
-        let gone = CleanupObserved {
-            deleted: true,
+        let accepted = answered(DeleteAnswer::Accepted, None);
+        assert_eq!(decide_cleanup(&accepted), CleanupStep::Confirm("i-1".into()));
+        let gone = answered(DeleteAnswer::Accepted, Some(false));
+        assert_eq!(decide_cleanup(&gone), CleanupStep::Release);
+    }
+
+    #[test]
+    fn an_accepted_delete_of_an_object_still_there_is_a_teardown_watched_without_a_second_delete() {
+        let tearing_down = answered(DeleteAnswer::Accepted, Some(true));
+        assert_eq!(
+            decide_cleanup(&tearing_down),
+            CleanupStep::WaitForTeardown("i-1".into())
+        );
+        let next_reconcile = CleanupObserved {
+            teardown_started: true,
             ..deleting()
         };
+        assert_eq!(
+            decide_cleanup(&next_reconcile),
+            CleanupStep::Confirm("i-1".into()),
+            "no second DELETE"
+        );
+        let still_there = CleanupObserved {
+            still_exists: Some(true),
+            ..next_reconcile.clone()
+        };
+        assert_eq!(
+            decide_cleanup(&still_there),
+            CleanupStep::WaitForTeardown("i-1".into())
+        );
+        let gone = CleanupObserved {
+            still_exists: Some(false),
+            ..next_reconcile
+        };
         assert_eq!(decide_cleanup(&gone), CleanupStep::Release);
+    }
+
+    #[test]
+    fn a_404_on_delete_releases_only_once_a_look_confirms_the_object_gone() {
+        let not_found = answered(DeleteAnswer::NotFound, None);
+        assert_eq!(decide_cleanup(&not_found), CleanupStep::Confirm("i-1".into()));
+        assert_eq!(
+            decide_cleanup(&answered(DeleteAnswer::NotFound, Some(false))),
+            CleanupStep::Release
+        );
+        let CleanupStep::Refused { id, message } =
+            decide_cleanup(&answered(DeleteAnswer::NotFound, Some(true)))
+        else {
+            panic!("a 404 for an object still listed is a refusal, never a release")
+        };
+        assert_eq!(id, "i-1");
+        assert!(message.contains("404"), "{message}");
+    }
+
+    #[test]
+    fn a_refused_delete_holds_the_finalizer_until_the_object_is_gone_or_the_policy_is_orphan() {
+        let refused = |still_exists| {
+            answered(
+                DeleteAnswer::Refused("405 Method Not Allowed".into()),
+                still_exists,
+            )
+        };
+        assert_eq!(decide_cleanup(&refused(None)), CleanupStep::Confirm("i-1".into()));
+        assert_eq!(
+            decide_cleanup(&refused(Some(true))),
+            CleanupStep::Refused {
+                id: "i-1".into(),
+                message: "405 Method Not Allowed".into()
+            }
+        );
+        assert_eq!(
+            decide_cleanup(&refused(Some(false))),
+            CleanupStep::Release,
+            "deleted meanwhile in Altostrat"
+        );
+        let orphaned = CleanupObserved {
+            policy: DeletionPolicy::Orphan,
+            ..refused(Some(true))
+        };
+        assert_eq!(decide_cleanup(&orphaned), CleanupStep::Orphan);
     }
 
     #[test]

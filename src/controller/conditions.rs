@@ -29,6 +29,15 @@ pub mod reason {
     pub const THROTTLED: &str = "Throttled";
     /// Altostrat normalises a value of the spec, so applying it again would change nothing.
     pub const NOT_CONVERGING: &str = "NotConverging";
+    /// Altostrat accepted the deletion and still holds the object: its teardown is watched.
+    pub const TEARING_DOWN: &str = "TearingDown";
+    /// Altostrat refuses to delete the object (and still holds it).
+    pub const DELETE_REFUSED: &str = "DeleteRefused";
+    /// The peer's user (resp. site) does not exist in Altostrat.
+    pub const USER_NOT_FOUND: &str = "UserNotFound";
+    pub const SITE_NOT_FOUND: &str = "SiteNotFound";
+    /// A seat, quota or subscription limit refuses the object.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
 }
 
 /// The desired value of one condition, before timestamps are attached.
@@ -88,6 +97,14 @@ pub fn merge(
 }
 
 /// Whether the `Ready` condition is currently true.
+/// The reason of the `Ready` condition, if there is one.
+pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .map(|c| c.reason.as_str())
+}
+
 pub fn is_ready(conditions: &[Condition]) -> bool {
     conditions.iter().any(|c| c.type_ == READY && c.status == "True")
 }

@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 
 use super::conditions::reason;
 use super::context::Context;
-use crate::altostrat::{ApiError, VpnApi};
+use crate::altostrat::{ApiError, Referent, VpnApi};
 
 /// Why a reconcile failed. [`Error::category`] is the bounded label used in metrics;
 /// [`requeue_after_error`] decides the requeue from the variant.
@@ -40,6 +40,13 @@ pub enum Error {
          not sent again until the spec or Altostrat changes: write the spec the way Altostrat stores it"
     )]
     NotConverging { fields: String },
+    /// Altostrat refuses to delete an object this resource owns, and still holds it: the
+    /// resource stays until the object is gone or its deletion policy is `Orphan`.
+    #[error(
+        "{what} was not deleted: {message}. This resource stays until the object is gone: delete it in \
+         Altostrat, or set spec.deletionPolicy to Orphan to leave it there and release this resource"
+    )]
+    DeleteRefused { what: String, message: String },
     /// The decisions of one reconcile went round in circles: a bug, reported instead of looping.
     #[error("the {0} lifecycle did not settle within one reconcile")]
     Unsettled(&'static str),
@@ -60,6 +67,7 @@ impl Error {
             Self::Credentials(_) => "credentials",
             Self::NotOwned { .. } => "not_owned",
             Self::NotConverging { .. } => "not_converging",
+            Self::DeleteRefused { .. } => "delete_refused",
             Self::Unsettled(_) => "unsettled",
         }
     }
@@ -72,10 +80,16 @@ impl Error {
     /// Errors only an edit of the resource (or of the world outside) can fix.
     pub fn needs_user_action(&self) -> bool {
         match self {
-            Self::InvalidSpec(_) | Self::NotOwned { .. } | Self::NotConverging { .. } => true,
+            Self::InvalidSpec(_)
+            | Self::NotOwned { .. }
+            | Self::NotConverging { .. }
+            | Self::DeleteRefused { .. } => true,
             Self::Api(e) => matches!(
                 e,
-                ApiError::Invalid { .. } | ApiError::Conflict { .. } | ApiError::QuotaExceeded { .. }
+                ApiError::Invalid { .. }
+                    | ApiError::Conflict { .. }
+                    | ApiError::QuotaExceeded { .. }
+                    | ApiError::UnknownReferent { .. }
             ),
             _ => false,
         }
@@ -89,26 +103,25 @@ impl Error {
 
     /// Condition reason for this error.
     pub fn reason(&self) -> &'static str {
-        if let Self::NotOwned { reason, .. } = self {
-            reason
-        } else if matches!(self, Self::NotConverging { .. }) {
-            reason::NOT_CONVERGING
-        } else if matches!(self, Self::Api(ApiError::QuotaExceeded { .. })) {
-            "QuotaExceeded"
-        } else if matches!(
-            self,
-            Self::Api(ApiError::Throttled { .. } | ApiError::RateLimited { .. })
-        ) {
-            reason::THROTTLED
-        } else if self.needs_user_action() {
-            reason::INVALID_SPEC
-        } else if matches!(
-            self,
-            Self::Credentials(_) | Self::Api(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. })
-        ) {
-            reason::CREDENTIALS_ERROR
-        } else {
-            reason::API_ERROR
+        match self {
+            Self::NotOwned { reason, .. } => reason,
+            Self::NotConverging { .. } => reason::NOT_CONVERGING,
+            Self::DeleteRefused { .. } => reason::DELETE_REFUSED,
+            Self::Api(ApiError::QuotaExceeded { .. }) => reason::QUOTA_EXCEEDED,
+            Self::Api(ApiError::UnknownReferent {
+                referent: Referent::User,
+                ..
+            }) => reason::USER_NOT_FOUND,
+            Self::Api(ApiError::UnknownReferent {
+                referent: Referent::Site,
+                ..
+            }) => reason::SITE_NOT_FOUND,
+            Self::Api(ApiError::Throttled { .. } | ApiError::RateLimited { .. }) => reason::THROTTLED,
+            _ if self.needs_user_action() => reason::INVALID_SPEC,
+            Self::Credentials(_) | Self::Api(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. }) => {
+                reason::CREDENTIALS_ERROR
+            }
+            _ => reason::API_ERROR,
         }
     }
 }

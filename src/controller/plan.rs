@@ -21,6 +21,14 @@ pub fn instance_create(spec: &VpnInstanceSpec) -> InstanceCreate {
     }
 }
 
+/// The fewest public resolvers Altostrat accepts in an update.
+pub const MIN_PUBLIC_DNS: usize = 2;
+
+/// Resolvers added, in this order, to an update that keeps Altostrat's public resolvers
+/// (`spec.publicDns` unset) while Altostrat holds fewer than an update must carry: the
+/// resolver of Altostrat's documented examples (Quad9), then Cloudflare's.
+pub const FALLBACK_PUBLIC_DNS: [&str; 2] = ["9.9.9.9", "1.1.1.1"];
+
 /// The full PUT body for the spec. Fields the spec leaves open (public DNS) keep the values
 /// Altostrat reports, because the API requires them on every update.
 pub fn desired_update(spec: &VpnInstanceSpec, observed: &Instance) -> InstanceUpdate {
@@ -30,7 +38,7 @@ pub fn desired_update(spec: &VpnInstanceSpec, observed: &Instance) -> InstanceUp
         public_dns: spec
             .public_dns
             .clone()
-            .unwrap_or_else(|| observed.public_dns.clone()),
+            .unwrap_or_else(|| kept_public_dns(&observed.public_dns)),
         domains: spec.domains.clone(),
         split_dns: spec.split_dns.clone(),
         dns_custom: spec
@@ -48,15 +56,31 @@ pub fn desired_update(spec: &VpnInstanceSpec, observed: &Instance) -> InstanceUp
     }
 }
 
+/// Altostrat's public resolvers, padded with [`FALLBACK_PUBLIC_DNS`] (skipping any it holds)
+/// up to the [`MIN_PUBLIC_DNS`] an update must carry. Every documented create answer holds one.
+pub fn kept_public_dns(observed: &[String]) -> Vec<String> {
+    let mut resolvers = observed.to_vec();
+    for fallback in FALLBACK_PUBLIC_DNS {
+        if resolvers.len() >= MIN_PUBLIC_DNS {
+            break;
+        }
+        if !resolvers.iter().any(|r| r == fallback) {
+            resolvers.push(fallback.to_owned());
+        }
+    }
+    resolvers
+}
+
 /// The PUT to send, if Altostrat differs from the spec. Lists whose order carries no meaning
 /// (routes, domains, split resolvers, records) compare as sets, and CIDRs compare by network,
 /// so a server that reorders or normalises them does not cause an endless stream of updates.
-/// Public resolvers are tried in order, so their order matters.
+/// Public resolvers are tried in order, so their order matters; left unset, they are not
+/// compared (padding them alone is no reason to write).
 pub fn instance_update(spec: &VpnInstanceSpec, observed: &Instance) -> Option<InstanceUpdate> {
     let desired = desired_update(spec, observed);
     let same = desired.name == observed.name
         && cidr_set(&desired.pushed_routes) == cidr_set(&observed.pushed_routes)
-        && desired.public_dns == observed.public_dns
+        && (spec.public_dns.is_none() || desired.public_dns == observed.public_dns)
         && lower_set(&desired.domains) == lower_set(&observed.domains)
         && lower_set(&desired.split_dns) == lower_set(&observed.split_dns)
         && record_set(&desired.dns_custom) == record_set(&observed.dns_custom);
@@ -315,6 +339,28 @@ mod tests {
         let mut observed = observed_matching(&spec);
         observed.public_dns = vec!["9.9.9.9".into(), "149.112.112.112".into()];
         assert_eq!(instance_update(&spec, &observed), None);
+    }
+
+    #[test]
+    fn unset_public_dns_is_padded_to_two_resolvers_only_when_an_update_is_sent_anyway() {
+        let mut spec = spec();
+        spec.public_dns = None;
+        let mut observed = observed_matching(&spec);
+        observed.public_dns = vec!["8.8.8.8".into()];
+        assert_eq!(
+            instance_update(&spec, &observed),
+            None,
+            "a single resolver alone is no reason to write"
+        );
+        spec.name = "Renamed hub".into();
+        let update = instance_update(&spec, &observed).unwrap();
+        assert_eq!(update.public_dns, vec!["8.8.8.8", "9.9.9.9"]);
+        assert_eq!(
+            instance_changed_fields(&update, &observed),
+            vec!["name", "publicDns"]
+        );
+        assert_eq!(kept_public_dns(&["9.9.9.9".into()]), vec!["9.9.9.9", "1.1.1.1"]);
+        assert_eq!(kept_public_dns(&[]), vec!["9.9.9.9", "1.1.1.1"]);
     }
 
     #[test]

@@ -255,6 +255,9 @@ struct AltostratState {
     unprovisioned: bool,
     /// Applied to every instance an update writes, as a server that rewrites values would.
     normalise: Option<fn(&mut Instance)>,
+    /// A deleted instance stays until [`FakeAltostrat::finish_teardowns`], as an asynchronous
+    /// teardown would keep it.
+    slow_teardown: bool,
     next_id: u64,
 }
 
@@ -298,6 +301,28 @@ impl FakeAltostrat {
     /// Every later update is rewritten by `normalise` before it is stored and answered.
     pub fn normalise_updates(&self, normalise: fn(&mut Instance)) {
         self.0.lock().unwrap().normalise = Some(normalise);
+    }
+
+    /// Every later instance DELETE is accepted and leaves the instance in place until
+    /// [`FakeAltostrat::finish_teardowns`].
+    pub fn tear_down_slowly(&self) {
+        self.0.lock().unwrap().slow_teardown = true;
+    }
+
+    /// Ends every teardown: the instances whose DELETE was accepted are gone.
+    pub fn finish_teardowns(&self) {
+        let mut state = self.0.lock().unwrap();
+        state.slow_teardown = false;
+        let deleting: Vec<String> = state
+            .instances
+            .iter()
+            .filter(|(_, i)| i.status.iter().any(|s| s == "deleting"))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in deleting {
+            state.instances.remove(&id);
+            state.peers.remove(&id);
+        }
     }
 
     pub fn provision_all(&self) {
@@ -542,6 +567,12 @@ impl VpnApi for FakeAltostrat {
     async fn delete_instance(&self, _: &ApiToken, id: &str) -> ApiResult<()> {
         let lose = self.begin(Endpoint::DeleteInstance)?;
         let mut state = self.0.lock().unwrap();
+        if state.slow_teardown
+            && let Some(instance) = state.instances.get_mut(id)
+        {
+            instance.status = vec!["deleting".into()];
+            return answer(Endpoint::DeleteInstance, lose, Ok(()));
+        }
         let result = state
             .instances
             .remove(id)

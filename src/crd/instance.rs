@@ -90,7 +90,9 @@ pub struct VpnInstanceSpec {
     pub pushed_routes: Vec<String>,
 
     /// Public DNS resolvers (2 to 4 IPv4 addresses) handed to clients. When omitted, the
-    /// resolvers Altostrat assigned at creation are kept.
+    /// resolvers Altostrat holds are kept (see status.publicDns). An update must carry at
+    /// least two, and Altostrat assigns one at creation: an update it needs for another field
+    /// then adds 9.9.9.9, then 1.1.1.1, up to two (named in the Updated event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 4), inner(length(max = 15)))]
     #[x_kube(validation = Rule::new("self.all(a, isIP(a) && ip(a).family() == 4)").message("every publicDns entry must be an IPv4 address"))]
@@ -177,6 +179,9 @@ pub struct VpnInstanceStatus {
     /// Configuration changes Altostrat is still applying (empty when converged).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_changes: Vec<String>,
+    /// Public DNS resolvers Altostrat holds for the hub.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_dns: Vec<String>,
     /// Firewall rules on the instance (read-only; managed by Altostrat).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub firewall: Vec<FirewallRuleStatus>,

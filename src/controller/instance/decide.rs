@@ -94,9 +94,6 @@ pub(crate) enum Step {
     GiveUp(Error),
 }
 
-/// The fewest public resolvers Altostrat accepts in an update.
-const MIN_PUBLIC_DNS: usize = 2;
-
 const ADOPT_HINT: &str = "to manage it from this resource, set spec.instanceId to its id";
 
 /// The one place where the instance lifecycle is decided.
@@ -194,16 +191,6 @@ fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
         .then(|| plan::instance_update(o.spec, instance))
         .flatten();
     match update {
-        // An update must carry 2–4 public resolvers; with publicDns unset the operator keeps
-        // what Altostrat holds, which may be a single one. Sending it would be refused; padding
-        // it would change the hub's DNS behind the user's back.
-        Some(body) if body.public_dns.len() < MIN_PUBLIC_DNS && o.spec.public_dns.is_none() => {
-            Step::GiveUp(Error::InvalidSpec(format!(
-                "an update must carry {MIN_PUBLIC_DNS} to 4 public resolvers and Altostrat holds {}; \
-                 set spec.publicDns",
-                body.public_dns.len()
-            )))
-        }
         Some(body) => Step::Update {
             id: instance.id.clone(),
             fields: plan::instance_changed_fields(&body, instance),
@@ -278,6 +265,7 @@ pub(crate) fn observed_status(observed: &Instance) -> VpnInstanceStatus {
         diffie_hellman_ready: observed.diffie_hellman_ready,
         server_ready: observed.server_ready,
         pending_changes: observed.status.clone(),
+        public_dns: observed.public_dns.clone(),
         firewall: observed
             .firewall
             .iter()
@@ -591,27 +579,26 @@ mod tests {
     }
 
     #[test]
-    fn an_update_that_would_carry_a_single_public_resolver_asks_for_public_dns() {
+    fn an_update_keeping_a_single_public_resolver_is_padded_to_the_two_altostrat_requires() {
         let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
         let single = Instance {
             public_dns: vec!["1.1.1.1".into()],
             ..provisioned("i-1")
         };
-        let error = given_up(&observed(&s, Some("i-1"), Remote::Found(single.clone())));
-        assert!(error.to_string().contains("spec.publicDns"), "{error}");
-        let with_dns =
-            spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"], "publicDns": ["1.1.1.1", "8.8.8.8"]}));
-        assert!(matches!(
-            decide(&observed(&with_dns, Some("i-1"), Remote::Found(single.clone()))),
-            Step::Update { .. }
-        ));
+        let Step::Update { body, fields, .. } =
+            decide(&observed(&s, Some("i-1"), Remote::Found(single.clone())))
+        else {
+            panic!("expected Update")
+        };
+        assert_eq!(body.public_dns, vec!["1.1.1.1", "9.9.9.9"]);
+        assert_eq!(fields, vec!["pushedRoutes", "publicDns"], "the padding is named");
         let converged = spec(serde_json::json!({}));
         assert!(
             matches!(
                 decide(&observed(&converged, Some("i-1"), Remote::Found(single))),
                 Step::Record(_)
             ),
-            "no update needed, nothing to refuse"
+            "no update needed: the single resolver is left as it is"
         );
     }
 

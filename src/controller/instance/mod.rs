@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::cleanup::{CleanupObserved, CleanupStep, decide_cleanup};
+use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
 use super::context::{Context, DRIFT_REUSE, LazyToken};
 use super::driver::{Handle, Reconciler};
@@ -25,9 +25,9 @@ use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::status::HasStatus;
 use crate::altostrat::Urgency;
-use crate::altostrat::model::Instance;
+use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
-use crate::crd::{VpnInstance, VpnInstanceStatus};
+use crate::crd::{VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
 use decide::{
     Claim, Observed, Remote, Step, decide, desired_conditions, next_look, observed_status, time_in_state,
 };
@@ -128,10 +128,8 @@ impl Reconciler for VpnInstance {
                     };
                     ctx.observations.wrote_instance(&token, &updated);
                     ctx.observations.updated(&id, &body, &updated);
-                    let fields = fields.join(", ");
-                    handle
-                        .activity
-                        .record(event::UPDATED, format!("applied changes to {fields}"));
+                    let note = update_note(&self.spec, &fields, &body);
+                    handle.activity.record(event::UPDATED, note);
                     observed.remote = Remote::Found(updated);
                     observed.updated = true;
                 }
@@ -165,7 +163,9 @@ impl Reconciler for VpnInstance {
             handed_over_to: known_id.as_deref().and_then(|id| handed_over_to(self, ctx, id)),
             known_id,
             search: None,
-            deleted: false,
+            teardown_started: tearing_down(self),
+            delete_answer: None,
+            still_exists: None,
         };
         for _ in 0..MAX_STEPS {
             match decide_cleanup(&observed) {
@@ -196,9 +196,19 @@ impl Reconciler for VpnInstance {
                         .await;
                     return release(self, ctx, handle).await;
                 }
-                CleanupStep::Delete(id) => {
-                    delete(ctx, handle, &token.get().await?, &id).await?;
-                    observed.deleted = true;
+                CleanupStep::Delete(id) => delete(ctx, &token.get().await?, &id, &mut observed).await?,
+                CleanupStep::Confirm(id) => {
+                    let look = match observed.delete_answer {
+                        Some(_) => Look::fresh(Urgency::Poll),
+                        None => ctx.poll_look(self, ctx.settings.provisioning_poll),
+                    };
+                    observed.still_exists =
+                        Some(confirm(self, ctx, handle, &token.get().await?, &id, look).await?);
+                }
+                CleanupStep::WaitForTeardown(id) => return wait_for_teardown(ctx, handle, &id).await,
+                CleanupStep::Refused { id, message } => {
+                    let what = format!("Altostrat instance {id}");
+                    return Err(Error::DeleteRefused { what, message });
                 }
                 CleanupStep::Release => return release(self, ctx, handle).await,
             }
@@ -207,25 +217,80 @@ impl Reconciler for VpnInstance {
     }
 }
 
-/// Deletes the instance, unless Altostrat already said it is gone (a cleanup running on a copy
-/// older than its first cleanup's release finds its own DELETE's answer); a 404 counts as done.
+/// Asks Altostrat to delete the instance, unless it already said it is gone (a cleanup running
+/// on a copy older than its first cleanup's release).
 async fn delete<A: VpnApi>(
+    ctx: &Context<A>,
+    token: &ApiToken,
+    id: &str,
+    observed: &mut CleanupObserved,
+) -> Result<()> {
+    if ctx.observations.instance_known_gone(token, id) {
+        observed.still_exists = Some(false);
+    } else {
+        observed.delete_answer = Some(DeleteAnswer::read(ctx.api.delete_instance(token, id).await)?);
+    }
+    Ok(())
+}
+
+/// Whether the instance still exists, as seen by a list sent no earlier than `look` asks
+/// (its absence confirmed by a GET); the deletion is recorded once it is gone.
+async fn confirm<A: VpnApi>(
+    obj: &VpnInstance,
     ctx: &Context<A>,
     handle: &mut Handle<VpnInstance>,
     token: &ApiToken,
     id: &str,
-) -> Result<()> {
-    if !ctx.observations.instance_known_gone(token, id) {
-        match ctx.api.delete_instance(token, id).await {
-            Ok(()) => handle
-                .activity
-                .record(event::DELETED, format!("deleted Altostrat instance {id}")),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+    look: Look,
+) -> Result<bool> {
+    let found = ctx.observations.instance(&*ctx.api, token, id, look).await?;
+    ctx.looked(obj);
+    if found.is_none() {
+        ctx.observations.deleted_instance(token, id);
+        handle
+            .activity
+            .record(event::DELETED, format!("deleted Altostrat instance {id}"));
     }
-    ctx.observations.deleted_instance(token, id);
-    Ok(())
+    Ok(found.is_some())
+}
+
+/// Whether an earlier reconcile saw this instance's teardown begin.
+fn tearing_down(obj: &VpnInstance) -> bool {
+    obj.status
+        .as_ref()
+        .is_some_and(|s| conditions::ready_reason(&s.conditions) == Some(reason::TEARING_DOWN))
+}
+
+/// Altostrat accepted the deletion and still lists the instance: the status says so (and
+/// marks the teardown as begun, so no second DELETE is sent), and the provisioning poll looks
+/// again.
+async fn wait_for_teardown<A>(
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    id: &str,
+) -> Result<Action> {
+    let message = format!("Altostrat is tearing down instance {id}; this resource goes once it is gone");
+    let desired = [
+        ConditionState::new(READY, false, reason::TEARING_DOWN, message),
+        ConditionState::new(SYNCED, true, reason::DELETING, "Deletion in progress"),
+    ];
+    let current = handle.status.stored().cloned().unwrap_or_default();
+    handle.status.write(current, &desired).await?;
+    Ok(Action::requeue(ctx.settings.provisioning_poll))
+}
+
+/// What an update changed, by field name; with `publicDns` unset, the resolvers it had to add.
+fn update_note(spec: &VpnInstanceSpec, fields: &[&str], body: &InstanceUpdate) -> String {
+    let mut note = format!("applied changes to {}", fields.join(", "));
+    if spec.public_dns.is_none() && fields.contains(&"publicDns") {
+        note.push_str(&format!(
+            " (spec.publicDns is unset and Altostrat held fewer than the {} public resolvers an update \
+             must carry: sent {})",
+            plan::MIN_PUBLIC_DNS,
+            body.public_dns.join(", ")
+        ));
+    }
+    note
 }
 
 /// Releases the resource, then the credentials Secret it no longer needs: in this order, so a

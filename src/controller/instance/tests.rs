@@ -5,6 +5,7 @@ use std::time::Duration;
 use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ObjectMeta;
+use kube::runtime::controller::Action;
 use serde_json::json;
 
 use crate::altostrat::{ApiError, Endpoint};
@@ -534,7 +535,15 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
 
     h.remove(&alice);
     h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeleteInstance]);
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![
+            Endpoint::DeleteInstance,
+            Endpoint::ListInstances,
+            Endpoint::GetInstance
+        ],
+        "deleted, then seen gone: missing from a list, and a GET answering 404"
+    );
     assert!(h.altostrat.instances().is_empty());
     assert!(!h.holds_finalizer(&obj));
     assert!(h.kube.events().contains(&("Normal".into(), "Deleted".into())));
@@ -596,9 +605,101 @@ async fn deleting_after_a_lost_create_answer_finds_the_hub_by_hostname() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::ListInstances, Endpoint::DeleteInstance]
+        vec![
+            Endpoint::ListInstances,
+            Endpoint::DeleteInstance,
+            Endpoint::ListInstances,
+            Endpoint::GetInstance
+        ]
     );
     assert!(h.altostrat.instances().is_empty());
+}
+
+#[tokio::test]
+async fn an_asynchronous_teardown_is_watched_without_a_second_delete_until_the_hub_is_gone() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.altostrat.tear_down_slowly();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+
+    let action = h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::DeleteInstance, Endpoint::ListInstances]
+    );
+    assert_eq!(action, Action::requeue(h.ctx.settings.provisioning_poll));
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "TearingDown".into())));
+    assert!(h.holds_finalizer(&obj), "the hub still exists");
+
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances],
+        "the teardown is watched, not asked for again"
+    );
+    assert!(h.holds_finalizer(&obj));
+
+    h.altostrat.finish_teardowns();
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances, Endpoint::GetInstance]
+    );
+    assert!(!h.holds_finalizer(&obj));
+    assert!(h.kube.events().contains(&("Normal".into(), "Deleted".into())));
+}
+
+#[tokio::test]
+async fn a_refused_delete_holds_the_resource_until_its_policy_is_orphan() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let not_offered = ApiError::Refused {
+        endpoint: Endpoint::DeleteInstance,
+        status: 405,
+        message: "The DELETE method is not supported for route vpn/instances/x.".into(),
+    };
+    h.altostrat.refuse(Endpoint::DeleteInstance, not_offered);
+    h.delete(&obj);
+
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(error.reason(), "DeleteRefused");
+    assert!(error.stalls(), "only a person can go on");
+    assert!(error.to_string().contains("deletionPolicy to Orphan"), "{error}");
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "DeleteRefused".into())));
+    assert!(h.holds_finalizer(&obj));
+    assert_eq!(h.altostrat.instances().len(), 1);
+
+    let orphaned = h.edit(&obj, |o| {
+        o.spec.deletion_policy = crate::crd::DeletionPolicy::Orphan
+    });
+    h.altostrat.clear_calls();
+    h.reconcile(&orphaned).await.unwrap();
+    assert!(h.altostrat.calls().is_empty());
+    assert!(!h.holds_finalizer(&obj), "released, the hub left in Altostrat");
+    assert_eq!(h.altostrat.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn a_404_to_the_delete_of_a_hub_still_listed_is_a_refusal_not_a_release() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let not_found = ApiError::NotFound {
+        endpoint: Endpoint::DeleteInstance,
+        message: "Not Found".into(),
+    };
+    h.altostrat.refuse(Endpoint::DeleteInstance, not_found);
+    h.delete(&obj);
+
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(error.reason(), "DeleteRefused");
+    assert!(error.to_string().contains("404"), "{error}");
+    assert!(h.holds_finalizer(&obj), "a billed hub is never orphaned by a 404");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
-use super::cleanup::{CleanupObserved, CleanupStep, decide_cleanup};
+use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
 use super::conditions;
 use super::context::{Context, DRIFT_REUSE, LazyToken};
 use super::driver::{Handle, Reconciler};
@@ -177,7 +177,10 @@ impl Reconciler for VpnPeer {
             known_id: status.peer_id.clone(),
             handed_over_to: None,
             search: None,
-            deleted: false,
+            // Deleting a peer is documented as immediate and permanent: no teardown to watch.
+            teardown_started: false,
+            delete_answer: None,
+            still_exists: None,
         };
         let instance_id = instance_id.unwrap_or_default();
         let started = Instant::now();
@@ -201,8 +204,19 @@ impl Reconciler for VpnPeer {
                     return handle.release(self).await;
                 }
                 CleanupStep::Delete(id) => {
-                    delete(ctx, handle, &token.get().await?, &instance_id, &id).await?;
-                    observed.deleted = true;
+                    let token = token.get().await?;
+                    delete(ctx, handle, (&token, &instance_id, &id), &mut observed).await?;
+                }
+                CleanupStep::Confirm(id) => {
+                    let token = token.get().await?;
+                    observed.still_exists = Some(confirm(ctx, handle, (&token, &instance_id, &id)).await?);
+                }
+                CleanupStep::WaitForTeardown(_) => {
+                    return Ok(Action::requeue(ctx.settings.provisioning_poll));
+                }
+                CleanupStep::Refused { id, message } => {
+                    let what = format!("Altostrat peer {id}");
+                    return Err(Error::DeleteRefused { what, message });
                 }
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
                     return handle.release(self).await;
@@ -314,26 +328,50 @@ async fn record(
     Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
 }
 
+/// A peer by its token, instance id and id.
+type PeerAt<'a> = (&'a ApiToken, &'a str, &'a str);
+
 /// Deletes the peer, unless Altostrat already said it is gone (a cleanup running on a copy
-/// older than its first cleanup's release finds its own DELETE's answer); a 404 counts as done.
+/// older than its first cleanup's release). An accepted DELETE is final: Altostrat documents
+/// it as removing the peer permanently. Any other answer is checked by a look.
 async fn delete<A: VpnApi>(
     ctx: &Context<A>,
     handle: &mut Handle<VpnPeer>,
-    token: &ApiToken,
-    instance_id: &str,
-    id: &str,
+    (token, instance_id, id): PeerAt<'_>,
+    observed: &mut CleanupObserved,
 ) -> Result<()> {
-    if !ctx.observations.peer_known_gone(token, instance_id, id) {
-        match ctx.api.delete_peer(token, instance_id, id).await {
-            Ok(()) => handle
-                .activity
-                .record(event::DELETED, format!("deleted Altostrat peer {id}")),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+    if ctx.observations.peer_known_gone(token, instance_id, id) {
+        observed.still_exists = Some(false);
+        return Ok(());
     }
-    ctx.observations.deleted_peer(token, instance_id, id);
+    let answer = DeleteAnswer::read(ctx.api.delete_peer(token, instance_id, id).await)?;
+    if answer == DeleteAnswer::Accepted {
+        gone(ctx, handle, (token, instance_id, id));
+        observed.still_exists = Some(false);
+    }
+    observed.delete_answer = Some(answer);
     Ok(())
+}
+
+/// Whether the peer still exists, from a list sent from now on (its absence confirmed by a GET).
+async fn confirm<A: VpnApi>(ctx: &Context<A>, handle: &mut Handle<VpnPeer>, at: PeerAt<'_>) -> Result<bool> {
+    let (token, instance_id, id) = at;
+    let look = Look::fresh(Urgency::Poll);
+    let found = ctx
+        .observations
+        .peer(&*ctx.api, token, instance_id, id, look)
+        .await?;
+    if found.is_none() {
+        gone(ctx, handle, at);
+    }
+    Ok(found.is_some())
+}
+
+fn gone<A>(ctx: &Context<A>, handle: &mut Handle<VpnPeer>, (token, instance_id, id): PeerAt<'_>) {
+    ctx.observations.deleted_peer(token, instance_id, id);
+    handle
+        .activity
+        .record(event::DELETED, format!("deleted Altostrat peer {id}"));
 }
 
 /// The peers a lost create answer may have left, if the instance still exists, from a list

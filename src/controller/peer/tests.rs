@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::altostrat::Endpoint;
+use crate::altostrat::{ApiError, Endpoint};
 use crate::controller::testing::{Harness, NS, condition, instance, peer};
 use crate::crd::{FINALIZER, VpnInstance, VpnPeer};
 
@@ -322,4 +322,65 @@ async fn a_cleanup_on_a_copy_older_than_the_first_release_sends_no_second_delete
         vec![Endpoint::DeletePeer],
         "no second DELETE"
     );
+}
+
+#[tokio::test]
+async fn a_peer_whose_user_was_deleted_in_altostrat_waits_for_a_person_instead_of_recreating() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = hub_id(&h, &hub);
+    // Deleting a user in Altostrat removes their peers, and refuses new ones for them.
+    let first = h.altostrat.peers(&id)[0].id.clone();
+    h.altostrat.remove_peer(&id, &first);
+    h.observations_expire();
+    let unknown_user = ApiError::UnknownReferent {
+        endpoint: Endpoint::CreatePeer,
+        status: 422,
+        referent: crate::altostrat::Referent::User,
+        message: "The selected user id is invalid.".into(),
+    };
+    h.altostrat.refuse(Endpoint::CreatePeer, unknown_user);
+    h.altostrat.clear_calls();
+
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(error.reason(), "UserNotFound");
+    assert!(
+        error.stalls(),
+        "only a person can go on: another userId, or the user restored"
+    );
+    let resync = h.ctx.settings.resync_interval;
+    assert_eq!(
+        crate::controller::error::requeue_after_error(&error, 5, resync),
+        resync.max(std::time::Duration::from_secs(60)),
+        "no backoff loop: the next try waits for the slow resync or an edit"
+    );
+    assert_eq!(
+        h.altostrat.count(Endpoint::CreatePeer),
+        1,
+        "one create per attempt"
+    );
+    let conditions = h.stored(&obj).unwrap().status.unwrap().conditions;
+    assert_eq!(
+        condition(&conditions, "Ready"),
+        Some(("False".into(), "UserNotFound".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_404_to_a_peer_delete_releases_once_a_look_confirms_the_peer_gone() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = hub_id(&h, &hub);
+    let first = h.altostrat.peers(&id)[0].id.clone();
+    h.altostrat.remove_peer(&id, &first);
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::DeletePeer, Endpoint::ListPeers, Endpoint::GetPeer]
+    );
+    assert!(!h.holds_finalizer(&obj));
 }
