@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use altostrat_vpn_operator::altostrat::model::{Instance, Peer};
+use altostrat_vpn_operator::altostrat::model::{Instance, ListResponse, Peer};
 use altostrat_vpn_operator::altostrat::{
     ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy,
 };
@@ -405,12 +405,14 @@ impl SimClient {
         request.send().await.unwrap().error_for_status().unwrap()
     }
 
+    /// Every instance, whichever list shape the simulator's profile answers with.
     pub async fn instances(&self) -> Vec<Instance> {
-        Self::succeed(self.api(Method::GET, "/vpn/instances"))
+        let list: ListResponse<Instance> = Self::succeed(self.api(Method::GET, "/vpn/instances"))
             .await
             .json()
             .await
-            .unwrap()
+            .unwrap();
+        list.items
     }
 
     pub async fn instance(&self, id: &str) -> Option<Instance> {
@@ -435,11 +437,18 @@ impl SimClient {
     }
 
     pub async fn peers(&self, instance_id: &str) -> Vec<Peer> {
-        Self::succeed(self.api(Method::GET, &format!("/vpn/instances/{instance_id}/peers")))
+        let path = format!("/vpn/instances/{instance_id}/peers");
+        let list: ListResponse<Peer> = Self::succeed(self.api(Method::GET, &path))
             .await
             .json()
             .await
-            .unwrap()
+            .unwrap();
+        list.items
+    }
+
+    /// Deletes a user in Altostrat, which removes their peers and refuses new ones.
+    pub async fn delete_user(&self, user_id: &str) {
+        Self::succeed(self.request(Method::DELETE, &format!("/_admin/users/{user_id}"))).await;
     }
 
     /// Deletes a peer behind the operator's back.
