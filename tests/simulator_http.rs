@@ -111,8 +111,8 @@ async fn every_instance_endpoint_round_trips_through_the_client() {
     assert_eq!(created.hostname, "contract-hub.vpn.altostr.at");
     assert_eq!(
         created.public_dns,
-        vec!["9.9.9.9", "149.112.112.112"],
-        "documented default resolvers"
+        vec!["9.9.9.9"],
+        "the single resolver of every documented create example"
     );
     assert!(created.is_provisioned(), "zero provision delay");
     assert_eq!(api.list_instances(&token).await.unwrap().len(), 1);
@@ -826,16 +826,12 @@ async fn a_taken_hostname_is_a_conflict_whether_answered_409_422_or_400() {
     }
 }
 
-/// Every documented create example shows one public resolver, while the PUT requires 2 to 4.
-/// With `publicDns` unset the operator copies what Altostrat holds into the PUT
-/// (`plan::desired_update`), so the first update of such an instance is refused as invalid.
+/// Every documented create example shows one public resolver (the simulator's default), while
+/// the PUT requires 2 to 4. A PUT that copies the observed resolvers is refused as invalid.
 #[tokio::test]
 async fn a_single_public_resolver_cannot_be_copied_into_an_update() {
-    let (_sim, api, token) = start(with_fidelity(Fidelity {
-        single_public_dns: true,
-        ..Fidelity::default()
-    }))
-    .await;
+    assert!(Fidelity::default().single_public_dns, "the documented default");
+    let (_sim, api, token) = start(fast()).await;
     let created = api.create_instance(&token, &create("one-dns")).await.unwrap();
     assert_eq!(created.public_dns, vec!["9.9.9.9"]);
     let spec: altostrat_vpn_operator::crd::VpnInstanceSpec = serde_json::from_value(serde_json::json!({
@@ -859,6 +855,15 @@ async fn a_single_public_resolver_cannot_be_copied_into_an_update() {
     fixed.public_dns = vec!["9.9.9.9".into(), "149.112.112.112".into()];
     let updated = api.update_instance(&token, &created.id, &fixed).await.unwrap();
     assert_eq!(updated.public_dns.len(), 2);
+
+    // Turned off, a create gets two resolvers, which a copied PUT passes.
+    let (_sim, api, token) = start(with_fidelity(Fidelity {
+        single_public_dns: false,
+        ..Fidelity::default()
+    }))
+    .await;
+    let created = api.create_instance(&token, &create("two-dns")).await.unwrap();
+    assert_eq!(created.public_dns, vec!["9.9.9.9", "149.112.112.112"]);
 }
 
 #[tokio::test]

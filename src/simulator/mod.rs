@@ -11,11 +11,12 @@
 //! - Each token acts for an account and sees only that account's instances and their peers.
 //! - `GET /vpn/site/{siteId}/subnets` answers `[{"subnet", "peer_id", "instance_id"}]` built
 //!   from the site's peers (the real item schema is not published).
+//! - A created instance has the single public resolver every documented create example shows
+//!   (a PUT still needs 2 to 4), so a client that copies what it observed into a PUT is caught.
 //! - Opt-in modes ([`Fidelity`]) answer the way the real service plausibly does where the
 //!   docs are silent or where the project's defaults flatter the client: a taken hostname as a
-//!   Laravel 422 (or a 400), a create response with the single public resolver every
-//!   documented example shows, lists in the `{data, has_more}` envelope, `{message}`-only
-//!   error bodies, a peer seat limit answered 403.
+//!   Laravel 422 (or a 400), lists in the `{data, has_more}` envelope, `{message}`-only error
+//!   bodies, a peer seat limit answered 403.
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
 //!   server_ready, at quarters of `--provision-delay`.
 
@@ -109,8 +110,9 @@ pub struct SimulatorConfig {
     pub fidelity: Fidelity,
 }
 
-/// Opt-in answers closer to what the real Altostrat API plausibly sends. The defaults keep the
-/// simulator's historical behaviour.
+/// Answers closer to what the real Altostrat API sends or plausibly sends. The defaults follow
+/// the documentation where it speaks and the project's choices where it is silent; the other
+/// settings are opt-in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fidelity {
     /// Status of a create whose hostname is taken: 409 (`hostname_taken` ErrorResponse, the
@@ -118,7 +120,7 @@ pub struct Fidelity {
     /// (the same Laravel body with status 400).
     pub hostname_taken_status: u16,
     /// A created instance gets one public DNS resolver, as in every documented create example
-    /// (the PUT still requires 2–4).
+    /// (the PUT still requires 2–4). On by default, because the docs say so; off gives two.
     pub single_public_dns: bool,
     /// List endpoints answer `{"data": [...], "has_more": false}` instead of a bare array.
     pub enveloped_lists: bool,
@@ -134,7 +136,7 @@ impl Default for Fidelity {
     fn default() -> Self {
         Self {
             hostname_taken_status: 409,
-            single_public_dns: false,
+            single_public_dns: true,
             enveloped_lists: false,
             message_only_errors: false,
             peer_seats: None,
@@ -447,9 +449,10 @@ pub struct SimulateArgs {
     pub hostname_taken_status: u16,
 
     /// Give created instances one public DNS resolver, as every documented create example
-    /// shows (an update must still send 2 to 4).
-    #[arg(long)]
-    pub single_public_dns: bool,
+    /// shows (an update must still send 2 to 4). On unless `--single-public-dns=false`, which
+    /// gives two.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub single_public_dns: Option<bool>,
 
     /// Answer lists as `{"data": [...], "has_more": false}` instead of a bare array.
     #[arg(long)]
@@ -498,7 +501,9 @@ impl SimulateArgs {
             faults,
             fidelity: Fidelity {
                 hostname_taken_status: self.hostname_taken_status,
-                single_public_dns: self.single_public_dns,
+                single_public_dns: self
+                    .single_public_dns
+                    .unwrap_or(Fidelity::default().single_public_dns),
                 enveloped_lists: self.enveloped_lists,
                 message_only_errors: self.message_only_errors,
                 peer_seats: self.peer_seats,
