@@ -10,7 +10,7 @@ use altostrat_vpn_operator::altostrat::model::{
 };
 use altostrat_vpn_operator::altostrat::{ApiError, ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::simulator::{
-    self, FaultConfig, FaultRule, Fidelity, RunningSimulator, Simulator, SimulatorConfig,
+    self, FaultConfig, FaultRule, Fidelity, InstanceDelete, RunningSimulator, Simulator, SimulatorConfig,
 };
 
 const USER: &str = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
@@ -788,6 +788,8 @@ fn simulate_help_explains_every_knob() {
         "--enveloped-lists",
         "--message-only-errors",
         "--peer-seats",
+        "--instance-delete",
+        "--teardown-delay",
         "/_admin/calls",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
@@ -964,4 +966,154 @@ async fn a_seat_limit_is_a_quota_refusal_not_a_credentials_error() {
     );
     assert!(err.to_string().contains("peer seats"), "{err}");
     assert!(!err.is_transient());
+}
+
+/// A raw `DELETE /vpn/instances/{id}` with the default token, to see status, headers and body.
+async fn raw_delete(sim: &RunningSimulator, id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .delete(format!("{}/vpn/instances/{id}", sim.base_url()))
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+}
+
+fn deleting(instance: &Instance) -> bool {
+    instance.status.iter().any(|s| s == "deleting")
+}
+
+#[tokio::test]
+async fn an_asynchronous_delete_keeps_the_instance_until_its_teardown_ends() {
+    let teardown = Duration::from_millis(1200);
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        instance_delete: InstanceDelete::Asynchronous { teardown },
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("async-hub")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+
+    let asked = std::time::Instant::now();
+    let first = raw_delete(&sim, &hub.id).await;
+    assert_eq!(first.status().as_u16(), 202);
+    assert!(first.bytes().await.unwrap().is_empty(), "202 with an empty body");
+
+    // Still there, marked, with its peers and its hostname.
+    assert!(deleting(&api.get_instance(&token, &hub.id).await.unwrap()));
+    assert!(deleting(&api.list_instances(&token).await.unwrap()[0]));
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 1);
+    let taken = api
+        .create_instance(&token, &create("async-hub"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&taken, ApiError::Conflict { code, .. } if code == "hostname_taken"),
+        "{taken}"
+    );
+    // Changes to it are refused while it goes.
+    let refused = [
+        api.update_instance(&token, &hub.id, &update()).await.map(drop),
+        api.create_peer(&token, &hub.id, &wireguard_client())
+            .await
+            .map(drop),
+    ];
+    for answer in refused {
+        let err = answer.unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Conflict { code, message, .. }
+                if code == "instance_deleting" && message == "The instance is being deleted."),
+            "{err}"
+        );
+    }
+
+    // A repeated DELETE half-way through answers 202 again and does not restart the clock.
+    poll("half the teardown to pass", || async {
+        let i = api.get_instance(&token, &hub.id).await.unwrap();
+        (deleting(&i) && asked.elapsed() >= teardown / 2).then_some(())
+    })
+    .await;
+    let again = std::time::Instant::now();
+    api.delete_instance(&token, &hub.id).await.unwrap();
+    let gone = poll("the teardown to end", || async {
+        let answer = api.get_instance(&token, &hub.id).await;
+        answer
+            .err()
+            .filter(ApiError::is_not_found)
+            .map(|_| std::time::Instant::now())
+    })
+    .await;
+    assert!(
+        gone + Duration::from_millis(2) >= asked + teardown,
+        "gone too early"
+    );
+    assert!(
+        gone < again + teardown,
+        "the second DELETE restarted the teardown"
+    );
+
+    // Gone with its peers; the hostname is free again.
+    assert!(sim.simulator().peers().is_empty());
+    assert_eq!(raw_delete(&sim, &hub.id).await.status().as_u16(), 404);
+    api.create_instance(&token, &create("async-hub")).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_instance_being_deleted_refuses_changes_in_the_configured_error_shape() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        instance_delete: InstanceDelete::Asynchronous {
+            teardown: Duration::from_secs(60),
+        },
+        message_only_errors: true,
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("going-hub")).await.unwrap();
+    api.delete_instance(&token, &hub.id).await.unwrap();
+    let refused = reqwest::Client::new()
+        .post(format!("{}/vpn/instances/{}/peers", sim.base_url(), hub.id))
+        .bearer_auth("sim-token")
+        .json(&wireguard_client())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 409);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"message": "The instance is being deleted."})
+    );
+}
+
+#[tokio::test]
+async fn a_delete_the_route_does_not_offer_answers_405_and_deletes_nothing() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        instance_delete: InstanceDelete::NotAllowed,
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("kept-hub")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+
+    let refused = raw_delete(&sim, &hub.id).await;
+    assert_eq!(refused.status().as_u16(), 405);
+    assert_eq!(refused.headers()["allow"], "GET, HEAD, PUT");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    let message = format!(
+        "The DELETE method is not supported for route vpn/instances/{}. Supported methods: GET, HEAD, PUT.",
+        hub.id
+    );
+    assert_eq!(body, serde_json::json!({ "message": message }));
+    let err = api.delete_instance(&token, &hub.id).await.unwrap_err();
+    assert!(
+        !err.is_not_found(),
+        "a refusal never reads as already gone: {err}"
+    );
+
+    let kept = api.get_instance(&token, &hub.id).await.unwrap();
+    assert!(!deleting(&kept), "{kept:?}");
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 1);
+    assert!(
+        api.create_instance(&token, &create("kept-hub")).await.is_err(),
+        "the hostname is still taken"
+    );
 }

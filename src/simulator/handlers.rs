@@ -11,10 +11,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::Inner;
 use super::faults::FaultConfig;
 use super::state::{StoredInstance, StoredPeer, now_ms};
 use super::validate::{self, Invalid};
+use super::{Inner, InstanceDelete};
 use crate::altostrat::model::{
     DnsCustomRecord, DnsRecordType, ErrorResponse, FirewallRule, Instance, Peer, PeerType, Protocol,
     region_codes,
@@ -292,7 +292,7 @@ async fn count_and_inject(
 async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Json<Vec<Instance>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let now = now_ms();
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     Ok(Json(
         state
             .instances_in_order()
@@ -325,7 +325,7 @@ async fn create_instance(
             format!("The 'region' parameter must be one of: {}.", codes.join(", ")),
         ));
     }
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     // Unique across accounts (it becomes a public DNS name): the holder may be an instance
     // this token cannot see.
     if state.hostname_taken(hostname) {
@@ -351,6 +351,7 @@ async fn create_instance(
         provision_delay_ms: inner.config.provision_delay.as_millis() as u64,
         pending: vec![],
         seq,
+        teardown_ends_ms: None,
     };
     let view = stored.view(now);
     state.instances.insert(view.id.clone(), stored);
@@ -387,14 +388,20 @@ fn new_instance(name: &str, hostname: &str, region: &str, single_public_dns: boo
     }
 }
 
-/// 404 unless the account has the instance; checked before the body so that an unknown id is reported
-/// as such rather than as a validation error.
+/// 404 unless the account has the instance, 409 while it is being torn down (a change to it or
+/// a new peer on it would be lost). Checked before the body so that an unknown or departing
+/// instance is reported as such rather than as a validation error.
 fn require_instance(inner: &Inner, account: &str, id: &str) -> Answer<()> {
-    let state = inner.state.lock().expect("state lock");
-    if state.instance_of(account, id).is_some() {
-        Ok(())
-    } else {
-        Err(not_found("instance", id))
+    let state = inner.state();
+    match state.instance_of(account, id) {
+        None => Err(not_found("instance", id)),
+        Some(instance) if instance.is_deleting() => Err(failure(
+            409,
+            "invalid_request_error",
+            "instance_deleting",
+            "The instance is being deleted.",
+        )),
+        Some(_) => Ok(()),
     }
 }
 
@@ -406,7 +413,7 @@ fn with_instance<T>(
     id: &str,
     f: impl FnOnce(&mut StoredInstance) -> T,
 ) -> Answer<T> {
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     let instance = match account {
         Some(account) => state.instance_of_mut(account, id),
         None => state.instances.get_mut(id),
@@ -425,7 +432,7 @@ async fn get_instance(
     Path(id): Path<String>,
 ) -> Answer<Json<Instance>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     state
         .instance_of(account, &id)
         .map(|i| Json(i.view(now_ms())))
@@ -521,16 +528,42 @@ async fn delete_instance(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Answer<StatusCode> {
-    let account = authorize(&inner, &headers, "vpn:delete")?;
-    let mut state = inner.state.lock().expect("state lock");
-    if state.instance_of(account, &id).is_none() {
-        return Err(not_found("instance", &id));
+) -> Answer<Response> {
+    let mode = inner.config.fidelity.instance_delete;
+    if mode == InstanceDelete::NotAllowed {
+        // Laravel matches the route before any middleware runs, so no token is even checked.
+        return Ok(delete_not_allowed(&id));
     }
-    state.instances.remove(&id);
-    state.peers.retain(|_, p| p.instance_id != id);
+    let account = authorize(&inner, &headers, "vpn:delete")?;
+    let mut state = inner.state();
+    let Some(instance) = state.instance_of_mut(account, &id) else {
+        return Err(not_found("instance", &id));
+    };
+    let status = match mode {
+        InstanceDelete::Asynchronous { teardown } => {
+            instance.start_teardown(teardown, now_ms());
+            StatusCode::ACCEPTED
+        }
+        InstanceDelete::Immediate | InstanceDelete::NotAllowed => {
+            state.remove_instance(&id);
+            StatusCode::NO_CONTENT
+        }
+    };
     inner.persist(&state);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(status.into_response())
+}
+
+/// Laravel's answer to a method the route does not offer (`MethodNotAllowedHttpException`).
+fn delete_not_allowed(id: &str) -> Response {
+    let message = format!(
+        "The DELETE method is not supported for route vpn/instances/{id}. Supported methods: GET, HEAD, PUT."
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, HEAD, PUT")],
+        Json(json!({"message": message})),
+    )
+        .into_response()
 }
 
 fn peer_type(value: &str, field: &str) -> Answer<PeerType> {
@@ -565,7 +598,7 @@ async fn list_peers(
 ) -> Answer<Json<Vec<Peer>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let kind = type_filter(query.as_deref())?;
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     if state.instance_of(account, &id).is_none() {
         return Err(not_found("instance", &id));
     }
@@ -628,7 +661,7 @@ async fn create_peer(
         // `peer_type` never yields it.
         PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
     }
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     check_peer_seats(&inner, &state, account)?;
     let seq = state.next_seq();
     let clear = inner.config.status_clear_delay;
@@ -695,7 +728,7 @@ async fn get_peer(
     Path((id, peer_id)): Path<(String, String)>,
 ) -> Answer<Json<Peer>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     Ok(Json(find_peer(&mut state, account, &id, &peer_id)?.peer.clone()))
 }
 
@@ -706,7 +739,7 @@ async fn update_peer(
     body: Bytes,
 ) -> Answer<Json<Peer>> {
     let account = authorize(&inner, &headers, "vpn:update")?;
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     let kind = find_peer(&mut state, account, &id, &peer_id)?.peer.peer_type;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
@@ -742,7 +775,7 @@ async fn delete_peer(
     Path((id, peer_id)): Path<(String, String)>,
 ) -> Answer<StatusCode> {
     let account = authorize(&inner, &headers, "vpn:delete")?;
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     find_peer(&mut state, account, &id, &peer_id)?;
     state.peers.remove(&peer_id);
     let clear = inner.config.status_clear_delay;
@@ -762,7 +795,7 @@ async fn site_subnets(
     if !valid_id(&site_id) {
         return Err(not_found("site", &site_id));
     }
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     let mut peers: Vec<&StoredPeer> = state
         .peers
         .values()
@@ -801,7 +834,7 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
             "A share token is required.",
         ));
     };
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     let Some(stored) = state
         .peers
         .values()
@@ -901,7 +934,7 @@ async fn admin_put_faults(State(inner): State<Shared>, Json(faults): Json<FaultC
 
 async fn admin_state(State(inner): State<Shared>) -> Json<Value> {
     let now = now_ms();
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     let instances: Vec<Instance> = state.instances_in_order().iter().map(|i| i.view(now)).collect();
     let mut peers: Vec<&StoredPeer> = state.peers.values().collect();
     peers.sort_by_key(|p| p.seq);
@@ -913,7 +946,7 @@ async fn admin_state(State(inner): State<Shared>) -> Json<Value> {
 }
 
 async fn admin_reset(State(inner): State<Shared>) -> StatusCode {
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     *state = super::State::default();
     inner.persist(&state);
     StatusCode::NO_CONTENT
@@ -959,7 +992,7 @@ async fn admin_drift(
 
 /// Runs `f` on peer `id` of any account (for the admin endpoints) and persists the change.
 fn with_peer<T>(inner: &Inner, id: &str, f: impl FnOnce(&mut Peer) -> T) -> Answer<T> {
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     let Some(stored) = state.peers.get_mut(id) else {
         return Err(not_found("peer", id));
     };

@@ -5,7 +5,8 @@
 //! - PUT instance replaces `name`, `pushed_routes`, `public_dns` and the optional `domains`,
 //!   `split_dns`, `dns_custom`; an omitted optional list is cleared. `hostname`, `region` and
 //!   `firewall` in the body are ignored (they are not updatable).
-//! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free.
+//! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free (or
+//!   see [`InstanceDelete`]: a 202 and a teardown, or a 405).
 //! - A duplicate hostname answers 409 `hostname_taken` (or see [`Fidelity`]), also when another
 //!   account holds it; an unknown region 422 `region_unknown`.
 //! - Each token acts for an account and sees only that account's instances and their peers.
@@ -130,7 +131,29 @@ pub struct Fidelity {
     /// Peer seats of each account: creating a peer beyond them answers 403 with a bare
     /// `{message}` naming the seat limit (the shape of Altostrat's billing refusals).
     pub peer_seats: Option<u32>,
+    /// How `DELETE /vpn/instances/{id}` answers; the docs do not show the operation at all.
+    pub instance_delete: InstanceDelete,
 }
+
+/// The answers to `DELETE /vpn/instances/{id}`. The operation is undocumented; the changelog
+/// speaks of a teardown process, so each plausible shape can be simulated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InstanceDelete {
+    /// 204: the instance and its peers are gone at once and its hostname is free.
+    #[default]
+    Immediate,
+    /// 202 with an empty body: the instance stays visible with `deleting` in its `status` until
+    /// `teardown` has passed since the first DELETE (a repeated DELETE answers 202 and does not
+    /// restart it), then it and its peers are gone. Meanwhile its hostname stays taken, and a
+    /// PUT of it or a new peer on it answers 409 "The instance is being deleted.".
+    Asynchronous { teardown: Duration },
+    /// 405 with `Allow: GET, HEAD, PUT` and Laravel's `{message}` for a route without DELETE;
+    /// nothing is deleted.
+    NotAllowed,
+}
+
+/// The teardown of [`InstanceDelete::Asynchronous`] unless `--teardown-delay` says otherwise.
+pub const DEFAULT_TEARDOWN: Duration = Duration::from_secs(3);
 
 impl Default for Fidelity {
     fn default() -> Self {
@@ -140,6 +163,7 @@ impl Default for Fidelity {
             enveloped_lists: false,
             message_only_errors: false,
             peer_seats: None,
+            instance_delete: InstanceDelete::Immediate,
         }
     }
 }
@@ -249,6 +273,16 @@ pub struct Calls {
 }
 
 impl Inner {
+    /// The state, with the instances whose asynchronous teardown has ended (and their peers)
+    /// removed first: every reader sees them gone from the moment the teardown ends.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut state = self.state.lock().expect("state lock");
+        if state.sweep(state::now_ms()) {
+            self.persist(&state);
+        }
+        state
+    }
+
     pub fn persist(&self, state: &State) {
         if let Some(path) = &self.config.state_file
             && let Err(e) = state.save(path)
@@ -330,9 +364,7 @@ impl Simulator {
     pub fn instances(&self) -> Vec<Instance> {
         let now = state::now_ms();
         self.inner
-            .state
-            .lock()
-            .expect("state lock")
+            .state()
             .instances_in_order()
             .iter()
             .map(|i| i.view(now))
@@ -341,7 +373,7 @@ impl Simulator {
 
     /// When each instance was created (milliseconds since the Unix epoch), in creation order.
     pub fn instance_created_ms(&self) -> Vec<u64> {
-        let state = self.inner.state.lock().expect("state lock");
+        let state = self.inner.state();
         state
             .instances_in_order()
             .iter()
@@ -350,7 +382,7 @@ impl Simulator {
     }
 
     pub fn peers(&self) -> Vec<Peer> {
-        let state = self.inner.state.lock().expect("state lock");
+        let state = self.inner.state();
         let mut peers: Vec<_> = state.peers.values().collect();
         peers.sort_by_key(|p| p.seq);
         peers.iter().map(|p| p.peer.clone()).collect()
@@ -466,6 +498,37 @@ pub struct SimulateArgs {
     /// naming the seat limit.
     #[arg(long)]
     pub peer_seats: Option<u32>,
+
+    /// How DELETE /vpn/instances/{id} answers (undocumented upstream): `immediate` (204; the
+    /// instance, its peers and its hostname are freed at once), `async` (202; the instance shows
+    /// `deleting` in `status` until --teardown-delay has passed since the first DELETE, keeps its
+    /// hostname meanwhile and refuses a PUT or a new peer with 409) or `not-allowed` (405 with
+    /// `Allow: GET, HEAD, PUT`, Laravel's answer for a route without DELETE).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub instance_delete: Option<DeleteMode>,
+
+    /// How long an asynchronous instance teardown takes (with `--instance-delete async`).
+    /// Default: 3s.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
+    pub teardown_delay: Option<Duration>,
+}
+
+/// `--instance-delete`: the [`InstanceDelete`] modes by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeleteMode {
+    Immediate,
+    Async,
+    NotAllowed,
+}
+
+impl DeleteMode {
+    fn with_teardown(self, teardown: Duration) -> InstanceDelete {
+        match self {
+            DeleteMode::Immediate => InstanceDelete::Immediate,
+            DeleteMode::Async => InstanceDelete::Asynchronous { teardown },
+            DeleteMode::NotAllowed => InstanceDelete::NotAllowed,
+        }
+    }
 }
 
 fn parse_taken_status(value: &str) -> Result<u16, String> {
@@ -507,6 +570,10 @@ impl SimulateArgs {
                 enveloped_lists: self.enveloped_lists,
                 message_only_errors: self.message_only_errors,
                 peer_seats: self.peer_seats,
+                instance_delete: self
+                    .instance_delete
+                    .unwrap_or(DeleteMode::Immediate)
+                    .with_teardown(self.teardown_delay.unwrap_or(DEFAULT_TEARDOWN)),
             },
             ..SimulatorConfig::default()
         })

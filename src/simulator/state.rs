@@ -29,6 +29,10 @@ pub struct StoredInstance {
     /// Pending configuration changes and when each one clears.
     pub pending: Vec<(String, u64)>,
     pub seq: u64,
+    /// When an asynchronous teardown ends (milliseconds since the Unix epoch): until then the
+    /// instance shows `deleting`, from then on it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown_ends_ms: Option<u64>,
 }
 
 fn default_account() -> String {
@@ -52,7 +56,20 @@ impl StoredInstance {
             .filter(|(_, until)| *until > now)
             .map(|(s, _)| s.clone())
             .collect();
+        if self.is_deleting() {
+            instance.status.push("deleting".into());
+        }
         instance
+    }
+
+    pub fn is_deleting(&self) -> bool {
+        self.teardown_ends_ms.is_some()
+    }
+
+    /// Starts the teardown; a repeated DELETE keeps the end the first one set.
+    pub fn start_teardown(&mut self, teardown: Duration, now: u64) {
+        self.teardown_ends_ms
+            .get_or_insert(now + teardown.as_millis() as u64);
     }
 
     pub fn add_pending(&mut self, entry: &str, clear_after: Duration, now: u64) {
@@ -113,6 +130,26 @@ impl State {
         all
     }
 
+    /// Removes an instance and its peers.
+    pub fn remove_instance(&mut self, id: &str) {
+        self.instances.remove(id);
+        self.peers.retain(|_, p| p.instance_id != id);
+    }
+
+    /// Removes the instances whose teardown has ended by `now`; true if any was.
+    pub fn sweep(&mut self, now: u64) -> bool {
+        let ended: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.teardown_ends_ms.is_some_and(|end| end <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ended {
+            self.remove_instance(id);
+        }
+        !ended.is_empty()
+    }
+
     /// Hostnames are unique across all accounts.
     pub fn hostname_taken(&self, label: &str) -> bool {
         self.instances
@@ -155,6 +192,7 @@ mod tests {
             provision_delay_ms: delay_ms,
             pending: vec![],
             seq: 1,
+            teardown_ends_ms: None,
         }
     }
 
@@ -195,10 +233,50 @@ mod tests {
         assert!(loaded.hostname_taken("hub"));
         assert_eq!(loaded.next_seq, 1);
         assert!(
+            !serde_json::to_string(&loaded).unwrap().contains("teardown"),
+            "a state file without teardowns keeps its shape"
+        );
+        assert!(
             State::load(&dir.path().join("missing.json"))
                 .unwrap()
                 .instances
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_teardown_ends_once_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut state = State::default();
+        state.instances.insert("i".into(), stored(0));
+        state.peers.insert(
+            "p".into(),
+            StoredPeer {
+                instance_id: "i".into(),
+                peer: Peer::default(),
+                seq: 2,
+            },
+        );
+        let teardown = Duration::from_millis(1_000);
+        state
+            .instances
+            .get_mut("i")
+            .unwrap()
+            .start_teardown(teardown, 10_000);
+        state
+            .instances
+            .get_mut("i")
+            .unwrap()
+            .start_teardown(teardown, 10_600);
+        assert_eq!(state.instances["i"].view(10_700).status, vec!["deleting"]);
+        state.save(&path).unwrap();
+
+        let mut loaded = State::load(&path).unwrap();
+        assert!(!loaded.sweep(10_999), "still tearing down");
+        assert!(loaded.hostname_taken("hub"), "the hostname stays taken meanwhile");
+        assert!(loaded.sweep(11_000), "a repeated DELETE did not move the end");
+        assert!(loaded.instances.is_empty() && loaded.peers.is_empty());
+        assert!(!loaded.hostname_taken("hub"));
     }
 }
