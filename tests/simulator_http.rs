@@ -791,6 +791,8 @@ fn simulate_help_explains_every_knob() {
         "--instance-delete",
         "--teardown-delay",
         "/_admin/calls",
+        "/_admin/users/{id}",
+        "/_admin/sites/{id}",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
     }
@@ -1116,4 +1118,134 @@ async fn a_delete_the_route_does_not_offer_answers_405_and_deletes_nothing() {
         api.create_instance(&token, &create("kept-hub")).await.is_err(),
         "the hostname is still taken"
     );
+}
+
+/// `DELETE /_admin/{kind}/{id}`: a user or site deleted out of band, as in the Altostrat portal.
+async fn delete_out_of_band(sim: &RunningSimulator, kind: &str, id: &str) {
+    let answer = reqwest::Client::new()
+        .delete(format!("{}/_admin/{kind}/{id}", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 204, "DELETE /_admin/{kind}/{id}");
+}
+
+#[tokio::test]
+async fn users_and_sites_deleted_out_of_band_take_their_peers_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SimulatorConfig {
+        tokens: vec![
+            simulator::ApiToken::all_scopes("sim-token"),
+            simulator::ApiToken::all_scopes("acme-token").in_account("acme"),
+        ],
+        state_file: Some(dir.path().join("sim.json")),
+        ..fast()
+    };
+    let (sim, api, token) = start(config()).await;
+    let acme = ApiToken::new("acme-token");
+    let ours = api.create_instance(&token, &create("our-hub")).await.unwrap();
+    let theirs = api.create_instance(&acme, &create("their-hub")).await.unwrap();
+    let bob = PeerCreate {
+        user_id: Some("0b0b0b0b-e5f6-7890-1234-567890abcdef".into()),
+        ..wireguard_client()
+    };
+    for (t, hub) in [(&token, &ours), (&acme, &theirs)] {
+        api.create_peer(t, &hub.id, &wireguard_client()).await.unwrap();
+        api.create_peer(t, &hub.id, &site()).await.unwrap();
+    }
+    let kept = api.create_peer(&token, &ours.id, &bob).await.unwrap();
+    let status_of = |t: &ApiToken, id: &str| {
+        let (api, t, id) = (api.clone(), t.clone(), id.to_owned());
+        async move { api.get_instance(&t, &id).await.unwrap().status }
+    };
+    poll("the pending peer changes to clear", || async {
+        (status_of(&token, &ours.id).await.is_empty() && status_of(&acme, &theirs.id).await.is_empty())
+            .then_some(())
+    })
+    .await;
+
+    delete_out_of_band(&sim, "users", &USER.to_uppercase()).await;
+    for (t, hub) in [(&token, &ours), (&acme, &theirs)] {
+        let peers = api.list_peers(t, &hub.id, None).await.unwrap();
+        assert!(
+            peers.iter().all(|p| p.user_id.as_deref() != Some(USER)),
+            "{peers:?}"
+        );
+        assert_eq!(status_of(t, &hub.id).await, vec!["peer-deleted"]);
+    }
+    assert_eq!(
+        api.list_peers(&token, &ours.id, None).await.unwrap().len(),
+        2,
+        "bob and the site stay"
+    );
+    let refused = api
+        .create_peer(&token, &ours.id, &wireguard_client())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ApiError::Invalid { status: 422, code, message, .. }
+            if code == "user_not_found" && *message == format!("No such user: {USER}")),
+        "{refused:?}"
+    );
+
+    delete_out_of_band(&sim, "sites", SITE).await;
+    let left: Vec<_> = sim.simulator().peers().into_iter().map(|p| p.id).collect();
+    assert_eq!(left, vec![kept.id.clone()], "only bob's peer is left");
+    let refused = api.create_peer(&acme, &theirs.id, &site()).await.unwrap_err();
+    assert!(
+        matches!(&refused, ApiError::Invalid { status: 422, code, .. } if code == "site_not_found"),
+        "{refused:?}"
+    );
+    // An id never seen is simply recorded.
+    let never = "7e57ab1e-0000-4000-8000-000000000000";
+    delete_out_of_band(&sim, "users", never).await;
+
+    // The deleted ids survive a restart.
+    sim.shutdown().await;
+    let (_sim, api, token) = start(config()).await;
+    let ghost = PeerCreate {
+        user_id: Some(never.into()),
+        ..wireguard_client()
+    };
+    for peer in [wireguard_client(), ghost, site()] {
+        let err = api.create_peer(&token, &ours.id, &peer).await.unwrap_err();
+        assert!(matches!(err, ApiError::Invalid { status: 422, .. }), "{err:?}");
+    }
+    api.create_peer(&token, &ours.id, &bob).await.unwrap();
+}
+
+#[tokio::test]
+async fn laravel_refuses_a_peer_for_a_deleted_user_or_site_with_its_validation_body() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        message_only_errors: true,
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("laravel-hub")).await.unwrap();
+    delete_out_of_band(&sim, "users", USER).await;
+    delete_out_of_band(&sim, "sites", SITE).await;
+    for (peer, field, what) in [
+        (wireguard_client(), "user_id", "user"),
+        (site(), "site_id", "site"),
+    ] {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/vpn/instances/{}/peers", sim.base_url(), hub.id))
+            .bearer_auth("sim-token")
+            .json(&peer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 422);
+        let message = format!("The selected {what} id is invalid.");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"message": message, "errors": {field: [message]}})
+        );
+        let err = api.create_peer(&token, &hub.id, &peer).await.unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Invalid { status: 422, message: m, .. } if m.contains(&message)),
+            "{err:?}"
+        );
+    }
 }

@@ -7,12 +7,12 @@ use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::faults::FaultConfig;
-use super::state::{StoredInstance, StoredPeer, now_ms};
+use super::state::{Owner, StoredInstance, StoredPeer, now_ms};
 use super::validate::{self, Invalid};
 use super::{Inner, InstanceDelete};
 use crate::altostrat::model::{
@@ -183,7 +183,9 @@ pub fn router(inner: Shared) -> Router {
         .route("/_admin/reset", post(admin_reset))
         .route("/_admin/instances/{id}/drift", post(admin_drift))
         .route("/_admin/peers/{id}/connected", post(admin_connected))
-        .route("/_admin/peers/{id}/drift", post(admin_peer_drift));
+        .route("/_admin/peers/{id}/drift", post(admin_peer_drift))
+        .route("/_admin/users/{id}", delete(admin_delete_user))
+        .route("/_admin/sites/{id}", delete(admin_delete_site));
     api.merge(admin).with_state(inner)
 }
 
@@ -621,47 +623,9 @@ async fn create_peer(
     let account = authorize(&inner, &headers, "vpn:create")?;
     require_instance(&inner, account, &id)?;
     let body = parse_body(&body)?;
-    let body = validate::object(&body)?;
-    let kind = peer_type(validate::required_str(body, "type")?, "type")?;
-    let protocol = match validate::required_str(body, "protocol")? {
-        "wireguard" => Protocol::Wireguard,
-        "openvpn" => Protocol::Openvpn,
-        _ => return Err(validate::invalid("protocol", "must be one of: wireguard, openvpn").into()),
-    };
-    let mut peer = Peer {
-        id: uuid::Uuid::new_v4().to_string(),
-        peer_type: kind,
-        protocol,
-        token_ttl: Some(3600),
-        created_at: Some(now_rfc3339()),
-        ..Peer::default()
-    };
-    match kind {
-        PeerType::Client => {
-            if protocol != Protocol::Wireguard {
-                return Err(validate::invalid("protocol", "must be wireguard for client peers").into());
-            }
-            let user_id =
-                validate::optional_str(body, "user_id")?.ok_or_else(|| validate::missing("user_id"))?;
-            validate::uuid("user_id", user_id)?;
-            peer.user_id = Some(user_id.to_owned());
-            peer.route_all =
-                validate::optional_bool(body, "route_all")?.ok_or_else(|| validate::missing("route_all"))?;
-            peer.token = Some(format!("shr_{}", uuid::Uuid::new_v4().simple()));
-        }
-        PeerType::Site => {
-            let site_id =
-                validate::optional_str(body, "site_id")?.ok_or_else(|| validate::missing("site_id"))?;
-            validate::uuid("site_id", site_id)?;
-            let subnets = validate::string_list(body, "subnets", true)?.unwrap_or_default();
-            validate::cidrs("subnets", &subnets)?;
-            peer.site_id = Some(site_id.to_owned());
-            peer.subnets = subnets;
-        }
-        // `peer_type` never yields it.
-        PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
-    }
+    let peer = new_peer(validate::object(&body)?)?;
     let mut state = inner.state();
+    check_owner_exists(&inner, &state, &peer)?;
     check_peer_seats(&inner, &state, account)?;
     let seq = state.next_seq();
     let clear = inner.config.status_clear_delay;
@@ -678,6 +642,77 @@ async fn create_peer(
     );
     inner.persist(&state);
     Ok((StatusCode::CREATED, Json(peer)))
+}
+
+/// The peer a create body describes, validated as the docs require.
+fn new_peer(body: &serde_json::Map<String, Value>) -> Answer<Peer> {
+    let kind = peer_type(validate::required_str(body, "type")?, "type")?;
+    let protocol = match validate::required_str(body, "protocol")? {
+        "wireguard" => Protocol::Wireguard,
+        "openvpn" => Protocol::Openvpn,
+        _ => return Err(validate::invalid("protocol", "must be one of: wireguard, openvpn").into()),
+    };
+    let mut peer = Peer {
+        id: uuid::Uuid::new_v4().to_string(),
+        peer_type: kind,
+        protocol,
+        token_ttl: Some(3600),
+        created_at: Some(now_rfc3339()),
+        ..Peer::default()
+    };
+    match kind {
+        PeerType::Client => client_fields(body, &mut peer)?,
+        PeerType::Site => site_fields(body, &mut peer)?,
+        // `peer_type` never yields it.
+        PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
+    }
+    Ok(peer)
+}
+
+fn client_fields(body: &serde_json::Map<String, Value>, peer: &mut Peer) -> Answer<()> {
+    if peer.protocol != Protocol::Wireguard {
+        return Err(validate::invalid("protocol", "must be wireguard for client peers").into());
+    }
+    let user_id = validate::optional_str(body, "user_id")?.ok_or_else(|| validate::missing("user_id"))?;
+    validate::uuid("user_id", user_id)?;
+    peer.user_id = Some(user_id.to_owned());
+    peer.route_all =
+        validate::optional_bool(body, "route_all")?.ok_or_else(|| validate::missing("route_all"))?;
+    peer.token = Some(format!("shr_{}", uuid::Uuid::new_v4().simple()));
+    Ok(())
+}
+
+fn site_fields(body: &serde_json::Map<String, Value>, peer: &mut Peer) -> Answer<()> {
+    let site_id = validate::optional_str(body, "site_id")?.ok_or_else(|| validate::missing("site_id"))?;
+    validate::uuid("site_id", site_id)?;
+    let subnets = validate::string_list(body, "subnets", true)?.unwrap_or_default();
+    validate::cidrs("subnets", &subnets)?;
+    peer.site_id = Some(site_id.to_owned());
+    peer.subnets = subnets;
+    Ok(())
+}
+
+/// A peer for a user or site deleted out of band is refused as the service's `exists`
+/// validation rule refuses it: Laravel's 422 body with `{message}`-only errors, else a 422
+/// ErrorResponse like the simulator's other validation errors.
+fn check_owner_exists(inner: &Inner, state: &super::State, peer: &Peer) -> Answer<()> {
+    let Some((owner, id)) = Owner::of(peer) else {
+        return Ok(());
+    };
+    if !state.is_deleted(owner, id) {
+        return Ok(());
+    }
+    let what = owner.noun();
+    if inner.config.fidelity.message_only_errors {
+        let message = format!("The selected {what} id is invalid.");
+        return Err(Failure::laravel(422, owner.field(), &message));
+    }
+    Err(failure(
+        422,
+        "invalid_request_error",
+        &format!("{what}_not_found"),
+        format!("No such {what}: {id}"),
+    ))
 }
 
 /// With `--peer-seats`, refuses a peer beyond the account's seats as the service's billing check
@@ -1036,4 +1071,22 @@ async fn admin_peer_drift(
         }
         Json(peer.clone())
     })
+}
+
+/// A user deleted out of band, as in the Altostrat portal: the service removes the user's VPN
+/// peers on every instance, and the id no longer validates.
+async fn admin_delete_user(State(inner): State<Shared>, Path(id): Path<String>) -> StatusCode {
+    delete_owner(&inner, Owner::User, &id)
+}
+
+/// A site deleted out of band; see [`admin_delete_user`].
+async fn admin_delete_site(State(inner): State<Shared>, Path(id): Path<String>) -> StatusCode {
+    delete_owner(&inner, Owner::Site, &id)
+}
+
+fn delete_owner(inner: &Inner, owner: Owner, id: &str) -> StatusCode {
+    let mut state = inner.state();
+    state.delete_owner(owner, id, inner.config.status_clear_delay, now_ms());
+    inner.persist(&state);
+    StatusCode::NO_CONTENT
 }

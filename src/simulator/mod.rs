@@ -426,6 +426,7 @@ impl Drop for RunningSimulator {
 
 /// Flags of `vpn-operator simulate` (its help text lives on the subcommand).
 #[derive(Debug, Args)]
+#[command(after_long_help = ADMIN_HELP)]
 pub struct SimulateArgs {
     /// Address to listen on. Use a loopback address.
     #[arg(long, env = "ALTOSTRAT_SIM_LISTEN", default_value = "127.0.0.1:18080")]
@@ -530,6 +531,13 @@ impl DeleteMode {
         }
     }
 }
+
+/// The admin endpoints beyond those the subcommand's description lists.
+const ADMIN_HELP: &str = "Out-of-band deletions (admin, no auth): DELETE /_admin/users/{id} and \
+DELETE /_admin/sites/{id} remove every peer of that user or site on every instance of every \
+account (each such instance shows `peer-deleted`) and remember the id: a new peer for it is \
+refused with 422 (`user_not_found` / `site_not_found`, or Laravel's `The selected user id is \
+invalid.` with --message-only-errors). Answers 204, also for an id never seen.";
 
 fn parse_taken_status(value: &str) -> Result<u16, String> {
     match value.trim() {

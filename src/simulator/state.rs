@@ -2,7 +2,7 @@
 //! pending status entries are computed from wall-clock timestamps at read time, so no
 //! background task is needed and a restarted simulator continues where it stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,11 +92,50 @@ pub struct StoredPeer {
     pub seq: u64,
 }
 
+/// Who a peer belongs to: an Altostrat user (client peers) or site (site peers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    User,
+    Site,
+}
+
+impl Owner {
+    /// The owner a peer names, with its id.
+    pub fn of(peer: &Peer) -> Option<(Self, &str)> {
+        match (&peer.user_id, &peer.site_id) {
+            (Some(user), _) => Some((Self::User, user)),
+            (None, Some(site)) => Some((Self::Site, site)),
+            (None, None) => None,
+        }
+    }
+
+    /// The create-peer field that names it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::User => "user_id",
+            Self::Site => "site_id",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Site => "site",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {
     pub instances: BTreeMap<String, StoredInstance>,
     pub peers: BTreeMap<String, StoredPeer>,
     pub next_seq: u64,
+    /// Users deleted out of band (lowercase ids): their peers are gone and cannot come back.
+    #[serde(default)]
+    pub deleted_users: BTreeSet<String>,
+    /// Sites deleted out of band (lowercase ids).
+    #[serde(default)]
+    pub deleted_sites: BTreeSet<String>,
 }
 
 impl State {
@@ -148,6 +187,42 @@ impl State {
             self.remove_instance(id);
         }
         !ended.is_empty()
+    }
+
+    fn deleted(&self, owner: Owner) -> &BTreeSet<String> {
+        match owner {
+            Owner::User => &self.deleted_users,
+            Owner::Site => &self.deleted_sites,
+        }
+    }
+
+    pub fn is_deleted(&self, owner: Owner, id: &str) -> bool {
+        self.deleted(owner).contains(&id.to_ascii_lowercase())
+    }
+
+    /// Removes every peer of a user or site on every instance of every account, marks each
+    /// instance that lost one `peer-deleted`, and remembers the id as deleted.
+    pub fn delete_owner(&mut self, owner: Owner, id: &str, clear_after: Duration, now: u64) {
+        let owned = |p: &StoredPeer| {
+            Owner::of(&p.peer).is_some_and(|(o, of)| o == owner && of.eq_ignore_ascii_case(id))
+        };
+        let affected: BTreeSet<String> = self
+            .peers
+            .values()
+            .filter(|p| owned(p))
+            .map(|p| p.instance_id.clone())
+            .collect();
+        self.peers.retain(|_, p| !owned(p));
+        for instance_id in &affected {
+            if let Some(instance) = self.instances.get_mut(instance_id) {
+                instance.add_pending("peer-deleted", clear_after, now);
+            }
+        }
+        let deleted = match owner {
+            Owner::User => &mut self.deleted_users,
+            Owner::Site => &mut self.deleted_sites,
+        };
+        deleted.insert(id.to_ascii_lowercase());
     }
 
     /// Hostnames are unique across all accounts.
