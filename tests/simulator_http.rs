@@ -790,6 +790,7 @@ fn simulate_help_explains_every_knob() {
         "--peer-seats",
         "--instance-delete",
         "--teardown-delay",
+        "--unknown-values",
         "/_admin/calls",
         "/_admin/users/{id}",
         "/_admin/sites/{id}",
@@ -1248,4 +1249,86 @@ async fn laravel_refuses_a_peer_for_a_deleted_user_or_site_with_its_validation_b
             "{err:?}"
         );
     }
+}
+
+/// A raw authenticated GET of `path`, as JSON.
+async fn raw_get(sim: &RunningSimulator, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", sim.base_url()))
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unknown_values_reach_the_client_as_undocumented_fields_statuses_and_peers() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        unknown_values: true,
+        peer_seats: Some(1),
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("odd-hub")).await.unwrap();
+    let instance_path = format!("/vpn/instances/{}", hub.id);
+    let extra = |object: &serde_json::Value| {
+        object["labels"] == serde_json::json!({})
+            && object["billing"] == serde_json::json!({"plan": "pro", "seats": 5})
+    };
+    assert!(extra(&raw_get(&sim, &instance_path).await));
+    assert!(extra(&raw_get(&sim, "/vpn/instances").await[0]));
+
+    // The gateway peer every instance gets: in the list and by id, of an undocumented kind.
+    let peers = raw_get(&sim, &format!("{instance_path}/peers")).await;
+    let gateway = &peers[0];
+    assert_eq!(peers.as_array().map(Vec::len), Some(1), "{peers}");
+    for (field, value) in [
+        ("type", serde_json::json!("gateway")),
+        ("protocol", serde_json::json!("ipsec")),
+        ("user_id", serde_json::Value::Null),
+        ("site_id", serde_json::Value::Null),
+        ("subnets", serde_json::json!([])),
+    ] {
+        assert_eq!(gateway[field], value, "{field}: {gateway}");
+    }
+    assert!(extra(gateway));
+    let gateway_id = gateway["id"].as_str().unwrap();
+    let by_id = raw_get(&sim, &format!("{instance_path}/peers/{gateway_id}")).await;
+    assert_eq!(
+        (&by_id["type"], extra(&by_id)),
+        (&serde_json::json!("gateway"), true)
+    );
+    let read = api.get_peer(&token, &hub.id, gateway_id).await.unwrap();
+    assert_eq!(
+        (read.peer_type, read.protocol),
+        (PeerType::Unknown, Protocol::Unknown)
+    );
+    let sites = api
+        .list_peers(&token, &hub.id, Some(PeerType::Site))
+        .await
+        .unwrap();
+    assert!(sites.is_empty(), "a gateway is not a site: {sites:?}");
+
+    // It takes no seat: the single seat is still free.
+    let office = api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    assert!(extra(
+        &raw_get(&sim, &format!("{instance_path}/peers/{}", office.id)).await
+    ));
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 2);
+
+    // An update leaves an undocumented pending entry next to the documented one; both clear.
+    let updated = api.update_instance(&token, &hub.id, &update()).await.unwrap();
+    for entry in ["config-updated", "firewall-syncing"] {
+        assert!(updated.status.iter().any(|s| s == entry), "{:?}", updated.status);
+    }
+    poll("the pending entries to clear", || async {
+        let i = api.get_instance(&token, &hub.id).await.unwrap();
+        i.status.is_empty().then_some(())
+    })
+    .await;
 }

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::faults::FaultConfig;
+use super::render;
 use super::state::{Owner, StoredInstance, StoredPeer, now_ms};
 use super::validate::{self, Invalid};
 use super::{Inner, InstanceDelete};
@@ -291,7 +292,7 @@ async fn count_and_inject(
     response
 }
 
-async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Json<Vec<Instance>>> {
+async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Json<Vec<Value>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let now = now_ms();
     let state = inner.state();
@@ -300,7 +301,7 @@ async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answ
             .instances_in_order()
             .iter()
             .filter(|i| i.account == account)
-            .map(|i| i.view(now))
+            .map(|i| render::instance(&inner.config.fidelity, i, now))
             .collect(),
     ))
 }
@@ -309,7 +310,7 @@ async fn create_instance(
     State(inner): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
-) -> Answer<(StatusCode, Json<Instance>)> {
+) -> Answer<(StatusCode, Json<Value>)> {
     let account = authorize(&inner, &headers, "vpn:create")?;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
@@ -331,18 +332,7 @@ async fn create_instance(
     // Unique across accounts (it becomes a public DNS name): the holder may be an instance
     // this token cannot see.
     if state.hostname_taken(hostname) {
-        return Err(match inner.config.fidelity.hostname_taken_status {
-            // Laravel's answer to a failed `unique` rule.
-            status @ (400 | 422) => {
-                Failure::laravel(status, "hostname", "The hostname has already been taken.")
-            }
-            _ => failure(
-                409,
-                "invalid_request_error",
-                "hostname_taken",
-                format!("The 'hostname' parameter '{hostname}' is already in use."),
-            ),
-        });
+        return Err(hostname_taken(&inner, hostname));
     }
     let now = now_ms();
     let seq = state.next_seq();
@@ -355,10 +345,29 @@ async fn create_instance(
         seq,
         teardown_ends_ms: None,
     };
-    let view = stored.view(now);
-    state.instances.insert(view.id.clone(), stored);
+    let view = render::instance(&inner.config.fidelity, &stored, now);
+    let id = stored.instance.id.clone();
+    if inner.config.fidelity.unknown_values {
+        let seq = state.next_seq();
+        let foreign = render::foreign_peer(&id, seq, now_rfc3339());
+        state.peers.insert(foreign.peer.id.clone(), foreign);
+    }
+    state.instances.insert(id, stored);
     inner.persist(&state);
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+fn hostname_taken(inner: &Inner, hostname: &str) -> Failure {
+    match inner.config.fidelity.hostname_taken_status {
+        // Laravel's answer to a failed `unique` rule.
+        status @ (400 | 422) => Failure::laravel(status, "hostname", "The hostname has already been taken."),
+        _ => failure(
+            409,
+            "invalid_request_error",
+            "hostname_taken",
+            format!("The 'hostname' parameter '{hostname}' is already in use."),
+        ),
+    }
 }
 
 /// A freshly created instance with Altostrat's defaults: public resolvers and a firewall that
@@ -432,12 +441,12 @@ async fn get_instance(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Answer<Json<Instance>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let state = inner.state();
     state
         .instance_of(account, &id)
-        .map(|i| Json(i.view(now_ms())))
+        .map(|i| Json(render::instance(&inner.config.fidelity, i, now_ms())))
         .ok_or_else(|| not_found("instance", &id))
 }
 
@@ -487,7 +496,7 @@ async fn update_instance(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Answer<Json<Instance>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:update")?;
     require_instance(&inner, account, &id)?;
     let body = parse_body(&body)?;
@@ -504,6 +513,7 @@ async fn update_instance(
     validate::ipv4s("split_dns", &split_dns)?;
     let dns_custom = dns_records(body)?;
     let clear = inner.config.status_clear_delay;
+    let fidelity = &inner.config.fidelity;
     with_instance(&inner, Some(account), &id, |stored| {
         let now = now_ms();
         let i = &mut stored.instance;
@@ -521,8 +531,11 @@ async fn update_instance(
         i.dns_custom = dns_custom;
         if changed {
             stored.add_pending("config-updated", clear, now);
+            if fidelity.unknown_values {
+                stored.add_pending("firewall-syncing", clear, now);
+            }
         }
-        Json(stored.view(now))
+        Json(render::instance(fidelity, stored, now))
     })
 }
 
@@ -597,7 +610,7 @@ async fn list_peers(
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Answer<Json<Vec<Peer>>> {
+) -> Answer<Json<Vec<Value>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let kind = type_filter(query.as_deref())?;
     let state = inner.state();
@@ -608,8 +621,8 @@ async fn list_peers(
         state
             .peers_of(&id)
             .into_iter()
-            .map(|p| p.peer.clone())
-            .filter(|p| kind.is_none_or(|k| p.peer_type == k))
+            .filter(|p| kind.is_none_or(|k| p.peer.peer_type == k))
+            .map(|p| render::peer(&inner.config.fidelity, p))
             .collect(),
     ))
 }
@@ -619,7 +632,7 @@ async fn create_peer(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Answer<(StatusCode, Json<Peer>)> {
+) -> Answer<(StatusCode, Json<Value>)> {
     let account = authorize(&inner, &headers, "vpn:create")?;
     require_instance(&inner, account, &id)?;
     let body = parse_body(&body)?;
@@ -632,16 +645,16 @@ async fn create_peer(
     if let Some(instance) = state.instances.get_mut(&id) {
         instance.add_pending("peer-created", clear, now_ms());
     }
-    state.peers.insert(
-        peer.id.clone(),
-        StoredPeer {
-            instance_id: id,
-            peer: peer.clone(),
-            seq,
-        },
-    );
+    let stored = StoredPeer {
+        instance_id: id,
+        peer,
+        seq,
+        foreign: false,
+    };
+    let view = render::peer(&inner.config.fidelity, &stored);
+    state.peers.insert(stored.peer.id.clone(), stored);
     inner.persist(&state);
-    Ok((StatusCode::CREATED, Json(peer)))
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// The peer a create body describes, validated as the docs require.
@@ -724,6 +737,8 @@ fn check_peer_seats(inner: &Inner, state: &super::State, account: &str) -> Resul
     let used = state
         .peers
         .values()
+        // A peer of an undocumented kind is the service's own, not a seat the account bought.
+        .filter(|p| !p.foreign)
         .filter(|p| {
             state
                 .instances
@@ -761,10 +776,11 @@ async fn get_peer(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path((id, peer_id)): Path<(String, String)>,
-) -> Answer<Json<Peer>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let mut state = inner.state();
-    Ok(Json(find_peer(&mut state, account, &id, &peer_id)?.peer.clone()))
+    let stored = find_peer(&mut state, account, &id, &peer_id)?;
+    Ok(Json(render::peer(&inner.config.fidelity, stored)))
 }
 
 async fn update_peer(
@@ -772,7 +788,7 @@ async fn update_peer(
     headers: HeaderMap,
     Path((id, peer_id)): Path<(String, String)>,
     body: Bytes,
-) -> Answer<Json<Peer>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:update")?;
     let mut state = inner.state();
     let kind = find_peer(&mut state, account, &id, &peer_id)?.peer.peer_type;
@@ -799,9 +815,9 @@ async fn update_peer(
     if let Some(route_all) = route_all {
         stored.peer.route_all = route_all;
     }
-    let peer = stored.peer.clone();
+    let view = render::peer(&inner.config.fidelity, stored);
     inner.persist(&state);
-    Ok(Json(peer))
+    Ok(Json(view))
 }
 
 async fn delete_peer(

@@ -23,6 +23,7 @@
 
 mod faults;
 mod handlers;
+mod render;
 mod state;
 mod validate;
 
@@ -133,6 +134,11 @@ pub struct Fidelity {
     pub peer_seats: Option<u32>,
     /// How `DELETE /vpn/instances/{id}` answers; the docs do not show the operation at all.
     pub instance_delete: InstanceDelete,
+    /// Answers carry what the docs do not mention: every instance and peer has the extra fields
+    /// `labels` and `billing`; an instance update adds the pending status `firewall-syncing`
+    /// next to `config-updated`; each new instance gets a peer of kind `gateway` over `ipsec`
+    /// with no user or site (it takes no peer seat).
+    pub unknown_values: bool,
 }
 
 /// The answers to `DELETE /vpn/instances/{id}`. The operation is undocumented; the changelog
@@ -164,6 +170,7 @@ impl Default for Fidelity {
             message_only_errors: false,
             peer_seats: None,
             instance_delete: InstanceDelete::Immediate,
+            unknown_values: false,
         }
     }
 }
@@ -512,6 +519,12 @@ pub struct SimulateArgs {
     /// Default: 3s.
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     pub teardown_delay: Option<Duration>,
+
+    /// Answer with what the docs do not mention: undocumented fields (`labels`, `billing`) on
+    /// every instance and peer, the pending status `firewall-syncing` after an instance update,
+    /// and a peer of kind `gateway` over `ipsec` with no user or site on every new instance.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub unknown_values: Option<bool>,
 }
 
 /// `--instance-delete`: the [`InstanceDelete`] modes by name.
@@ -582,6 +595,7 @@ impl SimulateArgs {
                     .instance_delete
                     .unwrap_or(DeleteMode::Immediate)
                     .with_teardown(self.teardown_delay.unwrap_or(DEFAULT_TEARDOWN)),
+                unknown_values: self.unknown_values.unwrap_or(false),
             },
             ..SimulatorConfig::default()
         })

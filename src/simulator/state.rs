@@ -90,6 +90,9 @@ pub struct StoredPeer {
     pub instance_id: String,
     pub peer: Peer,
     pub seq: u64,
+    /// A peer of a kind the docs do not list (see `render::foreign_peer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
 }
 
 /// Who a peer belongs to: an Altostrat user (client peers) or site (site peers).
@@ -331,6 +334,7 @@ mod tests {
                 instance_id: "i".into(),
                 peer: Peer::default(),
                 seq: 2,
+                foreign: false,
             },
         );
         let teardown = Duration::from_millis(1_000);
