@@ -246,15 +246,9 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
         .unwrap();
     assert_eq!(branch.subnets.len(), 2);
 
-    let subnets = api.list_site_subnets(&token, SITE).await.unwrap();
-    assert_eq!(subnets.len(), 2);
-    assert_eq!(subnets[0]["subnet"], "192.168.10.0/24");
-    assert!(
-        api.list_site_subnets(&token, "c3d5e2a0-0000-4f7f-9f7b-6a1e2b4c5d6e")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    // What the site offers, not what its peers route.
+    let offered = api.list_site_subnets(&token, SITE).await.unwrap();
+    assert_eq!(offered[0]["subnet"], "10.195.212.0/24", "{offered:?}");
 
     let share = ApiToken::new(alice.token.clone().unwrap());
     let ClientConfiguration::Text(text) = api.client_configuration(&share, false).await.unwrap() else {
@@ -285,9 +279,16 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
             .unwrap_err()
             .is_not_found()
     );
-    // Deleting the instance removes its remaining peers.
+    // Deleting the instance removes its remaining peers, not the site's subnets.
     api.delete_instance(&token, &hub.id).await.unwrap();
-    assert!(api.list_site_subnets(&token, SITE).await.unwrap().is_empty());
+    assert!(peers_gone(&api, &token, &hub.id).await);
+    assert_eq!(api.list_site_subnets(&token, SITE).await.unwrap(), offered);
+}
+
+async fn peers_gone(api: &HttpClient, token: &ApiToken, instance_id: &str) -> bool {
+    api.list_peers(token, instance_id, None)
+        .await
+        .is_err_and(|e| e.is_not_found())
 }
 
 #[tokio::test]
@@ -370,8 +371,6 @@ async fn accounts_see_only_their_own_instances_but_hostnames_are_global() {
         let err = answer.expect_err("another account's instance is invisible");
         assert!(err.is_not_found(), "call {i}: {err}");
     }
-    assert!(api.list_site_subnets(&token, SITE).await.unwrap().is_empty());
-    assert_eq!(api.list_site_subnets(&other, SITE).await.unwrap().len(), 1);
 
     // Its hostname is taken all the same, with the answer a same-account duplicate gets.
     let conflict = api
@@ -794,6 +793,7 @@ fn simulate_help_explains_every_knob() {
         "/_admin/calls",
         "/_admin/users/{id}",
         "/_admin/sites/{id}",
+        "/_admin/sites/{id}/subnets",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
     }
@@ -1331,4 +1331,73 @@ async fn unknown_values_reach_the_client_as_undocumented_fields_statuses_and_pee
         i.status.is_empty().then_some(())
     })
     .await;
+}
+
+/// `PUT /_admin/sites/{id}/subnets`.
+async fn put_site_subnets(sim: &RunningSimulator, id: &str, subnets: &[&str]) -> u16 {
+    reqwest::Client::new()
+        .put(format!("{}/_admin/sites/{id}/subnets", sim.base_url()))
+        .json(&subnets)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_site_offers_its_own_subnets_without_any_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SimulatorConfig {
+        state_file: Some(dir.path().join("sim.json")),
+        ..fast()
+    };
+    let (sim, api, token) = start(config()).await;
+    let subnets = |site: &'static str| {
+        let (api, token) = (api.clone(), token.clone());
+        async move { api.list_site_subnets(&token, site).await }
+    };
+    // Never configured: two /24s derived from the id, the same on every simulator.
+    let offered = subnets(SITE).await.unwrap();
+    assert_eq!(
+        serde_json::Value::Array(offered.clone()),
+        serde_json::json!([
+            {"subnet": "10.195.212.0/24", "name": "LAN"},
+            {"subnet": "10.195.213.0/24", "name": "LAN 2"},
+        ])
+    );
+    let other = subnets("0a0b0c0d-88c9-4f7f-9f7b-6a1e2b4c5d6e").await.unwrap();
+    assert_eq!(other[0]["subnet"], "10.10.10.0/24");
+    assert!(sim.simulator().peers().is_empty(), "no peer was needed");
+
+    assert_eq!(
+        put_site_subnets(&sim, SITE, &["192.168.10.0/24", "172.16.0.0/16"]).await,
+        204
+    );
+    let set = subnets(SITE).await.unwrap();
+    assert_eq!(
+        serde_json::Value::Array(set),
+        serde_json::json!([
+            {"subnet": "192.168.10.0/24", "name": "LAN"},
+            {"subnet": "172.16.0.0/16", "name": "LAN 2"},
+        ])
+    );
+    assert_eq!(put_site_subnets(&sim, SITE, &["192.168.10.0/33"]).await, 400);
+    assert_eq!(put_site_subnets(&sim, "not-a-site", &[]).await, 404);
+    assert!(subnets("not-a-site").await.unwrap_err().is_not_found());
+
+    // A site peer does not change what the site offers.
+    let hub = api.create_instance(&token, &create("subnet-hub")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    assert_eq!(subnets(SITE).await.unwrap()[1]["subnet"], "172.16.0.0/16");
+
+    // The registry survives a restart; a deleted site is gone.
+    sim.shutdown().await;
+    let (sim, api, token) = start(config()).await;
+    let kept = api.list_site_subnets(&token, SITE).await.unwrap();
+    assert_eq!(kept[0]["subnet"], "192.168.10.0/24");
+    delete_out_of_band(&sim, "sites", SITE).await;
+    let gone = api.list_site_subnets(&token, SITE).await.unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
+    assert_eq!(put_site_subnets(&sim, SITE, &["10.0.0.0/24"]).await, 404);
 }

@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -186,7 +186,8 @@ pub fn router(inner: Shared) -> Router {
         .route("/_admin/peers/{id}/connected", post(admin_connected))
         .route("/_admin/peers/{id}/drift", post(admin_peer_drift))
         .route("/_admin/users/{id}", delete(admin_delete_user))
-        .route("/_admin/sites/{id}", delete(admin_delete_site));
+        .route("/_admin/sites/{id}", delete(admin_delete_site))
+        .route("/_admin/sites/{id}/subnets", put(admin_put_site_subnets));
     api.merge(admin).with_state(inner)
 }
 
@@ -837,34 +838,33 @@ async fn delete_peer(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The subnets available at a site, for configuring site peers (not built from existing peers).
+/// The item shape `{subnet, name}` is the project's choice: the real one is not published.
 async fn site_subnets(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Answer<Json<Vec<Value>>> {
-    let account = authorize(&inner, &headers, "vpn:view")?;
-    if !valid_id(&site_id) {
-        return Err(not_found("site", &site_id));
-    }
-    let state = inner.state();
-    let mut peers: Vec<&StoredPeer> = state
-        .peers
-        .values()
-        .filter(|p| p.peer.site_id.as_deref() == Some(site_id.as_str()))
-        .filter(|p| state.instance_of(account, &p.instance_id).is_some())
-        .collect();
-    peers.sort_by_key(|p| p.seq);
+    authorize(&inner, &headers, "vpn:view")?;
+    let subnets = valid_id(&site_id)
+        .then(|| inner.state().site_subnets(&site_id))
+        .flatten()
+        .ok_or_else(|| not_found("site", &site_id))?;
     Ok(Json(
-        peers
+        subnets
             .iter()
-            .flat_map(|p| {
-                p.peer
-                    .subnets
-                    .iter()
-                    .map(|s| json!({"subnet": s, "peer_id": p.peer.id, "instance_id": p.instance_id}))
-            })
+            .enumerate()
+            .map(|(i, subnet)| json!({"subnet": subnet, "name": subnet_name(i)}))
             .collect(),
     ))
+}
+
+/// "LAN", "LAN 2", "LAN 3", ...: a site's networks named as a router's interface lists do.
+fn subnet_name(index: usize) -> String {
+    match index {
+        0 => "LAN".to_owned(),
+        i => format!("LAN {}", i + 1),
+    }
 }
 
 async fn regions(
@@ -1105,4 +1105,21 @@ fn delete_owner(inner: &Inner, owner: Owner, id: &str) -> StatusCode {
     state.delete_owner(owner, id, inner.config.status_clear_delay, now_ms());
     inner.persist(&state);
     StatusCode::NO_CONTENT
+}
+
+/// Sets the subnets available at a site (a JSON array of CIDR blocks), as if its router's
+/// networks changed. 404 for a site deleted out of band.
+async fn admin_put_site_subnets(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    Json(subnets): Json<Vec<String>>,
+) -> Answer<StatusCode> {
+    validate::cidrs("subnets", &subnets)?;
+    let mut state = inner.state();
+    if !valid_id(&id) || state.site_subnets(&id).is_none() {
+        return Err(not_found("site", &id));
+    }
+    state.site_subnets.insert(id.to_ascii_lowercase(), subnets);
+    inner.persist(&state);
+    Ok(StatusCode::NO_CONTENT)
 }

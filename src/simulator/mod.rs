@@ -10,8 +10,11 @@
 //! - A duplicate hostname answers 409 `hostname_taken` (or see [`Fidelity`]), also when another
 //!   account holds it; an unknown region 422 `region_unknown`.
 //! - Each token acts for an account and sees only that account's instances and their peers.
-//! - `GET /vpn/site/{siteId}/subnets` answers `[{"subnet", "peer_id", "instance_id"}]` built
-//!   from the site's peers (the real item schema is not published).
+//! - `GET /vpn/site/{siteId}/subnets` answers the subnets available at the site, as the docs
+//!   describe them, as `[{"subnet": "10.12.34.0/24", "name": "LAN"}]` (the real item schema is
+//!   not published): two /24s derived from the site id unless set with
+//!   `PUT /_admin/sites/{id}/subnets`; 404 once the site is deleted out of band. Sites are not
+//!   scoped to accounts.
 //! - A created instance has the single public resolver every documented create example shows
 //!   (a PUT still needs 2 to 4), so a client that copies what it observed into a PUT is caught.
 //! - Opt-in modes ([`Fidelity`]) answer the way the real service plausibly does where the
@@ -550,7 +553,11 @@ const ADMIN_HELP: &str = "Out-of-band deletions (admin, no auth): DELETE /_admin
 DELETE /_admin/sites/{id} remove every peer of that user or site on every instance of every \
 account (each such instance shows `peer-deleted`) and remember the id: a new peer for it is \
 refused with 422 (`user_not_found` / `site_not_found`, or Laravel's `The selected user id is \
-invalid.` with --message-only-errors). Answers 204, also for an id never seen.";
+invalid.` with --message-only-errors). Answers 204, also for an id never seen.
+
+Site subnets (admin, no auth): PUT /_admin/sites/{id}/subnets with a JSON array of CIDR blocks \
+sets what GET /vpn/site/{siteId}/subnets answers (`[{\"subnet\", \"name\"}]`); a site never \
+set offers two /24s in 10.0.0.0/8 derived from its id; a deleted site answers 404.";
 
 fn parse_taken_status(value: &str) -> Result<u16, String> {
     match value.trim() {

@@ -85,6 +85,16 @@ impl StoredInstance {
     }
 }
 
+/// A site never configured offers two adjacent /24s in 10.0.0.0/8 picked by the first bytes
+/// of its id: stable across restarts and different for most sites.
+pub fn default_site_subnets(site_id: &str) -> Vec<String> {
+    let bytes = uuid::Uuid::parse_str(site_id)
+        .map(|u| *u.as_bytes())
+        .unwrap_or_default();
+    let (b, c) = (bytes[0], bytes[1] & 0xfe);
+    vec![format!("10.{b}.{c}.0/24"), format!("10.{b}.{}.0/24", c + 1)]
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredPeer {
     pub instance_id: String,
@@ -139,6 +149,10 @@ pub struct State {
     /// Sites deleted out of band (lowercase ids).
     #[serde(default)]
     pub deleted_sites: BTreeSet<String>,
+    /// The subnets available at each site set through the admin API (lowercase ids); a site
+    /// not listed has [`default_site_subnets`].
+    #[serde(default)]
+    pub site_subnets: BTreeMap<String, Vec<String>>,
 }
 
 impl State {
@@ -226,6 +240,21 @@ impl State {
             Owner::Site => &mut self.deleted_sites,
         };
         deleted.insert(id.to_ascii_lowercase());
+    }
+
+    /// The subnets available at a site, whatever its peers say: as set through the admin API,
+    /// else derived from its id. `None` for a site deleted out of band.
+    pub fn site_subnets(&self, site_id: &str) -> Option<Vec<String>> {
+        let id = site_id.to_ascii_lowercase();
+        if self.deleted_sites.contains(&id) {
+            return None;
+        }
+        Some(
+            self.site_subnets
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| default_site_subnets(&id)),
+        )
     }
 
     /// Hostnames are unique across all accounts.
@@ -357,5 +386,22 @@ mod tests {
         assert!(loaded.sweep(11_000), "a repeated DELETE did not move the end");
         assert!(loaded.instances.is_empty() && loaded.peers.is_empty());
         assert!(!loaded.hostname_taken("hub"));
+    }
+
+    #[test]
+    fn a_site_offers_its_own_subnets_until_it_is_deleted() {
+        let site = "C3D5E2A0-88C9-4F7F-9F7B-6A1E2B4C5D6E";
+        let mut state = State::default();
+        assert_eq!(
+            state.site_subnets(site),
+            Some(vec!["10.195.212.0/24".to_owned(), "10.195.213.0/24".to_owned()]),
+            "from the bytes c3 d5 of the id, whatever its case"
+        );
+        state
+            .site_subnets
+            .insert(site.to_ascii_lowercase(), vec!["192.168.1.0/24".into()]);
+        assert_eq!(state.site_subnets(site).unwrap(), vec!["192.168.1.0/24"]);
+        state.delete_owner(Owner::Site, site, Duration::ZERO, 0);
+        assert_eq!(state.site_subnets(site), None);
     }
 }
