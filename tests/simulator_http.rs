@@ -794,8 +794,13 @@ fn simulate_help_explains_every_knob() {
         "/_admin/users/{id}",
         "/_admin/sites/{id}",
         "/_admin/sites/{id}/subnets",
+        "--profile",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
+    }
+    for (name, description) in simulator::PROFILES {
+        let line = format!("{name}: {description}");
+        assert!(help.contains(&line), "simulate --help lacks {line}:\n{help}");
     }
 }
 
@@ -1400,4 +1405,138 @@ async fn a_site_offers_its_own_subnets_without_any_peer() {
     let gone = api.list_site_subnets(&token, SITE).await.unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
     assert_eq!(put_site_subnets(&sim, SITE, &["10.0.0.0/24"]).await, 404);
+}
+
+/// What a simulator answers to the calls each profile is about, seen over raw HTTP.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    resolvers_on_create: usize,
+    taken_hostname: u16,
+    enveloped_list: bool,
+    error_body_keys: Vec<String>,
+    undocumented_fields: bool,
+    third_peer: u16,
+    delete_instance: u16,
+}
+
+async fn observe(sim: &RunningSimulator, api: &HttpClient, token: &ApiToken) -> Observed {
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", sim.base_url());
+    let hub = api.create_instance(token, &create("probe-hub")).await.unwrap();
+    let taken = http
+        .post(url("/vpn/instances"))
+        .bearer_auth("sim-token")
+        .json(&create("probe-hub"));
+    let taken = taken.send().await.unwrap().status().as_u16();
+    let list = raw_get(sim, "/vpn/instances").await;
+    let first = list.get("data").unwrap_or(&list)[0].clone();
+    let missing = http.get(url("/vpn/instances/0b5c7a4e-0000-4000-8000-000000000000"));
+    let error: serde_json::Value = missing
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut third_peer = 0;
+    for _ in 0..3 {
+        let peer = http
+            .post(url(&format!("/vpn/instances/{}/peers", hub.id)))
+            .bearer_auth("sim-token");
+        third_peer = peer.json(&site()).send().await.unwrap().status().as_u16();
+    }
+    Observed {
+        resolvers_on_create: hub.public_dns.len(),
+        taken_hostname: taken,
+        enveloped_list: list.get("has_more").is_some(),
+        error_body_keys: error.as_object().unwrap().keys().cloned().collect(),
+        undocumented_fields: first.get("labels").is_some() && first.get("billing").is_some(),
+        third_peer,
+        delete_instance: raw_delete(sim, &hub.id).await.status().as_u16(),
+    }
+}
+
+#[tokio::test]
+async fn every_profile_answers_as_its_description_says() {
+    let documented = || Observed {
+        resolvers_on_create: 1,
+        taken_hostname: 409,
+        enveloped_list: false,
+        error_body_keys: ["code", "doc_url", "message", "type"].map(String::from).to_vec(),
+        undocumented_fields: false,
+        third_peer: 201,
+        delete_instance: 204,
+    };
+    for (name, _) in simulator::PROFILES {
+        let expected = match *name {
+            "documented" => documented(),
+            "laravel" => Observed {
+                taken_hostname: 422,
+                error_body_keys: vec!["message".into()],
+                ..documented()
+            },
+            "taken-400" => Observed {
+                taken_hostname: 400,
+                ..documented()
+            },
+            "async-delete" => Observed {
+                delete_instance: 202,
+                ..documented()
+            },
+            "no-delete" => Observed {
+                delete_instance: 405,
+                ..documented()
+            },
+            "enveloped" => Observed {
+                enveloped_list: true,
+                ..documented()
+            },
+            "unknown-values" => Observed {
+                undocumented_fields: true,
+                ..documented()
+            },
+            "seat-quota" => Observed {
+                third_peer: 403,
+                ..documented()
+            },
+            other => panic!("profile {other} has no expectation here"),
+        };
+        let (sim, api, token) = start(with_fidelity(Fidelity::profile(name).unwrap())).await;
+        assert_eq!(observe(&sim, &api, &token).await, expected, "profile {name}");
+    }
+    assert!(Fidelity::profile("bogus").unwrap_err().contains("seat-quota"));
+}
+
+#[tokio::test]
+async fn command_line_flags_win_over_the_profiles_around_them() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: simulator::SimulateArgs,
+    }
+    let args = [
+        "simulate",
+        "--provision-delay=0s",
+        "--hostname-taken-status=409",
+        "--profile=laravel",
+        "--profile=enveloped",
+        "--profile=seat-quota",
+        "--peer-seats=3",
+    ];
+    let cli = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+    let (sim, api, token) = start(cli.args.into_config().unwrap()).await;
+    let seen = observe(&sim, &api, &token).await;
+    assert_eq!(
+        seen,
+        Observed {
+            resolvers_on_create: 1,
+            taken_hostname: 409,
+            enveloped_list: true,
+            error_body_keys: vec!["message".into()],
+            undocumented_fields: false,
+            third_peer: 201,
+            delete_instance: 204,
+        }
+    );
 }

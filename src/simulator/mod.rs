@@ -20,7 +20,11 @@
 //! - Opt-in modes ([`Fidelity`]) answer the way the real service plausibly does where the
 //!   docs are silent or where the project's defaults flatter the client: a taken hostname as a
 //!   Laravel 422 (or a 400), lists in the `{data, has_more}` envelope, `{message}`-only error
-//!   bodies, a peer seat limit answered 403.
+//!   bodies, a peer seat limit answered 403, an asynchronous or refused instance DELETE,
+//!   undocumented fields, statuses and peer kinds. Named sets of them are the [`PROFILES`]
+//!   (`simulate --profile`, [`Fidelity::profile`]).
+//! - Users and sites can be deleted out of band (`DELETE /_admin/users/{id}`,
+//!   `/_admin/sites/{id}`): their peers vanish everywhere and their ids stop validating.
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
 //!   server_ready, at quarters of `--provision-delay`.
 
@@ -40,7 +44,7 @@ use axum::Router;
 use clap::Args;
 
 pub use faults::{FaultConfig, FaultRule};
-pub use fidelity::{DEFAULT_TEARDOWN, Fidelity, InstanceDelete};
+pub use fidelity::{DEFAULT_TEARDOWN, DeleteMode, Fidelity, FidelityArgs, InstanceDelete, PROFILES};
 pub use state::State;
 
 use crate::altostrat::model::{Country, Instance, Peer, RegionResponse};
@@ -425,66 +429,10 @@ pub struct SimulateArgs {
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
 
-    /// Status of a create whose hostname is taken: 409 (ErrorResponse `hostname_taken`), or
-    /// 422 / 400 with Laravel's validation body `{message, errors: {hostname: [...]}}`.
-    #[arg(long, default_value_t = 409, value_parser = parse_taken_status)]
-    pub hostname_taken_status: u16,
-
-    /// Give created instances one public DNS resolver, as every documented create example
-    /// shows (an update must still send 2 to 4). On unless `--single-public-dns=false`, which
-    /// gives two.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub single_public_dns: Option<bool>,
-
-    /// Answer lists as `{"data": [...], "has_more": false}` instead of a bare array.
-    #[arg(long)]
-    pub enveloped_lists: bool,
-
-    /// Answer errors with `{"message": ...}` only, without `type`, `code` and `doc_url`.
-    #[arg(long)]
-    pub message_only_errors: bool,
-
-    /// Peer seats per account: creating a peer beyond them answers 403 with a `{message}` body
-    /// naming the seat limit.
-    #[arg(long)]
-    pub peer_seats: Option<u32>,
-
-    /// How DELETE /vpn/instances/{id} answers (undocumented upstream): `immediate` (204; the
-    /// instance, its peers and its hostname are freed at once), `async` (202; the instance shows
-    /// `deleting` in `status` until --teardown-delay has passed since the first DELETE, keeps its
-    /// hostname meanwhile and refuses a PUT or a new peer with 409) or `not-allowed` (405 with
-    /// `Allow: GET, HEAD, PUT`, Laravel's answer for a route without DELETE).
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub instance_delete: Option<DeleteMode>,
-
-    /// How long an asynchronous instance teardown takes (with `--instance-delete async`).
-    /// Default: 3s.
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
-    pub teardown_delay: Option<Duration>,
-
-    /// Answer with what the docs do not mention: undocumented fields (`labels`, `billing`) on
-    /// every instance and peer, the pending status `firewall-syncing` after an instance update,
-    /// and a peer of kind `gateway` over `ipsec` with no user or site on every new instance.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub unknown_values: Option<bool>,
-}
-
-/// `--instance-delete`: the [`InstanceDelete`] modes by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeleteMode {
-    Immediate,
-    Async,
-    NotAllowed,
-}
-
-impl DeleteMode {
-    fn with_teardown(self, teardown: Duration) -> InstanceDelete {
-        match self {
-            DeleteMode::Immediate => InstanceDelete::Immediate,
-            DeleteMode::Async => InstanceDelete::Asynchronous { teardown },
-            DeleteMode::NotAllowed => InstanceDelete::NotAllowed,
-        }
-    }
+    /// How closely to answer like the real service (profiles and their flags). Boxed: the
+    /// subcommand enum stays small.
+    #[command(flatten)]
+    pub fidelity: Box<FidelityArgs>,
 }
 
 /// The admin endpoints beyond those the subcommand's description lists.
@@ -497,15 +445,6 @@ invalid.` with --message-only-errors). Answers 204, also for an id never seen.
 Site subnets (admin, no auth): PUT /_admin/sites/{id}/subnets with a JSON array of CIDR blocks \
 sets what GET /vpn/site/{siteId}/subnets answers (`[{\"subnet\", \"name\"}]`); a site never \
 set offers two /24s in 10.0.0.0/8 derived from its id; a deleted site answers 404.";
-
-fn parse_taken_status(value: &str) -> Result<u16, String> {
-    match value.trim() {
-        "409" => Ok(409),
-        "422" => Ok(422),
-        "400" => Ok(400),
-        other => Err(format!("{other:?}: expected 409, 422 or 400")),
-    }
-}
 
 impl SimulateArgs {
     pub fn into_config(self) -> Result<SimulatorConfig, String> {
@@ -529,20 +468,7 @@ impl SimulateArgs {
             },
             state_file: self.state_file,
             faults,
-            fidelity: Fidelity {
-                hostname_taken_status: self.hostname_taken_status,
-                single_public_dns: self
-                    .single_public_dns
-                    .unwrap_or(Fidelity::default().single_public_dns),
-                enveloped_lists: self.enveloped_lists,
-                message_only_errors: self.message_only_errors,
-                peer_seats: self.peer_seats,
-                instance_delete: self
-                    .instance_delete
-                    .unwrap_or(DeleteMode::Immediate)
-                    .with_teardown(self.teardown_delay.unwrap_or(DEFAULT_TEARDOWN)),
-                unknown_values: self.unknown_values.unwrap_or(false),
-            },
+            fidelity: self.fidelity.resolve()?,
             ..SimulatorConfig::default()
         })
     }
