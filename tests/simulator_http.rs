@@ -837,33 +837,31 @@ async fn a_taken_hostname_is_a_conflict_whether_answered_409_422_or_400() {
 }
 
 /// Every documented create example shows one public resolver (the simulator's default), while
-/// the PUT requires 2 to 4. A PUT that copies the observed resolvers is refused as invalid.
+/// the PUT requires 2 to 4: a PUT that copies the observed resolvers is refused as invalid.
 #[tokio::test]
 async fn a_single_public_resolver_cannot_be_copied_into_an_update() {
     assert!(Fidelity::default().single_public_dns, "the documented default");
     let (_sim, api, token) = start(fast()).await;
     let created = api.create_instance(&token, &create("one-dns")).await.unwrap();
     assert_eq!(created.public_dns, vec!["9.9.9.9"]);
-    let spec: altostrat_vpn_operator::crd::VpnInstanceSpec = serde_json::from_value(serde_json::json!({
-        "name": "Test hub", "hostname": "one-dns", "region": "sjc", "pushedRoutes": ["10.0.0.0/8"]
-    }))
-    .unwrap();
-    let put =
-        altostrat_vpn_operator::controller::plan::instance_update(&spec, &created).expect("routes differ");
-    assert_eq!(
-        put.public_dns,
-        vec!["9.9.9.9"],
-        "the observed single resolver is copied"
-    );
-    let err = api.update_instance(&token, &created.id, &put).await.unwrap_err();
+    let copied = InstanceUpdate {
+        public_dns: created.public_dns.clone(),
+        ..update()
+    };
+    let err = api
+        .update_instance(&token, &created.id, &copied)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ApiError::Invalid { message, .. } if message.contains("public_dns")),
         "{err:?}"
     );
-    // With two resolvers in the spec the same update goes through.
-    let mut fixed = put.clone();
-    fixed.public_dns = vec!["9.9.9.9".into(), "149.112.112.112".into()];
-    let updated = api.update_instance(&token, &created.id, &fixed).await.unwrap();
+    // Two resolvers go through.
+    let padded = InstanceUpdate {
+        public_dns: vec!["9.9.9.9".into(), "1.1.1.1".into()],
+        ..update()
+    };
+    let updated = api.update_instance(&token, &created.id, &padded).await.unwrap();
     assert_eq!(updated.public_dns.len(), 2);
 
     // Turned off, a create gets two resolvers, which a copied PUT passes.
@@ -874,6 +872,11 @@ async fn a_single_public_resolver_cannot_be_copied_into_an_update() {
     .await;
     let created = api.create_instance(&token, &create("two-dns")).await.unwrap();
     assert_eq!(created.public_dns, vec!["9.9.9.9", "149.112.112.112"]);
+    let copied = InstanceUpdate {
+        public_dns: created.public_dns.clone(),
+        ..update()
+    };
+    api.update_instance(&token, &created.id, &copied).await.unwrap();
 }
 
 #[tokio::test]
