@@ -10,7 +10,7 @@ use altostrat_vpn_operator::altostrat::model::{
 };
 use altostrat_vpn_operator::altostrat::{ApiError, ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::simulator::{
-    self, FaultConfig, FaultRule, Fidelity, RunningSimulator, Simulator, SimulatorConfig,
+    self, FaultConfig, FaultRule, Fidelity, InstanceDelete, RunningSimulator, Simulator, SimulatorConfig,
 };
 
 const USER: &str = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
@@ -111,8 +111,8 @@ async fn every_instance_endpoint_round_trips_through_the_client() {
     assert_eq!(created.hostname, "contract-hub.vpn.altostr.at");
     assert_eq!(
         created.public_dns,
-        vec!["9.9.9.9", "149.112.112.112"],
-        "documented default resolvers"
+        vec!["9.9.9.9"],
+        "the single resolver of every documented create example"
     );
     assert!(created.is_provisioned(), "zero provision delay");
     assert_eq!(api.list_instances(&token).await.unwrap().len(), 1);
@@ -246,15 +246,9 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
         .unwrap();
     assert_eq!(branch.subnets.len(), 2);
 
-    let subnets = api.list_site_subnets(&token, SITE).await.unwrap();
-    assert_eq!(subnets.len(), 2);
-    assert_eq!(subnets[0]["subnet"], "192.168.10.0/24");
-    assert!(
-        api.list_site_subnets(&token, "c3d5e2a0-0000-4f7f-9f7b-6a1e2b4c5d6e")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    // What the site offers, not what its peers route.
+    let offered = api.list_site_subnets(&token, SITE).await.unwrap();
+    assert_eq!(offered[0]["subnet"], "10.195.212.0/24", "{offered:?}");
 
     let share = ApiToken::new(alice.token.clone().unwrap());
     let ClientConfiguration::Text(text) = api.client_configuration(&share, false).await.unwrap() else {
@@ -285,9 +279,16 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
             .unwrap_err()
             .is_not_found()
     );
-    // Deleting the instance removes its remaining peers.
+    // Deleting the instance removes its remaining peers, not the site's subnets.
     api.delete_instance(&token, &hub.id).await.unwrap();
-    assert!(api.list_site_subnets(&token, SITE).await.unwrap().is_empty());
+    assert!(peers_gone(&api, &token, &hub.id).await);
+    assert_eq!(api.list_site_subnets(&token, SITE).await.unwrap(), offered);
+}
+
+async fn peers_gone(api: &HttpClient, token: &ApiToken, instance_id: &str) -> bool {
+    api.list_peers(token, instance_id, None)
+        .await
+        .is_err_and(|e| e.is_not_found())
 }
 
 #[tokio::test]
@@ -370,8 +371,6 @@ async fn accounts_see_only_their_own_instances_but_hostnames_are_global() {
         let err = answer.expect_err("another account's instance is invisible");
         assert!(err.is_not_found(), "call {i}: {err}");
     }
-    assert!(api.list_site_subnets(&token, SITE).await.unwrap().is_empty());
-    assert_eq!(api.list_site_subnets(&other, SITE).await.unwrap().len(), 1);
 
     // Its hostname is taken all the same, with the answer a same-account duplicate gets.
     let conflict = api
@@ -788,9 +787,20 @@ fn simulate_help_explains_every_knob() {
         "--enveloped-lists",
         "--message-only-errors",
         "--peer-seats",
+        "--instance-delete",
+        "--teardown-delay",
+        "--unknown-values",
         "/_admin/calls",
+        "/_admin/users/{id}",
+        "/_admin/sites/{id}",
+        "/_admin/sites/{id}/subnets",
+        "--profile",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
+    }
+    for (name, description) in simulator::PROFILES {
+        let line = format!("{name}: {description}");
+        assert!(help.contains(&line), "simulate --help lacks {line}:\n{help}");
     }
 }
 
@@ -826,39 +836,47 @@ async fn a_taken_hostname_is_a_conflict_whether_answered_409_422_or_400() {
     }
 }
 
-/// Every documented create example shows one public resolver, while the PUT requires 2 to 4.
-/// With `publicDns` unset the operator copies what Altostrat holds into the PUT
-/// (`plan::desired_update`), so the first update of such an instance is refused as invalid.
+/// Every documented create example shows one public resolver (the simulator's default), while
+/// the PUT requires 2 to 4: a PUT that copies the observed resolvers is refused as invalid.
 #[tokio::test]
 async fn a_single_public_resolver_cannot_be_copied_into_an_update() {
-    let (_sim, api, token) = start(with_fidelity(Fidelity {
-        single_public_dns: true,
-        ..Fidelity::default()
-    }))
-    .await;
+    assert!(Fidelity::default().single_public_dns, "the documented default");
+    let (_sim, api, token) = start(fast()).await;
     let created = api.create_instance(&token, &create("one-dns")).await.unwrap();
     assert_eq!(created.public_dns, vec!["9.9.9.9"]);
-    let spec: altostrat_vpn_operator::crd::VpnInstanceSpec = serde_json::from_value(serde_json::json!({
-        "name": "Test hub", "hostname": "one-dns", "region": "sjc", "pushedRoutes": ["10.0.0.0/8"]
-    }))
-    .unwrap();
-    let put =
-        altostrat_vpn_operator::controller::plan::instance_update(&spec, &created).expect("routes differ");
-    assert_eq!(
-        put.public_dns,
-        vec!["9.9.9.9"],
-        "the observed single resolver is copied"
-    );
-    let err = api.update_instance(&token, &created.id, &put).await.unwrap_err();
+    let copied = InstanceUpdate {
+        public_dns: created.public_dns.clone(),
+        ..update()
+    };
+    let err = api
+        .update_instance(&token, &created.id, &copied)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ApiError::Invalid { message, .. } if message.contains("public_dns")),
         "{err:?}"
     );
-    // With two resolvers in the spec the same update goes through.
-    let mut fixed = put.clone();
-    fixed.public_dns = vec!["9.9.9.9".into(), "149.112.112.112".into()];
-    let updated = api.update_instance(&token, &created.id, &fixed).await.unwrap();
+    // Two resolvers go through.
+    let padded = InstanceUpdate {
+        public_dns: vec!["9.9.9.9".into(), "1.1.1.1".into()],
+        ..update()
+    };
+    let updated = api.update_instance(&token, &created.id, &padded).await.unwrap();
     assert_eq!(updated.public_dns.len(), 2);
+
+    // Turned off, a create gets two resolvers, which a copied PUT passes.
+    let (_sim, api, token) = start(with_fidelity(Fidelity {
+        single_public_dns: false,
+        ..Fidelity::default()
+    }))
+    .await;
+    let created = api.create_instance(&token, &create("two-dns")).await.unwrap();
+    assert_eq!(created.public_dns, vec!["9.9.9.9", "149.112.112.112"]);
+    let copied = InstanceUpdate {
+        public_dns: created.public_dns.clone(),
+        ..update()
+    };
+    api.update_instance(&token, &created.id, &copied).await.unwrap();
 }
 
 #[tokio::test]
@@ -959,4 +977,580 @@ async fn a_seat_limit_is_a_quota_refusal_not_a_credentials_error() {
     );
     assert!(err.to_string().contains("peer seats"), "{err}");
     assert!(!err.is_transient());
+}
+
+/// A raw `DELETE /vpn/instances/{id}` with the default token, to see status, headers and body.
+async fn raw_delete(sim: &RunningSimulator, id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .delete(format!("{}/vpn/instances/{id}", sim.base_url()))
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+}
+
+fn deleting(instance: &Instance) -> bool {
+    instance.status.iter().any(|s| s == "deleting")
+}
+
+#[tokio::test]
+async fn an_asynchronous_delete_keeps_the_instance_until_its_teardown_ends() {
+    let teardown = Duration::from_millis(1200);
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        instance_delete: InstanceDelete::Asynchronous { teardown },
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("async-hub")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+
+    let asked = std::time::Instant::now();
+    let first = raw_delete(&sim, &hub.id).await;
+    assert_eq!(first.status().as_u16(), 202);
+    assert!(first.bytes().await.unwrap().is_empty(), "202 with an empty body");
+
+    // Still there, marked, with its peers and its hostname.
+    assert!(deleting(&api.get_instance(&token, &hub.id).await.unwrap()));
+    assert!(deleting(&api.list_instances(&token).await.unwrap()[0]));
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 1);
+    let taken = api
+        .create_instance(&token, &create("async-hub"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&taken, ApiError::Conflict { code, .. } if code == "hostname_taken"),
+        "{taken}"
+    );
+    // Changes to it are refused while it goes.
+    let refused = [
+        api.update_instance(&token, &hub.id, &update()).await.map(drop),
+        api.create_peer(&token, &hub.id, &wireguard_client())
+            .await
+            .map(drop),
+    ];
+    for answer in refused {
+        let err = answer.unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Conflict { code, message, .. }
+                if code == "instance_deleting" && message == "The instance is being deleted."),
+            "{err}"
+        );
+    }
+
+    // A repeated DELETE half-way through answers 202 again and does not restart the clock.
+    poll("half the teardown to pass", || async {
+        let i = api.get_instance(&token, &hub.id).await.unwrap();
+        (deleting(&i) && asked.elapsed() >= teardown / 2).then_some(())
+    })
+    .await;
+    let again = std::time::Instant::now();
+    api.delete_instance(&token, &hub.id).await.unwrap();
+    let gone = poll("the teardown to end", || async {
+        let answer = api.get_instance(&token, &hub.id).await;
+        answer
+            .err()
+            .filter(ApiError::is_not_found)
+            .map(|_| std::time::Instant::now())
+    })
+    .await;
+    assert!(
+        gone + Duration::from_millis(2) >= asked + teardown,
+        "gone too early"
+    );
+    assert!(
+        gone < again + teardown,
+        "the second DELETE restarted the teardown"
+    );
+
+    // Gone with its peers; the hostname is free again.
+    assert!(sim.simulator().peers().is_empty());
+    assert_eq!(raw_delete(&sim, &hub.id).await.status().as_u16(), 404);
+    api.create_instance(&token, &create("async-hub")).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_instance_being_deleted_refuses_changes_in_the_configured_error_shape() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        instance_delete: InstanceDelete::Asynchronous {
+            teardown: Duration::from_secs(60),
+        },
+        message_only_errors: true,
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("going-hub")).await.unwrap();
+    api.delete_instance(&token, &hub.id).await.unwrap();
+    let refused = reqwest::Client::new()
+        .post(format!("{}/vpn/instances/{}/peers", sim.base_url(), hub.id))
+        .bearer_auth("sim-token")
+        .json(&wireguard_client())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 409);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"message": "The instance is being deleted."})
+    );
+}
+
+#[tokio::test]
+async fn a_delete_the_route_does_not_offer_answers_405_and_deletes_nothing() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        instance_delete: InstanceDelete::NotAllowed,
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("kept-hub")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+
+    let refused = raw_delete(&sim, &hub.id).await;
+    assert_eq!(refused.status().as_u16(), 405);
+    assert_eq!(refused.headers()["allow"], "GET, HEAD, PUT");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    let message = format!(
+        "The DELETE method is not supported for route vpn/instances/{}. Supported methods: GET, HEAD, PUT.",
+        hub.id
+    );
+    assert_eq!(body, serde_json::json!({ "message": message }));
+    let err = api.delete_instance(&token, &hub.id).await.unwrap_err();
+    assert!(
+        !err.is_not_found(),
+        "a refusal never reads as already gone: {err}"
+    );
+
+    let kept = api.get_instance(&token, &hub.id).await.unwrap();
+    assert!(!deleting(&kept), "{kept:?}");
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 1);
+    assert!(
+        api.create_instance(&token, &create("kept-hub")).await.is_err(),
+        "the hostname is still taken"
+    );
+}
+
+/// A raw `POST /vpn/instances/{id}/peers`: status and JSON body.
+async fn raw_create_peer(
+    sim: &RunningSimulator,
+    token: &str,
+    instance_id: &str,
+    peer: &PeerCreate,
+) -> (u16, serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/vpn/instances/{instance_id}/peers", sim.base_url()))
+        .bearer_auth(token)
+        .json(peer)
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+/// `DELETE /_admin/{kind}/{id}`: a user or site deleted out of band, as in the Altostrat portal.
+async fn delete_out_of_band(sim: &RunningSimulator, kind: &str, id: &str) {
+    let answer = reqwest::Client::new()
+        .delete(format!("{}/_admin/{kind}/{id}", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 204, "DELETE /_admin/{kind}/{id}");
+}
+
+#[tokio::test]
+async fn users_and_sites_deleted_out_of_band_take_their_peers_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SimulatorConfig {
+        tokens: vec![
+            simulator::ApiToken::all_scopes("sim-token"),
+            simulator::ApiToken::all_scopes("acme-token").in_account("acme"),
+        ],
+        state_file: Some(dir.path().join("sim.json")),
+        ..fast()
+    };
+    let (sim, api, token) = start(config()).await;
+    let acme = ApiToken::new("acme-token");
+    let ours = api.create_instance(&token, &create("our-hub")).await.unwrap();
+    let theirs = api.create_instance(&acme, &create("their-hub")).await.unwrap();
+    let bob = PeerCreate {
+        user_id: Some("0b0b0b0b-e5f6-7890-1234-567890abcdef".into()),
+        ..wireguard_client()
+    };
+    for (t, hub) in [(&token, &ours), (&acme, &theirs)] {
+        api.create_peer(t, &hub.id, &wireguard_client()).await.unwrap();
+        api.create_peer(t, &hub.id, &site()).await.unwrap();
+    }
+    let kept = api.create_peer(&token, &ours.id, &bob).await.unwrap();
+    let status_of = |t: &ApiToken, id: &str| {
+        let (api, t, id) = (api.clone(), t.clone(), id.to_owned());
+        async move { api.get_instance(&t, &id).await.unwrap().status }
+    };
+    poll("the pending peer changes to clear", || async {
+        (status_of(&token, &ours.id).await.is_empty() && status_of(&acme, &theirs.id).await.is_empty())
+            .then_some(())
+    })
+    .await;
+
+    delete_out_of_band(&sim, "users", &USER.to_uppercase()).await;
+    for (t, hub) in [(&token, &ours), (&acme, &theirs)] {
+        let peers = api.list_peers(t, &hub.id, None).await.unwrap();
+        assert!(
+            peers.iter().all(|p| p.user_id.as_deref() != Some(USER)),
+            "{peers:?}"
+        );
+        assert_eq!(status_of(t, &hub.id).await, vec!["peer-deleted"]);
+    }
+    assert_eq!(
+        api.list_peers(&token, &ours.id, None).await.unwrap().len(),
+        2,
+        "bob and the site stay"
+    );
+    let (status, body) = raw_create_peer(&sim, "sim-token", &ours.id, &wireguard_client()).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "type": "invalid_request_error",
+            "code": "user_not_found",
+            "message": format!("No such user: {USER}"),
+            "doc_url": "https://docs.altostrat.io/errors/user_not_found",
+        })
+    );
+
+    delete_out_of_band(&sim, "sites", SITE).await;
+    let left: Vec<_> = sim.simulator().peers().into_iter().map(|p| p.id).collect();
+    assert_eq!(left, vec![kept.id.clone()], "only bob's peer is left");
+    let (status, body) = raw_create_peer(&sim, "acme-token", &theirs.id, &site()).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (422, &serde_json::json!("site_not_found"))
+    );
+    assert_eq!(body["message"], format!("No such site: {SITE}"));
+    // An id never seen is simply recorded.
+    let never = "7e57ab1e-0000-4000-8000-000000000000";
+    delete_out_of_band(&sim, "users", never).await;
+
+    // The deleted ids survive a restart.
+    sim.shutdown().await;
+    let (_sim, api, token) = start(config()).await;
+    let ghost = PeerCreate {
+        user_id: Some(never.into()),
+        ..wireguard_client()
+    };
+    for peer in [wireguard_client(), ghost, site()] {
+        let err = api.create_peer(&token, &ours.id, &peer).await.unwrap_err();
+        assert_eq!(err.status(), Some(422), "{err:?}");
+    }
+    api.create_peer(&token, &ours.id, &bob).await.unwrap();
+}
+
+#[tokio::test]
+async fn laravel_refuses_a_peer_for_a_deleted_user_or_site_with_its_validation_body() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        message_only_errors: true,
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("laravel-hub")).await.unwrap();
+    delete_out_of_band(&sim, "users", USER).await;
+    delete_out_of_band(&sim, "sites", SITE).await;
+    for (peer, field, what) in [
+        (wireguard_client(), "user_id", "user"),
+        (site(), "site_id", "site"),
+    ] {
+        let (status, body) = raw_create_peer(&sim, "sim-token", &hub.id, &peer).await;
+        assert_eq!(status, 422);
+        let message = format!("The selected {what} id is invalid.");
+        assert_eq!(
+            body,
+            serde_json::json!({"message": message, "errors": {field: [message]}})
+        );
+        let err = api.create_peer(&token, &hub.id, &peer).await.unwrap_err();
+        assert_eq!(err.status(), Some(422), "{err:?}");
+        assert!(err.to_string().contains(&message), "{err}");
+    }
+}
+
+/// A raw authenticated GET of `path`, as JSON.
+async fn raw_get(sim: &RunningSimulator, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", sim.base_url()))
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unknown_values_reach_the_client_as_undocumented_fields_statuses_and_peers() {
+    let (sim, api, token) = start(with_fidelity(Fidelity {
+        unknown_values: true,
+        peer_seats: Some(1),
+        ..Fidelity::default()
+    }))
+    .await;
+    let hub = api.create_instance(&token, &create("odd-hub")).await.unwrap();
+    let instance_path = format!("/vpn/instances/{}", hub.id);
+    let extra = |object: &serde_json::Value| {
+        object["labels"] == serde_json::json!({})
+            && object["billing"] == serde_json::json!({"plan": "pro", "seats": 5})
+    };
+    assert!(extra(&raw_get(&sim, &instance_path).await));
+    assert!(extra(&raw_get(&sim, "/vpn/instances").await[0]));
+
+    // The gateway peer every instance gets: in the list and by id, of an undocumented kind.
+    let peers = raw_get(&sim, &format!("{instance_path}/peers")).await;
+    let gateway = &peers[0];
+    assert_eq!(peers.as_array().map(Vec::len), Some(1), "{peers}");
+    for (field, value) in [
+        ("type", serde_json::json!("gateway")),
+        ("protocol", serde_json::json!("ipsec")),
+        ("user_id", serde_json::Value::Null),
+        ("site_id", serde_json::Value::Null),
+        ("subnets", serde_json::json!([])),
+    ] {
+        assert_eq!(gateway[field], value, "{field}: {gateway}");
+    }
+    assert!(extra(gateway));
+    let gateway_id = gateway["id"].as_str().unwrap();
+    let by_id = raw_get(&sim, &format!("{instance_path}/peers/{gateway_id}")).await;
+    assert_eq!(
+        (&by_id["type"], extra(&by_id)),
+        (&serde_json::json!("gateway"), true)
+    );
+    let read = api.get_peer(&token, &hub.id, gateway_id).await.unwrap();
+    assert_eq!(
+        (read.peer_type, read.protocol),
+        (PeerType::Unknown, Protocol::Unknown)
+    );
+    let sites = api
+        .list_peers(&token, &hub.id, Some(PeerType::Site))
+        .await
+        .unwrap();
+    assert!(sites.is_empty(), "a gateway is not a site: {sites:?}");
+
+    // It takes no seat: the single seat is still free.
+    let office = api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    assert!(extra(
+        &raw_get(&sim, &format!("{instance_path}/peers/{}", office.id)).await
+    ));
+    assert_eq!(api.list_peers(&token, &hub.id, None).await.unwrap().len(), 2);
+
+    // An update leaves an undocumented pending entry next to the documented one; both clear.
+    let updated = api.update_instance(&token, &hub.id, &update()).await.unwrap();
+    for entry in ["config-updated", "firewall-syncing"] {
+        assert!(updated.status.iter().any(|s| s == entry), "{:?}", updated.status);
+    }
+    poll("the pending entries to clear", || async {
+        let i = api.get_instance(&token, &hub.id).await.unwrap();
+        i.status.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// `PUT /_admin/sites/{id}/subnets`.
+async fn put_site_subnets(sim: &RunningSimulator, id: &str, subnets: &[&str]) -> u16 {
+    reqwest::Client::new()
+        .put(format!("{}/_admin/sites/{id}/subnets", sim.base_url()))
+        .json(&subnets)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_site_offers_its_own_subnets_without_any_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || SimulatorConfig {
+        state_file: Some(dir.path().join("sim.json")),
+        ..fast()
+    };
+    let (sim, api, token) = start(config()).await;
+    let subnets = |site: &'static str| {
+        let (api, token) = (api.clone(), token.clone());
+        async move { api.list_site_subnets(&token, site).await }
+    };
+    // Never configured: two /24s derived from the id, the same on every simulator.
+    let offered = subnets(SITE).await.unwrap();
+    assert_eq!(
+        serde_json::Value::Array(offered.clone()),
+        serde_json::json!([
+            {"subnet": "10.195.212.0/24", "name": "LAN"},
+            {"subnet": "10.195.213.0/24", "name": "LAN 2"},
+        ])
+    );
+    let other = subnets("0a0b0c0d-88c9-4f7f-9f7b-6a1e2b4c5d6e").await.unwrap();
+    assert_eq!(other[0]["subnet"], "10.10.10.0/24");
+    assert!(sim.simulator().peers().is_empty(), "no peer was needed");
+
+    assert_eq!(
+        put_site_subnets(&sim, SITE, &["192.168.10.0/24", "172.16.0.0/16"]).await,
+        204
+    );
+    let set = subnets(SITE).await.unwrap();
+    assert_eq!(
+        serde_json::Value::Array(set),
+        serde_json::json!([
+            {"subnet": "192.168.10.0/24", "name": "LAN"},
+            {"subnet": "172.16.0.0/16", "name": "LAN 2"},
+        ])
+    );
+    assert_eq!(put_site_subnets(&sim, SITE, &["192.168.10.0/33"]).await, 400);
+    assert_eq!(put_site_subnets(&sim, "not-a-site", &[]).await, 404);
+    assert!(subnets("not-a-site").await.unwrap_err().is_not_found());
+
+    // A site peer does not change what the site offers.
+    let hub = api.create_instance(&token, &create("subnet-hub")).await.unwrap();
+    api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    assert_eq!(subnets(SITE).await.unwrap()[1]["subnet"], "172.16.0.0/16");
+
+    // The registry survives a restart; a deleted site is gone.
+    sim.shutdown().await;
+    let (sim, api, token) = start(config()).await;
+    let kept = api.list_site_subnets(&token, SITE).await.unwrap();
+    assert_eq!(kept[0]["subnet"], "192.168.10.0/24");
+    delete_out_of_band(&sim, "sites", SITE).await;
+    let gone = api.list_site_subnets(&token, SITE).await.unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
+    assert_eq!(put_site_subnets(&sim, SITE, &["10.0.0.0/24"]).await, 404);
+}
+
+/// What a simulator answers to the calls each profile is about, seen over raw HTTP.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    resolvers_on_create: usize,
+    taken_hostname: u16,
+    enveloped_list: bool,
+    error_body_keys: Vec<String>,
+    undocumented_fields: bool,
+    third_peer: u16,
+    delete_instance: u16,
+}
+
+async fn observe(sim: &RunningSimulator, api: &HttpClient, token: &ApiToken) -> Observed {
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", sim.base_url());
+    let hub = api.create_instance(token, &create("probe-hub")).await.unwrap();
+    let taken = http
+        .post(url("/vpn/instances"))
+        .bearer_auth("sim-token")
+        .json(&create("probe-hub"));
+    let taken = taken.send().await.unwrap().status().as_u16();
+    let list = raw_get(sim, "/vpn/instances").await;
+    let first = list.get("data").unwrap_or(&list)[0].clone();
+    let missing = http.get(url("/vpn/instances/0b5c7a4e-0000-4000-8000-000000000000"));
+    let error: serde_json::Value = missing
+        .bearer_auth("sim-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut third_peer = 0;
+    for _ in 0..3 {
+        let peer = http
+            .post(url(&format!("/vpn/instances/{}/peers", hub.id)))
+            .bearer_auth("sim-token");
+        third_peer = peer.json(&site()).send().await.unwrap().status().as_u16();
+    }
+    Observed {
+        resolvers_on_create: hub.public_dns.len(),
+        taken_hostname: taken,
+        enveloped_list: list.get("has_more").is_some(),
+        error_body_keys: error.as_object().unwrap().keys().cloned().collect(),
+        undocumented_fields: first.get("labels").is_some() && first.get("billing").is_some(),
+        third_peer,
+        delete_instance: raw_delete(sim, &hub.id).await.status().as_u16(),
+    }
+}
+
+#[tokio::test]
+async fn every_profile_answers_as_its_description_says() {
+    let documented = || Observed {
+        resolvers_on_create: 1,
+        taken_hostname: 409,
+        enveloped_list: false,
+        error_body_keys: ["code", "doc_url", "message", "type"].map(String::from).to_vec(),
+        undocumented_fields: false,
+        third_peer: 201,
+        delete_instance: 204,
+    };
+    for (name, _) in simulator::PROFILES {
+        let expected = match *name {
+            "documented" => documented(),
+            "laravel" => Observed {
+                taken_hostname: 422,
+                error_body_keys: vec!["message".into()],
+                ..documented()
+            },
+            "taken-400" => Observed {
+                taken_hostname: 400,
+                ..documented()
+            },
+            "async-delete" => Observed {
+                delete_instance: 202,
+                ..documented()
+            },
+            "no-delete" => Observed {
+                delete_instance: 405,
+                ..documented()
+            },
+            "enveloped" => Observed {
+                enveloped_list: true,
+                ..documented()
+            },
+            "unknown-values" => Observed {
+                undocumented_fields: true,
+                ..documented()
+            },
+            "seat-quota" => Observed {
+                third_peer: 403,
+                ..documented()
+            },
+            other => panic!("profile {other} has no expectation here"),
+        };
+        let (sim, api, token) = start(with_fidelity(Fidelity::profile(name).unwrap())).await;
+        assert_eq!(observe(&sim, &api, &token).await, expected, "profile {name}");
+    }
+    assert!(Fidelity::profile("bogus").unwrap_err().contains("seat-quota"));
+}
+
+#[tokio::test]
+async fn command_line_flags_win_over_the_profiles_around_them() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: simulator::SimulateArgs,
+    }
+    let args = [
+        "simulate",
+        "--provision-delay=0s",
+        "--hostname-taken-status=409",
+        "--profile=laravel",
+        "--profile=enveloped",
+        "--profile=seat-quota",
+        "--peer-seats=3",
+    ];
+    let cli = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+    let (sim, api, token) = start(cli.args.into_config().unwrap()).await;
+    let seen = observe(&sim, &api, &token).await;
+    assert_eq!(
+        seen,
+        Observed {
+            resolvers_on_create: 1,
+            taken_hostname: 409,
+            enveloped_list: true,
+            error_body_keys: vec!["message".into()],
+            undocumented_fields: false,
+            third_peer: 201,
+            delete_instance: 204,
+        }
+    );
 }

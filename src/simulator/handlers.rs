@@ -7,14 +7,15 @@ use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::Inner;
 use super::faults::FaultConfig;
-use super::state::{StoredInstance, StoredPeer, now_ms};
+use super::render;
+use super::state::{Owner, StoredInstance, StoredPeer, now_ms};
 use super::validate::{self, Invalid};
+use super::{Inner, InstanceDelete};
 use crate::altostrat::model::{
     DnsCustomRecord, DnsRecordType, ErrorResponse, FirewallRule, Instance, Peer, PeerType, Protocol,
     region_codes,
@@ -183,7 +184,10 @@ pub fn router(inner: Shared) -> Router {
         .route("/_admin/reset", post(admin_reset))
         .route("/_admin/instances/{id}/drift", post(admin_drift))
         .route("/_admin/peers/{id}/connected", post(admin_connected))
-        .route("/_admin/peers/{id}/drift", post(admin_peer_drift));
+        .route("/_admin/peers/{id}/drift", post(admin_peer_drift))
+        .route("/_admin/users/{id}", delete(admin_delete_user))
+        .route("/_admin/sites/{id}", delete(admin_delete_site))
+        .route("/_admin/sites/{id}/subnets", put(admin_put_site_subnets));
     api.merge(admin).with_state(inner)
 }
 
@@ -289,16 +293,16 @@ async fn count_and_inject(
     response
 }
 
-async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Json<Vec<Instance>>> {
+async fn list_instances(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Json<Vec<Value>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let now = now_ms();
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     Ok(Json(
         state
             .instances_in_order()
             .iter()
             .filter(|i| i.account == account)
-            .map(|i| i.view(now))
+            .map(|i| render::instance(&inner.config.fidelity, i, now))
             .collect(),
     ))
 }
@@ -307,7 +311,7 @@ async fn create_instance(
     State(inner): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
-) -> Answer<(StatusCode, Json<Instance>)> {
+) -> Answer<(StatusCode, Json<Value>)> {
     let account = authorize(&inner, &headers, "vpn:create")?;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
@@ -325,22 +329,11 @@ async fn create_instance(
             format!("The 'region' parameter must be one of: {}.", codes.join(", ")),
         ));
     }
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     // Unique across accounts (it becomes a public DNS name): the holder may be an instance
     // this token cannot see.
     if state.hostname_taken(hostname) {
-        return Err(match inner.config.fidelity.hostname_taken_status {
-            // Laravel's answer to a failed `unique` rule.
-            status @ (400 | 422) => {
-                Failure::laravel(status, "hostname", "The hostname has already been taken.")
-            }
-            _ => failure(
-                409,
-                "invalid_request_error",
-                "hostname_taken",
-                format!("The 'hostname' parameter '{hostname}' is already in use."),
-            ),
-        });
+        return Err(hostname_taken(&inner, hostname));
     }
     let now = now_ms();
     let seq = state.next_seq();
@@ -351,11 +344,31 @@ async fn create_instance(
         provision_delay_ms: inner.config.provision_delay.as_millis() as u64,
         pending: vec![],
         seq,
+        teardown_ends_ms: None,
     };
-    let view = stored.view(now);
-    state.instances.insert(view.id.clone(), stored);
+    let view = render::instance(&inner.config.fidelity, &stored, now);
+    let id = stored.instance.id.clone();
+    if inner.config.fidelity.unknown_values {
+        let seq = state.next_seq();
+        let foreign = render::foreign_peer(&id, seq, now_rfc3339());
+        state.peers.insert(foreign.peer.id.clone(), foreign);
+    }
+    state.instances.insert(id, stored);
     inner.persist(&state);
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+fn hostname_taken(inner: &Inner, hostname: &str) -> Failure {
+    match inner.config.fidelity.hostname_taken_status {
+        // Laravel's answer to a failed `unique` rule.
+        status @ (400 | 422) => Failure::laravel(status, "hostname", "The hostname has already been taken."),
+        _ => failure(
+            409,
+            "invalid_request_error",
+            "hostname_taken",
+            format!("The 'hostname' parameter '{hostname}' is already in use."),
+        ),
+    }
 }
 
 /// A freshly created instance with Altostrat's defaults: public resolvers and a firewall that
@@ -387,14 +400,20 @@ fn new_instance(name: &str, hostname: &str, region: &str, single_public_dns: boo
     }
 }
 
-/// 404 unless the account has the instance; checked before the body so that an unknown id is reported
-/// as such rather than as a validation error.
+/// 404 unless the account has the instance, 409 while it is being torn down (a change to it or
+/// a new peer on it would be lost). Checked before the body so that an unknown or departing
+/// instance is reported as such rather than as a validation error.
 fn require_instance(inner: &Inner, account: &str, id: &str) -> Answer<()> {
-    let state = inner.state.lock().expect("state lock");
-    if state.instance_of(account, id).is_some() {
-        Ok(())
-    } else {
-        Err(not_found("instance", id))
+    let state = inner.state();
+    match state.instance_of(account, id) {
+        None => Err(not_found("instance", id)),
+        Some(instance) if instance.is_deleting() => Err(failure(
+            409,
+            "invalid_request_error",
+            "instance_deleting",
+            "The instance is being deleted.",
+        )),
+        Some(_) => Ok(()),
     }
 }
 
@@ -406,7 +425,7 @@ fn with_instance<T>(
     id: &str,
     f: impl FnOnce(&mut StoredInstance) -> T,
 ) -> Answer<T> {
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     let instance = match account {
         Some(account) => state.instance_of_mut(account, id),
         None => state.instances.get_mut(id),
@@ -423,12 +442,12 @@ async fn get_instance(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Answer<Json<Instance>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     state
         .instance_of(account, &id)
-        .map(|i| Json(i.view(now_ms())))
+        .map(|i| Json(render::instance(&inner.config.fidelity, i, now_ms())))
         .ok_or_else(|| not_found("instance", &id))
 }
 
@@ -478,7 +497,7 @@ async fn update_instance(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Answer<Json<Instance>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:update")?;
     require_instance(&inner, account, &id)?;
     let body = parse_body(&body)?;
@@ -495,6 +514,7 @@ async fn update_instance(
     validate::ipv4s("split_dns", &split_dns)?;
     let dns_custom = dns_records(body)?;
     let clear = inner.config.status_clear_delay;
+    let fidelity = &inner.config.fidelity;
     with_instance(&inner, Some(account), &id, |stored| {
         let now = now_ms();
         let i = &mut stored.instance;
@@ -512,8 +532,11 @@ async fn update_instance(
         i.dns_custom = dns_custom;
         if changed {
             stored.add_pending("config-updated", clear, now);
+            if fidelity.unknown_values {
+                stored.add_pending("firewall-syncing", clear, now);
+            }
         }
-        Json(stored.view(now))
+        Json(render::instance(fidelity, stored, now))
     })
 }
 
@@ -521,16 +544,42 @@ async fn delete_instance(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Answer<StatusCode> {
-    let account = authorize(&inner, &headers, "vpn:delete")?;
-    let mut state = inner.state.lock().expect("state lock");
-    if state.instance_of(account, &id).is_none() {
-        return Err(not_found("instance", &id));
+) -> Answer<Response> {
+    let mode = inner.config.fidelity.instance_delete;
+    if mode == InstanceDelete::NotAllowed {
+        // Laravel matches the route before any middleware runs, so no token is even checked.
+        return Ok(delete_not_allowed(&id));
     }
-    state.instances.remove(&id);
-    state.peers.retain(|_, p| p.instance_id != id);
+    let account = authorize(&inner, &headers, "vpn:delete")?;
+    let mut state = inner.state();
+    let Some(instance) = state.instance_of_mut(account, &id) else {
+        return Err(not_found("instance", &id));
+    };
+    let status = match mode {
+        InstanceDelete::Asynchronous { teardown } => {
+            instance.start_teardown(teardown, now_ms());
+            StatusCode::ACCEPTED
+        }
+        InstanceDelete::Immediate | InstanceDelete::NotAllowed => {
+            state.remove_instance(&id);
+            StatusCode::NO_CONTENT
+        }
+    };
     inner.persist(&state);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(status.into_response())
+}
+
+/// Laravel's answer to a method the route does not offer (`MethodNotAllowedHttpException`).
+fn delete_not_allowed(id: &str) -> Response {
+    let message = format!(
+        "The DELETE method is not supported for route vpn/instances/{id}. Supported methods: GET, HEAD, PUT."
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, HEAD, PUT")],
+        Json(json!({"message": message})),
+    )
+        .into_response()
 }
 
 fn peer_type(value: &str, field: &str) -> Answer<PeerType> {
@@ -562,10 +611,10 @@ async fn list_peers(
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Answer<Json<Vec<Peer>>> {
+) -> Answer<Json<Vec<Value>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let kind = type_filter(query.as_deref())?;
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     if state.instance_of(account, &id).is_none() {
         return Err(not_found("instance", &id));
     }
@@ -573,8 +622,8 @@ async fn list_peers(
         state
             .peers_of(&id)
             .into_iter()
-            .map(|p| p.peer.clone())
-            .filter(|p| kind.is_none_or(|k| p.peer_type == k))
+            .filter(|p| kind.is_none_or(|k| p.peer.peer_type == k))
+            .map(|p| render::peer(&inner.config.fidelity, p))
             .collect(),
     ))
 }
@@ -584,11 +633,33 @@ async fn create_peer(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Answer<(StatusCode, Json<Peer>)> {
+) -> Answer<(StatusCode, Json<Value>)> {
     let account = authorize(&inner, &headers, "vpn:create")?;
     require_instance(&inner, account, &id)?;
     let body = parse_body(&body)?;
-    let body = validate::object(&body)?;
+    let peer = new_peer(validate::object(&body)?)?;
+    let mut state = inner.state();
+    check_owner_exists(&inner, &state, &peer)?;
+    check_peer_seats(&inner, &state, account)?;
+    let seq = state.next_seq();
+    let clear = inner.config.status_clear_delay;
+    if let Some(instance) = state.instances.get_mut(&id) {
+        instance.add_pending("peer-created", clear, now_ms());
+    }
+    let stored = StoredPeer {
+        instance_id: id,
+        peer,
+        seq,
+        foreign: false,
+    };
+    let view = render::peer(&inner.config.fidelity, &stored);
+    state.peers.insert(stored.peer.id.clone(), stored);
+    inner.persist(&state);
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// The peer a create body describes, validated as the docs require.
+fn new_peer(body: &serde_json::Map<String, Value>) -> Answer<Peer> {
     let kind = peer_type(validate::required_str(body, "type")?, "type")?;
     let protocol = match validate::required_str(body, "protocol")? {
         "wireguard" => Protocol::Wireguard,
@@ -604,47 +675,58 @@ async fn create_peer(
         ..Peer::default()
     };
     match kind {
-        PeerType::Client => {
-            if protocol != Protocol::Wireguard {
-                return Err(validate::invalid("protocol", "must be wireguard for client peers").into());
-            }
-            let user_id =
-                validate::optional_str(body, "user_id")?.ok_or_else(|| validate::missing("user_id"))?;
-            validate::uuid("user_id", user_id)?;
-            peer.user_id = Some(user_id.to_owned());
-            peer.route_all =
-                validate::optional_bool(body, "route_all")?.ok_or_else(|| validate::missing("route_all"))?;
-            peer.token = Some(format!("shr_{}", uuid::Uuid::new_v4().simple()));
-        }
-        PeerType::Site => {
-            let site_id =
-                validate::optional_str(body, "site_id")?.ok_or_else(|| validate::missing("site_id"))?;
-            validate::uuid("site_id", site_id)?;
-            let subnets = validate::string_list(body, "subnets", true)?.unwrap_or_default();
-            validate::cidrs("subnets", &subnets)?;
-            peer.site_id = Some(site_id.to_owned());
-            peer.subnets = subnets;
-        }
+        PeerType::Client => client_fields(body, &mut peer)?,
+        PeerType::Site => site_fields(body, &mut peer)?,
         // `peer_type` never yields it.
         PeerType::Unknown => return Err(validate::invalid("type", "must be one of: client, site").into()),
     }
-    let mut state = inner.state.lock().expect("state lock");
-    check_peer_seats(&inner, &state, account)?;
-    let seq = state.next_seq();
-    let clear = inner.config.status_clear_delay;
-    if let Some(instance) = state.instances.get_mut(&id) {
-        instance.add_pending("peer-created", clear, now_ms());
+    Ok(peer)
+}
+
+fn client_fields(body: &serde_json::Map<String, Value>, peer: &mut Peer) -> Answer<()> {
+    if peer.protocol != Protocol::Wireguard {
+        return Err(validate::invalid("protocol", "must be wireguard for client peers").into());
     }
-    state.peers.insert(
-        peer.id.clone(),
-        StoredPeer {
-            instance_id: id,
-            peer: peer.clone(),
-            seq,
-        },
-    );
-    inner.persist(&state);
-    Ok((StatusCode::CREATED, Json(peer)))
+    let user_id = validate::optional_str(body, "user_id")?.ok_or_else(|| validate::missing("user_id"))?;
+    validate::uuid("user_id", user_id)?;
+    peer.user_id = Some(user_id.to_owned());
+    peer.route_all =
+        validate::optional_bool(body, "route_all")?.ok_or_else(|| validate::missing("route_all"))?;
+    peer.token = Some(format!("shr_{}", uuid::Uuid::new_v4().simple()));
+    Ok(())
+}
+
+fn site_fields(body: &serde_json::Map<String, Value>, peer: &mut Peer) -> Answer<()> {
+    let site_id = validate::optional_str(body, "site_id")?.ok_or_else(|| validate::missing("site_id"))?;
+    validate::uuid("site_id", site_id)?;
+    let subnets = validate::string_list(body, "subnets", true)?.unwrap_or_default();
+    validate::cidrs("subnets", &subnets)?;
+    peer.site_id = Some(site_id.to_owned());
+    peer.subnets = subnets;
+    Ok(())
+}
+
+/// A peer for a user or site deleted out of band is refused as the service's `exists`
+/// validation rule refuses it: Laravel's 422 body with `{message}`-only errors, else a 422
+/// ErrorResponse like the simulator's other validation errors.
+fn check_owner_exists(inner: &Inner, state: &super::State, peer: &Peer) -> Answer<()> {
+    let Some((owner, id)) = Owner::of(peer) else {
+        return Ok(());
+    };
+    if !state.is_deleted(owner, id) {
+        return Ok(());
+    }
+    let what = owner.noun();
+    if inner.config.fidelity.message_only_errors {
+        let message = format!("The selected {what} id is invalid.");
+        return Err(Failure::laravel(422, owner.field(), &message));
+    }
+    Err(failure(
+        422,
+        "invalid_request_error",
+        &format!("{what}_not_found"),
+        format!("No such {what}: {id}"),
+    ))
 }
 
 /// With `--peer-seats`, refuses a peer beyond the account's seats as the service's billing check
@@ -656,6 +738,8 @@ fn check_peer_seats(inner: &Inner, state: &super::State, account: &str) -> Resul
     let used = state
         .peers
         .values()
+        // A peer of an undocumented kind is the service's own, not a seat the account bought.
+        .filter(|p| !p.foreign)
         .filter(|p| {
             state
                 .instances
@@ -693,10 +777,11 @@ async fn get_peer(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path((id, peer_id)): Path<(String, String)>,
-) -> Answer<Json<Peer>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
-    let mut state = inner.state.lock().expect("state lock");
-    Ok(Json(find_peer(&mut state, account, &id, &peer_id)?.peer.clone()))
+    let mut state = inner.state();
+    let stored = find_peer(&mut state, account, &id, &peer_id)?;
+    Ok(Json(render::peer(&inner.config.fidelity, stored)))
 }
 
 async fn update_peer(
@@ -704,9 +789,9 @@ async fn update_peer(
     headers: HeaderMap,
     Path((id, peer_id)): Path<(String, String)>,
     body: Bytes,
-) -> Answer<Json<Peer>> {
+) -> Answer<Json<Value>> {
     let account = authorize(&inner, &headers, "vpn:update")?;
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     let kind = find_peer(&mut state, account, &id, &peer_id)?.peer.peer_type;
     let body = parse_body(&body)?;
     let body = validate::object(&body)?;
@@ -731,9 +816,9 @@ async fn update_peer(
     if let Some(route_all) = route_all {
         stored.peer.route_all = route_all;
     }
-    let peer = stored.peer.clone();
+    let view = render::peer(&inner.config.fidelity, stored);
     inner.persist(&state);
-    Ok(Json(peer))
+    Ok(Json(view))
 }
 
 async fn delete_peer(
@@ -742,7 +827,7 @@ async fn delete_peer(
     Path((id, peer_id)): Path<(String, String)>,
 ) -> Answer<StatusCode> {
     let account = authorize(&inner, &headers, "vpn:delete")?;
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     find_peer(&mut state, account, &id, &peer_id)?;
     state.peers.remove(&peer_id);
     let clear = inner.config.status_clear_delay;
@@ -753,34 +838,33 @@ async fn delete_peer(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The subnets available at a site, for configuring site peers (not built from existing peers).
+/// The item shape `{subnet, name}` is the project's choice: the real one is not published.
 async fn site_subnets(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Answer<Json<Vec<Value>>> {
-    let account = authorize(&inner, &headers, "vpn:view")?;
-    if !valid_id(&site_id) {
-        return Err(not_found("site", &site_id));
-    }
-    let state = inner.state.lock().expect("state lock");
-    let mut peers: Vec<&StoredPeer> = state
-        .peers
-        .values()
-        .filter(|p| p.peer.site_id.as_deref() == Some(site_id.as_str()))
-        .filter(|p| state.instance_of(account, &p.instance_id).is_some())
-        .collect();
-    peers.sort_by_key(|p| p.seq);
+    authorize(&inner, &headers, "vpn:view")?;
+    let subnets = valid_id(&site_id)
+        .then(|| inner.state().site_subnets(&site_id))
+        .flatten()
+        .ok_or_else(|| not_found("site", &site_id))?;
     Ok(Json(
-        peers
+        subnets
             .iter()
-            .flat_map(|p| {
-                p.peer
-                    .subnets
-                    .iter()
-                    .map(|s| json!({"subnet": s, "peer_id": p.peer.id, "instance_id": p.instance_id}))
-            })
+            .enumerate()
+            .map(|(i, subnet)| json!({"subnet": subnet, "name": subnet_name(i)}))
             .collect(),
     ))
+}
+
+/// "LAN", "LAN 2", "LAN 3", ...: a site's networks named as a router's interface lists do.
+fn subnet_name(index: usize) -> String {
+    match index {
+        0 => "LAN".to_owned(),
+        i => format!("LAN {}", i + 1),
+    }
 }
 
 async fn regions(
@@ -801,7 +885,7 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
             "A share token is required.",
         ));
     };
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     let Some(stored) = state
         .peers
         .values()
@@ -901,7 +985,7 @@ async fn admin_put_faults(State(inner): State<Shared>, Json(faults): Json<FaultC
 
 async fn admin_state(State(inner): State<Shared>) -> Json<Value> {
     let now = now_ms();
-    let state = inner.state.lock().expect("state lock");
+    let state = inner.state();
     let instances: Vec<Instance> = state.instances_in_order().iter().map(|i| i.view(now)).collect();
     let mut peers: Vec<&StoredPeer> = state.peers.values().collect();
     peers.sort_by_key(|p| p.seq);
@@ -913,7 +997,7 @@ async fn admin_state(State(inner): State<Shared>) -> Json<Value> {
 }
 
 async fn admin_reset(State(inner): State<Shared>) -> StatusCode {
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     *state = super::State::default();
     inner.persist(&state);
     StatusCode::NO_CONTENT
@@ -959,7 +1043,7 @@ async fn admin_drift(
 
 /// Runs `f` on peer `id` of any account (for the admin endpoints) and persists the change.
 fn with_peer<T>(inner: &Inner, id: &str, f: impl FnOnce(&mut Peer) -> T) -> Answer<T> {
-    let mut state = inner.state.lock().expect("state lock");
+    let mut state = inner.state();
     let Some(stored) = state.peers.get_mut(id) else {
         return Err(not_found("peer", id));
     };
@@ -1003,4 +1087,39 @@ async fn admin_peer_drift(
         }
         Json(peer.clone())
     })
+}
+
+/// A user deleted out of band, as in the Altostrat portal: the service removes the user's VPN
+/// peers on every instance, and the id no longer validates.
+async fn admin_delete_user(State(inner): State<Shared>, Path(id): Path<String>) -> StatusCode {
+    delete_owner(&inner, Owner::User, &id)
+}
+
+/// A site deleted out of band; see [`admin_delete_user`].
+async fn admin_delete_site(State(inner): State<Shared>, Path(id): Path<String>) -> StatusCode {
+    delete_owner(&inner, Owner::Site, &id)
+}
+
+fn delete_owner(inner: &Inner, owner: Owner, id: &str) -> StatusCode {
+    let mut state = inner.state();
+    state.delete_owner(owner, id, inner.config.status_clear_delay, now_ms());
+    inner.persist(&state);
+    StatusCode::NO_CONTENT
+}
+
+/// Sets the subnets available at a site (a JSON array of CIDR blocks), as if its router's
+/// networks changed. 404 for a site deleted out of band.
+async fn admin_put_site_subnets(
+    State(inner): State<Shared>,
+    Path(id): Path<String>,
+    Json(subnets): Json<Vec<String>>,
+) -> Answer<StatusCode> {
+    validate::cidrs("subnets", &subnets)?;
+    let mut state = inner.state();
+    if !valid_id(&id) || state.site_subnets(&id).is_none() {
+        return Err(not_found("site", &id));
+    }
+    state.site_subnets.insert(id.to_ascii_lowercase(), subnets);
+    inner.persist(&state);
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -5,22 +5,33 @@
 //! - PUT instance replaces `name`, `pushed_routes`, `public_dns` and the optional `domains`,
 //!   `split_dns`, `dns_custom`; an omitted optional list is cleared. `hostname`, `region` and
 //!   `firewall` in the body are ignored (they are not updatable).
-//! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free.
+//! - DELETE instance answers 204 and deletes its peers with it; the hostname becomes free (or
+//!   see [`InstanceDelete`]: a 202 and a teardown, or a 405).
 //! - A duplicate hostname answers 409 `hostname_taken` (or see [`Fidelity`]), also when another
 //!   account holds it; an unknown region 422 `region_unknown`.
 //! - Each token acts for an account and sees only that account's instances and their peers.
-//! - `GET /vpn/site/{siteId}/subnets` answers `[{"subnet", "peer_id", "instance_id"}]` built
-//!   from the site's peers (the real item schema is not published).
+//! - `GET /vpn/site/{siteId}/subnets` answers the subnets available at the site, as the docs
+//!   describe them, as `[{"subnet": "10.12.34.0/24", "name": "LAN"}]` (the real item schema is
+//!   not published): two /24s derived from the site id unless set with
+//!   `PUT /_admin/sites/{id}/subnets`; 404 once the site is deleted out of band. Sites are not
+//!   scoped to accounts.
+//! - A created instance has the single public resolver every documented create example shows
+//!   (a PUT still needs 2 to 4), so a client that copies what it observed into a PUT is caught.
 //! - Opt-in modes ([`Fidelity`]) answer the way the real service plausibly does where the
 //!   docs are silent or where the project's defaults flatter the client: a taken hostname as a
-//!   Laravel 422 (or a 400), a create response with the single public resolver every
-//!   documented example shows, lists in the `{data, has_more}` envelope, `{message}`-only
-//!   error bodies, a peer seat limit answered 403.
+//!   Laravel 422 (or a 400), lists in the `{data, has_more}` envelope, `{message}`-only error
+//!   bodies, a peer seat limit answered 403, an asynchronous or refused instance DELETE,
+//!   undocumented fields, statuses and peer kinds. Named sets of them are the [`PROFILES`]
+//!   (`simulate --profile`, [`Fidelity::profile`]).
+//! - Users and sites can be deleted out of band (`DELETE /_admin/users/{id}`,
+//!   `/_admin/sites/{id}`): their peers vanish everywhere and their ids stop validating.
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
 //!   server_ready, at quarters of `--provision-delay`.
 
 mod faults;
+mod fidelity;
 mod handlers;
+mod render;
 mod state;
 mod validate;
 
@@ -33,6 +44,7 @@ use axum::Router;
 use clap::Args;
 
 pub use faults::{FaultConfig, FaultRule};
+pub use fidelity::{DEFAULT_TEARDOWN, DeleteMode, Fidelity, FidelityArgs, InstanceDelete, PROFILES};
 pub use state::State;
 
 use crate::altostrat::model::{Country, Instance, Peer, RegionResponse};
@@ -107,39 +119,6 @@ pub struct SimulatorConfig {
     pub state_file: Option<PathBuf>,
     pub faults: FaultConfig,
     pub fidelity: Fidelity,
-}
-
-/// Opt-in answers closer to what the real Altostrat API plausibly sends. The defaults keep the
-/// simulator's historical behaviour.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fidelity {
-    /// Status of a create whose hostname is taken: 409 (`hostname_taken` ErrorResponse, the
-    /// default), 422 (Laravel's validation answer `{message, errors: {hostname: [..]}}`) or 400
-    /// (the same Laravel body with status 400).
-    pub hostname_taken_status: u16,
-    /// A created instance gets one public DNS resolver, as in every documented create example
-    /// (the PUT still requires 2–4).
-    pub single_public_dns: bool,
-    /// List endpoints answer `{"data": [...], "has_more": false}` instead of a bare array.
-    pub enveloped_lists: bool,
-    /// Error bodies are `{"message": ...}` only (Laravel's `abort()`), without `type`, `code`
-    /// and `doc_url`.
-    pub message_only_errors: bool,
-    /// Peer seats of each account: creating a peer beyond them answers 403 with a bare
-    /// `{message}` naming the seat limit (the shape of Altostrat's billing refusals).
-    pub peer_seats: Option<u32>,
-}
-
-impl Default for Fidelity {
-    fn default() -> Self {
-        Self {
-            hostname_taken_status: 409,
-            single_public_dns: false,
-            enveloped_lists: false,
-            message_only_errors: false,
-            peer_seats: None,
-        }
-    }
 }
 
 impl Default for SimulatorConfig {
@@ -247,6 +226,16 @@ pub struct Calls {
 }
 
 impl Inner {
+    /// The state, with the instances whose asynchronous teardown has ended (and their peers)
+    /// removed first: every reader sees them gone from the moment the teardown ends.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut state = self.state.lock().expect("state lock");
+        if state.sweep(state::now_ms()) {
+            self.persist(&state);
+        }
+        state
+    }
+
     pub fn persist(&self, state: &State) {
         if let Some(path) = &self.config.state_file
             && let Err(e) = state.save(path)
@@ -328,9 +317,7 @@ impl Simulator {
     pub fn instances(&self) -> Vec<Instance> {
         let now = state::now_ms();
         self.inner
-            .state
-            .lock()
-            .expect("state lock")
+            .state()
             .instances_in_order()
             .iter()
             .map(|i| i.view(now))
@@ -339,7 +326,7 @@ impl Simulator {
 
     /// When each instance was created (milliseconds since the Unix epoch), in creation order.
     pub fn instance_created_ms(&self) -> Vec<u64> {
-        let state = self.inner.state.lock().expect("state lock");
+        let state = self.inner.state();
         state
             .instances_in_order()
             .iter()
@@ -348,7 +335,7 @@ impl Simulator {
     }
 
     pub fn peers(&self) -> Vec<Peer> {
-        let state = self.inner.state.lock().expect("state lock");
+        let state = self.inner.state();
         let mut peers: Vec<_> = state.peers.values().collect();
         peers.sort_by_key(|p| p.seq);
         peers.iter().map(|p| p.peer.clone()).collect()
@@ -392,6 +379,7 @@ impl Drop for RunningSimulator {
 
 /// Flags of `vpn-operator simulate` (its help text lives on the subcommand).
 #[derive(Debug, Args)]
+#[command(after_long_help = ADMIN_HELP)]
 pub struct SimulateArgs {
     /// Address to listen on. Use a loopback address.
     #[arg(long, env = "ALTOSTRAT_SIM_LISTEN", default_value = "127.0.0.1:18080")]
@@ -441,38 +429,22 @@ pub struct SimulateArgs {
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
 
-    /// Status of a create whose hostname is taken: 409 (ErrorResponse `hostname_taken`), or
-    /// 422 / 400 with Laravel's validation body `{message, errors: {hostname: [...]}}`.
-    #[arg(long, default_value_t = 409, value_parser = parse_taken_status)]
-    pub hostname_taken_status: u16,
-
-    /// Give created instances one public DNS resolver, as every documented create example
-    /// shows (an update must still send 2 to 4).
-    #[arg(long)]
-    pub single_public_dns: bool,
-
-    /// Answer lists as `{"data": [...], "has_more": false}` instead of a bare array.
-    #[arg(long)]
-    pub enveloped_lists: bool,
-
-    /// Answer errors with `{"message": ...}` only, without `type`, `code` and `doc_url`.
-    #[arg(long)]
-    pub message_only_errors: bool,
-
-    /// Peer seats per account: creating a peer beyond them answers 403 with a `{message}` body
-    /// naming the seat limit.
-    #[arg(long)]
-    pub peer_seats: Option<u32>,
+    /// How closely to answer like the real service (profiles and their flags). Boxed: the
+    /// subcommand enum stays small.
+    #[command(flatten)]
+    pub fidelity: Box<FidelityArgs>,
 }
 
-fn parse_taken_status(value: &str) -> Result<u16, String> {
-    match value.trim() {
-        "409" => Ok(409),
-        "422" => Ok(422),
-        "400" => Ok(400),
-        other => Err(format!("{other:?}: expected 409, 422 or 400")),
-    }
-}
+/// The admin endpoints beyond those the subcommand's description lists.
+const ADMIN_HELP: &str = "Out-of-band deletions (admin, no auth): DELETE /_admin/users/{id} and \
+DELETE /_admin/sites/{id} remove every peer of that user or site on every instance of every \
+account (each such instance shows `peer-deleted`) and remember the id: a new peer for it is \
+refused with 422 (`user_not_found` / `site_not_found`, or Laravel's `The selected user id is \
+invalid.` with --message-only-errors). Answers 204, also for an id never seen.
+
+Site subnets (admin, no auth): PUT /_admin/sites/{id}/subnets with a JSON array of CIDR blocks \
+sets what GET /vpn/site/{siteId}/subnets answers (`[{\"subnet\", \"name\"}]`); a site never \
+set offers two /24s in 10.0.0.0/8 derived from its id; a deleted site answers 404.";
 
 impl SimulateArgs {
     pub fn into_config(self) -> Result<SimulatorConfig, String> {
@@ -496,13 +468,7 @@ impl SimulateArgs {
             },
             state_file: self.state_file,
             faults,
-            fidelity: Fidelity {
-                hostname_taken_status: self.hostname_taken_status,
-                single_public_dns: self.single_public_dns,
-                enveloped_lists: self.enveloped_lists,
-                message_only_errors: self.message_only_errors,
-                peer_seats: self.peer_seats,
-            },
+            fidelity: self.fidelity.resolve()?,
             ..SimulatorConfig::default()
         })
     }

@@ -2,7 +2,7 @@
 //! pending status entries are computed from wall-clock timestamps at read time, so no
 //! background task is needed and a restarted simulator continues where it stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +29,10 @@ pub struct StoredInstance {
     /// Pending configuration changes and when each one clears.
     pub pending: Vec<(String, u64)>,
     pub seq: u64,
+    /// When an asynchronous teardown ends (milliseconds since the Unix epoch): until then the
+    /// instance shows `deleting`, from then on it is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown_ends_ms: Option<u64>,
 }
 
 fn default_account() -> String {
@@ -52,7 +56,20 @@ impl StoredInstance {
             .filter(|(_, until)| *until > now)
             .map(|(s, _)| s.clone())
             .collect();
+        if self.is_deleting() {
+            instance.status.push("deleting".into());
+        }
         instance
+    }
+
+    pub fn is_deleting(&self) -> bool {
+        self.teardown_ends_ms.is_some()
+    }
+
+    /// Starts the teardown; a repeated DELETE keeps the end the first one set.
+    pub fn start_teardown(&mut self, teardown: Duration, now: u64) {
+        self.teardown_ends_ms
+            .get_or_insert(now + teardown.as_millis() as u64);
     }
 
     pub fn add_pending(&mut self, entry: &str, clear_after: Duration, now: u64) {
@@ -68,11 +85,57 @@ impl StoredInstance {
     }
 }
 
+/// A site never configured offers two adjacent /24s in 10.0.0.0/8 picked by the first bytes
+/// of its id: stable across restarts and different for most sites.
+pub fn default_site_subnets(site_id: &str) -> Vec<String> {
+    let bytes = uuid::Uuid::parse_str(site_id)
+        .map(|u| *u.as_bytes())
+        .unwrap_or_default();
+    let (b, c) = (bytes[0], bytes[1] & 0xfe);
+    vec![format!("10.{b}.{c}.0/24"), format!("10.{b}.{}.0/24", c + 1)]
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredPeer {
     pub instance_id: String,
     pub peer: Peer,
     pub seq: u64,
+    /// A peer of a kind the docs do not list (see `render::foreign_peer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
+}
+
+/// Who a peer belongs to: an Altostrat user (client peers) or site (site peers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    User,
+    Site,
+}
+
+impl Owner {
+    /// The owner a peer names, with its id.
+    pub fn of(peer: &Peer) -> Option<(Self, &str)> {
+        match (&peer.user_id, &peer.site_id) {
+            (Some(user), _) => Some((Self::User, user)),
+            (None, Some(site)) => Some((Self::Site, site)),
+            (None, None) => None,
+        }
+    }
+
+    /// The create-peer field that names it.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::User => "user_id",
+            Self::Site => "site_id",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Site => "site",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -80,6 +143,16 @@ pub struct State {
     pub instances: BTreeMap<String, StoredInstance>,
     pub peers: BTreeMap<String, StoredPeer>,
     pub next_seq: u64,
+    /// Users deleted out of band (lowercase ids): their peers are gone and cannot come back.
+    #[serde(default)]
+    pub deleted_users: BTreeSet<String>,
+    /// Sites deleted out of band (lowercase ids).
+    #[serde(default)]
+    pub deleted_sites: BTreeSet<String>,
+    /// The subnets available at each site set through the admin API (lowercase ids); a site
+    /// not listed has [`default_site_subnets`].
+    #[serde(default)]
+    pub site_subnets: BTreeMap<String, Vec<String>>,
 }
 
 impl State {
@@ -111,6 +184,77 @@ impl State {
             .collect();
         all.sort_by_key(|p| p.seq);
         all
+    }
+
+    /// Removes an instance and its peers.
+    pub fn remove_instance(&mut self, id: &str) {
+        self.instances.remove(id);
+        self.peers.retain(|_, p| p.instance_id != id);
+    }
+
+    /// Removes the instances whose teardown has ended by `now`; true if any was.
+    pub fn sweep(&mut self, now: u64) -> bool {
+        let ended: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.teardown_ends_ms.is_some_and(|end| end <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ended {
+            self.remove_instance(id);
+        }
+        !ended.is_empty()
+    }
+
+    fn deleted(&self, owner: Owner) -> &BTreeSet<String> {
+        match owner {
+            Owner::User => &self.deleted_users,
+            Owner::Site => &self.deleted_sites,
+        }
+    }
+
+    pub fn is_deleted(&self, owner: Owner, id: &str) -> bool {
+        self.deleted(owner).contains(&id.to_ascii_lowercase())
+    }
+
+    /// Removes every peer of a user or site on every instance of every account, marks each
+    /// instance that lost one `peer-deleted`, and remembers the id as deleted.
+    pub fn delete_owner(&mut self, owner: Owner, id: &str, clear_after: Duration, now: u64) {
+        let owned = |p: &StoredPeer| {
+            Owner::of(&p.peer).is_some_and(|(o, of)| o == owner && of.eq_ignore_ascii_case(id))
+        };
+        let affected: BTreeSet<String> = self
+            .peers
+            .values()
+            .filter(|p| owned(p))
+            .map(|p| p.instance_id.clone())
+            .collect();
+        self.peers.retain(|_, p| !owned(p));
+        for instance_id in &affected {
+            if let Some(instance) = self.instances.get_mut(instance_id) {
+                instance.add_pending("peer-deleted", clear_after, now);
+            }
+        }
+        let deleted = match owner {
+            Owner::User => &mut self.deleted_users,
+            Owner::Site => &mut self.deleted_sites,
+        };
+        deleted.insert(id.to_ascii_lowercase());
+    }
+
+    /// The subnets available at a site, whatever its peers say: as set through the admin API,
+    /// else derived from its id. `None` for a site deleted out of band.
+    pub fn site_subnets(&self, site_id: &str) -> Option<Vec<String>> {
+        let id = site_id.to_ascii_lowercase();
+        if self.deleted_sites.contains(&id) {
+            return None;
+        }
+        Some(
+            self.site_subnets
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| default_site_subnets(&id)),
+        )
     }
 
     /// Hostnames are unique across all accounts.
@@ -155,6 +299,7 @@ mod tests {
             provision_delay_ms: delay_ms,
             pending: vec![],
             seq: 1,
+            teardown_ends_ms: None,
         }
     }
 
@@ -195,10 +340,68 @@ mod tests {
         assert!(loaded.hostname_taken("hub"));
         assert_eq!(loaded.next_seq, 1);
         assert!(
+            !serde_json::to_string(&loaded).unwrap().contains("teardown"),
+            "a state file without teardowns keeps its shape"
+        );
+        assert!(
             State::load(&dir.path().join("missing.json"))
                 .unwrap()
                 .instances
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_teardown_ends_once_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut state = State::default();
+        state.instances.insert("i".into(), stored(0));
+        state.peers.insert(
+            "p".into(),
+            StoredPeer {
+                instance_id: "i".into(),
+                peer: Peer::default(),
+                seq: 2,
+                foreign: false,
+            },
+        );
+        let teardown = Duration::from_millis(1_000);
+        state
+            .instances
+            .get_mut("i")
+            .unwrap()
+            .start_teardown(teardown, 10_000);
+        state
+            .instances
+            .get_mut("i")
+            .unwrap()
+            .start_teardown(teardown, 10_600);
+        assert_eq!(state.instances["i"].view(10_700).status, vec!["deleting"]);
+        state.save(&path).unwrap();
+
+        let mut loaded = State::load(&path).unwrap();
+        assert!(!loaded.sweep(10_999), "still tearing down");
+        assert!(loaded.hostname_taken("hub"), "the hostname stays taken meanwhile");
+        assert!(loaded.sweep(11_000), "a repeated DELETE did not move the end");
+        assert!(loaded.instances.is_empty() && loaded.peers.is_empty());
+        assert!(!loaded.hostname_taken("hub"));
+    }
+
+    #[test]
+    fn a_site_offers_its_own_subnets_until_it_is_deleted() {
+        let site = "C3D5E2A0-88C9-4F7F-9F7B-6A1E2B4C5D6E";
+        let mut state = State::default();
+        assert_eq!(
+            state.site_subnets(site),
+            Some(vec!["10.195.212.0/24".to_owned(), "10.195.213.0/24".to_owned()]),
+            "from the bytes c3 d5 of the id, whatever its case"
+        );
+        state
+            .site_subnets
+            .insert(site.to_ascii_lowercase(), vec!["192.168.1.0/24".into()]);
+        assert_eq!(state.site_subnets(site).unwrap(), vec!["192.168.1.0/24"]);
+        state.delete_owner(Owner::Site, site, Duration::ZERO, 0);
+        assert_eq!(state.site_subnets(site), None);
     }
 }
