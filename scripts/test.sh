@@ -71,6 +71,8 @@ cargo clippy --locked --no-default-features --all-targets -- -D warnings
 step "unit, CRD drift and simulator contract tests"
 cargo test --locked
 
+# The suites include the simulator-profile matrix (tests/e2e_fidelity.rs: the core lifecycle
+# once per profile of `vpn-operator simulate --profile`, each its own test, run in parallel).
 step "end-to-end suites against a local control plane"
 cp_dir="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-cp.XXXXXX")"
 trap 'scripts/control-plane.sh down "$cp_dir" >/dev/null 2>&1 || true' EXIT
