@@ -234,3 +234,44 @@ async fn deletion_ends_as_the_profile_allows(run: &Run, hub_id: &str) {
         }
     }
 }
+
+/// A DELETE answered 404 while Altostrat still lists the hub (deleting not offered at that
+/// path, say) never releases the resource: a billed hub is not silently orphaned.
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_404_to_deleting_a_hub_still_listed_is_refused_not_taken_as_gone() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-fid-404").await;
+    let not_found = FaultRule {
+        error_rate: 1.0,
+        status: Some(404),
+        ..FaultRule::default()
+    };
+    let config = SimulatorConfig {
+        provision_delay: Duration::from_millis(500),
+        faults: FaultConfig {
+            rules: [("DELETE /vpn/instances/{instanceId}".to_owned(), not_found)].into(),
+            ..FaultConfig::default()
+        },
+        ..SimulatorConfig::default()
+    };
+    let sim = Simulator::spawn(config).await.expect("start the simulator");
+    let simc = SimClient::new(&sim);
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    apply(&instances, &instance_manifest("hub", "fid-404", json!({}))).await;
+    let hub = wait_instance(&instances, "hub", "hub Ready", instance_ready).await;
+    let id = hub.status.unwrap().instance_id.unwrap();
+
+    instances.delete("hub", &DeleteParams::default()).await.unwrap();
+    let message = wait_instance_reason(&instances, "hub", "DeleteRefused").await;
+    assert!(message.contains("404"), "{message}");
+    assert!(simc.instance(&id).await.is_some());
+    merge_patch(&instances, "hub", json!({"spec": {"deletionPolicy": "Orphan"}})).await;
+    wait_gone(&instances, "hub").await;
+    assert!(
+        simc.instance(&id).await.is_some(),
+        "left in Altostrat, as Orphan says"
+    );
+    operator.stop().await;
+}
