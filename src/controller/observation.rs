@@ -409,6 +409,19 @@ impl Observations {
             .await
     }
 
+    /// The instance `id` from a GET on its id, folded into the view: for one object just
+    /// written, one call where a fresh list would take two (the list, then a GET to confirm an
+    /// absence).
+    pub async fn instance_now<A: VpnApi>(
+        &self,
+        api: &A,
+        token: &ApiToken,
+        id: &str,
+    ) -> ApiResult<Option<Instance>> {
+        let slot = slot(&self.instances, token);
+        confirm(&slot, id, Urgency::Poll.scope(api.get_instance(token, id)).await)
+    }
+
     /// The instance `id` as the view holds it, if learnt within `look` and `accept`ed; never
     /// makes a call.
     pub fn cached_instance(
@@ -451,6 +464,19 @@ impl Observations {
         let list = || api.list_peers(token, instance_id, None);
         self.find(&slot, id, look, list, || api.get_peer(token, instance_id, id))
             .await
+    }
+
+    /// The peer `id` from a GET on its id, folded into the view (see [`Self::instance_now`]).
+    pub async fn peer_now<A: VpnApi>(
+        &self,
+        api: &A,
+        token: &ApiToken,
+        instance_id: &str,
+        id: &str,
+    ) -> ApiResult<Option<Peer>> {
+        let slot = slot(&self.peers, &(token.clone(), instance_id.to_owned()));
+        let got = Urgency::Poll.scope(api.get_peer(token, instance_id, id)).await;
+        confirm(&slot, id, got)
     }
 
     /// Every peer of `instance_id`; `None` when the instance itself is gone.

@@ -198,12 +198,10 @@ impl Reconciler for VpnInstance {
                 }
                 CleanupStep::Delete(id) => delete(ctx, &token.get().await?, &id, &mut observed).await?,
                 CleanupStep::Confirm(id) => {
-                    let look = match observed.delete_answer {
-                        Some(_) => Look::fresh(Urgency::Poll),
-                        None => ctx.poll_look(self, ctx.settings.provisioning_poll),
-                    };
+                    let token = token.get().await?;
+                    let just_asked = observed.delete_answer.is_some();
                     observed.still_exists =
-                        Some(confirm(self, ctx, handle, &token.get().await?, &id, look).await?);
+                        Some(confirm(self, ctx, handle, (&token, &id), just_asked).await?);
                 }
                 CleanupStep::WaitForTeardown(id) => return wait_for_teardown(ctx, handle, &id).await,
                 CleanupStep::Refused { id, message } => {
@@ -233,17 +231,22 @@ async fn delete<A: VpnApi>(
     Ok(())
 }
 
-/// Whether the instance still exists, as seen by a list sent no earlier than `look` asks
-/// (its absence confirmed by a GET); the deletion is recorded once it is gone.
+/// Whether the instance still exists: right after a DELETE, from a GET on its id; while its
+/// teardown is watched, from the token's instance list (one per poll interval serves every
+/// hub being torn down), an absence confirmed by a GET. The deletion is recorded once it is gone.
 async fn confirm<A: VpnApi>(
     obj: &VpnInstance,
     ctx: &Context<A>,
     handle: &mut Handle<VpnInstance>,
-    token: &ApiToken,
-    id: &str,
-    look: Look,
+    (token, id): (&ApiToken, &str),
+    just_asked: bool,
 ) -> Result<bool> {
-    let found = ctx.observations.instance(&*ctx.api, token, id, look).await?;
+    let found = if just_asked {
+        ctx.observations.instance_now(&*ctx.api, token, id).await?
+    } else {
+        let look = ctx.poll_look(obj, ctx.settings.provisioning_poll);
+        ctx.observations.instance(&*ctx.api, token, id, look).await?
+    };
     ctx.looked(obj);
     if found.is_none() {
         ctx.observations.deleted_instance(token, id);

@@ -353,13 +353,12 @@ async fn delete<A: VpnApi>(
     Ok(())
 }
 
-/// Whether the peer still exists, from a list sent from now on (its absence confirmed by a GET).
+/// Whether the peer still exists, from a GET on its id.
 async fn confirm<A: VpnApi>(ctx: &Context<A>, handle: &mut Handle<VpnPeer>, at: PeerAt<'_>) -> Result<bool> {
     let (token, instance_id, id) = at;
-    let look = Look::fresh(Urgency::Poll);
     let found = ctx
         .observations
-        .peer(&*ctx.api, token, instance_id, id, look)
+        .peer_now(&*ctx.api, token, instance_id, id)
         .await?;
     if found.is_none() {
         gone(ctx, handle, at);
