@@ -378,9 +378,6 @@ async fn a_404_to_a_peer_delete_releases_once_a_look_confirms_the_peer_gone() {
     h.delete(&obj);
     h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
-    assert_eq!(
-        h.altostrat.calls(),
-        vec![Endpoint::DeletePeer, Endpoint::GetPeer]
-    );
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer, Endpoint::GetPeer]);
     assert!(!h.holds_finalizer(&obj));
 }
