@@ -9,13 +9,15 @@ use kube::{Api, Resource, ResourceExt};
 use super::FIELD_MANAGER;
 use super::conditions::{self, ConditionState, READY, STALLED, SYNCED};
 use super::error::{Error, Result};
-use crate::crd::{VpnInstanceStatus, VpnPeerStatus};
+use super::policy::{self, Gate};
+use crate::crd::{PlannedCall, VpnInstanceStatus, VpnPeerStatus};
 
 /// The status types of both kinds, as far as the writer needs them.
 pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
     fn conditions(&self) -> &[Condition];
     fn set_conditions(&mut self, conditions: Vec<Condition>);
     fn set_observed_generation(&mut self, generation: Option<i64>);
+    fn set_plan(&mut self, plan: Vec<PlannedCall>);
 }
 
 impl ConditionedStatus for VpnInstanceStatus {
@@ -28,6 +30,9 @@ impl ConditionedStatus for VpnInstanceStatus {
     fn set_observed_generation(&mut self, generation: Option<i64>) {
         self.observed_generation = generation;
     }
+    fn set_plan(&mut self, plan: Vec<PlannedCall>) {
+        self.plan = plan;
+    }
 }
 
 impl ConditionedStatus for VpnPeerStatus {
@@ -39,6 +44,31 @@ impl ConditionedStatus for VpnPeerStatus {
     }
     fn set_observed_generation(&mut self, generation: Option<i64>) {
         self.observed_generation = generation;
+    }
+    fn set_plan(&mut self, plan: Vec<PlannedCall>) {
+        self.plan = plan;
+    }
+}
+
+/// What every status one reconcile writes carries, whatever else it says: the `Paused`
+/// condition while the resource is paused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub gate: Gate,
+}
+
+impl Stamp {
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        Self { gate: Gate::of(obj) }
+    }
+
+    /// `desired` and the conditions every write of this reconcile carries.
+    fn conditions(&self, desired: &[ConditionState]) -> Vec<ConditionState> {
+        let mut all = desired.to_vec();
+        if self.gate.paused {
+            all.push(policy::paused_condition());
+        }
+        all
     }
 }
 
@@ -53,6 +83,7 @@ pub(crate) struct StatusWriter<K: HasStatus> {
     generation: Option<i64>,
     now: Time,
     stored: Option<K::Status>,
+    stamp: Stamp,
     /// The object's `resourceVersion` after this reconcile's last write to it: the
     /// precondition of a later metadata patch in the same reconcile, which would otherwise
     /// find its own status write in the way.
@@ -78,6 +109,7 @@ where
             generation: obj.meta().generation,
             now,
             stored: obj.status().cloned(),
+            stamp: Stamp::of(obj),
             version: obj.resource_version(),
         }
     }
@@ -106,9 +138,18 @@ where
     /// when that is what is stored already.
     pub async fn write(&mut self, mut next: K::Status, desired: &[ConditionState]) -> Result<()> {
         let existing = self.stored.as_ref().map(|s| s.conditions()).unwrap_or_default();
-        next.set_conditions(conditions::merge(existing, desired, self.generation, &self.now));
+        let desired = self.stamp.conditions(desired);
+        next.set_conditions(conditions::merge(existing, &desired, self.generation, &self.now));
         next.set_observed_generation(self.generation);
         self.store(next).await
+    }
+
+    /// Writes `desired` conditions over the recorded fields, for a step that plans nothing
+    /// (a wait, a deletion): a plan shown before is no longer what comes next.
+    pub async fn write_conditions(&mut self, desired: &[ConditionState]) -> Result<()> {
+        let mut next = self.stored.clone().unwrap_or_default();
+        next.set_plan(Vec::new());
+        self.write(next, desired).await
     }
 
     /// Changes recorded fields (not conditions, not the generation) of the stored status.
@@ -125,7 +166,8 @@ where
     /// reconcile started from may predate an id an earlier reconcile recorded, and a failure
     /// must never erase it.
     pub async fn record_failure(&mut self, error: &Error) -> bool {
-        let next = failed_status(self.stored.as_ref(), error, self.generation, &self.now);
+        let now = &self.now;
+        let next = failed_status(self.stored.as_ref(), error, (self.generation, now), &self.stamp);
         if self.stored.as_ref() == Some(&next) {
             return false;
         }
@@ -161,8 +203,8 @@ where
 pub(crate) fn failed_status<S: ConditionedStatus>(
     stored: Option<&S>,
     error: &Error,
-    generation: Option<i64>,
-    now: &Time,
+    (generation, now): (Option<i64>, &Time),
+    stamp: &Stamp,
 ) -> S {
     let mut status = stored.cloned().unwrap_or_default();
     let message = error.to_string();
@@ -174,11 +216,12 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
         .cloned();
     let synced = ConditionState::new(SYNCED, false, error.reason(), message.clone());
     let stalled = ConditionState::new(STALLED, true, error.reason(), message.clone());
-    let failed: &[ConditionState] = if error.stalls() {
-        &[synced, stalled]
+    let failed = if error.stalls() {
+        stamp.conditions(&[synced, stalled])
     } else {
-        &[synced]
+        stamp.conditions(&[synced])
     };
+    let failed = failed.as_slice();
     let merged = match kept_ready {
         Some(ready) => {
             let mut merged = conditions::merge(status.conditions(), failed, generation, now);
@@ -278,7 +321,12 @@ mod tests {
 
     #[test]
     fn a_transient_failure_keeps_a_working_resource_ready_and_its_generation() {
-        let failed = failed_status(Some(&ready_status(1)), &server_error(), Some(2), &at(20));
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &server_error(),
+            (Some(2), &at(20)),
+            &Stamp::default(),
+        );
         assert_eq!(
             failed.observed_generation,
             Some(1),
@@ -298,7 +346,12 @@ mod tests {
     #[test]
     fn an_error_only_the_user_can_fix_turns_ready_false_for_the_current_generation() {
         let error = Error::InvalidSpec("spec.hostname does not match".into());
-        let failed = failed_status(Some(&ready_status(1)), &error, Some(2), &at(20));
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &error,
+            (Some(2), &at(20)),
+            &Stamp::default(),
+        );
         assert_eq!(failed.observed_generation, Some(2));
         for type_ in ["Ready", "Synced"] {
             let c = failed.conditions.iter().find(|c| c.type_ == type_).unwrap();
@@ -323,17 +376,22 @@ mod tests {
         assert!(stalled(&failed_status(
             Some(&ready_status(1)),
             &invalid,
-            Some(2),
-            &at(20)
+            (Some(2), &at(20)),
+            &Stamp::default()
         )));
         let credentials = Error::Credentials("Secret missing".into());
-        let failed = failed_status(Some(&ready_status(1)), &credentials, Some(2), &at(20));
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &credentials,
+            (Some(2), &at(20)),
+            &Stamp::default(),
+        );
         assert!(stalled(&failed), "even while the hub keeps working");
         assert!(!stalled(&failed_status(
             Some(&ready_status(1)),
             &server_error(),
-            Some(2),
-            &at(20)
+            (Some(2), &at(20)),
+            &Stamp::default()
         )));
         assert!(
             !stalled(&ready_status(1)),
@@ -342,9 +400,30 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_of_a_paused_resource_still_says_it_is_paused() {
+        let paused = Stamp {
+            gate: Gate { paused: true },
+        };
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &server_error(),
+            (Some(2), &at(20)),
+            &paused,
+        );
+        let condition = failed.conditions.iter().find(|c| c.type_ == "Paused").unwrap();
+        assert_eq!(condition.status, "True");
+    }
+
+    #[test]
     fn repeating_the_same_failure_produces_the_same_status() {
-        let once = failed_status::<VpnPeerStatus>(None, &server_error(), Some(1), &at(20));
-        let twice = failed_status(Some(&once), &server_error(), Some(1), &at(30));
+        let once =
+            failed_status::<VpnPeerStatus>(None, &server_error(), (Some(1), &at(20)), &Stamp::default());
+        let twice = failed_status(
+            Some(&once),
+            &server_error(),
+            (Some(1), &at(30)),
+            &Stamp::default(),
+        );
         assert_eq!(once, twice, "a repeating error must not be a write loop");
     }
 }

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::DeletionPolicy;
+use super::{DeletionPolicy, PlannedCall};
 
 /// Desired state of a peer of an Altostrat VPN instance.
 ///
@@ -48,6 +48,12 @@ use super::DeletionPolicy;
         name = "Message",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status",
         priority = 1
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -155,8 +161,13 @@ pub struct VpnPeerStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the peer exists and matches the spec) and `Synced` (the last attempt to
-    /// apply the spec succeeded).
+    /// The Altostrat calls the operator would make next and withholds while the resource is
+    /// paused: what removing the pause annotation sends. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedCall>,
+    /// `Ready` (the peer exists and matches the spec), `Synced` (the last attempt to apply
+    /// the spec succeeded, or why nothing was applied) and, while the resource is paused,
+    /// `Paused`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

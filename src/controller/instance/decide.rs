@@ -8,10 +8,11 @@ use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
 use super::super::ownership::{self, Ownership};
-use super::super::plan;
+use super::super::policy::Gate;
+use super::super::{plan, planned};
 use crate::altostrat::ApiError;
 use crate::altostrat::model::{Instance, InstanceUpdate};
-use crate::crd::{FirewallRuleStatus, VpnInstanceSpec, VpnInstanceStatus};
+use crate::crd::{FirewallRuleStatus, PlannedCall, VpnInstanceSpec, VpnInstanceStatus};
 use k8s_openapi::jiff::Timestamp;
 
 /// What is known of the Altostrat side at this point of a reconcile.
@@ -52,6 +53,8 @@ pub(crate) enum Claim {
 #[derive(Clone, Debug)]
 pub(crate) struct Observed<'a> {
     pub spec: &'a VpnInstanceSpec,
+    /// What this reconcile may write to Altostrat.
+    pub gate: Gate,
     pub finalizer: FinalizerState,
     pub claim: Claim,
     /// `status.instanceId`, until the instance it names is found gone.
@@ -88,6 +91,9 @@ pub(crate) enum Step {
     },
     /// Converged as far as this round goes: record what Altostrat holds.
     Record(Instance),
+    /// The next step would write to Altostrat and the gate withholds it: record these calls
+    /// (what the step would have sent) and what Altostrat holds.
+    Withhold(Vec<PlannedCall>),
     /// Our create was refused: no object of ours stems from the claim; withdraw it, then
     /// give up with the error.
     WithdrawClaim(Error),
@@ -96,8 +102,40 @@ pub(crate) enum Step {
 
 const ADOPT_HINT: &str = "to manage it from this resource, set spec.instanceId to its id";
 
-/// The one place where the instance lifecycle is decided.
+/// The one place where the instance lifecycle is decided: the next step, through the gate.
 pub(crate) fn decide(o: &Observed) -> Step {
+    withhold(lifecycle(o), o)
+}
+
+/// The gate: while writes to Altostrat are withheld, a step that would write becomes the calls
+/// it would have made. Forgetting a vanished id only prepares the create that follows it, so
+/// it is withheld with the create.
+fn withhold(step: Step, o: &Observed) -> Step {
+    if o.gate.open() {
+        return step;
+    }
+    match step {
+        Step::Claim | Step::Create | Step::Forget(_) => Step::Withhold(planned::instance_create(o.spec)),
+        Step::Update { id, body, .. } => {
+            Step::Withhold(vec![planned::instance_update(&id, &body, found(&o.remote))])
+        }
+        other => other,
+    }
+}
+
+/// The instance the reconcile has seen, if any.
+pub(crate) fn found(remote: &Remote) -> Option<&Instance> {
+    match remote {
+        Remote::Found(instance)
+        | Remote::Searched {
+            found: Some(instance),
+            ..
+        } => Some(instance),
+        _ => None,
+    }
+}
+
+fn lifecycle(o: &Observed) -> Step {
     if o.finalizer == FinalizerState::Stale {
         return Step::Requeue(STALE_RETRY);
     }
@@ -255,6 +293,66 @@ pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [Con
     ]
 }
 
+/// The status and conditions of a reconcile whose next writes are withheld: what Altostrat
+/// holds, if anything was found (`Ready` says whether the hub works), `Synced` False naming
+/// what is withheld, and the calls in `plan`.
+pub(crate) fn withheld_status(
+    stored: VpnInstanceStatus,
+    remote: &Remote,
+    calls: Vec<PlannedCall>,
+    gate: Gate,
+) -> (VpnInstanceStatus, [ConditionState; 2]) {
+    if let Some(instance) = found(remote) {
+        let fields = planned::changed_fields(&calls).join(", ");
+        let message = format!(
+            "Altostrat differs from the spec in {fields}; not corrected while {}",
+            gate.why()
+        );
+        let [ready, _] = desired_conditions(instance, false);
+        let ready = match ready.reason {
+            reason::AVAILABLE => {
+                ConditionState::new(READY, true, reason::AVAILABLE, "Instance is provisioned")
+            }
+            _ => ready,
+        };
+        let status = VpnInstanceStatus {
+            plan: calls,
+            ..observed_status(instance)
+        };
+        return (
+            status,
+            [
+                ready,
+                ConditionState::new(SYNCED, false, reason::DRIFTED, message),
+            ],
+        );
+    }
+    // A recorded instance that vanished keeps its id (it is still this resource's to create
+    // again), but nothing of it is mirrored any more: its peers must not take it as usable.
+    let (status, what) = match remote {
+        Remote::Gone(id) => (
+            VpnInstanceStatus {
+                instance_id: Some(id.clone()),
+                ..VpnInstanceStatus::default()
+            },
+            format!("Altostrat instance {id} no longer exists; creating it again"),
+        ),
+        _ => (stored, "Creating the instance".to_owned()),
+    };
+    let message = format!("{what} is withheld while {}", gate.why());
+    let desired = [
+        ConditionState::new(READY, false, gate.reason(), message.clone()),
+        ConditionState::new(SYNCED, false, gate.reason(), message),
+    ];
+    (
+        VpnInstanceStatus {
+            plan: calls,
+            ..status
+        },
+        desired,
+    )
+}
+
 /// The status fields that mirror the Altostrat instance (conditions are the writer's).
 pub(crate) fn observed_status(observed: &Instance) -> VpnInstanceStatus {
     VpnInstanceStatus {
@@ -341,6 +439,7 @@ mod tests {
     fn observed<'a>(spec: &'a VpnInstanceSpec, recorded: Option<&'a str>, remote: Remote) -> Observed<'a> {
         Observed {
             spec,
+            gate: Gate::default(),
             finalizer: FinalizerState::Held,
             claim: Claim::Held(claimed_at()),
             recorded_id: recorded,
@@ -620,6 +719,69 @@ mod tests {
             decide(&observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")))),
             Step::Record(_)
         ));
+    }
+
+    #[test]
+    fn under_a_pause_every_write_becomes_the_calls_it_would_make_and_reads_go_on() {
+        let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
+        let paused = |mut o: Observed<'_>| {
+            o.gate = Gate { paused: true };
+            decide(&o)
+        };
+        let withheld = |step: Step| match step {
+            Step::Withhold(calls) => calls
+                .into_iter()
+                .map(|c| format!("{} {}", c.method, c.path))
+                .collect::<Vec<_>>(),
+            other => panic!("expected Withhold, got {other:?}"),
+        };
+        let create = vec!["POST /vpn/instances", "PUT /vpn/instances/{instanceId}"];
+        let mut unclaimed = observed(&s, None, Remote::Unknown);
+        unclaimed.claim = Claim::None;
+        assert_eq!(withheld(paused(unclaimed.clone())), create, "no claim");
+        unclaimed.claim = Claim::Fresh(claimed_at());
+        assert_eq!(withheld(paused(unclaimed)), create);
+        let vanished = observed(&s, Some("i-1"), Remote::Gone("i-1".into()));
+        assert_eq!(withheld(paused(vanished)), create, "not forgotten either");
+        let drifted = observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")));
+        assert_eq!(withheld(paused(drifted)), vec!["PUT /vpn/instances/i-1"]);
+
+        assert!(matches!(
+            paused(observed(&s, Some("i-1"), Remote::Unknown)),
+            Step::Fetch(_)
+        ));
+        assert!(matches!(
+            paused(observed(&s, None, Remote::Unknown)),
+            Step::Search
+        ));
+        let converged = spec(serde_json::json!({}));
+        let found = observed(&converged, Some("i-1"), Remote::Found(provisioned("i-1")));
+        assert!(matches!(paused(found), Step::Record(_)));
+    }
+
+    #[test]
+    fn a_withheld_update_keeps_the_hub_ready_and_names_the_drift() {
+        let remote = Remote::Found(provisioned("i-1"));
+        let calls = vec![planned::instance_update(
+            "i-1",
+            &InstanceUpdate {
+                pushed_routes: vec!["10.0.0.0/8".into()],
+                ..InstanceUpdate::default()
+            },
+            None,
+        )];
+        let paused = Gate { paused: true };
+        let (status, [ready, synced]) = withheld_status(Default::default(), &remote, calls, paused);
+        assert_eq!((ready.status, ready.reason), (true, "Available"));
+        assert_eq!((synced.status, synced.reason), (false, "Drifted"));
+        assert!(synced.message.contains("pushedRoutes"), "{}", synced.message);
+        assert_eq!(status.instance_id.as_deref(), Some("i-1"));
+        assert_eq!(status.plan.len(), 1);
+
+        let gone = Remote::Gone("i-1".into());
+        let (status, [ready, _]) = withheld_status(Default::default(), &gone, vec![], paused);
+        assert_eq!((ready.status, ready.reason), (false, "ReconcilePaused"));
+        assert!(!status.server_ready, "its peers must not use a vanished hub");
     }
 
     #[test]

@@ -23,13 +23,15 @@ use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
+use super::policy::Gate;
 use super::status::HasStatus;
 use crate::altostrat::Urgency;
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
-use crate::crd::{VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
+use crate::crd::{PlannedCall, VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
 use decide::{
     Claim, Observed, Remote, Step, decide, desired_conditions, next_look, observed_status, time_in_state,
+    withheld_status,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -53,17 +55,9 @@ impl Reconciler for VpnInstance {
     async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
-        let recorded_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
         let started = Instant::now();
-        let mut observed = Observed {
-            spec: &self.spec,
-            finalizer: FinalizerState::of(self),
-            claim: claim_of(self).map_or(Claim::None, Claim::Held),
-            recorded_id: recorded_id.as_deref(),
-            adopted_elsewhere: adopted_elsewhere(self, ctx),
-            remote: Remote::Unknown,
-            updated: false,
-        };
+        let gate = Gate::of(self);
+        let mut observed = first_look(self, ctx);
         for _ in 0..MAX_STEPS {
             let step = decide(&observed);
             tracing::debug!(?step, "next step");
@@ -85,7 +79,7 @@ impl Reconciler for VpnInstance {
                         observed.remote = Remote::Found(settled);
                         continue;
                     }
-                    let look = look_for(self, ctx, reuse, handle);
+                    let look = look_for(self, ctx, reuse, handle, gate);
                     match fetch(ctx, &token, id, look).await {
                         Ok(remote) => observed.remote = remote,
                         Err(deferred) => return defer_drift_check(deferred, look),
@@ -103,35 +97,18 @@ impl Reconciler for VpnInstance {
                 Step::Create => observed.remote = create(self, ctx, handle, &token.get().await?).await?,
                 Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
                 Step::Update { id, body, fields } => {
-                    if let Remote::Found(current) = &observed.remote
-                        && ctx.observations.would_repeat(&id, &body, current)
-                    {
-                        if !current.status.is_empty() {
-                            // Altostrat is still applying the last update: wait for it.
-                            observed.updated = true;
-                            continue;
-                        }
-                        return Err(Error::NotConverging {
-                            fields: fields.join(", "),
-                        });
-                    }
                     let token = token.get().await?;
-                    let updated = match ctx.api.update_instance(&token, &id, &body).await {
-                        Ok(updated) => updated,
-                        // Gone since it was observed: what is observed now says so.
-                        Err(e) if e.is_not_found() => {
-                            ctx.observations.deleted_instance(&token, &id);
-                            observed.remote = Remote::Gone(id);
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+                    let update = Update {
+                        id,
+                        body,
+                        fields,
+                        token,
                     };
-                    ctx.observations.wrote_instance(&token, &updated);
-                    ctx.observations.updated(&id, &body, &updated);
-                    let note = update_note(&self.spec, &fields, &body);
-                    handle.activity.record(event::UPDATED, note);
-                    observed.remote = Remote::Found(updated);
-                    observed.updated = true;
+                    observed.remote = send_update(self, ctx, handle, update, &observed.remote).await?;
+                    observed.updated = matches!(observed.remote, Remote::Found(_));
+                }
+                Step::Withhold(calls) => {
+                    return withhold(self, ctx, handle, (&observed.remote, calls), &mut token).await;
                 }
                 Step::Record(instance) => {
                     ctx.looked(self);
@@ -217,6 +194,20 @@ impl Reconciler for VpnInstance {
     }
 }
 
+/// What a reconcile knows before it looks at Altostrat.
+fn first_look<'a, A>(obj: &'a VpnInstance, ctx: &Context<A>) -> Observed<'a> {
+    Observed {
+        spec: &obj.spec,
+        gate: Gate::of(obj),
+        finalizer: FinalizerState::of(obj),
+        claim: claim_of(obj).map_or(Claim::None, Claim::Held),
+        recorded_id: obj.status.as_ref().and_then(|s| s.instance_id.as_deref()),
+        adopted_elsewhere: adopted_elsewhere(obj, ctx),
+        remote: Remote::Unknown,
+        updated: false,
+    }
+}
+
 /// Asks Altostrat to delete the instance, unless it already said it is gone (a cleanup running
 /// on a copy older than its first cleanup's release).
 async fn delete<A: VpnApi>(
@@ -274,9 +265,87 @@ async fn wait_for_teardown<A>(
         ConditionState::new(READY, false, reason::TEARING_DOWN, message),
         ConditionState::new(SYNCED, true, reason::DELETING, "Deletion in progress"),
     ];
-    let current = handle.status.stored().cloned().unwrap_or_default();
-    handle.status.write(current, &desired).await?;
+    handle.status.write_conditions(&desired).await?;
     Ok(Action::requeue(ctx.settings.provisioning_poll))
+}
+
+/// An update the decision chose, with the token to send it with.
+struct Update {
+    id: String,
+    body: InstanceUpdate,
+    fields: Vec<&'static str>,
+    token: ApiToken,
+}
+
+/// Sends the update, unless it would repeat one Altostrat is still applying (nothing to do
+/// this round) or one whose values it normalises (`NotConverging`); returns what Altostrat
+/// holds afterwards. An instance gone since it was observed answers 404: it is `Gone` now.
+async fn send_update<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    Update {
+        id,
+        body,
+        fields,
+        token,
+    }: Update,
+    remote: &Remote,
+) -> Result<Remote> {
+    if let Remote::Found(current) = remote
+        && ctx.observations.would_repeat(&id, &body, current)
+    {
+        if !current.status.is_empty() {
+            // Altostrat is still applying the last update: wait for it.
+            return Ok(remote.clone());
+        }
+        return Err(Error::NotConverging {
+            fields: fields.join(", "),
+        });
+    }
+    let updated = match ctx.api.update_instance(&token, &id, &body).await {
+        Ok(updated) => updated,
+        Err(e) if e.is_not_found() => {
+            ctx.observations.deleted_instance(&token, &id);
+            return Ok(Remote::Gone(id));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.observations.wrote_instance(&token, &updated);
+    ctx.observations.updated(&id, &body, &updated);
+    let note = update_note(&obj.spec, &fields, &body);
+    handle.activity.record(event::UPDATED, note);
+    Ok(Remote::Found(updated))
+}
+
+/// Records a reconcile whose next writes the gate withholds: what Altostrat holds, the calls
+/// withheld, and when to look again (as a Ready instance would, or at the resync when nothing
+/// was found to watch).
+async fn withhold<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    (remote, calls): (&Remote, Vec<PlannedCall>),
+    token: &mut LazyToken<'_, A>,
+) -> Result<Action> {
+    let stored = handle.status.stored().cloned().unwrap_or_default();
+    let (status, desired) = withheld_status(stored, remote, calls, Gate::of(obj));
+    handle.status.write(status, &desired).await?;
+    if decide::found(remote).is_none() {
+        return Ok(Action::requeue(ctx.settings.resync_interval));
+    }
+    ctx.looked(obj);
+    let drift = ctx.drift_interval(&token.get().await?);
+    let stored = handle.status.stored().cloned().unwrap_or_default();
+    let pace = (drift, ctx.settings.provisioning_poll);
+    let ready = desired[0].status;
+    Ok(Action::requeue(next_look(
+        &stored,
+        ready,
+        pace,
+        handle.status.now(),
+        fastrand::f64(),
+    )))
 }
 
 /// What an update changed, by field name; with `publicDns` unset, the resolvers it had to add.
@@ -331,15 +400,23 @@ fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<St
 }
 
 /// How fresh the observation of this instance must be: a converged instance only needs a
-/// drift check within the budget's cycle; one provisioning or with changes to apply is looked
-/// at as often as its provisioning poll.
-fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, reuse: Duration, handle: &Handle<VpnInstance>) -> Look {
+/// drift check within the budget's cycle, and so does a provisioned one whose writes are
+/// withheld (no write of its own can be waiting for the answer); one provisioning or with
+/// changes to apply is looked at as often as its provisioning poll.
+fn look_for<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    reuse: Duration,
+    handle: &Handle<VpnInstance>,
+    gate: Gate,
+) -> Look {
     let status = obj.status.clone().unwrap_or_default();
-    if conditions::is_converged(
+    let converged = conditions::is_converged(
         &status.conditions,
         status.observed_generation,
         obj.metadata.generation,
-    ) {
+    );
+    if converged || (!gate.open() && status.server_ready) {
         return Look::within(reuse, Urgency::Drift);
     }
     let age = time_in_state(&status, handle.status.now());
@@ -504,7 +581,6 @@ async fn wait_for_dependents(handle: &mut Handle<VpnInstance>, count: usize) -> 
         ConditionState::new(READY, false, reason::DELETING, message),
         ConditionState::new(SYNCED, true, reason::DELETING, "Deletion in progress"),
     ];
-    let current = handle.status.stored().cloned().unwrap_or_default();
-    handle.status.write(current, &desired).await?;
+    handle.status.write_conditions(&desired).await?;
     Ok(Action::requeue(PEER_DRAIN_POLL))
 }

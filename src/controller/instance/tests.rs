@@ -842,3 +842,145 @@ async fn a_put_the_budget_held_back_is_retried_without_observing_again() {
         "a provisioned instance with nothing pending needs no new list before its PUT"
     );
 }
+
+fn status(h: &Harness, obj: &crate::crd::VpnInstance) -> crate::crd::VpnInstanceStatus {
+    h.stored(obj).unwrap().status.unwrap()
+}
+
+fn writes(h: &Harness) -> Vec<Endpoint> {
+    let reads = [
+        Endpoint::ListRegions,
+        Endpoint::ListInstances,
+        Endpoint::GetInstance,
+    ];
+    h.altostrat
+        .calls()
+        .into_iter()
+        .filter(|e| !reads.contains(e))
+        .collect()
+}
+
+/// `(method, path)` of each planned call, as the status shows it.
+fn planned(status: &crate::crd::VpnInstanceStatus) -> Vec<(String, String)> {
+    status
+        .plan
+        .iter()
+        .map(|c| (c.method.clone(), c.path.clone()))
+        .collect()
+}
+
+const PAUSED: &str = crate::crd::PAUSED_ANNOTATION;
+
+#[tokio::test]
+async fn a_paused_instance_writes_nothing_shows_its_drift_and_resumes_when_unpaused() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = status(&h, &obj).instance_id.unwrap();
+    h.annotate(&obj, PAUSED, Some("true"));
+    let edited = h.edit(&obj, |o| o.spec.pushed_routes = vec!["10.0.0.0/8".into()]);
+    h.altostrat.clear_calls();
+
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(writes(&h), vec![], "{:?}", h.altostrat.calls());
+    let paused = status(&h, &obj);
+    assert_eq!(
+        condition(&paused.conditions, "Paused"),
+        Some(("True".into(), "ReconcilePaused".into()))
+    );
+    assert_eq!(
+        condition(&paused.conditions, "Synced"),
+        Some(("False".into(), "Drifted".into()))
+    );
+    assert_eq!(
+        ready(&h, &obj),
+        Some(("True".into(), "Available".into())),
+        "the hub works"
+    );
+    assert!(!conditions_hold(&paused, "Stalled"), "paused is not stalled");
+    assert_eq!(paused.observed_generation, Some(2));
+    assert_eq!(
+        planned(&paused),
+        vec![("PUT".into(), format!("/vpn/instances/{id}"))]
+    );
+    let change = &paused.plan[0].changes[0];
+    assert_eq!(
+        (
+            change.field.as_str(),
+            change.old.as_deref(),
+            change.new.as_deref()
+        ),
+        ("pushedRoutes", Some("[]"), Some(r#"["10.0.0.0/8"]"#))
+    );
+
+    h.annotate(&obj, PAUSED, None);
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::UpdateInstance],
+        "exactly the planned call"
+    );
+    let resumed = status(&h, &obj);
+    assert_eq!(condition(&resumed.conditions, "Paused"), None);
+    assert_eq!(
+        condition(&resumed.conditions, "Synced"),
+        Some(("True".into(), "ReconcileSuccess".into()))
+    );
+    assert!(resumed.plan.is_empty());
+}
+
+fn conditions_hold(status: &crate::crd::VpnInstanceStatus, type_: &str) -> bool {
+    condition(&status.conditions, type_).is_some_and(|(s, _)| s == "True")
+}
+
+#[tokio::test]
+async fn a_paused_new_instance_claims_nothing_and_its_plan_is_what_unpausing_sends() {
+    let h = Harness::new();
+    let mut obj = instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]}));
+    obj.metadata.annotations = Some([(PAUSED.to_owned(), "true".to_owned())].into());
+    let obj = h.apply(obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    let stored = h.stored(&obj).unwrap();
+    assert!(!h.holds_finalizer(&obj), "no claim, no finalizer");
+    assert!(crate::controller::ownership::claim_of(&stored).is_none());
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "ReconcilePaused".into())));
+    let plan = planned(&status(&h, &obj));
+    assert_eq!(
+        plan,
+        vec![
+            ("POST".into(), "/vpn/instances".into()),
+            ("PUT".into(), "/vpn/instances/{instanceId}".into())
+        ]
+    );
+
+    h.annotate(&obj, PAUSED, Some("false"));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::CreateInstance, Endpoint::UpdateInstance],
+        "the plan's calls, in its order"
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}
+
+#[tokio::test]
+async fn deleting_a_paused_instance_follows_its_deletion_policy() {
+    let h = Harness::new();
+    let doomed = h.apply(instance("hub-one", json!({})));
+    let kept = h.apply(instance("hub-two", json!({"deletionPolicy": "Orphan"})));
+    for obj in [&doomed, &kept] {
+        h.reconcile(obj).await.unwrap();
+        h.annotate(obj, PAUSED, Some("true"));
+        h.reconcile(obj).await.unwrap();
+        h.delete(obj);
+    }
+    h.altostrat.clear_calls();
+    h.reconcile(&doomed).await.unwrap();
+    h.reconcile(&kept).await.unwrap();
+    assert_eq!(writes(&h), vec![Endpoint::DeleteInstance]);
+    assert!(!h.holds_finalizer(&doomed) && !h.holds_finalizer(&kept));
+    let left: Vec<String> = h.altostrat.instances().into_iter().map(|i| i.hostname).collect();
+    assert_eq!(left, vec!["hub-two.vpn.altostr.at"]);
+}

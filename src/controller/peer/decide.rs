@@ -8,9 +8,10 @@ use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
 use super::super::ownership::{self, Ownership};
-use super::super::plan;
+use super::super::policy::Gate;
+use super::super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
-use crate::crd::{VpnInstance, VpnPeerSpec, VpnPeerStatus};
+use crate::crd::{PlannedCall, VpnInstance, VpnPeerSpec, VpnPeerStatus};
 use k8s_openapi::jiff::Timestamp;
 
 /// What is known of the Altostrat side at this point of a reconcile.
@@ -38,6 +39,8 @@ pub(crate) struct Candidate {
 #[derive(Clone, Debug)]
 pub(crate) struct Observed<'a> {
     pub spec: &'a VpnPeerSpec,
+    /// What this reconcile may write to Altostrat.
+    pub gate: Gate,
     /// The Altostrat id of the referenced instance, or why the peer has to wait for it.
     pub instance: Result<String, ConditionState>,
     pub finalizer: FinalizerState,
@@ -81,11 +84,46 @@ pub(crate) enum Step {
     },
     /// Converged as far as this round goes: record what Altostrat holds.
     Record(Peer),
+    /// The next step would write to Altostrat and the gate withholds it: record these calls
+    /// (what the step would have sent) and what Altostrat holds.
+    Withhold(Vec<PlannedCall>),
     GiveUp(Error),
 }
 
-/// The one place where the peer lifecycle is decided.
+/// The one place where the peer lifecycle is decided: the next step, through the gate.
 pub(crate) fn decide(o: &Observed) -> Step {
+    withhold(lifecycle(o), o)
+}
+
+/// The gate: while writes to Altostrat are withheld, a step that would write becomes the calls
+/// it would have made. Forgetting a vanished id only prepares the create that follows it, so
+/// it is withheld with the create.
+fn withhold(step: Step, o: &Observed) -> Step {
+    // A peer waits for its instance before anything else: no write comes before it is known.
+    let (false, Ok(instance_id)) = (o.gate.open(), &o.instance) else {
+        return step;
+    };
+    match step {
+        Step::Claim | Step::Create | Step::Forget(_) => {
+            Step::Withhold(vec![planned::peer_create(instance_id, o.spec)])
+        }
+        Step::Update { id, body, .. } => {
+            let current = found(&o.remote);
+            Step::Withhold(vec![planned::peer_update(instance_id, &id, &body, current)])
+        }
+        other => other,
+    }
+}
+
+/// The peer the reconcile has seen, if any.
+pub(crate) fn found(remote: &Remote) -> Option<&Peer> {
+    match remote {
+        Remote::Found(peer) => Some(peer),
+        _ => None,
+    }
+}
+
+fn lifecycle(o: &Observed) -> Step {
     if let Err(waiting) = &o.instance {
         return Step::Wait(waiting.clone());
     }
@@ -248,6 +286,52 @@ pub(crate) fn ready_conditions() -> [ConditionState; 2] {
     ]
 }
 
+/// The status and conditions of a reconcile whose next writes are withheld: the peer as
+/// Altostrat holds it, if it exists (`Ready` says it does), `Synced` False naming what is
+/// withheld, and the calls in `plan`.
+pub(crate) fn withheld_status(
+    stored: VpnPeerStatus,
+    (remote, instance_id): (&Remote, &str),
+    calls: Vec<PlannedCall>,
+    gate: Gate,
+) -> (VpnPeerStatus, [ConditionState; 2]) {
+    if let Some(peer) = found(remote) {
+        let fields = planned::changed_fields(&calls).join(", ");
+        let message = format!(
+            "Altostrat differs from the spec in {fields}; not corrected while {}",
+            gate.why()
+        );
+        let status = VpnPeerStatus {
+            plan: calls,
+            ..observed_status(peer, instance_id)
+        };
+        let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists");
+        return (
+            status,
+            [
+                ready,
+                ConditionState::new(SYNCED, false, reason::DRIFTED, message),
+            ],
+        );
+    }
+    let what = match remote {
+        Remote::Gone(id) => format!("Altostrat peer {id} no longer exists; creating it again"),
+        _ => "Creating the peer".to_owned(),
+    };
+    let message = format!("{what} is withheld while {}", gate.why());
+    let desired = [
+        ConditionState::new(READY, false, gate.reason(), message.clone()),
+        ConditionState::new(SYNCED, false, gate.reason(), message),
+    ];
+    (
+        VpnPeerStatus {
+            plan: calls,
+            ..stored
+        },
+        desired,
+    )
+}
+
 /// The conditions of a peer that waits for its instance.
 pub(crate) fn waiting_conditions(waiting: ConditionState) -> [ConditionState; 2] {
     let synced = ConditionState::new(SYNCED, true, waiting.reason, "Nothing to apply yet");
@@ -286,6 +370,7 @@ mod tests {
     ) -> Observed<'a> {
         Observed {
             spec,
+            gate: Gate::default(),
             instance: Ok("i-1".into()),
             finalizer,
             claim_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),

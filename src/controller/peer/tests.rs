@@ -384,3 +384,65 @@ async fn a_404_to_a_peer_delete_releases_once_a_look_confirms_the_peer_gone() {
     );
     assert!(!h.holds_finalizer(&obj));
 }
+
+const PAUSED: &str = crate::crd::PAUSED_ANNOTATION;
+
+fn planned(h: &Harness, obj: &VpnPeer) -> Vec<(String, String)> {
+    let status = h.stored(obj).unwrap().status.unwrap();
+    status
+        .plan
+        .iter()
+        .map(|c| (c.method.clone(), c.path.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_paused_peer_withholds_its_create_and_its_updates() {
+    let (h, hub) = with_hub().await;
+    let instance_id = hub_id(&h, &hub);
+    let mut obj = peer("alice", "hub", json!({}));
+    obj.metadata.annotations = Some([(PAUSED.to_owned(), "true".to_owned())].into());
+    let obj = h.apply(obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "ReconcilePaused".into())));
+    let peers_path = format!("/vpn/instances/{instance_id}/peers");
+    assert_eq!(planned(&h, &obj), vec![("POST".into(), peers_path.clone())]);
+
+    h.annotate(&obj, PAUSED, None);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    let peer_id = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+
+    h.annotate(&obj, PAUSED, Some("true"));
+    let edited = h.edit(&obj, |o| o.spec.route_all = Some(true));
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![], "the create's answer is fresh enough");
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    let conditions = h.stored(&obj).unwrap().status.unwrap().conditions;
+    assert_eq!(
+        condition(&conditions, "Synced"),
+        Some(("False".into(), "Drifted".into()))
+    );
+    assert_eq!(
+        planned(&h, &obj),
+        vec![("PUT".into(), format!("{peers_path}/{peer_id}"))]
+    );
+    assert!(!h.altostrat.peers(&instance_id)[0].route_all);
+}
+
+#[tokio::test]
+async fn deleting_a_paused_peer_follows_its_deletion_policy() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.annotate(&obj, PAUSED, Some("true"));
+    h.reconcile(&obj).await.unwrap();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
+    assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
+    assert!(!h.holds_finalizer(&obj));
+}

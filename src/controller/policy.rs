@@ -1,0 +1,88 @@
+//! How much the operator may do for one resource. The pause annotation withholds every write
+//! to Altostrat. The decisions run unchanged under it: each kind's gate (`withhold` in
+//! `instance::decide` and `peer::decide`) turns a step that would write into the calls it
+//! would have made, so a paused reconcile shares every path with a managing one except the
+//! send, and the executor never sees a write step it must not take.
+
+use kube::Resource;
+
+use super::conditions::{ConditionState, PAUSED, reason};
+use crate::crd::PAUSED_ANNOTATION;
+
+/// What one reconcile may write to Altostrat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Gate {
+    /// The pause annotation is set.
+    pub paused: bool,
+}
+
+impl Gate {
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        Self {
+            paused: is_paused(obj),
+        }
+    }
+
+    /// Whether writes to Altostrat may be sent.
+    pub fn open(&self) -> bool {
+        !self.paused
+    }
+
+    /// The condition reason of an object whose create is withheld.
+    pub fn reason(&self) -> &'static str {
+        reason::RECONCILE_PAUSED
+    }
+
+    /// Why writes are withheld, as the end of a sentence.
+    pub fn why(&self) -> &'static str {
+        "the resource is paused (vpn.altostrat.io/paused)"
+    }
+}
+
+/// Whether `obj` carries the pause annotation with the value `"true"`.
+pub(crate) fn is_paused<K: Resource>(obj: &K) -> bool {
+    annotation(obj, PAUSED_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The `Paused` condition of a paused resource.
+pub(crate) fn paused_condition() -> ConditionState {
+    ConditionState::new(
+        PAUSED,
+        true,
+        reason::RECONCILE_PAUSED,
+        "vpn.altostrat.io/paused is \"true\": nothing is written to Altostrat until it is removed; \
+         drift is still observed and shown in Synced",
+    )
+}
+
+pub(crate) fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::VpnPeer;
+
+    fn annotated(value: Option<&str>) -> VpnPeer {
+        let spec = serde_json::from_value(serde_json::json!({
+            "instanceRef": {"name": "hub"}, "type": "client", "protocol": "wireguard",
+            "userId": "a1b2c3d4-e5f6-7890-1234-567890abcdef"
+        }))
+        .unwrap();
+        let mut peer = VpnPeer::new("alice", spec);
+        if let Some(value) = value {
+            peer.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), value.to_owned())].into());
+        }
+        peer
+    }
+
+    #[test]
+    fn only_the_value_true_pauses() {
+        assert!(Gate::of(&annotated(Some("true"))).paused);
+        assert!(Gate::of(&annotated(Some(" True "))).paused);
+        for value in [None, Some("false"), Some(""), Some("yes")] {
+            assert!(Gate::of(&annotated(value)).open(), "{value:?}");
+        }
+    }
+}
