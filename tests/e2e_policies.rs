@@ -1,13 +1,15 @@
-//! End to end: how much the operator may do for a resource (the pause annotation), against a
-//! real kube-apiserver and the simulator over HTTP, counted by the simulator's call log.
+//! End to end: how much the operator may do for a resource (the pause annotation) and when it
+//! looks (reconcile requests), against a real kube-apiserver and the simulator over HTTP,
+//! counted by the simulator's call log.
 //! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
 #![cfg(feature = "simulator")]
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use altostrat_vpn_operator::crd::{PAUSED_ANNOTATION, VpnInstance};
+use altostrat_vpn_operator::crd::{PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VpnInstance};
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
@@ -126,5 +128,36 @@ async fn deleting_a_paused_hub_follows_its_deletion_policy() {
     );
     assert!(simc.instance(&ids[1]).await.is_some(), "Orphan: left running");
     assert_eq!(simc.count("DELETE /vpn/instances/{instanceId}").await, 1);
+    operator.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_reconcile_request_triggers_one_observation_and_is_acknowledged() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-request").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    // The resync (5 min) is far away: only the request can make the operator look.
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    apply(&api, &instance_manifest("hub", "request-hub", json!({}))).await;
+    wait_instance(&api, "hub", "Ready", instance_ready).await;
+
+    simc.reset_calls().await;
+    let at = "2026-11-27T10:00:00Z";
+    annotate(&api, "hub", RECONCILE_REQUEST_ANNOTATION, json!(at)).await;
+    wait_instance(&api, "hub", "the request acknowledged", |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some(at)
+    })
+    .await;
+    assert_eq!(
+        simc.calls().await,
+        BTreeMap::from([("GET /vpn/instances".to_owned(), 1)]),
+        "one look at Altostrat, by list"
+    );
     operator.stop().await;
 }

@@ -1,5 +1,5 @@
-//! How much the operator may do for one resource. The pause annotation withholds every write
-//! to Altostrat. The decisions run unchanged under it: each kind's gate (`withhold` in
+//! How much the operator may do for one resource, and when it looks. The pause annotation
+//! withholds every write to Altostrat; a reconcile request makes the next reconcile look anew. The decisions run unchanged under it: each kind's gate (`withhold` in
 //! `instance::decide` and `peer::decide`) turns a step that would write into the calls it
 //! would have made, so a paused reconcile shares every path with a managing one except the
 //! send, and the executor never sees a write step it must not take.
@@ -7,7 +7,8 @@
 use kube::Resource;
 
 use super::conditions::{ConditionState, PAUSED, reason};
-use crate::crd::PAUSED_ANNOTATION;
+use super::status::{ConditionedStatus, HasStatus};
+use crate::crd::{PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 
 /// What one reconcile may write to Altostrat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,6 +56,15 @@ pub(crate) fn paused_condition() -> ConditionState {
     )
 }
 
+/// The value of the reconcile request annotation, when it asks for more than the status has
+/// acknowledged: this reconcile looks at Altostrat anew (through the budget like any look)
+/// and acknowledges it in `status.lastHandledReconcileAt`.
+pub(crate) fn reconcile_request<K: HasStatus>(obj: &K) -> Option<String> {
+    let requested = annotation(obj, RECONCILE_REQUEST_ANNOTATION)?;
+    let handled = obj.status().and_then(|s| s.last_handled_reconcile_at());
+    (handled != Some(requested)).then(|| requested.to_owned())
+}
+
 pub(crate) fn annotation<'a, K: Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
     obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
 }
@@ -75,6 +85,20 @@ mod tests {
             peer.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), value.to_owned())].into());
         }
         peer
+    }
+
+    #[test]
+    fn a_reconcile_request_is_pending_until_its_value_is_acknowledged() {
+        let mut peer = annotated(None);
+        assert_eq!(reconcile_request(&peer), None);
+        let at = "2026-11-27T10:00:00Z";
+        peer.metadata.annotations = Some([(RECONCILE_REQUEST_ANNOTATION.to_owned(), at.to_owned())].into());
+        assert_eq!(reconcile_request(&peer).as_deref(), Some(at));
+        peer.status = Some(crate::crd::VpnPeerStatus {
+            last_handled_reconcile_at: Some(at.into()),
+            ..Default::default()
+        });
+        assert_eq!(reconcile_request(&peer), None, "handled");
     }
 
     #[test]

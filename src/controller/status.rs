@@ -18,6 +18,8 @@ pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Seriali
     fn set_conditions(&mut self, conditions: Vec<Condition>);
     fn set_observed_generation(&mut self, generation: Option<i64>);
     fn set_plan(&mut self, plan: Vec<PlannedCall>);
+    fn last_handled_reconcile_at(&self) -> Option<&str>;
+    fn set_last_handled_reconcile_at(&mut self, at: Option<String>);
 }
 
 impl ConditionedStatus for VpnInstanceStatus {
@@ -32,6 +34,12 @@ impl ConditionedStatus for VpnInstanceStatus {
     }
     fn set_plan(&mut self, plan: Vec<PlannedCall>) {
         self.plan = plan;
+    }
+    fn last_handled_reconcile_at(&self) -> Option<&str> {
+        self.last_handled_reconcile_at.as_deref()
+    }
+    fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
+        self.last_handled_reconcile_at = at;
     }
 }
 
@@ -48,18 +56,37 @@ impl ConditionedStatus for VpnPeerStatus {
     fn set_plan(&mut self, plan: Vec<PlannedCall>) {
         self.plan = plan;
     }
+    fn last_handled_reconcile_at(&self) -> Option<&str> {
+        self.last_handled_reconcile_at.as_deref()
+    }
+    fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
+        self.last_handled_reconcile_at = at;
+    }
 }
 
 /// What every status one reconcile writes carries, whatever else it says: the `Paused`
-/// condition while the resource is paused.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// condition while the resource is paused, and the reconcile request it handles.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub gate: Gate,
+    /// The value of a reconcile request this reconcile handles (see [`policy::reconcile_request`]).
+    pub request: Option<String>,
 }
 
 impl Stamp {
-    pub fn of<K: Resource>(obj: &K) -> Self {
-        Self { gate: Gate::of(obj) }
+    pub fn of<K: HasStatus>(obj: &K) -> Self {
+        Self {
+            gate: Gate::of(obj),
+            request: policy::reconcile_request(obj),
+        }
+    }
+
+    /// Acknowledges the request this reconcile handles; otherwise keeps the one acknowledged
+    /// before.
+    fn acknowledge<S: ConditionedStatus>(&self, stored: Option<&S>, next: &mut S) {
+        let before = stored.and_then(|s| s.last_handled_reconcile_at());
+        let handled = self.request.as_deref().or(before).map(str::to_owned);
+        next.set_last_handled_reconcile_at(handled);
     }
 
     /// `desired` and the conditions every write of this reconcile carries.
@@ -141,6 +168,7 @@ where
         let desired = self.stamp.conditions(desired);
         next.set_conditions(conditions::merge(existing, &desired, self.generation, &self.now));
         next.set_observed_generation(self.generation);
+        self.stamp.acknowledge(self.stored.as_ref(), &mut next);
         self.store(next).await
     }
 
@@ -162,9 +190,9 @@ where
     /// Records a failed attempt on top of what is stored. Returns whether the status changed,
     /// so that a repeating error is neither a write loop nor an event storm.
     ///
-    /// Only the conditions and `observedGeneration` are sent, as a merge patch: the copy this
-    /// reconcile started from may predate an id an earlier reconcile recorded, and a failure
-    /// must never erase it.
+    /// Only the conditions, `observedGeneration` and the handled reconcile request are sent, as
+    /// a merge patch: the copy this reconcile started from may predate an id an earlier
+    /// reconcile recorded, and a failure must never erase it.
     pub async fn record_failure(&mut self, error: &Error) -> bool {
         let now = &self.now;
         let next = failed_status(self.stored.as_ref(), error, (self.generation, now), &self.stamp);
@@ -207,6 +235,10 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
     stamp: &Stamp,
 ) -> S {
     let mut status = stored.cloned().unwrap_or_default();
+    // A request the budget held back has not been handled: its look is still to come.
+    if error.reason() != conditions::reason::THROTTLED {
+        stamp.acknowledge(stored, &mut status);
+    }
     let message = error.to_string();
     let kept_ready = status
         .conditions()
@@ -259,7 +291,8 @@ where
     }
 }
 
-/// Merge-patches only the conditions and `observedGeneration` of `.status`.
+/// Merge-patches only the conditions, `observedGeneration` and `lastHandledReconcileAt` of
+/// `.status`.
 async fn merge_conditions<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -267,7 +300,7 @@ where
 {
     let full = serde_json::to_value(status).unwrap_or_default();
     let mut partial = serde_json::Map::new();
-    for key in ["conditions", "observedGeneration"] {
+    for key in ["conditions", "observedGeneration", "lastHandledReconcileAt"] {
         if let Some(value) = full.get(key) {
             partial.insert(key.to_owned(), value.clone());
         }
@@ -403,6 +436,7 @@ mod tests {
     fn a_failure_of_a_paused_resource_still_says_it_is_paused() {
         let paused = Stamp {
             gate: Gate { paused: true },
+            request: None,
         };
         let failed = failed_status(
             Some(&ready_status(1)),
@@ -412,6 +446,30 @@ mod tests {
         );
         let condition = failed.conditions.iter().find(|c| c.type_ == "Paused").unwrap();
         assert_eq!(condition.status, "True");
+    }
+
+    #[test]
+    fn a_failed_reconcile_acknowledges_its_request_unless_the_budget_held_its_look_back() {
+        let request = Stamp {
+            request: Some("2026-11-27T10:00:00Z".into()),
+            ..Stamp::default()
+        };
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &server_error(),
+            (Some(1), &at(20)),
+            &request,
+        );
+        assert_eq!(
+            failed.last_handled_reconcile_at.as_deref(),
+            Some("2026-11-27T10:00:00Z")
+        );
+        let throttled = Error::Api(ApiError::Throttled {
+            endpoint: Endpoint::ListInstances,
+            expected_wait: std::time::Duration::from_secs(3),
+        });
+        let held_back = failed_status(Some(&ready_status(1)), &throttled, (Some(1), &at(20)), &request);
+        assert_eq!(held_back.last_handled_reconcile_at, None);
     }
 
     #[test]

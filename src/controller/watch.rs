@@ -18,7 +18,7 @@ use super::finalizer::has_finalizer;
 use super::observation::{Changed, Observations};
 use super::policy::annotation;
 use crate::altostrat::VpnApi;
-use crate::crd::{FINALIZER, PAUSED_ANNOTATION};
+use crate::crd::{FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -78,7 +78,8 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Changes that need a reconcile: the spec (generation), deletion and the pause annotation.
+/// Changes that need a reconcile: the spec (generation), deletion, the pause annotation and
+/// the reconcile request annotation.
 /// Status and finalizer updates — including the operator's own — do not: a reconcile goes on
 /// with the object its own writes returned, polling and resyncs are scheduled explicitly, and
 /// so an own write never causes another round of API calls on a cache that has not caught up
@@ -89,6 +90,7 @@ fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (meta.generation, meta.deletion_timestamp.is_some()).hash(&mut hasher);
     annotation(obj, PAUSED_ANNOTATION).hash(&mut hasher);
+    annotation(obj, RECONCILE_REQUEST_ANNOTATION).hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -448,5 +450,15 @@ mod tests {
         assert_ne!(paused, running);
         p.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), "false".to_owned())].into());
         assert_ne!(needs_reconcile(&p), paused);
+    }
+
+    #[test]
+    fn each_new_reconcile_request_needs_a_reconcile() {
+        let mut p = peer("a", "alice", "hub");
+        let request = |at: &str| Some([(RECONCILE_REQUEST_ANNOTATION.to_owned(), at.to_owned())].into());
+        p.metadata.annotations = request("2026-11-27T10:00:00Z");
+        let first = needs_reconcile(&p);
+        p.metadata.annotations = request("2026-11-27T10:05:00Z");
+        assert_ne!(needs_reconcile(&p), first);
     }
 }

@@ -53,6 +53,12 @@ use super::{DeletionPolicy, PlannedCall, SecretReference};
         json_path = ".status.conditions[?(@.type==\"Paused\")].status",
         priority = 1
     ),
+    printcolumn(
+        name = "Last Request",
+        type_ = "string",
+        json_path = ".status.lastHandledReconcileAt",
+        priority = 1
+    ),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "Hostname", type_ = "string", json_path = ".status.hostname"),
     printcolumn(
@@ -197,6 +203,10 @@ pub struct VpnInstanceStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The value of the annotation `vpn.altostrat.io/reconcile-requested-at` that the operator
+    /// handled last: the resource was compared with Altostrat after it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// The Altostrat calls the operator would make next and withholds while the resource is
     /// paused: what removing the pause annotation sends. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

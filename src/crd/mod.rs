@@ -31,6 +31,11 @@ pub const CREATE_CLAIM_ANNOTATION: &str = "vpn.altostrat.io/create-claimed-at";
 /// still follows its `deletionPolicy`.
 pub const PAUSED_ANNOTATION: &str = "vpn.altostrat.io/paused";
 
+/// Set to a new value (such as the current time, as `flux reconcile` does) to have a resource
+/// compared with Altostrat right away instead of at its next drift check; the value handled
+/// last is echoed in `status.lastHandledReconcileAt`.
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "vpn.altostrat.io/reconcile-requested-at";
+
 /// Finalizer the operator puts on a credentials Secret while a resource that uses it may still
 /// need it to delete its Altostrat objects: deleting a namespace deletes the Secret and the
 /// resources at once, and the resources' cleanup must still be able to read the token.

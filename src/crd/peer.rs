@@ -56,6 +56,12 @@ use super::{DeletionPolicy, PlannedCall};
         json_path = ".status.conditions[?(@.type==\"Paused\")].status",
         priority = 1
     ),
+    printcolumn(
+        name = "Last Request",
+        type_ = "string",
+        json_path = ".status.lastHandledReconcileAt",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.type != 'client' || self.protocol == 'wireguard'").message("client peers must use protocol wireguard"))]
@@ -161,6 +167,10 @@ pub struct VpnPeerStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The value of the annotation `vpn.altostrat.io/reconcile-requested-at` that the operator
+    /// handled last: the resource was compared with Altostrat after it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// The Altostrat calls the operator would make next and withholds while the resource is
     /// paused: what removing the pause annotation sends. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

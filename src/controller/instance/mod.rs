@@ -23,7 +23,7 @@ use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
-use super::policy::Gate;
+use super::policy::{Gate, reconcile_request};
 use super::status::HasStatus;
 use crate::altostrat::Urgency;
 use crate::altostrat::model::{Instance, InstanceUpdate};
@@ -75,7 +75,7 @@ impl Reconciler for VpnInstance {
                     let token = token.get().await?;
                     // How long a list may be reused for drift checks (see DRIFT_REUSE).
                     let reuse = ctx.drift_interval(&token).mul_f64(DRIFT_REUSE);
-                    if let Some(settled) = settled_in_view(ctx, &token, &id, reuse) {
+                    if let Some(settled) = settled_in_view(self, ctx, &token, (&id, reuse)) {
                         observed.remote = Remote::Found(settled);
                         continue;
                     }
@@ -399,7 +399,8 @@ fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<St
     })
 }
 
-/// How fresh the observation of this instance must be: a converged instance only needs a
+/// How fresh the observation of this instance must be: a reconcile request asks for a list
+/// sent from now on, as a poll (someone waits for the answer); a converged instance only needs a
 /// drift check within the budget's cycle, and so does a provisioned one whose writes are
 /// withheld (no write of its own can be waiting for the answer); one provisioning or with
 /// changes to apply is looked at as often as its provisioning poll.
@@ -410,6 +411,9 @@ fn look_for<A>(
     handle: &Handle<VpnInstance>,
     gate: Gate,
 ) -> Look {
+    if reconcile_request(obj).is_some() {
+        return Look::fresh(Urgency::Poll);
+    }
     let status = obj.status.clone().unwrap_or_default();
     let converged = conditions::is_converged(
         &status.conditions,
@@ -429,8 +433,16 @@ fn look_for<A>(
 /// A provisioned instance with nothing pending, as the view holds it within the drift
 /// interval: nothing more is to be learnt about it before its own write (a spec edit, or a PUT
 /// the budget held back), so no list is spent on it. The update carries nothing of Altostrat's
-/// but `publicDns` when the spec leaves it unset.
-fn settled_in_view<A>(ctx: &Context<A>, token: &ApiToken, id: &str, reuse: Duration) -> Option<Instance> {
+/// but `publicDns` when the spec leaves it unset. A reconcile request always looks anew.
+fn settled_in_view<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    token: &ApiToken,
+    (id, reuse): (&str, Duration),
+) -> Option<Instance> {
+    if reconcile_request(obj).is_some() {
+        return None;
+    }
     let look = Look::within(reuse, Urgency::Poll);
     ctx.observations
         .cached_instance(token, id, &look, |i| i.is_provisioned() && i.status.is_empty())

@@ -984,3 +984,31 @@ async fn deleting_a_paused_instance_follows_its_deletion_policy() {
     let left: Vec<String> = h.altostrat.instances().into_iter().map(|i| i.hostname).collect();
     assert_eq!(left, vec!["hub-two.vpn.altostr.at"]);
 }
+
+const REQUEST: &str = crate::crd::RECONCILE_REQUEST_ANNOTATION;
+
+#[tokio::test]
+async fn a_reconcile_request_looks_at_altostrat_at_once_and_is_acknowledged() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![],
+        "the create's answer is fresh enough for a resync"
+    );
+
+    let at = "2026-11-27T10:00:00Z";
+    h.annotate(&obj, REQUEST, Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances],
+        "one look, by list"
+    );
+    assert_eq!(status(&h, &obj).last_handled_reconcile_at.as_deref(), Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances], "handled once");
+}

@@ -25,7 +25,7 @@ use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
-use super::policy::Gate;
+use super::policy::{Gate, reconcile_request};
 use super::status::HasStatus;
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiToken, Urgency, VpnApi};
@@ -239,12 +239,16 @@ fn adopted_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<String> {
     (!holder.starts_with(&format!("{namespace}/"))).then_some(holder)
 }
 
-/// How fresh the observation of this peer must be: a converged peer only needs a drift check
+/// How fresh the observation of this peer must be: a reconcile request asks for a list sent
+/// from now on, as a poll (someone waits for the answer); a converged peer only needs a drift check
 /// within the budget's cycle, and so does an existing one whose writes are withheld. A Ready
 /// peer whose spec was edited may use the same view (its update carries nothing of
 /// Altostrat's), but as a poll, so the edit is not put off behind drift checks. Anything else
 /// needs a list newer than its previous look.
 fn look_for<A>(obj: &VpnPeer, ctx: &Context<A>, token: &ApiToken, gate: Gate) -> Look {
+    if reconcile_request(obj).is_some() {
+        return Look::fresh(Urgency::Poll);
+    }
     let status = obj.status.clone().unwrap_or_default();
     let drift = ctx.drift_interval(token).mul_f64(DRIFT_REUSE);
     let converged = conditions::is_converged(

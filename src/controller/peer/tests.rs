@@ -446,3 +446,19 @@ async fn deleting_a_paused_peer_follows_its_deletion_policy() {
     assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
     assert!(!h.holds_finalizer(&obj));
 }
+
+#[tokio::test]
+async fn a_reconcile_request_looks_at_the_peer_at_once_and_is_acknowledged() {
+    let (h, _hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.altostrat.clear_calls();
+    let at = "2026-11-27T10:00:00Z";
+    h.annotate(&obj, crate::crd::RECONCILE_REQUEST_ANNOTATION, Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers]);
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.last_handled_reconcile_at.as_deref(), Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers], "handled once");
+}
