@@ -1,6 +1,6 @@
-//! End to end: how much the operator may do for a resource (the pause annotation) and when it
-//! looks (reconcile requests), against a real kube-apiserver and the simulator over HTTP,
-//! counted by the simulator's call log.
+//! End to end: how much the operator may do for a resource (`managementPolicy`, the pause
+//! annotation) and when it looks (reconcile requests), against a real kube-apiserver and the
+//! simulator over HTTP, counted by the simulator's call log.
 //! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
 #![cfg(feature = "simulator")]
 
@@ -9,9 +9,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use altostrat_vpn_operator::crd::{PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VpnInstance};
+use altostrat_vpn_operator::crd::{
+    ManagementPolicy, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VpnInstance, VpnPeer,
+};
 use kube::Api;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::*;
 
@@ -158,6 +160,129 @@ async fn a_reconcile_request_triggers_one_observation_and_is_acknowledged() {
         simc.calls().await,
         BTreeMap::from([("GET /vpn/instances".to_owned(), 1)]),
         "one look at Altostrat, by list"
+    );
+    operator.stop().await;
+}
+
+/// A hub made in the portal (by the simulator's API, as another tool would), provisioned.
+async fn portal_hub(simc: &SimClient, name: &str, hostname: &str) -> String {
+    let id = simc.create_instance(name, hostname).await.id;
+    eventually("the portal's hub provisioned", TIMEOUT, || async {
+        simc.instance(&id).await.filter(|i| i.server_ready).map(drop)
+    })
+    .await;
+    id
+}
+
+/// A VpnInstance that only observes the hub with `hostname` (named `name` in the portal).
+fn observer(name: &str, hostname: &str) -> VpnInstance {
+    serde_json::from_value(json!({
+        "apiVersion": "vpn.altostrat.io/v1alpha1",
+        "kind": "VpnInstance",
+        "metadata": {"name": "hub"},
+        "spec": {"name": name, "hostname": hostname, "region": "sjc", "managementPolicy": "ObserveOnly"},
+    }))
+    .unwrap()
+}
+
+fn observes(o: &VpnInstance, id: &str) -> bool {
+    let Some(s) = o.status.as_ref() else { return false };
+    s.instance_id.as_deref() == Some(id) && s.management_policy == Some(ManagementPolicy::ObserveOnly)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn an_observed_hub_changed_in_altostrat_shows_drift_gets_no_writes_and_outlives_its_resource() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-observe").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let id = portal_hub(&simc, "Portal hub", "observed-hub").await;
+    simc.reset_calls().await;
+    let options = OperatorOptions {
+        resync_interval: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let operator = start_operator(&client, &simc.base_url, &ns, options);
+    let api: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+
+    apply(&api, &observer("Portal hub", "observed-hub")).await;
+    wait_instance(&api, "hub", "the hub observed, in sync", |o| {
+        observes(o, &id) && instance_ready(o) && has_condition(o, "Synced", "True", "Observed")
+    })
+    .await;
+
+    let portal_edit = json!({"name": "Renamed in portal", "pushed_routes": ["0.0.0.0/0"]});
+    simc.drift(&id, portal_edit).await;
+    let drifted = wait_instance(&api, "hub", "the portal's edit shown as drift", |o| {
+        has_condition(o, "Synced", "False", "Drifted")
+    })
+    .await;
+    let synced = condition(&drifted.status.as_ref().unwrap().conditions, "Synced").unwrap();
+    assert!(
+        synced.2.contains("name") && !synced.2.contains("pushedRoutes"),
+        "only what the spec sets is compared: {synced:?}"
+    );
+    assert!(instance_ready(&drifted), "the hub still works");
+
+    // Leaving ObserveOnly is an adoption: the API server refuses it without spec.instanceId.
+    let takeover = json!({"spec": {"managementPolicy": "Full"}});
+    let refused = api
+        .patch("hub", &PatchParams::default(), &Patch::Merge(&takeover))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("set spec.instanceId"), "{refused}");
+
+    api.delete("hub", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api, "hub").await;
+    let remote = simc.instance(&id).await.expect("left running");
+    assert_eq!(remote.name, "Renamed in portal", "never corrected");
+    assert_eq!(simc.writes().await, 0, "{:?}", simc.calls().await);
+    operator.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_peer_attaches_to_an_observed_hub() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-observe-peer").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let id = portal_hub(&simc, "Portal hub", "observed-peers").await;
+    simc.reset_calls().await;
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let peers: Api<VpnPeer> = Api::namespaced(client.clone(), &ns);
+
+    apply(&instances, &observer("Portal hub", "observed-peers")).await;
+    let user = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
+    apply(&peers, &client_peer_manifest("alice", "hub", user)).await;
+    let alice = wait_peer(&peers, "alice", "the peer Ready", peer_ready).await;
+    let peer_id = alice.status.unwrap().peer_id.unwrap();
+    assert_eq!(simc.peers(&id).await.len(), 1);
+    let calls = simc.calls().await;
+    let writes: BTreeMap<_, _> = calls.iter().filter(|(k, _)| !k.starts_with("GET ")).collect();
+    let create = "POST /vpn/instances/{instanceId}/peers".to_owned();
+    assert_eq!(
+        writes,
+        BTreeMap::from([(&create, &1)]),
+        "the hub itself untouched: {calls:?}"
+    );
+
+    // An observed peer is found by id only: the API server refuses one without it.
+    let mut no_id = client_peer_manifest("bob", "hub", user);
+    no_id.spec.management_policy = ManagementPolicy::ObserveOnly;
+    let refused = peers
+        .patch("bob", &PatchParams::apply("e2e-tests"), &Patch::Apply(&no_id))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("needs spec.peerId"), "{refused}");
+
+    peers.delete("alice", &DeleteParams::default()).await.unwrap();
+    wait_gone(&peers, "alice").await;
+    assert!(
+        simc.peers(&id).await.iter().all(|p| p.id != peer_id),
+        "a Full peer is deleted"
     );
     operator.stop().await;
 }

@@ -43,9 +43,13 @@ pub mod reason {
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     /// The resource is paused: its writes to Altostrat are withheld.
     pub const RECONCILE_PAUSED: &str = "ReconcilePaused";
-    /// Altostrat differs from the spec and the correction is withheld (paused); the message
-    /// names the fields.
+    /// Altostrat differs from the spec and the correction is withheld (paused, or
+    /// `ObserveOnly`); the message names the fields.
     pub const DRIFTED: &str = "Drifted";
+    /// (`ObserveOnly`) Altostrat matches the fields the spec sets.
+    pub const OBSERVED: &str = "Observed";
+    /// (`ObserveOnly`) No object to observe was found.
+    pub const NOT_FOUND: &str = "NotFound";
 }
 
 /// The desired value of one condition, before timestamps are attached.

@@ -1,43 +1,79 @@
-//! How much the operator may do for one resource, and when it looks. The pause annotation
-//! withholds every write to Altostrat; a reconcile request makes the next reconcile look anew. The decisions run unchanged under it: each kind's gate (`withhold` in
-//! `instance::decide` and `peer::decide`) turns a step that would write into the calls it
-//! would have made, so a paused reconcile shares every path with a managing one except the
-//! send, and the executor never sees a write step it must not take.
+//! How much the operator may do for one resource, and when it looks. `spec.managementPolicy:
+//! ObserveOnly` and the pause annotation withhold every write to Altostrat; a reconcile request
+//! makes the next reconcile look anew. The decisions run unchanged under a withholding gate:
+//! each kind's gate (`withhold` in `instance::decide` and `peer::decide`) turns a step that
+//! would write into the calls it would have made, so a paused or observing reconcile shares
+//! every path with a managing one except the send, and the executor never sees a write step
+//! it must not take.
 
 use kube::Resource;
 
 use super::conditions::{ConditionState, PAUSED, reason};
 use super::status::{ConditionedStatus, HasStatus};
-use crate::crd::{PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
+use crate::crd::{ManagementPolicy, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 
 /// What one reconcile may write to Altostrat.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Gate {
+    pub policy: ManagementPolicy,
     /// The pause annotation is set.
     pub paused: bool,
 }
 
 impl Gate {
-    pub fn of<K: Resource>(obj: &K) -> Self {
+    pub fn of<K: HasStatus>(obj: &K) -> Self {
         Self {
+            policy: obj.management_policy(),
             paused: is_paused(obj),
         }
     }
 
     /// Whether writes to Altostrat may be sent.
     pub fn open(&self) -> bool {
-        !self.paused
+        self.policy == ManagementPolicy::Full && !self.paused
     }
 
-    /// The condition reason of an object whose create is withheld.
+    /// Whether the resource only observes its object.
+    pub fn observes(&self) -> bool {
+        self.policy == ManagementPolicy::ObserveOnly
+    }
+
+    /// Whether withheld calls are shown as a plan: they are what resuming sends, except under
+    /// `ObserveOnly`, where nothing is ever sent (and adopting replaces the whole
+    /// configuration, so a plan made from the observed fields would mislead).
+    pub fn plans(&self) -> bool {
+        !self.observes()
+    }
+
+    /// The condition reason of an object whose create is withheld (only a pause withholds one:
+    /// an observer never plans a create).
     pub fn reason(&self) -> &'static str {
         reason::RECONCILE_PAUSED
     }
 
     /// Why writes are withheld, as the end of a sentence.
     pub fn why(&self) -> &'static str {
-        "the resource is paused (vpn.altostrat.io/paused)"
+        if self.observes() {
+            "managementPolicy is ObserveOnly"
+        } else {
+            "the resource is paused (vpn.altostrat.io/paused)"
+        }
     }
+}
+
+/// The id a status records as the resource's own: one recorded under `ObserveOnly` was only
+/// observed, and never counts (see [`observed_id`]).
+pub(crate) fn owned_id<S: ConditionedStatus>(status: Option<&S>) -> Option<&str> {
+    status
+        .filter(|s| s.management_policy() != Some(ManagementPolicy::ObserveOnly))
+        .and_then(|s| s.recorded_id())
+}
+
+/// The id a status recorded while the resource only observed its object.
+pub(crate) fn observed_id<S: ConditionedStatus>(status: Option<&S>) -> Option<&str> {
+    status
+        .filter(|s| s.management_policy() == Some(ManagementPolicy::ObserveOnly))
+        .and_then(|s| s.recorded_id())
 }
 
 /// Whether `obj` carries the pause annotation with the value `"true"`.
@@ -104,6 +140,7 @@ mod tests {
     #[test]
     fn only_the_value_true_pauses() {
         assert!(Gate::of(&annotated(Some("true"))).paused);
+        assert!(!Gate::of(&annotated(Some("true"))).open());
         assert!(Gate::of(&annotated(Some(" True "))).paused);
         for value in [None, Some("false"), Some(""), Some("yes")] {
             assert!(Gate::of(&annotated(value)).open(), "{value:?}");

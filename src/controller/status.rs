@@ -10,7 +10,7 @@ use super::FIELD_MANAGER;
 use super::conditions::{self, ConditionState, READY, STALLED, SYNCED};
 use super::error::{Error, Result};
 use super::policy::{self, Gate};
-use crate::crd::{PlannedCall, VpnInstanceStatus, VpnPeerStatus};
+use crate::crd::{ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
 
 /// The status types of both kinds, as far as the writer needs them.
 pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
@@ -20,6 +20,11 @@ pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Seriali
     fn set_plan(&mut self, plan: Vec<PlannedCall>);
     fn last_handled_reconcile_at(&self) -> Option<&str>;
     fn set_last_handled_reconcile_at(&mut self, at: Option<String>);
+    fn management_policy(&self) -> Option<ManagementPolicy>;
+    fn set_management_policy(&mut self, policy: ManagementPolicy);
+    /// The Altostrat id of the object (`instanceId`, `peerId`).
+    fn recorded_id(&self) -> Option<&str>;
+    fn forget_recorded_id(&mut self);
 }
 
 impl ConditionedStatus for VpnInstanceStatus {
@@ -40,6 +45,18 @@ impl ConditionedStatus for VpnInstanceStatus {
     }
     fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
         self.last_handled_reconcile_at = at;
+    }
+    fn management_policy(&self) -> Option<ManagementPolicy> {
+        self.management_policy
+    }
+    fn set_management_policy(&mut self, policy: ManagementPolicy) {
+        self.management_policy = Some(policy);
+    }
+    fn recorded_id(&self) -> Option<&str> {
+        self.instance_id.as_deref()
+    }
+    fn forget_recorded_id(&mut self) {
+        self.instance_id = None;
     }
 }
 
@@ -62,15 +79,30 @@ impl ConditionedStatus for VpnPeerStatus {
     fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
         self.last_handled_reconcile_at = at;
     }
+    fn management_policy(&self) -> Option<ManagementPolicy> {
+        self.management_policy
+    }
+    fn set_management_policy(&mut self, policy: ManagementPolicy) {
+        self.management_policy = Some(policy);
+    }
+    fn recorded_id(&self) -> Option<&str> {
+        self.peer_id.as_deref()
+    }
+    fn forget_recorded_id(&mut self) {
+        self.peer_id = None;
+    }
 }
 
-/// What every status one reconcile writes carries, whatever else it says: the `Paused`
-/// condition while the resource is paused, and the reconcile request it handles.
+/// What every status one reconcile writes carries, whatever else it says: the policy it was
+/// written under, the `Paused` condition while the resource is paused, and the reconcile
+/// request it handles.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub gate: Gate,
     /// The value of a reconcile request this reconcile handles (see [`policy::reconcile_request`]).
     pub request: Option<String>,
+    /// The id the spec adopts explicitly (`instanceId`, `peerId`).
+    pub adopted: Option<String>,
 }
 
 impl Stamp {
@@ -78,7 +110,20 @@ impl Stamp {
         Self {
             gate: Gate::of(obj),
             request: policy::reconcile_request(obj),
+            adopted: obj.adopted_id().map(str::to_owned),
         }
+    }
+
+    /// Marks `next` as written under this reconcile's policy. An id observed under
+    /// `ObserveOnly` is never carried into a status of another policy, where it would count
+    /// as the resource's own: only an explicit adoption of that id keeps it.
+    fn mark_policy<S: ConditionedStatus>(&self, stored: Option<&S>, next: &mut S) {
+        let observed = policy::observed_id(stored);
+        let carried = observed.is_some() && next.recorded_id() == observed;
+        if !self.gate.observes() && carried && self.adopted.as_deref() != observed {
+            next.forget_recorded_id();
+        }
+        next.set_management_policy(self.gate.policy);
     }
 
     /// Acknowledges the request this reconcile handles; otherwise keeps the one acknowledged
@@ -121,6 +166,9 @@ pub(crate) struct StatusWriter<K: HasStatus> {
 pub(crate) trait HasStatus: Resource<DynamicType = ()> {
     type Status: ConditionedStatus + Send + Sync;
     fn status(&self) -> Option<&Self::Status>;
+    fn management_policy(&self) -> ManagementPolicy;
+    /// The id the spec adopts explicitly (`instanceId`, `peerId`).
+    fn adopted_id(&self) -> Option<&str>;
 }
 
 impl<K> StatusWriter<K>
@@ -156,6 +204,11 @@ where
         self.version = version;
     }
 
+    /// What this reconcile may write to Altostrat (as every status it writes says).
+    pub fn gate(&self) -> Gate {
+        self.stamp.gate
+    }
+
     /// The time this reconcile stamps on condition transitions.
     pub fn now(&self) -> &Time {
         &self.now
@@ -169,6 +222,7 @@ where
         next.set_conditions(conditions::merge(existing, &desired, self.generation, &self.now));
         next.set_observed_generation(self.generation);
         self.stamp.acknowledge(self.stored.as_ref(), &mut next);
+        self.stamp.mark_policy(self.stored.as_ref(), &mut next);
         self.store(next).await
     }
 
@@ -435,8 +489,11 @@ mod tests {
     #[test]
     fn a_failure_of_a_paused_resource_still_says_it_is_paused() {
         let paused = Stamp {
-            gate: Gate { paused: true },
-            request: None,
+            gate: Gate {
+                paused: true,
+                ..Gate::default()
+            },
+            ..Stamp::default()
         };
         let failed = failed_status(
             Some(&ready_status(1)),

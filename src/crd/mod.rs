@@ -83,6 +83,16 @@ pub struct FieldChange {
     pub new: Option<String>,
 }
 
+/// How much the operator may do with the Altostrat object of a resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create, update and delete the object to match the spec.
+    #[default]
+    Full,
+    /// Only find and mirror an existing object: never write to it, never delete it.
+    ObserveOnly,
+}
+
 /// Reference to a Secret in the same namespace as the referring resource.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretReference {

@@ -57,9 +57,13 @@ pub(crate) struct Observed<'a> {
     pub gate: Gate,
     pub finalizer: FinalizerState,
     pub claim: Claim,
-    /// `status.instanceId`, until the instance it names is found gone.
+    /// `status.instanceId` recorded as this resource's own (not under `ObserveOnly`), until
+    /// the instance it names is found gone.
     pub recorded_id: Option<&'a str>,
-    /// A resource in another namespace that records the instance `spec.instanceId` names.
+    /// `status.instanceId` recorded while the resource only observed it: never its own.
+    pub observed_id: Option<&'a str>,
+    /// A resource in another namespace that records the instance `spec.instanceId` names (for
+    /// an observer: the instance it looks at).
     pub adopted_elsewhere: Option<String>,
     pub remote: Remote,
     /// A PUT was sent in this reconcile already: its answer is final for this round.
@@ -91,6 +95,8 @@ pub(crate) enum Step {
     },
     /// Converged as far as this round goes: record what Altostrat holds.
     Record(Instance),
+    /// (`ObserveOnly`) No instance with the spec's hostname is visible: record that.
+    Missing,
     /// The next step would write to Altostrat and the gate withholds it: record these calls
     /// (what the step would have sent) and what Altostrat holds.
     Withhold(Vec<PlannedCall>),
@@ -139,20 +145,11 @@ fn lifecycle(o: &Observed) -> Step {
     if o.finalizer == FinalizerState::Stale {
         return Step::Requeue(STALE_RETRY);
     }
-    if let (Some(wanted), Some(recorded)) = (o.spec.instance_id.as_deref(), o.recorded_id)
-        && wanted != recorded
-    {
-        return Step::GiveUp(Error::InvalidSpec(format!(
-            "spec.instanceId {wanted} differs from the instance {recorded} this resource manages; \
-             a resource manages one hub: adopt {wanted} with a new resource"
-        )));
+    if let Some(refusal) = refuse(o) {
+        return refusal;
     }
-    if let Some(other) = &o.adopted_elsewhere {
-        let id = o.spec.instance_id.as_deref().unwrap_or_default();
-        return not_owned(
-            reason::NOT_OWNED,
-            format!("Altostrat instance {id} belongs to {other}"),
-        );
+    if o.gate.observes() {
+        return observe(o);
     }
     match &o.remote {
         Remote::Unknown => match o.recorded_id.or(o.spec.instance_id.as_deref()) {
@@ -160,9 +157,7 @@ fn lifecycle(o: &Observed) -> Step {
             Some(id) => Step::Fetch(id.to_owned()),
             None => claim_then_create(o),
         },
-        Remote::Gone(id) if o.spec.instance_id.is_some() => Step::GiveUp(Error::InvalidSpec(format!(
-            "spec.instanceId {id} does not exist in Altostrat"
-        ))),
+        Remote::Gone(id) if o.spec.instance_id.is_some() => missing_adoption(id),
         Remote::Gone(id) => Step::Forget(id.clone()),
         Remote::Searched { found: None, .. } => claim_then_create(o),
         Remote::Searched {
@@ -182,6 +177,70 @@ fn lifecycle(o: &Observed) -> Step {
         }
         Remote::Found(instance) => converged_or_update(o, instance),
     }
+}
+
+/// A spec the resource may not act on at all: `spec.instanceId` naming another hub than the
+/// one it manages, a hub another namespace holds, or (to manage) a hub it only observed.
+fn refuse(o: &Observed) -> Option<Step> {
+    if let (Some(wanted), Some(recorded)) = (o.spec.instance_id.as_deref(), o.recorded_id)
+        && wanted != recorded
+    {
+        return Some(Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.instanceId {wanted} differs from the instance {recorded} this resource manages; \
+             a resource manages one hub: adopt {wanted} with a new resource"
+        ))));
+    }
+    if let Some(other) = &o.adopted_elsewhere {
+        let id = target(o).unwrap_or_default();
+        let message = format!("Altostrat instance {id} belongs to {other}");
+        return Some(not_owned(reason::NOT_OWNED, message));
+    }
+    match (o.observed_id, o.recorded_id, o.spec.instance_id.as_deref()) {
+        (Some(seen), None, None) if !o.gate.observes() => Some(not_owned(
+            reason::NOT_OWNED,
+            format!(
+                "Altostrat instance {seen} was only observed (managementPolicy ObserveOnly), never created or \
+                 adopted by this resource; to manage it, set spec.instanceId to {seen}"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The hub an observer looks at: the one `spec.instanceId` names, else the one it recorded.
+fn target<'a>(o: &Observed<'a>) -> Option<&'a str> {
+    o.spec.instance_id.as_deref().or(o.recorded_id).or(o.observed_id)
+}
+
+/// `ObserveOnly`: find the hub by id, else by hostname, and report how it differs from the
+/// spec; the gate withholds the update that difference amounts to. Nothing is ever created.
+fn observe(o: &Observed) -> Step {
+    match &o.remote {
+        Remote::Unknown if o.finalizer == FinalizerState::Missing => Step::AddFinalizer,
+        Remote::Unknown => target(o).map_or(Step::Search, |id| Step::Fetch(id.to_owned())),
+        Remote::Gone(id) if o.spec.instance_id.is_some() => missing_adoption(id),
+        // The hub observed so far is gone: whatever holds the hostname now is the one to observe.
+        Remote::Gone(_) | Remote::Taken { .. } => Step::Search,
+        Remote::Searched { found: None, .. } => Step::Missing,
+        Remote::Searched {
+            found: Some(instance),
+            recorded_by: Some(other),
+        } => not_owned(
+            reason::NOT_OWNED,
+            format!("Altostrat instance {} belongs to {other}", instance.id),
+        ),
+        Remote::Searched {
+            found: Some(instance),
+            recorded_by: None,
+        }
+        | Remote::Found(instance) => converged_or_update(o, instance),
+    }
+}
+
+fn missing_adoption(id: &str) -> Step {
+    Step::GiveUp(Error::InvalidSpec(format!(
+        "spec.instanceId {id} does not exist in Altostrat"
+    )))
 }
 
 fn claim_then_create(o: &Observed) -> Step {
@@ -226,7 +285,10 @@ fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
     }
     // Altostrat only accepts configuration once the server is provisioned.
     let update = (instance.is_provisioned() && !o.updated)
-        .then(|| plan::instance_update(o.spec, instance))
+        .then(|| match o.gate.observes() {
+            true => plan::observed_instance_drift(o.spec, instance),
+            false => plan::instance_update(o.spec, instance),
+        })
         .flatten();
     match update {
         Some(body) => Step::Update {
@@ -293,6 +355,33 @@ pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [Con
     ]
 }
 
+/// Ready/Synced for an instance recorded as it is: an observer's `Synced` says the fields the
+/// spec sets match, since it applies nothing.
+pub(crate) fn recorded_conditions(observed: &Instance, out_of_sync: bool, gate: Gate) -> [ConditionState; 2] {
+    let [ready, synced] = desired_conditions(observed, out_of_sync);
+    if !gate.observes() {
+        return [ready, synced];
+    }
+    let message = "Altostrat matches the fields the spec sets (managementPolicy ObserveOnly writes nothing)";
+    [
+        ready,
+        ConditionState::new(SYNCED, true, reason::OBSERVED, message),
+    ]
+}
+
+/// The conditions of an observer that finds no instance with its hostname.
+pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 2] {
+    let message = format!(
+        "No Altostrat instance with hostname {:?} is visible to these credentials; managementPolicy \
+         ObserveOnly creates nothing",
+        spec.hostname
+    );
+    [
+        ConditionState::new(READY, false, reason::NOT_FOUND, message.clone()),
+        ConditionState::new(SYNCED, false, reason::NOT_FOUND, message),
+    ]
+}
+
 /// The status and conditions of a reconcile whose next writes are withheld: what Altostrat
 /// holds, if anything was found (`Ready` says whether the hub works), `Synced` False naming
 /// what is withheld, and the calls in `plan`.
@@ -316,7 +405,7 @@ pub(crate) fn withheld_status(
             _ => ready,
         };
         let status = VpnInstanceStatus {
-            plan: calls,
+            plan: if gate.plans() { calls } else { Vec::new() },
             ..observed_status(instance)
         };
         return (
@@ -432,6 +521,11 @@ mod tests {
         }
     }
 
+    const PAUSED: Gate = Gate {
+        policy: crate::crd::ManagementPolicy::Full,
+        paused: true,
+    };
+
     fn claimed_at() -> Timestamp {
         "2026-11-27T10:00:00Z".parse().unwrap()
     }
@@ -443,6 +537,7 @@ mod tests {
             finalizer: FinalizerState::Held,
             claim: Claim::Held(claimed_at()),
             recorded_id: recorded,
+            observed_id: None,
             adopted_elsewhere: None,
             remote,
             updated: false,
@@ -725,7 +820,7 @@ mod tests {
     fn under_a_pause_every_write_becomes_the_calls_it_would_make_and_reads_go_on() {
         let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
         let paused = |mut o: Observed<'_>| {
-            o.gate = Gate { paused: true };
+            o.gate = PAUSED;
             decide(&o)
         };
         let withheld = |step: Step| match step {
@@ -770,7 +865,7 @@ mod tests {
             },
             None,
         )];
-        let paused = Gate { paused: true };
+        let paused = PAUSED;
         let (status, [ready, synced]) = withheld_status(Default::default(), &remote, calls, paused);
         assert_eq!((ready.status, ready.reason), (true, "Available"));
         assert_eq!((synced.status, synced.reason), (false, "Drifted"));

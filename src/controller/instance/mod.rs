@@ -23,15 +23,15 @@ use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
-use super::policy::{Gate, reconcile_request};
+use super::policy::{Gate, observed_id, owned_id, reconcile_request};
 use super::status::HasStatus;
 use crate::altostrat::Urgency;
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
-use crate::crd::{PlannedCall, VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
+use crate::crd::{ManagementPolicy, PlannedCall, VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
 use decide::{
-    Claim, Observed, Remote, Step, decide, desired_conditions, next_look, observed_status, time_in_state,
-    withheld_status,
+    Claim, Observed, Remote, Step, decide, desired_conditions, missing_conditions, next_look,
+    observed_status, recorded_conditions, time_in_state, withheld_status,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -46,6 +46,12 @@ impl HasStatus for VpnInstance {
     type Status = VpnInstanceStatus;
     fn status(&self) -> Option<&VpnInstanceStatus> {
         self.status.as_ref()
+    }
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+    fn adopted_id(&self) -> Option<&str> {
+        self.spec.instance_id.as_deref()
     }
 }
 
@@ -107,6 +113,7 @@ impl Reconciler for VpnInstance {
                     observed.remote = send_update(self, ctx, handle, update, &observed.remote).await?;
                     observed.updated = matches!(observed.remote, Remote::Found(_));
                 }
+                Step::Missing => return missing(self, ctx, handle, &token.get().await?).await,
                 Step::Withhold(calls) => {
                     return withhold(self, ctx, handle, (&observed.remote, calls), &mut token).await;
                 }
@@ -130,10 +137,11 @@ impl Reconciler for VpnInstance {
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
-        let known_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
+        let known_id = owned_id(self.status.as_ref()).map(str::to_owned);
         let started = Instant::now();
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
+            management: self.spec.management_policy,
             policy: self.spec.deletion_policy,
             may_exist: known_id.is_some() || claim_of(self).is_some(),
             dependents: None,
@@ -149,6 +157,12 @@ impl Reconciler for VpnInstance {
                 CleanupStep::Nothing => return Ok(Action::await_change()),
                 CleanupStep::Orphan => {
                     let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
+                    handle.activity.record(event::ORPHANED, note);
+                    return release(self, ctx, handle).await;
+                }
+                CleanupStep::Unmanaged(policy) => {
+                    let note =
+                        format!("managementPolicy is {policy:?}; the Altostrat instance is left running");
                     handle.activity.record(event::ORPHANED, note);
                     return release(self, ctx, handle).await;
                 }
@@ -201,7 +215,8 @@ fn first_look<'a, A>(obj: &'a VpnInstance, ctx: &Context<A>) -> Observed<'a> {
         gate: Gate::of(obj),
         finalizer: FinalizerState::of(obj),
         claim: claim_of(obj).map_or(Claim::None, Claim::Held),
-        recorded_id: obj.status.as_ref().and_then(|s| s.instance_id.as_deref()),
+        recorded_id: owned_id(obj.status.as_ref()),
+        observed_id: observed_id(obj.status.as_ref()),
         adopted_elsewhere: adopted_elsewhere(obj, ctx),
         remote: Remote::Unknown,
         updated: false,
@@ -348,6 +363,22 @@ async fn withhold<A: VpnApi>(
     )))
 }
 
+/// (`ObserveOnly`) Records that no instance with the spec's hostname is visible, and looks
+/// again at the next drift check.
+async fn missing<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    token: &ApiToken,
+) -> Result<Action> {
+    let desired = missing_conditions(&obj.spec);
+    handle
+        .status
+        .write(VpnInstanceStatus::default(), &desired)
+        .await?;
+    Ok(Action::requeue(ctx.drift_interval(token)))
+}
+
 /// What an update changed, by field name; with `publicDns` unset, the resolvers it had to add.
 fn update_note(spec: &VpnInstanceSpec, fields: &[&str], body: &InstanceUpdate) -> String {
     let mut note = format!("applied changes to {}", fields.join(", "));
@@ -379,23 +410,32 @@ fn claim_time(handle: &Handle<VpnInstance>) -> Timestamp {
 }
 
 /// A resource in another namespace that records the instance this one's `spec.instanceId`
-/// names (adoption within a namespace is a hand-over and allowed).
+/// names (adoption within a namespace is a hand-over and allowed). An observer asks the same
+/// of the instance it looks at, which may be the one it recorded: observing never reaches
+/// across namespaces either.
 fn adopted_elsewhere<A>(obj: &VpnInstance, ctx: &Context<A>) -> Option<String> {
-    let id = obj.spec.instance_id.as_deref()?;
     let recorded = obj.status.as_ref().and_then(|s| s.instance_id.as_deref());
-    if recorded == Some(id) {
-        return None;
-    }
+    let id = match obj.spec.management_policy {
+        ManagementPolicy::ObserveOnly => obj.spec.instance_id.as_deref().or(recorded)?,
+        _ => obj
+            .spec
+            .instance_id
+            .as_deref()
+            .filter(|id| recorded != Some(*id))?,
+    };
     ctx.instance_holding(obj, id, |other| {
         other.namespace() != obj.namespace()
             && other.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id)
     })
 }
 
-/// Another live resource in the namespace that records or adopted `id`.
+/// Another live resource in the namespace that owns `id` (records it as its own, or adopted
+/// it): an observer holds nothing to hand over to.
 fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<String> {
     ctx.instance_holding(obj, id, |other| {
-        other.namespace() == obj.namespace() && other.metadata.deletion_timestamp.is_none()
+        other.namespace() == obj.namespace()
+            && other.metadata.deletion_timestamp.is_none()
+            && ownership::owns_instance(other, id)
     })
 }
 
@@ -457,8 +497,8 @@ async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String, look: 
     }
 }
 
-/// The instance with this resource's hostname, and who else in the cluster records it, from a
-/// list sent after `since` (the start of this reconcile: no create of ours is in flight then).
+/// The instance with this resource's hostname, and who else in the cluster holds it (see
+/// below), from a list sent after `since` (the start of this reconcile: no create of ours is in flight then).
 async fn search<A: VpnApi>(
     obj: &VpnInstance,
     ctx: &Context<A>,
@@ -471,9 +511,14 @@ async fn search<A: VpnApi>(
     };
     let existing = ctx.observations.instances(&*ctx.api, token, look).await?;
     let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname).cloned();
-    let recorded_by = found
-        .as_ref()
-        .and_then(|i| ctx.instance_holding(obj, &i.id, |_| true));
+    let recorded_by = found.as_ref().and_then(|i| {
+        ctx.instance_holding(obj, &i.id, |other| match obj.spec.management_policy {
+            // Observing never reaches across namespaces.
+            ManagementPolicy::ObserveOnly => other.namespace() != obj.namespace(),
+            // Whether it is our lost create: only an owner's record says it is not.
+            _ => ownership::owns_instance(other, &i.id),
+        })
+    });
     Ok(Remote::Searched { found, recorded_by })
 }
 
@@ -556,8 +601,9 @@ async fn record<A>(
         .status
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions));
-    let out_of_sync = plan::instance_update(&obj.spec, instance).is_some();
-    let desired = desired_conditions(instance, out_of_sync);
+    let gate = Gate::of(obj);
+    let out_of_sync = gate.open() && plan::instance_update(&obj.spec, instance).is_some();
+    let desired = recorded_conditions(instance, out_of_sync, gate);
     handle.status.write(observed_status(instance), &desired).await?;
     let ready = desired[0].status;
     if ready && !was_ready {

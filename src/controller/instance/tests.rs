@@ -1012,3 +1012,154 @@ async fn a_reconcile_request_looks_at_altostrat_at_once_and_is_acknowledged() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances], "handled once");
 }
+
+/// A hub made in the portal, and a resource that observes it by hostname.
+async fn observed_hub(h: &Harness) -> (crate::altostrat::model::Instance, crate::crd::VpnInstance) {
+    let portal = h.altostrat.add_instance("hub-one", "2026-01-01T00:00:00Z");
+    let spec = json!({"name": "Made elsewhere", "managementPolicy": "ObserveOnly"});
+    let obj = h.apply(instance("hub-one", spec));
+    h.reconcile(&obj).await.unwrap();
+    (portal, obj)
+}
+
+#[tokio::test]
+async fn an_observer_finds_the_hub_by_hostname_reports_drift_and_never_writes_or_deletes_it() {
+    let h = Harness::new();
+    let (portal, obj) = observed_hub(&h).await;
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
+    let seen = status(&h, &obj);
+    assert_eq!(seen.instance_id.as_deref(), Some(portal.id.as_str()));
+    assert_eq!(
+        seen.management_policy,
+        Some(crate::crd::ManagementPolicy::ObserveOnly)
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    assert_eq!(
+        condition(&seen.conditions, "Synced"),
+        Some(("True".into(), "Observed".into())),
+        "lists the spec leaves empty are not compared"
+    );
+    assert!(
+        h.holds_finalizer(&obj),
+        "its deletion must be seen, to say what is left"
+    );
+
+    h.altostrat
+        .edit_instance(&portal.id, |i| i.name = "Renamed in portal".into());
+    h.observations_expire();
+    h.reconcile(&obj).await.unwrap();
+    let drifted = status(&h, &obj);
+    let synced = drifted.conditions.iter().find(|c| c.type_ == "Synced").unwrap();
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "Drifted")
+    );
+    assert!(synced.message.contains("name"), "{}", synced.message);
+    assert!(drifted.plan.is_empty(), "an observer plans nothing");
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(writes(&h), vec![]);
+    assert!(!h.holds_finalizer(&obj));
+    assert_eq!(h.altostrat.instances().len(), 1, "left running");
+    assert!(h.kube.events().contains(&("Normal".into(), "Orphaned".into())));
+    assert_eq!(
+        h.altostrat
+            .calls()
+            .iter()
+            .filter(|e| **e != Endpoint::ListInstances)
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_observer_finds_nothing_without_creating_anything() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"managementPolicy": "ObserveOnly"})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "NotFound".into())));
+    assert!(crate::controller::ownership::claim_of(&h.stored(&obj).unwrap()).is_none());
+}
+
+#[tokio::test]
+async fn an_observer_refuses_a_hub_another_namespace_records() {
+    let h = Harness::new();
+    let mut theirs = instance("hub-one", json!({}));
+    theirs.metadata.namespace = Some("team-b".into());
+    let theirs = h.apply(theirs);
+    h.reconcile(&theirs).await.unwrap();
+    let obj = h.apply(instance("hub-one", json!({"managementPolicy": "ObserveOnly"})));
+    h.altostrat.clear_calls();
+    assert!(h.reconcile(&obj).await.is_err());
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "NotOwned".into())));
+    assert_eq!(status(&h, &obj).instance_id, None, "nothing of it mirrored");
+    assert_eq!(writes(&h), vec![]);
+}
+
+#[tokio::test]
+async fn an_observer_switched_to_full_takes_the_hub_over_only_by_spec_instance_id() {
+    let h = Harness::new();
+    let (portal, obj) = observed_hub(&h).await;
+    let managed = h.edit(&obj, |o| {
+        o.spec.management_policy = crate::crd::ManagementPolicy::Full;
+        o.spec.pushed_routes = vec!["10.0.0.0/8".into()];
+    });
+    h.altostrat.clear_calls();
+    let refused = h.reconcile(&managed).await.unwrap_err();
+    assert_eq!(refused.reason(), "NotOwned");
+    assert!(refused.to_string().contains("spec.instanceId"), "{refused}");
+    assert_eq!(writes(&h), vec![], "an observed id is no ownership");
+    let seen = status(&h, &obj);
+    assert_eq!(
+        (seen.instance_id.as_deref(), seen.management_policy),
+        (
+            Some(portal.id.as_str()),
+            Some(crate::crd::ManagementPolicy::ObserveOnly)
+        ),
+        "still recorded as observed"
+    );
+
+    let adopted = h.edit(&obj, |o| o.spec.instance_id = Some(portal.id.clone()));
+    h.reconcile(&adopted).await.unwrap();
+    assert_eq!(writes(&h), vec![Endpoint::UpdateInstance]);
+    assert_eq!(
+        status(&h, &obj).management_policy,
+        Some(crate::crd::ManagementPolicy::Full)
+    );
+    h.delete(&obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::UpdateInstance, Endpoint::DeleteInstance],
+        "adopted: its deletion policy applies"
+    );
+}
+
+#[tokio::test]
+async fn an_observer_in_the_namespace_does_not_keep_the_owner_from_deleting_its_hub() {
+    let h = Harness::new();
+    let owner = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&owner).await.unwrap();
+    let id = status(&h, &owner).instance_id.unwrap();
+    let mut viewer = instance(
+        "hub-one",
+        json!({"managementPolicy": "ObserveOnly", "instanceId": id}),
+    );
+    viewer.metadata.name = Some("viewer".into());
+    let viewer = h.apply(viewer);
+    h.reconcile(&viewer).await.unwrap();
+    assert_eq!(status(&h, &viewer).instance_id, Some(id));
+
+    h.delete(&owner);
+    h.altostrat.clear_calls();
+    h.reconcile(&owner).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::DeleteInstance],
+        "no hand-over to an observer"
+    );
+}

@@ -8,7 +8,7 @@ use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
 use super::super::ownership::{self, Ownership};
-use super::super::policy::Gate;
+use super::super::policy::{self, Gate};
 use super::super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::crd::{PlannedCall, VpnInstance, VpnPeerSpec, VpnPeerStatus};
@@ -48,6 +48,8 @@ pub(crate) struct Observed<'a> {
     pub claim_at: Option<Timestamp>,
     /// A resource in another namespace that records the peer `spec.peerId` names.
     pub adopted_elsewhere: Option<String>,
+    /// `status.peerId` recorded while the resource only observed it: never its own.
+    pub observed_id: Option<String>,
     /// `status.peerId`, if it was recorded on the instance the peer uses now (a peer recorded
     /// on a previous incarnation of the instance went away with it).
     pub recorded_id: Option<String>,
@@ -130,6 +132,9 @@ fn lifecycle(o: &Observed) -> Step {
     if let Some(step) = refuse_adoption(o) {
         return step;
     }
+    if o.gate.observes() {
+        return observe(o);
+    }
     match (&o.remote, o.finalizer) {
         (_, FinalizerState::Stale) => Step::Requeue(STALE_RETRY),
         (Remote::Unknown, finalizer) => match (o.recorded_id.as_ref().or(o.spec.peer_id.as_ref()), finalizer)
@@ -140,38 +145,79 @@ fn lifecycle(o: &Observed) -> Step {
             (None, FinalizerState::Held) => Step::Search,
             (None, _) => Step::Claim,
         },
-        (Remote::Gone(id), _) if o.recorded_id.is_none() && o.spec.peer_id.is_some() => Step::GiveUp(
-            Error::InvalidSpec(format!("spec.peerId {id} does not exist on the instance")),
-        ),
+        (Remote::Gone(id), _) if o.recorded_id.is_none() && o.spec.peer_id.is_some() => missing_adoption(id),
         (Remote::Gone(id), _) => Step::Forget(id.clone()),
         (Remote::Searched(candidates), finalizer) => adopt_or_create(o, candidates, finalizer),
-        (Remote::Found(peer), _)
-            if o.recorded_id.is_none()
-                && plan::matching_peers(std::slice::from_ref(peer), o.spec).is_empty() =>
-        {
-            Step::GiveUp(Error::InvalidSpec(format!(
-                "spec.peerId {} is a peer of another type, user or site than this VpnPeer names",
-                peer.id
-            )))
-        }
-        (Remote::Found(peer), _) => match plan::peer_update(o.spec, peer).filter(|_| !o.updated) {
-            Some(body) => Step::Update {
-                id: peer.id.clone(),
-                field: if body.subnets.is_some() {
-                    "subnets"
-                } else {
-                    "routeAll"
-                },
-                body,
-            },
-            None => Step::Record(peer.clone()),
-        },
+        (Remote::Found(peer), _) => compare(o, peer),
     }
 }
 
-/// An explicit adoption that must not go ahead: `spec.peerId` differs from the peer this
-/// resource already manages, or another namespace's resource records it.
+/// `ObserveOnly`: fetch the peer `spec.peerId` names and report how it differs from the spec;
+/// the gate withholds the update that difference amounts to. Nothing is ever created.
+fn observe(o: &Observed) -> Step {
+    let Some(id) = &o.spec.peer_id else {
+        return Step::GiveUp(Error::InvalidSpec(
+            "managementPolicy ObserveOnly needs spec.peerId: a peer is found only by its id".into(),
+        ));
+    };
+    match (&o.remote, o.finalizer) {
+        (_, FinalizerState::Stale) => Step::Requeue(STALE_RETRY),
+        (Remote::Unknown, FinalizerState::Missing) => Step::AddFinalizer,
+        (Remote::Gone(id), _) => missing_adoption(id),
+        (Remote::Found(peer), _) => compare(o, peer),
+        _ => Step::Fetch(id.clone()),
+    }
+}
+
+/// The peer found, against the spec: one of another type, user or site than the spec names is
+/// refused (unless this resource made it), a difference is one update, else it is recorded.
+fn compare(o: &Observed, peer: &Peer) -> Step {
+    if o.recorded_id.is_none() && plan::matching_peers(std::slice::from_ref(peer), o.spec).is_empty() {
+        return Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.peerId {} is a peer of another type, user or site than this VpnPeer names",
+            peer.id
+        )));
+    }
+    let update = match o.gate.observes() {
+        true => plan::observed_peer_drift(o.spec, peer),
+        false => plan::peer_update(o.spec, peer),
+    };
+    match update.filter(|_| !o.updated) {
+        Some(body) => Step::Update {
+            id: peer.id.clone(),
+            field: if body.subnets.is_some() {
+                "subnets"
+            } else {
+                "routeAll"
+            },
+            body,
+        },
+        None => Step::Record(peer.clone()),
+    }
+}
+
+fn missing_adoption(id: &str) -> Step {
+    Step::GiveUp(Error::InvalidSpec(format!(
+        "spec.peerId {id} does not exist on the instance"
+    )))
+}
+
+/// An adoption that must not go ahead: a peer this resource only observed, to be managed
+/// without `spec.peerId` naming it; `spec.peerId` differing from the peer this resource
+/// already manages; or a peer another namespace's resource records.
 fn refuse_adoption(o: &Observed) -> Option<Step> {
+    if let (Some(seen), None) = (&o.observed_id, &o.recorded_id)
+        && !o.gate.observes()
+        && o.spec.peer_id.as_ref() != Some(seen)
+    {
+        return Some(Step::GiveUp(Error::NotOwned {
+            reason: reason::NOT_OWNED,
+            message: format!(
+                "Altostrat peer {seen} was only observed (managementPolicy ObserveOnly), never created or \
+                 adopted by this resource; to manage it, set spec.peerId to {seen}"
+            ),
+        }));
+    }
     let wanted = o.spec.peer_id.as_ref()?;
     if let Some(recorded) = &o.recorded_id
         && recorded != wanted
@@ -256,11 +302,10 @@ pub(crate) fn usable_instance_id(
     }
 }
 
-/// `status.peerId` if it was recorded on `instance_id`.
+/// `status.peerId` if it was recorded on `instance_id`, as this resource's own (not observed).
 pub(crate) fn recorded_on(status: Option<&VpnPeerStatus>, instance_id: Option<&str>) -> Option<String> {
-    status
-        .filter(|s| s.instance_id.is_some() && s.instance_id.as_deref() == instance_id)
-        .and_then(|s| s.peer_id.clone())
+    let on_it = status.filter(|s| s.instance_id.is_some() && s.instance_id.as_deref() == instance_id);
+    policy::owned_id(on_it).map(str::to_owned)
 }
 
 /// The status fields that mirror the Altostrat peer (conditions are the writer's).
@@ -274,16 +319,23 @@ pub(crate) fn observed_status(observed: &Peer, instance_id: &str) -> VpnPeerStat
     }
 }
 
-pub(crate) fn ready_conditions() -> [ConditionState; 2] {
-    [
-        ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists and matches the spec"),
-        ConditionState::new(
+pub(crate) fn ready_conditions(gate: Gate) -> [ConditionState; 2] {
+    let synced = match gate.observes() {
+        true => ConditionState::new(
+            SYNCED,
+            true,
+            reason::OBSERVED,
+            "Altostrat matches the fields the spec sets (managementPolicy ObserveOnly writes nothing)",
+        ),
+        false => ConditionState::new(
             SYNCED,
             true,
             reason::RECONCILE_SUCCESS,
             "Spec applied to Altostrat",
         ),
-    ]
+    };
+    let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists and matches the spec");
+    [ready, synced]
 }
 
 /// The status and conditions of a reconcile whose next writes are withheld: the peer as
@@ -302,7 +354,7 @@ pub(crate) fn withheld_status(
             gate.why()
         );
         let status = VpnPeerStatus {
-            plan: calls,
+            plan: if gate.plans() { calls } else { Vec::new() },
             ..observed_status(peer, instance_id)
         };
         let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists");
@@ -375,6 +427,7 @@ mod tests {
             finalizer,
             claim_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
             adopted_elsewhere: None,
+            observed_id: None,
             recorded_id: recorded.map(str::to_owned),
             remote,
             updated: false,

@@ -25,11 +25,11 @@ use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
-use super::policy::{Gate, reconcile_request};
+use super::policy::{Gate, observed_id, owned_id, reconcile_request};
 use super::status::HasStatus;
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiToken, Urgency, VpnApi};
-use crate::crd::{PlannedCall, VpnInstance, VpnPeer, VpnPeerStatus};
+use crate::crd::{ManagementPolicy, PlannedCall, VpnInstance, VpnPeer, VpnPeerStatus};
 use decide::{
     Candidate, Observed, Remote, Step, decide, judge_all, observed_status, ready_conditions, recorded_on,
     usable_instance_id, waiting_conditions, withheld_status,
@@ -43,6 +43,12 @@ impl HasStatus for VpnPeer {
     type Status = VpnPeerStatus;
     fn status(&self) -> Option<&VpnPeerStatus> {
         self.status.as_ref()
+    }
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+    fn adopted_id(&self) -> Option<&str> {
+        self.spec.peer_id.as_deref()
     }
 }
 
@@ -144,12 +150,14 @@ impl Reconciler for VpnPeer {
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
+        let known_id = owned_id(Some(&status)).map(str::to_owned);
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
+            management: self.spec.management_policy,
             policy: self.spec.deletion_policy,
-            may_exist: instance_id.is_some() && (status.peer_id.is_some() || claim_of(self).is_some()),
+            may_exist: instance_id.is_some() && (known_id.is_some() || claim_of(self).is_some()),
             dependents: Some(0),
-            known_id: status.peer_id.clone(),
+            known_id,
             handed_over_to: None,
             search: None,
             // Deleting a peer is documented as immediate and permanent: no teardown to watch.
@@ -193,6 +201,11 @@ impl Reconciler for VpnPeer {
                     let what = format!("Altostrat peer {id}");
                     return Err(Error::DeleteRefused { what, message });
                 }
+                CleanupStep::Unmanaged(policy) => {
+                    let note = format!("managementPolicy is {policy:?}; the Altostrat peer is left in place");
+                    handle.activity.record(event::ORPHANED, note);
+                    return handle.release(self).await;
+                }
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
                     return handle.release(self).await;
                 }
@@ -218,6 +231,7 @@ fn first_look<'a, A>(
         finalizer: FinalizerState::of(obj),
         claim_at: claim_of(obj),
         adopted_elsewhere: adopted_elsewhere(obj, ctx),
+        observed_id: observed_id(obj.status.as_ref()).map(str::to_owned),
         remote: Remote::Unknown,
         updated: false,
     }
@@ -234,7 +248,7 @@ fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInst
 /// A resource in another namespace that records the peer this one's `spec.peerId` names.
 fn adopted_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<String> {
     let id = obj.spec.peer_id.as_deref()?;
-    let holder = ctx.peer_holding(obj, id)?;
+    let holder = ctx.peer_holding(obj, id, |_| true)?;
     let namespace = obj.namespace().unwrap_or_default();
     (!holder.starts_with(&format!("{namespace}/"))).then_some(holder)
 }
@@ -300,7 +314,10 @@ async fn record_id(
     handle.activity.record(reason, note);
     handle
         .status
-        .write(observed_status(&peer, instance_id), &ready_conditions())
+        .write(
+            observed_status(&peer, instance_id),
+            &ready_conditions(handle.status.gate()),
+        )
         .await?;
     Ok(peer)
 }
@@ -318,7 +335,10 @@ async fn record(
         .is_some_and(|s| conditions::is_ready(&s.conditions));
     handle
         .status
-        .write(observed_status(peer, instance_id), &ready_conditions())
+        .write(
+            observed_status(peer, instance_id),
+            &ready_conditions(handle.status.gate()),
+        )
         .await?;
     if !was_ready {
         handle
@@ -460,7 +480,8 @@ async fn search<A: VpnApi>(
     Ok(plan::matching_peers(&peers, &obj.spec)
         .into_iter()
         .map(|peer| Candidate {
-            recorded_by: ctx.peer_holding(obj, &peer.id),
+            // Whether it is our lost create: only an owner's record says it is not.
+            recorded_by: ctx.peer_holding(obj, &peer.id, |other| ownership::owns_peer(other, &peer.id)),
             peer: peer.clone(),
         })
         .collect())

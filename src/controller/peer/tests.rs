@@ -462,3 +462,63 @@ async fn a_reconcile_request_looks_at_the_peer_at_once_and_is_acknowledged() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers], "handled once");
 }
+
+#[tokio::test]
+async fn a_peer_attaches_to_a_hub_that_is_only_observed() {
+    let h = Harness::new();
+    let portal = h.altostrat.add_instance("hub", "2026-01-01T00:00:00Z");
+    let hub = h.apply(instance(
+        "hub",
+        json!({"name": "Made elsewhere", "managementPolicy": "ObserveOnly"}),
+    ));
+    h.reconcile(&hub).await.unwrap();
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    assert_eq!(h.altostrat.peers(&portal.id).len(), 1);
+
+    h.delete(&hub);
+    h.reconcile(&hub).await.unwrap();
+    assert!(
+        !h.holds_finalizer(&hub),
+        "an observer does not wait for peers: it deletes nothing"
+    );
+    assert_eq!(h.altostrat.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn an_observed_peer_shows_its_drift_and_is_never_written_or_deleted() {
+    let (h, hub) = with_hub().await;
+    let id = hub_id(&h, &hub);
+    let body = crate::controller::plan::peer_create(&peer("x", "hub", json!({})).spec);
+    let portal = h.altostrat.add_peer(&id, &body, "2026-01-01T00:00:00Z");
+    let spec = json!({"peerId": portal.id, "managementPolicy": "ObserveOnly", "routeAll": true});
+    let obj = h.apply(peer("alice", "hub", spec));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers]);
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.peer_id, Some(portal.id.clone()));
+    assert_eq!(
+        condition(&status.conditions, "Synced"),
+        Some(("False".into(), "Drifted".into()))
+    );
+    assert!(status.plan.is_empty());
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    h.delete(&obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers], "no DELETE");
+    assert!(!h.holds_finalizer(&obj));
+    assert!(!h.altostrat.peers(&id)[0].route_all, "never updated");
+}
+
+#[tokio::test]
+async fn an_observer_without_a_peer_id_has_nothing_to_find() {
+    let (h, _hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({"managementPolicy": "ObserveOnly"})));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(error.reason(), "InvalidSpec");
+    assert!(h.altostrat.calls().is_empty());
+}
