@@ -46,6 +46,7 @@ local cases = {
   {"paused and Ready", resource(2, 2, {cond("True", "Available"), paused}), "Suspended"},
   {"paused before its create", resource(2, 2, {cond("False", "ReconcilePaused"), paused}), "Suspended"},
   {"paused and NotOwned", resource(2, 2, {cond("False", "NotOwned"), paused}), "Degraded"},
+  {"a planned create", resource(2, 2, {cond("False", "Planned")}), "Suspended"},
 }
 
 local failed = 0

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use altostrat_vpn_operator::crd::{
-    ManagementPolicy, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VpnInstance, VpnPeer,
+    ManagementPolicy, PAUSED_ANNOTATION, PlannedCall, RECONCILE_REQUEST_ANNOTATION, VpnInstance, VpnPeer,
 };
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -284,5 +284,108 @@ async fn a_peer_attaches_to_an_observed_hub() {
         simc.peers(&id).await.iter().all(|p| p.id != peer_id),
         "a Full peer is deleted"
     );
+    operator.stop().await;
+}
+
+/// `METHOD /path` of each planned call, with the instance id `id` written as the simulator's
+/// route placeholder, counted: the shape of the simulator's call log.
+fn planned_calls<'a>(plans: impl IntoIterator<Item = &'a PlannedCall>, id: &str) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for call in plans {
+        let path = match id {
+            "" => call.path.clone(),
+            id => call.path.replace(id, "{instanceId}"),
+        };
+        *calls.entry(format!("{} {path}", call.method)).or_default() += 1;
+    }
+    calls
+}
+
+/// The simulator's write calls (everything but reads), counted.
+async fn write_calls(simc: &SimClient) -> BTreeMap<String, u64> {
+    simc.calls()
+        .await
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("GET "))
+        .collect()
+}
+
+fn planning(o: &VpnInstance) -> bool {
+    has_condition(o, "Synced", "False", "Planned")
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_plan_lists_exactly_the_calls_that_the_switch_to_full_makes() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-plan").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let peers: Api<VpnPeer> = Api::namespaced(client.clone(), &ns);
+    let full = json!({"spec": {"managementPolicy": "Full"}});
+
+    // A new hub: its create and the update that configures it, planned, then made.
+    let plan_only = json!({"managementPolicy": "Plan"});
+    apply(&instances, &instance_manifest("hub", "planned-hub", plan_only)).await;
+    let planned = wait_instance(&instances, "hub", "the create planned", planning).await;
+    let plan = planned_calls(&planned.status.unwrap().plan, "");
+    let expected = [("POST /vpn/instances", 1), ("PUT /vpn/instances/{instanceId}", 1)];
+    assert_eq!(plan, expected.map(|(k, v)| (k.to_owned(), v)).into());
+    assert_eq!(simc.writes().await, 0, "{:?}", simc.calls().await);
+    merge_patch(&instances, "hub", full.clone()).await;
+    let created = wait_instance(&instances, "hub", "Ready under Full", |o| {
+        instance_ready(o) && has_condition(o, "Synced", "True", "ReconcileSuccess")
+    })
+    .await;
+    assert_eq!(write_calls(&simc).await, plan);
+    let status = created.status.unwrap();
+    assert!(status.plan.is_empty());
+    let id = status.instance_id.unwrap();
+
+    // An edit of the hub and a new peer, planned, then made.
+    simc.reset_calls().await;
+    let edit =
+        json!({"spec": {"managementPolicy": "Plan", "pushedRoutes": ["10.10.0.0/16", "172.16.0.0/12"]}});
+    merge_patch(&instances, "hub", edit).await;
+    let mut alice = client_peer_manifest("alice", "hub", "a1b2c3d4-e5f6-7890-1234-567890abcdef");
+    alice.spec.management_policy = ManagementPolicy::Plan;
+    apply(&peers, &alice).await;
+    let hub_plan = wait_instance(&instances, "hub", "the edit planned", planning).await;
+    let hub_plan = hub_plan.status.unwrap().plan;
+    let change = &hub_plan[0].changes[0];
+    assert_eq!(
+        (
+            change.field.as_str(),
+            change.old.as_deref(),
+            change.new.as_deref()
+        ),
+        (
+            "pushedRoutes",
+            Some(r#"["10.10.0.0/16"]"#),
+            Some(r#"["10.10.0.0/16","172.16.0.0/12"]"#)
+        )
+    );
+    let peer_plan = wait_peer(&peers, "alice", "the peer planned", |p| {
+        p.status.as_ref().is_some_and(|s| !s.plan.is_empty())
+    })
+    .await;
+    let plan = planned_calls(hub_plan.iter().chain(&peer_plan.status.unwrap().plan), &id);
+    let expected = [
+        ("POST /vpn/instances/{instanceId}/peers", 1),
+        ("PUT /vpn/instances/{instanceId}", 1),
+    ];
+    assert_eq!(plan, expected.map(|(k, v)| (k.to_owned(), v)).into());
+    assert_eq!(simc.writes().await, 0, "{:?}", simc.calls().await);
+
+    merge_patch(&instances, "hub", full.clone()).await;
+    merge_patch(&peers, "alice", full).await;
+    wait_peer(&peers, "alice", "the peer Ready", peer_ready).await;
+    wait_instance(&instances, "hub", "the edit applied", |o| {
+        instance_ready(o) && has_condition(o, "Synced", "True", "ReconcileSuccess")
+    })
+    .await;
+    assert_eq!(write_calls(&simc).await, plan);
     operator.stop().await;
 }

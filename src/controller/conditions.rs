@@ -46,6 +46,8 @@ pub mod reason {
     /// Altostrat differs from the spec and the correction is withheld (paused, or
     /// `ObserveOnly`); the message names the fields.
     pub const DRIFTED: &str = "Drifted";
+    /// (`Plan`) The next writes are listed in `status.plan`, not sent.
+    pub const PLANNED: &str = "Planned";
     /// (`ObserveOnly`) Altostrat matches the fields the spec sets.
     pub const OBSERVED: &str = "Observed";
     /// (`ObserveOnly`) No object to observe was found.

@@ -1,5 +1,5 @@
-//! How much the operator may do for one resource, and when it looks. `spec.managementPolicy:
-//! ObserveOnly` and the pause annotation withhold every write to Altostrat; a reconcile request
+//! How much the operator may do for one resource, and when it looks. `spec.managementPolicy`
+//! `ObserveOnly` and `Plan` and the pause annotation withhold every write to Altostrat; a reconcile request
 //! makes the next reconcile look anew. The decisions run unchanged under a withholding gate:
 //! each kind's gate (`withhold` in `instance::decide` and `peer::decide`) turns a step that
 //! would write into the calls it would have made, so a paused or observing reconcile shares
@@ -45,18 +45,29 @@ impl Gate {
         !self.observes()
     }
 
-    /// The condition reason of an object whose create is withheld (only a pause withholds one:
-    /// an observer never plans a create).
+    /// The condition reason of an object whose create is withheld (an observer never plans
+    /// one).
     pub fn reason(&self) -> &'static str {
-        reason::RECONCILE_PAUSED
+        match self.policy {
+            ManagementPolicy::Plan => reason::PLANNED,
+            _ => reason::RECONCILE_PAUSED,
+        }
+    }
+
+    /// The `Synced` reason of an object whose correction is withheld.
+    pub fn drift_reason(&self) -> &'static str {
+        match self.policy {
+            ManagementPolicy::Plan => reason::PLANNED,
+            _ => reason::DRIFTED,
+        }
     }
 
     /// Why writes are withheld, as the end of a sentence.
     pub fn why(&self) -> &'static str {
-        if self.observes() {
-            "managementPolicy is ObserveOnly"
-        } else {
-            "the resource is paused (vpn.altostrat.io/paused)"
+        match self.policy {
+            ManagementPolicy::ObserveOnly => "managementPolicy is ObserveOnly",
+            ManagementPolicy::Plan => "managementPolicy is Plan (the calls are in status.plan)",
+            ManagementPolicy::Full => "the resource is paused (vpn.altostrat.io/paused)",
         }
     }
 }

@@ -530,6 +530,47 @@ mod tests {
     }
 
     #[test]
+    fn an_observed_id_never_survives_into_a_managed_status_unless_adopted() {
+        let observed = VpnPeerStatus {
+            peer_id: Some("p-1".into()),
+            management_policy: Some(ManagementPolicy::ObserveOnly),
+            ..Default::default()
+        };
+        let written = |stamp: Stamp| {
+            let mut next = observed.clone();
+            stamp.mark_policy(Some(&observed), &mut next);
+            (next.peer_id, next.management_policy)
+        };
+        let gate = |policy| Gate {
+            policy,
+            paused: false,
+        };
+        for policy in [ManagementPolicy::Full, ManagementPolicy::Plan] {
+            let managing = Stamp {
+                gate: gate(policy),
+                ..Stamp::default()
+            };
+            assert_eq!(written(managing), (None, Some(policy)));
+        }
+        let adopting = Stamp {
+            adopted: Some("p-1".into()),
+            ..Stamp::default()
+        };
+        assert_eq!(
+            written(adopting),
+            (Some("p-1".into()), Some(ManagementPolicy::Full))
+        );
+        let observing = Stamp {
+            gate: gate(ManagementPolicy::ObserveOnly),
+            ..Stamp::default()
+        };
+        assert_eq!(
+            written(observing),
+            (Some("p-1".into()), Some(ManagementPolicy::ObserveOnly))
+        );
+    }
+
+    #[test]
     fn repeating_the_same_failure_produces_the_same_status() {
         let once =
             failed_status::<VpnPeerStatus>(None, &server_error(), (Some(1), &at(20)), &Stamp::default());

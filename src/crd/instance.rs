@@ -139,7 +139,10 @@ pub struct VpnInstanceSpec {
     /// hub by `instanceId`, else by `hostname`, and mirror it in status without ever writing to
     /// it; spec fields that are set (lists: non-empty) are compared and differences reported
     /// as `Synced=False` reason `Drifted`; deleting the resource leaves the hub running.
-    /// Leaving `ObserveOnly` adopts the hub and needs `instanceId`.
+    /// Leaving `ObserveOnly` adopts the hub and needs `instanceId`. `Plan`: decide as `Full`
+    /// would, but only list the calls in `status.plan` (method, path, each changed field's old
+    /// and new value); switching to `Full` then makes exactly those calls. A `Plan` resource
+    /// claims, creates and deletes nothing.
     #[serde(default)]
     pub management_policy: ManagementPolicy,
 
@@ -224,8 +227,9 @@ pub struct VpnInstanceStatus {
     /// handled last: the resource was compared with Altostrat after it was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-    /// The Altostrat calls the operator would make next and withholds while the resource is
-    /// paused: what removing the pause annotation sends. Empty otherwise.
+    /// The Altostrat calls the operator would make next and withholds: under `managementPolicy:
+    /// Plan`, what switching to `Full` sends; while the resource is paused, what removing the
+    /// pause annotation sends. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedCall>,
     /// `Ready` (the hub is provisioned and matches the spec), `Synced` (the last attempt to

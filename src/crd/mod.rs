@@ -83,7 +83,8 @@ pub struct FieldChange {
     pub new: Option<String>,
 }
 
-/// How much the operator may do with the Altostrat object of a resource.
+// How much the operator may do with the Altostrat object of a resource. (A `//` comment: a type
+// doc would replace the fields' own descriptions in `kubectl explain`.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ManagementPolicy {
     /// Create, update and delete the object to match the spec.
@@ -91,6 +92,9 @@ pub enum ManagementPolicy {
     Full,
     /// Only find and mirror an existing object: never write to it, never delete it.
     ObserveOnly,
+    /// Compute the writes `Full` would make next and show them in `status.plan`, without
+    /// making them.
+    Plan,
 }
 
 /// Reference to a Secret in the same namespace as the referring resource.

@@ -124,7 +124,9 @@ pub struct VpnPeerSpec {
     /// `peerId` names (required) and mirror it in status without ever writing to it; spec
     /// fields that are set are compared and differences reported as `Synced=False` reason
     /// `Drifted`; deleting the resource leaves the peer in place. A peer may be `Full` on an
-    /// instance that is `ObserveOnly`.
+    /// instance that is `ObserveOnly`. `Plan`: decide as `Full` would, but only list the calls
+    /// in `status.plan`; switching to `Full` then makes exactly those calls. A `Plan` resource
+    /// creates and deletes nothing.
     #[serde(default)]
     pub management_policy: ManagementPolicy,
 
@@ -188,8 +190,9 @@ pub struct VpnPeerStatus {
     /// handled last: the resource was compared with Altostrat after it was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
-    /// The Altostrat calls the operator would make next and withholds while the resource is
-    /// paused: what removing the pause annotation sends. Empty otherwise.
+    /// The Altostrat calls the operator would make next and withholds: under `managementPolicy:
+    /// Plan`, what switching to `Full` sends; while the resource is paused, what removing the
+    /// pause annotation sends. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedCall>,
     /// `Ready` (the peer exists and matches the spec), `Synced` (the last attempt to apply

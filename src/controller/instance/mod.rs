@@ -343,10 +343,17 @@ async fn withhold<A: VpnApi>(
     (remote, calls): (&Remote, Vec<PlannedCall>),
     token: &mut LazyToken<'_, A>,
 ) -> Result<Action> {
+    let gate = Gate::of(obj);
+    let creates = decide::found(remote).is_none();
+    if creates && gate.policy == ManagementPolicy::Plan {
+        // A planned create is checked as the create would be: a region Altostrat does not
+        // offer is the spec's error, not a plan.
+        ctx.check_region(&token.get().await?, &obj.spec.region).await?;
+    }
     let stored = handle.status.stored().cloned().unwrap_or_default();
-    let (status, desired) = withheld_status(stored, remote, calls, Gate::of(obj));
+    let (status, desired) = withheld_status(stored, remote, calls, gate);
     handle.status.write(status, &desired).await?;
-    if decide::found(remote).is_none() {
+    if creates {
         return Ok(Action::requeue(ctx.settings.resync_interval));
     }
     ctx.looked(obj);

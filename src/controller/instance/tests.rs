@@ -1163,3 +1163,93 @@ async fn an_observer_in_the_namespace_does_not_keep_the_owner_from_deleting_its_
         "no hand-over to an observer"
     );
 }
+
+fn with_policy(
+    h: &Harness,
+    obj: &crate::crd::VpnInstance,
+    policy: crate::crd::ManagementPolicy,
+) -> crate::crd::VpnInstance {
+    h.edit(obj, |o| o.spec.management_policy = policy)
+}
+
+#[tokio::test]
+async fn a_plan_lists_exactly_the_calls_that_the_switch_to_full_makes() {
+    use crate::crd::ManagementPolicy::{Full, Plan};
+    let h = Harness::new();
+    let obj = h.apply(instance(
+        "hub-one",
+        json!({"managementPolicy": "Plan", "pushedRoutes": ["10.0.0.0/8"]}),
+    ));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListRegions],
+        "validated, nothing written"
+    );
+    assert!(!h.holds_finalizer(&obj), "no claim");
+    let planning = status(&h, &obj);
+    assert_eq!(
+        planned(&planning),
+        vec![
+            ("POST".into(), "/vpn/instances".into()),
+            ("PUT".into(), "/vpn/instances/{instanceId}".into())
+        ]
+    );
+    assert_eq!(planning.management_policy, Some(Plan));
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "Planned".into())));
+
+    let full = with_policy(&h, &obj, Full);
+    h.reconcile(&full).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::CreateInstance, Endpoint::UpdateInstance]
+    );
+    assert!(status(&h, &obj).plan.is_empty(), "cleared under Full");
+    let id = status(&h, &obj).instance_id.unwrap();
+
+    let edited = h.edit(&obj, |o| {
+        o.spec.management_policy = Plan;
+        o.spec.pushed_routes = vec!["192.168.0.0/16".into()];
+    });
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(writes(&h), vec![]);
+    let planning = status(&h, &obj);
+    assert_eq!(
+        planned(&planning),
+        vec![("PUT".into(), format!("/vpn/instances/{id}"))]
+    );
+    let change = &planning.plan[0].changes[0];
+    assert_eq!(
+        (change.old.as_deref(), change.new.as_deref()),
+        (Some(r#"["10.0.0.0/8"]"#), Some(r#"["192.168.0.0/16"]"#))
+    );
+    assert_eq!(
+        condition(&planning.conditions, "Synced"),
+        Some(("False".into(), "Planned".into()))
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    let full = with_policy(&h, &obj, Full);
+    h.reconcile(&full).await.unwrap();
+    assert_eq!(writes(&h), vec![Endpoint::UpdateInstance]);
+    assert_eq!(
+        h.altostrat.instances()[0].pushed_routes,
+        vec!["192.168.0.0/16".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_planning_resource_deletes_nothing() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let planning = with_policy(&h, &obj, crate::crd::ManagementPolicy::Plan);
+    h.reconcile(&planning).await.unwrap();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    assert!(!h.holds_finalizer(&obj));
+    assert_eq!(h.altostrat.instances().len(), 1);
+}

@@ -362,7 +362,7 @@ pub(crate) fn withheld_status(
             status,
             [
                 ready,
-                ConditionState::new(SYNCED, false, reason::DRIFTED, message),
+                ConditionState::new(SYNCED, false, gate.drift_reason(), message),
             ],
         );
     }

@@ -522,3 +522,22 @@ async fn an_observer_without_a_peer_id_has_nothing_to_find() {
     assert_eq!(error.reason(), "InvalidSpec");
     assert!(h.altostrat.calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_planned_peer_is_created_by_the_switch_to_full_and_nothing_before() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({"managementPolicy": "Plan"})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    assert!(!h.holds_finalizer(&obj), "no claim");
+    let path = format!("/vpn/instances/{}/peers", hub_id(&h, &hub));
+    assert_eq!(planned(&h, &obj), vec![("POST".into(), path)]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "Planned".into())));
+
+    let full = h.edit(&obj, |o| {
+        o.spec.management_policy = crate::crd::ManagementPolicy::Full
+    });
+    h.reconcile(&full).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    assert!(planned(&h, &obj).is_empty());
+}
