@@ -1,10 +1,10 @@
-//! How much the operator may do for one resource, and when it looks. `spec.managementPolicy`
-//! `ObserveOnly` and `Plan` and the pause annotation withhold every write to Altostrat; a reconcile request
-//! makes the next reconcile look anew. The decisions run unchanged under a withholding gate:
-//! each kind's gate (`withhold` in `instance::decide` and `peer::decide`) turns a step that
-//! would write into the calls it would have made, so a paused or observing reconcile shares
-//! every path with a managing one except the send, and the executor never sees a write step
-//! it must not take.
+//! How much the operator may do for one resource, and when it looks. The management policies
+//! `ObserveOnly` and `Plan`, and the pause annotation, withhold every write to Altostrat; a
+//! reconcile request makes the next reconcile look anew. The decisions run unchanged under a
+//! withholding gate: each kind's gate (`withhold` in `instance::decide` and `peer::decide`)
+//! turns a step that would write into the calls it would have made, so a paused, observing or
+//! planning reconcile shares every path with a managing one except the send, and the executor
+//! never sees a write step it must not take.
 
 use kube::Resource;
 
@@ -38,9 +38,9 @@ impl Gate {
         self.policy == ManagementPolicy::ObserveOnly
     }
 
-    /// Whether withheld calls are shown as a plan: they are what resuming sends, except under
-    /// `ObserveOnly`, where nothing is ever sent (and adopting replaces the whole
-    /// configuration, so a plan made from the observed fields would mislead).
+    /// Whether withheld calls are shown as a plan: they are what switching to `Full` or
+    /// resuming sends, except under `ObserveOnly`, where nothing is ever sent (and adopting
+    /// replaces the whole configuration, so a plan made from the observed fields would mislead).
     pub fn plans(&self) -> bool {
         !self.observes()
     }
