@@ -25,6 +25,7 @@ local function resource(generation, observed, conditions)
 end
 
 local synced = {type = "Synced", status = "True", reason = "ReconcileSuccess", message = ""}
+local paused = {type = "Paused", status = "True", reason = "ReconcilePaused", message = "paused"}
 
 local cases = {
   {"no status yet", resource(1, nil, nil), "Progressing"},
@@ -42,6 +43,10 @@ local cases = {
   {"Ready=False CredentialsError", resource(2, 2, {cond("False", "CredentialsError")}), "Degraded"},
   {"Ready=Unknown", resource(2, 2, {cond("Unknown", "Reconciling")}), "Progressing"},
   {"InvalidSpec for an older generation", resource(3, 2, {cond("False", "InvalidSpec")}), "Progressing"},
+  {"paused and Ready", resource(2, 2, {cond("True", "Available"), paused}), "Suspended"},
+  {"paused before its create", resource(2, 2, {cond("False", "ReconcilePaused"), paused}), "Suspended"},
+  {"paused and NotOwned", resource(2, 2, {cond("False", "NotOwned"), paused}), "Degraded"},
+  {"a planned create", resource(2, 2, {cond("False", "Planned")}), "Suspended"},
 }
 
 local failed = 0

@@ -3,19 +3,21 @@
 use super::error::Result;
 use super::ownership::Ownership;
 use crate::altostrat::ApiResult;
-use crate::crd::DeletionPolicy;
+use crate::crd::{DeletionPolicy, ManagementPolicy};
 
 /// What a deleting reconcile knows at this point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CleanupObserved {
     pub has_finalizer: bool,
+    /// `spec.managementPolicy`: only `Full` management deletes anything.
+    pub management: ManagementPolicy,
     pub policy: DeletionPolicy,
     /// Whether anything of this resource can exist in Altostrat: an id was recorded or a
     /// create was claimed (and, for a peer, its instance is known).
     pub may_exist: bool,
     /// Resources that still reference this one (peers of an instance); `None`: not counted yet.
     pub dependents: Option<usize>,
-    /// The Altostrat id recorded in status.
+    /// The Altostrat id recorded in status as the resource's own (not one only observed).
     pub known_id: Option<String>,
     /// Another live resource that records or explicitly adopted `known_id` (a hand-over, such
     /// as a GitOps rename): the object is its now.
@@ -63,6 +65,9 @@ pub(crate) enum CleanupStep {
     Nothing,
     /// `deletionPolicy: Orphan`: leave the Altostrat object, release the finalizer.
     Orphan,
+    /// The resource does not manage its object (`managementPolicy` is not `Full`): leave it,
+    /// release the finalizer.
+    Unmanaged(ManagementPolicy),
     CountDependents,
     /// Dependents are deleted through their own resources first, so each one's policy is
     /// honoured and none is left pointing at a vanished object.
@@ -97,6 +102,9 @@ pub(crate) enum CleanupStep {
 pub(crate) fn decide_cleanup(o: &CleanupObserved) -> CleanupStep {
     if !o.has_finalizer {
         return CleanupStep::Nothing;
+    }
+    if o.management != ManagementPolicy::Full {
+        return CleanupStep::Unmanaged(o.management);
     }
     if o.policy == DeletionPolicy::Orphan {
         return CleanupStep::Orphan;
@@ -157,6 +165,7 @@ mod tests {
     fn deleting() -> CleanupObserved {
         CleanupObserved {
             has_finalizer: true,
+            management: ManagementPolicy::Full,
             policy: DeletionPolicy::Delete,
             may_exist: true,
             dependents: Some(0),
@@ -194,6 +203,19 @@ mod tests {
             ..deleting()
         };
         assert_eq!(decide_cleanup(&o), CleanupStep::Orphan);
+    }
+
+    #[test]
+    fn an_object_the_resource_does_not_manage_is_never_deleted_nor_waited_for() {
+        let o = CleanupObserved {
+            management: ManagementPolicy::ObserveOnly,
+            dependents: Some(3),
+            ..deleting()
+        };
+        assert_eq!(
+            decide_cleanup(&o),
+            CleanupStep::Unmanaged(ManagementPolicy::ObserveOnly)
+        );
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub const SYNCED: &str = "Synced";
 /// or the ownership of the Altostrat object must change), so Flux and other kstatus readers
 /// fail at once instead of at their timeout. Absent otherwise.
 pub const STALLED: &str = "Stalled";
+/// True while the resource carries the pause annotation (absent otherwise): nothing is written
+/// to Altostrat, drift is still observed and shown in `Synced`.
+pub const PAUSED: &str = "Paused";
 
 /// Machine-readable reasons used in conditions and events.
 pub mod reason {
@@ -38,6 +41,17 @@ pub mod reason {
     pub const SITE_NOT_FOUND: &str = "SiteNotFound";
     /// A seat, quota or subscription limit refuses the object.
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// The resource is paused: its writes to Altostrat are withheld.
+    pub const RECONCILE_PAUSED: &str = "ReconcilePaused";
+    /// Altostrat differs from the spec and the correction is withheld (paused, or
+    /// `ObserveOnly`); the message names the fields.
+    pub const DRIFTED: &str = "Drifted";
+    /// (`Plan`) The next writes are listed in `status.plan`, not sent.
+    pub const PLANNED: &str = "Planned";
+    /// (`ObserveOnly`) Altostrat matches the fields the spec sets.
+    pub const OBSERVED: &str = "Observed";
+    /// (`ObserveOnly`) No object to observe was found.
+    pub const NOT_FOUND: &str = "NotFound";
 }
 
 /// The desired value of one condition, before timestamps are attached.

@@ -237,14 +237,21 @@ impl<A> Context<A> {
             .map(|i| qualified_name(i.as_ref()))
     }
 
-    /// Another VpnPeer that records the Altostrat peer `id`, as `namespace/name`.
-    pub(crate) fn peer_holding(&self, me: &VpnPeer, id: &str) -> Option<String> {
+    /// Another VpnPeer that records the Altostrat peer `id`, among those `accept` admits, as
+    /// `namespace/name`.
+    pub(crate) fn peer_holding(
+        &self,
+        me: &VpnPeer,
+        id: &str,
+        accept: impl Fn(&VpnPeer) -> bool,
+    ) -> Option<String> {
         self.peers
             .state()
             .into_iter()
             .find(|p| {
                 !same_object(p.as_ref(), me)
                     && p.status.as_ref().and_then(|s| s.peer_id.as_deref()) == Some(id)
+                    && accept(p)
             })
             .map(|p| qualified_name(p.as_ref()))
     }

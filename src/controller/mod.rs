@@ -10,7 +10,9 @@
 //! - [`context`]: credentials, region cache and settings shared by the reconciles;
 //! - [`observation`]: what Altostrat holds, observed by list and shared by the reconciles;
 //! - [`error`]: errors and the requeue policy; [`events`]: the one event per reconcile;
-//! - `finalizer`, [`status`]: the writes a reconcile makes to its own object.
+//! - `finalizer`, [`status`]: the writes a reconcile makes to its own object;
+//! - `policy`, `planned`: what a reconcile may write to Altostrat (the pause annotation), and
+//!   the calls it withholds.
 
 mod cleanup;
 pub mod conditions;
@@ -25,6 +27,8 @@ pub mod observation;
 pub mod ownership;
 mod peer;
 pub mod plan;
+mod planned;
+mod policy;
 mod secret_guard;
 pub mod status;
 #[cfg(test)]

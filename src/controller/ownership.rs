@@ -1,7 +1,8 @@
 //! The one ownership rule. The operator writes to, adopts or deletes an Altostrat object only
 //! when it can prove the object is this resource's own:
 //!
-//! 1. its id was recorded from this resource's own create (or adoption), or
+//! 1. its id was recorded from this resource's own create (or adoption), not while the
+//!    resource only observed the object (`managementPolicy: ObserveOnly`), or
 //! 2. the user adopted it explicitly (`spec.instanceId`), or
 //! 3. it is this resource's own lost create: the resource holds a create claim (written right
 //!    before each create), the object was created at or after the claim, and no other
@@ -18,7 +19,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
-use crate::crd::CREATE_CLAIM_ANNOTATION;
+use super::policy;
+use crate::crd::{CREATE_CLAIM_ANNOTATION, ManagementPolicy, VpnInstance, VpnPeer};
 
 /// How far Altostrat's clock may be behind the cluster's before an object created after our
 /// claim looks older than it; within it, an object is neither provably ours nor provably not.
@@ -70,6 +72,21 @@ pub(crate) fn claim_of<K: Resource>(obj: &K) -> Option<Timestamp> {
         .get(CREATE_CLAIM_ANNOTATION)?
         .parse()
         .ok()
+}
+
+/// Whether `other` holds Altostrat instance `id` as its own: adopted in its spec, or recorded
+/// in its status, while it manages (an observer records what it only looks at).
+pub(crate) fn owns_instance(other: &VpnInstance, id: &str) -> bool {
+    let adopted = other.spec.instance_id.as_deref() == Some(id);
+    let status = other.status.as_ref();
+    let recorded = policy::owned_id(status) == Some(id);
+    other.spec.management_policy != ManagementPolicy::ObserveOnly && (adopted || recorded)
+}
+
+/// Whether `other` records Altostrat peer `id` as its own (not merely observed).
+pub(crate) fn owns_peer(other: &VpnPeer, id: &str) -> bool {
+    other.spec.management_policy != ManagementPolicy::ObserveOnly
+        && policy::owned_id(other.status.as_ref()) == Some(id)
 }
 
 /// Why an object is left alone, for the condition message.

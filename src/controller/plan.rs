@@ -78,13 +78,41 @@ pub fn kept_public_dns(observed: &[String]) -> Vec<String> {
 /// compared (padding them alone is no reason to write).
 pub fn instance_update(spec: &VpnInstanceSpec, observed: &Instance) -> Option<InstanceUpdate> {
     let desired = desired_update(spec, observed);
+    differs(&desired, observed, spec.public_dns.is_some()).then_some(desired)
+}
+
+/// Drift as an observer sees it: the update that would make Altostrat match the fields the
+/// spec sets, if it does not. A list left empty and an unset `publicDns` are not compared: an
+/// observed hub is described, not prescribed, so a spec names only what it cares about.
+pub fn observed_instance_drift(spec: &VpnInstanceSpec, observed: &Instance) -> Option<InstanceUpdate> {
+    let mut desired = desired_update(spec, observed);
+    let held = |wanted: &mut Vec<String>, held: &[String]| {
+        if wanted.is_empty() {
+            *wanted = held.to_vec();
+        }
+    };
+    held(&mut desired.pushed_routes, &observed.pushed_routes);
+    held(&mut desired.domains, &observed.domains);
+    held(&mut desired.split_dns, &observed.split_dns);
+    if spec.dns_custom.is_empty() {
+        desired.dns_custom = observed.dns_custom.clone();
+    }
+    if spec.public_dns.is_none() {
+        desired.public_dns = observed.public_dns.clone();
+    }
+    differs(&desired, observed, true).then_some(desired)
+}
+
+/// Whether sending `desired` would change what Altostrat holds (public resolvers only if
+/// `with_public_dns`).
+fn differs(desired: &InstanceUpdate, observed: &Instance, with_public_dns: bool) -> bool {
     let same = desired.name == observed.name
         && cidr_set(&desired.pushed_routes) == cidr_set(&observed.pushed_routes)
-        && (spec.public_dns.is_none() || desired.public_dns == observed.public_dns)
+        && (!with_public_dns || desired.public_dns == observed.public_dns)
         && lower_set(&desired.domains) == lower_set(&observed.domains)
         && lower_set(&desired.split_dns) == lower_set(&observed.split_dns)
         && record_set(&desired.dns_custom) == record_set(&observed.dns_custom);
-    (!same).then_some(desired)
+    !same
 }
 
 /// Human summary of what an update changes, for events (field names only, never values that
@@ -231,6 +259,19 @@ pub fn peer_update(spec: &VpnPeerSpec, observed: &Peer) -> Option<PeerUpdate> {
     }
 }
 
+/// Drift of a peer as an observer sees it: the update that would make Altostrat match the
+/// fields the spec sets (`routeAll` when set, `subnets`), if it does not.
+pub fn observed_peer_drift(spec: &VpnPeerSpec, observed: &Peer) -> Option<PeerUpdate> {
+    match spec.kind {
+        PeerKind::Client => spec
+            .route_all
+            .is_some()
+            .then(|| peer_update(spec, observed))
+            .flatten(),
+        PeerKind::Site => peer_update(spec, observed),
+    }
+}
+
 /// The peers on the instance that a previous attempt may have created before its id could be
 /// recorded: same type and same user (client) or site (site). Whether one of them is this
 /// resource's own is for [`crate::controller::ownership`] to judge.
@@ -273,6 +314,7 @@ mod tests {
             deletion_policy: DeletionPolicy::Delete,
             credentials_secret_ref: None,
             instance_id: None,
+            management_policy: Default::default(),
         }
     }
 
@@ -364,6 +406,34 @@ mod tests {
     }
 
     #[test]
+    fn an_observer_compares_only_what_the_spec_sets() {
+        let mut described = spec();
+        described.public_dns = None;
+        described.domains.clear();
+        described.split_dns.clear();
+        described.dns_custom.clear();
+        let mut observed = observed_matching(&spec());
+        observed.public_dns = vec!["9.9.9.9".into()];
+        assert_eq!(observed_instance_drift(&described, &observed), None);
+        assert!(
+            instance_update(&described, &observed).is_some(),
+            "full management would clear what the spec leaves empty"
+        );
+        observed.pushed_routes = vec!["0.0.0.0/0".into()];
+        let drift = observed_instance_drift(&described, &observed).unwrap();
+        assert_eq!(instance_changed_fields(&drift, &observed), vec!["pushedRoutes"]);
+
+        let mut client = peer_spec(PeerKind::Client);
+        let held = Peer {
+            route_all: true,
+            ..Peer::default()
+        };
+        assert_eq!(observed_peer_drift(&client, &held), None, "routeAll unset");
+        client.route_all = Some(false);
+        assert!(observed_peer_drift(&client, &held).is_some());
+    }
+
+    #[test]
     fn adoption_matches_the_hostname_label_of_the_fqdn() {
         let instances = vec![
             Instance {
@@ -422,6 +492,7 @@ mod tests {
             site_id: (kind == PeerKind::Site).then(|| "c3d5e2a0-88c9-4f7f-9f7b-6a1e2b4c5d6e".into()),
             subnets: (kind == PeerKind::Site).then(|| vec!["192.168.100.0/24".into()]),
             deletion_policy: DeletionPolicy::Delete,
+            management_policy: Default::default(),
             peer_id: None,
         }
     }

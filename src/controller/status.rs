@@ -9,13 +9,22 @@ use kube::{Api, Resource, ResourceExt};
 use super::FIELD_MANAGER;
 use super::conditions::{self, ConditionState, READY, STALLED, SYNCED};
 use super::error::{Error, Result};
-use crate::crd::{VpnInstanceStatus, VpnPeerStatus};
+use super::policy::{self, Gate};
+use crate::crd::{ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
 
 /// The status types of both kinds, as far as the writer needs them.
 pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
     fn conditions(&self) -> &[Condition];
     fn set_conditions(&mut self, conditions: Vec<Condition>);
     fn set_observed_generation(&mut self, generation: Option<i64>);
+    fn set_plan(&mut self, plan: Vec<PlannedCall>);
+    fn last_handled_reconcile_at(&self) -> Option<&str>;
+    fn set_last_handled_reconcile_at(&mut self, at: Option<String>);
+    fn management_policy(&self) -> Option<ManagementPolicy>;
+    fn set_management_policy(&mut self, policy: ManagementPolicy);
+    /// The Altostrat id of the object (`instanceId`, `peerId`).
+    fn recorded_id(&self) -> Option<&str>;
+    fn forget_recorded_id(&mut self);
 }
 
 impl ConditionedStatus for VpnInstanceStatus {
@@ -28,6 +37,27 @@ impl ConditionedStatus for VpnInstanceStatus {
     fn set_observed_generation(&mut self, generation: Option<i64>) {
         self.observed_generation = generation;
     }
+    fn set_plan(&mut self, plan: Vec<PlannedCall>) {
+        self.plan = plan;
+    }
+    fn last_handled_reconcile_at(&self) -> Option<&str> {
+        self.last_handled_reconcile_at.as_deref()
+    }
+    fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
+        self.last_handled_reconcile_at = at;
+    }
+    fn management_policy(&self) -> Option<ManagementPolicy> {
+        self.management_policy
+    }
+    fn set_management_policy(&mut self, policy: ManagementPolicy) {
+        self.management_policy = Some(policy);
+    }
+    fn recorded_id(&self) -> Option<&str> {
+        self.instance_id.as_deref()
+    }
+    fn forget_recorded_id(&mut self) {
+        self.instance_id = None;
+    }
 }
 
 impl ConditionedStatus for VpnPeerStatus {
@@ -39,6 +69,78 @@ impl ConditionedStatus for VpnPeerStatus {
     }
     fn set_observed_generation(&mut self, generation: Option<i64>) {
         self.observed_generation = generation;
+    }
+    fn set_plan(&mut self, plan: Vec<PlannedCall>) {
+        self.plan = plan;
+    }
+    fn last_handled_reconcile_at(&self) -> Option<&str> {
+        self.last_handled_reconcile_at.as_deref()
+    }
+    fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
+        self.last_handled_reconcile_at = at;
+    }
+    fn management_policy(&self) -> Option<ManagementPolicy> {
+        self.management_policy
+    }
+    fn set_management_policy(&mut self, policy: ManagementPolicy) {
+        self.management_policy = Some(policy);
+    }
+    fn recorded_id(&self) -> Option<&str> {
+        self.peer_id.as_deref()
+    }
+    fn forget_recorded_id(&mut self) {
+        self.peer_id = None;
+    }
+}
+
+/// What every status one reconcile writes carries, whatever else it says: the policy it was
+/// written under, the `Paused` condition while the resource is paused, and the reconcile
+/// request it handles.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub gate: Gate,
+    /// The value of a reconcile request this reconcile handles (see [`policy::reconcile_request`]).
+    pub request: Option<String>,
+    /// The id the spec adopts explicitly (`instanceId`, `peerId`).
+    pub adopted: Option<String>,
+}
+
+impl Stamp {
+    pub fn of<K: HasStatus>(obj: &K) -> Self {
+        Self {
+            gate: Gate::of(obj),
+            request: policy::reconcile_request(obj),
+            adopted: obj.adopted_id().map(str::to_owned),
+        }
+    }
+
+    /// Marks `next` as written under this reconcile's policy. An id observed under
+    /// `ObserveOnly` is never carried into a status of another policy, where it would count
+    /// as the resource's own: only an explicit adoption of that id keeps it.
+    fn mark_policy<S: ConditionedStatus>(&self, stored: Option<&S>, next: &mut S) {
+        let observed = policy::observed_id(stored);
+        let carried = observed.is_some() && next.recorded_id() == observed;
+        if !self.gate.observes() && carried && self.adopted.as_deref() != observed {
+            next.forget_recorded_id();
+        }
+        next.set_management_policy(self.gate.policy);
+    }
+
+    /// Acknowledges the request this reconcile handles; otherwise keeps the one acknowledged
+    /// before.
+    fn acknowledge<S: ConditionedStatus>(&self, stored: Option<&S>, next: &mut S) {
+        let before = stored.and_then(|s| s.last_handled_reconcile_at());
+        let handled = self.request.as_deref().or(before).map(str::to_owned);
+        next.set_last_handled_reconcile_at(handled);
+    }
+
+    /// `desired` and the conditions every write of this reconcile carries.
+    fn conditions(&self, desired: &[ConditionState]) -> Vec<ConditionState> {
+        let mut all = desired.to_vec();
+        if self.gate.paused {
+            all.push(policy::paused_condition());
+        }
+        all
     }
 }
 
@@ -53,6 +155,7 @@ pub(crate) struct StatusWriter<K: HasStatus> {
     generation: Option<i64>,
     now: Time,
     stored: Option<K::Status>,
+    stamp: Stamp,
     /// The object's `resourceVersion` after this reconcile's last write to it: the
     /// precondition of a later metadata patch in the same reconcile, which would otherwise
     /// find its own status write in the way.
@@ -63,6 +166,9 @@ pub(crate) struct StatusWriter<K: HasStatus> {
 pub(crate) trait HasStatus: Resource<DynamicType = ()> {
     type Status: ConditionedStatus + Send + Sync;
     fn status(&self) -> Option<&Self::Status>;
+    fn management_policy(&self) -> ManagementPolicy;
+    /// The id the spec adopts explicitly (`instanceId`, `peerId`).
+    fn adopted_id(&self) -> Option<&str>;
 }
 
 impl<K> StatusWriter<K>
@@ -78,6 +184,7 @@ where
             generation: obj.meta().generation,
             now,
             stored: obj.status().cloned(),
+            stamp: Stamp::of(obj),
             version: obj.resource_version(),
         }
     }
@@ -97,6 +204,11 @@ where
         self.version = version;
     }
 
+    /// What this reconcile may write to Altostrat (as every status it writes says).
+    pub fn gate(&self) -> Gate {
+        self.stamp.gate
+    }
+
     /// The time this reconcile stamps on condition transitions.
     pub fn now(&self) -> &Time {
         &self.now
@@ -106,9 +218,20 @@ where
     /// when that is what is stored already.
     pub async fn write(&mut self, mut next: K::Status, desired: &[ConditionState]) -> Result<()> {
         let existing = self.stored.as_ref().map(|s| s.conditions()).unwrap_or_default();
-        next.set_conditions(conditions::merge(existing, desired, self.generation, &self.now));
+        let desired = self.stamp.conditions(desired);
+        next.set_conditions(conditions::merge(existing, &desired, self.generation, &self.now));
         next.set_observed_generation(self.generation);
+        self.stamp.acknowledge(self.stored.as_ref(), &mut next);
+        self.stamp.mark_policy(self.stored.as_ref(), &mut next);
         self.store(next).await
+    }
+
+    /// Writes `desired` conditions over the recorded fields, for a step that plans nothing
+    /// (a wait, a deletion): a plan shown before is no longer what comes next.
+    pub async fn write_conditions(&mut self, desired: &[ConditionState]) -> Result<()> {
+        let mut next = self.stored.clone().unwrap_or_default();
+        next.set_plan(Vec::new());
+        self.write(next, desired).await
     }
 
     /// Changes recorded fields (not conditions, not the generation) of the stored status.
@@ -121,11 +244,12 @@ where
     /// Records a failed attempt on top of what is stored. Returns whether the status changed,
     /// so that a repeating error is neither a write loop nor an event storm.
     ///
-    /// Only the conditions and `observedGeneration` are sent, as a merge patch: the copy this
-    /// reconcile started from may predate an id an earlier reconcile recorded, and a failure
-    /// must never erase it.
+    /// Only the conditions, `observedGeneration` and the handled reconcile request are sent, as
+    /// a merge patch: the copy this reconcile started from may predate an id an earlier
+    /// reconcile recorded, and a failure must never erase it.
     pub async fn record_failure(&mut self, error: &Error) -> bool {
-        let next = failed_status(self.stored.as_ref(), error, self.generation, &self.now);
+        let now = &self.now;
+        let next = failed_status(self.stored.as_ref(), error, (self.generation, now), &self.stamp);
         if self.stored.as_ref() == Some(&next) {
             return false;
         }
@@ -161,10 +285,14 @@ where
 pub(crate) fn failed_status<S: ConditionedStatus>(
     stored: Option<&S>,
     error: &Error,
-    generation: Option<i64>,
-    now: &Time,
+    (generation, now): (Option<i64>, &Time),
+    stamp: &Stamp,
 ) -> S {
     let mut status = stored.cloned().unwrap_or_default();
+    // A request the budget held back has not been handled: its look is still to come.
+    if error.reason() != conditions::reason::THROTTLED {
+        stamp.acknowledge(stored, &mut status);
+    }
     let message = error.to_string();
     let kept_ready = status
         .conditions()
@@ -174,11 +302,12 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
         .cloned();
     let synced = ConditionState::new(SYNCED, false, error.reason(), message.clone());
     let stalled = ConditionState::new(STALLED, true, error.reason(), message.clone());
-    let failed: &[ConditionState] = if error.stalls() {
-        &[synced, stalled]
+    let failed = if error.stalls() {
+        stamp.conditions(&[synced, stalled])
     } else {
-        &[synced]
+        stamp.conditions(&[synced])
     };
+    let failed = failed.as_slice();
     let merged = match kept_ready {
         Some(ready) => {
             let mut merged = conditions::merge(status.conditions(), failed, generation, now);
@@ -216,7 +345,8 @@ where
     }
 }
 
-/// Merge-patches only the conditions and `observedGeneration` of `.status`.
+/// Merge-patches only the conditions, `observedGeneration` and `lastHandledReconcileAt` of
+/// `.status`.
 async fn merge_conditions<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -224,7 +354,7 @@ where
 {
     let full = serde_json::to_value(status).unwrap_or_default();
     let mut partial = serde_json::Map::new();
-    for key in ["conditions", "observedGeneration"] {
+    for key in ["conditions", "observedGeneration", "lastHandledReconcileAt"] {
         if let Some(value) = full.get(key) {
             partial.insert(key.to_owned(), value.clone());
         }
@@ -278,7 +408,12 @@ mod tests {
 
     #[test]
     fn a_transient_failure_keeps_a_working_resource_ready_and_its_generation() {
-        let failed = failed_status(Some(&ready_status(1)), &server_error(), Some(2), &at(20));
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &server_error(),
+            (Some(2), &at(20)),
+            &Stamp::default(),
+        );
         assert_eq!(
             failed.observed_generation,
             Some(1),
@@ -298,7 +433,12 @@ mod tests {
     #[test]
     fn an_error_only_the_user_can_fix_turns_ready_false_for_the_current_generation() {
         let error = Error::InvalidSpec("spec.hostname does not match".into());
-        let failed = failed_status(Some(&ready_status(1)), &error, Some(2), &at(20));
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &error,
+            (Some(2), &at(20)),
+            &Stamp::default(),
+        );
         assert_eq!(failed.observed_generation, Some(2));
         for type_ in ["Ready", "Synced"] {
             let c = failed.conditions.iter().find(|c| c.type_ == type_).unwrap();
@@ -323,17 +463,22 @@ mod tests {
         assert!(stalled(&failed_status(
             Some(&ready_status(1)),
             &invalid,
-            Some(2),
-            &at(20)
+            (Some(2), &at(20)),
+            &Stamp::default()
         )));
         let credentials = Error::Credentials("Secret missing".into());
-        let failed = failed_status(Some(&ready_status(1)), &credentials, Some(2), &at(20));
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &credentials,
+            (Some(2), &at(20)),
+            &Stamp::default(),
+        );
         assert!(stalled(&failed), "even while the hub keeps working");
         assert!(!stalled(&failed_status(
             Some(&ready_status(1)),
             &server_error(),
-            Some(2),
-            &at(20)
+            (Some(2), &at(20)),
+            &Stamp::default()
         )));
         assert!(
             !stalled(&ready_status(1)),
@@ -342,9 +487,99 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_of_a_paused_resource_still_says_it_is_paused() {
+        let paused = Stamp {
+            gate: Gate {
+                paused: true,
+                ..Gate::default()
+            },
+            ..Stamp::default()
+        };
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &server_error(),
+            (Some(2), &at(20)),
+            &paused,
+        );
+        let condition = failed.conditions.iter().find(|c| c.type_ == "Paused").unwrap();
+        assert_eq!(condition.status, "True");
+    }
+
+    #[test]
+    fn a_failed_reconcile_acknowledges_its_request_unless_the_budget_held_its_look_back() {
+        let request = Stamp {
+            request: Some("2026-11-27T10:00:00Z".into()),
+            ..Stamp::default()
+        };
+        let failed = failed_status(
+            Some(&ready_status(1)),
+            &server_error(),
+            (Some(1), &at(20)),
+            &request,
+        );
+        assert_eq!(
+            failed.last_handled_reconcile_at.as_deref(),
+            Some("2026-11-27T10:00:00Z")
+        );
+        let throttled = Error::Api(ApiError::Throttled {
+            endpoint: Endpoint::ListInstances,
+            expected_wait: std::time::Duration::from_secs(3),
+        });
+        let held_back = failed_status(Some(&ready_status(1)), &throttled, (Some(1), &at(20)), &request);
+        assert_eq!(held_back.last_handled_reconcile_at, None);
+    }
+
+    #[test]
+    fn an_observed_id_never_survives_into_a_managed_status_unless_adopted() {
+        let observed = VpnPeerStatus {
+            peer_id: Some("p-1".into()),
+            management_policy: Some(ManagementPolicy::ObserveOnly),
+            ..Default::default()
+        };
+        let written = |stamp: Stamp| {
+            let mut next = observed.clone();
+            stamp.mark_policy(Some(&observed), &mut next);
+            (next.peer_id, next.management_policy)
+        };
+        let gate = |policy| Gate {
+            policy,
+            paused: false,
+        };
+        for policy in [ManagementPolicy::Full, ManagementPolicy::Plan] {
+            let managing = Stamp {
+                gate: gate(policy),
+                ..Stamp::default()
+            };
+            assert_eq!(written(managing), (None, Some(policy)));
+        }
+        let adopting = Stamp {
+            adopted: Some("p-1".into()),
+            ..Stamp::default()
+        };
+        assert_eq!(
+            written(adopting),
+            (Some("p-1".into()), Some(ManagementPolicy::Full))
+        );
+        let observing = Stamp {
+            gate: gate(ManagementPolicy::ObserveOnly),
+            ..Stamp::default()
+        };
+        assert_eq!(
+            written(observing),
+            (Some("p-1".into()), Some(ManagementPolicy::ObserveOnly))
+        );
+    }
+
+    #[test]
     fn repeating_the_same_failure_produces_the_same_status() {
-        let once = failed_status::<VpnPeerStatus>(None, &server_error(), Some(1), &at(20));
-        let twice = failed_status(Some(&once), &server_error(), Some(1), &at(30));
+        let once =
+            failed_status::<VpnPeerStatus>(None, &server_error(), (Some(1), &at(20)), &Stamp::default());
+        let twice = failed_status(
+            Some(&once),
+            &server_error(),
+            (Some(1), &at(30)),
+            &Stamp::default(),
+        );
         assert_eq!(once, twice, "a repeating error must not be a write loop");
     }
 }

@@ -733,6 +733,21 @@ impl Harness {
         self.apply(current)
     }
 
+    /// Sets an annotation of the stored `obj` (`None` removes it), as `kubectl annotate`
+    /// would: the generation stays.
+    pub fn annotate<K: Reconciler + serde::Serialize>(&self, obj: &K, key: &str, value: Option<&str>) -> K {
+        let mut current = self.stored(obj).expect("object exists");
+        let annotations = current
+            .meta_mut()
+            .annotations
+            .get_or_insert_with(Default::default);
+        match value {
+            Some(value) => annotations.insert(key.to_owned(), value.to_owned()),
+            None => annotations.remove(key),
+        };
+        self.apply(current)
+    }
+
     /// Runs one reconcile of the stored version of `obj` (what the watch would deliver), and
     /// refreshes the instance cache with the result.
     pub async fn reconcile<K: Reconciler + serde::Serialize>(&self, obj: &K) -> Result<Action> {

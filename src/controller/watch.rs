@@ -16,8 +16,9 @@ use super::error::error_policy;
 use super::events::reason as event;
 use super::finalizer::has_finalizer;
 use super::observation::{Changed, Observations};
+use super::policy::annotation;
 use crate::altostrat::VpnApi;
-use crate::crd::FINALIZER;
+use crate::crd::{FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -77,15 +78,19 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Changes that need a reconcile: the spec (generation) and deletion. Status and finalizer
-/// updates — including the operator's own — do not: a reconcile goes on with the object its
-/// own writes returned, polling and resyncs are scheduled explicitly, and so an own write never
-/// causes another round of API calls on a cache that has not caught up with it.
+/// Changes that need a reconcile: the spec (generation), deletion, the pause annotation and
+/// the reconcile request annotation.
+/// Status and finalizer updates — including the operator's own — do not: a reconcile goes on
+/// with the object its own writes returned, polling and resyncs are scheduled explicitly, and
+/// so an own write never causes another round of API calls on a cache that has not caught up
+/// with it.
 fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let meta = obj.meta();
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (meta.generation, meta.deletion_timestamp.is_some()).hash(&mut hasher);
+    annotation(obj, PAUSED_ANNOTATION).hash(&mut hasher);
+    annotation(obj, RECONCILE_REQUEST_ANNOTATION).hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -434,5 +439,26 @@ mod tests {
         );
         p.metadata.generation = Some(2);
         assert_ne!(needs_reconcile(&p), before);
+    }
+
+    #[test]
+    fn pausing_and_resuming_need_a_reconcile() {
+        let mut p = peer("a", "alice", "hub");
+        let running = needs_reconcile(&p);
+        p.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), "true".to_owned())].into());
+        let paused = needs_reconcile(&p);
+        assert_ne!(paused, running);
+        p.metadata.annotations = Some([(PAUSED_ANNOTATION.to_owned(), "false".to_owned())].into());
+        assert_ne!(needs_reconcile(&p), paused);
+    }
+
+    #[test]
+    fn each_new_reconcile_request_needs_a_reconcile() {
+        let mut p = peer("a", "alice", "hub");
+        let request = |at: &str| Some([(RECONCILE_REQUEST_ANNOTATION.to_owned(), at.to_owned())].into());
+        p.metadata.annotations = request("2026-11-27T10:00:00Z");
+        let first = needs_reconcile(&p);
+        p.metadata.annotations = request("2026-11-27T10:05:00Z");
+        assert_ne!(needs_reconcile(&p), first);
     }
 }

@@ -8,12 +8,13 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DeletionPolicy, SecretReference};
+use super::{DeletionPolicy, ManagementPolicy, PlannedCall, SecretReference};
 
 /// Desired state of an Altostrat managed VPN instance (a cloud VPN hub).
 ///
 /// `hostname` and `region` are fixed when the instance is created; every other field is
-/// reconciled continuously, so out-of-band edits in the Altostrat portal are reverted.
+/// reconciled continuously, so out-of-band edits in the Altostrat portal are reverted (unless
+/// `managementPolicy` is `ObserveOnly`, or the resource is paused).
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "vpn.altostrat.io",
@@ -47,6 +48,19 @@ use super::{DeletionPolicy, SecretReference};
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
         priority = 1
     ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Last Request",
+        type_ = "string",
+        json_path = ".status.lastHandledReconcileAt",
+        priority = 1
+    ),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".status.managementPolicy"),
     printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
     printcolumn(name = "Hostname", type_ = "string", json_path = ".status.hostname"),
     printcolumn(
@@ -58,6 +72,7 @@ use super::{DeletionPolicy, SecretReference};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(oldSelf.instanceId) || (has(self.instanceId) && self.instanceId == oldSelf.instanceId)").message("instanceId cannot be changed or removed once set"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.managementPolicy) || oldSelf.managementPolicy != 'ObserveOnly' || (has(self.managementPolicy) && self.managementPolicy == 'ObserveOnly') || has(self.instanceId)").message("leaving managementPolicy ObserveOnly adopts the observed hub: set spec.instanceId to its id (status.instanceId)"))]
 #[serde(rename_all = "camelCase")]
 pub struct VpnInstanceSpec {
     /// Display name of the instance in Altostrat (3 to 20 characters).
@@ -114,9 +129,22 @@ pub struct VpnInstanceSpec {
     #[schemars(length(max = 64))]
     pub dns_custom: Vec<DnsRecord>,
 
-    /// What to do with the Altostrat instance when this resource is deleted.
+    /// What to do with the Altostrat instance when this resource is deleted: `Delete` it
+    /// (default) or `Orphan` it (leave it running). Only `Full` management deletes anything.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// How much the operator may do with the Altostrat instance. `Full` (default): create it,
+    /// keep it as the spec says, delete it by `deletionPolicy`. `ObserveOnly`: find an existing
+    /// hub by `instanceId`, else by `hostname`, and mirror it in status without ever writing to
+    /// it; spec fields that are set (lists: non-empty) are compared and differences reported
+    /// as `Synced=False` reason `Drifted`; deleting the resource leaves the hub running.
+    /// Leaving `ObserveOnly` adopts the hub and needs `instanceId`. `Plan`: decide as `Full`
+    /// would, but only list the calls in `status.plan` (method, path, each changed field's old
+    /// and new value); switching to `Full` then makes exactly those calls. A `Plan` resource
+    /// claims, creates and deletes nothing.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
 
     /// Secret in this namespace whose `token` key holds the Altostrat API token to use for
     /// this instance and its peers; it must be labelled `vpn.altostrat.io/credentials: "true"`.
@@ -124,8 +152,8 @@ pub struct VpnInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 
-    /// Adopt an existing Altostrat instance by its id instead of creating one. Cannot be
-    /// changed or removed once set.
+    /// Adopt an existing Altostrat instance by its id instead of creating one (with
+    /// `managementPolicy: ObserveOnly`: observe it). Cannot be changed or removed once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub instance_id: Option<String>,
@@ -161,6 +189,10 @@ pub struct VpnInstanceStatus {
     /// Altostrat id of the instance; recorded as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
+    /// The managementPolicy this status was written under. An instanceId recorded under
+    /// `ObserveOnly` was only observed: it never makes the hub this resource's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
     /// Fully qualified public name of the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -191,8 +223,18 @@ pub struct VpnInstanceStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the hub is provisioned and matches the spec) and `Synced` (the last attempt
-    /// to apply the spec succeeded).
+    /// The value of the annotation `vpn.altostrat.io/reconcile-requested-at` that the operator
+    /// handled last: the resource was compared with Altostrat after it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// The Altostrat calls the operator would make next and withholds: under `managementPolicy:
+    /// Plan`, what switching to `Full` sends; while the resource is paused, what removing the
+    /// pause annotation sends. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedCall>,
+    /// `Ready` (the hub is provisioned and matches the spec), `Synced` (the last attempt to
+    /// apply the spec succeeded, or why nothing was applied) and, while the resource is
+    /// paused, `Paused`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

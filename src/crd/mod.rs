@@ -26,6 +26,16 @@ pub const FINALIZER: &str = "vpn.altostrat.io/cleanup";
 /// keep it.
 pub const CREATE_CLAIM_ANNOTATION: &str = "vpn.altostrat.io/create-claimed-at";
 
+/// Set to `"true"` to pause a resource: the operator keeps observing Altostrat and reports
+/// drift, but writes nothing there until the annotation is removed. Deleting a paused resource
+/// still follows its `deletionPolicy`.
+pub const PAUSED_ANNOTATION: &str = "vpn.altostrat.io/paused";
+
+/// Set to a new value (such as the current time, as `flux reconcile` does) to have a resource
+/// compared with Altostrat right away instead of at its next drift check; the value handled
+/// last is echoed in `status.lastHandledReconcileAt`.
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "vpn.altostrat.io/reconcile-requested-at";
+
 /// Finalizer the operator puts on a credentials Secret while a resource that uses it may still
 /// need it to delete its Altostrat objects: deleting a namespace deletes the Secret and the
 /// resources at once, and the resources' cleanup must still be able to read the token.
@@ -44,6 +54,47 @@ pub enum DeletionPolicy {
     Delete,
     /// Leave the object running in Altostrat and only release the resource.
     Orphan,
+}
+
+/// An Altostrat call the operator would make next, and has withheld (see `status.plan`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedCall {
+    /// HTTP method: `POST` (create) or `PUT` (update).
+    pub method: String,
+    /// Request path. The id of an instance a planned create makes is not known yet: it is the
+    /// placeholder `{instanceId}`.
+    pub path: String,
+    /// The fields the call sets, with the value Altostrat holds now and the one sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
+}
+
+/// One field a planned call sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FieldChange {
+    /// The field, spelled as in the spec (`pushedRoutes`, `routeAll`, ...).
+    pub field: String,
+    /// The value Altostrat holds now (lists as JSON); absent when Altostrat holds none yet,
+    /// such as on a create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<String>,
+    /// The value the call sends (lists as JSON); absent when Altostrat assigns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<String>,
+}
+
+// How much the operator may do with the Altostrat object of a resource. (A `//` comment: a type
+// doc would replace the fields' own descriptions in `kubectl explain`.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create, update and delete the object to match the spec.
+    #[default]
+    Full,
+    /// Only find and mirror an existing object: never write to it, never delete it.
+    ObserveOnly,
+    /// Compute the writes `Full` would make next and show them in `status.plan`, without
+    /// making them.
+    Plan,
 }
 
 /// Reference to a Secret in the same namespace as the referring resource.

@@ -8,12 +8,13 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::DeletionPolicy;
+use super::{DeletionPolicy, ManagementPolicy, PlannedCall};
 
 /// Desired state of a peer of an Altostrat VPN instance.
 ///
 /// `type`, `protocol`, `userId`, `siteId` and `instanceRef` are fixed at creation (Altostrat
-/// cannot change them in place); `routeAll` (clients) and `subnets` (sites) are reconciled.
+/// cannot change them in place); `routeAll` (clients) and `subnets` (sites) are reconciled
+/// (unless `managementPolicy` is `ObserveOnly`, or the resource is paused).
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "vpn.altostrat.io",
@@ -27,6 +28,7 @@ use super::DeletionPolicy;
     doc = "A client or site peer of an Altostrat VPN instance.",
     printcolumn(name = "Instance", type_ = "string", json_path = ".spec.instanceRef.name"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Policy", type_ = "string", json_path = ".status.managementPolicy"),
     printcolumn(name = "Connected", type_ = "boolean", json_path = ".status.connected"),
     printcolumn(
         name = "Ready",
@@ -50,6 +52,18 @@ use super::DeletionPolicy;
         json_path = ".status.conditions[?(@.type==\"Ready\")].message",
         priority = 1
     ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Paused\")].status",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Last Request",
+        type_ = "string",
+        json_path = ".status.lastHandledReconcileAt",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.type != 'client' || self.protocol == 'wireguard'").message("client peers must use protocol wireguard"))]
@@ -61,6 +75,7 @@ use super::DeletionPolicy;
 #[x_kube(validation = Rule::new("has(self.userId) == has(oldSelf.userId) && (!has(self.userId) || self.userId == oldSelf.userId)").message("userId is immutable; create a new VpnPeer to change it"))]
 #[x_kube(validation = Rule::new("has(self.siteId) == has(oldSelf.siteId) && (!has(self.siteId) || self.siteId == oldSelf.siteId)").message("siteId is immutable; create a new VpnPeer to change it"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.peerId) || (has(self.peerId) && self.peerId == oldSelf.peerId)").message("peerId cannot be changed or removed once set"))]
+#[x_kube(validation = Rule::new("!has(self.managementPolicy) || self.managementPolicy != 'ObserveOnly' || has(self.peerId)").message("managementPolicy ObserveOnly needs spec.peerId: a peer is found only by its id"))]
 #[serde(rename_all = "camelCase")]
 pub struct VpnPeerSpec {
     /// The VpnInstance (in this namespace) the peer connects to. Immutable.
@@ -99,9 +114,21 @@ pub struct VpnPeerSpec {
     #[x_kube(validation = Rule::new("self.all(s, isCIDR(s))").message("every subnets entry must be a CIDR such as 192.168.10.0/24"))]
     pub subnets: Option<Vec<String>>,
 
-    /// What to do with the Altostrat peer when this resource is deleted.
+    /// What to do with the Altostrat peer when this resource is deleted: `Delete` it
+    /// (default) or `Orphan` it (leave it in place). Only `Full` management deletes anything.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// How much the operator may do with the Altostrat peer. `Full` (default): create it, keep
+    /// it as the spec says, delete it by `deletionPolicy`. `ObserveOnly`: find the peer
+    /// `peerId` names (required) and mirror it in status without ever writing to it; spec
+    /// fields that are set are compared and differences reported as `Synced=False` reason
+    /// `Drifted`; deleting the resource leaves the peer in place. A peer may be `Full` on an
+    /// instance that is `ObserveOnly`. `Plan`: decide as `Full` would, but only list the calls
+    /// in `status.plan`; switching to `Full` then makes exactly those calls. A `Plan` resource
+    /// creates and deletes nothing.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
 
     /// Adopt an existing Altostrat peer by its id instead of creating one. It must be of this
     /// peer's type and user or site; once adopted it is managed (and deleted by
@@ -143,6 +170,10 @@ pub struct VpnPeerStatus {
     /// Altostrat id of the peer; recorded as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<String>,
+    /// The managementPolicy this status was written under. A peerId recorded under
+    /// `ObserveOnly` was only observed: it never makes the peer this resource's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
     /// Altostrat id of the instance the peer was created on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
@@ -155,8 +186,18 @@ pub struct VpnPeerStatus {
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the peer exists and matches the spec) and `Synced` (the last attempt to
-    /// apply the spec succeeded).
+    /// The value of the annotation `vpn.altostrat.io/reconcile-requested-at` that the operator
+    /// handled last: the resource was compared with Altostrat after it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    /// The Altostrat calls the operator would make next and withholds: under `managementPolicy:
+    /// Plan`, what switching to `Full` sends; while the resource is paused, what removing the
+    /// pause annotation sends. Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedCall>,
+    /// `Ready` (the peer exists and matches the spec), `Synced` (the last attempt to apply
+    /// the spec succeeded, or why nothing was applied) and, while the resource is paused,
+    /// `Paused`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

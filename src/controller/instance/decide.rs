@@ -8,10 +8,11 @@ use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
 use super::super::ownership::{self, Ownership};
-use super::super::plan;
+use super::super::policy::Gate;
+use super::super::{plan, planned};
 use crate::altostrat::ApiError;
 use crate::altostrat::model::{Instance, InstanceUpdate};
-use crate::crd::{FirewallRuleStatus, VpnInstanceSpec, VpnInstanceStatus};
+use crate::crd::{FirewallRuleStatus, PlannedCall, VpnInstanceSpec, VpnInstanceStatus};
 use k8s_openapi::jiff::Timestamp;
 
 /// What is known of the Altostrat side at this point of a reconcile.
@@ -52,11 +53,17 @@ pub(crate) enum Claim {
 #[derive(Clone, Debug)]
 pub(crate) struct Observed<'a> {
     pub spec: &'a VpnInstanceSpec,
+    /// What this reconcile may write to Altostrat.
+    pub gate: Gate,
     pub finalizer: FinalizerState,
     pub claim: Claim,
-    /// `status.instanceId`, until the instance it names is found gone.
+    /// `status.instanceId` recorded as this resource's own (not under `ObserveOnly`), until
+    /// the instance it names is found gone.
     pub recorded_id: Option<&'a str>,
-    /// A resource in another namespace that records the instance `spec.instanceId` names.
+    /// `status.instanceId` recorded while the resource only observed it: never its own.
+    pub observed_id: Option<&'a str>,
+    /// A resource in another namespace that records the instance `spec.instanceId` names (for
+    /// an observer: the instance it looks at).
     pub adopted_elsewhere: Option<String>,
     pub remote: Remote,
     /// A PUT was sent in this reconcile already: its answer is final for this round.
@@ -88,6 +95,11 @@ pub(crate) enum Step {
     },
     /// Converged as far as this round goes: record what Altostrat holds.
     Record(Instance),
+    /// (`ObserveOnly`) No instance with the spec's hostname is visible: record that.
+    Missing,
+    /// The next step would write to Altostrat and the gate withholds it: record these calls
+    /// (what the step would have sent) and what Altostrat holds.
+    Withhold(Vec<PlannedCall>),
     /// Our create was refused: no object of ours stems from the claim; withdraw it, then
     /// give up with the error.
     WithdrawClaim(Error),
@@ -96,25 +108,48 @@ pub(crate) enum Step {
 
 const ADOPT_HINT: &str = "to manage it from this resource, set spec.instanceId to its id";
 
-/// The one place where the instance lifecycle is decided.
+/// The one place where the instance lifecycle is decided: the next step, through the gate.
 pub(crate) fn decide(o: &Observed) -> Step {
+    withhold(lifecycle(o), o)
+}
+
+/// The gate: while writes to Altostrat are withheld, a step that would write becomes the calls
+/// it would have made. Forgetting a vanished id only prepares the create that follows it, so
+/// it is withheld with the create.
+fn withhold(step: Step, o: &Observed) -> Step {
+    if o.gate.open() {
+        return step;
+    }
+    match step {
+        Step::Claim | Step::Create | Step::Forget(_) => Step::Withhold(planned::instance_create(o.spec)),
+        Step::Update { id, body, .. } => {
+            Step::Withhold(vec![planned::instance_update(&id, &body, found(&o.remote))])
+        }
+        other => other,
+    }
+}
+
+/// The instance the reconcile has seen, if any.
+pub(crate) fn found(remote: &Remote) -> Option<&Instance> {
+    match remote {
+        Remote::Found(instance)
+        | Remote::Searched {
+            found: Some(instance),
+            ..
+        } => Some(instance),
+        _ => None,
+    }
+}
+
+fn lifecycle(o: &Observed) -> Step {
     if o.finalizer == FinalizerState::Stale {
         return Step::Requeue(STALE_RETRY);
     }
-    if let (Some(wanted), Some(recorded)) = (o.spec.instance_id.as_deref(), o.recorded_id)
-        && wanted != recorded
-    {
-        return Step::GiveUp(Error::InvalidSpec(format!(
-            "spec.instanceId {wanted} differs from the instance {recorded} this resource manages; \
-             a resource manages one hub: adopt {wanted} with a new resource"
-        )));
+    if let Some(refusal) = refuse(o) {
+        return refusal;
     }
-    if let Some(other) = &o.adopted_elsewhere {
-        let id = o.spec.instance_id.as_deref().unwrap_or_default();
-        return not_owned(
-            reason::NOT_OWNED,
-            format!("Altostrat instance {id} belongs to {other}"),
-        );
+    if o.gate.observes() {
+        return observe(o);
     }
     match &o.remote {
         Remote::Unknown => match o.recorded_id.or(o.spec.instance_id.as_deref()) {
@@ -122,9 +157,7 @@ pub(crate) fn decide(o: &Observed) -> Step {
             Some(id) => Step::Fetch(id.to_owned()),
             None => claim_then_create(o),
         },
-        Remote::Gone(id) if o.spec.instance_id.is_some() => Step::GiveUp(Error::InvalidSpec(format!(
-            "spec.instanceId {id} does not exist in Altostrat"
-        ))),
+        Remote::Gone(id) if o.spec.instance_id.is_some() => missing_adoption(id),
         Remote::Gone(id) => Step::Forget(id.clone()),
         Remote::Searched { found: None, .. } => claim_then_create(o),
         Remote::Searched {
@@ -144,6 +177,70 @@ pub(crate) fn decide(o: &Observed) -> Step {
         }
         Remote::Found(instance) => converged_or_update(o, instance),
     }
+}
+
+/// A spec the resource may not act on at all: `spec.instanceId` naming another hub than the
+/// one it manages, a hub another namespace holds, or (to manage) a hub it only observed.
+fn refuse(o: &Observed) -> Option<Step> {
+    if let (Some(wanted), Some(recorded)) = (o.spec.instance_id.as_deref(), o.recorded_id)
+        && wanted != recorded
+    {
+        return Some(Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.instanceId {wanted} differs from the instance {recorded} this resource manages; \
+             a resource manages one hub: adopt {wanted} with a new resource"
+        ))));
+    }
+    if let Some(other) = &o.adopted_elsewhere {
+        let id = target(o).unwrap_or_default();
+        let message = format!("Altostrat instance {id} belongs to {other}");
+        return Some(not_owned(reason::NOT_OWNED, message));
+    }
+    match (o.observed_id, o.recorded_id, o.spec.instance_id.as_deref()) {
+        (Some(seen), None, None) if !o.gate.observes() => Some(not_owned(
+            reason::NOT_OWNED,
+            format!(
+                "Altostrat instance {seen} was only observed (managementPolicy ObserveOnly), never created or \
+                 adopted by this resource; to manage it, set spec.instanceId to {seen}"
+            ),
+        )),
+        _ => None,
+    }
+}
+
+/// The hub an observer looks at: the one `spec.instanceId` names, else the one it recorded.
+fn target<'a>(o: &Observed<'a>) -> Option<&'a str> {
+    o.spec.instance_id.as_deref().or(o.recorded_id).or(o.observed_id)
+}
+
+/// `ObserveOnly`: find the hub by id, else by hostname, and report how it differs from the
+/// spec; the gate withholds the update that difference amounts to. Nothing is ever created.
+fn observe(o: &Observed) -> Step {
+    match &o.remote {
+        Remote::Unknown if o.finalizer == FinalizerState::Missing => Step::AddFinalizer,
+        Remote::Unknown => target(o).map_or(Step::Search, |id| Step::Fetch(id.to_owned())),
+        Remote::Gone(id) if o.spec.instance_id.is_some() => missing_adoption(id),
+        // The hub observed so far is gone: whatever holds the hostname now is the one to observe.
+        Remote::Gone(_) | Remote::Taken { .. } => Step::Search,
+        Remote::Searched { found: None, .. } => Step::Missing,
+        Remote::Searched {
+            found: Some(instance),
+            recorded_by: Some(other),
+        } => not_owned(
+            reason::NOT_OWNED,
+            format!("Altostrat instance {} belongs to {other}", instance.id),
+        ),
+        Remote::Searched {
+            found: Some(instance),
+            recorded_by: None,
+        }
+        | Remote::Found(instance) => converged_or_update(o, instance),
+    }
+}
+
+fn missing_adoption(id: &str) -> Step {
+    Step::GiveUp(Error::InvalidSpec(format!(
+        "spec.instanceId {id} does not exist in Altostrat"
+    )))
 }
 
 fn claim_then_create(o: &Observed) -> Step {
@@ -188,7 +285,10 @@ fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
     }
     // Altostrat only accepts configuration once the server is provisioned.
     let update = (instance.is_provisioned() && !o.updated)
-        .then(|| plan::instance_update(o.spec, instance))
+        .then(|| match o.gate.observes() {
+            true => plan::observed_instance_drift(o.spec, instance),
+            false => plan::instance_update(o.spec, instance),
+        })
         .flatten();
     match update {
         Some(body) => Step::Update {
@@ -253,6 +353,93 @@ pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [Con
             "Spec applied to Altostrat",
         ),
     ]
+}
+
+/// Ready/Synced for an instance recorded as it is: an observer's `Synced` says the fields the
+/// spec sets match, since it applies nothing.
+pub(crate) fn recorded_conditions(observed: &Instance, out_of_sync: bool, gate: Gate) -> [ConditionState; 2] {
+    let [ready, synced] = desired_conditions(observed, out_of_sync);
+    if !gate.observes() {
+        return [ready, synced];
+    }
+    let message = "Altostrat matches the fields the spec sets (managementPolicy ObserveOnly writes nothing)";
+    [
+        ready,
+        ConditionState::new(SYNCED, true, reason::OBSERVED, message),
+    ]
+}
+
+/// The conditions of an observer that finds no instance with its hostname.
+pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 2] {
+    let message = format!(
+        "No Altostrat instance with hostname {:?} is visible to these credentials; managementPolicy \
+         ObserveOnly creates nothing",
+        spec.hostname
+    );
+    [
+        ConditionState::new(READY, false, reason::NOT_FOUND, message.clone()),
+        ConditionState::new(SYNCED, false, reason::NOT_FOUND, message),
+    ]
+}
+
+/// The status and conditions of a reconcile whose next writes are withheld: what Altostrat
+/// holds, if anything was found (`Ready` says whether the hub works), `Synced` False naming
+/// what is withheld, and the calls in `plan`.
+pub(crate) fn withheld_status(
+    stored: VpnInstanceStatus,
+    remote: &Remote,
+    calls: Vec<PlannedCall>,
+    gate: Gate,
+) -> (VpnInstanceStatus, [ConditionState; 2]) {
+    if let Some(instance) = found(remote) {
+        let fields = planned::changed_fields(&calls).join(", ");
+        let message = format!(
+            "Altostrat differs from the spec in {fields}; not corrected while {}",
+            gate.why()
+        );
+        let [ready, _] = desired_conditions(instance, false);
+        let ready = match ready.reason {
+            reason::AVAILABLE => {
+                ConditionState::new(READY, true, reason::AVAILABLE, "Instance is provisioned")
+            }
+            _ => ready,
+        };
+        let status = VpnInstanceStatus {
+            plan: if gate.plans() { calls } else { Vec::new() },
+            ..observed_status(instance)
+        };
+        return (
+            status,
+            [
+                ready,
+                ConditionState::new(SYNCED, false, gate.drift_reason(), message),
+            ],
+        );
+    }
+    // A recorded instance that vanished keeps its id (it is still this resource's to create
+    // again), but nothing of it is mirrored any more: its peers must not take it as usable.
+    let (status, what) = match remote {
+        Remote::Gone(id) => (
+            VpnInstanceStatus {
+                instance_id: Some(id.clone()),
+                ..VpnInstanceStatus::default()
+            },
+            format!("Altostrat instance {id} no longer exists; creating it again"),
+        ),
+        _ => (stored, "Creating the instance".to_owned()),
+    };
+    let message = format!("{what} is withheld while {}", gate.why());
+    let desired = [
+        ConditionState::new(READY, false, gate.reason(), message.clone()),
+        ConditionState::new(SYNCED, false, gate.reason(), message),
+    ];
+    (
+        VpnInstanceStatus {
+            plan: calls,
+            ..status
+        },
+        desired,
+    )
 }
 
 /// The status fields that mirror the Altostrat instance (conditions are the writer's).
@@ -334,6 +521,11 @@ mod tests {
         }
     }
 
+    const PAUSED: Gate = Gate {
+        policy: crate::crd::ManagementPolicy::Full,
+        paused: true,
+    };
+
     fn claimed_at() -> Timestamp {
         "2026-11-27T10:00:00Z".parse().unwrap()
     }
@@ -341,9 +533,11 @@ mod tests {
     fn observed<'a>(spec: &'a VpnInstanceSpec, recorded: Option<&'a str>, remote: Remote) -> Observed<'a> {
         Observed {
             spec,
+            gate: Gate::default(),
             finalizer: FinalizerState::Held,
             claim: Claim::Held(claimed_at()),
             recorded_id: recorded,
+            observed_id: None,
             adopted_elsewhere: None,
             remote,
             updated: false,
@@ -620,6 +814,69 @@ mod tests {
             decide(&observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")))),
             Step::Record(_)
         ));
+    }
+
+    #[test]
+    fn under_a_pause_every_write_becomes_the_calls_it_would_make_and_reads_go_on() {
+        let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
+        let paused = |mut o: Observed<'_>| {
+            o.gate = PAUSED;
+            decide(&o)
+        };
+        let withheld = |step: Step| match step {
+            Step::Withhold(calls) => calls
+                .into_iter()
+                .map(|c| format!("{} {}", c.method, c.path))
+                .collect::<Vec<_>>(),
+            other => panic!("expected Withhold, got {other:?}"),
+        };
+        let create = vec!["POST /vpn/instances", "PUT /vpn/instances/{instanceId}"];
+        let mut unclaimed = observed(&s, None, Remote::Unknown);
+        unclaimed.claim = Claim::None;
+        assert_eq!(withheld(paused(unclaimed.clone())), create, "no claim");
+        unclaimed.claim = Claim::Fresh(claimed_at());
+        assert_eq!(withheld(paused(unclaimed)), create);
+        let vanished = observed(&s, Some("i-1"), Remote::Gone("i-1".into()));
+        assert_eq!(withheld(paused(vanished)), create, "not forgotten either");
+        let drifted = observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")));
+        assert_eq!(withheld(paused(drifted)), vec!["PUT /vpn/instances/i-1"]);
+
+        assert!(matches!(
+            paused(observed(&s, Some("i-1"), Remote::Unknown)),
+            Step::Fetch(_)
+        ));
+        assert!(matches!(
+            paused(observed(&s, None, Remote::Unknown)),
+            Step::Search
+        ));
+        let converged = spec(serde_json::json!({}));
+        let found = observed(&converged, Some("i-1"), Remote::Found(provisioned("i-1")));
+        assert!(matches!(paused(found), Step::Record(_)));
+    }
+
+    #[test]
+    fn a_withheld_update_keeps_the_hub_ready_and_names_the_drift() {
+        let remote = Remote::Found(provisioned("i-1"));
+        let calls = vec![planned::instance_update(
+            "i-1",
+            &InstanceUpdate {
+                pushed_routes: vec!["10.0.0.0/8".into()],
+                ..InstanceUpdate::default()
+            },
+            None,
+        )];
+        let paused = PAUSED;
+        let (status, [ready, synced]) = withheld_status(Default::default(), &remote, calls, paused);
+        assert_eq!((ready.status, ready.reason), (true, "Available"));
+        assert_eq!((synced.status, synced.reason), (false, "Drifted"));
+        assert!(synced.message.contains("pushedRoutes"), "{}", synced.message);
+        assert_eq!(status.instance_id.as_deref(), Some("i-1"));
+        assert_eq!(status.plan.len(), 1);
+
+        let gone = Remote::Gone("i-1".into());
+        let (status, [ready, _]) = withheld_status(Default::default(), &gone, vec![], paused);
+        assert_eq!((ready.status, ready.reason), (false, "ReconcilePaused"));
+        assert!(!status.server_ready, "its peers must not use a vanished hub");
     }
 
     #[test]

@@ -23,13 +23,15 @@ use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
+use super::policy::{Gate, observed_id, owned_id, reconcile_request};
 use super::status::HasStatus;
 use crate::altostrat::Urgency;
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
-use crate::crd::{VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
+use crate::crd::{ManagementPolicy, PlannedCall, VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
 use decide::{
-    Claim, Observed, Remote, Step, decide, desired_conditions, next_look, observed_status, time_in_state,
+    Claim, Observed, Remote, Step, decide, desired_conditions, missing_conditions, next_look,
+    observed_status, recorded_conditions, time_in_state, withheld_status,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -45,6 +47,12 @@ impl HasStatus for VpnInstance {
     fn status(&self) -> Option<&VpnInstanceStatus> {
         self.status.as_ref()
     }
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+    fn adopted_id(&self) -> Option<&str> {
+        self.spec.instance_id.as_deref()
+    }
 }
 
 impl Reconciler for VpnInstance {
@@ -53,17 +61,9 @@ impl Reconciler for VpnInstance {
     async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
-        let recorded_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
         let started = Instant::now();
-        let mut observed = Observed {
-            spec: &self.spec,
-            finalizer: FinalizerState::of(self),
-            claim: claim_of(self).map_or(Claim::None, Claim::Held),
-            recorded_id: recorded_id.as_deref(),
-            adopted_elsewhere: adopted_elsewhere(self, ctx),
-            remote: Remote::Unknown,
-            updated: false,
-        };
+        let gate = Gate::of(self);
+        let mut observed = first_look(self, ctx);
         for _ in 0..MAX_STEPS {
             let step = decide(&observed);
             tracing::debug!(?step, "next step");
@@ -81,11 +81,11 @@ impl Reconciler for VpnInstance {
                     let token = token.get().await?;
                     // How long a list may be reused for drift checks (see DRIFT_REUSE).
                     let reuse = ctx.drift_interval(&token).mul_f64(DRIFT_REUSE);
-                    if let Some(settled) = settled_in_view(ctx, &token, &id, reuse) {
+                    if let Some(settled) = settled_in_view(self, ctx, &token, (&id, reuse)) {
                         observed.remote = Remote::Found(settled);
                         continue;
                     }
-                    let look = look_for(self, ctx, reuse, handle);
+                    let look = look_for(self, ctx, reuse, handle, gate);
                     match fetch(ctx, &token, id, look).await {
                         Ok(remote) => observed.remote = remote,
                         Err(deferred) => return defer_drift_check(deferred, look),
@@ -103,35 +103,19 @@ impl Reconciler for VpnInstance {
                 Step::Create => observed.remote = create(self, ctx, handle, &token.get().await?).await?,
                 Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
                 Step::Update { id, body, fields } => {
-                    if let Remote::Found(current) = &observed.remote
-                        && ctx.observations.would_repeat(&id, &body, current)
-                    {
-                        if !current.status.is_empty() {
-                            // Altostrat is still applying the last update: wait for it.
-                            observed.updated = true;
-                            continue;
-                        }
-                        return Err(Error::NotConverging {
-                            fields: fields.join(", "),
-                        });
-                    }
                     let token = token.get().await?;
-                    let updated = match ctx.api.update_instance(&token, &id, &body).await {
-                        Ok(updated) => updated,
-                        // Gone since it was observed: what is observed now says so.
-                        Err(e) if e.is_not_found() => {
-                            ctx.observations.deleted_instance(&token, &id);
-                            observed.remote = Remote::Gone(id);
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+                    let update = Update {
+                        id,
+                        body,
+                        fields,
+                        token,
                     };
-                    ctx.observations.wrote_instance(&token, &updated);
-                    ctx.observations.updated(&id, &body, &updated);
-                    let note = update_note(&self.spec, &fields, &body);
-                    handle.activity.record(event::UPDATED, note);
-                    observed.remote = Remote::Found(updated);
-                    observed.updated = true;
+                    observed.remote = send_update(self, ctx, handle, update, &observed.remote).await?;
+                    observed.updated = matches!(observed.remote, Remote::Found(_));
+                }
+                Step::Missing => return missing(self, ctx, handle, &token.get().await?).await,
+                Step::Withhold(calls) => {
+                    return withhold(self, ctx, handle, (&observed.remote, calls), &mut token).await;
                 }
                 Step::Record(instance) => {
                     ctx.looked(self);
@@ -153,10 +137,11 @@ impl Reconciler for VpnInstance {
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
-        let known_id = self.status.as_ref().and_then(|s| s.instance_id.clone());
+        let known_id = owned_id(self.status.as_ref()).map(str::to_owned);
         let started = Instant::now();
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
+            management: self.spec.management_policy,
             policy: self.spec.deletion_policy,
             may_exist: known_id.is_some() || claim_of(self).is_some(),
             dependents: None,
@@ -172,6 +157,12 @@ impl Reconciler for VpnInstance {
                 CleanupStep::Nothing => return Ok(Action::await_change()),
                 CleanupStep::Orphan => {
                     let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
+                    handle.activity.record(event::ORPHANED, note);
+                    return release(self, ctx, handle).await;
+                }
+                CleanupStep::Unmanaged(policy) => {
+                    let note =
+                        format!("managementPolicy is {policy:?}; the Altostrat instance is left running");
                     handle.activity.record(event::ORPHANED, note);
                     return release(self, ctx, handle).await;
                 }
@@ -212,6 +203,21 @@ impl Reconciler for VpnInstance {
             }
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
+    }
+}
+
+/// What a reconcile knows before it looks at Altostrat.
+fn first_look<'a, A>(obj: &'a VpnInstance, ctx: &Context<A>) -> Observed<'a> {
+    Observed {
+        spec: &obj.spec,
+        gate: Gate::of(obj),
+        finalizer: FinalizerState::of(obj),
+        claim: claim_of(obj).map_or(Claim::None, Claim::Held),
+        recorded_id: owned_id(obj.status.as_ref()),
+        observed_id: observed_id(obj.status.as_ref()),
+        adopted_elsewhere: adopted_elsewhere(obj, ctx),
+        remote: Remote::Unknown,
+        updated: false,
     }
 }
 
@@ -277,9 +283,110 @@ async fn wait_for_teardown<A>(
         ConditionState::new(READY, false, reason::TEARING_DOWN, message),
         ConditionState::new(SYNCED, true, reason::DELETING, "Deletion in progress"),
     ];
-    let current = handle.status.stored().cloned().unwrap_or_default();
-    handle.status.write(current, &desired).await?;
+    handle.status.write_conditions(&desired).await?;
     Ok(Action::requeue(ctx.settings.provisioning_poll))
+}
+
+/// An update the decision chose, with the token to send it with.
+struct Update {
+    id: String,
+    body: InstanceUpdate,
+    fields: Vec<&'static str>,
+    token: ApiToken,
+}
+
+/// Sends the update, unless it would repeat one Altostrat is still applying (nothing to do
+/// this round) or one whose values it normalises (`NotConverging`); returns what Altostrat
+/// holds afterwards. An instance gone since it was observed answers 404: it is `Gone` now.
+async fn send_update<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    Update {
+        id,
+        body,
+        fields,
+        token,
+    }: Update,
+    remote: &Remote,
+) -> Result<Remote> {
+    if let Remote::Found(current) = remote
+        && ctx.observations.would_repeat(&id, &body, current)
+    {
+        if !current.status.is_empty() {
+            // Altostrat is still applying the last update: wait for it.
+            return Ok(remote.clone());
+        }
+        return Err(Error::NotConverging {
+            fields: fields.join(", "),
+        });
+    }
+    let updated = match ctx.api.update_instance(&token, &id, &body).await {
+        Ok(updated) => updated,
+        Err(e) if e.is_not_found() => {
+            ctx.observations.deleted_instance(&token, &id);
+            return Ok(Remote::Gone(id));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.observations.wrote_instance(&token, &updated);
+    ctx.observations.updated(&id, &body, &updated);
+    let note = update_note(&obj.spec, &fields, &body);
+    handle.activity.record(event::UPDATED, note);
+    Ok(Remote::Found(updated))
+}
+
+/// Records a reconcile whose next writes the gate withholds: what Altostrat holds, the calls
+/// withheld, and when to look again (as a Ready instance would, or at the resync when nothing
+/// was found to watch).
+async fn withhold<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    (remote, calls): (&Remote, Vec<PlannedCall>),
+    token: &mut LazyToken<'_, A>,
+) -> Result<Action> {
+    let gate = Gate::of(obj);
+    let creates = decide::found(remote).is_none();
+    if creates && gate.policy == ManagementPolicy::Plan {
+        // A planned create is checked as the create would be: a region Altostrat does not
+        // offer is the spec's error, not a plan.
+        ctx.check_region(&token.get().await?, &obj.spec.region).await?;
+    }
+    let stored = handle.status.stored().cloned().unwrap_or_default();
+    let (status, desired) = withheld_status(stored, remote, calls, gate);
+    handle.status.write(status, &desired).await?;
+    if creates {
+        return Ok(Action::requeue(ctx.settings.resync_interval));
+    }
+    ctx.looked(obj);
+    let drift = ctx.drift_interval(&token.get().await?);
+    let stored = handle.status.stored().cloned().unwrap_or_default();
+    let pace = (drift, ctx.settings.provisioning_poll);
+    let ready = desired[0].status;
+    Ok(Action::requeue(next_look(
+        &stored,
+        ready,
+        pace,
+        handle.status.now(),
+        fastrand::f64(),
+    )))
+}
+
+/// (`ObserveOnly`) Records that no instance with the spec's hostname is visible, and looks
+/// again at the next drift check.
+async fn missing<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    token: &ApiToken,
+) -> Result<Action> {
+    let desired = missing_conditions(&obj.spec);
+    handle
+        .status
+        .write(VpnInstanceStatus::default(), &desired)
+        .await?;
+    Ok(Action::requeue(ctx.drift_interval(token)))
 }
 
 /// What an update changed, by field name; with `publicDns` unset, the resolvers it had to add.
@@ -313,36 +420,57 @@ fn claim_time(handle: &Handle<VpnInstance>) -> Timestamp {
 }
 
 /// A resource in another namespace that records the instance this one's `spec.instanceId`
-/// names (adoption within a namespace is a hand-over and allowed).
+/// names (adoption within a namespace is a hand-over and allowed). An observer asks the same
+/// of the instance it looks at, which may be the one it recorded: observing never reaches
+/// across namespaces either.
 fn adopted_elsewhere<A>(obj: &VpnInstance, ctx: &Context<A>) -> Option<String> {
-    let id = obj.spec.instance_id.as_deref()?;
     let recorded = obj.status.as_ref().and_then(|s| s.instance_id.as_deref());
-    if recorded == Some(id) {
-        return None;
-    }
+    let id = match obj.spec.management_policy {
+        ManagementPolicy::ObserveOnly => obj.spec.instance_id.as_deref().or(recorded)?,
+        _ => obj
+            .spec
+            .instance_id
+            .as_deref()
+            .filter(|id| recorded != Some(*id))?,
+    };
     ctx.instance_holding(obj, id, |other| {
         other.namespace() != obj.namespace()
             && other.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id)
     })
 }
 
-/// Another live resource in the namespace that records or adopted `id`.
+/// Another live resource in the namespace that owns `id` (records it as its own, or adopted
+/// it): an observer holds nothing to hand over to.
 fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<String> {
     ctx.instance_holding(obj, id, |other| {
-        other.namespace() == obj.namespace() && other.metadata.deletion_timestamp.is_none()
+        other.namespace() == obj.namespace()
+            && other.metadata.deletion_timestamp.is_none()
+            && ownership::owns_instance(other, id)
     })
 }
 
-/// How fresh the observation of this instance must be: a converged instance only needs a
-/// drift check within the budget's cycle; one provisioning or with changes to apply is looked
-/// at as often as its provisioning poll.
-fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, reuse: Duration, handle: &Handle<VpnInstance>) -> Look {
+/// How fresh the observation of this instance must be: a reconcile request asks for a list
+/// sent from now on, as a poll (someone waits for the answer); a converged instance only needs a
+/// drift check within the budget's cycle, and so does a provisioned one whose writes are
+/// withheld (no write of its own can be waiting for the answer); one provisioning or with
+/// changes to apply is looked at as often as its provisioning poll.
+fn look_for<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    reuse: Duration,
+    handle: &Handle<VpnInstance>,
+    gate: Gate,
+) -> Look {
+    if reconcile_request(obj).is_some() {
+        return Look::fresh(Urgency::Poll);
+    }
     let status = obj.status.clone().unwrap_or_default();
-    if conditions::is_converged(
+    let converged = conditions::is_converged(
         &status.conditions,
         status.observed_generation,
         obj.metadata.generation,
-    ) {
+    );
+    if converged || (!gate.open() && status.server_ready) {
         return Look::within(reuse, Urgency::Drift);
     }
     let age = time_in_state(&status, handle.status.now());
@@ -355,8 +483,16 @@ fn look_for<A>(obj: &VpnInstance, ctx: &Context<A>, reuse: Duration, handle: &Ha
 /// A provisioned instance with nothing pending, as the view holds it within the drift
 /// interval: nothing more is to be learnt about it before its own write (a spec edit, or a PUT
 /// the budget held back), so no list is spent on it. The update carries nothing of Altostrat's
-/// but `publicDns` when the spec leaves it unset.
-fn settled_in_view<A>(ctx: &Context<A>, token: &ApiToken, id: &str, reuse: Duration) -> Option<Instance> {
+/// but `publicDns` when the spec leaves it unset. A reconcile request always looks anew.
+fn settled_in_view<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    token: &ApiToken,
+    (id, reuse): (&str, Duration),
+) -> Option<Instance> {
+    if reconcile_request(obj).is_some() {
+        return None;
+    }
     let look = Look::within(reuse, Urgency::Poll);
     ctx.observations
         .cached_instance(token, id, &look, |i| i.is_provisioned() && i.status.is_empty())
@@ -371,8 +507,8 @@ async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String, look: 
     }
 }
 
-/// The instance with this resource's hostname, and who else in the cluster records it, from a
-/// list sent after `since` (the start of this reconcile: no create of ours is in flight then).
+/// The instance with this resource's hostname, and who else in the cluster holds it (see
+/// below), from a list sent after `since` (the start of this reconcile: no create of ours is in flight then).
 async fn search<A: VpnApi>(
     obj: &VpnInstance,
     ctx: &Context<A>,
@@ -385,9 +521,14 @@ async fn search<A: VpnApi>(
     };
     let existing = ctx.observations.instances(&*ctx.api, token, look).await?;
     let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname).cloned();
-    let recorded_by = found
-        .as_ref()
-        .and_then(|i| ctx.instance_holding(obj, &i.id, |_| true));
+    let recorded_by = found.as_ref().and_then(|i| {
+        ctx.instance_holding(obj, &i.id, |other| match obj.spec.management_policy {
+            // Observing never reaches across namespaces.
+            ManagementPolicy::ObserveOnly => other.namespace() != obj.namespace(),
+            // Whether it is our lost create: only an owner's record says it is not.
+            _ => ownership::owns_instance(other, &i.id),
+        })
+    });
     Ok(Remote::Searched { found, recorded_by })
 }
 
@@ -470,8 +611,9 @@ async fn record<A>(
         .status
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions));
-    let out_of_sync = plan::instance_update(&obj.spec, instance).is_some();
-    let desired = desired_conditions(instance, out_of_sync);
+    let gate = Gate::of(obj);
+    let out_of_sync = gate.open() && plan::instance_update(&obj.spec, instance).is_some();
+    let desired = recorded_conditions(instance, out_of_sync, gate);
     handle.status.write(observed_status(instance), &desired).await?;
     let ready = desired[0].status;
     if ready && !was_ready {
@@ -507,7 +649,6 @@ async fn wait_for_dependents(handle: &mut Handle<VpnInstance>, count: usize) -> 
         ConditionState::new(READY, false, reason::DELETING, message),
         ConditionState::new(SYNCED, true, reason::DELETING, "Deletion in progress"),
     ];
-    let current = handle.status.stored().cloned().unwrap_or_default();
-    handle.status.write(current, &desired).await?;
+    handle.status.write_conditions(&desired).await?;
     Ok(Action::requeue(PEER_DRAIN_POLL))
 }

@@ -837,3 +837,414 @@ async fn a_put_the_budget_held_back_is_retried_without_observing_again() {
         "a provisioned instance with nothing pending needs no new list before its PUT"
     );
 }
+
+fn status(h: &Harness, obj: &crate::crd::VpnInstance) -> crate::crd::VpnInstanceStatus {
+    h.stored(obj).unwrap().status.unwrap()
+}
+
+fn writes(h: &Harness) -> Vec<Endpoint> {
+    let reads = [
+        Endpoint::ListRegions,
+        Endpoint::ListInstances,
+        Endpoint::GetInstance,
+    ];
+    h.altostrat
+        .calls()
+        .into_iter()
+        .filter(|e| !reads.contains(e))
+        .collect()
+}
+
+/// `(method, path)` of each planned call, as the status shows it.
+fn planned(status: &crate::crd::VpnInstanceStatus) -> Vec<(String, String)> {
+    status
+        .plan
+        .iter()
+        .map(|c| (c.method.clone(), c.path.clone()))
+        .collect()
+}
+
+const PAUSED: &str = crate::crd::PAUSED_ANNOTATION;
+
+#[tokio::test]
+async fn a_paused_instance_writes_nothing_shows_its_drift_and_resumes_when_unpaused() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let id = status(&h, &obj).instance_id.unwrap();
+    h.annotate(&obj, PAUSED, Some("true"));
+    let edited = h.edit(&obj, |o| o.spec.pushed_routes = vec!["10.0.0.0/8".into()]);
+    h.altostrat.clear_calls();
+
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(writes(&h), vec![], "{:?}", h.altostrat.calls());
+    let paused = status(&h, &obj);
+    assert_eq!(
+        condition(&paused.conditions, "Paused"),
+        Some(("True".into(), "ReconcilePaused".into()))
+    );
+    assert_eq!(
+        condition(&paused.conditions, "Synced"),
+        Some(("False".into(), "Drifted".into()))
+    );
+    assert_eq!(
+        ready(&h, &obj),
+        Some(("True".into(), "Available".into())),
+        "the hub works"
+    );
+    assert!(!conditions_hold(&paused, "Stalled"), "paused is not stalled");
+    assert_eq!(paused.observed_generation, Some(2));
+    assert_eq!(
+        planned(&paused),
+        vec![("PUT".into(), format!("/vpn/instances/{id}"))]
+    );
+    let change = &paused.plan[0].changes[0];
+    assert_eq!(
+        (
+            change.field.as_str(),
+            change.old.as_deref(),
+            change.new.as_deref()
+        ),
+        ("pushedRoutes", Some("[]"), Some(r#"["10.0.0.0/8"]"#))
+    );
+
+    h.annotate(&obj, PAUSED, None);
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::UpdateInstance],
+        "exactly the planned call"
+    );
+    let resumed = status(&h, &obj);
+    assert_eq!(condition(&resumed.conditions, "Paused"), None);
+    assert_eq!(
+        condition(&resumed.conditions, "Synced"),
+        Some(("True".into(), "ReconcileSuccess".into()))
+    );
+    assert!(resumed.plan.is_empty());
+}
+
+fn conditions_hold(status: &crate::crd::VpnInstanceStatus, type_: &str) -> bool {
+    condition(&status.conditions, type_).is_some_and(|(s, _)| s == "True")
+}
+
+#[tokio::test]
+async fn a_paused_new_instance_claims_nothing_and_its_plan_is_what_unpausing_sends() {
+    let h = Harness::new();
+    let mut obj = instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]}));
+    obj.metadata.annotations = Some([(PAUSED.to_owned(), "true".to_owned())].into());
+    let obj = h.apply(obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    let stored = h.stored(&obj).unwrap();
+    assert!(!h.holds_finalizer(&obj), "no claim, no finalizer");
+    assert!(crate::controller::ownership::claim_of(&stored).is_none());
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "ReconcilePaused".into())));
+    let plan = planned(&status(&h, &obj));
+    assert_eq!(
+        plan,
+        vec![
+            ("POST".into(), "/vpn/instances".into()),
+            ("PUT".into(), "/vpn/instances/{instanceId}".into())
+        ]
+    );
+
+    h.annotate(&obj, PAUSED, Some("false"));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::CreateInstance, Endpoint::UpdateInstance],
+        "the plan's calls, in its order"
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}
+
+#[tokio::test]
+async fn deleting_a_paused_instance_follows_its_deletion_policy() {
+    let h = Harness::new();
+    let doomed = h.apply(instance("hub-one", json!({})));
+    let kept = h.apply(instance("hub-two", json!({"deletionPolicy": "Orphan"})));
+    for obj in [&doomed, &kept] {
+        h.reconcile(obj).await.unwrap();
+        h.annotate(obj, PAUSED, Some("true"));
+        h.reconcile(obj).await.unwrap();
+        h.delete(obj);
+    }
+    h.altostrat.clear_calls();
+    h.reconcile(&doomed).await.unwrap();
+    h.reconcile(&kept).await.unwrap();
+    assert_eq!(writes(&h), vec![Endpoint::DeleteInstance]);
+    assert!(!h.holds_finalizer(&doomed) && !h.holds_finalizer(&kept));
+    let left: Vec<String> = h.altostrat.instances().into_iter().map(|i| i.hostname).collect();
+    assert_eq!(left, vec!["hub-two.vpn.altostr.at"]);
+}
+
+const REQUEST: &str = crate::crd::RECONCILE_REQUEST_ANNOTATION;
+
+#[tokio::test]
+async fn a_reconcile_request_looks_at_altostrat_at_once_and_is_acknowledged() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![],
+        "the create's answer is fresh enough for a resync"
+    );
+
+    let at = "2026-11-27T10:00:00Z";
+    h.annotate(&obj, REQUEST, Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListInstances],
+        "one look, by list"
+    );
+    assert_eq!(status(&h, &obj).last_handled_reconcile_at.as_deref(), Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances], "handled once");
+}
+
+/// A hub made in the portal, and a resource that observes it by hostname.
+async fn observed_hub(h: &Harness) -> (crate::altostrat::model::Instance, crate::crd::VpnInstance) {
+    let portal = h.altostrat.add_instance("hub-one", "2026-01-01T00:00:00Z");
+    let spec = json!({"name": "Made elsewhere", "managementPolicy": "ObserveOnly"});
+    let obj = h.apply(instance("hub-one", spec));
+    h.reconcile(&obj).await.unwrap();
+    (portal, obj)
+}
+
+#[tokio::test]
+async fn an_observer_finds_the_hub_by_hostname_reports_drift_and_never_writes_or_deletes_it() {
+    let h = Harness::new();
+    let (portal, obj) = observed_hub(&h).await;
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
+    let seen = status(&h, &obj);
+    assert_eq!(seen.instance_id.as_deref(), Some(portal.id.as_str()));
+    assert_eq!(
+        seen.management_policy,
+        Some(crate::crd::ManagementPolicy::ObserveOnly)
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    assert_eq!(
+        condition(&seen.conditions, "Synced"),
+        Some(("True".into(), "Observed".into())),
+        "lists the spec leaves empty are not compared"
+    );
+    assert!(
+        h.holds_finalizer(&obj),
+        "its deletion must be seen, to say what is left"
+    );
+
+    h.altostrat
+        .edit_instance(&portal.id, |i| i.name = "Renamed in portal".into());
+    h.observations_expire();
+    h.reconcile(&obj).await.unwrap();
+    let drifted = status(&h, &obj);
+    let synced = drifted.conditions.iter().find(|c| c.type_ == "Synced").unwrap();
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "Drifted")
+    );
+    assert!(synced.message.contains("name"), "{}", synced.message);
+    assert!(drifted.plan.is_empty(), "an observer plans nothing");
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(writes(&h), vec![]);
+    assert!(!h.holds_finalizer(&obj));
+    assert_eq!(h.altostrat.instances().len(), 1, "left running");
+    assert!(h.kube.events().contains(&("Normal".into(), "Orphaned".into())));
+    assert_eq!(
+        h.altostrat
+            .calls()
+            .iter()
+            .filter(|e| **e != Endpoint::ListInstances)
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_observer_finds_nothing_without_creating_anything() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"managementPolicy": "ObserveOnly"})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "NotFound".into())));
+    assert!(crate::controller::ownership::claim_of(&h.stored(&obj).unwrap()).is_none());
+}
+
+#[tokio::test]
+async fn an_observer_refuses_a_hub_another_namespace_records() {
+    let h = Harness::new();
+    let mut theirs = instance("hub-one", json!({}));
+    theirs.metadata.namespace = Some("team-b".into());
+    let theirs = h.apply(theirs);
+    h.reconcile(&theirs).await.unwrap();
+    let obj = h.apply(instance("hub-one", json!({"managementPolicy": "ObserveOnly"})));
+    h.altostrat.clear_calls();
+    assert!(h.reconcile(&obj).await.is_err());
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "NotOwned".into())));
+    assert_eq!(status(&h, &obj).instance_id, None, "nothing of it mirrored");
+    assert_eq!(writes(&h), vec![]);
+}
+
+#[tokio::test]
+async fn an_observer_switched_to_full_takes_the_hub_over_only_by_spec_instance_id() {
+    let h = Harness::new();
+    let (portal, obj) = observed_hub(&h).await;
+    let managed = h.edit(&obj, |o| {
+        o.spec.management_policy = crate::crd::ManagementPolicy::Full;
+        o.spec.pushed_routes = vec!["10.0.0.0/8".into()];
+    });
+    h.altostrat.clear_calls();
+    let refused = h.reconcile(&managed).await.unwrap_err();
+    assert_eq!(refused.reason(), "NotOwned");
+    assert!(refused.to_string().contains("spec.instanceId"), "{refused}");
+    assert_eq!(writes(&h), vec![], "an observed id is no ownership");
+    let seen = status(&h, &obj);
+    assert_eq!(
+        (seen.instance_id.as_deref(), seen.management_policy),
+        (
+            Some(portal.id.as_str()),
+            Some(crate::crd::ManagementPolicy::ObserveOnly)
+        ),
+        "still recorded as observed"
+    );
+
+    let adopted = h.edit(&obj, |o| o.spec.instance_id = Some(portal.id.clone()));
+    h.reconcile(&adopted).await.unwrap();
+    assert_eq!(writes(&h), vec![Endpoint::UpdateInstance]);
+    assert_eq!(
+        status(&h, &obj).management_policy,
+        Some(crate::crd::ManagementPolicy::Full)
+    );
+    h.delete(&obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::UpdateInstance, Endpoint::DeleteInstance],
+        "adopted: its deletion policy applies"
+    );
+}
+
+#[tokio::test]
+async fn an_observer_in_the_namespace_does_not_keep_the_owner_from_deleting_its_hub() {
+    let h = Harness::new();
+    let owner = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&owner).await.unwrap();
+    let id = status(&h, &owner).instance_id.unwrap();
+    let mut viewer = instance(
+        "hub-one",
+        json!({"managementPolicy": "ObserveOnly", "instanceId": id}),
+    );
+    viewer.metadata.name = Some("viewer".into());
+    let viewer = h.apply(viewer);
+    h.reconcile(&viewer).await.unwrap();
+    assert_eq!(status(&h, &viewer).instance_id, Some(id));
+
+    h.delete(&owner);
+    h.altostrat.clear_calls();
+    h.reconcile(&owner).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::DeleteInstance],
+        "no hand-over to an observer"
+    );
+}
+
+fn with_policy(
+    h: &Harness,
+    obj: &crate::crd::VpnInstance,
+    policy: crate::crd::ManagementPolicy,
+) -> crate::crd::VpnInstance {
+    h.edit(obj, |o| o.spec.management_policy = policy)
+}
+
+#[tokio::test]
+async fn a_plan_lists_exactly_the_calls_that_the_switch_to_full_makes() {
+    use crate::crd::ManagementPolicy::{Full, Plan};
+    let h = Harness::new();
+    let obj = h.apply(instance(
+        "hub-one",
+        json!({"managementPolicy": "Plan", "pushedRoutes": ["10.0.0.0/8"]}),
+    ));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.calls(),
+        vec![Endpoint::ListRegions],
+        "validated, nothing written"
+    );
+    assert!(!h.holds_finalizer(&obj), "no claim");
+    let planning = status(&h, &obj);
+    assert_eq!(
+        planned(&planning),
+        vec![
+            ("POST".into(), "/vpn/instances".into()),
+            ("PUT".into(), "/vpn/instances/{instanceId}".into())
+        ]
+    );
+    assert_eq!(planning.management_policy, Some(Plan));
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "Planned".into())));
+
+    let full = with_policy(&h, &obj, Full);
+    h.reconcile(&full).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::CreateInstance, Endpoint::UpdateInstance]
+    );
+    assert!(status(&h, &obj).plan.is_empty(), "cleared under Full");
+    let id = status(&h, &obj).instance_id.unwrap();
+
+    let edited = h.edit(&obj, |o| {
+        o.spec.management_policy = Plan;
+        o.spec.pushed_routes = vec!["192.168.0.0/16".into()];
+    });
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(writes(&h), vec![]);
+    let planning = status(&h, &obj);
+    assert_eq!(
+        planned(&planning),
+        vec![("PUT".into(), format!("/vpn/instances/{id}"))]
+    );
+    let change = &planning.plan[0].changes[0];
+    assert_eq!(
+        (change.old.as_deref(), change.new.as_deref()),
+        (Some(r#"["10.0.0.0/8"]"#), Some(r#"["192.168.0.0/16"]"#))
+    );
+    assert_eq!(
+        condition(&planning.conditions, "Synced"),
+        Some(("False".into(), "Planned".into()))
+    );
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    let full = with_policy(&h, &obj, Full);
+    h.reconcile(&full).await.unwrap();
+    assert_eq!(writes(&h), vec![Endpoint::UpdateInstance]);
+    assert_eq!(
+        h.altostrat.instances()[0].pushed_routes,
+        vec!["192.168.0.0/16".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_planning_resource_deletes_nothing() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    let planning = with_policy(&h, &obj, crate::crd::ManagementPolicy::Plan);
+    h.reconcile(&planning).await.unwrap();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    assert!(!h.holds_finalizer(&obj));
+    assert_eq!(h.altostrat.instances().len(), 1);
+}

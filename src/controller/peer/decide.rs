@@ -8,9 +8,10 @@ use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
 use super::super::ownership::{self, Ownership};
-use super::super::plan;
+use super::super::policy::{self, Gate};
+use super::super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
-use crate::crd::{VpnInstance, VpnPeerSpec, VpnPeerStatus};
+use crate::crd::{PlannedCall, VpnInstance, VpnPeerSpec, VpnPeerStatus};
 use k8s_openapi::jiff::Timestamp;
 
 /// What is known of the Altostrat side at this point of a reconcile.
@@ -38,6 +39,8 @@ pub(crate) struct Candidate {
 #[derive(Clone, Debug)]
 pub(crate) struct Observed<'a> {
     pub spec: &'a VpnPeerSpec,
+    /// What this reconcile may write to Altostrat.
+    pub gate: Gate,
     /// The Altostrat id of the referenced instance, or why the peer has to wait for it.
     pub instance: Result<String, ConditionState>,
     pub finalizer: FinalizerState,
@@ -45,6 +48,8 @@ pub(crate) struct Observed<'a> {
     pub claim_at: Option<Timestamp>,
     /// A resource in another namespace that records the peer `spec.peerId` names.
     pub adopted_elsewhere: Option<String>,
+    /// `status.peerId` recorded while the resource only observed it: never its own.
+    pub observed_id: Option<String>,
     /// `status.peerId`, if it was recorded on the instance the peer uses now (a peer recorded
     /// on a previous incarnation of the instance went away with it).
     pub recorded_id: Option<String>,
@@ -81,16 +86,54 @@ pub(crate) enum Step {
     },
     /// Converged as far as this round goes: record what Altostrat holds.
     Record(Peer),
+    /// The next step would write to Altostrat and the gate withholds it: record these calls
+    /// (what the step would have sent) and what Altostrat holds.
+    Withhold(Vec<PlannedCall>),
     GiveUp(Error),
 }
 
-/// The one place where the peer lifecycle is decided.
+/// The one place where the peer lifecycle is decided: the next step, through the gate.
 pub(crate) fn decide(o: &Observed) -> Step {
+    withhold(lifecycle(o), o)
+}
+
+/// The gate: while writes to Altostrat are withheld, a step that would write becomes the calls
+/// it would have made. Forgetting a vanished id only prepares the create that follows it, so
+/// it is withheld with the create.
+fn withhold(step: Step, o: &Observed) -> Step {
+    // A peer waits for its instance before anything else: no write comes before it is known.
+    let (false, Ok(instance_id)) = (o.gate.open(), &o.instance) else {
+        return step;
+    };
+    match step {
+        Step::Claim | Step::Create | Step::Forget(_) => {
+            Step::Withhold(vec![planned::peer_create(instance_id, o.spec)])
+        }
+        Step::Update { id, body, .. } => {
+            let current = found(&o.remote);
+            Step::Withhold(vec![planned::peer_update(instance_id, &id, &body, current)])
+        }
+        other => other,
+    }
+}
+
+/// The peer the reconcile has seen, if any.
+pub(crate) fn found(remote: &Remote) -> Option<&Peer> {
+    match remote {
+        Remote::Found(peer) => Some(peer),
+        _ => None,
+    }
+}
+
+fn lifecycle(o: &Observed) -> Step {
     if let Err(waiting) = &o.instance {
         return Step::Wait(waiting.clone());
     }
     if let Some(step) = refuse_adoption(o) {
         return step;
+    }
+    if o.gate.observes() {
+        return observe(o);
     }
     match (&o.remote, o.finalizer) {
         (_, FinalizerState::Stale) => Step::Requeue(STALE_RETRY),
@@ -102,38 +145,79 @@ pub(crate) fn decide(o: &Observed) -> Step {
             (None, FinalizerState::Held) => Step::Search,
             (None, _) => Step::Claim,
         },
-        (Remote::Gone(id), _) if o.recorded_id.is_none() && o.spec.peer_id.is_some() => Step::GiveUp(
-            Error::InvalidSpec(format!("spec.peerId {id} does not exist on the instance")),
-        ),
+        (Remote::Gone(id), _) if o.recorded_id.is_none() && o.spec.peer_id.is_some() => missing_adoption(id),
         (Remote::Gone(id), _) => Step::Forget(id.clone()),
         (Remote::Searched(candidates), finalizer) => adopt_or_create(o, candidates, finalizer),
-        (Remote::Found(peer), _)
-            if o.recorded_id.is_none()
-                && plan::matching_peers(std::slice::from_ref(peer), o.spec).is_empty() =>
-        {
-            Step::GiveUp(Error::InvalidSpec(format!(
-                "spec.peerId {} is a peer of another type, user or site than this VpnPeer names",
-                peer.id
-            )))
-        }
-        (Remote::Found(peer), _) => match plan::peer_update(o.spec, peer).filter(|_| !o.updated) {
-            Some(body) => Step::Update {
-                id: peer.id.clone(),
-                field: if body.subnets.is_some() {
-                    "subnets"
-                } else {
-                    "routeAll"
-                },
-                body,
-            },
-            None => Step::Record(peer.clone()),
-        },
+        (Remote::Found(peer), _) => compare(o, peer),
     }
 }
 
-/// An explicit adoption that must not go ahead: `spec.peerId` differs from the peer this
-/// resource already manages, or another namespace's resource records it.
+/// `ObserveOnly`: fetch the peer `spec.peerId` names and report how it differs from the spec;
+/// the gate withholds the update that difference amounts to. Nothing is ever created.
+fn observe(o: &Observed) -> Step {
+    let Some(id) = &o.spec.peer_id else {
+        return Step::GiveUp(Error::InvalidSpec(
+            "managementPolicy ObserveOnly needs spec.peerId: a peer is found only by its id".into(),
+        ));
+    };
+    match (&o.remote, o.finalizer) {
+        (_, FinalizerState::Stale) => Step::Requeue(STALE_RETRY),
+        (Remote::Unknown, FinalizerState::Missing) => Step::AddFinalizer,
+        (Remote::Gone(id), _) => missing_adoption(id),
+        (Remote::Found(peer), _) => compare(o, peer),
+        _ => Step::Fetch(id.clone()),
+    }
+}
+
+/// The peer found, against the spec: one of another type, user or site than the spec names is
+/// refused (unless this resource made it), a difference is one update, else it is recorded.
+fn compare(o: &Observed, peer: &Peer) -> Step {
+    if o.recorded_id.is_none() && plan::matching_peers(std::slice::from_ref(peer), o.spec).is_empty() {
+        return Step::GiveUp(Error::InvalidSpec(format!(
+            "spec.peerId {} is a peer of another type, user or site than this VpnPeer names",
+            peer.id
+        )));
+    }
+    let update = match o.gate.observes() {
+        true => plan::observed_peer_drift(o.spec, peer),
+        false => plan::peer_update(o.spec, peer),
+    };
+    match update.filter(|_| !o.updated) {
+        Some(body) => Step::Update {
+            id: peer.id.clone(),
+            field: if body.subnets.is_some() {
+                "subnets"
+            } else {
+                "routeAll"
+            },
+            body,
+        },
+        None => Step::Record(peer.clone()),
+    }
+}
+
+fn missing_adoption(id: &str) -> Step {
+    Step::GiveUp(Error::InvalidSpec(format!(
+        "spec.peerId {id} does not exist on the instance"
+    )))
+}
+
+/// An adoption that must not go ahead: a peer this resource only observed, to be managed
+/// without `spec.peerId` naming it; `spec.peerId` differing from the peer this resource
+/// already manages; or a peer another namespace's resource records.
 fn refuse_adoption(o: &Observed) -> Option<Step> {
+    if let (Some(seen), None) = (&o.observed_id, &o.recorded_id)
+        && !o.gate.observes()
+        && o.spec.peer_id.as_ref() != Some(seen)
+    {
+        return Some(Step::GiveUp(Error::NotOwned {
+            reason: reason::NOT_OWNED,
+            message: format!(
+                "Altostrat peer {seen} was only observed (managementPolicy ObserveOnly), never created or \
+                 adopted by this resource; to manage it, set spec.peerId to {seen}"
+            ),
+        }));
+    }
     let wanted = o.spec.peer_id.as_ref()?;
     if let Some(recorded) = &o.recorded_id
         && recorded != wanted
@@ -218,11 +302,10 @@ pub(crate) fn usable_instance_id(
     }
 }
 
-/// `status.peerId` if it was recorded on `instance_id`.
+/// `status.peerId` if it was recorded on `instance_id`, as this resource's own (not observed).
 pub(crate) fn recorded_on(status: Option<&VpnPeerStatus>, instance_id: Option<&str>) -> Option<String> {
-    status
-        .filter(|s| s.instance_id.is_some() && s.instance_id.as_deref() == instance_id)
-        .and_then(|s| s.peer_id.clone())
+    let on_it = status.filter(|s| s.instance_id.is_some() && s.instance_id.as_deref() == instance_id);
+    policy::owned_id(on_it).map(str::to_owned)
 }
 
 /// The status fields that mirror the Altostrat peer (conditions are the writer's).
@@ -236,16 +319,69 @@ pub(crate) fn observed_status(observed: &Peer, instance_id: &str) -> VpnPeerStat
     }
 }
 
-pub(crate) fn ready_conditions() -> [ConditionState; 2] {
-    [
-        ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists and matches the spec"),
-        ConditionState::new(
+pub(crate) fn ready_conditions(gate: Gate) -> [ConditionState; 2] {
+    let synced = match gate.observes() {
+        true => ConditionState::new(
+            SYNCED,
+            true,
+            reason::OBSERVED,
+            "Altostrat matches the fields the spec sets (managementPolicy ObserveOnly writes nothing)",
+        ),
+        false => ConditionState::new(
             SYNCED,
             true,
             reason::RECONCILE_SUCCESS,
             "Spec applied to Altostrat",
         ),
-    ]
+    };
+    let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists and matches the spec");
+    [ready, synced]
+}
+
+/// The status and conditions of a reconcile whose next writes are withheld: the peer as
+/// Altostrat holds it, if it exists (`Ready` says it does), `Synced` False naming what is
+/// withheld, and the calls in `plan`.
+pub(crate) fn withheld_status(
+    stored: VpnPeerStatus,
+    (remote, instance_id): (&Remote, &str),
+    calls: Vec<PlannedCall>,
+    gate: Gate,
+) -> (VpnPeerStatus, [ConditionState; 2]) {
+    if let Some(peer) = found(remote) {
+        let fields = planned::changed_fields(&calls).join(", ");
+        let message = format!(
+            "Altostrat differs from the spec in {fields}; not corrected while {}",
+            gate.why()
+        );
+        let status = VpnPeerStatus {
+            plan: if gate.plans() { calls } else { Vec::new() },
+            ..observed_status(peer, instance_id)
+        };
+        let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists");
+        return (
+            status,
+            [
+                ready,
+                ConditionState::new(SYNCED, false, gate.drift_reason(), message),
+            ],
+        );
+    }
+    let what = match remote {
+        Remote::Gone(id) => format!("Altostrat peer {id} no longer exists; creating it again"),
+        _ => "Creating the peer".to_owned(),
+    };
+    let message = format!("{what} is withheld while {}", gate.why());
+    let desired = [
+        ConditionState::new(READY, false, gate.reason(), message.clone()),
+        ConditionState::new(SYNCED, false, gate.reason(), message),
+    ];
+    (
+        VpnPeerStatus {
+            plan: calls,
+            ..stored
+        },
+        desired,
+    )
 }
 
 /// The conditions of a peer that waits for its instance.
@@ -286,10 +422,12 @@ mod tests {
     ) -> Observed<'a> {
         Observed {
             spec,
+            gate: Gate::default(),
             instance: Ok("i-1".into()),
             finalizer,
             claim_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
             adopted_elsewhere: None,
+            observed_id: None,
             recorded_id: recorded.map(str::to_owned),
             remote,
             updated: false,

@@ -16,7 +16,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
 use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
-use super::conditions;
+use super::conditions::{self, ConditionState};
 use super::context::{Context, DRIFT_REUSE, LazyToken};
 use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
@@ -25,13 +25,14 @@ use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
+use super::policy::{Gate, observed_id, owned_id, reconcile_request};
 use super::status::HasStatus;
-use crate::altostrat::model::Peer;
+use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiToken, Urgency, VpnApi};
-use crate::crd::{VpnInstance, VpnPeer, VpnPeerStatus};
+use crate::crd::{ManagementPolicy, PlannedCall, VpnInstance, VpnPeer, VpnPeerStatus};
 use decide::{
     Candidate, Observed, Remote, Step, decide, judge_all, observed_status, ready_conditions, recorded_on,
-    usable_instance_id, waiting_conditions,
+    usable_instance_id, waiting_conditions, withheld_status,
 };
 
 /// More steps than the longest path of one reconcile (finalizer, fetch, forget, search, claim,
@@ -42,6 +43,12 @@ impl HasStatus for VpnPeer {
     type Status = VpnPeerStatus;
     fn status(&self) -> Option<&VpnPeerStatus> {
         self.status.as_ref()
+    }
+    fn management_policy(&self) -> ManagementPolicy {
+        self.spec.management_policy
+    }
+    fn adopted_id(&self) -> Option<&str> {
+        self.spec.peer_id.as_deref()
     }
 }
 
@@ -56,16 +63,8 @@ impl Reconciler for VpnPeer {
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
-        let mut observed = Observed {
-            spec: &self.spec,
-            recorded_id: recorded_on(self.status.as_ref(), usable.as_deref().ok()),
-            instance: usable.clone(),
-            finalizer: FinalizerState::of(self),
-            claim_at: claim_of(self),
-            adopted_elsewhere: adopted_elsewhere(self, ctx),
-            remote: Remote::Unknown,
-            updated: false,
-        };
+        let gate = Gate::of(self);
+        let mut observed = first_look(self, ctx, usable.clone());
         let instance_id = usable.unwrap_or_default();
         let started = Instant::now();
         for _ in 0..MAX_STEPS {
@@ -73,8 +72,10 @@ impl Reconciler for VpnPeer {
             tracing::debug!(?step, "next step");
             match step {
                 Step::Wait(waiting) => {
-                    let current = handle.status.stored().cloned().unwrap_or_default();
-                    handle.status.write(current, &waiting_conditions(waiting)).await?;
+                    handle
+                        .status
+                        .write_conditions(&waiting_conditions(waiting))
+                        .await?;
                     return Ok(Action::requeue(ctx.settings.resync_interval));
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
@@ -90,7 +91,7 @@ impl Reconciler for VpnPeer {
                 Step::GiveUp(error) => return Err(error),
                 Step::Fetch(id) => {
                     let token = token.get().await?;
-                    let look = look_for(self, ctx, &token);
+                    let look = look_for(self, ctx, &token, gate);
                     match fetch(ctx, &token, &instance_id, id, look).await {
                         Ok(remote) => observed.remote = remote,
                         Err(deferred) => return defer_drift_check(deferred, look),
@@ -113,42 +114,22 @@ impl Reconciler for VpnPeer {
                     observed.remote = Remote::Found(record_id(handle, found, &instance_id, note).await?);
                 }
                 Step::Create => {
-                    let body = plan::peer_create(&self.spec);
-                    let token = token.get().await?;
-                    let created = ctx.api.create_peer(&token, &instance_id, &body).await?;
-                    ctx.observations.wrote_peer(&token, &instance_id, &created);
-                    let note = (event::CREATED, format!("created Altostrat peer {}", created.id));
-                    observed.remote = Remote::Found(record_id(handle, created, &instance_id, note).await?);
+                    let at = (&token.get().await?, instance_id.as_str());
+                    observed.remote = Remote::Found(create(self, ctx, handle, at).await?);
                 }
                 Step::Update { id, body, field } => {
-                    if let Remote::Found(current) = &observed.remote
-                        && ctx.observations.would_repeat(&id, &body, current)
-                    {
-                        return Err(Error::NotConverging { fields: field.into() });
-                    }
-                    let token = token.get().await?;
-                    let updated = match ctx.api.update_peer(&token, &instance_id, &id, &body).await {
-                        Ok(updated) => updated,
-                        // Gone since it was observed: what is observed now says so.
-                        Err(e) if e.is_not_found() => {
-                            ctx.observations.deleted_peer(&token, &instance_id, &id);
-                            observed.remote = Remote::Gone(id);
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    ctx.observations.wrote_peer(&token, &instance_id, &updated);
-                    ctx.observations.updated(&id, &body, &updated);
-                    handle
-                        .activity
-                        .record(event::UPDATED, format!("applied changes to {field}"));
-                    observed.remote = Remote::Found(updated);
-                    observed.updated = true;
+                    let at = (&token.get().await?, instance_id.as_str(), id.as_str());
+                    observed.remote = send_update(ctx, handle, at, (body, field), &observed.remote).await?;
+                    observed.updated = matches!(observed.remote, Remote::Found(_));
                 }
                 Step::Record(peer) => {
                     ctx.looked(self);
                     let drift = ctx.drift_interval(&token.get().await?);
                     return record(self, handle, &peer, &instance_id, drift).await;
+                }
+                Step::Withhold(calls) => {
+                    let withheld = (&observed.remote, instance_id.as_str(), calls);
+                    return withhold(self, ctx, handle, withheld, &mut token).await;
                 }
             }
         }
@@ -169,12 +150,14 @@ impl Reconciler for VpnPeer {
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
+        let known_id = owned_id(Some(&status)).map(str::to_owned);
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
+            management: self.spec.management_policy,
             policy: self.spec.deletion_policy,
-            may_exist: instance_id.is_some() && (status.peer_id.is_some() || claim_of(self).is_some()),
+            may_exist: instance_id.is_some() && (known_id.is_some() || claim_of(self).is_some()),
             dependents: Some(0),
-            known_id: status.peer_id.clone(),
+            known_id,
             handed_over_to: None,
             search: None,
             // Deleting a peer is documented as immediate and permanent: no teardown to watch.
@@ -218,6 +201,11 @@ impl Reconciler for VpnPeer {
                     let what = format!("Altostrat peer {id}");
                     return Err(Error::DeleteRefused { what, message });
                 }
+                CleanupStep::Unmanaged(policy) => {
+                    let note = format!("managementPolicy is {policy:?}; the Altostrat peer is left in place");
+                    handle.activity.record(event::ORPHANED, note);
+                    return handle.release(self).await;
+                }
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
                     return handle.release(self).await;
                 }
@@ -226,6 +214,26 @@ impl Reconciler for VpnPeer {
             }
         }
         Err(Error::Unsettled(VpnPeer::CONTROLLER))
+    }
+}
+
+/// What a reconcile knows before it looks at Altostrat.
+fn first_look<'a, A>(
+    obj: &'a VpnPeer,
+    ctx: &Context<A>,
+    usable: Result<String, ConditionState>,
+) -> Observed<'a> {
+    Observed {
+        spec: &obj.spec,
+        gate: Gate::of(obj),
+        recorded_id: recorded_on(obj.status.as_ref(), usable.as_deref().ok()),
+        instance: usable,
+        finalizer: FinalizerState::of(obj),
+        claim_at: claim_of(obj),
+        adopted_elsewhere: adopted_elsewhere(obj, ctx),
+        observed_id: observed_id(obj.status.as_ref()).map(str::to_owned),
+        remote: Remote::Unknown,
+        updated: false,
     }
 }
 
@@ -240,23 +248,29 @@ fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInst
 /// A resource in another namespace that records the peer this one's `spec.peerId` names.
 fn adopted_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<String> {
     let id = obj.spec.peer_id.as_deref()?;
-    let holder = ctx.peer_holding(obj, id)?;
+    let holder = ctx.peer_holding(obj, id, |_| true)?;
     let namespace = obj.namespace().unwrap_or_default();
     (!holder.starts_with(&format!("{namespace}/"))).then_some(holder)
 }
 
-/// How fresh the observation of this peer must be: a converged peer only needs a drift check
-/// within the budget's cycle. A Ready peer whose spec was edited may use the same view (its
-/// update carries nothing of Altostrat's), but as a poll, so the edit is not put off behind
-/// drift checks. Anything else needs a list newer than its previous look.
-fn look_for<A>(obj: &VpnPeer, ctx: &Context<A>, token: &ApiToken) -> Look {
+/// How fresh the observation of this peer must be: a reconcile request asks for a list sent
+/// from now on, as a poll (someone waits for the answer); a converged peer only needs a drift check
+/// within the budget's cycle, and so does an existing one whose writes are withheld. A Ready
+/// peer whose spec was edited may use the same view (its update carries nothing of
+/// Altostrat's), but as a poll, so the edit is not put off behind drift checks. Anything else
+/// needs a list newer than its previous look.
+fn look_for<A>(obj: &VpnPeer, ctx: &Context<A>, token: &ApiToken, gate: Gate) -> Look {
+    if reconcile_request(obj).is_some() {
+        return Look::fresh(Urgency::Poll);
+    }
     let status = obj.status.clone().unwrap_or_default();
     let drift = ctx.drift_interval(token).mul_f64(DRIFT_REUSE);
-    if conditions::is_converged(
+    let converged = conditions::is_converged(
         &status.conditions,
         status.observed_generation,
         obj.metadata.generation,
-    ) {
+    );
+    if converged || (!gate.open() && conditions::is_ready(&status.conditions)) {
         Look::within(drift, Urgency::Drift)
     } else if conditions::is_ready(&status.conditions) {
         Look::within(drift, Urgency::Poll)
@@ -300,7 +314,10 @@ async fn record_id(
     handle.activity.record(reason, note);
     handle
         .status
-        .write(observed_status(&peer, instance_id), &ready_conditions())
+        .write(
+            observed_status(&peer, instance_id),
+            &ready_conditions(handle.status.gate()),
+        )
         .await?;
     Ok(peer)
 }
@@ -318,13 +335,81 @@ async fn record(
         .is_some_and(|s| conditions::is_ready(&s.conditions));
     handle
         .status
-        .write(observed_status(peer, instance_id), &ready_conditions())
+        .write(
+            observed_status(peer, instance_id),
+            &ready_conditions(handle.status.gate()),
+        )
         .await?;
     if !was_ready {
         handle
             .activity
             .record(event::READY, format!("peer {} is in sync", peer.id));
     }
+    Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
+}
+
+/// Creates the peer on the instance and records its id at once.
+async fn create<A: VpnApi>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    (token, instance_id): (&ApiToken, &str),
+) -> Result<Peer> {
+    let body = plan::peer_create(&obj.spec);
+    let created = ctx.api.create_peer(token, instance_id, &body).await?;
+    ctx.observations.wrote_peer(token, instance_id, &created);
+    let note = (event::CREATED, format!("created Altostrat peer {}", created.id));
+    record_id(handle, created, instance_id, note).await
+}
+
+/// Sends the update, unless it would repeat one whose values Altostrat normalises
+/// (`NotConverging`); returns what Altostrat holds afterwards. A peer gone since it was
+/// observed answers 404: it is `Gone` now.
+async fn send_update<A: VpnApi>(
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    (token, instance_id, id): PeerAt<'_>,
+    (body, field): (PeerUpdate, &'static str),
+    remote: &Remote,
+) -> Result<Remote> {
+    if let Remote::Found(current) = remote
+        && ctx.observations.would_repeat(id, &body, current)
+    {
+        return Err(Error::NotConverging { fields: field.into() });
+    }
+    let updated = match ctx.api.update_peer(token, instance_id, id, &body).await {
+        Ok(updated) => updated,
+        Err(e) if e.is_not_found() => {
+            ctx.observations.deleted_peer(token, instance_id, id);
+            return Ok(Remote::Gone(id.to_owned()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.observations.wrote_peer(token, instance_id, &updated);
+    ctx.observations.updated(id, &body, &updated);
+    handle
+        .activity
+        .record(event::UPDATED, format!("applied changes to {field}"));
+    Ok(Remote::Found(updated))
+}
+
+/// Records a reconcile whose next writes the gate withholds: the peer as Altostrat holds it,
+/// the calls withheld, and the next look (a drift check).
+async fn withhold<A: VpnApi>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    (remote, instance_id, calls): (&Remote, &str, Vec<PlannedCall>),
+    token: &mut LazyToken<'_, A>,
+) -> Result<Action> {
+    let stored = handle.status.stored().cloned().unwrap_or_default();
+    let (status, desired) = withheld_status(stored, (remote, instance_id), calls, Gate::of(obj));
+    handle.status.write(status, &desired).await?;
+    if decide::found(remote).is_none() {
+        return Ok(Action::requeue(ctx.settings.resync_interval));
+    }
+    ctx.looked(obj);
+    let drift = ctx.drift_interval(&token.get().await?);
     Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
 }
 
@@ -394,7 +479,8 @@ async fn search<A: VpnApi>(
     Ok(plan::matching_peers(&peers, &obj.spec)
         .into_iter()
         .map(|peer| Candidate {
-            recorded_by: ctx.peer_holding(obj, &peer.id),
+            // Whether it is our lost create: only an owner's record says it is not.
+            recorded_by: ctx.peer_holding(obj, &peer.id, |other| ownership::owns_peer(other, &peer.id)),
             peer: peer.clone(),
         })
         .collect())

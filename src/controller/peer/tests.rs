@@ -381,3 +381,160 @@ async fn a_404_to_a_peer_delete_releases_once_a_look_confirms_the_peer_gone() {
     assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer, Endpoint::GetPeer]);
     assert!(!h.holds_finalizer(&obj));
 }
+
+const PAUSED: &str = crate::crd::PAUSED_ANNOTATION;
+
+fn planned(h: &Harness, obj: &VpnPeer) -> Vec<(String, String)> {
+    let status = h.stored(obj).unwrap().status.unwrap();
+    status
+        .plan
+        .iter()
+        .map(|c| (c.method.clone(), c.path.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_paused_peer_withholds_its_create_and_its_updates() {
+    let (h, hub) = with_hub().await;
+    let instance_id = hub_id(&h, &hub);
+    let mut obj = peer("alice", "hub", json!({}));
+    obj.metadata.annotations = Some([(PAUSED.to_owned(), "true".to_owned())].into());
+    let obj = h.apply(obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "ReconcilePaused".into())));
+    let peers_path = format!("/vpn/instances/{instance_id}/peers");
+    assert_eq!(planned(&h, &obj), vec![("POST".into(), peers_path.clone())]);
+
+    h.annotate(&obj, PAUSED, None);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    let peer_id = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+
+    h.annotate(&obj, PAUSED, Some("true"));
+    let edited = h.edit(&obj, |o| o.spec.route_all = Some(true));
+    h.altostrat.clear_calls();
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![], "the create's answer is fresh enough");
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    let conditions = h.stored(&obj).unwrap().status.unwrap().conditions;
+    assert_eq!(
+        condition(&conditions, "Synced"),
+        Some(("False".into(), "Drifted".into()))
+    );
+    assert_eq!(
+        planned(&h, &obj),
+        vec![("PUT".into(), format!("{peers_path}/{peer_id}"))]
+    );
+    assert!(!h.altostrat.peers(&instance_id)[0].route_all);
+}
+
+#[tokio::test]
+async fn deleting_a_paused_peer_follows_its_deletion_policy() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.annotate(&obj, PAUSED, Some("true"));
+    h.reconcile(&obj).await.unwrap();
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
+    assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
+    assert!(!h.holds_finalizer(&obj));
+}
+
+#[tokio::test]
+async fn a_reconcile_request_looks_at_the_peer_at_once_and_is_acknowledged() {
+    let (h, _hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.reconcile(&obj).await.unwrap();
+    h.altostrat.clear_calls();
+    let at = "2026-11-27T10:00:00Z";
+    h.annotate(&obj, crate::crd::RECONCILE_REQUEST_ANNOTATION, Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers]);
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.last_handled_reconcile_at.as_deref(), Some(at));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers], "handled once");
+}
+
+#[tokio::test]
+async fn a_peer_attaches_to_a_hub_that_is_only_observed() {
+    let h = Harness::new();
+    let portal = h.altostrat.add_instance("hub", "2026-01-01T00:00:00Z");
+    let hub = h.apply(instance(
+        "hub",
+        json!({"name": "Made elsewhere", "managementPolicy": "ObserveOnly"}),
+    ));
+    h.reconcile(&hub).await.unwrap();
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    assert_eq!(h.altostrat.peers(&portal.id).len(), 1);
+
+    h.delete(&hub);
+    h.reconcile(&hub).await.unwrap();
+    assert!(
+        !h.holds_finalizer(&hub),
+        "an observer does not wait for peers: it deletes nothing"
+    );
+    assert_eq!(h.altostrat.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn an_observed_peer_shows_its_drift_and_is_never_written_or_deleted() {
+    let (h, hub) = with_hub().await;
+    let id = hub_id(&h, &hub);
+    let body = crate::controller::plan::peer_create(&peer("x", "hub", json!({})).spec);
+    let portal = h.altostrat.add_peer(&id, &body, "2026-01-01T00:00:00Z");
+    let spec = json!({"peerId": portal.id, "managementPolicy": "ObserveOnly", "routeAll": true});
+    let obj = h.apply(peer("alice", "hub", spec));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers]);
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.peer_id, Some(portal.id.clone()));
+    assert_eq!(
+        condition(&status.conditions, "Synced"),
+        Some(("False".into(), "Drifted".into()))
+    );
+    assert!(status.plan.is_empty());
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+
+    h.delete(&obj);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListPeers], "no DELETE");
+    assert!(!h.holds_finalizer(&obj));
+    assert!(!h.altostrat.peers(&id)[0].route_all, "never updated");
+}
+
+#[tokio::test]
+async fn an_observer_without_a_peer_id_has_nothing_to_find() {
+    let (h, _hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({"managementPolicy": "ObserveOnly"})));
+    let error = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(error.reason(), "InvalidSpec");
+    assert!(h.altostrat.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_planned_peer_is_created_by_the_switch_to_full_and_nothing_before() {
+    let (h, hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({"managementPolicy": "Plan"})));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![]);
+    assert!(!h.holds_finalizer(&obj), "no claim");
+    let path = format!("/vpn/instances/{}/peers", hub_id(&h, &hub));
+    assert_eq!(planned(&h, &obj), vec![("POST".into(), path)]);
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "Planned".into())));
+
+    let full = h.edit(&obj, |o| {
+        o.spec.management_policy = crate::crd::ManagementPolicy::Full
+    });
+    h.reconcile(&full).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    assert!(planned(&h, &obj).is_empty());
+}
