@@ -17,7 +17,7 @@ use kube::{Api, Client};
 /// How to bring the CRDs up to date, named in every refusal.
 const UPGRADE_HINT: &str = "upgrade the CRDs to this operator's version, then restart it: \
     `helm upgrade <release> <chart>` (the chart upgrades them unless crds.install=false), or \
-    `kubectl apply --server-side -f crds/` (`-k deploy/kustomize/crds` for kustomize and GitOps)";
+    `kubectl apply --server-side -k crds/` (`-k deploy/kustomize/crds` for kustomize and GitOps)";
 
 /// The property paths a schema declares (`spec.name`, `spec.dnsRecords[].type`; `[]` stands
 /// for the items of an array, `*` for the values of a map), and the paths below which it keeps
@@ -309,7 +309,7 @@ mod tests {
         for part in [
             "vpninstances.vpn.altostrat.io v1alpha1 lacks spec.publicDns",
             "helm upgrade",
-            "kubectl apply --server-side -f crds/",
+            "kubectl apply --server-side -k crds/",
         ] {
             assert!(message.contains(part), "{part:?} not in {message}");
         }

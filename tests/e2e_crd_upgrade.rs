@@ -112,7 +112,7 @@ async fn a_stale_crd_is_refused_naming_its_missing_field_and_a_newer_one_is_acce
     for part in [
         &format!("{name} v1alpha1 lacks spec.publicDns"),
         "helm upgrade",
-        "kubectl apply --server-side -f crds/",
+        "kubectl apply --server-side -k crds/",
     ] {
         assert!(message.contains(part), "{part:?} not in: {message}");
     }
