@@ -2,12 +2,14 @@
 # Deployment checks against a running control plane (KUBECONFIG must point at it; the caller
 # starts and stops it, e.g. `scripts/control-plane.sh up DIR`):
 #   - the control plane's own selftest (namespace deletion and garbage collection work),
-#   - chart CRDs identical to crds/,
+#   - the chart's CRDs are templates: exactly the CRDs of crds/ plus helm.sh/resource-policy: keep
+#     and the chart's labels, none with crds.install=false, and `helm upgrade` updates an
+#     installed CRD (a field a stale CRD lacked appears, same uid),
 #   - CRDs protected against prune and uninstall in every install path: the kustomize base
-#     renders none, deploy/kustomize/crds carries the Flux and Argo CD annotations, the chart
-#     ships them only in crds/, `helm uninstall` and `kubectl delete -k deploy/kustomize/base`
-#     leave them (and a custom resource) in place, the GitOps examples deploy them through a
-#     Kustomization/Application of their own that does not prune,
+#     renders none, deploy/kustomize/crds carries the Flux and Argo CD annotations,
+#     `helm uninstall` and `kubectl delete -k deploy/kustomize/base` leave them (and a custom
+#     resource) in place, the GitOps examples deploy them through a Kustomization/Application of
+#     their own that does not prune,
 #   - Helm: lint --strict, values schema, rendering rules (token required, leader election on by default,
 #     Recreate without it, Roles with watchNamespaces, security context), server-side dry runs, real
 #     installs with RBAC checked through `kubectl auth can-i`, uninstall,
@@ -55,6 +57,8 @@ uninstall_releases
 render() { "$HELM" template avo "$CHART" -n "$NS" "$@"; }
 # deployment_json [helm flags...]: the rendered Deployment as JSON.
 deployment_json() { render "$@" -s templates/deployment.yaml | kubectl create --dry-run=client -o json -f -; }
+# objects_json [helm flags...]: every rendered object (kinds the API server knows) as a JSON array.
+objects_json() { render "$@" | kubectl create --dry-run=client -o json -f - | jq -s .; }
 env_of() { jq -r --arg n "$2" '.spec.template.spec.containers[0].env[] | select(.name == $n) | .value' <<<"$1"; }
 namespace() { kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f - >/dev/null; }
 can_i() { # can_i EXPECTED SA VERB RESOURCE NAMESPACE [extra kubectl flags]
@@ -69,7 +73,6 @@ check "control plane: a deleted namespace with a ConfigMap goes away, a dependen
   scripts/control-plane.sh selftest
 
 # --- CRDs ----------------------------------------------------------------------------------
-check "chart CRDs are identical to crds/ (diff -r)" diff -r -x kustomization.yaml crds "$CHART/crds"
 check "crds/kustomization.yaml lists exactly the CRD files" bash -c '
   diff <(kubectl kustomize crds | grep -E "^  name: .*\.vpn\.altostrat\.io$" | sort) \
        <(for f in crds/*.vpn.altostrat.io.yaml; do printf "  name: %s\n" "$(basename "$f" .yaml)"; done | sort)'
@@ -99,11 +102,20 @@ check "kustomize base and example overlay render no CustomResourceDefinition (de
   done"
 check "deploy/kustomize/crds renders exactly the CRDs of crds/, each with kustomize.toolkit.fluxcd.io/prune=disabled and argocd sync-options Prune=false,Delete=false" \
   bash -c "$(declare -f as_json crd_files crds_protected); crds_protected \"\$(kubectl kustomize deploy/kustomize/crds | as_json)\""
-check "Helm: the chart's templates render no CustomResourceDefinition; the CRDs come only from its crds/ folder, which Helm never deletes" bash -c '
-  n="$("$1" template avo "$2" --set altostrat.token=x | "$3" -c "$4; as_json" | jq "[.[] | select(.kind == \"CustomResourceDefinition\")] | length")" &&
-  [[ "$n" == 0 ]] || { echo "templates render $n CRDs"; exit 1; }
-  m="$("$1" template avo "$2" --set altostrat.token=x --include-crds | "$3" -c "$4; as_json" | jq "[.[] | select(.kind == \"CustomResourceDefinition\")] | length")" &&
-  [[ "$m" == "$(ls "$2"/crds/*.yaml | wc -l)" ]] || { echo "with --include-crds: $m CRDs"; exit 1; }' _ "$HELM" "$CHART" bash "$(declare -f as_json)"
+# chart_crds [helm flags...]: the CustomResourceDefinitions the chart renders, as a JSON array.
+chart_crds() { "$HELM" template avo "$CHART" --set altostrat.token=x "$@" | as_json | jq '[.[] | select(.kind == "CustomResourceDefinition")]'; }
+# Templates, not the crds/ folder: Helm installs that once and never upgrades it, and a stale
+# CRD silently drops the fields it lacks.
+check "Helm: the chart renders the CRDs of crds/ as templates, identical but for helm.sh/resource-policy: keep and the chart's labels" bash -c '
+  [[ ! -e "$1/crds" ]] || { echo "$1/crds exists: Helm would install it once and never upgrade it"; exit 1; }
+  jq -e "length == $(ls crds/*.vpn.altostrat.io.yaml | wc -l) and all(.[]; .metadata.annotations == {\"helm.sh/resource-policy\": \"keep\"}
+    and .metadata.labels[\"app.kubernetes.io/managed-by\"] == \"Helm\" and .metadata.labels[\"app.kubernetes.io/instance\"] == \"avo\")" <<<"$2" >/dev/null ||
+    { jq -c ".[] | .metadata" <<<"$2"; exit 1; }
+  diff <(jq -S "map(del(.metadata.annotations, .metadata.labels)) | sort_by(.metadata.name)" <<<"$2") \
+       <(for f in crds/*.vpn.altostrat.io.yaml; do echo ---; cat "$f"; done | "$3" -c "$4; as_json" | jq -S "map(del(.metadata.annotations, .metadata.labels)) | sort_by(.metadata.name)")' \
+  _ "$CHART" "$(chart_crds)" bash "$(declare -f as_json)"
+check "Helm: crds.install=false renders no CustomResourceDefinition" bash -c '[[ "$1" == "[]" ]] || { echo "$1" | head -5; exit 1; }' \
+  _ "$(chart_crds --set crds.install=false | jq -c .)"
 
 # --- Helm: lint, schema and rendering rules -------------------------------------------------
 printf 'altostrat:\n  token: lint-only-token\n' >"$work/token-values.yaml"
@@ -190,23 +202,25 @@ check "kustomize base: LEADER_ELECTION=true with a Lease Role bound in the opera
     and ([.[] | select(.kind == \"Role\") | .metadata.namespace] | unique) == ([.[] | select(.kind == \"Deployment\") | .metadata.namespace] | unique)
     and ([.[] | select(.kind == \"RoleBinding\") | .roleRef.name] | index(\"altostrat-vpn-operator-leader-election\")) != null" <<<"$objs"'
 
+# The one rule that stays cluster-wide: the start-up check reads the operator's two CRDs.
+crd_rule='{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "resourceNames": ["vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"], "verbs": ["get"]}'
 rendered="$(render --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')"
-if grep -q '^kind: ClusterRole' <<<"$rendered"; then
-  fail "watchNamespaces renders Roles, not a ClusterRole"
+if ! jq -e --argjson want "$crd_rule" '[.[] | select(.kind == "ClusterRole")] | length == 1
+       and .[0].metadata.name == "avo-altostrat-vpn-operator-crds" and .[0].rules == [$want]' \
+     <<<"$(objects_json --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')" >/dev/null; then
+  fail "watchNamespaces: the only ClusterRole reads the operator's two CRDs (get, by name)"
 elif [[ "$(grep -c '^kind: Role$' <<<"$rendered")" == 3 && "$(grep -c '^kind: RoleBinding$' <<<"$rendered")" == 3 ]] \
      && [[ "$(env_of "$(deployment_json --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')" WATCH_NAMESPACES)" == team-a,team-b ]]; then
-  pass "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role) and WATCH_NAMESPACES=team-a,team-b"
-else fail "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role) and WATCH_NAMESPACES=team-a,team-b"; fi
+  pass "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only to read the two CRDs, and WATCH_NAMESPACES=team-a,team-b"
+else fail "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only to read the two CRDs, and WATCH_NAMESPACES=team-a,team-b"; fi
 check "optional ServiceMonitor and PodDisruptionBudget render when enabled" bash -c '
   out="$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 \
          --set metrics.serviceMonitor.enabled=true --set podDisruptionBudget.enabled=true)"
   grep -q "^kind: ServiceMonitor$" <<<"$out" && grep -q "^kind: PodDisruptionBudget$" <<<"$out"'
 
 # --- Helm: chart conventions ----------------------------------------------------------------
-# objects_json [helm flags...]: every rendered object (kinds the API server knows) as a JSON array.
-objects_json() { render "$@" | kubectl create --dry-run=client -o json -f - | jq -s .; }
 check "fullnameOverride names every object, the token Secret and the bindings' subject" bash -c '
-  jq -e "all(.[]; .metadata.name | startswith(\"vpn-op\"))
+  jq -e "all(.[] | select(.kind != \"CustomResourceDefinition\"); .metadata.name | startswith(\"vpn-op\"))
     and (.[] | select(.kind == \"ClusterRoleBinding\") | .subjects[0].name) == \"vpn-op\"
     and (.[] | select(.kind == \"Deployment\") | .spec.template.spec.volumes[0].secret.secretName) == \"vpn-op-token\"" <<<"$1"
 ' _ "$(objects_json --set altostrat.token=x --set fullnameOverride=vpn-op)"
@@ -392,21 +406,23 @@ check "release workflow: multi-arch cross build, SBOM, provenance, cosign keyles
 # --- Helm against the API server -------------------------------------------------------------
 namespace "$NS"; namespace team-a; namespace team-b
 check "helm template | kubectl apply --server-side --dry-run=server (all namespaces)" bash -c \
-  "'$HELM' template avo '$CHART' -n $NS --set altostrat.existingSecret=avo-token --include-crds |
+  "'$HELM' template avo '$CHART' -n $NS --set altostrat.existingSecret=avo-token |
    kubectl apply --server-side --dry-run=server -f -"
 check "helm template | kubectl apply --server-side --dry-run=server (watchNamespaces, 2 replicas, PDB)" bash -c \
   "'$HELM' template avo '$CHART' -n $NS --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}' \
-     --set replicaCount=2 --set podDisruptionBudget.enabled=true --include-crds |
+     --set replicaCount=2 --set podDisruptionBudget.enabled=true |
    kubectl apply --server-side --dry-run=server -f -"
 
-check "helm install avo -n $NS --create-namespace (real)" \
-  "$HELM" install avo "$CHART" -n "$NS" --create-namespace -f "$work/token-values.yaml"
+# --take-ownership adopts CRDs that exist without belonging to a release (the e2e suites
+# applied them), as docs/deploy.md tells users whose CRDs came from kubectl or an older chart.
+check "helm install avo -n $NS --create-namespace --take-ownership (real)" \
+  "$HELM" install avo "$CHART" -n "$NS" --create-namespace --take-ownership -f "$work/token-values.yaml"
 check "installed: Deployment, ServiceAccount, ClusterRole, ClusterRoleBinding, Service, Secret" \
   kubectl -n "$NS" get deployment/avo-altostrat-vpn-operator serviceaccount/avo-altostrat-vpn-operator \
     clusterrole/avo-altostrat-vpn-operator clusterrolebinding/avo-altostrat-vpn-operator \
     service/avo-altostrat-vpn-operator-metrics secret/avo-altostrat-vpn-operator-token
 sa="$NS:avo-altostrat-vpn-operator"
-check "RBAC (cluster-wide): exactly the verbs the operator uses" bash -c "$(declare -f can_i); set -e
+check "RBAC (cluster-wide): exactly the verbs the operator uses (CRDs: get, the two by name)" bash -c "$(declare -f can_i); set -e
   for v in get list watch patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default; can_i yes $sa \$v vpnpeers.vpn.altostrat.io default; done
   for v in create delete; do can_i no $sa \$v vpninstances.vpn.altostrat.io default; done
   for v in get patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default --subresource=status; done
@@ -415,7 +431,11 @@ check "RBAC (cluster-wide): exactly the verbs the operator uses" bash -c "$(decl
   for v in create update delete list watch; do can_i no $sa \$v secrets default; done
   can_i yes $sa create events.events.k8s.io default; can_i yes $sa patch events default
   can_i no $sa create configmaps default
-  can_i yes $sa update leases.coordination.k8s.io $NS; can_i no $sa get leases.coordination.k8s.io default"
+  can_i yes $sa update leases.coordination.k8s.io $NS; can_i no $sa get leases.coordination.k8s.io default
+  can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpninstances.vpn.altostrat.io default
+  can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpnpeers.vpn.altostrat.io default
+  can_i no $sa get customresourcedefinitions.apiextensions.k8s.io/other.example.com default
+  for v in list watch update patch delete; do can_i no $sa \$v customresourcedefinitions.apiextensions.k8s.io default; done"
 check "helm uninstall avo" "$HELM" uninstall avo -n "$NS"
 crd_state() { # crd_state NAME...: "name uid" per CRD that exists and is not being deleted
   local n; for n in "$@"; do
@@ -426,10 +446,12 @@ crds_present() {
   local left; left="$(crd_state $(crd_files))"
   [[ -n "$left" && "$(wc -l <<<"$left")" == "$(crd_files | wc -l)" ]] || { echo "CRDs left (not terminating): '$left'"; return 1; }
 }
-check "helm uninstall avo leaves the CRDs (present, not terminating)" crds_present
-# The same with CRDs this release really created: a copy of the chart whose API group is
-# renamed, so its CRDs cannot already exist (the suites before may have installed the real ones).
-# Helm installs them from crds/, and `helm uninstall` must leave them and their resources.
+check "helm uninstall avo leaves the CRDs it owned (present, not terminating)" crds_present
+# Install, upgrade and uninstall with CRDs this release really created: a copy of the chart
+# whose API group is renamed, so its CRDs cannot already exist (the suites before may have
+# installed the real ones). It is first installed as an older chart whose VpnInstance CRD lacks
+# spec.publicDns; `helm upgrade` to the current chart must add it to the installed CRD; then
+# `helm uninstall` must leave the CRDs and their resources.
 keep_group=keepcheck.altostrat.io
 remove_keep_check() {
   kubectl delete vpninstances.$keep_group --all -n default --ignore-not-found >/dev/null 2>&1 || true
@@ -438,34 +460,64 @@ remove_keep_check() {
 }
 remove_keep_check
 cp -r "$CHART" "$work/keep-chart" && grep -rl 'vpn\.altostrat\.io' "$work/keep-chart" | xargs sed -i "s/vpn\.altostrat\.io/$keep_group/g"
-for f in "$work"/keep-chart/crds/*.yaml; do [[ -e "$f" ]] && mv "$f" "${f//vpn.altostrat.io/$keep_group}"; done
 keep_crds="vpninstances.$keep_group vpnpeers.$keep_group"
-helm_keeps_crds() {
-  "$HELM" install avo-keep "$work/keep-chart" -n avo-keep-system --create-namespace -f "$work/token-values.yaml" >/dev/null || return 1
-  local before; before="$(crd_state $keep_crds)"
-  [[ "$(wc -l <<<"$before")" == 2 ]] || { echo "helm install created these CRDs: '$before'"; return 1; }
+instance_template=templates/crds/vpninstances.vpn.altostrat.io.yaml
+public_dns='.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.publicDns'
+# The older chart: the same, but its VpnInstance CRD template (rendered, as JSON) lacks publicDns.
+cp -r "$work/keep-chart" "$work/old-chart"
+"$HELM" template avo-keep "$work/keep-chart" -n avo-keep-system --set altostrat.token=x -s "$instance_template" |
+  as_json | jq ".[0] | del($public_dns)" >"$work/old-chart/$instance_template"
+# --validate=warn: the API server's default for clients that ask for no field validation (only
+# kubectl asks for strict), which drop unknown fields with a warning nobody sees.
+keep_instance() {
+  sed "s#^apiVersion: vpn\.altostrat\.io/#apiVersion: $keep_group/#" examples/instance.yaml |
+    kubectl apply --validate=warn -n default -f - >/dev/null 2>&1
+}
+stored_public_dns() { kubectl get vpninstances.$keep_group demo-hub -n default -o jsonpath='{.spec.publicDns}'; }
+helm_upgrades_crds() {
+  "$HELM" install avo-keep "$work/old-chart" -n avo-keep-system --create-namespace -f "$work/token-values.yaml" >/dev/null || return 1
   kubectl wait --for=condition=Established --timeout=30s crd $keep_crds >/dev/null || return 1
-  sed "s#^apiVersion: vpn\.altostrat\.io/#apiVersion: $keep_group/#" examples/instance.yaml | kubectl apply -n default -f - >/dev/null || return 1
+  local crd=vpninstances.$keep_group before
+  before="$(crd_state $crd)"
+  kubectl get crd $crd -o json | jq -e "$public_dns == null" >/dev/null || { echo "the old chart's CRD has publicDns"; return 1; }
+  # What a stale CRD does: the field is dropped without an error.
+  keep_instance && [[ -z "$(stored_public_dns)" ]] || { echo "publicDns stored against the old CRD: $(stored_public_dns)"; return 1; }
+  "$HELM" upgrade avo-keep "$work/keep-chart" -n avo-keep-system -f "$work/token-values.yaml" >/dev/null || return 1
+  kubectl get crd $crd -o json | jq -e "$public_dns.type == \"array\" and .metadata.annotations[\"helm.sh/resource-policy\"] == \"keep\"" >/dev/null ||
+    { echo "after helm upgrade: $(kubectl get crd $crd -o json | jq -c "{annotations: .metadata.annotations, publicDns: $public_dns}")"; return 1; }
+  [[ "$(crd_state $crd)" == "$before" ]] || { echo "CRD replaced, not updated: $before -> $(crd_state $crd)"; return 1; }
+  keep_instance && [[ "$(stored_public_dns)" == '["1.1.1.1","8.8.8.8"]' ]] || { echo "publicDns after the upgrade: $(stored_public_dns)"; return 1; }
+}
+check "helm upgrade updates an installed CRD (chart copy with its own API group): spec.publicDns, which the older chart's CRD lacked (and so dropped), is added in place" \
+  helm_upgrades_crds
+helm_keeps_crds() {
+  local before; before="$(crd_state $keep_crds)"
+  [[ "$(wc -l <<<"$before")" == 2 ]] || { echo "the release's CRDs: '$before'"; return 1; }
+  [[ "$(kubectl get vpninstances.$keep_group -n default -o name | wc -l)" == 1 ]] || { echo "no VpnInstance before uninstall"; return 1; }
   "$HELM" uninstall avo-keep -n avo-keep-system >/dev/null || return 1
   kubectl get clusterrole avo-keep-altostrat-vpn-operator >/dev/null 2>&1 && { echo "uninstall left the ClusterRole"; return 1; }
   local after; after="$(crd_state $keep_crds)"
   [[ "$after" == "$before" ]] || { echo "CRDs before uninstall: $before; after: $after"; return 1; }
   [[ "$(kubectl get vpninstances.$keep_group -n default -o name | wc -l)" == 1 ]] || { echo "the VpnInstance is gone"; return 1; }
 }
-check "helm install then uninstall (chart copy with its own API group): the CRDs Helm created and a resource of theirs are kept" helm_keeps_crds
+check "helm uninstall (chart copy with its own API group): the CRDs Helm created (helm.sh/resource-policy: keep) and a resource of theirs are kept" helm_keeps_crds
 remove_keep_check
 
-check "helm install avo-ns (watchNamespaces=team-a, 2 replicas, real)" \
-  "$HELM" install avo-ns "$CHART" -n avo-ns-system --create-namespace -f "$work/token-values.yaml" \
+# A second release leaves the CRDs to the first (only one release can own them).
+check "helm install avo-ns (watchNamespaces=team-a, 2 replicas, crds.install=false, real)" \
+  "$HELM" install avo-ns "$CHART" -n avo-ns-system --create-namespace -f "$work/token-values.yaml" --set crds.install=false \
     --set 'watchNamespaces={team-a}' --set replicaCount=2 --set podDisruptionBudget.enabled=true
 sa="avo-ns-system:avo-ns-altostrat-vpn-operator"
-check "RBAC (namespaced): team-a only; Leases only in the release namespace" bash -c "$(declare -f can_i); set -e
+check "RBAC (namespaced): team-a only; Leases only in the release namespace; the two CRDs readable cluster-wide" bash -c "$(declare -f can_i); set -e
   ! kubectl get clusterrole avo-ns-altostrat-vpn-operator >/dev/null 2>&1
   can_i yes $sa watch vpninstances.vpn.altostrat.io team-a; can_i yes $sa get secrets team-a
   can_i no $sa watch vpninstances.vpn.altostrat.io team-b; can_i no $sa get secrets team-b
   can_i no $sa get secrets default
   for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io avo-ns-system; done
-  can_i no $sa delete leases.coordination.k8s.io avo-ns-system; can_i no $sa get leases.coordination.k8s.io team-a"
+  can_i no $sa delete leases.coordination.k8s.io avo-ns-system; can_i no $sa get leases.coordination.k8s.io team-a
+  can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpninstances.vpn.altostrat.io default
+  can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpnpeers.vpn.altostrat.io default
+  can_i no $sa get customresourcedefinitions.apiextensions.k8s.io/other.example.com default"
 check "helm uninstall avo-ns" "$HELM" uninstall avo-ns -n avo-ns-system
 
 # --- kustomize -------------------------------------------------------------------------------
@@ -513,7 +565,9 @@ check "kustomize overlay into $renamed_ns: bindings name its ServiceAccount, whi
   can_i yes $sa patch vpnpeers.vpn.altostrat.io default --subresource=status
   can_i yes $sa get secrets team-b; can_i yes $sa create events.events.k8s.io default
   for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io $renamed_ns; done
-  can_i no $sa get leases.coordination.k8s.io $NS; can_i no $sa create vpninstances.vpn.altostrat.io default"
+  can_i no $sa get leases.coordination.k8s.io $NS; can_i no $sa create vpninstances.vpn.altostrat.io default
+  can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpnpeers.vpn.altostrat.io default
+  can_i no $sa list customresourcedefinitions.apiextensions.k8s.io default"
 remove_renamed
 check "kustomize base: the Secret is not part of it" bash -c '! kubectl kustomize deploy/kustomize/base | grep -q "^kind: Secret$"'
 check "kubectl kustomize overlays/example | kubectl apply --server-side --dry-run=server" bash -c \

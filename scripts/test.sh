@@ -7,8 +7,17 @@
 # It checks its prerequisites first and names everything missing in one message. What it
 # builds or installs itself is cached outside the repository (ALTOSTRAT_CACHE, default
 # ~/.cache/altostrat-vpn-operator).
+#
+# USE_EXISTING_CLUSTER=1 KUBECONFIG=... scripts/test.sh runs the end-to-end suites against that
+# cluster instead: no control plane is built or started, this checkout's CRDs are applied
+# server-side, the namespaces and cluster-scoped objects the suites created are deleted at the
+# end, and the deployment checks (which install and delete altostrat-system) are skipped.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/existing-cluster.sh"
+absolute_kubeconfig
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+existing=false
+existing_cluster && existing=true
 
 CACHE="${ALTOSTRAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/altostrat-vpn-operator}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/cargo-target}"
@@ -24,7 +33,7 @@ need() { # need COMMAND HOW-TO-GET-IT
   command -v "$1" >/dev/null 2>&1 || missing+=("$1: $2")
 }
 need cargo   "Rust stable from https://rustup.rs"
-need go      "Go >= 1.25 from https://go.dev/dl (builds kube-apiserver, etcd, helm and the check tools)"
+$existing || need go "Go >= 1.25 from https://go.dev/dl (builds kube-apiserver, etcd, helm and the check tools)"
 need kubectl "https://kubernetes.io/docs/tasks/tools/ (any recent version)"
 need python3 "apt-get install python3 python3-venv"
 need openssl "apt-get install openssl"
@@ -35,7 +44,7 @@ if command -v cargo >/dev/null 2>&1; then
   cargo fmt --version >/dev/null 2>&1 || missing+=("cargo fmt: rustup component add rustfmt")
   cargo clippy --version >/dev/null 2>&1 || missing+=("cargo clippy: rustup component add clippy")
 fi
-if command -v go >/dev/null 2>&1; then
+if ! $existing && command -v go >/dev/null 2>&1; then
   gv="$(go env GOVERSION 2>/dev/null)"; gv="${gv#go}"
   [[ "$(printf '%s\n1.25\n' "${gv%%-*}" | sort -V | head -1)" == 1.25 ]] ||
     missing+=("go >= 1.25 (found $gv): https://go.dev/dl")
@@ -54,12 +63,19 @@ if ((${#missing[@]})); then
 fi
 command -v lua5.1 >/dev/null 2>&1 ||
   echo "note: lua5.1 not found: the Argo CD health-check table test will be skipped (apt-get install lua5.1)"
+if $existing; then
+  # Before minutes of building: the cluster answers and no operator there would interfere.
+  cluster="$(cluster_name)"
+  refuse_if_operator_installed
+fi
 
-step "control plane binaries (kube-apiserver, etcd, helm)"
-scripts/control-plane.sh build
+if ! $existing; then
+  step "control plane binaries (kube-apiserver, etcd, helm)"
+  scripts/control-plane.sh build
 
-step "deployment-check tools (promql-check, chart-readme, actionlint)"
-scripts/dev-tools.sh build
+  step "deployment-check tools (promql-check, chart-readme, actionlint)"
+  scripts/dev-tools.sh build
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -73,14 +89,26 @@ cargo test --locked
 
 # The suites include the simulator-profile matrix (tests/e2e_fidelity.rs: the core lifecycle
 # once per profile of `vpn-operator simulate --profile`, each its own test, run in parallel).
-step "end-to-end suites against a local control plane"
-cp_dir="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-cp.XXXXXX")"
-trap 'scripts/control-plane.sh down "$cp_dir" >/dev/null 2>&1 || true' EXIT
-scripts/control-plane.sh up "$cp_dir"
-export KUBECONFIG="$cp_dir/kubeconfig"
-cargo test --locked --test 'e2e_*' -- --ignored --test-threads="${E2E_THREADS:-3}"
+e2e() { cargo test --locked --test 'e2e_*' -- --ignored --test-threads="${E2E_THREADS:-3}"; }
+if $existing; then
+  step "end-to-end suites against the existing cluster $cluster"
+  # The suites label what they create with this run, so that only it is removed.
+  export E2E_RUN_ID="test-$(date +%s)-$$"
+  trap 'echo "removing what the suites created (run $E2E_RUN_ID)"; remove_e2e_objects "$E2E_RUN_ID"' EXIT
+  install_crds
+  e2e
+else
+  step "end-to-end suites against a local control plane"
+  cp_dir="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-cp.XXXXXX")"
+  trap 'scripts/control-plane.sh down "$cp_dir" >/dev/null 2>&1 || true' EXIT
+  scripts/control-plane.sh up "$cp_dir"
+  export KUBECONFIG="$cp_dir/kubeconfig"
+  e2e
+fi
 
-if [[ -x scripts/deploy-checks.sh ]]; then
+if $existing; then
+  step "deployment checks skipped: they install and delete altostrat-system and cluster-wide RBAC, on the local control plane only"
+elif [[ -x scripts/deploy-checks.sh ]]; then
   step "deployment checks (helm lint/template/install, kustomize)"
   HELM="$(scripts/control-plane.sh bin-dir)/helm" scripts/deploy-checks.sh
 fi

@@ -42,6 +42,12 @@ pub struct CrdsArgs {
     /// Write `<plural>.<group>.yaml` files into these directories instead of printing them.
     #[arg(long = "output-dir", value_name = "DIR")]
     pub output_dirs: Vec<PathBuf>,
+    /// Write them also as templates of the Helm chart in DIR (into DIR/templates/crds/): the
+    /// same YAML, guarded by the value `crds.install` and annotated
+    /// `helm.sh/resource-policy: keep`, so that `helm upgrade` upgrades them and
+    /// `helm uninstall` keeps them.
+    #[arg(long = "helm-chart", value_name = "DIR")]
+    pub helm_charts: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

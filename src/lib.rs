@@ -5,6 +5,8 @@ pub mod altostrat;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod crd_chart;
+pub mod crd_check;
 pub mod duration;
 pub mod leader;
 pub mod metrics;

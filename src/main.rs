@@ -1,24 +1,38 @@
 use std::process::ExitCode;
 
-use altostrat_vpn_operator::config::{Cli, Command};
+use std::path::Path;
+
+use altostrat_vpn_operator::config::{Cli, Command, CrdsArgs};
 #[cfg(feature = "simulator")]
 use altostrat_vpn_operator::{config::LogFormat, simulator};
-use altostrat_vpn_operator::{crd, operator, telemetry};
+use altostrat_vpn_operator::{crd, crd_chart, operator, telemetry};
 use clap::Parser;
 
-fn write_crds(dirs: &[std::path::PathBuf]) -> Result<(), operator::BoxError> {
+fn write_files(dir: &Path, files: &[(String, String)]) -> Result<(), operator::BoxError> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+fn write_crds(args: &CrdsArgs) -> Result<(), operator::BoxError> {
     let rendered = crd::render_all()?;
-    if dirs.is_empty() {
+    if args.output_dirs.is_empty() && args.helm_charts.is_empty() {
         for (_, yaml) in &rendered {
             print!("---\n{yaml}");
         }
         return Ok(());
     }
-    for dir in dirs {
-        std::fs::create_dir_all(dir)?;
-        for (name, yaml) in &rendered {
-            std::fs::write(dir.join(name), yaml)?;
+    for dir in &args.output_dirs {
+        write_files(dir, &rendered)?;
+    }
+    for chart in &args.helm_charts {
+        // Only into a chart: a mistyped path must not grow a stray templates/ tree.
+        if !chart.join("Chart.yaml").is_file() {
+            return Err(format!("--helm-chart {}: no Chart.yaml there", chart.display()).into());
         }
+        write_files(&chart.join(crd_chart::TEMPLATES_DIR), &crd_chart::render_all()?)?;
     }
     Ok(())
 }
@@ -27,7 +41,7 @@ fn write_crds(dirs: &[std::path::PathBuf]) -> Result<(), operator::BoxError> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crds(args) => write_crds(&args.output_dirs),
+        Command::Crds(args) => write_crds(&args),
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => {
             telemetry::init(LogFormat::Text);

@@ -369,6 +369,8 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         );
     }
     let client = kube::Client::try_default().await?;
+    // Before anything else: against stale CRDs the API server would drop the fields they lack.
+    crate::crd_check::ensure_current(&client).await?;
 
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));

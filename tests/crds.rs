@@ -1,23 +1,31 @@
-//! The committed CRD manifests must be exactly what the Rust types generate, in `crds/` and in
-//! the Helm chart. Regenerate with `cargo run -- crds --output-dir crds --output-dir
-//! deploy/helm/altostrat-vpn-operator/crds`.
+//! The committed CRD manifests must be exactly what the Rust types generate: the plain CRDs in
+//! `crds/`, and the Helm chart's templates of them in
+//! `deploy/helm/altostrat-vpn-operator/templates/crds/` (the same YAML, guarded by
+//! `crds.install` and kept by `helm uninstall`). Regenerate both with
+//! `cargo run -- crds --output-dir crds --helm-chart deploy/helm/altostrat-vpn-operator`.
 
 use std::path::Path;
 
-use altostrat_vpn_operator::crd;
+use altostrat_vpn_operator::{crd, crd_chart};
 
-fn assert_matches_committed(dir: &str) {
+const CHART: &str = "deploy/helm/altostrat-vpn-operator";
+const REGENERATE: &str =
+    "cargo run -- crds --output-dir crds --helm-chart deploy/helm/altostrat-vpn-operator";
+
+fn assert_matches_committed(dir: &str, rendered: &[(String, String)]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let rendered = crd::render_all().expect("CRDs render");
     let mut expected_files: Vec<String> = rendered.iter().map(|(name, _)| name.clone()).collect();
-    for (name, yaml) in &rendered {
+    for (name, text) in rendered {
         let path = root.join(name);
-        let committed = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{} is missing ({e}); regenerate the CRDs", path.display()));
+        let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{} is missing ({e}); regenerate with `{REGENERATE}`",
+                path.display()
+            )
+        });
         assert!(
-            committed == *yaml,
-            "{} differs from the Rust types; regenerate with `cargo run -- crds --output-dir crds \
-             --output-dir deploy/helm/altostrat-vpn-operator/crds`",
+            committed == *text,
+            "{} differs from the Rust types; regenerate with `{REGENERATE}`",
             path.display()
         );
     }
@@ -29,17 +37,33 @@ fn assert_matches_committed(dir: &str) {
         .collect();
     committed_files.sort();
     expected_files.sort();
-    assert_eq!(committed_files, expected_files, "stale CRD files in {dir}");
+    assert_eq!(
+        committed_files, expected_files,
+        "stale CRD files in {dir}; remove them and regenerate with `{REGENERATE}`"
+    );
 }
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    assert_matches_committed("crds");
+    assert_matches_committed("crds", &crd::render_all().expect("CRDs render"));
 }
 
 #[test]
-fn helm_chart_crds_match_the_rust_types() {
-    assert_matches_committed("deploy/helm/altostrat-vpn-operator/crds");
+fn helm_chart_crd_templates_match_the_rust_types() {
+    let templates = crd_chart::render_all().expect("chart CRD templates render");
+    assert_matches_committed(&format!("{CHART}/{}", crd_chart::TEMPLATES_DIR), &templates);
+}
+
+#[test]
+fn the_chart_has_no_crds_folder() {
+    // Helm would install it once and never upgrade it, next to the templates.
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join(CHART).join("crds");
+    assert!(
+        !folder.exists(),
+        "{} exists: the chart's CRDs are templates ({}/)",
+        folder.display(),
+        crd_chart::TEMPLATES_DIR
+    );
 }
 
 #[test]

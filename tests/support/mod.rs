@@ -67,6 +67,16 @@ pub async fn kube() -> Client {
     client
 }
 
+/// The label on everything a test creates that outlives it (namespaces, cluster-scoped
+/// objects), valued `E2E_RUN_ID` (or `local`): against an existing cluster, `scripts/test.sh`
+/// deletes what carries its run's value.
+pub const RUN_LABEL: &str = "vpn.altostrat.io/e2e-run";
+
+pub fn run_labels() -> BTreeMap<String, String> {
+    let run = std::env::var("E2E_RUN_ID").unwrap_or_else(|_| "local".into());
+    BTreeMap::from([(RUN_LABEL.to_owned(), run)])
+}
+
 /// A fresh namespace per test keeps tests independent.
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -74,6 +84,7 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
     let ns = Namespace {
         metadata: kube::api::ObjectMeta {
             name: Some(name.clone()),
+            labels: Some(run_labels()),
             ..Default::default()
         },
         ..Default::default()

@@ -90,3 +90,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/* Read access to the operator's own two CRDs, which it compares with its schema at start-up
+     (refusing to run against older ones). CRDs are cluster-scoped: a ClusterRole even when
+     watchNamespaces limits everything else to Roles. */}}
+{{- define "avo.crdRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  resourceNames: ["vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]
+  verbs: ["get"]
+{{- end -}}
