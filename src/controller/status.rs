@@ -27,71 +27,47 @@ pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Seriali
     fn forget_recorded_id(&mut self);
 }
 
-impl ConditionedStatus for VpnInstanceStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn set_conditions(&mut self, conditions: Vec<Condition>) {
-        self.conditions = conditions;
-    }
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-    fn set_plan(&mut self, plan: Vec<PlannedCall>) {
-        self.plan = plan;
-    }
-    fn last_handled_reconcile_at(&self) -> Option<&str> {
-        self.last_handled_reconcile_at.as_deref()
-    }
-    fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
-        self.last_handled_reconcile_at = at;
-    }
-    fn management_policy(&self) -> Option<ManagementPolicy> {
-        self.management_policy
-    }
-    fn set_management_policy(&mut self, policy: ManagementPolicy) {
-        self.management_policy = Some(policy);
-    }
-    fn recorded_id(&self) -> Option<&str> {
-        self.instance_id.as_deref()
-    }
-    fn forget_recorded_id(&mut self) {
-        self.instance_id = None;
-    }
+/// Both status types carry the same bookkeeping fields; only the field of their Altostrat id
+/// differs.
+macro_rules! conditioned_status {
+    ($status:ty, $id:ident) => {
+        impl ConditionedStatus for $status {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn set_conditions(&mut self, conditions: Vec<Condition>) {
+                self.conditions = conditions;
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+            fn set_plan(&mut self, plan: Vec<PlannedCall>) {
+                self.plan = plan;
+            }
+            fn last_handled_reconcile_at(&self) -> Option<&str> {
+                self.last_handled_reconcile_at.as_deref()
+            }
+            fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
+                self.last_handled_reconcile_at = at;
+            }
+            fn management_policy(&self) -> Option<ManagementPolicy> {
+                self.management_policy
+            }
+            fn set_management_policy(&mut self, policy: ManagementPolicy) {
+                self.management_policy = Some(policy);
+            }
+            fn recorded_id(&self) -> Option<&str> {
+                self.$id.as_deref()
+            }
+            fn forget_recorded_id(&mut self) {
+                self.$id = None;
+            }
+        }
+    };
 }
 
-impl ConditionedStatus for VpnPeerStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn set_conditions(&mut self, conditions: Vec<Condition>) {
-        self.conditions = conditions;
-    }
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-    fn set_plan(&mut self, plan: Vec<PlannedCall>) {
-        self.plan = plan;
-    }
-    fn last_handled_reconcile_at(&self) -> Option<&str> {
-        self.last_handled_reconcile_at.as_deref()
-    }
-    fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
-        self.last_handled_reconcile_at = at;
-    }
-    fn management_policy(&self) -> Option<ManagementPolicy> {
-        self.management_policy
-    }
-    fn set_management_policy(&mut self, policy: ManagementPolicy) {
-        self.management_policy = Some(policy);
-    }
-    fn recorded_id(&self) -> Option<&str> {
-        self.peer_id.as_deref()
-    }
-    fn forget_recorded_id(&mut self) {
-        self.peer_id = None;
-    }
-}
+conditioned_status!(VpnInstanceStatus, instance_id);
+conditioned_status!(VpnPeerStatus, peer_id);
 
 /// What every status one reconcile writes carries, whatever else it says: the policy it was
 /// written under, the `Paused` condition while the resource is paused, and the reconcile
