@@ -13,7 +13,7 @@
 #   - Altostrat: the bundled simulator (`vpn-operator simulate`, token sim-token).
 # Every claim the README makes on the way is a PASS/FAIL check; a step that cannot go on stops
 # the script with a message. Everything it created, except the CRDs the README says are kept,
-# is removed at the end, also on failure.
+# is removed at the end, also on failure; the CRDs are deleted once the keep is checked.
 #
 #   KUBECONFIG=... [HELM=/path/to/helm] scripts/readme-path.sh [PATH_TO_vpn-operator]
 #
@@ -92,6 +92,7 @@ uninstall_cmds() {
 
 # --- cleanup, also on failure ----------------------------------------------------------------
 op_pid="" sim_pid=""
+crds=(vpninstances.vpn.altostrat.io vpnpeers.vpn.altostrat.io)
 stop() { # stop PID: SIGTERM, then SIGKILL after 30 s (the Pod's terminationGracePeriodSeconds)
   [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null || return 0
   kill "$1" 2>/dev/null || true
@@ -101,6 +102,7 @@ stop() { # stop PID: SIGTERM, then SIGKILL after 30 s (the Pod's terminationGrac
 }
 cleanup() {
   local status=$?
+  set +e # best effort: every step of the cleanup runs
   trap - EXIT
   # Resources go while the operator still runs (it deletes their simulated hubs and removes its
   # finalizers); whatever still holds a finalizer afterwards is released so the namespace goes.
@@ -116,6 +118,13 @@ cleanup() {
   "$HELM" uninstall altostrat-vpn-operator -n altostrat-system --ignore-not-found >/dev/null 2>&1 || true
   kubectl delete namespace vpn altostrat-system --ignore-not-found --timeout=90s >/dev/null 2>&1 ||
     echo "warning: namespaces vpn/altostrat-system not deleted within 90s"
+  # The CRDs the README keeps are this release's (deploy-checks, run again on this cluster, would
+  # find them labelled for another release): they go too, once the keep was checked, and the
+  # cluster is as a new user's again.
+  for c in "${crds[@]}"; do
+    [[ "$(kubectl get crd "$c" -o jsonpath='{.metadata.annotations.meta\.helm\.sh/release-name}' 2>/dev/null)" == altostrat-vpn-operator ]] &&
+      kubectl delete crd "$c" --timeout=60s >/dev/null 2>&1
+  done
   if ((status)) && [[ -f "$work/operator.log" ]]; then
     echo "--- operator log (last 30 lines) ---"; tail -30 "$work/operator.log"
   fi
@@ -135,12 +144,11 @@ check "no release altostrat-vpn-operator and no ClusterRole altostrat-vpn-operat
   bash -c '! "$1" status altostrat-vpn-operator -n altostrat-system >/dev/null 2>&1 &&
     [[ -z "$(kubectl get clusterrole altostrat-vpn-operator --ignore-not-found -o name)" ]]' _ "$HELM" ||
   die "the operator is installed already"
-crds=(vpninstances.vpn.altostrat.io vpnpeers.vpn.altostrat.io)
 if ! gone crd "${crds[@]}"; then
   no_resources() { gone vpninstances -A && gone vpnpeers -A; }
   wait_for 60 "no VpnInstance or VpnPeer left" no_resources ||
     die "the CRDs exist with resources of theirs: a new user's cluster has neither (kubectl get altostrat -A)"
-  echo "  the CRDs exist (applied by earlier suites) and hold no resource: deleting them, as a new user's cluster has none"
+  echo "  the CRDs exist (left by earlier suites or checks) and hold no resource: deleting them, as a new user's cluster has none"
   kubectl delete crd "${crds[@]}" --ignore-not-found --timeout=60s >/dev/null
 fi
 check "no CRDs of vpn.altostrat.io" gone crd "${crds[@]}" || die "the CRDs could not be deleted"
