@@ -20,7 +20,8 @@
 #   - kustomize: base applied server-side, an overlay into another namespace applied server-side
 #     with its RBAC checked through `kubectl auth can-i`, the example overlay validated,
 #   - examples and the Argo CD health check (its Lua is table-tested when lua5.1 is installed),
-#   - the README's install path, last (scripts/readme-path.sh; needs the operator binary,
+#   - the README's install path, last, on a control plane of its own (scripts/readme-path.sh;
+#     needs the operator binary,
 #     $VPN_OPERATOR_BIN or $CARGO_TARGET_DIR/debug/vpn-operator, SKIP without it),
 #   - with the Go tools of scripts/dev-tools.sh (SKIP lines without them): alert and dashboard
 #     expressions parsed as PromQL with their metric names checked against src/metrics.rs, the
@@ -692,16 +693,20 @@ else
 fi
 
 # --- the README's install path ----------------------------------------------------------------
-# Last, because it needs a cluster as a new user's: the checks above removed altostrat-system and
-# their releases. scripts/readme-path.sh runs README "Install on your cluster" command by command
+# It needs a cluster as a new user's, which the one checked above is not (the end-to-end suites
+# may still be deleting their namespaces in it): a control plane of its own, started for it and
+# stopped after. scripts/readme-path.sh runs README "Install on your cluster" command by command
 # (its own PASS/FAIL lines), with the operator binary running as the chart's ServiceAccount.
 bin="${VPN_OPERATOR_BIN:-${CARGO_TARGET_DIR:-target}/debug/vpn-operator}"
 if [[ -x "$bin" ]]; then
-  if HELM="$HELM" scripts/readme-path.sh "$bin"; then
-    pass "README install path followed as written (scripts/readme-path.sh)"
+  fresh="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-readme-cp.XXXXXX")"
+  if scripts/control-plane.sh up "$fresh" >/dev/null &&
+    KUBECONFIG="$fresh/kubeconfig" HELM="$HELM" scripts/readme-path.sh "$bin"; then
+    pass "README install path followed as written on a new cluster (scripts/readme-path.sh)"
   else
-    fail "README install path followed as written (scripts/readme-path.sh)"
+    fail "README install path followed as written on a new cluster (scripts/readme-path.sh)"
   fi
+  scripts/control-plane.sh down "$fresh" >/dev/null 2>&1 || true
 else
   printf 'SKIP README install path (no operator binary at %s: cargo build first, or set VPN_OPERATOR_BIN)\n' "$bin"
 fi
