@@ -279,12 +279,8 @@ async fn wait_for_teardown<A>(
     id: &str,
 ) -> Result<Action> {
     let message = format!("Altostrat is tearing down instance {id}; this resource goes once it is gone");
-    let desired = [
-        ConditionState::new(READY, false, reason::TEARING_DOWN, message),
-        ConditionState::new(SYNCED, true, reason::DELETING, "Deletion in progress"),
-    ];
-    handle.status.write_conditions(&desired).await?;
-    Ok(Action::requeue(ctx.settings.provisioning_poll))
+    let after = ctx.settings.provisioning_poll;
+    still_deleting(handle, reason::TEARING_DOWN, message, after).await
 }
 
 /// An update the decision chose, with the token to send it with.
@@ -645,10 +641,20 @@ fn count_dependents<A>(obj: &VpnInstance, ctx: &Context<A>) -> usize {
 
 async fn wait_for_dependents(handle: &mut Handle<VpnInstance>, count: usize) -> Result<Action> {
     let message = format!("Waiting for {count} VpnPeer(s) referencing this instance to be deleted");
+    still_deleting(handle, reason::DELETING, message, PEER_DRAIN_POLL).await
+}
+
+/// A deletion that goes on: `Ready=False` says what it waits for, and it looks again `after`.
+async fn still_deleting(
+    handle: &mut Handle<VpnInstance>,
+    why: &'static str,
+    message: String,
+    after: Duration,
+) -> Result<Action> {
     let desired = [
-        ConditionState::new(READY, false, reason::DELETING, message),
+        ConditionState::new(READY, false, why, message),
         ConditionState::new(SYNCED, true, reason::DELETING, "Deletion in progress"),
     ];
     handle.status.write_conditions(&desired).await?;
-    Ok(Action::requeue(PEER_DRAIN_POLL))
+    Ok(Action::requeue(after))
 }
