@@ -128,8 +128,8 @@ impl HttpClient {
         self.list(Endpoint::ListSiteSubnets, &path, token).await
     }
 
-    /// Downloads a client configuration with a peer's share token (not an operator token).
-    /// Not part of [`VpnApi`]: no controller needs it, the simulator's contract tests do.
+    /// Downloads a client configuration with a peer's share token (not an operator token), as
+    /// JSON or as whatever the server prefers; [`VpnApi::client_configuration`] asks for text.
     pub async fn client_configuration(
         &self,
         share_token: &ApiToken,
@@ -405,5 +405,9 @@ impl VpnApi for HttpClient {
     async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
         let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
         self.no_content(Endpoint::DeletePeer, &path, token).await
+    }
+    /// Asks for a text profile first: the form a client installs as it is.
+    async fn client_configuration(&self, _: &ApiToken, share: &ApiToken) -> ApiResult<ClientConfiguration> {
+        HttpClient::client_configuration(self, share, false).await
     }
 }

@@ -20,7 +20,8 @@ pub use http::{ClientBuildError, HttpClient, HttpClientConfig, load_ca_bundle};
 pub use resilient::{RequestObserver, Resilient, RetryPolicy};
 
 use model::{
-    Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
+    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
+    RegionResponse,
 };
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -182,4 +183,12 @@ pub trait VpnApi: Send + Sync + 'static {
         instance_id: &str,
         peer_id: &str,
     ) -> impl Future<Output = ApiResult<()>> + Send;
+    /// A client peer's configuration, fetched with its share token `share` (`GET /vpn/client`,
+    /// which sends no operator token). The call is paid from `token`'s budget all the same:
+    /// Altostrat may well count it against the account.
+    fn client_configuration(
+        &self,
+        token: &ApiToken,
+        share: &ApiToken,
+    ) -> impl Future<Output = ApiResult<ClientConfiguration>> + Send;
 }

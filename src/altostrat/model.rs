@@ -520,10 +520,20 @@ pub(crate) mod tolerant {
 }
 
 /// Body of `GET /vpn/client`: JSON or plain text depending on the response content type.
-#[derive(Clone, Debug, PartialEq)]
+/// It holds the peer's private key: `Debug` shows only its form and size.
+#[derive(Clone, PartialEq)]
 pub enum ClientConfiguration {
     Json(serde_json::Value),
     Text(String),
+}
+
+impl std::fmt::Debug for ClientConfiguration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Json(value) => write!(f, "Json(<{} bytes redacted>)", value.to_string().len()),
+            Self::Text(text) => write!(f, "Text(<{} bytes redacted>)", text.len()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::model::{
-    Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
+    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
+    RegionResponse,
 };
 use super::{ApiError, ApiResult, ApiToken, Budget, Endpoint, Urgency, VpnApi};
 
@@ -280,6 +281,16 @@ impl<A: VpnApi> VpnApi for Resilient<A> {
     async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
         self.call(Endpoint::DeletePeer, token, || {
             self.inner.delete_peer(token, instance_id, peer_id)
+        })
+        .await
+    }
+    async fn client_configuration(
+        &self,
+        token: &ApiToken,
+        share: &ApiToken,
+    ) -> ApiResult<ClientConfiguration> {
+        self.call(Endpoint::GetClientConfiguration, token, || {
+            self.inner.client_configuration(token, share)
         })
         .await
     }

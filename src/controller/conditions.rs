@@ -13,6 +13,13 @@ pub const STALLED: &str = "Stalled";
 /// True while the resource carries the pause annotation (absent otherwise): nothing is written
 /// to Altostrat, drift is still observed and shown in `Synced`.
 pub const PAUSED: &str = "Paused";
+/// With `spec.profileSecret`: True while the Secret holds the peer's current client profile.
+/// Written by the profile delivery alone, after the peer is in sync; absent otherwise.
+pub const PROFILE_READY: &str = "ProfileReady";
+
+/// Conditions a stage of their own writes (see [`replace_one`]): every other write keeps them
+/// as they are.
+const CARRIED: &[&str] = &[PROFILE_READY];
 
 /// Machine-readable reasons used in conditions and events.
 pub mod reason {
@@ -52,6 +59,18 @@ pub mod reason {
     pub const OBSERVED: &str = "Observed";
     /// (`ObserveOnly`) No object to observe was found.
     pub const NOT_FOUND: &str = "NotFound";
+    /// (`ProfileReady`) The Secret holds the peer's current client profile.
+    pub const DELIVERED: &str = "Delivered";
+    /// (`ProfileReady`) The profile waits for the peer or its instance (being created, or
+    /// still applying changes).
+    pub const PROFILE_PENDING: &str = "ProfilePending";
+    /// (`ProfileReady`) Altostrat issues no client profile for this peer (a site peer, no
+    /// share token), or answered one in a form the operator does not know.
+    pub const PROFILE_NOT_AVAILABLE: &str = "ProfileNotAvailable";
+    /// (`ProfileReady`) A Secret of that name exists and is not this peer's: left untouched.
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// (`ProfileReady`) Altostrat refused the peer's share token, a freshly observed one too.
+    pub const SHARE_TOKEN_REJECTED: &str = "ShareTokenRejected";
 }
 
 /// The desired value of one condition, before timestamps are attached.
@@ -82,32 +101,59 @@ pub fn now() -> Time {
 
 /// Builds the condition list from the desired states. `lastTransitionTime` is carried over
 /// from `existing` unless the status flipped, so a no-op reconcile produces identical
-/// conditions. Conditions of other types in `existing` are dropped: this operator owns them all.
+/// conditions. Conditions of other types in `existing` are dropped (this operator owns them
+/// all), except those of [`CARRIED`] types, which are kept as they are.
 pub fn merge(
     existing: &[Condition],
     desired: &[ConditionState],
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
-    desired
+    let carried = existing
         .iter()
-        .map(|d| {
-            let status = if d.status { "True" } else { "False" };
-            let previous = existing.iter().find(|c| c.type_ == d.type_);
-            let last_transition_time = match previous {
-                Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => now.clone(),
-            };
-            Condition {
-                type_: d.type_.to_owned(),
-                status: status.to_owned(),
-                reason: d.reason.to_owned(),
-                message: truncate(&d.message, 1024),
-                observed_generation: generation,
-                last_transition_time,
-            }
-        })
-        .collect()
+        .filter(|c| CARRIED.contains(&c.type_.as_str()) && !desired.iter().any(|d| d.type_ == c.type_))
+        .cloned();
+    let merged: Vec<Condition> = desired
+        .iter()
+        .map(|d| condition(existing, d, generation, now))
+        .collect();
+    merged.into_iter().chain(carried).collect()
+}
+
+/// `existing` with the condition of type `type_` set to `desired`, or removed (`None`); the
+/// others stay as they are.
+pub fn replace_one(
+    existing: &[Condition],
+    type_: &str,
+    desired: Option<&ConditionState>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let others = existing.iter().filter(|c| c.type_ != type_).cloned();
+    let replaced = desired.map(|d| condition(existing, d, generation, now));
+    others.chain(replaced).collect()
+}
+
+fn condition(
+    existing: &[Condition],
+    desired: &ConditionState,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if desired.status { "True" } else { "False" };
+    let previous = existing.iter().find(|c| c.type_ == desired.type_);
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    Condition {
+        type_: desired.type_.to_owned(),
+        status: status.to_owned(),
+        reason: desired.reason.to_owned(),
+        message: truncate(&desired.message, 1024),
+        observed_generation: generation,
+        last_transition_time,
+    }
 }
 
 /// Whether the `Ready` condition is currently true.
@@ -184,6 +230,25 @@ mod tests {
         ];
         let first = merge(&[], &desired, Some(3), &at(10));
         assert_eq!(merge(&first, &desired, Some(3), &at(99)), first);
+    }
+
+    #[test]
+    fn a_stage_condition_survives_other_writes_and_is_replaced_only_by_its_stage() {
+        let profile = ConditionState::new(PROFILE_READY, true, reason::DELIVERED, "in Secret vpn");
+        let first = replace_one(&[], PROFILE_READY, Some(&profile), Some(1), &at(10));
+        let ready = [ConditionState::new(READY, true, reason::AVAILABLE, "ok")];
+        let second = merge(&first, &ready, Some(2), &at(20));
+        assert_eq!(second.len(), 2);
+        let kept = second.iter().find(|c| c.type_ == PROFILE_READY).unwrap();
+        assert_eq!(
+            (kept.observed_generation, &kept.last_transition_time),
+            (Some(1), &at(10))
+        );
+        let removed = replace_one(&second, PROFILE_READY, None, Some(2), &at(30));
+        assert_eq!(
+            removed.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            [READY]
+        );
     }
 
     #[test]

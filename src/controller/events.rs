@@ -21,6 +21,8 @@ pub mod reason {
     pub const ORPHANED: (&str, &str) = ("Orphaned", "Delete");
     pub const LEFT_ALONE: (&str, &str) = ("NotOwned", "Delete");
     pub const LEFT_SCOPE: (&str, &str) = ("LeftScope", "Reconcile");
+    pub const PROFILE_WRITTEN: (&str, &str) = ("ProfileWritten", "Deliver");
+    pub const PROFILE_REMOVED: (&str, &str) = ("ProfileRemoved", "Deliver");
 }
 
 /// The one Normal event a reconcile publishes when it changed something: named after its first

@@ -12,7 +12,8 @@
 //! - [`error`]: errors and the requeue policy; [`events`]: the one event per reconcile;
 //! - `finalizer`, [`status`]: the writes a reconcile makes to its own object;
 //! - `policy`, `planned`: what a reconcile may write to Altostrat (the pause annotation), and
-//!   the calls it withholds.
+//!   the calls it withholds;
+//! - `profile`: a client peer's profile delivered into a Secret (`spec.profileSecret`).
 
 mod cleanup;
 pub mod conditions;
@@ -29,6 +30,7 @@ mod peer;
 pub mod plan;
 mod planned;
 mod policy;
+mod profile;
 mod secret_guard;
 pub mod status;
 #[cfg(test)]

@@ -493,6 +493,7 @@ mod tests {
             subnets: (kind == PeerKind::Site).then(|| vec!["192.168.100.0/24".into()]),
             deletion_policy: DeletionPolicy::Delete,
             management_policy: Default::default(),
+            profile_secret: None,
             peer_id: None,
         }
     }

@@ -210,6 +210,22 @@ where
         self.write(next, desired).await
     }
 
+    /// Writes the condition of type `type_` that a stage of its own owns (see
+    /// [`conditions::replace_one`]; `None` removes it) with the fields that go with it; the
+    /// other conditions and the generation stay as stored.
+    pub async fn write_stage(
+        &mut self,
+        (type_, desired): (&'static str, Option<ConditionState>),
+        change: impl FnOnce(&mut K::Status),
+    ) -> Result<()> {
+        let mut next = self.stored.clone().unwrap_or_default();
+        change(&mut next);
+        let existing = next.conditions().to_vec();
+        let merged = conditions::replace_one(&existing, type_, desired.as_ref(), self.generation, &self.now);
+        next.set_conditions(merged);
+        self.store(next).await
+    }
+
     /// Changes recorded fields (not conditions, not the generation) of the stored status.
     pub async fn update_fields(&mut self, change: impl FnOnce(&mut K::Status)) -> Result<()> {
         let mut next = self.stored.clone().unwrap_or_default();

@@ -21,7 +21,8 @@ use super::context::{Context, Settings};
 use super::driver::{Reconciler, reconcile};
 use super::error::Result;
 use crate::altostrat::model::{
-    Country, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate, RegionResponse,
+    ClientConfiguration, Country, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType,
+    PeerUpdate, RegionResponse,
 };
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Endpoint, VpnApi};
 use crate::crd::{VpnInstance, VpnPeer};
@@ -50,8 +51,9 @@ struct KubeState {
 }
 
 /// A Kubernetes API that keeps objects in memory. It serves what a reconcile calls: GET of one
-/// object, LIST of a collection, merge PATCH (with `metadata.resourceVersion` as a
-/// precondition), server-side apply of `/status`, and POST (events).
+/// object, LIST of a collection, merge PATCH and PUT (with `metadata.resourceVersion` as a
+/// precondition), server-side apply of `/status`, POST (409 for an existing object other than
+/// an event) and DELETE.
 #[derive(Clone, Default)]
 pub struct FakeKube(Arc<Mutex<KubeState>>);
 
@@ -150,6 +152,9 @@ impl KubeState {
     fn store(&mut self, path: String, mut value: Value) {
         self.next_version += 1;
         value["metadata"]["resourceVersion"] = json!(self.next_version.to_string());
+        if value["metadata"]["uid"].is_null() {
+            value["metadata"]["uid"] = json!(format!("uid-{}", self.next_version));
+        }
         self.objects.insert(path, value);
     }
 
@@ -165,11 +170,27 @@ impl KubeState {
             Method::GET if path.ends_with('s') => (StatusCode::OK, self.list(path)),
             Method::POST => {
                 let name = body["metadata"]["name"].as_str().unwrap_or("unnamed").to_owned();
-                self.store(format!("{path}/{name}"), body.clone());
-                (StatusCode::CREATED, body)
+                let path = format!("{path}/{name}");
+                if self.objects.contains_key(&path) && !path.contains("/events/") {
+                    return (StatusCode::CONFLICT, status_body(409, "AlreadyExists"));
+                }
+                self.store(path.clone(), body);
+                (StatusCode::CREATED, self.objects[&path].clone())
             }
             Method::PATCH if self.objects.contains_key(object) => {
                 self.patch(object, subresource && is_apply, body)
+            }
+            Method::PUT if self.objects.contains_key(object) => {
+                let current = &self.objects[object]["metadata"]["resourceVersion"];
+                if body["metadata"]["resourceVersion"] != *current {
+                    return (StatusCode::CONFLICT, status_body(409, "Conflict"));
+                }
+                self.store(object.to_owned(), body);
+                (StatusCode::OK, self.objects[object].clone())
+            }
+            Method::DELETE if self.objects.contains_key(object) => {
+                let removed = self.objects.remove(object).unwrap_or_default();
+                (StatusCode::OK, removed)
             }
             _ => (StatusCode::NOT_FOUND, status_body(404, "NotFound")),
         }
@@ -259,6 +280,8 @@ struct AltostratState {
     /// teardown would keep it.
     slow_teardown: bool,
     next_id: u64,
+    /// Share tokens past their lifetime: refused, and replaced when a read shows their peer.
+    expired_tokens: HashSet<String>,
 }
 
 /// An in-process Altostrat API: instances and peers in memory, hostnames unique across
@@ -291,6 +314,18 @@ impl FakeAltostrat {
             .get(instance_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Every share token issued so far expires now.
+    pub fn expire_share_tokens(&self) {
+        let mut state = self.0.lock().unwrap();
+        let tokens: Vec<String> = state
+            .peers
+            .values()
+            .flatten()
+            .filter_map(|p| p.token.clone())
+            .collect();
+        state.expired_tokens.extend(tokens);
     }
 
     /// New instances stay unprovisioned until [`FakeAltostrat::provision_all`].
@@ -462,8 +497,11 @@ impl AltostratState {
     }
 
     fn new_peer(&mut self, body: &PeerCreate) -> Peer {
+        let id = self.next_id("p");
+        let token = (body.peer_type == PeerType::Client).then(|| format!("share-{id}-{}", self.next_id));
         Peer {
-            id: self.next_id("p"),
+            token,
+            id,
             peer_type: body.peer_type,
             user_id: body.user_id.clone(),
             site_id: body.site_id.clone(),
@@ -473,6 +511,37 @@ impl AltostratState {
             created_at: Some(now()),
             ..Peer::default()
         }
+    }
+
+    /// Issues a new share token to every peer of `instance_id` whose token expired.
+    fn reissue_tokens(&mut self, instance_id: &str) {
+        let expired = std::mem::take(&mut self.expired_tokens);
+        let mut serial = self.next_id;
+        for peer in self.peers.get_mut(instance_id).into_iter().flatten() {
+            if peer.token.as_ref().is_some_and(|t| expired.contains(t)) {
+                serial += 1;
+                peer.token = Some(format!("share-{}-{serial}", peer.id));
+            }
+        }
+        self.next_id = serial;
+        self.expired_tokens = expired;
+    }
+
+    /// The WireGuard profile of the peer holding `share`, as Altostrat would build it now.
+    fn profile(&self, share: &str) -> Option<String> {
+        let (instance_id, peer) = self.peers.iter().find_map(|(instance_id, peers)| {
+            let peer = peers.iter().find(|p| p.token.as_deref() == Some(share))?;
+            Some((instance_id, peer))
+        })?;
+        let instance = self.instances.get(instance_id)?;
+        let allowed = match peer.route_all {
+            true => "0.0.0.0/0".to_owned(),
+            false => instance.pushed_routes.join(", "),
+        };
+        Some(format!(
+            "[Interface]\nPrivateKey = PRIVATE-KEY-OF-{}\nAddress = 10.8.0.2/32\n\n[Peer]\nEndpoint = {}:51820\nAllowedIPs = {allowed}\n",
+            peer.id, instance.hostname
+        ))
     }
 
     fn create_instance(&mut self, body: &InstanceCreate) -> ApiResult<Instance> {
@@ -589,10 +658,11 @@ impl VpnApi for FakeAltostrat {
         kind: Option<PeerType>,
     ) -> ApiResult<Vec<Peer>> {
         self.begin(Endpoint::ListPeers)?;
-        let state = self.0.lock().unwrap();
+        let mut state = self.0.lock().unwrap();
         if !state.instances.contains_key(instance_id) {
             return Err(not_found(Endpoint::ListPeers));
         }
+        state.reissue_tokens(instance_id);
         let peers = state.peers.get(instance_id).cloned().unwrap_or_default();
         Ok(peers
             .into_iter()
@@ -602,7 +672,8 @@ impl VpnApi for FakeAltostrat {
 
     async fn get_peer(&self, _: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<Peer> {
         self.begin(Endpoint::GetPeer)?;
-        let state = self.0.lock().unwrap();
+        let mut state = self.0.lock().unwrap();
+        state.reissue_tokens(instance_id);
         let peers = state.peers.get(instance_id);
         let found = peers.and_then(|ps| ps.iter().find(|p| p.id == peer_id));
         found.cloned().ok_or(not_found(Endpoint::GetPeer))
@@ -662,6 +733,19 @@ impl VpnApi for FakeAltostrat {
             Err(not_found(Endpoint::DeletePeer))
         };
         answer(Endpoint::DeletePeer, lose, result)
+    }
+    async fn client_configuration(&self, _: &ApiToken, share: &ApiToken) -> ApiResult<ClientConfiguration> {
+        self.begin(Endpoint::GetClientConfiguration)?;
+        let state = self.0.lock().unwrap();
+        let refused = || ApiError::Unauthorized {
+            endpoint: Endpoint::GetClientConfiguration,
+            message: "The share token is invalid or expired.".into(),
+        };
+        if state.expired_tokens.contains(share.expose()) {
+            return Err(refused());
+        }
+        let profile = state.profile(share.expose()).ok_or_else(refused)?;
+        Ok(ClientConfiguration::Text(profile))
     }
 }
 

@@ -115,7 +115,7 @@ fn instance_stream(
     api: Api<VpnInstance>,
     config: watcher::Config,
     writer: reflector::store::Writer<VpnInstance>,
-    changed: futures::channel::mpsc::UnboundedSender<ObjectRef<VpnInstance>>,
+    changed: futures::channel::mpsc::UnboundedSender<(ObjectRef<VpnInstance>, Concerns)>,
     left: LeftScope,
 ) -> impl Stream<Item = Result<VpnInstance, watcher::Error>> {
     let mut seen = PeerRelevant::default();
@@ -127,16 +127,16 @@ fn instance_stream(
             report_left_scope(event, &left);
             let changed_instance = match event {
                 watcher::Event::Apply(instance) | watcher::Event::InitApply(instance) => {
-                    seen.changed(instance).then_some(instance)
+                    seen.changed(instance).map(|concerns| (instance, concerns))
                 }
                 watcher::Event::Delete(instance) => {
                     seen.forget(instance);
-                    Some(instance)
+                    Some((instance, Concerns::AllPeers))
                 }
                 watcher::Event::Init | watcher::Event::InitDone => None,
             };
-            if let Some(instance) = changed_instance {
-                let _ = changed.unbounded_send(ObjectRef::from_obj(instance));
+            if let Some((instance, concerns)) = changed_instance {
+                let _ = changed.unbounded_send((ObjectRef::from_obj(instance), concerns));
             }
         })
         .applied_objects()
@@ -189,13 +189,23 @@ async fn warn_left_scope<A>(
 }
 
 /// What the peers of an instance depend on, per instance as last seen: the Altostrat id,
-/// whether its server is ready (see `peer::usable_instance_id`), deletion and credentials. Other changes (conditions' messages, observed
+/// whether its server is ready (see `peer::usable_instance_id`), deletion and credentials;
+/// and, for peers delivering a profile, the generation whose changes Altostrat has applied (a
+/// profile may have changed with it). Other changes (conditions' messages, observed
 /// configuration, the operator's own status writes) do not concern them.
 #[derive(Default)]
-struct PeerRelevant(std::collections::HashMap<ObjectRef<VpnInstance>, u64>);
+struct PeerRelevant(std::collections::HashMap<ObjectRef<VpnInstance>, (u64, u64)>);
+
+/// Which peers of an instance a change concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Concerns {
+    AllPeers,
+    /// Only peers with `spec.profileSecret`.
+    Profiles,
+}
 
 impl PeerRelevant {
-    fn fingerprint(instance: &VpnInstance) -> u64 {
+    fn fingerprints(instance: &VpnInstance) -> (u64, u64) {
         use std::hash::{Hash, Hasher};
         let status = instance.status.as_ref();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -211,13 +221,22 @@ impl PeerRelevant {
                 .map(|r| r.name.as_str()),
         )
             .hash(&mut hasher);
-        hasher.finish()
+        let base = hasher.finish();
+        let applied = status
+            .filter(|s| s.pending_changes.is_empty() && super::conditions::is_ready(&s.conditions))
+            .and_then(|s| s.observed_generation);
+        (base, applied.map_or(0, |g| g as u64 ^ base))
     }
 
-    /// Whether `instance` changed in a way its peers care about since it was last seen.
-    fn changed(&mut self, instance: &VpnInstance) -> bool {
-        let fingerprint = Self::fingerprint(instance);
-        self.0.insert(ObjectRef::from_obj(instance), fingerprint) != Some(fingerprint)
+    /// Which peers a change of `instance` since it was last seen concerns, if any.
+    fn changed(&mut self, instance: &VpnInstance) -> Option<Concerns> {
+        let (base, profiles) = Self::fingerprints(instance);
+        match self.0.insert(ObjectRef::from_obj(instance), (base, profiles)) {
+            Some((b, _)) if b != base => Some(Concerns::AllPeers),
+            Some((_, p)) if p != profiles => Some(Concerns::Profiles),
+            Some(_) => None,
+            None => Some(Concerns::AllPeers),
+        }
     }
 
     fn forget(&mut self, instance: &VpnInstance) {
@@ -262,17 +281,30 @@ fn records_instance(instance: &VpnInstance, change: &Changed) -> bool {
     matches!(change, Changed::Instance(id) if recorded == Some(id.as_str()))
 }
 
+/// A peer whose Altostrat peer changed, or one delivering a profile whose instance changed
+/// (its routes or DNS may be in the profile).
 fn records_peer(peer: &VpnPeer, change: &Changed) -> bool {
-    let recorded = peer.status.as_ref().and_then(|s| s.peer_id.as_deref());
-    matches!(change, Changed::Peer(id) if recorded == Some(id.as_str()))
+    let status = peer.status.as_ref();
+    match change {
+        Changed::Peer(id) => status.and_then(|s| s.peer_id.as_deref()) == Some(id.as_str()),
+        Changed::Instance(id) => {
+            peer.spec.profile_secret.is_some()
+                && status.and_then(|s| s.instance_id.as_deref()) == Some(id.as_str())
+        }
+    }
 }
 
-/// The peers to reconcile when an instance changed: those in its namespace that name it.
-fn dependents(peers: &Store<VpnPeer>, instance: &ObjectRef<VpnInstance>) -> Vec<ObjectRef<VpnPeer>> {
+/// The peers to reconcile when an instance changed: those in its namespace that name it (and,
+/// for a change only profiles depend on, deliver one).
+fn dependents(
+    peers: &Store<VpnPeer>,
+    (instance, concerns): &(ObjectRef<VpnInstance>, Concerns),
+) -> Vec<ObjectRef<VpnPeer>> {
     peers
         .state()
         .into_iter()
         .filter(|p| p.namespace() == instance.namespace && p.spec.instance_ref.name == instance.name)
+        .filter(|p| *concerns == Concerns::AllPeers || p.spec.profile_secret.is_some())
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -353,19 +385,27 @@ mod tests {
     #[test]
     fn an_instance_change_triggers_only_the_peers_that_name_it_in_its_namespace() {
         let (store, mut writer) = reflector::store::<VpnPeer>();
+        let mut delivering = peer("a", "dave", "hub");
+        delivering.spec.profile_secret = Some(crate::crd::ProfileSecretSpec {
+            name: "dave-vpn".into(),
+        });
         for p in [
             peer("a", "alice", "hub"),
             peer("a", "bob", "other-hub"),
             peer("b", "carol", "hub"),
+            delivering,
         ] {
             writer.apply_watcher_event(&Event::Apply(p));
         }
         let hub_in_a = ObjectRef::<VpnInstance>::new("hub").within("a");
-        let triggered: Vec<String> = dependents(&store, &hub_in_a)
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        assert_eq!(triggered, vec!["alice".to_owned()]);
+        let triggered = |concerns| -> Vec<String> {
+            let change = (hub_in_a.clone(), concerns);
+            dependents(&store, &change).into_iter().map(|r| r.name).collect()
+        };
+        let mut all = triggered(Concerns::AllPeers);
+        all.sort();
+        assert_eq!(all, vec!["alice".to_owned(), "dave".to_owned()]);
+        assert_eq!(triggered(Concerns::Profiles), vec!["dave".to_owned()]);
     }
 
     #[test]
@@ -377,31 +417,53 @@ mod tests {
         let mut hub = VpnInstance::new("hub", spec);
         hub.metadata.namespace = Some("a".into());
         let mut seen = PeerRelevant::default();
-        assert!(seen.changed(&hub), "first sighting");
-        assert!(!seen.changed(&hub), "nothing new");
+        let all = Some(Concerns::AllPeers);
+        assert_eq!(seen.changed(&hub), all, "first sighting");
+        assert_eq!(seen.changed(&hub), None, "nothing new");
         let mut status = crate::crd::VpnInstanceStatus {
             instance_id: Some("i-1".into()),
             ..Default::default()
         };
         hub.status = Some(status.clone());
-        assert!(seen.changed(&hub), "the Altostrat id is known now");
+        assert_eq!(seen.changed(&hub), all, "the Altostrat id is known now");
         status.server_ready = true;
         hub.status = Some(status.clone());
-        assert!(
+        assert_eq!(
             seen.changed(&hub),
+            all,
             "its server is ready: peers may be created now"
         );
         status.observed_generation = Some(3);
         status.pending_changes = vec!["dns".into()];
-        hub.status = Some(status);
-        assert!(
-            !seen.changed(&hub),
+        hub.status = Some(status.clone());
+        assert_eq!(
+            seen.changed(&hub),
+            None,
             "its own status details do not concern its peers"
         );
+        status.pending_changes.clear();
+        status.conditions = vec![ready_condition()];
+        hub.status = Some(status);
+        assert_eq!(
+            seen.changed(&hub),
+            Some(Concerns::Profiles),
+            "generation 3 is applied: a profile may have changed with it"
+        );
         hub.spec.name = "Renamed".into();
-        assert!(!seen.changed(&hub), "nor does a configuration edit");
+        assert_eq!(seen.changed(&hub), None, "nor does a configuration edit");
         hub.metadata.deletion_timestamp = Some(super::super::conditions::now());
-        assert!(seen.changed(&hub), "being deleted does");
+        assert_eq!(seen.changed(&hub), all, "being deleted does");
+    }
+
+    fn ready_condition() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Available".into(),
+            message: String::new(),
+            observed_generation: Some(3),
+            last_transition_time: super::super::conditions::now(),
+        }
     }
 
     #[test]

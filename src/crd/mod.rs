@@ -9,7 +9,10 @@ mod peer;
 pub use instance::{
     DnsRecord, DnsRecordKind, FirewallRuleStatus, VpnInstance, VpnInstanceSpec, VpnInstanceStatus,
 };
-pub use peer::{InstanceReference, PeerKind, PeerProtocol, VpnPeer, VpnPeerSpec, VpnPeerStatus};
+pub use peer::{
+    InstanceReference, PeerKind, PeerProtocol, ProfileSecretSpec, ProfileSecretStatus, VpnPeer, VpnPeerSpec,
+    VpnPeerStatus,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -137,6 +137,27 @@ pub struct VpnPeerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
     pub peer_id: Option<String>,
+
+    /// Deliver the peer's VPN client profile into a Secret of this namespace (opt-in). The
+    /// Secret holds the profile (`wg0.conf`, or `client.ovpn` for OpenVPN) with the hub's
+    /// `endpoint` and the `routes` it sends through the tunnel as separate keys; it belongs to
+    /// this VpnPeer and is garbage-collected with it. It contains the peer's private key:
+    /// whoever may read Secrets in this namespace may connect as this peer. Altostrat issues
+    /// profiles to client peers; any other peer reports `ProfileReady=False`
+    /// `ProfileNotAvailable`. A Secret of that name the operator did not create is never
+    /// touched (`ProfileReady=False` `SecretConflict`). Removing the field, or renaming the
+    /// Secret, deletes the Secret the operator wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_secret: Option<ProfileSecretSpec>,
+}
+
+/// Where to deliver a peer's client profile.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileSecretSpec {
+    /// Name of the Secret (in the peer's namespace) the operator creates and keeps current.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub name: String,
 }
 
 /// Reference to a VpnInstance in the peer's namespace.
@@ -195,10 +216,25 @@ pub struct VpnPeerStatus {
     /// pause annotation sends. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedCall>,
+    /// The Secret holding the peer's client profile (see `spec.profileSecret`), once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_secret: Option<ProfileSecretStatus>,
     /// `Ready` (the peer exists and matches the spec), `Synced` (the last attempt to apply
-    /// the spec succeeded, or why nothing was applied) and, while the resource is paused,
-    /// `Paused`.
+    /// the spec succeeded, or why nothing was applied), `ProfileReady` (with
+    /// `spec.profileSecret`: the Secret holds the current profile, or why not) and, while the
+    /// resource is paused, `Paused`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The Secret the operator wrote a peer's client profile into.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileSecretStatus {
+    /// Name of the Secret, in the peer's namespace.
+    pub name: String,
+    /// SHA-256 (first 16 hex digits) of the profile the Secret holds: it changes exactly when
+    /// the profile does, so a Deployment can roll on it (e.g. as a pod template annotation).
+    pub profile_hash: String,
 }

@@ -26,6 +26,7 @@ use super::observation::{Look, defer_drift_check};
 use super::ownership::{self, Ownership, claim_of};
 use super::plan;
 use super::policy::{Gate, observed_id, owned_id, reconcile_request};
+use super::profile;
 use super::status::HasStatus;
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiToken, Urgency, VpnApi};
@@ -72,10 +73,9 @@ impl Reconciler for VpnPeer {
             tracing::debug!(?step, "next step");
             match step {
                 Step::Wait(waiting) => {
-                    handle
-                        .status
-                        .write_conditions(&waiting_conditions(waiting))
-                        .await?;
+                    let mut conditions = waiting_conditions(waiting).to_vec();
+                    conditions.extend(profile::pending_until_ready(self));
+                    handle.status.write_conditions(&conditions).await?;
                     return Ok(Action::requeue(ctx.settings.resync_interval));
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
@@ -124,8 +124,12 @@ impl Reconciler for VpnPeer {
                 }
                 Step::Record(peer) => {
                     ctx.looked(self);
-                    let drift = ctx.drift_interval(&token.get().await?);
-                    return record(self, handle, &peer, &instance_id, drift).await;
+                    let token = token.get().await?;
+                    let drift = ctx.drift_interval(&token);
+                    let action = record(self, handle, &peer, &instance_id, drift).await?;
+                    let at = (&peer, instance_id.as_str(), &token);
+                    let sooner = profile::deliver(self, ctx, handle, at).await?;
+                    return Ok(sooner.map_or(action, Action::requeue));
                 }
                 Step::Withhold(calls) => {
                     let withheld = (&observed.remote, instance_id.as_str(), calls);
@@ -312,12 +316,10 @@ async fn record_id(
     (reason, note): ((&'static str, &'static str), String),
 ) -> Result<Peer> {
     handle.activity.record(reason, note);
+    let next = observed_keeping(handle, &peer, instance_id);
     handle
         .status
-        .write(
-            observed_status(&peer, instance_id),
-            &ready_conditions(handle.status.gate()),
-        )
+        .write(next, &ready_conditions(handle.status.gate()))
         .await?;
     Ok(peer)
 }
@@ -333,12 +335,10 @@ async fn record(
         .status
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions));
+    let next = observed_keeping(handle, peer, instance_id);
     handle
         .status
-        .write(
-            observed_status(peer, instance_id),
-            &ready_conditions(handle.status.gate()),
-        )
+        .write(next, &ready_conditions(handle.status.gate()))
         .await?;
     if !was_ready {
         handle
@@ -346,6 +346,16 @@ async fn record(
             .record(event::READY, format!("peer {} is in sync", peer.id));
     }
     Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
+}
+
+/// The status of an observed peer, still naming the profile Secret written before (the
+/// profile delivery that follows decides whether it still holds).
+fn observed_keeping(handle: &Handle<VpnPeer>, peer: &Peer, instance_id: &str) -> VpnPeerStatus {
+    let written = handle.status.stored().and_then(|s| s.profile_secret.clone());
+    VpnPeerStatus {
+        profile_secret: written,
+        ..observed_status(peer, instance_id)
+    }
 }
 
 /// Creates the peer on the instance and records its id at once.
