@@ -462,6 +462,12 @@ impl SimClient {
         Self::succeed(self.request(Method::DELETE, &format!("/_admin/users/{user_id}"))).await;
     }
 
+    /// Expires the peer's share token now, as its `token_ttl` passing would.
+    pub async fn expire_share_token(&self, peer_id: &str) {
+        let path = format!("/_admin/peers/{peer_id}/expire-token");
+        Self::succeed(self.request(Method::POST, &path)).await;
+    }
+
     /// Deletes a peer behind the operator's back.
     pub async fn delete_peer(&self, instance_id: &str, peer_id: &str) {
         let path = format!("/vpn/instances/{instance_id}/peers/{peer_id}");
