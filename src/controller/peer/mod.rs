@@ -127,8 +127,12 @@ impl Reconciler for VpnPeer {
                     let token = token.get().await?;
                     let drift = ctx.drift_interval(&token);
                     let action = record(self, handle, &peer, &instance_id, drift).await?;
+                    // Profiles are delivered for managed peers only (see `withhold`).
                     let at = (&peer, instance_id.as_str(), &token);
-                    let sooner = profile::deliver(self, ctx, handle, at).await?;
+                    let sooner = match gate.open() {
+                        true => profile::deliver(self, ctx, handle, at).await?,
+                        false => None,
+                    };
                     return Ok(sooner.map_or(action, Action::requeue));
                 }
                 Step::Withhold(calls) => {
@@ -404,7 +408,9 @@ async fn send_update<A: VpnApi>(
 }
 
 /// Records a reconcile whose next writes the gate withholds: the peer as Altostrat holds it,
-/// the calls withheld, and the next look (a drift check).
+/// the calls withheld, and the next look (a drift check). A profile Secret is left as it is:
+/// under `ObserveOnly` the peer is not this resource's, and while paused or planning nothing
+/// changes on its behalf.
 async fn withhold<A: VpnApi>(
     obj: &VpnPeer,
     ctx: &Context<A>,

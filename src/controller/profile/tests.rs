@@ -239,6 +239,17 @@ async fn removing_the_field_deletes_the_secret_and_the_condition() {
 }
 
 #[tokio::test]
+async fn a_paused_peer_leaves_its_secret_as_it_is() {
+    let (h, _, obj) = delivered().await;
+    let obj = h.annotate(&obj, crate::crd::PAUSED_ANNOTATION, Some("true"));
+    h.kube.remove(&named_secret(SECRET));
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(secret(&h), None);
+    assert_eq!(h.altostrat.count(Endpoint::GetClientConfiguration), 0);
+}
+
+#[tokio::test]
 async fn the_private_key_is_in_the_secret_only() {
     let (h, _, obj) = delivered().await;
     let status = serde_json::to_string(&h.stored(&obj).unwrap().status).unwrap();
