@@ -8,7 +8,7 @@
 //!       [--status-clear 10s] [--operator-concurrency 8] [--limit-factor 3]
 //!       [--steady-window 60s] [--drift 10] [--edits 10] [--phase-limit 5m]
 //!       [--restart-window 75s]
-//!       [--operator-env KEY=VALUE]... [--binary PATH]
+//!       [--operator-env KEY=VALUE]... [--binary PATH] [--profile-secrets]
 //!
 //! Durations and rates are given unscaled (production values); the benchmark divides times
 //! and multiplies rates by `--scale`. Reports Altostrat calls by endpoint against the
@@ -64,6 +64,8 @@ struct Args {
     restart_window: Option<Duration>,
     operator_env: Vec<(String, String)>,
     binary: String,
+    /// Every peer asks for its profile in a Secret (`spec.profileSecret`).
+    profile_secrets: bool,
 }
 
 fn parse_args() -> Args {
@@ -87,6 +89,7 @@ fn parse_args() -> Args {
         restart_window: None,
         operator_env: Vec::new(),
         binary: std::env::var("VPN_OPERATOR_BIN").unwrap_or_else(|_| "target/release/vpn-operator".into()),
+        profile_secrets: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut it = raw.iter();
@@ -119,6 +122,7 @@ fn parse_args() -> Args {
                 args.operator_env.push((k.to_owned(), v.to_owned()));
             }
             "--binary" => args.binary = value(),
+            "--profile-secrets" => args.profile_secrets = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -264,7 +268,12 @@ impl Fleet {
                     let obj = hub_instance(format!("hub-{i}"), i, self.hostname(i));
                     self.instances.create(&pp, &obj).await.unwrap();
                 } else {
-                    let obj = client_peer(format!("peer-{i}"), &format!("hub-{}", i / per_instance), i);
+                    let mut obj = client_peer(format!("peer-{i}"), &format!("hub-{}", i / per_instance), i);
+                    if args.profile_secrets {
+                        let name = format!("peer-{i}-vpn");
+                        obj.spec.profile_secret =
+                            Some(altostrat_vpn_operator::crd::ProfileSecretSpec { name });
+                    }
                     self.peers.create(&pp, &obj).await.unwrap();
                 }
             })
@@ -318,6 +327,33 @@ async fn converge(
         rss_kib,
         cpu,
     }
+}
+
+/// Profiles fetched so far (`GET /vpn/client` answered 2xx).
+fn client_profiles(sim: &Simulator) -> u64 {
+    sim.calls()
+        .by_status
+        .get("GET /vpn/client 200")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// How long until `count` profiles have been fetched in all (`None`: not within `limit`), and
+/// how many were.
+async fn profiles_fetched(sim: &Simulator, count: u64, limit: Duration) -> (Option<Duration>, u64) {
+    let took = poll_until(limit, || client_profiles(sim) >= count).await;
+    (took, client_profiles(sim))
+}
+
+fn report_profiles(report: &mut Report, what: &str, expected: usize, (took, total): (Option<Duration>, u64)) {
+    let value = match took {
+        Some(t) => format!(
+            "{} (GET /vpn/client 2xx so far: {total}; {expected} expected in this phase)",
+            secs(t)
+        ),
+        None => format!("not all within the limit (GET /vpn/client 2xx so far: {total})"),
+    };
+    report.row(Row::new(what, value));
 }
 
 /// Altostrat calls per minute over `window` once converged.
@@ -517,13 +553,28 @@ impl Run {
         let window = args
             .steady_window
             .unwrap_or(scaled.resync.mul_f64(2.0).max(Duration::from_secs(60)));
+        if args.profile_secrets {
+            let delivered = profiles_fetched(sim, args.peers as u64, phase_limit).await;
+            report_profiles(
+                report,
+                "profiles delivered after all Ready",
+                args.peers,
+                delivered,
+            );
+        }
         let steady = steady_state(sim, window).await;
         let steady_per_min = steady.accepted() as f64 * 60.0 / window.as_secs_f64();
         report_steady(report, scaled, &steady, window);
         let drift = drift_cycle(&self.sim, args.drift, phase_limit).await;
         report_drift(report, args, &drift, phase_limit);
+        let fetched_before = client_profiles(sim);
         let edits = edit_latency(&self.fleet, sim, args, phase_limit).await;
         report_edits(report, args, &edits, phase_limit);
+        if args.profile_secrets {
+            let expected = (args.edits * args.peers.div_ceil(args.instances)).min(args.peers);
+            let refreshed = profiles_fetched(sim, fetched_before + expected as u64, phase_limit).await;
+            report_profiles(report, "profiles refreshed after the edits", expected, refreshed);
+        }
         // Long enough for one list per instance and one more at the full rate, and at least a
         // resync period.
         let restart_window = args.restart_window.unwrap_or(
