@@ -430,8 +430,8 @@ check "RBAC (cluster-wide): exactly the verbs the operator uses (CRDs: get, the 
   for v in create delete; do can_i no $sa \$v vpninstances.vpn.altostrat.io default; done
   for v in get patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default --subresource=status; done
   can_i yes $sa update vpnpeers.vpn.altostrat.io default --subresource=finalizers
-  can_i yes $sa get secrets any-namespace; can_i yes $sa patch secrets any-namespace
-  for v in create update delete list watch; do can_i no $sa \$v secrets default; done
+  for v in get create update patch delete; do can_i yes $sa \$v secrets any-namespace; done
+  for v in list watch deletecollection; do can_i no $sa \$v secrets default; done
   can_i yes $sa create events.events.k8s.io default; can_i yes $sa patch events default
   can_i no $sa create configmaps default
   can_i yes $sa update leases.coordination.k8s.io $NS; can_i no $sa get leases.coordination.k8s.io default
@@ -513,9 +513,11 @@ check "helm install avo-ns (watchNamespaces=team-a, 2 replicas, crds.install=fal
 sa="avo-ns-system:avo-ns-altostrat-vpn-operator"
 check "RBAC (namespaced): team-a only; Leases only in the release namespace; the two CRDs readable cluster-wide" bash -c "$(declare -f can_i); set -e
   ! kubectl get clusterrole avo-ns-altostrat-vpn-operator >/dev/null 2>&1
-  can_i yes $sa watch vpninstances.vpn.altostrat.io team-a; can_i yes $sa get secrets team-a
-  can_i no $sa watch vpninstances.vpn.altostrat.io team-b; can_i no $sa get secrets team-b
-  can_i no $sa get secrets default
+  can_i yes $sa watch vpninstances.vpn.altostrat.io team-a
+  for v in get create update patch delete; do can_i yes $sa \$v secrets team-a; done
+  for v in list watch; do can_i no $sa \$v secrets team-a; done
+  can_i no $sa watch vpninstances.vpn.altostrat.io team-b
+  for v in get create delete; do can_i no $sa \$v secrets team-b; can_i no $sa \$v secrets default; done
   for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io avo-ns-system; done
   can_i no $sa delete leases.coordination.k8s.io avo-ns-system; can_i no $sa get leases.coordination.k8s.io team-a
   can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpninstances.vpn.altostrat.io default
@@ -566,7 +568,9 @@ check "kustomize overlay into $renamed_ns: bindings name its ServiceAccount, whi
   done
   for v in get list watch patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default; can_i yes $sa \$v vpnpeers.vpn.altostrat.io team-a; done
   can_i yes $sa patch vpnpeers.vpn.altostrat.io default --subresource=status
-  can_i yes $sa get secrets team-b; can_i yes $sa create events.events.k8s.io default
+  for v in get create update patch delete; do can_i yes $sa \$v secrets team-b; done
+  for v in list watch; do can_i no $sa \$v secrets team-b; done
+  can_i yes $sa create events.events.k8s.io default
   for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io $renamed_ns; done
   can_i no $sa get leases.coordination.k8s.io $NS; can_i no $sa create vpninstances.vpn.altostrat.io default
   can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpnpeers.vpn.altostrat.io default
