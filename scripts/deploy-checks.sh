@@ -13,6 +13,10 @@
 #   - Helm: lint --strict, values schema, rendering rules (token required, leader election on by default,
 #     Recreate without it, Roles with watchNamespaces, security context), server-side dry runs, real
 #     installs with RBAC checked through `kubectl auth can-i`, uninstall,
+#   - the Secrets admission policy (chart and kustomize base): rendered, or not with
+#     profileSecrets.admissionPolicy.enabled=false; on the real install, requests made as the
+#     operator's ServiceAccount prove what it may and may not do to Secrets, and that other users
+#     are not affected,
 #   - Helm chart conventions: name overrides, commonLabels, pod labels/annotations, image digest,
 #     OpenShift security contexts, spread constraints, revisionHistoryLimit, extra env/volumes,
 #     use as a subchart, NetworkPolicy, the `helm test` Pod, kubeVersion, Artifact Hub metadata,
@@ -216,6 +220,31 @@ elif [[ "$(grep -c '^kind: Role$' <<<"$rendered")" == 3 && "$(grep -c '^kind: Ro
      && [[ "$(env_of "$(deployment_json --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')" WATCH_NAMESPACES)" == team-a,team-b ]]; then
   pass "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only to read the two CRDs, and WATCH_NAMESPACES=team-a,team-b"
 else fail "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only to read the two CRDs, and WATCH_NAMESPACES=team-a,team-b"; fi
+# The Secrets admission policy (templates/admission-policy.yaml): on by default, a policy and its
+# binding, matching only the release's ServiceAccount.
+# policy_rendered JSON-ARRAY USERNAME: one policy and one binding, bound to it with Deny, failing
+# closed, on secrets CREATE/UPDATE/DELETE, for requests of USERNAME only.
+policy_rendered() {
+  jq -e --arg user "$2" '
+    [.[] | select(.kind == "ValidatingAdmissionPolicy")] as $p | [.[] | select(.kind == "ValidatingAdmissionPolicyBinding")] as $b
+    | ($p | length) == 1 and ($b | length) == 1
+    and $b[0].spec.policyName == $p[0].metadata.name and $b[0].spec.validationActions == ["Deny"]
+    and ($b[0].spec | has("matchResources") | not)
+    and $p[0].spec.failurePolicy == "Fail"
+    and $p[0].spec.matchConstraints.resourceRules == [{"apiGroups": [""], "apiVersions": ["v1"],
+          "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["secrets"]}]
+    and $p[0].spec.matchConditions == [{"name": "operator-service-account",
+          "expression": "request.userInfo.username == '"'"'\($user)'"'"'"}]' <<<"$1" >/dev/null ||
+    { jq -c '.[] | select(.kind | startswith("ValidatingAdmissionPolicy")) | {kind, name: .metadata.name, spec: (.spec | del(.variables, .validations))}' <<<"$1"; return 1; }
+}
+check "Secrets admission policy: rendered by default (policy + cluster-wide Deny binding, failurePolicy Fail), matching the release's ServiceAccount only" \
+  policy_rendered "$(objects_json --set altostrat.token=x)" "system:serviceaccount:$NS:avo-altostrat-vpn-operator"
+check "Secrets admission policy: an existing ServiceAccount in another release namespace is the one matched" \
+  policy_rendered "$("$HELM" template avo "$CHART" -n ops --set altostrat.token=x --set serviceAccount.create=false \
+    --set serviceAccount.name=vpn-sa | kubectl create --dry-run=client -o json -f - | jq -s .)" "system:serviceaccount:ops:vpn-sa"
+check "Secrets admission policy: profileSecrets.admissionPolicy.enabled=false renders neither policy nor binding" bash -c '
+  n="$(jq "[.[] | select(.kind | startswith(\"ValidatingAdmissionPolicy\"))] | length" <<<"$1")"; [[ "$n" == 0 ]] || { echo "$n rendered"; exit 1; }' \
+  _ "$(objects_json --set altostrat.token=x --set profileSecrets.admissionPolicy.enabled=false)"
 check "optional ServiceMonitor and PodDisruptionBudget render when enabled" bash -c '
   out="$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 \
          --set metrics.serviceMonitor.enabled=true --set podDisruptionBudget.enabled=true)"
@@ -407,6 +436,36 @@ check "release workflow: multi-arch cross build, SBOM, provenance, cosign keyles
   grep -q -- "--release --locked --no-default-features --bin vpn-operator --target" deploy/release/Dockerfile.cross'
 
 # --- Helm against the API server -------------------------------------------------------------
+# The Secrets admission policy is proven with requests made as a ServiceAccount (impersonated).
+# as_sa NAMESPACE:NAME KUBECTL-ARGS...: kubectl as that ServiceAccount, with its groups.
+as_sa() { local sa="$1"; shift; kubectl "$@" --as="system:serviceaccount:$sa" --as-group=system:serviceaccounts --as-group="system:serviceaccounts:${sa%%:*}"; }
+# refused_by POLICY COMMAND...: the command fails, refused by POLICY (not by RBAC or validation).
+refused_by() {
+  local policy="$1" out; shift
+  if out="$("$@" 2>&1)"; then echo "allowed: $* ($out)"; return 1; fi
+  grep -qF "ValidatingAdmissionPolicy '$policy' with binding '$policy' denied request" <<<"$out" ||
+    { echo "refused, but not by $policy: $out"; return 1; }
+}
+# policy_in_force POLICY NAMESPACE:NAME NAMESPACE: POLICY refuses the ServiceAccount an unlabelled
+# Secret (server dry run). A new policy takes effect once the API server has compiled and loaded
+# it, a moment after its creation: retried until refused, 60s at most.
+policy_in_force() {
+  local policy="$1" sa="$2" ns="$3" deadline=$((SECONDS + 60)) out
+  until out="$(refused_by "$policy" as_sa "$sa" -n "$ns" create secret generic policy-probe --from-literal=k=v --dry-run=server)"; do
+    ((SECONDS < deadline)) || { echo "not refused by $policy within 60s: $out"; return 1; }
+    sleep 0.5
+  done
+}
+# secret_json NAME LABELLED(yes|no) [TYPE]: a Secret with a profile-like key, labelled
+# vpn.altostrat.io/peer-uid or not (a service-account-token one names the ServiceAccount default).
+secret_json() {
+  jq -n --arg name "$1" --arg labelled "$2" --arg type "${3:-Opaque}" '{apiVersion: "v1", kind: "Secret",
+    metadata: ({name: $name}
+      + (if $labelled == "yes" then {labels: {"vpn.altostrat.io/peer-uid": "00000000-0000-4000-8000-00000000beef"}} else {} end)
+      + (if $type == "kubernetes.io/service-account-token" then {annotations: {"kubernetes.io/service-account.name": "default"}} else {} end)),
+    type: $type, data: {"wg0.conf": ("[Interface]\n" | @base64)}}'
+}
+
 namespace "$NS"; namespace team-a; namespace team-b
 check "helm template | kubectl apply --server-side --dry-run=server (all namespaces)" bash -c \
   "'$HELM' template avo '$CHART' -n $NS --set altostrat.existingSecret=avo-token |
@@ -420,18 +479,19 @@ check "helm template | kubectl apply --server-side --dry-run=server (watchNamesp
 # applied them), as docs/deploy.md tells users whose CRDs came from kubectl or an older chart.
 check "helm install avo -n $NS --create-namespace --take-ownership (real)" \
   "$HELM" install avo "$CHART" -n "$NS" --create-namespace --take-ownership -f "$work/token-values.yaml"
-check "installed: Deployment, ServiceAccount, ClusterRole, ClusterRoleBinding, Service, Secret" \
+check "installed: Deployment, ServiceAccount, ClusterRole, ClusterRoleBinding, Service, Secret, Secrets admission policy and binding" \
   kubectl -n "$NS" get deployment/avo-altostrat-vpn-operator serviceaccount/avo-altostrat-vpn-operator \
     clusterrole/avo-altostrat-vpn-operator clusterrolebinding/avo-altostrat-vpn-operator \
-    service/avo-altostrat-vpn-operator-metrics secret/avo-altostrat-vpn-operator-token
+    service/avo-altostrat-vpn-operator-metrics secret/avo-altostrat-vpn-operator-token \
+    validatingadmissionpolicy/avo-altostrat-vpn-operator-secrets validatingadmissionpolicybinding/avo-altostrat-vpn-operator-secrets
 sa="$NS:avo-altostrat-vpn-operator"
 check "RBAC (cluster-wide): exactly the verbs the operator uses (CRDs: get, the two by name)" bash -c "$(declare -f can_i); set -e
   for v in get list watch patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default; can_i yes $sa \$v vpnpeers.vpn.altostrat.io default; done
   for v in create delete; do can_i no $sa \$v vpninstances.vpn.altostrat.io default; done
   for v in get patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default --subresource=status; done
   can_i yes $sa update vpnpeers.vpn.altostrat.io default --subresource=finalizers
-  can_i yes $sa get secrets any-namespace; can_i yes $sa patch secrets any-namespace
-  for v in create update delete list watch; do can_i no $sa \$v secrets default; done
+  for v in get create update patch delete; do can_i yes $sa \$v secrets any-namespace; done
+  for v in list watch deletecollection; do can_i no $sa \$v secrets default; done
   can_i yes $sa create events.events.k8s.io default; can_i yes $sa patch events default
   can_i no $sa create configmaps default
   can_i yes $sa update leases.coordination.k8s.io $NS; can_i no $sa get leases.coordination.k8s.io default
@@ -439,7 +499,87 @@ check "RBAC (cluster-wide): exactly the verbs the operator uses (CRDs: get, the 
   can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpnpeers.vpn.altostrat.io default
   can_i no $sa get customresourcedefinitions.apiextensions.k8s.io/other.example.com default
   for v in list watch update patch delete; do can_i no $sa \$v customresourcedefinitions.apiextensions.k8s.io default; done"
+
+# The Secrets admission policy of the real install: what the operator's ServiceAccount may and
+# may not do to Secrets (RBAC allows it all), in a namespace of its own; other users unaffected.
+policy=avo-altostrat-vpn-operator-secrets operator_sa="$NS:avo-altostrat-vpn-operator" pns=avo-secret-policy
+as_operator() { as_sa "$operator_sa" -n "$pns" "$@"; }
+create_as_operator() { secret_json "$@" | as_operator create -f -; }
+# remove_policy_probes [--wait]: the probe namespace, after removing finalizers left on its Secrets.
+remove_policy_probes() {
+  local wait=false; [[ "${1:-}" == --wait ]] && wait=true
+  kubectl -n "$pns" get secrets -o name 2>/dev/null |
+    xargs -r -I{} kubectl -n "$pns" patch {} --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+  kubectl delete namespace "$pns" --ignore-not-found --wait="$wait" --timeout=90s >/dev/null 2>&1 || true
+}
+remove_policy_probes --wait
+namespace "$pns"
+kubectl -n "$pns" create secret generic app-credentials --from-literal=token=not-the-operators >/dev/null
+# secret_state NAME: data, labels and finalizers of a Secret in the probe namespace (admin's view).
+secret_state() { kubectl -n "$pns" get secret "$1" -o json | jq -cS '{data, labels: .metadata.labels, finalizers: .metadata.finalizers}'; }
+finalizer_patch() { # finalizer_patch NAME FINALIZERS-JSON: the merge patch the operator sends
+  as_operator patch secret "$1" --type merge -p "$(jq -cn --argjson f "$2" --arg rv "$(kubectl -n "$pns" get secret "$1" -o jsonpath='{.metadata.resourceVersion}')" \
+    '{metadata: {finalizers: $f, resourceVersion: $rv}}')"
+}
+check "Secrets admission policy in force: the operator's ServiceAccount is refused an unlabelled Secret (server dry run, retried until the API server has loaded the policy, 60s at most)" \
+  policy_in_force "$policy" "$operator_sa" "$pns"
+policy_create_refused() {
+  refused_by "$policy" create_as_operator unlabelled no || return 1
+  [[ -z "$(kubectl -n "$pns" get secret unlabelled --ignore-not-found -o name)" ]] || { echo "created all the same"; return 1; }
+}
+check "Secrets admission policy: the operator may not create an unlabelled Secret" policy_create_refused
+check "Secrets admission policy: the operator may create an Opaque Secret labelled vpn.altostrat.io/peer-uid" \
+  create_as_operator profile yes
+check "Secrets admission policy: the operator may not create a labelled kubernetes.io/service-account-token Secret (the control plane would fill it with a token)" \
+  refused_by "$policy" create_as_operator sa-token yes kubernetes.io/service-account-token
+policy_data_refused() {
+  local before; before="$(secret_state app-credentials)"
+  refused_by "$policy" as_operator patch secret app-credentials --type merge -p '{"data":{"token":"b3BlcmF0b3I="}}' || return 1
+  refused_by "$policy" as_operator patch secret app-credentials --type merge -p '{"stringData":{"extra":"x"}}' || return 1
+  [[ "$(secret_state app-credentials)" == "$before" ]] || { echo "changed: $before -> $(secret_state app-credentials)"; return 1; }
+}
+check "Secrets admission policy: the operator may not change the data of an unlabelled Secret (data, stringData)" policy_data_refused
+policy_finalizer_allowed() {
+  local before; before="$(secret_state app-credentials | jq -c 'del(.finalizers)')"
+  finalizer_patch app-credentials '["vpn.altostrat.io/credentials-in-use"]' >/dev/null || return 1
+  [[ "$(kubectl -n "$pns" get secret app-credentials -o jsonpath='{.metadata.finalizers}')" == '["vpn.altostrat.io/credentials-in-use"]' ]] ||
+    { echo "finalizer not added: $(secret_state app-credentials)"; return 1; }
+  finalizer_patch app-credentials 'null' >/dev/null || return 1
+  [[ -z "$(kubectl -n "$pns" get secret app-credentials -o jsonpath='{.metadata.finalizers}')" ]] ||
+    { echo "finalizer not removed: $(secret_state app-credentials)"; return 1; }
+  [[ "$(secret_state app-credentials | jq -c 'del(.finalizers)')" == "$before" ]] || { echo "changed: $before -> $(secret_state app-credentials)"; return 1; }
+}
+check "Secrets admission policy: the operator may add and remove its finalizer vpn.altostrat.io/credentials-in-use on an unlabelled Secret (and nothing else changes)" \
+  policy_finalizer_allowed
+policy_adoption_refused() {
+  refused_by "$policy" finalizer_patch app-credentials '["example.com/keep"]' || return 1
+  refused_by "$policy" as_operator label secret app-credentials vpn.altostrat.io/peer-uid=00000000-0000-4000-8000-00000000beef || return 1
+  refused_by "$policy" as_operator annotate secret app-credentials vpn.altostrat.io/peer=alice
+}
+check "Secrets admission policy: the operator may not add another finalizer to an unlabelled Secret, nor label or annotate it" \
+  policy_adoption_refused
+policy_delete_refused() {
+  refused_by "$policy" as_operator delete secret app-credentials --wait=false || return 1
+  kubectl -n "$pns" get secret app-credentials -o json | jq -e '.metadata.deletionTimestamp == null' >/dev/null || { echo "deleted all the same"; return 1; }
+}
+check "Secrets admission policy: the operator may not delete an unlabelled Secret (it is still there)" policy_delete_refused
+policy_own_secret() {
+  kubectl -n "$pns" get secret profile -o json | jq '.data["wg0.conf"] = ("[Interface]\nPrivateKey = replaced\n" | @base64)' |
+    as_operator replace -f - >/dev/null || { echo "replace refused"; return 1; }
+  refused_by "$policy" as_operator label secret profile vpn.altostrat.io/peer-uid- || return 1
+  as_operator delete secret profile --wait=false >/dev/null || { echo "delete refused"; return 1; }
+  [[ -z "$(kubectl -n "$pns" get secret profile --ignore-not-found -o name)" ]] || { echo "still there"; return 1; }
+}
+check "Secrets admission policy: the operator may replace a labelled Secret (PUT) and delete it, not remove its label" policy_own_secret
+check "Secrets admission policy: another user (admin) is not affected: creates, changes and deletes an unlabelled Secret" bash -c "
+  kubectl -n $pns create secret generic admin-made --from-literal=k=v >/dev/null &&
+  kubectl -n $pns patch secret admin-made --type merge -p '{\"data\":{\"k\":\"eHg=\"},\"metadata\":{\"finalizers\":[\"example.com/keep\"]}}' >/dev/null &&
+  kubectl -n $pns patch secret admin-made --type merge -p '{\"metadata\":{\"finalizers\":null}}' >/dev/null &&
+  kubectl -n $pns delete secret admin-made >/dev/null"
+remove_policy_probes
 check "helm uninstall avo" "$HELM" uninstall avo -n "$NS"
+check "helm uninstall avo removed the Secrets admission policy and its binding" bash -c '
+  [[ -z "$(kubectl get validatingadmissionpolicy,validatingadmissionpolicybinding avo-altostrat-vpn-operator-secrets --ignore-not-found -o name)" ]]'
 crd_state() { # crd_state NAME...: "name uid" per CRD that exists and is not being deleted
   local n; for n in "$@"; do
     kubectl get crd "$n" -o json 2>/dev/null | jq -r 'select(.metadata.deletionTimestamp == null) | "\(.metadata.name) \(.metadata.uid)"'
@@ -513,9 +653,11 @@ check "helm install avo-ns (watchNamespaces=team-a, 2 replicas, crds.install=fal
 sa="avo-ns-system:avo-ns-altostrat-vpn-operator"
 check "RBAC (namespaced): team-a only; Leases only in the release namespace; the two CRDs readable cluster-wide" bash -c "$(declare -f can_i); set -e
   ! kubectl get clusterrole avo-ns-altostrat-vpn-operator >/dev/null 2>&1
-  can_i yes $sa watch vpninstances.vpn.altostrat.io team-a; can_i yes $sa get secrets team-a
-  can_i no $sa watch vpninstances.vpn.altostrat.io team-b; can_i no $sa get secrets team-b
-  can_i no $sa get secrets default
+  can_i yes $sa watch vpninstances.vpn.altostrat.io team-a
+  for v in get create update patch delete; do can_i yes $sa \$v secrets team-a; done
+  for v in list watch; do can_i no $sa \$v secrets team-a; done
+  can_i no $sa watch vpninstances.vpn.altostrat.io team-b
+  for v in get create delete; do can_i no $sa \$v secrets team-b; can_i no $sa \$v secrets default; done
   for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io avo-ns-system; done
   can_i no $sa delete leases.coordination.k8s.io avo-ns-system; can_i no $sa get leases.coordination.k8s.io team-a
   can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpninstances.vpn.altostrat.io default
@@ -542,6 +684,14 @@ check "kustomize base: ClusterRole and Lease Role rules identical to the chart's
   rules() { kubectl create --dry-run=client -o json -f - | jq -cS --arg k "$1" "select(.kind == \$k) | .rules"; }
   [[ "$(kubectl kustomize deploy/kustomize/base | rules ClusterRole)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x | rules ClusterRole)" ]] &&
   [[ "$(kubectl kustomize deploy/kustomize/base | rules Role)" == "$('"'$HELM'"' template avo '"'$CHART'"' --set altostrat.token=x --set replicaCount=2 | rules Role)" ]]'
+# The base's policy is the chart's, rendered for the base's names (fullnameOverride gives the
+# ServiceAccount and the policy the base's names, $NS its namespace).
+check "kustomize base: the Secrets admission policy and its binding are the chart's (same spec), matching the base's ServiceAccount" bash -c '
+  specs() { kubectl create --dry-run=client -o json -f - | jq -cS "select(.kind | startswith(\"ValidatingAdmissionPolicy\")) | {kind, name: .metadata.name, spec}"; }
+  base="$(kubectl kustomize deploy/kustomize/base | specs)"
+  chart="$("$1" template avo "$2" -n "$3" --set altostrat.token=x --set fullnameOverride=altostrat-vpn-operator | specs)"
+  [[ "$(wc -l <<<"$base")" == 2 && "$base" == "$chart" ]] || { diff <(echo "$base") <(echo "$chart"); exit 1; }
+  grep -qF "system:serviceaccount:$3:altostrat-vpn-operator" <<<"$base"' _ "$HELM" "$CHART" "$NS"
 # An overlay that moves the base into another namespace (and prefixes the names, so it does
 # not collide with the base's cluster-scoped objects applied above). The overlay lives in a
 # copy of the tree because kustomize accepts only relative paths to a base.
@@ -549,12 +699,24 @@ renamed_ns=avo-renamed
 remove_renamed() {
   kubectl delete namespace "$renamed_ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   kubectl delete clusterrolebinding,clusterrole renamed-altostrat-vpn-operator --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete validatingadmissionpolicybinding,validatingadmissionpolicy renamed-altostrat-vpn-operator-secrets --ignore-not-found >/dev/null 2>&1 || true
 }
 remove_renamed
 mkdir -p "$work/tree/deploy/kustomize/overlays/renamed"
 cp -r deploy/kustomize/base "$work/tree/deploy/kustomize/"
-printf 'namespace: %s\nnamePrefix: renamed-\nresources: [../../base]\n' "$renamed_ns" \
-  >"$work/tree/deploy/kustomize/overlays/renamed/kustomization.yaml"
+# With the patch of the admission policy's match condition that the base's admission-policy.yaml
+# tells such an overlay to add.
+cat >"$work/tree/deploy/kustomize/overlays/renamed/kustomization.yaml" <<EOF
+namespace: $renamed_ns
+namePrefix: renamed-
+resources: [../../base]
+patches:
+  - target: {kind: ValidatingAdmissionPolicy, name: altostrat-vpn-operator-secrets}
+    patch: |-
+      - op: replace
+        path: /spec/matchConditions/0/expression
+        value: request.userInfo.username == 'system:serviceaccount:$renamed_ns:renamed-altostrat-vpn-operator'
+EOF
 check "kustomize overlay into namespace $renamed_ns: applied server-side" \
   kubectl apply --server-side --force-conflicts -k "$work/tree/deploy/kustomize/overlays/renamed"
 sa="$renamed_ns:renamed-altostrat-vpn-operator"
@@ -566,11 +728,20 @@ check "kustomize overlay into $renamed_ns: bindings name its ServiceAccount, whi
   done
   for v in get list watch patch update; do can_i yes $sa \$v vpninstances.vpn.altostrat.io default; can_i yes $sa \$v vpnpeers.vpn.altostrat.io team-a; done
   can_i yes $sa patch vpnpeers.vpn.altostrat.io default --subresource=status
-  can_i yes $sa get secrets team-b; can_i yes $sa create events.events.k8s.io default
+  for v in get create update patch delete; do can_i yes $sa \$v secrets team-b; done
+  for v in list watch; do can_i no $sa \$v secrets team-b; done
+  can_i yes $sa create events.events.k8s.io default
   for v in get create update patch; do can_i yes $sa \$v leases.coordination.k8s.io $renamed_ns; done
   can_i no $sa get leases.coordination.k8s.io $NS; can_i no $sa create vpninstances.vpn.altostrat.io default
   can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpnpeers.vpn.altostrat.io default
   can_i no $sa list customresourcedefinitions.apiextensions.k8s.io default"
+renamed_policy() {
+  local name; name="$(kubectl get validatingadmissionpolicybinding renamed-altostrat-vpn-operator-secrets -o jsonpath='{.spec.policyName}')"
+  [[ "$name" == renamed-altostrat-vpn-operator-secrets ]] || { echo "the binding names the policy '$name'"; return 1; }
+  policy_in_force renamed-altostrat-vpn-operator-secrets "$sa" team-b
+}
+check "kustomize overlay into $renamed_ns: its Secrets admission policy (match condition patched as the base says) refuses its ServiceAccount an unlabelled Secret" \
+  renamed_policy
 remove_renamed
 check "kustomize base: the Secret is not part of it" bash -c '! kubectl kustomize deploy/kustomize/base | grep -q "^kind: Secret$"'
 check "kubectl kustomize overlays/example | kubectl apply --server-side --dry-run=server" bash -c \
@@ -597,6 +768,7 @@ kustomize_delete_keeps_crds() {
     sleep 1
   done
   kubectl get clusterrole altostrat-vpn-operator >/dev/null 2>&1 && { echo "the base's ClusterRole is still there"; return 1; }
+  kubectl get validatingadmissionpolicy altostrat-vpn-operator-secrets >/dev/null 2>&1 && { echo "the base's admission policy is still there"; return 1; }
   local after; after="$(crd_state $(crd_files))"
   [[ "$after" == "$before" ]] || { echo "CRDs before: $before; after: $after"; return 1; }
   [[ "$(kubectl get vpninstances -n avo-uninstall -o name | wc -l)" == 1 ]] || { echo "the VpnInstance is gone"; return 1; }

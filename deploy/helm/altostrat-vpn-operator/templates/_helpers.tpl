@@ -68,8 +68,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) -}}true{{- else -}}false{{- end -}}
 {{- end -}}
 
-{{/* Rules on the operator's own kinds and on Secrets (credentialsSecretRef), shared by the
-     ClusterRole and the per-namespace Roles. */}}
+{{/* Rules on the operator's own kinds and on Secrets, shared by the ClusterRole and the
+     per-namespace Roles. Secrets: get (credentialsSecretRef, and each profile Secret at resync),
+     patch (the credentials-in-use finalizer), create/update/delete (a VpnPeer's
+     spec.profileSecret). RBAC cannot limit these by label, and the names are the users': the
+     ValidatingAdmissionPolicy of admission-policy.yaml limits the writes to the Secrets the
+     operator labels as its own. No list or watch. */}}
 {{- define "avo.resourceRules" -}}
 - apiGroups: ["vpn.altostrat.io"]
   resources: ["vpninstances", "vpnpeers"]
@@ -82,7 +86,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "create", "update", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
