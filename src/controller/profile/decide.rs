@@ -93,20 +93,26 @@ impl SecretSeen {
     }
 }
 
-/// Judges a Secret: it is this peer's only if its controller reference names the peer's uid.
-/// A label or a name can be copied; the uid of a reference the API server validated cannot
-/// point at this peer by accident.
+/// Judges a Secret: it is this peer's only if its controller reference names the peer's uid
+/// (a label or a name can be copied; a reference to this peer's uid is not made by accident)
+/// and it still carries the peer-uid label (without it, an admission policy may refuse the
+/// operator's writes: better a clear conflict than a write refused at every look).
 pub(crate) fn judge(secret: Option<&Secret>, peer_uid: &str) -> SecretSeen {
     let Some(secret) = secret else {
         return SecretSeen::Missing;
     };
-    let owned = secret
-        .metadata
+    let meta = &secret.metadata;
+    let owned = meta
         .owner_references
         .iter()
         .flatten()
         .any(|r| r.controller == Some(true) && r.uid == peer_uid && r.kind == "VpnPeer");
-    if !owned {
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(PEER_UID_LABEL))
+        .is_some_and(|uid| uid == peer_uid);
+    if !(owned && labelled) {
         return SecretSeen::Foreign;
     }
     let annotation = |key: &str| {

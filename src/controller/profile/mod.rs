@@ -354,7 +354,7 @@ fn not_available(why: String) -> ConditionState {
 
 fn conflict(name: &str) -> ConditionState {
     let message = format!(
-        "Secret {name} exists and does not belong to this VpnPeer; it is left untouched. Choose another spec.profileSecret.name or delete that Secret"
+        "Secret {name} exists and is not this VpnPeer's (a controller reference to it and the label {PEER_UID_LABEL} with its uid); it is left untouched. Choose another spec.profileSecret.name, or delete that Secret"
     );
     ConditionState::new(PROFILE_READY, false, reason::SECRET_CONFLICT, message)
 }

@@ -367,6 +367,12 @@ fn only_a_controller_reference_to_this_peer_makes_a_secret_ours() {
     ]);
     assert!(decide::judge(Some(&secret), "uid-1").is_ours());
     assert_eq!(decide::judge(Some(&secret), "uid-2"), SecretSeen::Foreign);
+    secret.metadata.labels = None;
+    assert_eq!(
+        decide::judge(Some(&secret), "uid-1"),
+        SecretSeen::Foreign,
+        "without its label, the admission policy would refuse every write"
+    );
     assert_eq!(decide::judge(None, "uid-1"), SecretSeen::Missing);
 }
 
