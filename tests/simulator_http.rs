@@ -291,6 +291,83 @@ async fn peers_gone(api: &HttpClient, token: &ApiToken, instance_id: &str) -> bo
         .is_err_and(|e| e.is_not_found())
 }
 
+/// The value of `key = value` in a downloaded profile.
+fn profile_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .map(str::to_owned)
+}
+
+async fn download(api: &HttpClient, share: &str) -> String {
+    let share = ApiToken::new(share);
+    match api.client_configuration(&share, false).await.unwrap() {
+        ClientConfiguration::Text(text) => text,
+        other => panic!("expected a text profile, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_downloaded_profile_follows_the_hub_and_the_peer_as_they_are_now() {
+    let (_sim, api, token) = start(fast()).await;
+    let hub = api.create_instance(&token, &create("profile-hub")).await.unwrap();
+    api.update_instance(&token, &hub.id, &update()).await.unwrap();
+    let alice = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap();
+    let share = alice.token.clone().unwrap();
+    let text = download(&api, &share).await;
+    let field = |key| profile_value(&text, key);
+    assert_eq!(
+        field("Endpoint").as_deref(),
+        Some("profile-hub.vpn.altostr.at:51820")
+    );
+    assert_eq!(field("AllowedIPs").as_deref(), Some("10.0.0.0/8"), "{text}");
+    assert_eq!(field("DNS").as_deref(), Some("1.1.1.1, 8.8.8.8, corp.internal"));
+    assert_eq!(field("PrivateKey").map(|k| k.len()), Some(44), "{text}");
+    assert!(field("Address").is_some_and(|a| a.starts_with("10.8.") && a.ends_with("/32")));
+    assert_eq!(field("PersistentKeepalive").as_deref(), Some("25"));
+
+    let routes = InstanceUpdate {
+        pushed_routes: vec!["10.10.0.0/16".into(), "10.20.0.0/16".into()],
+        ..update()
+    };
+    api.update_instance(&token, &hub.id, &routes).await.unwrap();
+    let edited = download(&api, &share).await;
+    assert_eq!(
+        profile_value(&edited, "AllowedIPs").as_deref(),
+        Some("10.10.0.0/16, 10.20.0.0/16"),
+        "the route edit shows in the next download"
+    );
+    assert_eq!(
+        profile_value(&edited, "PrivateKey"),
+        field("PrivateKey"),
+        "same peer, same key"
+    );
+    let full = PeerUpdate {
+        route_all: Some(true),
+        subnets: None,
+    };
+    api.update_peer(&token, &hub.id, &alice.id, &full).await.unwrap();
+    let full = download(&api, &share).await;
+    assert_eq!(
+        profile_value(&full, "AllowedIPs").as_deref(),
+        Some("0.0.0.0/0, ::/0")
+    );
+
+    let ClientConfiguration::Json(json) = api
+        .client_configuration(&ApiToken::new(share), true)
+        .await
+        .unwrap()
+    else {
+        panic!("expected json")
+    };
+    assert_eq!(
+        (json["format"].as_str(), json["config"].as_str()),
+        (Some("wireguard"), Some(full.as_str()))
+    );
+}
+
 #[tokio::test]
 async fn authentication_and_scopes_are_enforced() {
     let config = SimulatorConfig {

@@ -11,6 +11,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::client_config;
 use super::faults::FaultConfig;
 use super::render;
 use super::state::{Owner, StoredInstance, StoredPeer, now_ms};
@@ -901,68 +902,11 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
     let Some(instance) = state.instances.get(&stored.instance_id).map(|i| i.view(now_ms())) else {
         return Err(not_found("instance", &stored.instance_id));
     };
-    let peer = &stored.peer;
-    let octets = uuid::Uuid::parse_str(&peer.id)
-        .map(|u| u.as_bytes()[15])
-        .unwrap_or(2)
-        .max(2);
-    let allowed = if peer.route_all {
-        "0.0.0.0/0".to_owned()
-    } else {
-        instance.pushed_routes.join(", ")
-    };
-    let key = |seed: &str| wireguard_key(seed);
-    let config = match peer.protocol {
-        Protocol::Wireguard => format!(
-            "[Interface]\nPrivateKey = {}\nAddress = 10.8.0.{octets}/32\nDNS = {}\n\n[Peer]\nPublicKey = {}\nEndpoint = {}:51820\nAllowedIPs = {allowed}\nPersistentKeepalive = 25\n",
-            key(&peer.id),
-            instance.public_dns.join(", "),
-            key(&instance.id),
-            instance.hostname
-        ),
-        Protocol::Openvpn | Protocol::Unknown => format!(
-            "client\ndev tun\nproto udp\nremote {} 1194\nresolv-retry infinite\nnobind\nremote-cert-tls server\n# routes: {allowed}\n",
-            instance.hostname
-        ),
-    };
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.starts_with("application/json"));
-    let format = if peer.protocol == Protocol::Wireguard {
-        "wireguard"
-    } else {
-        "openvpn"
-    };
-    Ok(if wants_json {
-        Json(json!({"format": format, "config": config})).into_response()
-    } else {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], config).into_response()
-    })
-}
-
-/// A plausible (not cryptographic) WireGuard key: 32 bytes derived from `seed`, base64.
-fn wireguard_key(seed: &str) -> String {
-    let mut rng = fastrand::Rng::with_seed(seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }));
-    let bytes: Vec<u8> = (0..32).map(|_| rng.u8(..)).collect();
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(44);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Ok(client_config::answer(&stored.peer, &instance, wants_json))
 }
 
 async fn admin_calls(State(inner): State<Shared>) -> Json<super::Calls> {

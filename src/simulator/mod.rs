@@ -27,7 +27,12 @@
 //!   `/_admin/sites/{id}`): their peers vanish everywhere and their ids stop validating.
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
 //!   server_ready, at quarters of `--provision-delay`.
+//! - `GET /vpn/client` serves a WireGuard profile (`text/plain`, or `{"format", "config"}` for
+//!   `Accept: application/json`) built from the instance as it is at that moment and the peer's
+//!   `route_all`: an edit of the hub's routes or resolvers shows in the next download.
 
+mod client_config;
+mod encoding;
 mod faults;
 mod fidelity;
 mod handlers;
