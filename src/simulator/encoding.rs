@@ -1,5 +1,5 @@
-//! Base64 and deterministic pseudo-random bytes for the simulator's keys and certificates.
-//! None of it is cryptographic: it only has to look right and be stable.
+//! Base64 and deterministic pseudo-random bytes for the simulator's keys, certificates and
+//! share tokens. None of it is cryptographic: it only has to look right and be stable.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -22,6 +22,23 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of standard base64 (padding optional); `None` for any other character.
+pub fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let sextet = ALPHABET.iter().position(|a| *a == c)? as u32;
+        acc = (acc << 6) | sextet;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 /// `len` bytes that depend only on `seed` (FNV-1a of it seeds the generator).
 pub fn pseudo_bytes(seed: &[u8], len: usize) -> Vec<u8> {
     let hash = seed.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -31,20 +48,32 @@ pub fn pseudo_bytes(seed: &[u8], len: usize) -> Vec<u8> {
     (0..len).map(|_| rng.u8(..)).collect()
 }
 
+/// Lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_standard_alphabet() {
+    fn base64_round_trips_and_matches_the_standard_alphabet() {
         assert_eq!(base64(b"{\"iv\":"), "eyJpdiI6");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"a"), "YQ==");
+        for len in 0..40 {
+            let bytes = pseudo_bytes(&[len as u8], len);
+            assert_eq!(unbase64(&base64(&bytes)), Some(bytes), "{len} bytes");
+        }
+        assert_eq!(unbase64("YWI"), Some(b"ab".to_vec()), "padding is optional");
+        assert_eq!(unbase64("YW*="), None);
     }
 
     #[test]
     fn pseudo_bytes_depend_on_the_seed_only() {
         assert_eq!(pseudo_bytes(b"x", 8), pseudo_bytes(b"x", 8));
         assert_ne!(pseudo_bytes(b"x", 8), pseudo_bytes(b"y", 8));
+        assert_eq!(hex(&[0, 0xab]), "00ab");
     }
 }

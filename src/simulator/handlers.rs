@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::client_config;
 use super::faults::FaultConfig;
 use super::render;
+use super::share::{self, Refusal};
 use super::state::{Owner, StoredInstance, StoredPeer, now_ms};
 use super::validate::{self, Invalid};
 use super::{Inner, InstanceDelete};
@@ -186,6 +187,7 @@ pub fn router(inner: Shared) -> Router {
         .route("/_admin/instances/{id}/drift", post(admin_drift))
         .route("/_admin/peers/{id}/connected", post(admin_connected))
         .route("/_admin/peers/{id}/drift", post(admin_peer_drift))
+        .route("/_admin/peers/{id}/expire-token", post(admin_expire_token))
         .route("/_admin/users/{id}", delete(admin_delete_user))
         .route("/_admin/sites/{id}", delete(admin_delete_site))
         .route("/_admin/sites/{id}/subnets", put(admin_put_site_subnets));
@@ -615,18 +617,33 @@ async fn list_peers(
 ) -> Answer<Json<Vec<Value>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let kind = type_filter(query.as_deref())?;
-    let state = inner.state();
+    let mut state = inner.state();
     if state.instance_of(account, &id).is_none() {
         return Err(not_found("instance", &id));
     }
-    Ok(Json(
-        state
-            .peers_of(&id)
-            .into_iter()
-            .filter(|p| kind.is_none_or(|k| p.peer.peer_type == k))
-            .map(|p| render::peer(&inner.config.fidelity, p))
-            .collect(),
-    ))
+    let (policy, now) = (share_policy(&inner), now_ms());
+    let mut changed = false;
+    let views = state
+        .peers_of_mut(&id)
+        .into_iter()
+        .filter(|p| kind.is_none_or(|k| p.peer.peer_type == k))
+        .map(|p| {
+            changed |= share::on_read(p, policy, now);
+            render::peer(&inner.config.fidelity, p)
+        })
+        .collect();
+    if changed {
+        inner.persist(&state);
+    }
+    Ok(Json(views))
+}
+
+/// How this simulator issues share tokens.
+fn share_policy(inner: &Inner) -> share::Policy {
+    share::Policy {
+        ttl: inner.config.share_token_ttl,
+        mode: inner.config.fidelity.share_tokens,
+    }
 }
 
 async fn create_peer(
@@ -647,12 +664,14 @@ async fn create_peer(
     if let Some(instance) = state.instances.get_mut(&id) {
         instance.add_pending("peer-created", clear, now_ms());
     }
-    let stored = StoredPeer {
+    let mut stored = StoredPeer {
         instance_id: id,
         peer,
         seq,
         foreign: false,
+        token_generation: 0,
     };
+    share::on_read(&mut stored, share_policy(&inner), now_ms());
     let view = render::peer(&inner.config.fidelity, &stored);
     state.peers.insert(stored.peer.id.clone(), stored);
     inner.persist(&state);
@@ -671,7 +690,6 @@ fn new_peer(body: &serde_json::Map<String, Value>) -> Answer<Peer> {
         id: uuid::Uuid::new_v4().to_string(),
         peer_type: kind,
         protocol,
-        token_ttl: Some(3600),
         created_at: Some(now_rfc3339()),
         ..Peer::default()
     };
@@ -693,7 +711,6 @@ fn client_fields(body: &serde_json::Map<String, Value>, peer: &mut Peer) -> Answ
     peer.user_id = Some(user_id.to_owned());
     peer.route_all =
         validate::optional_bool(body, "route_all")?.ok_or_else(|| validate::missing("route_all"))?;
-    peer.token = Some(format!("shr_{}", uuid::Uuid::new_v4().simple()));
     Ok(())
 }
 
@@ -782,7 +799,12 @@ async fn get_peer(
     let account = authorize(&inner, &headers, "vpn:view")?;
     let mut state = inner.state();
     let stored = find_peer(&mut state, account, &id, &peer_id)?;
-    Ok(Json(render::peer(&inner.config.fidelity, stored)))
+    let changed = share::on_read(stored, share_policy(&inner), now_ms());
+    let view = render::peer(&inner.config.fidelity, stored);
+    if changed {
+        inner.persist(&state);
+    }
+    Ok(Json(view))
 }
 
 async fn update_peer(
@@ -817,6 +839,7 @@ async fn update_peer(
     if let Some(route_all) = route_all {
         stored.peer.route_all = route_all;
     }
+    share::on_read(stored, share_policy(&inner), now_ms());
     let view = render::peer(&inner.config.fidelity, stored);
     inner.persist(&state);
     Ok(Json(view))
@@ -876,7 +899,9 @@ async fn regions(
     Ok(Json(inner.config.regions.clone()))
 }
 
-/// `GET /vpn/client`: the caller presents a client peer's share token.
+/// `GET /vpn/client`: the caller presents a client peer's share token. A token that opens
+/// nothing is refused as a bearer-auth endpoint refuses it, 401; 404 is kept for a live token
+/// whose instance is gone.
 async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Response> {
     let Some(presented) = bearer(&headers) else {
         return Err(failure(
@@ -887,18 +912,7 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
         ));
     };
     let state = inner.state();
-    let Some(stored) = state
-        .peers
-        .values()
-        .find(|p| p.peer.token.as_deref() == Some(presented))
-    else {
-        return Err(failure(
-            404,
-            "invalid_request_error",
-            "resource_missing",
-            "No client configuration for this token.",
-        ));
-    };
+    let stored = share::holder(&state, presented, now_ms()).map_err(share_refused)?;
     let Some(instance) = state.instances.get(&stored.instance_id).map(|i| i.view(now_ms())) else {
         return Err(not_found("instance", &stored.instance_id));
     };
@@ -907,6 +921,23 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.starts_with("application/json"));
     Ok(client_config::answer(&stored.peer, &instance, wants_json))
+}
+
+fn share_refused(refusal: Refusal) -> Failure {
+    match refusal {
+        Refusal::Invalid => failure(
+            401,
+            "authentication_error",
+            "invalid_token",
+            "The share token is not valid.",
+        ),
+        Refusal::Expired => failure(
+            401,
+            "authentication_error",
+            "token_expired",
+            "The share token has expired.",
+        ),
+    }
 }
 
 async fn admin_calls(State(inner): State<Shared>) -> Json<super::Calls> {
@@ -1031,6 +1062,18 @@ async fn admin_peer_drift(
         }
         Json(peer.clone())
     })
+}
+
+/// Every share token peer `id` has been shown expires now, as if its `token_ttl` had passed:
+/// `GET /vpn/client` refuses them and the next read of the peer shows a new one.
+async fn admin_expire_token(State(inner): State<Shared>, Path(id): Path<String>) -> Answer<StatusCode> {
+    let mut state = inner.state();
+    let Some(stored) = state.peers.get_mut(&id) else {
+        return Err(not_found("peer", &id));
+    };
+    share::expire(stored);
+    inner.persist(&state);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A user deleted out of band, as in the Altostrat portal: the service removes the user's VPN
