@@ -45,6 +45,7 @@ profiles! {
     lifecycle_with_enveloped_lists => "enveloped",
     lifecycle_with_unknown_values => "unknown-values",
     lifecycle_with_a_seat_quota => "seat-quota",
+    lifecycle_with_a_token_per_read => "token-per-read",
 }
 
 /// The first create's answer is lost (applied, then a 504), so recovery is part of every run.

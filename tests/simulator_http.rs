@@ -270,7 +270,7 @@ async fn every_peer_endpoint_round_trips_and_client_configuration_downloads() {
         .client_configuration(&ApiToken::new("shr_unknown"), false)
         .await
         .unwrap_err();
-    assert!(unknown.is_not_found(), "{unknown}");
+    assert!(matches!(unknown, ApiError::Unauthorized { .. }), "{unknown}");
 
     api.delete_peer(&token, &hub.id, &alice.id).await.unwrap();
     assert!(
@@ -289,6 +289,264 @@ async fn peers_gone(api: &HttpClient, token: &ApiToken, instance_id: &str) -> bo
     api.list_peers(token, instance_id, None)
         .await
         .is_err_and(|e| e.is_not_found())
+}
+
+/// The value of `key = value` in a downloaded profile.
+fn profile_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .map(str::to_owned)
+}
+
+async fn download(api: &HttpClient, share: &str) -> String {
+    let share = ApiToken::new(share);
+    match api.client_configuration(&share, false).await.unwrap() {
+        ClientConfiguration::Text(text) => text,
+        other => panic!("expected a text profile, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_downloaded_profile_follows_the_hub_and_the_peer_as_they_are_now() {
+    let (_sim, api, token) = start(fast()).await;
+    let hub = api.create_instance(&token, &create("profile-hub")).await.unwrap();
+    api.update_instance(&token, &hub.id, &update()).await.unwrap();
+    let alice = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap();
+    let share = alice.token.clone().unwrap();
+    let text = download(&api, &share).await;
+    let field = |key| profile_value(&text, key);
+    assert_eq!(
+        field("Endpoint").as_deref(),
+        Some("profile-hub.vpn.altostr.at:51820")
+    );
+    assert_eq!(field("AllowedIPs").as_deref(), Some("10.0.0.0/8"), "{text}");
+    assert_eq!(field("DNS").as_deref(), Some("1.1.1.1, 8.8.8.8, corp.internal"));
+    assert_eq!(field("PrivateKey").map(|k| k.len()), Some(44), "{text}");
+    assert!(field("Address").is_some_and(|a| a.starts_with("10.8.") && a.ends_with("/32")));
+    assert_eq!(field("PersistentKeepalive").as_deref(), Some("25"));
+
+    let routes = InstanceUpdate {
+        pushed_routes: vec!["10.10.0.0/16".into(), "10.20.0.0/16".into()],
+        ..update()
+    };
+    api.update_instance(&token, &hub.id, &routes).await.unwrap();
+    let edited = download(&api, &share).await;
+    assert_eq!(
+        profile_value(&edited, "AllowedIPs").as_deref(),
+        Some("10.10.0.0/16, 10.20.0.0/16"),
+        "the route edit shows in the next download"
+    );
+    assert_eq!(
+        profile_value(&edited, "PrivateKey"),
+        field("PrivateKey"),
+        "same peer, same key"
+    );
+    let full = PeerUpdate {
+        route_all: Some(true),
+        subnets: None,
+    };
+    api.update_peer(&token, &hub.id, &alice.id, &full).await.unwrap();
+    let full = download(&api, &share).await;
+    assert_eq!(
+        profile_value(&full, "AllowedIPs").as_deref(),
+        Some("0.0.0.0/0, ::/0")
+    );
+
+    let ClientConfiguration::Json(json) = api
+        .client_configuration(&ApiToken::new(share), true)
+        .await
+        .unwrap()
+    else {
+        panic!("expected json")
+    };
+    assert_eq!(
+        (json["format"].as_str(), json["config"].as_str()),
+        (Some("wireguard"), Some(full.as_str()))
+    );
+}
+
+/// `GET /vpn/client` with `share` over raw HTTP: status and JSON body (`Null` for text).
+async fn raw_download(sim: &RunningSimulator, share: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}/vpn/client", sim.base_url()))
+        .bearer_auth(share)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+async fn expire_token(sim: &RunningSimulator, peer_id: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/_admin/peers/{peer_id}/expire-token", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn refusal(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "authentication_error",
+        "code": code,
+        "message": message,
+        "doc_url": format!("https://docs.altostrat.io/errors/{code}"),
+    })
+}
+
+#[tokio::test]
+async fn an_expired_share_token_is_refused_and_the_next_read_shows_a_new_one() {
+    let (sim, api, token) = start(fast()).await;
+    let hub = api.create_instance(&token, &create("share-hub")).await.unwrap();
+    let alice = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap();
+    let branch = api.create_peer(&token, &hub.id, &site()).await.unwrap();
+    let first = alice.token.clone().unwrap();
+    assert!(
+        first.starts_with("eyJpdiI6"),
+        "shaped like the documented example: {first}"
+    );
+    assert_eq!(raw_download(&sim, &first).await.0, 200);
+    let again = api.get_peer(&token, &hub.id, &alice.id).await.unwrap();
+    assert_eq!(
+        again.token.as_deref(),
+        Some(first.as_str()),
+        "a live token is shown again"
+    );
+
+    assert_eq!(expire_token(&sim, &alice.id).await, 204);
+    assert_eq!(
+        expire_token(&sim, "0b5c7a4e-0000-4000-8000-000000000000").await,
+        404
+    );
+    let expired = refusal("token_expired", "The share token has expired.");
+    assert_eq!(raw_download(&sim, &first).await, (401, expired.clone()));
+    let err = api
+        .client_configuration(&ApiToken::new(first.clone()), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApiError::Unauthorized { .. }), "{err}");
+
+    let renewed = api.get_peer(&token, &hub.id, &alice.id).await.unwrap();
+    let second = renewed.token.clone().unwrap();
+    assert_ne!(second, first, "the read found the token expired");
+    assert!(download(&api, &second).await.contains("[Interface]"));
+    let listed = api.list_peers(&token, &hub.id, None).await.unwrap();
+    let tokens: Vec<_> = listed.iter().map(|p| p.token.as_deref()).collect();
+    assert_eq!(tokens, vec![Some(second.as_str()), None], "site peers carry none");
+    assert_eq!(
+        raw_download(&sim, &first).await,
+        (401, expired),
+        "the old one stays refused"
+    );
+    let unknown = refusal("invalid_token", "The share token is not valid.");
+    assert_eq!(raw_download(&sim, "shr_unknown").await, (401, unknown.clone()));
+
+    api.delete_peer(&token, &hub.id, &alice.id).await.unwrap();
+    assert_eq!(
+        raw_download(&sim, &second).await,
+        (401, unknown),
+        "its peer is gone"
+    );
+    assert_eq!(
+        expire_token(&sim, &branch.id).await,
+        204,
+        "a site peer has nothing to expire"
+    );
+}
+
+#[tokio::test]
+async fn a_share_token_expires_by_itself_after_its_ttl() {
+    let config = SimulatorConfig {
+        share_token_ttl: Duration::from_secs(1),
+        ..fast()
+    };
+    let (sim, api, token) = start(config).await;
+    let hub = api.create_instance(&token, &create("ttl-hub")).await.unwrap();
+    let alice = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap();
+    assert_eq!(alice.token_ttl, Some(1), "the configured life, in seconds");
+    let first = alice.token.unwrap();
+    let status = poll("the token to expire", || async {
+        let (status, body) = raw_download(&sim, &first).await;
+        (status != 200).then_some((status, body))
+    })
+    .await;
+    assert_eq!(
+        status,
+        (401, refusal("token_expired", "The share token has expired."))
+    );
+    // A fresh token lives a second too; on a slow machine a read may have to be repeated.
+    poll("a new token that downloads", || async {
+        let peer = api.get_peer(&token, &hub.id, &alice.id).await.unwrap();
+        let share = peer.token.filter(|t| *t != first)?;
+        (raw_download(&sim, &share).await.0 == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_a_token_per_read_every_answer_shows_a_new_token_and_the_old_ones_keep_working() {
+    let (sim, api, token) = start(with_fidelity(Fidelity::profile("token-per-read").unwrap())).await;
+    let hub = api
+        .create_instance(&token, &create("per-read-hub"))
+        .await
+        .unwrap();
+    let alice = api
+        .create_peer(&token, &hub.id, &wireguard_client())
+        .await
+        .unwrap();
+    let read = api.get_peer(&token, &hub.id, &alice.id).await.unwrap();
+    let listed = api.list_peers(&token, &hub.id, None).await.unwrap();
+    let keep = PeerUpdate {
+        route_all: Some(false),
+        subnets: None,
+    };
+    let updated = api.update_peer(&token, &hub.id, &alice.id, &keep).await.unwrap();
+    let tokens: Vec<String> = [alice, read, listed[0].clone(), updated]
+        .into_iter()
+        .map(|p| p.token.unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = tokens.iter().collect();
+    assert_eq!(distinct.len(), 4, "one token per answer: {tokens:?}");
+    for share in &tokens {
+        assert_eq!(
+            raw_download(&sim, share).await.0,
+            200,
+            "an older token still works"
+        );
+    }
+    assert_eq!(expire_token(&sim, &listed[0].id).await, 204);
+    for share in &tokens {
+        assert_eq!(
+            raw_download(&sim, share).await.0,
+            401,
+            "the admin API expires them all"
+        );
+    }
+    let renewed = api.get_peer(&token, &hub.id, &listed[0].id).await.unwrap();
+    assert_eq!(raw_download(&sim, &renewed.token.unwrap()).await.0, 200);
+}
+
+#[tokio::test]
+async fn share_token_refusals_take_the_configured_error_shape() {
+    let (sim, _api, _token) = start(with_fidelity(Fidelity::profile("laravel").unwrap())).await;
+    assert_eq!(
+        raw_download(&sim, "shr_unknown").await,
+        (
+            401,
+            serde_json::json!({"message": "The share token is not valid."})
+        )
+    );
 }
 
 #[tokio::test]
@@ -717,6 +975,8 @@ async fn drift_and_connection_changes_via_admin_and_state_survives_restart() {
     let peer = api.get_peer(&token, &hub.id, &alice.id).await.unwrap();
     assert!(peer.connected);
     assert_eq!(peer.connected_from.as_deref(), Some("203.0.113.7"));
+    assert_eq!(peer.token, alice.token, "a live share token survives a restart");
+    assert!(download(&api, &peer.token.unwrap()).await.contains("[Peer]"));
 }
 
 #[tokio::test]
@@ -790,10 +1050,13 @@ fn simulate_help_explains_every_knob() {
         "--instance-delete",
         "--teardown-delay",
         "--unknown-values",
+        "--share-token-ttl",
+        "--share-tokens",
         "/_admin/calls",
         "/_admin/users/{id}",
         "/_admin/sites/{id}",
         "/_admin/sites/{id}/subnets",
+        "/_admin/peers/{id}/expire-token",
         "--profile",
     ] {
         assert!(help.contains(knob), "simulate --help lacks {knob}:\n{help}");
@@ -1431,6 +1694,7 @@ struct Observed {
     undocumented_fields: bool,
     third_peer: u16,
     delete_instance: u16,
+    new_token_per_read: bool,
 }
 
 async fn observe(sim: &RunningSimulator, api: &HttpClient, token: &ApiToken) -> Observed {
@@ -1453,6 +1717,7 @@ async fn observe(sim: &RunningSimulator, api: &HttpClient, token: &ApiToken) -> 
         .json()
         .await
         .unwrap();
+    let new_token_per_read = new_token_per_read(api, token, &hub.id).await;
     let mut third_peer = 0;
     for _ in 0..3 {
         let peer = http
@@ -1468,7 +1733,17 @@ async fn observe(sim: &RunningSimulator, api: &HttpClient, token: &ApiToken) -> 
         undocumented_fields: first.get("labels").is_some() && first.get("billing").is_some(),
         third_peer,
         delete_instance: raw_delete(sim, &hub.id).await.status().as_u16(),
+        new_token_per_read,
     }
+}
+
+/// Whether two reads of a client peer show different share tokens (the peer is deleted again,
+/// so that it takes no seat).
+async fn new_token_per_read(api: &HttpClient, token: &ApiToken, hub_id: &str) -> bool {
+    let alice = api.create_peer(token, hub_id, &wireguard_client()).await.unwrap();
+    let read = api.get_peer(token, hub_id, &alice.id).await.unwrap();
+    api.delete_peer(token, hub_id, &alice.id).await.unwrap();
+    read.token.unwrap() != alice.token.unwrap()
 }
 
 #[tokio::test]
@@ -1481,6 +1756,7 @@ async fn every_profile_answers_as_its_description_says() {
         undocumented_fields: false,
         third_peer: 201,
         delete_instance: 204,
+        new_token_per_read: false,
     };
     for (name, _) in simulator::PROFILES {
         let expected = match *name {
@@ -1512,6 +1788,10 @@ async fn every_profile_answers_as_its_description_says() {
             },
             "seat-quota" => Observed {
                 third_peer: 403,
+                ..documented()
+            },
+            "token-per-read" => Observed {
+                new_token_per_read: true,
                 ..documented()
             },
             other => panic!("profile {other} has no expectation here"),
@@ -1551,6 +1831,29 @@ async fn command_line_flags_win_over_the_profiles_around_them() {
             undocumented_fields: false,
             third_peer: 201,
             delete_instance: 204,
+            new_token_per_read: false,
         }
+    );
+}
+
+#[test]
+fn the_share_token_ttl_flag_takes_seconds_or_a_duration() {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: simulator::SimulateArgs,
+    }
+    let ttl = |args: &[&str]| {
+        let cli = <Cli as clap::Parser>::try_parse_from(args).unwrap();
+        cli.args.into_config().unwrap().share_token_ttl
+    };
+    assert_eq!(ttl(&["simulate"]), Duration::from_secs(3600));
+    assert_eq!(
+        ttl(&["simulate", "--share-token-ttl", "90"]),
+        Duration::from_secs(90)
+    );
+    assert_eq!(
+        ttl(&["simulate", "--share-token-ttl=10m"]),
+        Duration::from_secs(600)
     );
 }

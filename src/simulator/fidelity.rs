@@ -32,6 +32,23 @@ pub struct Fidelity {
     /// next to `config-updated`; each new instance gets a peer of kind `gateway` over `ipsec`
     /// with no user or site (it takes no peer seat).
     pub unknown_values: bool,
+    /// When a read of a client peer shows a new share token; the docs say only that the token
+    /// is short-lived.
+    pub share_tokens: ShareTokens,
+}
+
+/// When a read of a client peer (GET, list, and the create and update answers) shows a new
+/// share token. Either way a token stays valid until its own expiry, `token_ttl` after it was
+/// issued (`--share-token-ttl`), unless the admin API expires it sooner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShareTokens {
+    /// Every read shows the same token until it has expired; the first read after that shows a
+    /// new one.
+    #[default]
+    ReissuedWhenExpired,
+    /// Every read shows a new token, as an API that encrypts a fresh token into each answer
+    /// would; the older ones stay valid until they expire.
+    EveryRead,
 }
 
 /// The answers to `DELETE /vpn/instances/{id}`. The operation is undocumented; the changelog
@@ -64,6 +81,7 @@ impl Default for Fidelity {
             peer_seats: None,
             instance_delete: InstanceDelete::Immediate,
             unknown_values: false,
+            share_tokens: ShareTokens::ReissuedWhenExpired,
         }
     }
 }
@@ -73,7 +91,8 @@ pub const PROFILES: &[(&str, &str)] = &[
     (
         "documented",
         "the default, as the docs show: one public resolver on create, bare lists, ErrorResponse \
-         bodies, a taken hostname as 409, immediate delete (resets every earlier profile)",
+         bodies, a taken hostname as 409, immediate delete, a share token shown until it expires \
+         (resets every earlier profile)",
     ),
     (
         "laravel",
@@ -101,6 +120,11 @@ pub const PROFILES: &[(&str, &str)] = &[
     (
         "seat-quota",
         "2 peer seats per account; one more peer answers 403",
+    ),
+    (
+        "token-per-read",
+        "every read of a client peer shows a new share token; the older ones stay valid until \
+         they expire",
     ),
 ];
 
@@ -144,6 +168,10 @@ impl Fidelity {
             },
             "seat-quota" => Self {
                 peer_seats: Some(2),
+                ..self
+            },
+            "token-per-read" => Self {
+                share_tokens: ShareTokens::EveryRead,
                 ..self
             },
             other => return Err(unknown_profile(other)),
@@ -228,6 +256,12 @@ pub struct FidelityArgs {
     /// and a peer of kind `gateway` over `ipsec` with no user or site on every new instance.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub unknown_values: Option<bool>,
+
+    /// When a read of a client peer shows a new share token: `reissued-when-expired` (the same
+    /// token until it has expired; the default) or `every-read` (a new token in every answer,
+    /// the older ones valid until they expire).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub share_tokens: Option<ShareTokens>,
 }
 
 impl FidelityArgs {
@@ -244,6 +278,7 @@ impl FidelityArgs {
         set(&mut f.message_only_errors, self.message_only_errors);
         set(&mut f.unknown_values, self.unknown_values);
         f.peer_seats = self.peer_seats.or(f.peer_seats);
+        f.share_tokens = self.share_tokens.unwrap_or(f.share_tokens);
         if let Some(mode) = self.instance_delete {
             f.instance_delete = mode.with_teardown(DEFAULT_TEARDOWN);
         }
@@ -373,6 +408,15 @@ mod tests {
             f.enveloped_lists && f.unknown_values && !f.single_public_dns,
             "{f:?}"
         );
+        let f = parse(&["--profile", "token-per-read"]).unwrap();
+        assert_eq!(f.share_tokens, ShareTokens::EveryRead);
+        let f = parse(&[
+            "--profile",
+            "token-per-read",
+            "--share-tokens",
+            "reissued-when-expired",
+        ]);
+        assert_eq!(f.unwrap().share_tokens, ShareTokens::ReissuedWhenExpired);
         let err = parse(&["--profile", "bogus"]).unwrap_err();
         assert!(err.contains("known: documented, laravel"), "{err}");
     }

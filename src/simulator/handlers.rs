@@ -11,8 +11,10 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::client_config;
 use super::faults::FaultConfig;
 use super::render;
+use super::share::{self, Refusal};
 use super::state::{Owner, StoredInstance, StoredPeer, now_ms};
 use super::validate::{self, Invalid};
 use super::{Inner, InstanceDelete};
@@ -185,6 +187,7 @@ pub fn router(inner: Shared) -> Router {
         .route("/_admin/instances/{id}/drift", post(admin_drift))
         .route("/_admin/peers/{id}/connected", post(admin_connected))
         .route("/_admin/peers/{id}/drift", post(admin_peer_drift))
+        .route("/_admin/peers/{id}/expire-token", post(admin_expire_token))
         .route("/_admin/users/{id}", delete(admin_delete_user))
         .route("/_admin/sites/{id}", delete(admin_delete_site))
         .route("/_admin/sites/{id}/subnets", put(admin_put_site_subnets));
@@ -614,18 +617,33 @@ async fn list_peers(
 ) -> Answer<Json<Vec<Value>>> {
     let account = authorize(&inner, &headers, "vpn:view")?;
     let kind = type_filter(query.as_deref())?;
-    let state = inner.state();
+    let mut state = inner.state();
     if state.instance_of(account, &id).is_none() {
         return Err(not_found("instance", &id));
     }
-    Ok(Json(
-        state
-            .peers_of(&id)
-            .into_iter()
-            .filter(|p| kind.is_none_or(|k| p.peer.peer_type == k))
-            .map(|p| render::peer(&inner.config.fidelity, p))
-            .collect(),
-    ))
+    let (policy, now) = (share_policy(&inner), now_ms());
+    let mut changed = false;
+    let views = state
+        .peers_of_mut(&id)
+        .into_iter()
+        .filter(|p| kind.is_none_or(|k| p.peer.peer_type == k))
+        .map(|p| {
+            changed |= share::on_read(p, policy, now);
+            render::peer(&inner.config.fidelity, p)
+        })
+        .collect();
+    if changed {
+        inner.persist(&state);
+    }
+    Ok(Json(views))
+}
+
+/// How this simulator issues share tokens.
+fn share_policy(inner: &Inner) -> share::Policy {
+    share::Policy {
+        ttl: inner.config.share_token_ttl,
+        mode: inner.config.fidelity.share_tokens,
+    }
 }
 
 async fn create_peer(
@@ -646,12 +664,14 @@ async fn create_peer(
     if let Some(instance) = state.instances.get_mut(&id) {
         instance.add_pending("peer-created", clear, now_ms());
     }
-    let stored = StoredPeer {
+    let mut stored = StoredPeer {
         instance_id: id,
         peer,
         seq,
         foreign: false,
+        token_generation: 0,
     };
+    share::on_read(&mut stored, share_policy(&inner), now_ms());
     let view = render::peer(&inner.config.fidelity, &stored);
     state.peers.insert(stored.peer.id.clone(), stored);
     inner.persist(&state);
@@ -670,7 +690,6 @@ fn new_peer(body: &serde_json::Map<String, Value>) -> Answer<Peer> {
         id: uuid::Uuid::new_v4().to_string(),
         peer_type: kind,
         protocol,
-        token_ttl: Some(3600),
         created_at: Some(now_rfc3339()),
         ..Peer::default()
     };
@@ -692,7 +711,6 @@ fn client_fields(body: &serde_json::Map<String, Value>, peer: &mut Peer) -> Answ
     peer.user_id = Some(user_id.to_owned());
     peer.route_all =
         validate::optional_bool(body, "route_all")?.ok_or_else(|| validate::missing("route_all"))?;
-    peer.token = Some(format!("shr_{}", uuid::Uuid::new_v4().simple()));
     Ok(())
 }
 
@@ -781,7 +799,12 @@ async fn get_peer(
     let account = authorize(&inner, &headers, "vpn:view")?;
     let mut state = inner.state();
     let stored = find_peer(&mut state, account, &id, &peer_id)?;
-    Ok(Json(render::peer(&inner.config.fidelity, stored)))
+    let changed = share::on_read(stored, share_policy(&inner), now_ms());
+    let view = render::peer(&inner.config.fidelity, stored);
+    if changed {
+        inner.persist(&state);
+    }
+    Ok(Json(view))
 }
 
 async fn update_peer(
@@ -816,6 +839,7 @@ async fn update_peer(
     if let Some(route_all) = route_all {
         stored.peer.route_all = route_all;
     }
+    share::on_read(stored, share_policy(&inner), now_ms());
     let view = render::peer(&inner.config.fidelity, stored);
     inner.persist(&state);
     Ok(Json(view))
@@ -875,7 +899,9 @@ async fn regions(
     Ok(Json(inner.config.regions.clone()))
 }
 
-/// `GET /vpn/client`: the caller presents a client peer's share token.
+/// `GET /vpn/client`: the caller presents a client peer's share token. A token that opens
+/// nothing is refused as a bearer-auth endpoint refuses it, 401; 404 is kept for a live token
+/// whose instance is gone.
 async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -> Answer<Response> {
     let Some(presented) = bearer(&headers) else {
         return Err(failure(
@@ -886,83 +912,32 @@ async fn client_configuration(State(inner): State<Shared>, headers: HeaderMap) -
         ));
     };
     let state = inner.state();
-    let Some(stored) = state
-        .peers
-        .values()
-        .find(|p| p.peer.token.as_deref() == Some(presented))
-    else {
-        return Err(failure(
-            404,
-            "invalid_request_error",
-            "resource_missing",
-            "No client configuration for this token.",
-        ));
-    };
+    let stored = share::holder(&state, presented, now_ms()).map_err(share_refused)?;
     let Some(instance) = state.instances.get(&stored.instance_id).map(|i| i.view(now_ms())) else {
         return Err(not_found("instance", &stored.instance_id));
-    };
-    let peer = &stored.peer;
-    let octets = uuid::Uuid::parse_str(&peer.id)
-        .map(|u| u.as_bytes()[15])
-        .unwrap_or(2)
-        .max(2);
-    let allowed = if peer.route_all {
-        "0.0.0.0/0".to_owned()
-    } else {
-        instance.pushed_routes.join(", ")
-    };
-    let key = |seed: &str| wireguard_key(seed);
-    let config = match peer.protocol {
-        Protocol::Wireguard => format!(
-            "[Interface]\nPrivateKey = {}\nAddress = 10.8.0.{octets}/32\nDNS = {}\n\n[Peer]\nPublicKey = {}\nEndpoint = {}:51820\nAllowedIPs = {allowed}\nPersistentKeepalive = 25\n",
-            key(&peer.id),
-            instance.public_dns.join(", "),
-            key(&instance.id),
-            instance.hostname
-        ),
-        Protocol::Openvpn | Protocol::Unknown => format!(
-            "client\ndev tun\nproto udp\nremote {} 1194\nresolv-retry infinite\nnobind\nremote-cert-tls server\n# routes: {allowed}\n",
-            instance.hostname
-        ),
     };
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.starts_with("application/json"));
-    let format = if peer.protocol == Protocol::Wireguard {
-        "wireguard"
-    } else {
-        "openvpn"
-    };
-    Ok(if wants_json {
-        Json(json!({"format": format, "config": config})).into_response()
-    } else {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], config).into_response()
-    })
+    Ok(client_config::answer(&stored.peer, &instance, wants_json))
 }
 
-/// A plausible (not cryptographic) WireGuard key: 32 bytes derived from `seed`, base64.
-fn wireguard_key(seed: &str) -> String {
-    let mut rng = fastrand::Rng::with_seed(seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }));
-    let bytes: Vec<u8> = (0..32).map(|_| rng.u8(..)).collect();
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(44);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
+fn share_refused(refusal: Refusal) -> Failure {
+    match refusal {
+        Refusal::Invalid => failure(
+            401,
+            "authentication_error",
+            "invalid_token",
+            "The share token is not valid.",
+        ),
+        Refusal::Expired => failure(
+            401,
+            "authentication_error",
+            "token_expired",
+            "The share token has expired.",
+        ),
     }
-    out
 }
 
 async fn admin_calls(State(inner): State<Shared>) -> Json<super::Calls> {
@@ -1087,6 +1062,18 @@ async fn admin_peer_drift(
         }
         Json(peer.clone())
     })
+}
+
+/// Every share token peer `id` has been shown expires now, as if its `token_ttl` had passed:
+/// `GET /vpn/client` refuses them and the next read of the peer shows a new one.
+async fn admin_expire_token(State(inner): State<Shared>, Path(id): Path<String>) -> Answer<StatusCode> {
+    let mut state = inner.state();
+    let Some(stored) = state.peers.get_mut(&id) else {
+        return Err(not_found("peer", &id));
+    };
+    share::expire(stored);
+    inner.persist(&state);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A user deleted out of band, as in the Altostrat portal: the service removes the user's VPN

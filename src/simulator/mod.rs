@@ -27,11 +27,24 @@
 //!   `/_admin/sites/{id}`): their peers vanish everywhere and their ids stop validating.
 //! - Readiness flags flip in the order configured → rsa_ready → diffie_hellman_ready →
 //!   server_ready, at quarters of `--provision-delay`.
+//! - A client peer's `token` (site peers: `null`) is shaped like the documented example, a
+//!   Laravel `Crypt::encrypt` payload, and lives `--share-token-ttl` (default 3600 s, shown as
+//!   `token_ttl`). A read of the peer (GET, list, the create and update answers) that finds it
+//!   expired shows a new one; with [`ShareTokens::EveryRead`] every read does. `GET
+//!   /vpn/client` answers 401 (`token_expired`, or `invalid_token` for a token it never issued
+//!   or whose peer is gone) in the ErrorResponse shape. `POST /_admin/peers/{id}/expire-token`
+//!   expires a peer's tokens at once.
+//! - `GET /vpn/client` serves a WireGuard profile (`text/plain`, or `{"format", "config"}` for
+//!   `Accept: application/json`) built from the instance as it is at that moment and the peer's
+//!   `route_all`: an edit of the hub's routes or resolvers shows in the next download.
 
+mod client_config;
+mod encoding;
 mod faults;
 mod fidelity;
 mod handlers;
 mod render;
+mod share;
 mod state;
 mod validate;
 
@@ -44,7 +57,9 @@ use axum::Router;
 use clap::Args;
 
 pub use faults::{FaultConfig, FaultRule};
-pub use fidelity::{DEFAULT_TEARDOWN, DeleteMode, Fidelity, FidelityArgs, InstanceDelete, PROFILES};
+pub use fidelity::{
+    DEFAULT_TEARDOWN, DeleteMode, Fidelity, FidelityArgs, InstanceDelete, PROFILES, ShareTokens,
+};
 pub use state::State;
 
 use crate::altostrat::model::{Country, Instance, Peer, RegionResponse};
@@ -114,6 +129,8 @@ pub struct SimulatorConfig {
     pub provision_delay: Duration,
     /// Time a pending status entry (e.g. `peer-created`) stays in `status`.
     pub status_clear_delay: Duration,
+    /// Life of a client peer's share token (`token_ttl`, in whole seconds on the wire).
+    pub share_token_ttl: Duration,
     pub tokens: Vec<ApiToken>,
     pub regions: RegionResponse,
     pub state_file: Option<PathBuf>,
@@ -121,11 +138,15 @@ pub struct SimulatorConfig {
     pub fidelity: Fidelity,
 }
 
+/// The share token life of every documented peer example (`token_ttl: 3600`).
+pub const DEFAULT_SHARE_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 impl Default for SimulatorConfig {
     fn default() -> Self {
         Self {
             provision_delay: Duration::from_secs(3),
             status_clear_delay: Duration::from_secs(1),
+            share_token_ttl: DEFAULT_SHARE_TOKEN_TTL,
             tokens: vec![ApiToken::all_scopes("sim-token")],
             regions: default_regions(),
             state_file: None,
@@ -395,6 +416,13 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "1s", value_parser = crate::duration::parse_duration)]
     pub status_clear_delay: Duration,
 
+    /// Life of a client peer's share token, shown as `token_ttl` (whole seconds). GET
+    /// /vpn/client refuses an older token with 401 `token_expired`; the next read of the peer
+    /// shows a new one (every read does with `--share-tokens every-read`). Seconds, or a
+    /// duration such as `10m`.
+    #[arg(long, value_name = "SECONDS", default_value = "3600", value_parser = crate::duration::parse_duration)]
+    pub share_token_ttl: Duration,
+
     /// Accepted bearer token, repeatable: `TOKEN` (all scopes) or `TOKEN=vpn:view,vpn:create`,
     /// optionally followed by `@ACCOUNT` (e.g. `other-token@acme`). A token sees only the
     /// instances created by tokens of its account, and their peers; another account's instance
@@ -444,7 +472,12 @@ invalid.` with --message-only-errors). Answers 204, also for an id never seen.
 
 Site subnets (admin, no auth): PUT /_admin/sites/{id}/subnets with a JSON array of CIDR blocks \
 sets what GET /vpn/site/{siteId}/subnets answers (`[{\"subnet\", \"name\"}]`); a site never \
-set offers two /24s in 10.0.0.0/8 derived from its id; a deleted site answers 404.";
+set offers two /24s in 10.0.0.0/8 derived from its id; a deleted site answers 404.
+
+Share tokens (admin, no auth): POST /_admin/peers/{id}/expire-token expires every share token \
+the peer has been shown, as if its token_ttl had passed: GET /vpn/client answers them 401 \
+`token_expired`, and the next read of the peer shows a new token. Answers 204, or 404 for an \
+unknown peer.";
 
 impl SimulateArgs {
     pub fn into_config(self) -> Result<SimulatorConfig, String> {
@@ -461,6 +494,7 @@ impl SimulateArgs {
         Ok(SimulatorConfig {
             provision_delay: self.provision_delay,
             status_clear_delay: self.status_clear_delay,
+            share_token_ttl: self.share_token_ttl,
             tokens: if self.tokens.is_empty() {
                 vec![ApiToken::all_scopes("sim-token")]
             } else {

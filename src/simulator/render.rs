@@ -44,6 +44,7 @@ pub fn foreign_peer(instance_id: &str, seq: u64, created_at: String) -> StoredPe
         },
         seq,
         foreign: true,
+        token_generation: 0,
     }
 }
 

@@ -103,6 +103,14 @@ pub struct StoredPeer {
     /// A peer of a kind the docs do not list (see `render::foreign_peer`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub foreign: bool,
+    /// Share tokens carry the generation they were issued in; expiring them all through the
+    /// admin API moves it on (see `share`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub token_generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Who a peer belongs to: an Altostrat user (client peers) or site (site peers).
@@ -176,10 +184,11 @@ impl State {
         all
     }
 
-    pub fn peers_of(&self, instance_id: &str) -> Vec<&StoredPeer> {
+    /// The peers of an instance in creation order, to be shown (a read may re-issue tokens).
+    pub fn peers_of_mut(&mut self, instance_id: &str) -> Vec<&mut StoredPeer> {
         let mut all: Vec<_> = self
             .peers
-            .values()
+            .values_mut()
             .filter(|p| p.instance_id == instance_id)
             .collect();
         all.sort_by_key(|p| p.seq);
@@ -364,6 +373,7 @@ mod tests {
                 peer: Peer::default(),
                 seq: 2,
                 foreign: false,
+                token_generation: 0,
             },
         );
         let teardown = Duration::from_millis(1_000);
