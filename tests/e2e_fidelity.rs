@@ -4,7 +4,8 @@
 //! `scripts/test.sh`'s end-to-end step.
 //!
 //! Under every profile: a lost create answer ends as one hub; an instance with `publicDns`
-//! unset is updated; a peer whose user was deleted in Altostrat is not recreated in a loop; a
+//! unset is updated; a client peer's profile is fetched once, however share tokens behave; a
+//! peer whose user was deleted in Altostrat is not recreated in a loop; a
 //! taken hostname is `HostnameTaken` whatever 4xx carries it; deletion ends as the profile
 //! allows (gone, watched through its teardown, or `DeleteRefused` until `Orphan`).
 #![cfg(feature = "simulator")]
@@ -97,6 +98,7 @@ async fn core_lifecycle(profile: &str) {
     let hostname = format!("fid-{profile}");
     let hub_id = a_lost_create_ends_as_one_ready_hub(&run, &hostname).await;
     peers_become_ready_within_the_seats(&run).await;
+    a_profile_is_fetched_once_whatever_the_share_tokens_do(&run).await;
     an_update_with_public_dns_unset_is_accepted(&run, &hub_id).await;
     a_taken_hostname_is_reported_whatever_4xx_carries_it(&run, profile).await;
     a_peer_whose_user_was_deleted_is_not_recreated_in_a_loop(&run, &hub_id).await;
@@ -124,12 +126,13 @@ async fn a_lost_create_ends_as_one_ready_hub(run: &Run, hostname: &str) -> Strin
 }
 
 async fn peers_become_ready_within_the_seats(run: &Run) {
-    apply(&run.peers, &client_peer_manifest("alice", "hub", USER)).await;
     apply(
         &run.peers,
-        &site_peer_manifest("branch", "hub", SITE, &["192.168.60.0/24"]),
+        &with_profile(client_peer_manifest("alice", "hub", USER)),
     )
     .await;
+    let branch = site_peer_manifest("branch", "hub", SITE, &["192.168.60.0/24"]);
+    apply(&run.peers, &with_profile(branch)).await;
     wait_peer(&run.peers, "alice", "client peer Ready", peer_ready).await;
     wait_peer(&run.peers, "branch", "site peer Ready", peer_ready).await;
     let Some(seats) = run.fidelity.peer_seats else {
@@ -173,6 +176,40 @@ async fn a_taken_hostname_is_reported_whatever_4xx_carries_it(run: &Run, profile
         run.simc.instance(&portal_hub.id).await.is_some(),
         "the hub that holds the hostname is not ours and is never deleted"
     );
+}
+
+fn with_profile(mut peer: VpnPeer) -> VpnPeer {
+    let name = format!("{}-vpn", peer.metadata.name.as_deref().unwrap_or_default());
+    peer.spec.profile_secret = Some(altostrat_vpn_operator::crd::ProfileSecretSpec { name });
+    peer
+}
+
+/// The client peer's profile is delivered once (the hub is not edited meanwhile): share
+/// tokens that change on every read (or expire) cause no second fetch. The site peer has none
+/// to deliver.
+async fn a_profile_is_fetched_once_whatever_the_share_tokens_do(run: &Run) {
+    let delivered = |p: &VpnPeer| {
+        let status = p.status.as_ref();
+        status
+            .and_then(|s| condition(&s.conditions, "ProfileReady"))
+            .is_some_and(|c| c.1 == "Delivered")
+    };
+    wait_peer(&run.peers, "alice", "profile delivered", delivered).await;
+    wait_peer(&run.peers, "branch", "no profile for a site", |p| {
+        let status = p.status.as_ref();
+        status
+            .and_then(|s| condition(&s.conditions, "ProfileReady"))
+            .is_some_and(|c| c.1 == "ProfileNotAvailable")
+    })
+    .await;
+    let lists = "GET /vpn/instances/{instanceId}/peers";
+    let listed = run.simc.count(lists).await;
+    eventually("three more peer observations", TIMEOUT, || async {
+        (run.simc.count(lists).await >= listed + 3).then_some(())
+    })
+    .await;
+    let calls = run.simc.calls_by_status().await;
+    assert_eq!(calls.get("GET /vpn/client 200"), Some(&1), "{calls:?}");
 }
 
 async fn a_peer_whose_user_was_deleted_is_not_recreated_in_a_loop(run: &Run, hub_id: &str) {

@@ -305,11 +305,16 @@ async fn fetch<A: VpnApi>(
     }
 }
 
+/// Forgets a peer Altostrat no longer has; a profile delivered for it no longer connects.
 async fn forget<A>(obj: &VpnPeer, ctx: &Context<A>, handle: &mut Handle<VpnPeer>, id: &str) -> Result<()> {
     let note = format!("Altostrat peer {id} no longer exists; creating it again");
     ctx.publish(obj, EventType::Warning, event::RECREATING, note)
         .await;
-    handle.status.update_fields(|status| status.peer_id = None).await
+    let forget_id = |status: &mut VpnPeerStatus| status.peer_id = None;
+    match profile::outdated_by_loss(obj, id) {
+        Some(stale) => handle.status.write_stage(stale, forget_id).await,
+        None => handle.status.update_fields(forget_id).await,
+    }
 }
 
 /// Writes the id the moment it is known, before anything else can fail.

@@ -72,6 +72,16 @@ pub(crate) fn pending_until_ready(obj: &VpnPeer) -> Option<ConditionState> {
     (!stated).then(|| pending("the peer is not in sync with Altostrat yet".into()))
 }
 
+/// The `ProfileReady` condition once the Altostrat peer `id` is gone, if a profile is asked
+/// for: the Secret's profile no longer connects, and the new peer's is fetched once it exists.
+pub(crate) fn outdated_by_loss(obj: &VpnPeer, id: &str) -> Option<(&'static str, Option<ConditionState>)> {
+    obj.spec.profile_secret.as_ref()?;
+    let why = format!(
+        "Altostrat peer {id} is gone, and with it the profile the Secret holds; the new peer's follows once it exists"
+    );
+    Some((PROFILE_READY, Some(pending(why))))
+}
+
 async fn settle<A: VpnApi>(
     obj: &VpnPeer,
     ctx: &Context<A>,

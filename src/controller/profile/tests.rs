@@ -239,6 +239,46 @@ async fn removing_the_field_deletes_the_secret_and_the_condition() {
 }
 
 #[tokio::test]
+async fn a_peer_recreated_in_altostrat_gets_the_new_peers_profile() {
+    let (h, hub, obj) = delivered().await;
+    let id = h.stored(&hub).unwrap().status.unwrap().instance_id.unwrap();
+    let old_peer = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+    h.altostrat.remove_peer(&id, &old_peer);
+    h.observations_expire();
+    h.reconcile(&obj).await.unwrap();
+    let new_peer = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+    assert_ne!(new_peer, old_peer);
+    let profile = text(&secret(&h).unwrap(), "wg0.conf");
+    assert!(
+        profile.contains(&format!("PRIVATE-KEY-OF-{new_peer}")),
+        "{profile}"
+    );
+    assert_eq!(profile_ready(&h, &obj), Some(("True".into(), "Delivered".into())));
+}
+
+#[tokio::test]
+async fn a_peer_lost_in_altostrat_no_longer_claims_a_current_profile() {
+    let (h, hub, obj) = delivered().await;
+    let id = h.stored(&hub).unwrap().status.unwrap().instance_id.unwrap();
+    let old_peer = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+    h.altostrat.remove_peer(&id, &old_peer);
+    h.altostrat.refuse(
+        Endpoint::CreatePeer,
+        crate::altostrat::ApiError::QuotaExceeded {
+            endpoint: Endpoint::CreatePeer,
+            status: 402,
+            message: "No seats left.".into(),
+        },
+    );
+    h.observations_expire();
+    assert!(h.reconcile(&obj).await.is_err());
+    assert_eq!(
+        profile_ready(&h, &obj),
+        Some(("False".into(), "ProfilePending".into()))
+    );
+}
+
+#[tokio::test]
 async fn a_paused_peer_leaves_its_secret_as_it_is() {
     let (h, _, obj) = delivered().await;
     let obj = h.annotate(&obj, crate::crd::PAUSED_ANNOTATION, Some("true"));
