@@ -153,6 +153,7 @@ All resources are Ready. Explore:
   export KUBECONFIG=$KUBECONFIG
   kubectl -n $DEMO_NS get altostrat                      # both kinds, via the category
   kubectl -n $DEMO_NS describe vpninstance demo-hub      # status flags, conditions, events
+  kubectl -n $DEMO_NS get secret alice-laptop-vpn -o jsonpath='{.data.wg0\.conf}' | base64 -d   # alice's profile
   kubectl explain vpninstance.spec
   curl -s http://127.0.0.1:$SIM_PORT/_admin/state | python3 -m json.tool   # the simulator's view
   curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep vpn_operator_

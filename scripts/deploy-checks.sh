@@ -780,7 +780,7 @@ kubectl delete namespace avo-uninstall --ignore-not-found --wait=false >/dev/nul
 # --- examples and GitOps -----------------------------------------------------------------------
 check "examples validate server-side" \
   kubectl apply --dry-run=server -n default -f examples/instance.yaml -f examples/client-peer.yaml -f examples/site-peer.yaml \
-    -f examples/observed-hub.yaml
+    -f examples/observed-hub.yaml -f examples/wireguard-gateway.yaml
 check "Artifact Hub: the chart's crdsExamples validate server-side" bash -c "
   $(declare -f as_list); jq -r '.[\"artifacthub.io/crdsExamples\"]' <<<'$annotations_json' | as_list |
   kubectl apply --dry-run=server -n default -f -"
