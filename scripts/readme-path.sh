@@ -338,6 +338,10 @@ check "the simulator holds one instance, $hostname in $region (created by the op
   jq -e --arg h "$2" --arg r "$3" "length == 1 and (.[0].hostname | startswith(\$h + \".\")) and .[0].region == \$r" <<<"$out" >/dev/null ||
     { jq -c "map({hostname, region})" <<<"$out"; exit 1; }' _ "$sim_url" "$hostname" "$region" || true
 
+profile_written() { [[ -n "$(kubectl -n vpn get secret alice-laptop-vpn -o jsonpath='{.data.wg0\.conf}' 2>/dev/null)" ]]; }
+check "the operator (as the chart's ServiceAccount, under the chart's admission policy) wrote alice-laptop's profile into Secret alice-laptop-vpn" \
+  wait_for 60 "Secret alice-laptop-vpn with wg0.conf" profile_written || true
+
 # --- 4. The status ---------------------------------------------------------------------------
 say "step 4: the status"
 mapfile -t cmds < <(block 4)
