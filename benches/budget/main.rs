@@ -164,7 +164,8 @@ impl Scaled {
     /// Writes that must follow the last instance's provisioning: its PUT, and its peers' POSTs
     /// (the operator creates a peer once its instance is Ready).
     fn writes_after_last(args: &Args) -> f64 {
-        1.0 + args.peers.div_ceil(args.instances) as f64
+        let per_peer = if args.profile_secrets { 2.0 } else { 1.0 };
+        1.0 + args.peers.div_ceil(args.instances) as f64 * per_peer
     }
 
     /// The floor if the last instance POST came as early as the full rate allows: the basis of
@@ -191,9 +192,12 @@ impl Scaled {
 }
 
 /// POST per instance and per peer, and the one PUT per instance that pushedRoutes and
-/// publicDns need (a create cannot carry them; Altostrat takes them once provisioned).
+/// publicDns need (a create cannot carry them; Altostrat takes them once provisioned); with
+/// --profile-secrets also one profile download per peer.
 fn minimum_writes(args: &Args) -> u64 {
-    (2 * args.instances + args.peers) as u64
+    // With --profile-secrets, each peer's profile download is paid at the writes' priority.
+    let downloads = if args.profile_secrets { args.peers } else { 0 };
+    (2 * args.instances + args.peers + downloads) as u64
 }
 
 fn operator_env(args: &Args, scaled: &Scaled) -> Vec<(String, String)> {

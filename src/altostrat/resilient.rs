@@ -171,7 +171,9 @@ impl<A: VpnApi> Resilient<A> {
     }
 }
 
-/// Writes are always `Write`; a read is as urgent as its caller said (see [`Urgency::scope`]).
+/// Writes are always `Write`, and so is a profile download: it is not observation but what a
+/// user asked to be delivered, made once per change (never recurring), so it is not squeezed
+/// into the observation share. A read is as urgent as its caller said (see [`Urgency::scope`]).
 fn urgency_of(endpoint: Endpoint) -> Urgency {
     match endpoint {
         Endpoint::CreateInstance
@@ -179,7 +181,8 @@ fn urgency_of(endpoint: Endpoint) -> Urgency {
         | Endpoint::DeleteInstance
         | Endpoint::CreatePeer
         | Endpoint::UpdatePeer
-        | Endpoint::DeletePeer => Urgency::Write,
+        | Endpoint::DeletePeer
+        | Endpoint::GetClientConfiguration => Urgency::Write,
         _ => Urgency::of_read(),
     }
 }

@@ -281,17 +281,28 @@ fn records_instance(instance: &VpnInstance, change: &Changed) -> bool {
     matches!(change, Changed::Instance(id) if recorded == Some(id.as_str()))
 }
 
-/// A peer whose Altostrat peer changed, or one delivering a profile whose instance changed
-/// (its routes or DNS may be in the profile).
+/// A peer whose Altostrat peer changed, or a converged one delivering a profile whose
+/// instance changed (its routes or DNS may be in the profile).
 fn records_peer(peer: &VpnPeer, change: &Changed) -> bool {
     let status = peer.status.as_ref();
     match change {
         Changed::Peer(id) => status.and_then(|s| s.peer_id.as_deref()) == Some(id.as_str()),
         Changed::Instance(id) => {
-            peer.spec.profile_secret.is_some()
-                && status.and_then(|s| s.instance_id.as_deref()) == Some(id.as_str())
+            delivers_a_profile(peer) && status.and_then(|s| s.instance_id.as_deref()) == Some(id.as_str())
         }
     }
+}
+
+/// A converged peer with `spec.profileSecret`: one whose profile an instance change may
+/// outdate. A peer not converged yet delivers its profile when it gets there, and re-running
+/// it for each change of a busy instance (provisioning, other peers created) would only delay
+/// it.
+fn delivers_a_profile(peer: &VpnPeer) -> bool {
+    let status = peer.status.as_ref();
+    peer.spec.profile_secret.is_some()
+        && status.is_some_and(|s| {
+            super::conditions::is_converged(&s.conditions, s.observed_generation, peer.metadata.generation)
+        })
 }
 
 /// The peers to reconcile when an instance changed: those in its namespace that name it (and,
@@ -304,7 +315,7 @@ fn dependents(
         .state()
         .into_iter()
         .filter(|p| p.namespace() == instance.namespace && p.spec.instance_ref.name == instance.name)
-        .filter(|p| *concerns == Concerns::AllPeers || p.spec.profile_secret.is_some())
+        .filter(|p| *concerns == Concerns::AllPeers || delivers_a_profile(p))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -385,15 +396,23 @@ mod tests {
     #[test]
     fn an_instance_change_triggers_only_the_peers_that_name_it_in_its_namespace() {
         let (store, mut writer) = reflector::store::<VpnPeer>();
+        let profile = |name: &str| Some(crate::crd::ProfileSecretSpec { name: name.into() });
         let mut delivering = peer("a", "dave", "hub");
-        delivering.spec.profile_secret = Some(crate::crd::ProfileSecretSpec {
-            name: "dave-vpn".into(),
+        delivering.spec.profile_secret = profile("dave-vpn");
+        delivering.metadata.generation = Some(3);
+        delivering.status = Some(crate::crd::VpnPeerStatus {
+            observed_generation: Some(3),
+            conditions: vec![condition("Ready"), condition("Synced")],
+            ..Default::default()
         });
+        let mut creating = peer("a", "erin", "hub");
+        creating.spec.profile_secret = profile("erin-vpn");
         for p in [
             peer("a", "alice", "hub"),
             peer("a", "bob", "other-hub"),
             peer("b", "carol", "hub"),
             delivering,
+            creating,
         ] {
             writer.apply_watcher_event(&Event::Apply(p));
         }
@@ -404,8 +423,12 @@ mod tests {
         };
         let mut all = triggered(Concerns::AllPeers);
         all.sort();
-        assert_eq!(all, vec!["alice".to_owned(), "dave".to_owned()]);
-        assert_eq!(triggered(Concerns::Profiles), vec!["dave".to_owned()]);
+        assert_eq!(all, ["alice", "dave", "erin"].map(String::from));
+        assert_eq!(
+            triggered(Concerns::Profiles),
+            vec!["dave".to_owned()],
+            "a peer still being created delivers its profile when it gets there"
+        );
     }
 
     #[test]
@@ -442,7 +465,7 @@ mod tests {
             "its own status details do not concern its peers"
         );
         status.pending_changes.clear();
-        status.conditions = vec![ready_condition()];
+        status.conditions = vec![condition("Ready")];
         hub.status = Some(status);
         assert_eq!(
             seen.changed(&hub),
@@ -455,9 +478,9 @@ mod tests {
         assert_eq!(seen.changed(&hub), all, "being deleted does");
     }
 
-    fn ready_condition() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    fn condition(type_: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: "Ready".into(),
+            type_: type_.into(),
             status: "True".into(),
             reason: "Available".into(),
             message: String::new(),
