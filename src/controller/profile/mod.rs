@@ -100,10 +100,14 @@ async fn settle<A: VpnApi>(
         return Ok(((Some(not_available(why)), kept), None));
     }
     let look = instance_look(obj, ctx, token);
-    let instance = ctx
+    let instance = match ctx
         .observations
         .instance(&*ctx.api, token, instance_id, look)
-        .await?;
+        .await
+    {
+        Ok(instance) => instance,
+        Err(e) => return held_back(e).map(|wait| ((Some(pending(budget_wait(wait))), kept), Some(wait))),
+    };
     let inputs = match instance.as_ref().map(|i| decide::inputs_digest(peer, i)) {
         Some(Ok(inputs)) => inputs,
         Some(Err(why)) => return Ok(((Some(pending(why)), kept), Some(ctx.settings.provisioning_poll))),
@@ -115,16 +119,16 @@ async fn settle<A: VpnApi>(
         .await
         .map_err(Error::kube(format!("read of Secret {name}")))?;
     let seen = decide::judge(existing.as_ref(), &obj.uid().unwrap_or_default());
-    let settled = match decide::refresh(&seen, &inputs) {
-        Refresh::Conflict => (Some(conflict(name)), None),
-        Refresh::Current { profile_hash } => delivered(name, profile_hash),
+    Ok(match decide::refresh(&seen, &inputs) {
+        Refresh::Conflict => ((Some(conflict(name)), None), None),
+        Refresh::Current { profile_hash } => (delivered(name, profile_hash), None),
         Refresh::Fetch { why } => {
             let target = (&secrets, existing, name);
-            let (condition, written) = refresh(obj, ctx, handle, (at, &inputs, why), target).await?;
-            (condition, written.or(kept.filter(|_| seen.is_ours())))
+            let ((condition, written), sooner) =
+                refresh(obj, ctx, handle, (at, &inputs, why), target).await?;
+            ((condition, written.or(kept.filter(|_| seen.is_ours()))), sooner)
         }
-    };
-    Ok((settled, None))
+    })
 }
 
 /// Fetches the profile and writes it into the Secret (`existing`: this peer's, or none).
@@ -134,16 +138,17 @@ async fn refresh<A: VpnApi>(
     handle: &mut Handle<VpnPeer>,
     (at, inputs, why): (PeerAt<'_>, &str, &str),
     (secrets, existing, name): (&Api<Secret>, Option<Secret>, &str),
-) -> Result<Settled> {
+) -> Result<(Settled, Option<Duration>)> {
     let peer = at.0;
     let configuration = match fetch(ctx, at).await? {
         Fetched::Profile(configuration) => configuration,
-        Fetched::NotIssued(why) => return Ok((Some(not_available(why)), None)),
-        Fetched::Rejected(why) => return Ok((Some(rejected(why)), None)),
+        Fetched::NotIssued(why) => return Ok(((Some(not_available(why)), None), None)),
+        Fetched::Rejected(why) => return Ok(((Some(rejected(why)), None), None)),
+        Fetched::HeldBack(wait) => return Ok(((Some(pending(budget_wait(wait))), None), Some(wait))),
     };
     let data = match decide::contents(peer.protocol, &configuration) {
         Ok(data) => data,
-        Err(why) => return Ok((Some(not_available(why)), None)),
+        Err(why) => return Ok(((Some(not_available(why)), None), None)),
     };
     let hash = decide::profile_hash(&data);
     let secret = profile_secret(obj, existing, name, data, (inputs, &hash));
@@ -152,7 +157,7 @@ async fn refresh<A: VpnApi>(
         event::PROFILE_WRITTEN,
         format!("wrote the client profile to Secret {name} ({why}; profile {hash})"),
     );
-    Ok(delivered(name, hash))
+    Ok((delivered(name, hash), None))
 }
 
 /// A client configuration, or why there is none.
@@ -162,6 +167,9 @@ enum Fetched {
     NotIssued(String),
     /// Altostrat refused a share token it had just shown.
     Rejected(String),
+    /// The token's budget holds the next call back this long: the peer is in sync, only its
+    /// profile waits (no error, no `Synced=False`).
+    HeldBack(Duration),
 }
 
 /// Fetches the configuration with the share token observed with the peer; if there is none
@@ -174,13 +182,17 @@ async fn fetch<A: VpnApi>(ctx: &Context<A>, (peer, instance_id, token): PeerAt<'
             Err(e) if refuses_token(&e) => {
                 tracing::debug!(error = %e, "share token refused; reading a fresh one")
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return held_back(e).map(Fetched::HeldBack),
         }
     }
-    let fresh = ctx
+    let fresh = match ctx
         .observations
         .peer_now(&*ctx.api, token, instance_id, &peer.id)
-        .await?;
+        .await
+    {
+        Ok(fresh) => fresh,
+        Err(e) => return held_back(e).map(Fetched::HeldBack),
+    };
     let Some(share) = fresh.and_then(|p| p.token) else {
         let why = "Altostrat shows no share token for this peer, so it offers no profile to download";
         return Ok(Fetched::NotIssued(why.into()));
@@ -188,8 +200,23 @@ async fn fetch<A: VpnApi>(ctx: &Context<A>, (peer, instance_id, token): PeerAt<'
     match ctx.api.client_configuration(token, &ApiToken::new(share)).await {
         Ok(configuration) => Ok(Fetched::Profile(configuration)),
         Err(e) if refuses_token(&e) => Ok(Fetched::Rejected(e.to_string())),
-        Err(e) => Err(e.into()),
+        Err(e) => held_back(e).map(Fetched::HeldBack),
     }
+}
+
+/// The wait of a call the budget held back; any other failure is the reconcile's error.
+fn held_back(e: ApiError) -> Result<Duration> {
+    match e {
+        ApiError::Throttled { expected_wait, .. } => Ok(expected_wait),
+        other => Err(other.into()),
+    }
+}
+
+fn budget_wait(wait: Duration) -> String {
+    format!(
+        "the API budget holds its download back for about {}s",
+        wait.as_secs().max(1)
+    )
 }
 
 /// How an expired or replaced share token is plausibly answered.

@@ -279,6 +279,31 @@ async fn a_peer_lost_in_altostrat_no_longer_claims_a_current_profile() {
 }
 
 #[tokio::test]
+async fn a_download_the_budget_holds_back_waits_without_failing_the_peer() {
+    let (h, _, obj) = delivered().await;
+    h.kube.remove(&named_secret(SECRET));
+    let held = crate::altostrat::ApiError::Throttled {
+        endpoint: Endpoint::GetClientConfiguration,
+        expected_wait: std::time::Duration::from_secs(12),
+    };
+    h.altostrat.refuse(Endpoint::GetClientConfiguration, held);
+    let action = h.reconcile(&obj).await.expect("no error: the peer is in sync");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(12))
+    );
+    assert_eq!(
+        profile_ready(&h, &obj),
+        Some(("False".into(), "ProfilePending".into()))
+    );
+    let synced = condition(&h.stored(&obj).unwrap().status.unwrap().conditions, "Synced");
+    assert_eq!(synced.map(|c| c.0), Some("True".into()));
+    h.reconcile(&obj).await.unwrap();
+    assert!(secret(&h).is_some());
+    assert_eq!(profile_ready(&h, &obj), Some(("True".into(), "Delivered".into())));
+}
+
+#[tokio::test]
 async fn a_paused_peer_leaves_its_secret_as_it_is() {
     let (h, _, obj) = delivered().await;
     let obj = h.annotate(&obj, crate::crd::PAUSED_ANNOTATION, Some("true"));
