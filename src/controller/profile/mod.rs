@@ -357,7 +357,9 @@ fn needs_a_person(reason: &str) -> bool {
 }
 
 /// The instance as the shared view holds it: recent enough for a converged peer, fresher
-/// while the profile waits for the instance's changes to be applied.
+/// while the profile waits for the instance's changes to be applied. Either look is a drift
+/// check's: while writes queue it is put off (`ProfilePending` at its expected slot) instead
+/// of holding a reconcile worker, so profiles never slow down the creation of a fleet.
 fn instance_look<A>(obj: &VpnPeer, ctx: &Context<A>, token: &ApiToken) -> Look {
     let waiting = obj.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -365,8 +367,8 @@ fn instance_look<A>(obj: &VpnPeer, ctx: &Context<A>, token: &ApiToken) -> Look {
             .any(|c| c.type_ == PROFILE_READY && c.reason == reason::PROFILE_PENDING)
     });
     match waiting {
-        true => Look::within(ctx.settings.provisioning_poll, Urgency::Poll),
-        false => Look::within(ctx.drift_interval(token), Urgency::Poll),
+        true => Look::within(ctx.settings.provisioning_poll, Urgency::Drift),
+        false => Look::within(ctx.drift_interval(token), Urgency::Drift),
     }
 }
 
