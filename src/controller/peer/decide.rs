@@ -308,13 +308,20 @@ pub(crate) fn recorded_on(status: Option<&VpnPeerStatus>, instance_id: Option<&s
     policy::owned_id(on_it).map(str::to_owned)
 }
 
-/// The status fields that mirror the Altostrat peer (conditions are the writer's).
-pub(crate) fn observed_status(observed: &Peer, instance_id: &str) -> VpnPeerStatus {
+/// The status fields that mirror the Altostrat peer (conditions are the writer's), still
+/// naming the profile Secret `stored` names: the profile delivery, a step of its own, decides
+/// whether it still holds.
+pub(crate) fn observed_status(
+    observed: &Peer,
+    instance_id: &str,
+    stored: Option<&VpnPeerStatus>,
+) -> VpnPeerStatus {
     VpnPeerStatus {
         peer_id: Some(observed.id.clone()),
         instance_id: Some(instance_id.to_owned()),
         connected: observed.connected,
         connected_from: observed.connected_from.clone(),
+        profile_secret: stored.and_then(|s| s.profile_secret.clone()),
         ..VpnPeerStatus::default()
     }
 }
@@ -355,7 +362,7 @@ pub(crate) fn withheld_status(
         );
         let status = VpnPeerStatus {
             plan: if gate.plans() { calls } else { Vec::new() },
-            ..observed_status(peer, instance_id)
+            ..observed_status(peer, instance_id, Some(&stored))
         };
         let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists");
         return (

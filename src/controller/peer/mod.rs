@@ -325,7 +325,7 @@ async fn record_id(
     (reason, note): ((&'static str, &'static str), String),
 ) -> Result<Peer> {
     handle.activity.record(reason, note);
-    let next = observed_keeping(handle, &peer, instance_id);
+    let next = observed_status(&peer, instance_id, handle.status.stored());
     handle
         .status
         .write(next, &ready_conditions(handle.status.gate()))
@@ -344,7 +344,7 @@ async fn record(
         .status
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions));
-    let next = observed_keeping(handle, peer, instance_id);
+    let next = observed_status(peer, instance_id, handle.status.stored());
     handle
         .status
         .write(next, &ready_conditions(handle.status.gate()))
@@ -355,16 +355,6 @@ async fn record(
             .record(event::READY, format!("peer {} is in sync", peer.id));
     }
     Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
-}
-
-/// The status of an observed peer, still naming the profile Secret written before (the
-/// profile delivery that follows decides whether it still holds).
-fn observed_keeping(handle: &Handle<VpnPeer>, peer: &Peer, instance_id: &str) -> VpnPeerStatus {
-    let written = handle.status.stored().and_then(|s| s.profile_secret.clone());
-    VpnPeerStatus {
-        profile_secret: written,
-        ..observed_status(peer, instance_id)
-    }
 }
 
 /// Creates the peer on the instance and records its id at once.

@@ -312,6 +312,24 @@ async fn a_paused_peer_leaves_its_secret_as_it_is() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(secret(&h), None);
     assert_eq!(h.altostrat.count(Endpoint::GetClientConfiguration), 0);
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(
+        status.profile_secret.map(|s| s.name),
+        Some(SECRET.to_owned()),
+        "still named"
+    );
+}
+
+#[tokio::test]
+async fn a_withheld_update_still_names_the_secret() {
+    let (h, _, obj) = delivered().await;
+    let obj = h.annotate(&obj, crate::crd::PAUSED_ANNOTATION, Some("true"));
+    let obj = h.edit(&obj, |p| p.spec.route_all = Some(true));
+    h.reconcile(&obj).await.unwrap();
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert!(!status.plan.is_empty(), "the update is withheld");
+    assert_eq!(status.profile_secret.map(|s| s.name), Some(SECRET.to_owned()));
+    assert!(secret(&h).is_some());
 }
 
 #[tokio::test]
