@@ -113,7 +113,7 @@ async fn settle<A: VpnApi>(
         Some(Err(why)) => return Ok(((Some(pending(why)), kept), Some(ctx.settings.provisioning_poll))),
         None => return Ok(((Some(pending("the instance is gone".into())), kept), None)),
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let secrets = secrets_of(obj, ctx);
     let existing = secrets
         .get_opt(name)
         .await
@@ -284,6 +284,11 @@ async fn write_secret(secrets: &Api<Secret>, secret: Secret) -> Result<()> {
         .map_err(Error::kube(format!("write of Secret {name}")))
 }
 
+/// The Secrets of the peer's namespace.
+fn secrets_of<A>(obj: &VpnPeer, ctx: &Context<A>) -> Api<Secret> {
+    Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
 /// Deletes the Secret a previous `spec.profileSecret` named, if it is this peer's own.
 async fn remove_own<A>(
     obj: &VpnPeer,
@@ -291,7 +296,7 @@ async fn remove_own<A>(
     handle: &mut Handle<VpnPeer>,
     name: &str,
 ) -> Result<()> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let secrets = secrets_of(obj, ctx);
     let found = secrets
         .get_opt(name)
         .await
