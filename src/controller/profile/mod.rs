@@ -5,8 +5,8 @@
 //! Secret is missing, its data was changed, or the profile's inputs changed (the peer's and
 //! its hub's routes, DNS and endpoint, see [`decide::inputs_digest`]); never because a share
 //! token expired. The Secret is read with a GET at each look (no Secret watch), written only
-//! when it is this peer's own (its controller reference), and carries no secret anywhere
-//! else: status, events and logs name the Secret and a hash of the profile.
+//! when it is this peer's own (see [`decide::judge`]), and the profile goes nowhere else:
+//! status, events and logs name the Secret and a hash of the profile.
 
 pub(crate) mod decide;
 #[cfg(test)]
