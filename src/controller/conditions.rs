@@ -102,7 +102,7 @@ pub fn now() -> Time {
 /// Builds the condition list from the desired states. `lastTransitionTime` is carried over
 /// from `existing` unless the status flipped, so a no-op reconcile produces identical
 /// conditions. Conditions of other types in `existing` are dropped (this operator owns them
-/// all), except those of [`CARRIED`] types, which are kept as they are.
+/// all), except those of the `CARRIED` types, which are kept as they are.
 pub fn merge(
     existing: &[Condition],
     desired: &[ConditionState],
