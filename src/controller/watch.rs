@@ -194,7 +194,7 @@ async fn warn_left_scope<A>(
 /// profile may have changed with it). Other changes (conditions' messages, observed
 /// configuration, the operator's own status writes) do not concern them.
 #[derive(Default)]
-struct PeerRelevant(std::collections::HashMap<ObjectRef<VpnInstance>, (u64, u64)>);
+struct PeerRelevant(std::collections::HashMap<ObjectRef<VpnInstance>, (u64, Option<i64>)>);
 
 /// Which peers of an instance a change concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,7 +205,9 @@ enum Concerns {
 }
 
 impl PeerRelevant {
-    fn fingerprints(instance: &VpnInstance) -> (u64, u64) {
+    /// What all its peers depend on (hashed), and the generation whose changes Altostrat has
+    /// applied (what profiles depend on).
+    fn fingerprints(instance: &VpnInstance) -> (u64, Option<i64>) {
         use std::hash::{Hash, Hasher};
         let status = instance.status.as_ref();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -225,7 +227,7 @@ impl PeerRelevant {
         let applied = status
             .filter(|s| s.pending_changes.is_empty() && super::conditions::is_ready(&s.conditions))
             .and_then(|s| s.observed_generation);
-        (base, applied.map_or(0, |g| g as u64 ^ base))
+        (base, applied)
     }
 
     /// Which peers a change of `instance` since it was last seen concerns, if any.
