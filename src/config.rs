@@ -172,6 +172,12 @@ pub struct RunArgs {
     #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", value_parser = parse_duration)]
     pub leader_election_retry_period: Option<Duration>,
 
+    /// The name of this installation in the ownership records it writes (default: the leader
+    /// Lease's namespace and name). Two installations in one cluster must differ: each leaves
+    /// the other's records alone.
+    #[arg(long, env = "INSTALLATION")]
+    pub installation: Option<String>,
+
     /// Identity of this replica (the pod name, from the downward API).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,

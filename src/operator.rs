@@ -14,6 +14,7 @@ use crate::altostrat::{
     ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy,
 };
 use crate::config::RunArgs;
+use crate::controller::record::Records;
 use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope, conditions};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::leader::{ElectionTiming, LeaderElector, LeaderGate};
@@ -199,6 +200,22 @@ fn watch_scopes(args: &RunArgs) -> Vec<WatchScope> {
     }
 }
 
+/// The namespace of the leader Lease.
+fn lease_namespace(args: &RunArgs) -> String {
+    args.leader_election_namespace
+        .clone()
+        .or_else(|| args.pod_namespace.clone())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// The name of this installation in ownership records: `--installation`, else the leader
+/// Lease's `namespace/name`, which two installations in one cluster cannot share.
+fn installation(args: &RunArgs) -> String {
+    args.installation
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", lease_namespace(args), args.leader_election_lease_name))
+}
+
 fn elector(
     args: &RunArgs,
     client: &kube::Client,
@@ -207,11 +224,7 @@ fn elector(
     gate: &Arc<LeaderGate>,
 ) -> Option<LeaderElector> {
     timing.map(|timing| {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| args.pod_namespace.clone())
-            .unwrap_or_else(|| "default".into());
+        let namespace = lease_namespace(args);
         LeaderElector::new(
             client.clone(),
             &namespace,
@@ -294,6 +307,7 @@ fn controller_deps(
             instance_concurrency: args.instance_concurrency,
             peer_concurrency: args.peer_concurrency,
             label_selector: args.label_selector.clone(),
+            installation: installation(args),
             ..Settings::default()
         },
         reporter: Reporter {
@@ -408,11 +422,15 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     // The previous leader's calls of the last minute still count at Altostrat.
     budget.start_empty();
 
+    let records = Records::new(client.clone(), installation(&args));
+    let scopes = watch_scopes(&args);
+    controller::upkeep::migrate(&client, &scopes, &records, args.label_selector.as_deref()).await?;
+    let sweeper = tokio::spawn(controller::upkeep::sweep(client.clone(), records));
     let observed = (metrics.clone(), &*health);
     let named = (identity, budget_settings);
     let deps = controller_deps(&args, client, api, default_token, observed, named);
     let (stop_tx, stop) = stoppable(shutdown);
-    let controllers = run_scopes(deps, watch_scopes(&args), stop, stores, health.clone());
+    let controllers = run_scopes(deps, scopes, stop, stores, health.clone());
     tokio::pin!(controllers);
     let mut lost = false;
     tokio::select! {
@@ -422,6 +440,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
             stop_after_lost_leadership(controllers, stop_tx, &health, &metrics).await;
         }
     }
+    sweeper.abort();
     health.shutting_down.store(true, Ordering::Relaxed);
     if let Some(elector) = &elector
         && !lost

@@ -75,9 +75,18 @@ fn crds_carry_the_documented_names_and_validation() {
         .collect();
     assert_eq!(
         names,
-        ["vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]
+        [
+            "ownershiprecords.vpn.altostrat.io",
+            "vpninstances.vpn.altostrat.io",
+            "vpnpeers.vpn.altostrat.io"
+        ]
     );
-    for c in &crds {
+    // Ownership records are cluster-scoped (no tenant's namespace role reaches them), written
+    // by the operator alone, and not in the `altostrat` category a tenant lists.
+    let records = &crds[0].spec;
+    assert_eq!(records.scope, "Cluster");
+    assert_eq!(records.names.categories, None);
+    for c in &crds[1..] {
         assert_eq!(c.spec.scope, "Namespaced");
         assert_eq!(
             c.spec.names.categories.as_deref(),
@@ -94,7 +103,7 @@ fn crds_carry_the_documented_names_and_validation() {
             "status subresource"
         );
     }
-    let yaml = crd::render(&crds[0]).unwrap();
+    let yaml = crd::render(&crds[1]).unwrap();
     for rule in ["self == oldSelf", "isCIDR(r)", "ip(a).family() == 4"] {
         assert!(yaml.contains(rule), "instance CRD lacks rule {rule}");
     }

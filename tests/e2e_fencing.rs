@@ -12,12 +12,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use altostrat_vpn_operator::crd::{CREATE_CLAIM_ANNOTATION, VpnInstance, VpnPeer};
+use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, ResourceExt};
 use serde_json::json;
 use support::process::*;
 use support::proxy::{TcpProxy, apiserver_addr};
@@ -117,12 +117,14 @@ async fn queue_two_creates(api: &Api<VpnInstance>, prefix: &str) {
         let manifest = instance_manifest(&format!("hub-{i}"), &format!("{prefix}-{i}"), json!({}));
         apply(api, &manifest).await;
     }
+    let client = api.clone().into_client();
     eventually("alpha claims both new hubs", TIMEOUT, || async {
-        let hubs = api.list(&Default::default()).await.ok()?.items;
-        let claimed = hubs.iter().filter(|h| {
-            h.name_any().as_str() >= "hub-4" && h.annotations().contains_key(CREATE_CLAIM_ANNOTATION)
-        });
-        (claimed.count() == 2).then_some(())
+        for i in 4..6 {
+            create_claimed(&client, &format!("{prefix}-{i}"))
+                .await
+                .then_some(())?;
+        }
+        Some(())
     })
     .await;
 }
@@ -712,11 +714,12 @@ async fn a_frozen_leader_sends_nothing_to_altostrat_after_it_resumes() {
     }
     // A hub's create claim is written right before its POST goes to the rate limiter.
     eventually("alpha claims both hubs", TIMEOUT, || async {
-        let hubs = instances.list(&Default::default()).await.ok()?.items;
-        let claimed = hubs
-            .iter()
-            .filter(|h| h.annotations().contains_key(CREATE_CLAIM_ANNOTATION));
-        (claimed.count() == 2).then_some(())
+        for i in 0..2 {
+            create_claimed(&client, &format!("frozen-{i}"))
+                .await
+                .then_some(())?;
+        }
+        Some(())
     })
     .await;
     alpha.signal("STOP");

@@ -124,7 +124,7 @@ impl HttpClient {
         token: &ApiToken,
         site_id: &str,
     ) -> ApiResult<Vec<serde_json::Value>> {
-        let path = format!("/vpn/site/{}/subnets", seg(site_id));
+        let path = format!("/vpn/site/{}/subnets", seg(Endpoint::ListSiteSubnets, site_id)?);
         self.list(Endpoint::ListSiteSubnets, &path, token).await
     }
 
@@ -301,14 +301,25 @@ async fn error_from_response(endpoint: Endpoint, response: reqwest::Response) ->
     classify_details(endpoint, status.as_u16(), ErrorDetails::parse(&text), retry_after)
 }
 
-fn seg(id: &str) -> String {
-    // Ids are UUIDs; anything else is percent-encoded so it cannot change the path.
-    id.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// An id as one path segment, whatever its source (spec, status, an answer): ids are UUIDs,
+/// and anything that is not a plain segment (empty, `.`, `..`, or with any character but
+/// letters, digits, `-`, `_` and `.`) is refused before a request is made. Percent-encoding
+/// would not do: URL parsers resolve `%2E%2E` as `..`.
+fn seg(endpoint: Endpoint, id: &str) -> ApiResult<&str> {
+    let plain = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if plain && !id.is_empty() && id.len() <= 128 && !id.trim_matches('.').is_empty() {
+        return Ok(id);
+    }
+    Err(ApiError::Invalid {
+        endpoint,
+        status: 0,
+        code: "invalid_id".into(),
+        message: format!(
+            "{id:?} is not an Altostrat id (a plain path segment such as a UUID); no request was sent"
+        ),
+    })
 }
 
 impl VpnApi for HttpClient {
@@ -328,7 +339,7 @@ impl VpnApi for HttpClient {
     }
 
     async fn get_instance(&self, token: &ApiToken, id: &str) -> ApiResult<Instance> {
-        let path = format!("/vpn/instances/{}", seg(id));
+        let path = format!("/vpn/instances/{}", seg(Endpoint::GetInstance, id)?);
         self.json(Endpoint::GetInstance, Method::GET, &path, token, None)
             .await
     }
@@ -350,7 +361,7 @@ impl VpnApi for HttpClient {
         id: &str,
         update: &InstanceUpdate,
     ) -> ApiResult<Instance> {
-        let path = format!("/vpn/instances/{}", seg(id));
+        let path = format!("/vpn/instances/{}", seg(Endpoint::UpdateInstance, id)?);
         self.json(Endpoint::UpdateInstance, Method::PUT, &path, token, body(update))
             .await
     }
@@ -358,7 +369,7 @@ impl VpnApi for HttpClient {
     async fn delete_instance(&self, token: &ApiToken, id: &str) -> ApiResult<()> {
         self.no_content(
             Endpoint::DeleteInstance,
-            &format!("/vpn/instances/{}", seg(id)),
+            &format!("/vpn/instances/{}", seg(Endpoint::DeleteInstance, id)?),
             token,
         )
         .await
@@ -370,7 +381,7 @@ impl VpnApi for HttpClient {
         instance_id: &str,
         kind: Option<PeerType>,
     ) -> ApiResult<Vec<Peer>> {
-        let mut path = format!("/vpn/instances/{}/peers", seg(instance_id));
+        let mut path = format!("/vpn/instances/{}/peers", seg(Endpoint::ListPeers, instance_id)?);
         if let Some(kind) = kind {
             path.push_str("?type=");
             path.push_str(kind.as_str());
@@ -379,13 +390,17 @@ impl VpnApi for HttpClient {
     }
 
     async fn get_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<Peer> {
-        let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
+        let path = format!(
+            "/vpn/instances/{}/peers/{}",
+            seg(Endpoint::GetPeer, instance_id)?,
+            seg(Endpoint::GetPeer, peer_id)?
+        );
         self.json(Endpoint::GetPeer, Method::GET, &path, token, None)
             .await
     }
 
     async fn create_peer(&self, token: &ApiToken, instance_id: &str, create: &PeerCreate) -> ApiResult<Peer> {
-        let path = format!("/vpn/instances/{}/peers", seg(instance_id));
+        let path = format!("/vpn/instances/{}/peers", seg(Endpoint::CreatePeer, instance_id)?);
         self.json(Endpoint::CreatePeer, Method::POST, &path, token, body(create))
             .await
     }
@@ -397,13 +412,21 @@ impl VpnApi for HttpClient {
         peer_id: &str,
         update: &PeerUpdate,
     ) -> ApiResult<Peer> {
-        let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
+        let path = format!(
+            "/vpn/instances/{}/peers/{}",
+            seg(Endpoint::UpdatePeer, instance_id)?,
+            seg(Endpoint::UpdatePeer, peer_id)?
+        );
         self.json(Endpoint::UpdatePeer, Method::PUT, &path, token, body(update))
             .await
     }
 
     async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
-        let path = format!("/vpn/instances/{}/peers/{}", seg(instance_id), seg(peer_id));
+        let path = format!(
+            "/vpn/instances/{}/peers/{}",
+            seg(Endpoint::DeletePeer, instance_id)?,
+            seg(Endpoint::DeletePeer, peer_id)?
+        );
         self.no_content(Endpoint::DeletePeer, &path, token).await
     }
     /// Asks for a text profile first: the form a client installs as it is.

@@ -13,6 +13,7 @@ use super::default_token::DefaultToken;
 use super::error::{Error, FailureCounts, Result};
 use super::observation::{Look, Observations};
 use super::plan;
+use super::record::Records;
 use crate::altostrat::model::region_codes;
 use crate::altostrat::{ApiToken, BudgetConfig, Urgency, VpnApi};
 use crate::crd::{
@@ -20,7 +21,7 @@ use crate::crd::{
 };
 use crate::metrics::Metrics;
 use crate::server::InFlight;
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 
 /// Operator-wide settings for the controllers.
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct Settings {
     pub label_selector: Option<String>,
     /// How long the region list is trusted before it is fetched again.
     pub region_cache_ttl: Duration,
+    /// The name of this operator installation in ownership records (`--installation`).
+    pub installation: String,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             peer_concurrency: 8,
             label_selector: None,
             region_cache_ttl: Duration::from_secs(600),
+            installation: "default".into(),
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct Context<A> {
     pub instances: Store<VpnInstance>,
     /// Peers as seen by the peer controller, to know which Altostrat peers others record.
     pub peers: Store<VpnPeer>,
+    /// The ownership records: who holds which Altostrat object, read fresh by every reconcile.
+    pub records: Records,
     pub(crate) failures: FailureCounts,
     regions: tokio::sync::Mutex<RegionCache>,
     /// When each object (by uid) last looked at Altostrat: its next poll needs a newer list.
@@ -99,6 +105,7 @@ impl<A: VpnApi> Context<A> {
     ) -> Self {
         Self {
             recorder: Recorder::new(client.clone(), reporter.clone()),
+            records: Records::new(client.clone(), settings.installation.clone()),
             client,
             api,
             observations,
@@ -217,52 +224,6 @@ impl<A> Context<A> {
         self.metrics.record_drift_cycle(longest);
         interval
     }
-
-    /// Another VpnInstance that records the Altostrat instance `id` in its status or adopts it
-    /// in its spec, among those `accept` admits, as `namespace/name`.
-    pub(crate) fn instance_holding(
-        &self,
-        me: &VpnInstance,
-        id: &str,
-        accept: impl Fn(&VpnInstance) -> bool,
-    ) -> Option<String> {
-        let holds = |i: &VpnInstance| {
-            i.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id)
-                || i.spec.instance_id.as_deref() == Some(id)
-        };
-        self.instances
-            .state()
-            .into_iter()
-            .find(|i| !same_object(i.as_ref(), me) && holds(i) && accept(i))
-            .map(|i| qualified_name(i.as_ref()))
-    }
-
-    /// Another VpnPeer that records the Altostrat peer `id`, among those `accept` admits, as
-    /// `namespace/name`.
-    pub(crate) fn peer_holding(
-        &self,
-        me: &VpnPeer,
-        id: &str,
-        accept: impl Fn(&VpnPeer) -> bool,
-    ) -> Option<String> {
-        self.peers
-            .state()
-            .into_iter()
-            .find(|p| {
-                !same_object(p.as_ref(), me)
-                    && p.status.as_ref().and_then(|s| s.peer_id.as_deref()) == Some(id)
-                    && accept(p)
-            })
-            .map(|p| qualified_name(p.as_ref()))
-    }
-}
-
-fn same_object<K: Resource>(a: &K, b: &K) -> bool {
-    a.meta().namespace == b.meta().namespace && a.meta().name == b.meta().name
-}
-
-pub(crate) fn qualified_name<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// Whether the Secret opted in to being used as credentials.

@@ -72,20 +72,6 @@ impl<K: Reconciler> Handle<K> {
         Ok(self.note(patched))
     }
 
-    /// See [`finalizer::claim`]: `Added`, or `Stale` when our copy was not current.
-    pub async fn claim(&mut self, obj: &K, at: &k8s_openapi::jiff::Timestamp) -> Result<FinalizerState> {
-        let patched = finalizer::claim(&self.api, obj, self.status.version(), at).await?;
-        Ok(self.note(patched))
-    }
-
-    /// See [`finalizer::withdraw_claim`]. A stale copy keeps the claim: the next attempt
-    /// refreshes it before its create anyway.
-    pub async fn withdraw_claim(&mut self, obj: &K) -> Result<()> {
-        let patched = finalizer::withdraw_claim(&self.api, obj, self.status.version()).await?;
-        self.note(patched);
-        Ok(())
-    }
-
     /// See [`finalizer::release`].
     pub async fn release(&self, obj: &K) -> Result<Action> {
         finalizer::release(&self.api, obj, self.status.version()).await

@@ -1,6 +1,5 @@
 //! The cleanup finalizer. It is patched with the observed `resourceVersion` as a precondition,
-//! so a stale copy can neither clobber a concurrent edit nor make a claim (see
-//! `peer::decide`) that a newer version may already have made.
+//! so a stale copy cannot clobber a concurrent edit.
 
 use std::time::Duration;
 
@@ -9,9 +8,8 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::error::{Error, Result};
-use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{CREATE_CLAIM_ANNOTATION, FINALIZER};
+use crate::crd::FINALIZER;
 
 /// When our copy of an object was stale, look again after the watch has caught up.
 pub(crate) const STALE_RETRY: Duration = Duration::from_millis(500);
@@ -42,38 +40,6 @@ where
     finalizers.push(FINALIZER.to_owned());
     let patch = serde_json::json!({
         "metadata": { "finalizers": finalizers, "resourceVersion": version }
-    });
-    merge_if_current(api, obj, &patch).await
-}
-
-/// Claims a create: adds the finalizer if missing and records `at` as the claim, only if
-/// `version` is the latest.
-pub(crate) async fn claim<K>(api: &Api<K>, obj: &K, version: Option<&str>, at: &Timestamp) -> Result<Patched>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut finalizers = obj.finalizers().to_vec();
-    if !has_finalizer(obj) {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    let patch = serde_json::json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "annotations": { CREATE_CLAIM_ANNOTATION: at.to_string() },
-            "resourceVersion": version,
-        }
-    });
-    merge_if_current(api, obj, &patch).await
-}
-
-/// Withdraws the create claim: the create sent after it was refused, so no object of ours
-/// can stem from it, and nothing may ever be searched for or deleted on its strength.
-pub(crate) async fn withdraw_claim<K>(api: &Api<K>, obj: &K, version: Option<&str>) -> Result<Patched>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let patch = serde_json::json!({
-        "metadata": { "annotations": { CREATE_CLAIM_ANNOTATION: null }, "resourceVersion": version }
     });
     merge_if_current(api, obj, &patch).await
 }
@@ -130,7 +96,7 @@ where
 pub(crate) enum FinalizerState {
     /// Held since before this reconcile.
     Held,
-    /// Added by this reconcile, on a copy that was current: for peers, a create claim.
+    /// Added by this reconcile, on a copy that was current.
     Added,
     Missing,
     /// Adding it failed because our copy was stale: wait for the watch to catch up.

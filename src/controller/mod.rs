@@ -31,10 +31,12 @@ pub mod plan;
 mod planned;
 mod policy;
 mod profile;
+pub mod record;
 mod secret_guard;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod upkeep;
 pub mod watch;
 
 pub use context::{Context, Settings};

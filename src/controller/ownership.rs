@@ -1,14 +1,17 @@
 //! The one ownership rule. The operator writes to, adopts or deletes an Altostrat object only
-//! when it can prove the object is this resource's own:
+//! when it can prove the object is this resource's own, and the proof is always an
+//! ownership record (see [`super::record`]) that names this resource:
 //!
-//! 1. its id was recorded from this resource's own create (or adoption), not while the
-//!    resource only observed the object (`managementPolicy: ObserveOnly`), or
-//! 2. the user adopted it explicitly (`spec.instanceId`), or
-//! 3. it is this resource's own lost create: the resource holds a create claim (written right
-//!    before each create), the object was created at or after the claim, and no other
-//!    resource in the cluster records it.
+//! 1. the record was taken for this resource's own create (before the create was sent) and
+//!    holds the id the create returned, or
+//! 2. the record was taken for an explicit adoption (`spec.instanceId`, `spec.peerId`), which
+//!    takes a free record only, and only when the object matches the spec, or
+//! 3. the object is this resource's own lost create: its record holds a create claim, the
+//!    object was created at or after the claim, and no other record holds the object.
 //!
-//! Anything else is left alone: no write, no delete, a condition that names the object.
+//! Status, annotations and spec are inputs, never proof: an id recorded in status without a
+//! record behind it is left alone. Anything else is left alone too: no write, no delete, a
+//! condition that names the object and, where there is one, its holder.
 //! Altostrat's `created_at` and the cluster's clock may disagree: an object created less than
 //! [`CLOCK_SKEW_TOLERANCE`] before the claim may be a lost create seen through a slow clock,
 //! but may as well be someone else's, so it is not provably ours either; the message says how
@@ -17,21 +20,36 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::Resource;
-
-use super::policy;
-use crate::crd::{CREATE_CLAIM_ANNOTATION, ManagementPolicy, VpnInstance, VpnPeer};
 
 /// How far Altostrat's clock may be behind the cluster's before an object created after our
 /// claim looks older than it; within it, an object is neither provably ours nor provably not.
 pub const CLOCK_SKEW_TOLERANCE: Duration = Duration::from_secs(120);
 
+/// The create claim of a resource's record, as far as this reconcile knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    None,
+    /// Made by an earlier reconcile, whose create may have been applied.
+    Held(Timestamp),
+    /// Made by this reconcile: no create was sent since.
+    Fresh(Timestamp),
+}
+
+impl Claim {
+    pub fn at(self) -> Option<Timestamp> {
+        match self {
+            Self::Held(at) | Self::Fresh(at) => Some(at),
+            Self::None => None,
+        }
+    }
+}
+
 /// The verdict on an object found without a recorded id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ownership {
-    /// Created at or after this resource's claim, and recorded by no other resource.
+    /// Created at or after this resource's claim, and held by no other record.
     Ours,
-    /// Another resource of the cluster records it (`namespace/name`).
+    /// Another record holds it (its holder, for the message).
     RecordedElsewhere(String),
     /// No create was claimed, or the object predates the claim: someone else's.
     NotOurs,
@@ -62,31 +80,6 @@ pub(crate) fn judge(
     } else {
         Ownership::NotOurs
     }
-}
-
-/// The create claim a resource holds, if any.
-pub(crate) fn claim_of<K: Resource>(obj: &K) -> Option<Timestamp> {
-    obj.meta()
-        .annotations
-        .as_ref()?
-        .get(CREATE_CLAIM_ANNOTATION)?
-        .parse()
-        .ok()
-}
-
-/// Whether `other` holds Altostrat instance `id` as its own: adopted in its spec, or recorded
-/// in its status, while it manages (an observer records what it only looks at).
-pub(crate) fn owns_instance(other: &VpnInstance, id: &str) -> bool {
-    let adopted = other.spec.instance_id.as_deref() == Some(id);
-    let status = other.status.as_ref();
-    let recorded = policy::owned_id(status) == Some(id);
-    other.spec.management_policy != ManagementPolicy::ObserveOnly && (adopted || recorded)
-}
-
-/// Whether `other` records Altostrat peer `id` as its own (not merely observed).
-pub(crate) fn owns_peer(other: &VpnPeer, id: &str) -> bool {
-    other.spec.management_policy != ManagementPolicy::ObserveOnly
-        && policy::owned_id(other.status.as_ref()) == Some(id)
 }
 
 /// Why an object is left alone, for the condition message.

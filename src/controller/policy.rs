@@ -72,14 +72,6 @@ impl Gate {
     }
 }
 
-/// The id a status records as the resource's own: one recorded under `ObserveOnly` was only
-/// observed, and never counts (see [`observed_id`]).
-pub(crate) fn owned_id<S: ConditionedStatus>(status: Option<&S>) -> Option<&str> {
-    status
-        .filter(|s| s.management_policy() != Some(ManagementPolicy::ObserveOnly))
-        .and_then(|s| s.recorded_id())
-}
-
 /// The id a status recorded while the resource only observed its object.
 pub(crate) fn observed_id<S: ConditionedStatus>(status: Option<&S>) -> Option<&str> {
     status

@@ -10,7 +10,7 @@ use super::FIELD_MANAGER;
 use super::conditions::{self, ConditionState, READY, STALLED, SYNCED};
 use super::error::{Error, Result};
 use super::policy::{self, Gate};
-use crate::crd::{ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
+use crate::crd::{DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
 
 /// The status types of both kinds, as far as the writer needs them.
 pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
@@ -22,6 +22,8 @@ pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Seriali
     fn set_last_handled_reconcile_at(&mut self, at: Option<String>);
     fn management_policy(&self) -> Option<ManagementPolicy>;
     fn set_management_policy(&mut self, policy: ManagementPolicy);
+    fn deletion_policy(&self) -> Option<DeletionPolicy>;
+    fn set_deletion_policy(&mut self, policy: Option<DeletionPolicy>);
     /// The Altostrat id of the object (`instanceId`, `peerId`).
     fn recorded_id(&self) -> Option<&str>;
     fn forget_recorded_id(&mut self);
@@ -56,6 +58,12 @@ macro_rules! conditioned_status {
             fn set_management_policy(&mut self, policy: ManagementPolicy) {
                 self.management_policy = Some(policy);
             }
+            fn deletion_policy(&self) -> Option<DeletionPolicy> {
+                self.deletion_policy
+            }
+            fn set_deletion_policy(&mut self, policy: Option<DeletionPolicy>) {
+                self.deletion_policy = policy;
+            }
             fn recorded_id(&self) -> Option<&str> {
                 self.$id.as_deref()
             }
@@ -79,6 +87,8 @@ pub(crate) struct Stamp {
     pub request: Option<String>,
     /// The id the spec adopts explicitly (`instanceId`, `peerId`).
     pub adopted: Option<String>,
+    /// The deletion policy in force, once this reconcile has read the object's record.
+    pub deletion: Option<DeletionPolicy>,
 }
 
 impl Stamp {
@@ -87,6 +97,7 @@ impl Stamp {
             gate: Gate::of(obj),
             request: policy::reconcile_request(obj),
             adopted: obj.adopted_id().map(str::to_owned),
+            deletion: None,
         }
     }
 
@@ -100,6 +111,7 @@ impl Stamp {
             next.forget_recorded_id();
         }
         next.set_management_policy(self.gate.policy);
+        next.set_deletion_policy(self.deletion.or(stored.and_then(|s| s.deletion_policy())));
     }
 
     /// Acknowledges the request this reconcile handles; otherwise keeps the one acknowledged
@@ -178,6 +190,11 @@ where
     /// Notes the version a metadata patch of this reconcile produced.
     pub fn set_version(&mut self, version: Option<String>) {
         self.version = version;
+    }
+
+    /// Notes the deletion policy in force, which every status this reconcile writes shows.
+    pub fn set_deletion_policy(&mut self, policy: DeletionPolicy) {
+        self.stamp.deletion = Some(policy);
     }
 
     /// What this reconcile may write to Altostrat (as every status it writes says).

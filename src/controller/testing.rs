@@ -113,6 +113,17 @@ impl FakeKube {
         self.0.lock().unwrap().calls.clear();
     }
 
+    /// The ownership records stored.
+    pub fn records(&self) -> Vec<crate::crd::OwnershipRecord> {
+        let state = self.0.lock().unwrap();
+        state
+            .objects
+            .iter()
+            .filter(|(path, _)| path.contains("/ownershiprecords/"))
+            .map(|(_, v)| serde_json::from_value(v.clone()).unwrap())
+            .collect()
+    }
+
     /// Removes `obj`, as the API server does once its finalizers are gone.
     pub fn remove<K: Resource<DynamicType = ()>>(&self, obj: &K) {
         let path = object_path::<K>(obj.meta().namespace.as_deref().unwrap_or(NS), &obj.name_any());

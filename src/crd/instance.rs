@@ -129,10 +129,13 @@ pub struct VpnInstanceSpec {
     #[schemars(length(max = 64))]
     pub dns_custom: Vec<DnsRecord>,
 
-    /// What to do with the Altostrat instance when this resource is deleted: `Delete` it
-    /// (default) or `Orphan` it (leave it running). Only `Full` management deletes anything.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What to do with the Altostrat instance when this resource is deleted: `Delete` it or
+    /// `Orphan` it (leave it running). When unset: `Delete` for a hub this resource created,
+    /// `Orphan` for one it adopted (`instanceId`), so that a copy of a manifest applied
+    /// elsewhere never deletes a hub it did not make. The policy in force is shown in
+    /// `status.deletionPolicy`. Only `Full` management deletes anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// How much the operator may do with the Altostrat instance. `Full` (default): create it,
     /// keep it as the spec says, delete it by `deletionPolicy`. `ObserveOnly`: find an existing
@@ -152,10 +155,14 @@ pub struct VpnInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 
-    /// Adopt an existing Altostrat instance by its id instead of creating one (with
-    /// `managementPolicy: ObserveOnly`: observe it). Cannot be changed or removed once set.
+    /// Adopt an existing Altostrat instance by its id (a UUID) instead of creating one (with
+    /// `managementPolicy: ObserveOnly`: observe it). The hub's `hostname` must match, and no
+    /// other resource may hold it. Cannot be changed or removed once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    )]
     pub instance_id: Option<String>,
 }
 
@@ -189,10 +196,13 @@ pub struct VpnInstanceStatus {
     /// Altostrat id of the instance; recorded as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,
-    /// The managementPolicy this status was written under. An instanceId recorded under
-    /// `ObserveOnly` was only observed: it never makes the hub this resource's own.
+    /// The managementPolicy this status was written under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_policy: Option<ManagementPolicy>,
+    /// The deletionPolicy in force: `spec.deletionPolicy` if set, else `Delete` for a hub this
+    /// resource created and `Orphan` for one it adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
     /// Fully qualified public name of the hub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,

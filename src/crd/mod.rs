@@ -5,6 +5,7 @@
 
 mod instance;
 mod peer;
+mod record;
 
 pub use instance::{
     DnsRecord, DnsRecordKind, FirewallRuleStatus, VpnInstance, VpnInstanceSpec, VpnInstanceStatus,
@@ -13,6 +14,7 @@ pub use peer::{
     InstanceReference, PeerKind, PeerProtocol, ProfileSecretSpec, ProfileSecretStatus, VpnPeer, VpnPeerSpec,
     VpnPeerStatus,
 };
+pub use record::{Holder, OwnershipRecord, OwnershipRecordSpec, RecordOrigin, RecordRole};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -23,11 +25,10 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "vpn.altostrat.io";
 /// Finalizer that keeps a resource until its Altostrat object is deleted (or orphaned).
 pub const FINALIZER: &str = "vpn.altostrat.io/cleanup";
-/// When this resource last claimed a create: written, with the finalizer, right before each
-/// create is sent, so that an object found later without a recorded id can be proven to be
-/// this resource's own lost create (created after the claim). Kept in metadata, where backups
-/// keep it.
-pub const CREATE_CLAIM_ANNOTATION: &str = "vpn.altostrat.io/create-claimed-at";
+/// Label of an ownership record: the installation that wrote it (see `--installation`).
+pub const INSTALLATION_LABEL: &str = "vpn.altostrat.io/installation";
+/// Label of a peer's ownership record: the Altostrat peer id, once known.
+pub const PEER_ID_LABEL: &str = "vpn.altostrat.io/peer-id";
 
 /// Set to `"true"` to pause a resource: the operator keeps observing Altostrat and reports
 /// drift, but writes nothing there until the annotation is removed. Deleting a paused resource
@@ -49,8 +50,9 @@ pub const CREDENTIALS_FINALIZER: &str = "vpn.altostrat.io/credentials-in-use";
 /// make the operator use a Secret that was not meant for it.
 pub const CREDENTIALS_LABEL: &str = "vpn.altostrat.io/credentials";
 
-/// What happens to the Altostrat object when the Kubernetes resource is deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// What happens to the Altostrat object when the Kubernetes resource is deleted. (A `//` comment:
+// a type doc would replace the fields' own descriptions in `kubectl explain`.)
+#[derive(PartialOrd, Ord, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum DeletionPolicy {
     /// Delete the object in Altostrat, then release the resource.
     #[default]
@@ -119,7 +121,7 @@ pub const SECRET_RATE_KEY: &str = "requestsPerMinute";
 
 /// Every CRD the operator serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![VpnInstance::crd(), VpnPeer::crd()]
+    vec![OwnershipRecord::crd(), VpnInstance::crd(), VpnPeer::crd()]
 }
 
 /// The committed file name of a CRD: `<plural>.<group>.yaml`.

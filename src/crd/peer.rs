@@ -114,10 +114,12 @@ pub struct VpnPeerSpec {
     #[x_kube(validation = Rule::new("self.all(s, isCIDR(s))").message("every subnets entry must be a CIDR such as 192.168.10.0/24"))]
     pub subnets: Option<Vec<String>>,
 
-    /// What to do with the Altostrat peer when this resource is deleted: `Delete` it
-    /// (default) or `Orphan` it (leave it in place). Only `Full` management deletes anything.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What to do with the Altostrat peer when this resource is deleted: `Delete` it or
+    /// `Orphan` it (leave it in place). When unset: `Delete` for a peer this resource created,
+    /// `Orphan` for one it adopted (`peerId`). The policy in force is shown in
+    /// `status.deletionPolicy`. Only `Full` management deletes anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 
     /// How much the operator may do with the Altostrat peer. `Full` (default): create it, keep
     /// it as the spec says, delete it by `deletionPolicy`. `ObserveOnly`: find the peer
@@ -130,12 +132,15 @@ pub struct VpnPeerSpec {
     #[serde(default)]
     pub management_policy: ManagementPolicy,
 
-    /// Adopt an existing Altostrat peer by its id instead of creating one. It must be of this
-    /// peer's type and user or site; once adopted it is managed (and deleted by
-    /// `deletionPolicy`) like a peer this resource created. Cannot be changed or removed once
-    /// set.
+    /// Adopt an existing Altostrat peer by its id (a UUID) instead of creating one. It must be
+    /// of this peer's type and user or site, and no other resource may hold it; once adopted
+    /// it is managed like a peer this resource created, and orphaned on deletion unless
+    /// `deletionPolicy: Delete` is set. Cannot be changed or removed once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    )]
     pub peer_id: Option<String>,
 
     /// Deliver the peer's VPN client profile into a Secret of this namespace (opt-in). The
@@ -191,10 +196,13 @@ pub struct VpnPeerStatus {
     /// Altostrat id of the peer; recorded as soon as it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<String>,
-    /// The managementPolicy this status was written under. A peerId recorded under
-    /// `ObserveOnly` was only observed: it never makes the peer this resource's own.
+    /// The managementPolicy this status was written under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_policy: Option<ManagementPolicy>,
+    /// The deletionPolicy in force: `spec.deletionPolicy` if set, else `Delete` for a peer this
+    /// resource created and `Orphan` for one it adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
     /// Altostrat id of the instance the peer was created on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_id: Option<String>,

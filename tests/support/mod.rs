@@ -17,7 +17,7 @@ use altostrat_vpn_operator::altostrat::{
     ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy,
 };
 use altostrat_vpn_operator::controller::{self, DefaultToken, Settings, WatchScope};
-use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
+use altostrat_vpn_operator::crd::{self, OwnershipRecord, VpnInstance, VpnPeer};
 use altostrat_vpn_operator::metrics::Metrics;
 use altostrat_vpn_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use k8s_openapi::api::core::v1::Namespace;
@@ -130,6 +130,8 @@ pub struct OperatorOptions {
     pub resync_interval: Duration,
     pub rate_limit_per_minute: u32,
     pub token: Option<&'static str>,
+    /// The installation named in the ownership records it writes.
+    pub installation: &'static str,
 }
 
 impl Default for OperatorOptions {
@@ -138,6 +140,7 @@ impl Default for OperatorOptions {
             resync_interval: Duration::from_secs(300),
             rate_limit_per_minute: 60_000,
             token: Some(TOKEN),
+            installation: "e2e/altostrat-vpn-operator",
         }
     }
 }
@@ -200,6 +203,7 @@ pub fn start_operator_scoped(
             provisioning_poll: Duration::from_secs(1),
             budget: budget_config,
             label_selector,
+            installation: options.installation.to_owned(),
             ..Settings::default()
         },
         reporter: Reporter {
@@ -317,6 +321,20 @@ pub fn peer_ready(o: &VpnPeer) -> bool {
     let Some(s) = o.status.as_ref() else { return false };
     s.observed_generation == o.metadata.generation
         && condition(&s.conditions, "Ready").is_some_and(|(status, _, _)| status == "True")
+}
+
+/// The ownership record `name` (`instance.<hostname>`, `peer.<uid>`), if any.
+pub async fn ownership_record(client: &Client, name: &str) -> Option<OwnershipRecord> {
+    let records: Api<OwnershipRecord> = Api::all(client.clone());
+    records.get_opt(name).await.unwrap()
+}
+
+/// Whether the hub with this hostname has a create claimed: its record holds a claim and no id
+/// yet (the record is written right before the POST goes to the rate limiter).
+pub async fn create_claimed(client: &Client, hostname: &str) -> bool {
+    ownership_record(client, &format!("instance.{hostname}"))
+        .await
+        .is_some_and(|r| r.spec.claimed_at.is_some() && r.spec.instance_id.is_none())
 }
 
 pub fn instance_manifest(name: &str, hostname: &str, extra: Value) -> VpnInstance {

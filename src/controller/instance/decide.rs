@@ -7,13 +7,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
+use super::super::ownership::Claim;
 use super::super::ownership::{self, Ownership};
 use super::super::policy::Gate;
 use super::super::{plan, planned};
 use crate::altostrat::ApiError;
 use crate::altostrat::model::{Instance, InstanceUpdate};
-use crate::crd::{FirewallRuleStatus, PlannedCall, VpnInstanceSpec, VpnInstanceStatus};
-use k8s_openapi::jiff::Timestamp;
+use crate::crd::{FirewallRuleStatus, PlannedCall, RecordRole, VpnInstanceSpec, VpnInstanceStatus};
 
 /// What is known of the Altostrat side at this point of a reconcile.
 #[derive(Clone, Debug)]
@@ -25,28 +25,15 @@ pub(crate) enum Remote {
     /// The known id answered 404.
     Gone(String),
     /// The instance with our hostname among those these credentials can list, looked for
-    /// because a claimed create may have been applied without its id being recorded;
-    /// `recorded_by` names another resource of the cluster that records it.
-    Searched {
-        found: Option<Instance>,
-        recorded_by: Option<String>,
-    },
+    /// because a claimed create may have been applied without its id being recorded (no other
+    /// record can hold it: the hub's record is named after its hostname).
+    Searched(Option<Instance>),
     /// Our create was refused as a conflict (the hostname is taken); `visible` is the instance
     /// holding it, if these credentials can see it.
     Taken {
         conflict: ApiError,
         visible: Option<Instance>,
     },
-}
-
-/// The create claim, as far as this reconcile knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Claim {
-    None,
-    /// Made by an earlier reconcile, whose create may have been applied.
-    Held(Timestamp),
-    /// Made by this reconcile: no create was sent since.
-    Fresh(Timestamp),
 }
 
 /// Everything the decision looks at.
@@ -57,14 +44,14 @@ pub(crate) struct Observed<'a> {
     pub gate: Gate,
     pub finalizer: FinalizerState,
     pub claim: Claim,
-    /// `status.instanceId` recorded as this resource's own (not under `ObserveOnly`), until
-    /// the instance it names is found gone.
-    pub recorded_id: Option<&'a str>,
-    /// `status.instanceId` recorded while the resource only observed it: never its own.
-    pub observed_id: Option<&'a str>,
-    /// A resource in another namespace that records the instance `spec.instanceId` names (for
-    /// an observer: the instance it looks at).
-    pub adopted_elsewhere: Option<String>,
+    /// The instance id the hub's record holds for this resource to manage.
+    pub recorded_id: Option<String>,
+    /// The instance id the hub's record holds for this resource to observe: never its own.
+    pub observed_id: Option<String>,
+    /// Who else holds the hub's record (another resource, or another installation's).
+    pub held_elsewhere: Option<String>,
+    /// `status.instanceId`: what the status says, which proves nothing.
+    pub status_id: Option<&'a str>,
     pub remote: Remote,
     /// A PUT was sent in this reconcile already: its answer is final for this round.
     pub updated: bool,
@@ -87,6 +74,12 @@ pub(crate) enum Step {
     Create,
     /// Our own lost create, proven by the claim: record it.
     Adopt(Instance),
+    /// The instance found is the one to manage (or observe): take or update the hub's record
+    /// before any write to it.
+    Own {
+        id: String,
+        role: RecordRole,
+    },
     /// Altostrat differs from the spec: send the full replacement.
     Update {
         id: String,
@@ -132,11 +125,7 @@ fn withhold(step: Step, o: &Observed) -> Step {
 /// The instance the reconcile has seen, if any.
 pub(crate) fn found(remote: &Remote) -> Option<&Instance> {
     match remote {
-        Remote::Found(instance)
-        | Remote::Searched {
-            found: Some(instance),
-            ..
-        } => Some(instance),
+        Remote::Found(instance) | Remote::Searched(Some(instance)) => Some(instance),
         _ => None,
     }
 }
@@ -152,24 +141,25 @@ fn lifecycle(o: &Observed) -> Step {
         return observe(o);
     }
     match &o.remote {
-        Remote::Unknown => match o.recorded_id.or(o.spec.instance_id.as_deref()) {
+        Remote::Unknown => match o.recorded_id.as_deref().or(o.spec.instance_id.as_deref()) {
             Some(_) if o.finalizer == FinalizerState::Missing => Step::AddFinalizer,
             Some(id) => Step::Fetch(id.to_owned()),
             None => claim_then_create(o),
         },
         Remote::Gone(id) if o.spec.instance_id.is_some() => missing_adoption(id),
         Remote::Gone(id) => Step::Forget(id.clone()),
-        Remote::Searched { found: None, .. } => claim_then_create(o),
-        Remote::Searched {
-            found: Some(instance),
-            recorded_by,
-        } => adopt_if_ours(o, instance, recorded_by.clone()),
+        Remote::Searched(None) => claim_then_create(o),
+        Remote::Searched(Some(instance)) => adopt_if_ours(o, instance),
         Remote::Taken { conflict, visible } => {
             let holder = match visible {
                 Some(i) => format!("Altostrat instance {}", i.id),
                 None => "an instance these credentials cannot see".to_owned(),
             };
-            let message = format!("hostname {:?} is taken by {holder} ({conflict})", o.spec.hostname);
+            let message = format!(
+                "hostname {:?} is taken by {holder} ({conflict}); if that hub is this resource's (a restore, \
+                 a second cluster), {ADOPT_HINT}",
+                o.spec.hostname
+            );
             Step::WithdrawClaim(Error::NotOwned {
                 reason: reason::HOSTNAME_TAKEN,
                 message,
@@ -180,9 +170,10 @@ fn lifecycle(o: &Observed) -> Step {
 }
 
 /// A spec the resource may not act on at all: `spec.instanceId` naming another hub than the
-/// one it manages, a hub another namespace holds, or (to manage) a hub it only observed.
+/// one it manages, a hub whose record someone else holds, an id in status that no record backs,
+/// or (to manage) a hub it only observed.
 fn refuse(o: &Observed) -> Option<Step> {
-    if let (Some(wanted), Some(recorded)) = (o.spec.instance_id.as_deref(), o.recorded_id)
+    if let (Some(wanted), Some(recorded)) = (o.spec.instance_id.as_deref(), o.recorded_id.as_deref())
         && wanted != recorded
     {
         return Some(Step::GiveUp(Error::InvalidSpec(format!(
@@ -190,12 +181,22 @@ fn refuse(o: &Observed) -> Option<Step> {
              a resource manages one hub: adopt {wanted} with a new resource"
         ))));
     }
-    if let Some(other) = &o.adopted_elsewhere {
-        let id = target(o).unwrap_or_default();
-        let message = format!("Altostrat instance {id} belongs to {other}");
+    if let Some(other) = &o.held_elsewhere {
+        let message = format!(
+            "the Altostrat instance with hostname {:?} is held by {other}; nothing is written to it or \
+             deleted on behalf of this resource",
+            o.spec.hostname
+        );
         return Some(not_owned(reason::NOT_OWNED, message));
     }
-    match (o.observed_id, o.recorded_id, o.spec.instance_id.as_deref()) {
+    if let Some(step) = refuse_unbacked(o) {
+        return Some(step);
+    }
+    match (
+        o.observed_id.as_deref(),
+        o.recorded_id.as_deref(),
+        o.spec.instance_id.as_deref(),
+    ) {
         (Some(seen), None, None) if !o.gate.observes() => Some(not_owned(
             reason::NOT_OWNED,
             format!(
@@ -207,9 +208,31 @@ fn refuse(o: &Observed) -> Option<Step> {
     }
 }
 
+/// An id in status that no record of this resource backs (a resource restored or copied
+/// without its record, or a status written by someone else): never acted on, whatever it says.
+fn refuse_unbacked(o: &Observed) -> Option<Step> {
+    let id = o.status_id?;
+    let backed = o.recorded_id.is_some() || o.observed_id.is_some() || o.claim != Claim::None;
+    if backed || o.spec.instance_id.is_some() || o.gate.observes() {
+        return None;
+    }
+    Some(not_owned(
+        reason::NOT_OWNED,
+        format!(
+            "status.instanceId {id} is not backed by an ownership record of this resource (restored or \
+             copied without it?), so the hub is not provably its own; {ADOPT_HINT} (adopting it \
+             explicitly: deleting this resource then orphans it unless deletionPolicy is Delete)"
+        ),
+    ))
+}
+
 /// The hub an observer looks at: the one `spec.instanceId` names, else the one it recorded.
-fn target<'a>(o: &Observed<'a>) -> Option<&'a str> {
-    o.spec.instance_id.as_deref().or(o.recorded_id).or(o.observed_id)
+fn target<'a>(o: &'a Observed) -> Option<&'a str> {
+    o.spec
+        .instance_id
+        .as_deref()
+        .or(o.recorded_id.as_deref())
+        .or(o.observed_id.as_deref())
 }
 
 /// `ObserveOnly`: find the hub by id, else by hostname, and report how it differs from the
@@ -221,19 +244,8 @@ fn observe(o: &Observed) -> Step {
         Remote::Gone(id) if o.spec.instance_id.is_some() => missing_adoption(id),
         // The hub observed so far is gone: whatever holds the hostname now is the one to observe.
         Remote::Gone(_) | Remote::Taken { .. } => Step::Search,
-        Remote::Searched { found: None, .. } => Step::Missing,
-        Remote::Searched {
-            found: Some(instance),
-            recorded_by: Some(other),
-        } => not_owned(
-            reason::NOT_OWNED,
-            format!("Altostrat instance {} belongs to {other}", instance.id),
-        ),
-        Remote::Searched {
-            found: Some(instance),
-            recorded_by: None,
-        }
-        | Remote::Found(instance) => converged_or_update(o, instance),
+        Remote::Searched(None) => Step::Missing,
+        Remote::Searched(Some(instance)) | Remote::Found(instance) => converged_or_update(o, instance),
     }
 }
 
@@ -252,12 +264,8 @@ fn claim_then_create(o: &Observed) -> Step {
     }
 }
 
-fn adopt_if_ours(o: &Observed, instance: &Instance, recorded_by: Option<String>) -> Step {
-    let claim = match o.claim {
-        Claim::Held(at) | Claim::Fresh(at) => Some(at),
-        Claim::None => None,
-    };
-    let verdict = ownership::judge(claim, instance.created_at.as_deref(), recorded_by);
+fn adopt_if_ours(o: &Observed, instance: &Instance) -> Step {
+    let verdict = ownership::judge(o.claim.at(), instance.created_at.as_deref(), None);
     let what = format!(
         "Altostrat instance {} with hostname {:?}",
         instance.id, o.spec.hostname
@@ -283,6 +291,9 @@ fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
             o.spec.hostname, instance.hostname
         )));
     }
+    if let Some(own) = own(o, instance) {
+        return own;
+    }
     // Altostrat only accepts configuration once the server is provisioned.
     let update = (instance.is_provisioned() && !o.updated)
         .then(|| match o.gate.observes() {
@@ -298,6 +309,25 @@ fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
         },
         None => Step::Record(instance.clone()),
     }
+}
+
+/// Before anything is written to the instance found (or it is observed), the hub's record must
+/// hold it for this resource in the role its policy needs. A paused or planning resource takes
+/// no record: it writes nothing.
+fn own(o: &Observed, instance: &Instance) -> Option<Step> {
+    let role = match o.gate {
+        gate if gate.observes() => RecordRole::Observe,
+        gate if gate.open() => RecordRole::Manage,
+        _ => return None,
+    };
+    let held = match role {
+        RecordRole::Manage => o.recorded_id.as_deref(),
+        RecordRole::Observe => o.observed_id.as_deref(),
+    };
+    (held != Some(instance.id.as_str())).then(|| Step::Own {
+        id: instance.id.clone(),
+        role,
+    })
 }
 
 /// Ready/Synced for a successfully observed instance.
@@ -526,7 +556,7 @@ mod tests {
         paused: true,
     };
 
-    fn claimed_at() -> Timestamp {
+    fn claimed_at() -> k8s_openapi::jiff::Timestamp {
         "2026-11-27T10:00:00Z".parse().unwrap()
     }
 
@@ -536,9 +566,10 @@ mod tests {
             gate: Gate::default(),
             finalizer: FinalizerState::Held,
             claim: Claim::Held(claimed_at()),
-            recorded_id: recorded,
+            recorded_id: recorded.map(str::to_owned),
             observed_id: None,
-            adopted_elsewhere: None,
+            held_elsewhere: None,
+            status_id: recorded,
             remote,
             updated: false,
         }
@@ -590,14 +621,7 @@ mod tests {
         let s = spec(serde_json::json!({}));
         let o = observed(&s, None, Remote::Unknown);
         assert!(matches!(decide(&o), Step::Search));
-        let nothing = observed(
-            &s,
-            None,
-            Remote::Searched {
-                found: None,
-                recorded_by: None,
-            },
-        );
+        let nothing = observed(&s, None, Remote::Searched(None));
         assert!(
             matches!(decide(&nothing), Step::Claim),
             "an old claim is refreshed before the create"
@@ -619,7 +643,7 @@ mod tests {
         let s = spec(serde_json::json!({}));
         let mut o = observed(&s, Some("i-1"), Remote::Gone("i-1".into()));
         assert!(matches!(decide(&o), Step::Forget(id) if id == "i-1"));
-        o.recorded_id = None;
+        (o.recorded_id, o.status_id) = (None, None);
         o.remote = Remote::Unknown;
         o.claim = Claim::None;
         assert!(matches!(decide(&o), Step::Claim));
@@ -639,11 +663,8 @@ mod tests {
         );
     }
 
-    fn searched(instance: Instance, recorded_by: Option<&str>) -> Remote {
-        Remote::Searched {
-            found: Some(instance),
-            recorded_by: recorded_by.map(str::to_owned),
-        }
+    fn searched(instance: Instance) -> Remote {
+        Remote::Searched(Some(instance))
     }
 
     fn given_up(o: &Observed) -> Error {
@@ -657,7 +678,7 @@ mod tests {
     fn a_lost_create_is_adopted_when_created_after_the_claim() {
         let s = spec(serde_json::json!({}));
         let mine = created_at(provisioned("i-1"), "2026-11-27T10:00:01Z");
-        assert!(matches!(decide(&observed(&s, None, searched(mine, None))), Step::Adopt(i) if i.id == "i-1"));
+        assert!(matches!(decide(&observed(&s, None, searched(mine))), Step::Adopt(i) if i.id == "i-1"));
     }
 
     #[test]
@@ -665,7 +686,7 @@ mod tests {
         // E.g. the resource failed before its POST (region typo) and someone made the hub since.
         let s = spec(serde_json::json!({}));
         let old = created_at(provisioned("i-9"), "2026-10-01T00:00:00Z");
-        let error = given_up(&observed(&s, None, searched(old, None)));
+        let error = given_up(&observed(&s, None, searched(old)));
         assert_eq!(error.reason(), "HostnameTaken");
         let message = error.to_string();
         assert!(
@@ -675,19 +696,82 @@ mod tests {
     }
 
     #[test]
-    fn a_hub_another_resource_records_is_never_adopted() {
-        let s = spec(serde_json::json!({}));
+    fn a_hub_whose_record_another_resource_holds_is_never_touched() {
+        // Whatever the spec, status or search say: create, adopt, observe or a found lost create.
         let theirs = created_at(provisioned("i-2"), "2026-11-27T10:00:01Z");
-        let error = given_up(&observed(&s, None, searched(theirs, Some("team-b/hub"))));
+        let create = spec(serde_json::json!({}));
+        let adopt = spec(serde_json::json!({"instanceId": "i-2"}));
+        let observe = spec(serde_json::json!({"managementPolicy": "ObserveOnly"}));
+        for (s, remote) in [
+            (&create, Remote::Unknown),
+            (&create, searched(theirs.clone())),
+            (&adopt, Remote::Found(theirs.clone())),
+            (&observe, Remote::Unknown),
+        ] {
+            let mut o = observed(s, None, remote);
+            o.gate = Gate {
+                policy: s.management_policy,
+                paused: false,
+            };
+            o.held_elsewhere = Some("VpnInstance team-b/hub".into());
+            let error = given_up(&o);
+            assert_eq!(error.reason(), "NotOwned");
+            assert!(error.to_string().contains("team-b/hub"), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_id_in_status_without_a_record_is_never_acted_on() {
+        // A restored or copied resource, or a status patched by a tenant.
+        let s = spec(serde_json::json!({}));
+        let mut o = observed(&s, None, Remote::Unknown);
+        o.status_id = Some("i-9");
+        o.claim = Claim::None;
+        let error = given_up(&o);
         assert_eq!(error.reason(), "NotOwned");
-        assert!(error.to_string().contains("team-b/hub"), "{error}");
+        assert!(error.to_string().contains("spec.instanceId"), "{error}");
+        let adopting = spec(serde_json::json!({"instanceId": "i-9"}));
+        let mut explicit = observed(&adopting, None, Remote::Unknown);
+        explicit.status_id = Some("i-9");
+        assert!(matches!(decide(&explicit), Step::Fetch(id) if id == "i-9"));
+    }
+
+    #[test]
+    fn a_found_hub_is_taken_into_the_record_before_any_write_and_only_while_writes_are_allowed() {
+        let s = spec(serde_json::json!({"instanceId": "i-7", "pushedRoutes": ["10.9.0.0/16"]}));
+        let o = observed(&s, None, Remote::Found(provisioned("i-7")));
+        assert!(matches!(decide(&o), Step::Own { id, role: RecordRole::Manage } if id == "i-7"));
+        let held = observed(&s, Some("i-7"), Remote::Found(provisioned("i-7")));
+        assert!(
+            matches!(decide(&held), Step::Update { .. }),
+            "held: the update goes ahead"
+        );
+        let mut paused = observed(&s, None, Remote::Found(provisioned("i-7")));
+        paused.gate = PAUSED;
+        assert!(
+            matches!(decide(&paused), Step::Withhold(_)),
+            "a paused adopter takes nothing"
+        );
+        let watch = spec(serde_json::json!({"managementPolicy": "ObserveOnly"}));
+        let mut observer = observed(&watch, None, searched(provisioned("i-7")));
+        observer.gate = Gate {
+            policy: crate::crd::ManagementPolicy::ObserveOnly,
+            paused: false,
+        };
+        assert!(matches!(
+            decide(&observer),
+            Step::Own {
+                role: RecordRole::Observe,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn a_hub_created_just_before_the_claim_needs_explicit_adoption() {
         let s = spec(serde_json::json!({}));
         let unsure = created_at(provisioned("i-3"), "2026-11-27T09:59:50Z");
-        let error = given_up(&observed(&s, None, searched(unsure, None)));
+        let error = given_up(&observed(&s, None, searched(unsure)));
         assert_eq!(error.reason(), "NotOwned");
     }
 
@@ -731,7 +815,7 @@ mod tests {
     fn adopting_an_instance_another_namespace_records_is_refused_without_a_call() {
         let s = spec(serde_json::json!({"instanceId": "i-7"}));
         let mut o = observed(&s, None, Remote::Unknown);
-        o.adopted_elsewhere = Some("team-b/hub".into());
+        o.held_elsewhere = Some("team-b/hub".into());
         assert_eq!(given_up(&o).reason(), "NotOwned");
     }
 

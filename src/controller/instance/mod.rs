@@ -21,17 +21,21 @@ use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
-use super::ownership::{self, Ownership, claim_of};
+use super::ownership::{self, Claim, Ownership};
 use super::plan;
-use super::policy::{Gate, observed_id, owned_id, reconcile_request};
+use super::policy::{Gate, reconcile_request};
+use super::record::{self, Holding, instance_record};
 use super::status::HasStatus;
 use crate::altostrat::Urgency;
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
-use crate::crd::{ManagementPolicy, PlannedCall, VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
+use crate::crd::{
+    DeletionPolicy, Holder, ManagementPolicy, PlannedCall, RecordOrigin, RecordRole, VpnInstance,
+    VpnInstanceSpec, VpnInstanceStatus,
+};
 use decide::{
-    Claim, Observed, Remote, Step, decide, desired_conditions, missing_conditions, next_look,
-    observed_status, recorded_conditions, time_in_state, withheld_status,
+    Observed, Remote, Step, decide, desired_conditions, missing_conditions, next_look, observed_status,
+    recorded_conditions, time_in_state, withheld_status,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -63,7 +67,11 @@ impl Reconciler for VpnInstance {
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
         let started = Instant::now();
         let gate = Gate::of(self);
-        let mut observed = first_look(self, ctx);
+        let mut hub = HubRecord::look(self, ctx).await?;
+        handle
+            .status
+            .set_deletion_policy(effective_policy(self, &hub.holding));
+        let mut observed = first_look(self, &hub.holding);
         for _ in 0..MAX_STEPS {
             let step = decide(&observed);
             tracing::debug!(?step, "next step");
@@ -72,9 +80,24 @@ impl Reconciler for VpnInstance {
                 Step::Claim => {
                     // Validated before the claim: a spec that cannot be created claims nothing.
                     ctx.check_region(&token.get().await?, &self.spec.region).await?;
+                    // The finalizer comes first: a record must never outlive its resource's cleanup.
+                    observed.finalizer = handle.add_finalizer(self).await?;
+                    if observed.finalizer == FinalizerState::Stale {
+                        continue;
+                    }
                     let at = claim_time(handle);
-                    observed.finalizer = handle.claim(self, &at).await?;
-                    observed.claim = Claim::Fresh(at);
+                    hub.claim(self, ctx, at).await?;
+                    observed.refresh(&hub.holding);
+                    if hub.holding.mine().is_some() {
+                        observed.claim = Claim::Fresh(at);
+                    }
+                }
+                Step::Own { id, role } => {
+                    hub.own(self, ctx, &id, role).await?;
+                    handle
+                        .status
+                        .set_deletion_policy(effective_policy(self, &hub.holding));
+                    observed.refresh(&hub.holding);
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
                 Step::Fetch(id) => {
@@ -95,13 +118,22 @@ impl Reconciler for VpnInstance {
                     let note = format!("Altostrat instance {id} no longer exists; creating it again");
                     ctx.publish(self, EventType::Warning, event::RECREATING, note)
                         .await;
+                    hub.record_id(ctx, None).await?;
                     handle.status.update_fields(|s| s.instance_id = None).await?;
-                    observed.recorded_id = None;
+                    observed.refresh(&hub.holding);
+                    observed.status_id = None;
                     observed.remote = Remote::Unknown;
                 }
                 Step::Search => observed.remote = search(self, ctx, &token.get().await?, started).await?,
-                Step::Create => observed.remote = create(self, ctx, handle, &token.get().await?).await?,
-                Step::Adopt(found) => observed.remote = Remote::Found(adopt(handle, found).await?),
+                Step::Create => {
+                    observed.remote = create(self, ctx, handle, &mut hub, &token.get().await?).await?;
+                    observed.refresh(&hub.holding);
+                }
+                Step::Adopt(found) => {
+                    hub.record_id(ctx, Some(&found.id)).await?;
+                    observed.refresh(&hub.holding);
+                    observed.remote = Remote::Found(adopt(handle, found).await?);
+                }
                 Step::Update { id, body, fields } => {
                     let token = token.get().await?;
                     let update = Update {
@@ -123,7 +155,7 @@ impl Reconciler for VpnInstance {
                     return record(self, ctx, handle, &instance, drift).await;
                 }
                 Step::WithdrawClaim(error) => {
-                    handle.withdraw_claim(self).await?;
+                    hub.withdraw_claim(ctx).await?;
                     return Err(error);
                 }
                 Step::GiveUp(error) => return Err(error),
@@ -137,15 +169,22 @@ impl Reconciler for VpnInstance {
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
-        let known_id = owned_id(self.status.as_ref()).map(str::to_owned);
+        let hub = HubRecord::look(self, ctx).await?;
+        let managed = hub.holding.mine_as(RecordRole::Manage);
+        let known_id = managed.and_then(|r| r.instance_id.clone());
+        let policy = effective_policy(self, &hub.holding);
+        let successor = match (&known_id, policy, self.spec.management_policy) {
+            (Some(id), DeletionPolicy::Delete, ManagementPolicy::Full) => successor(self, ctx, id).await?,
+            _ => None,
+        };
         let started = Instant::now();
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
             management: self.spec.management_policy,
-            policy: self.spec.deletion_policy,
-            may_exist: known_id.is_some() || claim_of(self).is_some(),
+            policy,
+            may_exist: managed.is_some(),
             dependents: None,
-            handed_over_to: known_id.as_deref().and_then(|id| handed_over_to(self, ctx, id)),
+            handed_over_to: successor.as_ref().map(record::holder_name),
             known_id,
             search: None,
             teardown_started: tearing_down(self),
@@ -158,24 +197,25 @@ impl Reconciler for VpnInstance {
                 CleanupStep::Orphan => {
                     let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
                     handle.activity.record(event::ORPHANED, note);
-                    return release(self, ctx, handle).await;
+                    return release(self, ctx, handle, (&hub, None)).await;
                 }
                 CleanupStep::Unmanaged(policy) => {
                     let note =
                         format!("managementPolicy is {policy:?}; the Altostrat instance is left running");
                     handle.activity.record(event::ORPHANED, note);
-                    return release(self, ctx, handle).await;
+                    return release(self, ctx, handle, (&hub, None)).await;
                 }
                 CleanupStep::HandOver { id, to } => {
                     let note = format!("Altostrat instance {id} is managed by {to} now; left running");
                     handle.activity.record(event::ORPHANED, note);
-                    return release(self, ctx, handle).await;
+                    return release(self, ctx, handle, (&hub, successor)).await;
                 }
                 CleanupStep::CountDependents => observed.dependents = Some(count_dependents(self, ctx)),
                 CleanupStep::WaitForDependents(n) => return wait_for_dependents(handle, n).await,
                 CleanupStep::Search => {
                     let found = search(self, ctx, &token.get().await?, started).await?;
-                    observed.search = Some(judge_found(self, found));
+                    let claim = hub.holding.claim(|r| r.instance_id.as_ref());
+                    observed.search = Some(judge_found(claim, found));
                 }
                 CleanupStep::LeaveAlone { id, verdict } => {
                     let what = format!("Altostrat instance {id}");
@@ -185,7 +225,7 @@ impl Reconciler for VpnInstance {
                     );
                     ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
                         .await;
-                    return release(self, ctx, handle).await;
+                    return release(self, ctx, handle, (&hub, None)).await;
                 }
                 CleanupStep::Delete(id) => delete(ctx, &token.get().await?, &id, &mut observed).await?,
                 CleanupStep::Confirm(id) => {
@@ -199,7 +239,7 @@ impl Reconciler for VpnInstance {
                     let what = format!("Altostrat instance {id}");
                     return Err(Error::DeleteRefused { what, message });
                 }
-                CleanupStep::Release => return release(self, ctx, handle).await,
+                CleanupStep::Release => return release(self, ctx, handle, (&hub, None)).await,
             }
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
@@ -207,17 +247,125 @@ impl Reconciler for VpnInstance {
 }
 
 /// What a reconcile knows before it looks at Altostrat.
-fn first_look<'a, A>(obj: &'a VpnInstance, ctx: &Context<A>) -> Observed<'a> {
-    Observed {
+fn first_look<'a>(obj: &'a VpnInstance, holding: &Holding) -> Observed<'a> {
+    let mut observed = Observed {
         spec: &obj.spec,
         gate: Gate::of(obj),
         finalizer: FinalizerState::of(obj),
-        claim: claim_of(obj).map_or(Claim::None, Claim::Held),
-        recorded_id: owned_id(obj.status.as_ref()),
-        observed_id: observed_id(obj.status.as_ref()),
-        adopted_elsewhere: adopted_elsewhere(obj, ctx),
+        claim: Claim::None,
+        recorded_id: None,
+        observed_id: None,
+        held_elsewhere: None,
+        status_id: obj.status.as_ref().and_then(|s| s.instance_id.as_deref()),
         remote: Remote::Unknown,
         updated: false,
+    };
+    observed.refresh(holding);
+    observed
+}
+
+impl Observed<'_> {
+    /// What the hub's record says, as the decision reads it. A claim this reconcile made stays
+    /// fresh.
+    fn refresh(&mut self, holding: &Holding) {
+        let id_as = |role| holding.mine_as(role).and_then(|r| r.instance_id.clone());
+        self.recorded_id = id_as(RecordRole::Manage);
+        self.observed_id = id_as(RecordRole::Observe);
+        self.held_elsewhere = holding.other().map(str::to_owned);
+        let held = holding.claim(|r| r.instance_id.as_ref());
+        self.claim = match (self.claim, held) {
+            (Claim::Fresh(at), Some(_)) => Claim::Fresh(at),
+            (_, held) => held.map_or(Claim::None, Claim::Held),
+        };
+    }
+}
+
+/// The deletion policy in force: the spec's, else `Delete` for a hub this resource created and
+/// `Orphan` for one it adopted.
+fn effective_policy(obj: &VpnInstance, holding: &Holding) -> DeletionPolicy {
+    let origin = holding.mine().map(|r| r.origin);
+    record::effective_policy(obj.spec.deletion_policy, origin)
+}
+
+/// The hub's ownership record (`instance.<hostname>`) as this reconcile last read or wrote it.
+struct HubRecord {
+    name: String,
+    me: Holder,
+    holding: Holding,
+}
+
+impl HubRecord {
+    async fn look<A>(obj: &VpnInstance, ctx: &Context<A>) -> Result<Self> {
+        let name = instance_record(&obj.spec.hostname);
+        let me = record::holder(obj);
+        let holding = ctx.records.look(&name, &me).await?;
+        Ok(Self { name, me, holding })
+    }
+
+    /// Takes the record for a create, or renews the claim of the record held: an object found
+    /// later is this create's only if created at or after `at`.
+    async fn claim<A>(&mut self, obj: &VpnInstance, ctx: &Context<A>, at: Timestamp) -> Result<()> {
+        let claimed = |r: &mut crate::crd::OwnershipRecordSpec| {
+            r.claimed_at = Some(at.to_string());
+            r.hostname = Some(obj.spec.hostname.clone());
+            r.instance_id = None;
+        };
+        self.holding = match &self.holding {
+            Holding::Mine(record) => ctx.records.change(record, claimed).await?,
+            Holding::Free => {
+                let mut spec =
+                    ctx.records
+                        .new_spec(self.me.clone(), RecordRole::Manage, RecordOrigin::Created);
+                claimed(&mut spec);
+                ctx.records.take(&self.name, spec).await?
+            }
+            Holding::Other(_) => return Ok(()),
+        };
+        Ok(())
+    }
+
+    /// Takes (or changes) the record to hold instance `id` in `role`: an explicit adoption, an
+    /// observation, or an observer turning manager. Only a free record is taken.
+    async fn own<A>(
+        &mut self,
+        obj: &VpnInstance,
+        ctx: &Context<A>,
+        id: &str,
+        role: RecordRole,
+    ) -> Result<()> {
+        let held = |r: &mut crate::crd::OwnershipRecordSpec| {
+            r.role = role;
+            r.hostname = Some(obj.spec.hostname.clone());
+            r.instance_id = Some(id.to_owned());
+            r.taken_at = Timestamp::now().to_string();
+        };
+        self.holding = match &self.holding {
+            Holding::Mine(record) => ctx.records.change(record, held).await?,
+            Holding::Free => {
+                let mut spec = ctx.records.new_spec(self.me.clone(), role, RecordOrigin::Adopted);
+                held(&mut spec);
+                ctx.records.take(&self.name, spec).await?
+            }
+            Holding::Other(_) => return Ok(()),
+        };
+        Ok(())
+    }
+
+    /// Records the id of this resource's own create (or forgets a vanished one), before status.
+    async fn record_id<A>(&mut self, ctx: &Context<A>, id: Option<&str>) -> Result<()> {
+        if let Holding::Mine(record) = &self.holding {
+            let id = id.map(str::to_owned);
+            self.holding = ctx.records.change(record, |r| r.instance_id = id).await?;
+        }
+        Ok(())
+    }
+
+    /// Withdraws the claim of a create that was refused: nothing of ours can stem from it.
+    async fn withdraw_claim<A>(&mut self, ctx: &Context<A>) -> Result<()> {
+        match &self.holding {
+            Holding::Mine(record) if record.spec.instance_id.is_none() => ctx.records.free(record).await,
+            _ => Ok(()),
+        }
     }
 }
 
@@ -399,9 +547,23 @@ fn update_note(spec: &VpnInstanceSpec, fields: &[&str], body: &InstanceUpdate) -
     note
 }
 
-/// Releases the resource, then the credentials Secret it no longer needs: in this order, so a
-/// reconcile that has to come back (stale copy) can still read its token.
-async fn release<A>(obj: &VpnInstance, ctx: &Context<A>, handle: &Handle<VpnInstance>) -> Result<Action> {
+/// Frees the hub's record (or hands it to the resource that takes the hub over), then releases
+/// the resource, then the credentials Secret it no longer needs: in this order, so a reconcile
+/// that has to come back (stale copy) can still read its token.
+async fn release<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &Handle<VpnInstance>,
+    (hub, successor): (&HubRecord, Option<Holder>),
+) -> Result<Action> {
+    if let Holding::Mine(record) = &hub.holding {
+        match successor {
+            Some(next) => {
+                ctx.records.change(record, |r| r.holder = next).await?;
+            }
+            None => ctx.records.free(record).await?,
+        }
+    }
     let action = handle.release(obj).await?;
     if action == Action::await_change() {
         ctx.release_secret(obj).await?;
@@ -415,34 +577,27 @@ fn claim_time(handle: &Handle<VpnInstance>) -> Timestamp {
     handle.status.now().0
 }
 
-/// A resource in another namespace that records the instance this one's `spec.instanceId`
-/// names (adoption within a namespace is a hand-over and allowed). An observer asks the same
-/// of the instance it looks at, which may be the one it recorded: observing never reaches
-/// across namespaces either.
-fn adopted_elsewhere<A>(obj: &VpnInstance, ctx: &Context<A>) -> Option<String> {
-    let recorded = obj.status.as_ref().and_then(|s| s.instance_id.as_deref());
-    let id = match obj.spec.management_policy {
-        ManagementPolicy::ObserveOnly => obj.spec.instance_id.as_deref().or(recorded)?,
-        _ => obj
-            .spec
-            .instance_id
-            .as_deref()
-            .filter(|id| recorded != Some(*id))?,
-    };
-    ctx.instance_holding(obj, id, |other| {
-        other.namespace() != obj.namespace()
-            && other.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id)
-    })
-}
-
-/// Another live resource in the namespace that owns `id` (records it as its own, or adopted
-/// it): an observer holds nothing to hand over to.
-fn handed_over_to<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Option<String> {
-    ctx.instance_holding(obj, id, |other| {
-        other.namespace() == obj.namespace()
-            && other.metadata.deletion_timestamp.is_none()
-            && ownership::owns_instance(other, id)
-    })
+/// The resource that takes over the hub of a resource being deleted (a GitOps rename): another
+/// live VpnInstance of the namespace, read now (not from a cache a label selector may thin),
+/// that adopts the same hub explicitly under the same hostname and would manage it.
+async fn successor<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Result<Option<Holder>> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: kube::Api<VpnInstance> = kube::Api::namespaced(ctx.client.clone(), &namespace);
+    let listed = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(Error::kube(format!("list of VpnInstances in {namespace}")))?;
+    Ok(listed
+        .items
+        .iter()
+        .find(|other| {
+            other.uid() != obj.uid()
+                && other.metadata.deletion_timestamp.is_none()
+                && other.spec.instance_id.as_deref() == Some(id)
+                && other.spec.hostname == obj.spec.hostname
+                && other.spec.management_policy != ManagementPolicy::ObserveOnly
+        })
+        .map(record::holder))
 }
 
 /// How fresh the observation of this instance must be: a reconcile request asks for a list
@@ -503,8 +658,8 @@ async fn fetch<A: VpnApi>(ctx: &Context<A>, token: &ApiToken, id: String, look: 
     }
 }
 
-/// The instance with this resource's hostname, and who else in the cluster holds it (see
-/// below), from a list sent after `since` (the start of this reconcile: no create of ours is in flight then).
+/// The instance with this resource's hostname, from a list sent after `since` (the start of
+/// this reconcile: no create of ours is in flight then).
 async fn search<A: VpnApi>(
     obj: &VpnInstance,
     ctx: &Context<A>,
@@ -517,26 +672,14 @@ async fn search<A: VpnApi>(
     };
     let existing = ctx.observations.instances(&*ctx.api, token, look).await?;
     let found = plan::find_instance_by_hostname(&existing, &obj.spec.hostname).cloned();
-    let recorded_by = found.as_ref().and_then(|i| {
-        ctx.instance_holding(obj, &i.id, |other| match obj.spec.management_policy {
-            // Observing never reaches across namespaces.
-            ManagementPolicy::ObserveOnly => other.namespace() != obj.namespace(),
-            // Whether it is our lost create: only an owner's record says it is not.
-            _ => ownership::owns_instance(other, &i.id),
-        })
-    });
-    Ok(Remote::Searched { found, recorded_by })
+    Ok(Remote::Searched(found))
 }
 
-fn judge_found(obj: &VpnInstance, found: Remote) -> Option<(String, Ownership)> {
-    let Remote::Searched {
-        found: Some(instance),
-        recorded_by,
-    } = found
-    else {
+fn judge_found(claim: Option<Timestamp>, found: Remote) -> Option<(String, Ownership)> {
+    let Remote::Searched(Some(instance)) = found else {
         return None;
     };
-    let verdict = ownership::judge(claim_of(obj), instance.created_at.as_deref(), recorded_by);
+    let verdict = ownership::judge(claim, instance.created_at.as_deref(), None);
     Some((instance.id, verdict))
 }
 
@@ -547,6 +690,7 @@ async fn create<A: VpnApi>(
     obj: &VpnInstance,
     ctx: &Context<A>,
     handle: &mut Handle<VpnInstance>,
+    hub: &mut HubRecord,
     token: &ApiToken,
 ) -> Result<Remote> {
     ctx.check_region(token, &obj.spec.region).await?;
@@ -562,6 +706,7 @@ async fn create<A: VpnApi>(
                 created.id, created.region
             );
             handle.activity.record(event::CREATED, note);
+            hub.record_id(ctx, Some(&created.id)).await?;
             record_id(handle, &created).await?;
             Ok(Remote::Found(created))
         }

@@ -187,9 +187,19 @@ async fn a_hub_of_another_namespace_is_not_taken_over_by_the_same_hostname() {
     h.reconcile(&a).await.unwrap();
     let hub = h.altostrat.instances()[0].clone();
 
+    h.altostrat.clear_calls();
     let b = h.apply(instance("hub-one", json!({"pushedRoutes": ["192.168.0.0/16"]})));
-    assert!(h.reconcile(&b).await.is_err());
-    assert_eq!(ready(&h, &b), Some(("False".into(), "HostnameTaken".into())));
+    let refused = h.reconcile(&b).await.unwrap_err();
+    assert_eq!(ready(&h, &b), Some(("False".into(), "NotOwned".into())));
+    assert!(
+        refused.to_string().contains("team-b/hub-one"),
+        "names the holder: {refused}"
+    );
+    assert_eq!(
+        writes(&h),
+        vec![],
+        "the hostname's record is held: not even a create is tried"
+    );
     h.delete(&b);
     h.reconcile(&b).await.unwrap();
     assert_eq!(
@@ -225,8 +235,8 @@ async fn a_gitops_rename_hands_the_hub_over_instead_of_deleting_it() {
     let mut renamed = instance("hub-one", json!({"instanceId": id}));
     renamed.metadata.name = Some("hub-renamed".into());
     let renamed = h.apply(renamed);
-    h.reconcile(&renamed).await.unwrap();
-    assert_eq!(ready(&h, &renamed), Some(("True".into(), "Available".into())));
+    let waiting = h.reconcile(&renamed).await.unwrap_err();
+    assert_eq!(waiting.reason(), "NotOwned", "one holder at a time: {waiting}");
 
     h.delete(&old);
     h.altostrat.clear_calls();
@@ -234,6 +244,34 @@ async fn a_gitops_rename_hands_the_hub_over_instead_of_deleting_it() {
     assert!(h.altostrat.calls().is_empty(), "{:?}", h.altostrat.calls());
     assert_eq!(h.altostrat.instances().len(), 1, "the hub survives the rename");
     assert!(!h.holds_finalizer(&old));
+    let records = h.kube.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].spec.holder.name, "hub-renamed",
+        "the record moved to the successor"
+    );
+    h.reconcile(&renamed).await.unwrap();
+    assert_eq!(ready(&h, &renamed), Some(("True".into(), "Available".into())));
+}
+
+#[tokio::test]
+async fn a_rename_to_a_resource_whose_adoption_is_invalid_follows_the_deletion_policy() {
+    let h = Harness::new();
+    let old = h.apply(instance("hub-one", json!({})));
+    h.reconcile(&old).await.unwrap();
+    let id = h.altostrat.instances()[0].id.clone();
+    let mut wrong = instance("hub-two", json!({"instanceId": id}));
+    wrong.metadata.name = Some("hub-wrong".into());
+    h.apply(wrong);
+    h.delete(&old);
+    h.altostrat.clear_calls();
+    h.reconcile(&old).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![Endpoint::DeleteInstance],
+        "no hand-over to another hostname"
+    );
+    assert!(h.kube.records().is_empty());
 }
 
 #[tokio::test]
@@ -242,17 +280,55 @@ async fn a_resource_restored_from_its_manifest_owns_its_hub_again() {
     let obj = h.apply(instance("hub-one", json!({})));
     h.reconcile(&obj).await.unwrap();
     let id = h.altostrat.instances()[0].id.clone();
-    // A backup keeps metadata (with the claim) and drops status.
+    // A backup keeps metadata and status; the restored object is a new one (new uid), and the
+    // record still names the old one until the sweep frees it.
     let mut restored = h.stored(&obj).unwrap();
-    restored.status = None;
     restored.metadata.finalizers = None;
+    restored.metadata.uid = None;
     h.remove(&obj);
     let restored = h.apply(restored);
-
     h.altostrat.clear_calls();
+    let held = h.reconcile(&restored).await.unwrap_err();
+    assert_eq!(held.reason(), "NotOwned", "{held}");
+    assert!(held.to_string().contains("earlier"), "{held}");
+    assert_eq!(writes(&h), vec![]);
+
+    let missing = crate::controller::upkeep::sweep_once(&h.ctx.client, &h.ctx.records, &Default::default())
+        .await
+        .unwrap();
+    crate::controller::upkeep::sweep_once(&h.ctx.client, &h.ctx.records, &missing)
+        .await
+        .unwrap();
+    assert!(
+        h.kube.records().is_empty(),
+        "freed at the second sweep that finds its holder gone"
+    );
+    let unbacked = h.reconcile(&restored).await.unwrap_err();
+    assert_eq!(unbacked.reason(), "NotOwned");
+    assert!(
+        unbacked.to_string().contains("set spec.instanceId to its id"),
+        "{unbacked}"
+    );
+    h.delete(&restored);
     h.reconcile(&restored).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
-    assert_eq!(h.stored(&restored).unwrap().status.unwrap().instance_id, Some(id));
+    assert_eq!(
+        writes(&h),
+        vec![],
+        "a resource that cannot prove its hub deletes nothing"
+    );
+    assert_eq!(h.altostrat.instances().len(), 1);
+
+    // Restore is explicit adoption; left without deletionPolicy, it orphans on deletion.
+    let adopted = h.apply(instance("hub-one", json!({"instanceId": id})));
+    h.reconcile(&adopted).await.unwrap();
+    assert_eq!(ready(&h, &adopted), Some(("True".into(), "Available".into())));
+    assert_eq!(
+        status(&h, &adopted).deletion_policy,
+        Some(crate::crd::DeletionPolicy::Orphan)
+    );
+    h.delete(&adopted);
+    h.reconcile(&adopted).await.unwrap();
+    assert_eq!(writes(&h), vec![]);
     assert_eq!(h.altostrat.instances().len(), 1);
 }
 
@@ -432,10 +508,13 @@ async fn a_failure_seen_on_a_copy_older_than_the_recorded_id_never_erases_it() {
         },
     );
     let result = crate::controller::driver::reconcile(std::sync::Arc::new(stale), h.ctx.clone()).await;
-    assert!(result.is_err());
+    assert!(
+        result.is_ok(),
+        "the id is in the record, not only in status: {result:?}"
+    );
     let status = h.stored(&obj).unwrap().status.unwrap();
     assert_eq!(status.instance_id, id, "the recorded id survives");
-    assert_eq!(ready(&h, &obj).unwrap().1, "ApiError");
+    assert_eq!(h.altostrat.instances().len(), 1);
 }
 
 fn credentials(name: &str) -> Secret {
@@ -670,7 +749,7 @@ async fn a_refused_delete_holds_the_resource_until_its_policy_is_orphan() {
     assert_eq!(h.altostrat.instances().len(), 1);
 
     let orphaned = h.edit(&obj, |o| {
-        o.spec.deletion_policy = crate::crd::DeletionPolicy::Orphan
+        o.spec.deletion_policy = Some(crate::crd::DeletionPolicy::Orphan)
     });
     h.altostrat.clear_calls();
     h.reconcile(&orphaned).await.unwrap();
@@ -937,9 +1016,8 @@ async fn a_paused_new_instance_claims_nothing_and_its_plan_is_what_unpausing_sen
     let obj = h.apply(obj);
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![]);
-    let stored = h.stored(&obj).unwrap();
     assert!(!h.holds_finalizer(&obj), "no claim, no finalizer");
-    assert!(crate::controller::ownership::claim_of(&stored).is_none());
+    assert!(h.kube.records().is_empty(), "no ownership record");
     assert_eq!(ready(&h, &obj), Some(("False".into(), "ReconcilePaused".into())));
     let plan = planned(&status(&h, &obj));
     assert_eq!(
@@ -1077,7 +1155,7 @@ async fn an_observer_finds_nothing_without_creating_anything() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![Endpoint::ListInstances]);
     assert_eq!(ready(&h, &obj), Some(("False".into(), "NotFound".into())));
-    assert!(crate::controller::ownership::claim_of(&h.stored(&obj).unwrap()).is_none());
+    assert!(h.kube.records().is_empty(), "no ownership record");
 }
 
 #[tokio::test]
@@ -1125,12 +1203,17 @@ async fn an_observer_switched_to_full_takes_the_hub_over_only_by_spec_instance_i
         status(&h, &obj).management_policy,
         Some(crate::crd::ManagementPolicy::Full)
     );
+    assert_eq!(
+        status(&h, &obj).deletion_policy,
+        Some(crate::crd::DeletionPolicy::Orphan),
+        "adopted, without deletionPolicy: orphaned"
+    );
     h.delete(&obj);
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         writes(&h),
-        vec![Endpoint::UpdateInstance, Endpoint::DeleteInstance],
-        "adopted: its deletion policy applies"
+        vec![Endpoint::UpdateInstance],
+        "what it did not create, it does not delete unless told to"
     );
 }
 
@@ -1146,8 +1229,8 @@ async fn an_observer_in_the_namespace_does_not_keep_the_owner_from_deleting_its_
     );
     viewer.metadata.name = Some("viewer".into());
     let viewer = h.apply(viewer);
-    h.reconcile(&viewer).await.unwrap();
-    assert_eq!(status(&h, &viewer).instance_id, Some(id));
+    let refused = h.reconcile(&viewer).await.unwrap_err();
+    assert_eq!(refused.reason(), "NotOwned", "the owner holds the hub's record");
 
     h.delete(&owner);
     h.altostrat.clear_calls();

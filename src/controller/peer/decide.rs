@@ -7,11 +7,13 @@ use kube::Resource;
 use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
+use super::super::ownership::Claim;
 use super::super::ownership::{self, Ownership};
-use super::super::policy::{self, Gate};
+use super::super::policy::Gate;
+use super::super::record::Holding;
 use super::super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
-use crate::crd::{PlannedCall, VpnInstance, VpnPeerSpec, VpnPeerStatus};
+use crate::crd::{PlannedCall, RecordRole, VpnInstance, VpnPeerSpec, VpnPeerStatus};
 use k8s_openapi::jiff::Timestamp;
 
 /// What is known of the Altostrat side at this point of a reconcile.
@@ -44,15 +46,20 @@ pub(crate) struct Observed<'a> {
     /// The Altostrat id of the referenced instance, or why the peer has to wait for it.
     pub instance: Result<String, ConditionState>,
     pub finalizer: FinalizerState,
-    /// When the create claim held (or just made) was made.
-    pub claim_at: Option<Timestamp>,
-    /// A resource in another namespace that records the peer `spec.peerId` names.
-    pub adopted_elsewhere: Option<String>,
-    /// `status.peerId` recorded while the resource only observed it: never its own.
+    /// The create claim of the peer's record.
+    pub claim: Claim,
+    /// Who else holds the peer `spec.peerId` names (or this resource's record).
+    pub held_elsewhere: Option<String>,
+    /// The peer id the record holds for this resource to observe: never its own.
     pub observed_id: Option<String>,
-    /// `status.peerId`, if it was recorded on the instance the peer uses now (a peer recorded
-    /// on a previous incarnation of the instance went away with it).
+    /// The peer id the record holds for this resource to manage, if it was recorded on the
+    /// instance the peer uses now (a peer recorded on a previous incarnation of the instance
+    /// went away with it).
     pub recorded_id: Option<String>,
+    /// Whether this resource holds a record at all.
+    pub holds_record: bool,
+    /// `status.peerId`: what the status says, which proves nothing.
+    pub status_id: Option<String>,
     pub remote: Remote,
     /// A PUT was sent in this reconcile already: its answer is final for this round.
     pub updated: bool,
@@ -78,6 +85,12 @@ pub(crate) enum Step {
     Search,
     /// Our own lost create, proven by the claim: record it.
     Adopt(Peer),
+    /// The peer found is the one to manage (or observe): take or update the record before any
+    /// write to it.
+    Own {
+        id: String,
+        role: RecordRole,
+    },
     Create,
     Update {
         id: String,
@@ -141,13 +154,15 @@ fn lifecycle(o: &Observed) -> Step {
         {
             (Some(_), FinalizerState::Missing) => Step::AddFinalizer,
             (Some(id), _) => Step::Fetch(id.clone()),
-            (None, FinalizerState::Added) => Step::Create,
-            (None, FinalizerState::Held) => Step::Search,
-            (None, _) => Step::Claim,
+            (None, _) => match o.claim {
+                Claim::Fresh(_) => Step::Create,
+                Claim::Held(_) => Step::Search,
+                Claim::None => Step::Claim,
+            },
         },
         (Remote::Gone(id), _) if o.recorded_id.is_none() && o.spec.peer_id.is_some() => missing_adoption(id),
         (Remote::Gone(id), _) => Step::Forget(id.clone()),
-        (Remote::Searched(candidates), finalizer) => adopt_or_create(o, candidates, finalizer),
+        (Remote::Searched(candidates), _) => adopt_or_create(o, candidates),
         (Remote::Found(peer), _) => compare(o, peer),
     }
 }
@@ -178,6 +193,9 @@ fn compare(o: &Observed, peer: &Peer) -> Step {
             peer.id
         )));
     }
+    if let Some(own) = own(o, peer) {
+        return own;
+    }
     let update = match o.gate.observes() {
         true => plan::observed_peer_drift(o.spec, peer),
         false => plan::peer_update(o.spec, peer),
@@ -196,6 +214,25 @@ fn compare(o: &Observed, peer: &Peer) -> Step {
     }
 }
 
+/// Before anything is written to the peer found (or it is observed), the record must hold it
+/// for this resource in the role its policy needs. A paused or planning resource takes no
+/// record: it writes nothing.
+fn own(o: &Observed, peer: &Peer) -> Option<Step> {
+    let role = match o.gate {
+        gate if gate.observes() => RecordRole::Observe,
+        gate if gate.open() => RecordRole::Manage,
+        _ => return None,
+    };
+    let held = match role {
+        RecordRole::Manage => o.recorded_id.as_deref(),
+        RecordRole::Observe => o.observed_id.as_deref(),
+    };
+    (held != Some(peer.id.as_str())).then(|| Step::Own {
+        id: peer.id.clone(),
+        role,
+    })
+}
+
 fn missing_adoption(id: &str) -> Step {
     Step::GiveUp(Error::InvalidSpec(format!(
         "spec.peerId {id} does not exist on the instance"
@@ -203,9 +240,39 @@ fn missing_adoption(id: &str) -> Step {
 }
 
 /// An adoption that must not go ahead: a peer this resource only observed, to be managed
-/// without `spec.peerId` naming it; `spec.peerId` differing from the peer this resource
-/// already manages; or a peer another namespace's resource records.
+/// without `spec.peerId` naming it; an id in status that no record backs; `spec.peerId`
+/// differing from the peer this resource already manages; or a peer someone else holds.
 fn refuse_adoption(o: &Observed) -> Option<Step> {
+    if let Some(other) = &o.held_elsewhere {
+        let what = o
+            .spec
+            .peer_id
+            .as_deref()
+            .map_or("this resource's peer".to_owned(), |id| {
+                format!("Altostrat peer {id}")
+            });
+        return Some(Step::GiveUp(Error::NotOwned {
+            reason: reason::NOT_OWNED,
+            message: format!(
+                "{what} is held by {other}; nothing is written to it or deleted on behalf of this resource"
+            ),
+        }));
+    }
+    if let Some(id) = &o.status_id
+        && !o.holds_record
+        && o.spec.peer_id.is_none()
+        && !o.gate.observes()
+    {
+        return Some(Step::GiveUp(Error::NotOwned {
+            reason: reason::NOT_OWNED,
+            message: format!(
+                "status.peerId {id} is not backed by an ownership record of this resource (restored or \
+                 copied without it?), so the peer is not provably its own; to manage it, set spec.peerId \
+                 to {id} (adopting it explicitly: deleting this resource then orphans it unless \
+                 deletionPolicy is Delete)"
+            ),
+        }));
+    }
     if let (Some(seen), None) = (&o.observed_id, &o.recorded_id)
         && !o.gate.observes()
         && o.spec.peer_id.as_ref() != Some(seen)
@@ -226,11 +293,7 @@ fn refuse_adoption(o: &Observed) -> Option<Step> {
             "spec.peerId {wanted} differs from the peer {recorded} this resource manages"
         ))));
     }
-    let other = o.adopted_elsewhere.as_ref()?;
-    Some(Step::GiveUp(Error::NotOwned {
-        reason: reason::NOT_OWNED,
-        message: format!("Altostrat peer {wanted} belongs to {other}"),
-    }))
+    None
 }
 
 /// Each candidate with the ownership rule's verdict on it, for a resource claimed at `claim`.
@@ -247,8 +310,8 @@ pub(crate) fn judge_all(claim: Option<Timestamp>, candidates: &[Candidate]) -> V
 /// Adopts the candidate that is provably our own lost create. Peers of the same user made by
 /// others do not stop a create (Altostrat has no unique key for peers), but one that may be
 /// our own and cannot be proven so does: creating would risk a duplicate.
-fn adopt_or_create(o: &Observed, candidates: &[Candidate], finalizer: FinalizerState) -> Step {
-    let verdicts = judge_all(o.claim_at, candidates);
+fn adopt_or_create(o: &Observed, candidates: &[Candidate]) -> Step {
+    let verdicts = judge_all(o.claim.at(), candidates);
     if let Some((peer, _)) = verdicts.iter().find(|(_, v)| *v == Ownership::Ours) {
         return Step::Adopt((*peer).clone());
     }
@@ -264,8 +327,8 @@ fn adopt_or_create(o: &Observed, candidates: &[Candidate], finalizer: FinalizerS
             message,
         });
     }
-    match finalizer {
-        FinalizerState::Added => Step::Create,
+    match o.claim {
+        Claim::Fresh(_) => Step::Create,
         _ => Step::Claim,
     }
 }
@@ -302,10 +365,27 @@ pub(crate) fn usable_instance_id(
     }
 }
 
-/// `status.peerId` if it was recorded on `instance_id`, as this resource's own (not observed).
-pub(crate) fn recorded_on(status: Option<&VpnPeerStatus>, instance_id: Option<&str>) -> Option<String> {
-    let on_it = status.filter(|s| s.instance_id.is_some() && s.instance_id.as_deref() == instance_id);
-    policy::owned_id(on_it).map(str::to_owned)
+/// The instance id a peer may use: the one `usable` found, only if the instance resource holds
+/// the hub's record for that id (in either role: a managed peer on an observed hub works).
+/// A hub id in an instance's status proves nothing: a tenant can write it.
+pub(crate) fn attached(
+    usable: Result<String, ConditionState>,
+    hub: &Holding,
+    name: &str,
+) -> Result<String, ConditionState> {
+    let id = usable?;
+    match hub.mine() {
+        Some(record) if record.instance_id.as_deref() == Some(id.as_str()) => Ok(id),
+        _ => Err(ConditionState::new(
+            READY,
+            false,
+            reason::WAITING_FOR_INSTANCE,
+            format!(
+                "VpnInstance {name:?} does not hold the ownership record of Altostrat instance {id}; \
+                 peers attach only to a hub their instance resource holds"
+            ),
+        )),
+    }
 }
 
 /// The status fields that mirror the Altostrat peer (conditions are the writer's), still
@@ -427,15 +507,26 @@ mod tests {
         recorded: Option<&str>,
         remote: Remote,
     ) -> Observed<'a> {
+        // The claim follows the finalizer, as a claim takes both: held since an earlier
+        // reconcile, made by this one, or none.
+        let at = "2026-11-27T10:00:00Z".parse().unwrap();
+        let claim = match (finalizer, recorded) {
+            (_, Some(_)) => Claim::None,
+            (FinalizerState::Added, None) => Claim::Fresh(at),
+            (FinalizerState::Held, None) => Claim::Held(at),
+            _ => Claim::None,
+        };
         Observed {
             spec,
             gate: Gate::default(),
             instance: Ok("i-1".into()),
             finalizer,
-            claim_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
-            adopted_elsewhere: None,
+            claim,
+            held_elsewhere: None,
             observed_id: None,
             recorded_id: recorded.map(str::to_owned),
+            holds_record: recorded.is_some() || claim != Claim::None,
+            status_id: recorded.map(str::to_owned),
             remote,
             updated: false,
         }
@@ -570,25 +661,84 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_recorded_on_an_earlier_incarnation_of_the_instance_counts_as_unrecorded() {
-        let status = VpnPeerStatus {
-            peer_id: Some("p-1".into()),
-            instance_id: Some("i-old".into()),
-            ..Default::default()
+    fn a_peer_attaches_only_to_a_hub_its_instance_resource_holds_the_record_of() {
+        use crate::crd::{Holder, OwnershipRecord, OwnershipRecordSpec, RecordOrigin};
+        let record = |uid: &str, id: Option<&str>| {
+            let spec = OwnershipRecordSpec {
+                holder: Holder {
+                    kind: "VpnInstance".into(),
+                    namespace: "team-a".into(),
+                    name: "hub".into(),
+                    uid: uid.into(),
+                },
+                role: RecordRole::Observe,
+                origin: RecordOrigin::Adopted,
+                installation: "ops/a".into(),
+                taken_at: "2026-11-27T10:00:00Z".into(),
+                claimed_at: None,
+                hostname: Some("hub-one".into()),
+                instance_id: id.map(str::to_owned),
+                peer_id: None,
+            };
+            Some(OwnershipRecord::new("instance.hub-one", spec))
         };
-        assert_eq!(recorded_on(Some(&status), Some("i-1")), None);
-        assert_eq!(recorded_on(Some(&status), Some("i-old")), Some("p-1".into()));
-        assert_eq!(recorded_on(Some(&status), None), None);
+        let me = record("uid-hub", None).unwrap().spec.holder;
+        let held = Holding::of(record("uid-hub", Some("i-1")), &me, "ops/a");
+        assert_eq!(
+            attached(Ok("i-1".into()), &held, "hub"),
+            Ok("i-1".into()),
+            "an observed hub works too"
+        );
+        // A status patched to another hub's id, a record of another resource, or none at all.
+        let other_id = attached(Ok("i-2".into()), &held, "hub").unwrap_err();
+        assert_eq!(other_id.reason, reason::WAITING_FOR_INSTANCE);
+        assert!(
+            other_id.message.contains("ownership record"),
+            "{}",
+            other_id.message
+        );
+        let theirs = Holding::of(record("uid-other", Some("i-1")), &me, "ops/a");
+        assert!(attached(Ok("i-1".into()), &theirs, "hub").is_err());
+        assert!(attached(Ok("i-1".into()), &Holding::Free, "hub").is_err());
     }
 
     #[test]
-    fn a_vanished_peer_is_forgotten_then_searched_never_blindly_recreated() {
+    fn an_id_in_status_without_a_record_is_never_acted_on() {
+        let s = spec(serde_json::json!({}));
+        let mut o = observed(&s, FinalizerState::Held, None, Remote::Unknown);
+        (o.claim, o.holds_record, o.status_id) = (Claim::None, false, Some("p-9".into()));
+        assert!(
+            matches!(decide(&o), Step::GiveUp(e) if e.reason() == "NotOwned" && e.to_string().contains("spec.peerId"))
+        );
+    }
+
+    #[test]
+    fn a_found_peer_is_taken_into_the_record_before_any_write() {
+        let s = spec(serde_json::json!({"peerId": "p-7", "routeAll": true}));
+        let o = observed(
+            &s,
+            FinalizerState::Held,
+            None,
+            Remote::Found(altostrat_peer("p-7")),
+        );
+        assert!(matches!(decide(&o), Step::Own { id, role: RecordRole::Manage } if id == "p-7"));
+    }
+
+    #[test]
+    fn a_vanished_peer_is_forgotten_then_claimed_anew_before_its_create() {
+        // Forgetting drops the id and the old claim from the record: the new create is claimed
+        // afresh, so a lost answer to it is looked for by the next attempt, not repeated.
         let s = spec(serde_json::json!({}));
         let mut o = observed(&s, FinalizerState::Held, Some("p-1"), Remote::Gone("p-1".into()));
         assert!(matches!(decide(&o), Step::Forget(id) if id == "p-1"));
-        o.recorded_id = None;
+        (o.recorded_id, o.status_id) = (None, None);
         o.remote = Remote::Unknown;
-        assert!(matches!(decide(&o), Step::Search));
+        assert!(matches!(decide(&o), Step::Claim));
+        o.claim = Claim::Held("2026-11-27T10:00:00Z".parse().unwrap());
+        assert!(
+            matches!(decide(&o), Step::Search),
+            "a claim left by a crash is searched first"
+        );
     }
 
     #[test]
@@ -624,7 +774,7 @@ mod tests {
         let mine = observed(
             &s,
             FinalizerState::Held,
-            None,
+            Some("p-7"),
             Remote::Found(altostrat_peer("p-7")),
         );
         assert!(matches!(decide(&mine), Step::Record(_)));
@@ -642,7 +792,7 @@ mod tests {
     fn an_adoption_of_another_namespaces_peer_or_a_second_peer_is_refused() {
         let s = spec(serde_json::json!({"peerId": "p-7"}));
         let mut o = observed(&s, FinalizerState::Held, None, Remote::Unknown);
-        o.adopted_elsewhere = Some("team-b/bob".into());
+        o.held_elsewhere = Some("team-b/bob".into());
         assert!(matches!(decide(&o), Step::GiveUp(e) if e.reason() == "NotOwned"));
         let managing_another = observed(&s, FinalizerState::Held, Some("p-1"), Remote::Unknown);
         assert!(matches!(decide(&managing_another), Step::GiveUp(e) if e.reason() == "InvalidSpec"));

@@ -23,18 +23,23 @@ use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
 use super::observation::{Look, defer_drift_check};
-use super::ownership::{self, Ownership, claim_of};
+use super::ownership::{self, Claim, Ownership};
 use super::plan;
-use super::policy::{Gate, observed_id, owned_id, reconcile_request};
+use super::policy::{Gate, reconcile_request};
 use super::profile;
+use super::record::{self, Holding, instance_record, peer_record};
 use super::status::HasStatus;
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiToken, Urgency, VpnApi};
-use crate::crd::{ManagementPolicy, PlannedCall, VpnInstance, VpnPeer, VpnPeerStatus};
+use crate::crd::{
+    DeletionPolicy, Holder, ManagementPolicy, OwnershipRecordSpec, PlannedCall, RecordOrigin, RecordRole,
+    VpnInstance, VpnPeer, VpnPeerStatus,
+};
 use decide::{
-    Candidate, Observed, Remote, Step, decide, judge_all, observed_status, ready_conditions, recorded_on,
+    Candidate, Observed, Remote, Step, attached, decide, judge_all, observed_status, ready_conditions,
     usable_instance_id, waiting_conditions, withheld_status,
 };
+use k8s_openapi::jiff::Timestamp;
 
 /// More steps than the longest path of one reconcile (finalizer, fetch, forget, search, claim,
 /// create, update, record: 8): reaching it means the decisions loop, a bug.
@@ -58,14 +63,19 @@ impl Reconciler for VpnPeer {
 
     async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let instance = referenced_instance(self, ctx);
-        let usable = usable_instance_id(instance.as_deref(), &self.spec.instance_ref.name);
+        let usable = usable_instance(ctx, instance.as_deref(), &self.spec.instance_ref.name).await?;
         let namespace = self.namespace().unwrap_or_default();
         let secret = instance
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
         let gate = Gate::of(self);
-        let mut observed = first_look(self, ctx, usable.clone());
+        let mut own = PeerRecord::look(self, ctx).await?;
+        handle
+            .status
+            .set_deletion_policy(effective_policy(self, &own.holding));
+        let mut observed = first_look(self, usable.clone(), &own.holding);
+        observed.held_elsewhere = held_elsewhere(self, ctx, &own).await?;
         let instance_id = usable.unwrap_or_default();
         let started = Instant::now();
         for _ in 0..MAX_STEPS {
@@ -84,9 +94,24 @@ impl Reconciler for VpnPeer {
                     other => observed.finalizer = other,
                 },
                 Step::Claim => {
+                    // The finalizer comes first: a record must never outlive its resource's cleanup.
+                    observed.finalizer = handle.add_finalizer(self).await?;
+                    if observed.finalizer == FinalizerState::Stale {
+                        continue;
+                    }
                     let at = handle.status.now().0;
-                    observed.finalizer = handle.claim(self, &at).await?;
-                    observed.claim_at = Some(at);
+                    own.claim(ctx, &instance_id, at).await?;
+                    observed.refresh(&own.holding, &instance_id);
+                    if own.holding.mine().is_some() {
+                        observed.claim = Claim::Fresh(at);
+                    }
+                }
+                Step::Own { id, role } => {
+                    observed.held_elsewhere = own.adopt(ctx, (&instance_id, &id), role).await?;
+                    handle
+                        .status
+                        .set_deletion_policy(effective_policy(self, &own.holding));
+                    observed.refresh(&own.holding, &instance_id);
                 }
                 Step::GiveUp(error) => return Err(error),
                 Step::Fetch(id) => {
@@ -98,8 +123,10 @@ impl Reconciler for VpnPeer {
                     }
                 }
                 Step::Forget(id) => {
+                    own.record_id(ctx, &instance_id, None).await?;
                     forget(self, ctx, handle, &id).await?;
-                    observed.recorded_id = None;
+                    observed.refresh(&own.holding, &instance_id);
+                    observed.status_id = None;
                     observed.remote = Remote::Unknown;
                 }
                 Step::Search => {
@@ -107,6 +134,8 @@ impl Reconciler for VpnPeer {
                     observed.remote = Remote::Searched(candidates);
                 }
                 Step::Adopt(found) => {
+                    own.record_id(ctx, &instance_id, Some(&found.id)).await?;
+                    observed.refresh(&own.holding, &instance_id);
                     let note = (
                         event::ADOPTED,
                         format!("adopted existing Altostrat peer {}", found.id),
@@ -115,7 +144,8 @@ impl Reconciler for VpnPeer {
                 }
                 Step::Create => {
                     let at = (&token.get().await?, instance_id.as_str());
-                    observed.remote = Remote::Found(create(self, ctx, handle, at).await?);
+                    observed.remote = Remote::Found(create(self, ctx, handle, &mut own, at).await?);
+                    observed.refresh(&own.holding, &instance_id);
                 }
                 Step::Update { id, body, field } => {
                     let at = (&token.get().await?, instance_id.as_str(), id.as_str());
@@ -146,24 +176,20 @@ impl Reconciler for VpnPeer {
 
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let instance = referenced_instance(self, ctx);
-        let status = self.status.clone().unwrap_or_default();
-        let instance_id = status.instance_id.clone().or_else(|| {
-            instance
-                .as_ref()
-                .and_then(|i| i.status.as_ref())
-                .and_then(|s| s.instance_id.clone())
-        });
+        let own = PeerRecord::look(self, ctx).await?;
+        let managed = own.holding.mine_as(RecordRole::Manage);
+        let instance_id = managed.and_then(|r| r.instance_id.clone());
         let namespace = self.namespace().unwrap_or_default();
         let secret = instance
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
-        let known_id = owned_id(Some(&status)).map(str::to_owned);
+        let known_id = managed.and_then(|r| r.peer_id.clone());
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
             management: self.spec.management_policy,
-            policy: self.spec.deletion_policy,
-            may_exist: instance_id.is_some() && (known_id.is_some() || claim_of(self).is_some()),
+            policy: effective_policy(self, &own.holding),
+            may_exist: instance_id.is_some(),
             dependents: Some(0),
             known_id,
             handed_over_to: None,
@@ -182,7 +208,8 @@ impl Reconciler for VpnPeer {
                 // its id being recorded.
                 CleanupStep::Search => {
                     let candidates = search(self, ctx, &token.get().await?, &instance_id, started).await?;
-                    observed.search = Some(judge_candidates(self, &candidates));
+                    let claim = own.holding.claim(|r| r.peer_id.as_ref());
+                    observed.search = Some(judge_candidates(claim, &candidates));
                 }
                 CleanupStep::LeaveAlone { id, verdict } => {
                     let what = format!("Altostrat peer {id}");
@@ -192,7 +219,7 @@ impl Reconciler for VpnPeer {
                     );
                     ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
                         .await;
-                    return handle.release(self).await;
+                    return own.release(self, ctx, handle).await;
                 }
                 CleanupStep::Delete(id) => {
                     let token = token.get().await?;
@@ -212,10 +239,10 @@ impl Reconciler for VpnPeer {
                 CleanupStep::Unmanaged(policy) => {
                     let note = format!("managementPolicy is {policy:?}; the Altostrat peer is left in place");
                     handle.activity.record(event::ORPHANED, note);
-                    return handle.release(self).await;
+                    return own.release(self, ctx, handle).await;
                 }
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
-                    return handle.release(self).await;
+                    return own.release(self, ctx, handle).await;
                 }
                 // Peers have no dependents.
                 CleanupStep::CountDependents | CleanupStep::WaitForDependents(_) => break,
@@ -226,23 +253,58 @@ impl Reconciler for VpnPeer {
 }
 
 /// What a reconcile knows before it looks at Altostrat.
-fn first_look<'a, A>(
+fn first_look<'a>(
     obj: &'a VpnPeer,
-    ctx: &Context<A>,
     usable: Result<String, ConditionState>,
+    holding: &Holding,
 ) -> Observed<'a> {
-    Observed {
+    let instance_id = usable.clone().unwrap_or_default();
+    let mut observed = Observed {
         spec: &obj.spec,
         gate: Gate::of(obj),
-        recorded_id: recorded_on(obj.status.as_ref(), usable.as_deref().ok()),
         instance: usable,
         finalizer: FinalizerState::of(obj),
-        claim_at: claim_of(obj),
-        adopted_elsewhere: adopted_elsewhere(obj, ctx),
-        observed_id: observed_id(obj.status.as_ref()).map(str::to_owned),
+        claim: Claim::None,
+        held_elsewhere: None,
+        observed_id: None,
+        recorded_id: None,
+        holds_record: false,
+        status_id: obj.status.as_ref().and_then(|s| s.peer_id.clone()),
         remote: Remote::Unknown,
         updated: false,
+    };
+    observed.refresh(holding, &instance_id);
+    observed
+}
+
+impl Observed<'_> {
+    /// What the peer's record says, as the decision reads it: the peer it holds counts only on
+    /// the instance the peer uses now. A claim this reconcile made stays fresh.
+    fn refresh(&mut self, holding: &Holding, instance_id: &str) {
+        let on_instance = |role| {
+            holding
+                .mine_as(role)
+                .filter(|r| r.instance_id.as_deref() == Some(instance_id))
+                .and_then(|r| r.peer_id.clone())
+        };
+        self.recorded_id = on_instance(RecordRole::Manage);
+        self.observed_id = on_instance(RecordRole::Observe);
+        self.holds_record = holding.mine().is_some();
+        if let Some(other) = holding.other() {
+            self.held_elsewhere = Some(other.to_owned());
+        }
+        let held = holding.claim(|r| r.peer_id.as_ref());
+        self.claim = match (self.claim, held) {
+            (Claim::Fresh(at), Some(_)) => Claim::Fresh(at),
+            (_, held) => held.map_or(Claim::None, Claim::Held),
+        };
     }
+}
+
+/// The deletion policy in force: the spec's, else `Delete` for a peer this resource created and
+/// `Orphan` for one it adopted.
+fn effective_policy(obj: &VpnPeer, holding: &Holding) -> DeletionPolicy {
+    record::effective_policy(obj.spec.deletion_policy, holding.mine().map(|r| r.origin))
 }
 
 /// The instance a peer points at, looked up in the instance controller's cache. A reference
@@ -253,12 +315,144 @@ fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInst
         .get(&ObjectRef::new(&obj.spec.instance_ref.name).within(&namespace))
 }
 
-/// A resource in another namespace that records the peer this one's `spec.peerId` names.
-fn adopted_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<String> {
-    let id = obj.spec.peer_id.as_deref()?;
-    let holder = ctx.peer_holding(obj, id, |_| true)?;
-    let namespace = obj.namespace().unwrap_or_default();
-    (!holder.starts_with(&format!("{namespace}/"))).then_some(holder)
+/// The Altostrat instance the peer may use: its instance resource's hub, provisioned, and
+/// held by that resource's record (read now); otherwise why the peer waits.
+async fn usable_instance<A>(
+    ctx: &Context<A>,
+    instance: Option<&VpnInstance>,
+    name: &str,
+) -> Result<std::result::Result<String, ConditionState>> {
+    let usable = usable_instance_id(instance, name);
+    let Some(instance) = instance.filter(|_| usable.is_ok()) else {
+        return Ok(usable);
+    };
+    let hub = ctx
+        .records
+        .look(
+            &instance_record(&instance.spec.hostname),
+            &record::holder(instance),
+        )
+        .await?;
+    Ok(attached(usable, &hub, name))
+}
+
+/// Who else holds the peer `spec.peerId` names, while this resource's record does not hold it
+/// yet: the oldest record naming it, read now.
+async fn held_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>, own: &PeerRecord) -> Result<Option<String>> {
+    if let Some(other) = own.holding.other() {
+        return Ok(Some(other.to_owned()));
+    }
+    let Some(wanted) = obj.spec.peer_id.as_deref() else {
+        return Ok(None);
+    };
+    if own.holding.mine().and_then(|r| r.peer_id.as_deref()) == Some(wanted) {
+        return Ok(None);
+    }
+    ctx.records.peer_held_elsewhere(wanted, &own.me).await
+}
+
+/// The peer's ownership record (`peer.<uid>`) as this reconcile last read or wrote it.
+struct PeerRecord {
+    name: String,
+    me: Holder,
+    holding: Holding,
+}
+
+impl PeerRecord {
+    async fn look<A>(obj: &VpnPeer, ctx: &Context<A>) -> Result<Self> {
+        let name = peer_record(&obj.uid().unwrap_or_default());
+        let me = record::holder(obj);
+        let holding = ctx.records.look(&name, &me).await?;
+        Ok(Self { name, me, holding })
+    }
+
+    /// Changes the record held, or takes a new one made by `change` from a record of `origin`.
+    async fn write<A>(
+        &mut self,
+        ctx: &Context<A>,
+        (role, origin): (RecordRole, RecordOrigin),
+        change: impl FnOnce(&mut OwnershipRecordSpec),
+    ) -> Result<()> {
+        self.holding = match &self.holding {
+            Holding::Mine(record) => ctx.records.change(record, change).await?,
+            Holding::Free => {
+                let mut spec = ctx.records.new_spec(self.me.clone(), role, origin);
+                change(&mut spec);
+                ctx.records.take(&self.name, spec).await?
+            }
+            Holding::Other(_) => return Ok(()),
+        };
+        Ok(())
+    }
+
+    /// Takes the record for a create on `instance_id`, or renews its claim: a peer found later
+    /// is this create's only if created at or after `at`.
+    async fn claim<A>(&mut self, ctx: &Context<A>, instance_id: &str, at: Timestamp) -> Result<()> {
+        let kind = (RecordRole::Manage, RecordOrigin::Created);
+        self.write(ctx, kind, |r| {
+            r.role = RecordRole::Manage;
+            r.origin = RecordOrigin::Created;
+            r.claimed_at = Some(at.to_string());
+            r.instance_id = Some(instance_id.to_owned());
+            r.peer_id = None;
+        })
+        .await
+    }
+
+    /// Takes peer `id` in `role` (an explicit adoption, an observation, or an observer turning
+    /// manager). Of two records naming one peer the older holds it: a younger one is freed at
+    /// once, and the holder named.
+    async fn adopt<A>(
+        &mut self,
+        ctx: &Context<A>,
+        (instance_id, id): (&str, &str),
+        role: RecordRole,
+    ) -> Result<Option<String>> {
+        self.write(ctx, (role, RecordOrigin::Adopted), |r| {
+            r.role = role;
+            r.instance_id = Some(instance_id.to_owned());
+            r.peer_id = Some(id.to_owned());
+            r.taken_at = Timestamp::now().to_string();
+        })
+        .await?;
+        if let Some(other) = self.holding.other() {
+            return Ok(Some(other.to_owned()));
+        }
+        let Some(other) = ctx.records.peer_held_elsewhere(id, &self.me).await? else {
+            return Ok(None);
+        };
+        if let Holding::Mine(record) = &self.holding {
+            ctx.records.free(record).await?;
+        }
+        self.holding = Holding::Free;
+        Ok(Some(other))
+    }
+
+    /// Records the id of this resource's own create (or forgets a vanished one), before status.
+    async fn record_id<A>(&mut self, ctx: &Context<A>, instance_id: &str, id: Option<&str>) -> Result<()> {
+        if let Holding::Mine(record) = &self.holding {
+            let (instance_id, id) = (instance_id.to_owned(), id.map(str::to_owned));
+            self.holding = ctx
+                .records
+                .change(record, |r| {
+                    r.instance_id = Some(instance_id);
+                    if id.is_none() {
+                        r.claimed_at = None;
+                    }
+                    r.peer_id = id;
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Frees the record, then releases the resource.
+    async fn release<A>(&self, obj: &VpnPeer, ctx: &Context<A>, handle: &Handle<VpnPeer>) -> Result<Action> {
+        if let Holding::Mine(record) = &self.holding {
+            ctx.records.free(record).await?;
+        }
+        handle.release(obj).await
+    }
 }
 
 /// How fresh the observation of this peer must be: a reconcile request asks for a list sent
@@ -362,11 +556,13 @@ async fn create<A: VpnApi>(
     obj: &VpnPeer,
     ctx: &Context<A>,
     handle: &mut Handle<VpnPeer>,
+    own: &mut PeerRecord,
     (token, instance_id): (&ApiToken, &str),
 ) -> Result<Peer> {
     let body = plan::peer_create(&obj.spec);
     let created = ctx.api.create_peer(token, instance_id, &body).await?;
     ctx.observations.wrote_peer(token, instance_id, &created);
+    own.record_id(ctx, instance_id, Some(&created.id)).await?;
     let note = (event::CREATED, format!("created Altostrat peer {}", created.id));
     record_id(handle, created, instance_id, note).await
 }
@@ -487,20 +683,22 @@ async fn search<A: VpnApi>(
         .peers(&*ctx.api, token, instance_id, look)
         .await?
         .unwrap_or_default();
-    Ok(plan::matching_peers(&peers, &obj.spec)
-        .into_iter()
-        .map(|peer| Candidate {
-            // Whether it is our lost create: only an owner's record says it is not.
-            recorded_by: ctx.peer_holding(obj, &peer.id, |other| ownership::owns_peer(other, &peer.id)),
+    let me = record::holder(obj);
+    let mut candidates = Vec::new();
+    for peer in plan::matching_peers(&peers, &obj.spec) {
+        candidates.push(Candidate {
+            // Whether it is our lost create: another record holding it says it is not.
+            recorded_by: ctx.records.peer_held_elsewhere(&peer.id, &me).await?,
             peer: peer.clone(),
-        })
-        .collect())
+        });
+    }
+    Ok(candidates)
 }
 
 /// The candidate to delete on cleanup: our own lost create if there is one, otherwise the
 /// first one found, to be left alone with the reason.
-fn judge_candidates(obj: &VpnPeer, candidates: &[Candidate]) -> Option<(String, Ownership)> {
-    let verdicts = judge_all(claim_of(obj), candidates);
+fn judge_candidates(claim: Option<Timestamp>, candidates: &[Candidate]) -> Option<(String, Ownership)> {
+    let verdicts = judge_all(claim, candidates);
     let ours = verdicts.iter().position(|(_, v)| *v == Ownership::Ours);
     let (peer, verdict) = verdicts.into_iter().nth(ours.unwrap_or(0))?;
     Some((peer.id.clone(), verdict))

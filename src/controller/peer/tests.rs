@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::altostrat::{ApiError, Endpoint};
 use crate::controller::testing::{Harness, NS, condition, instance, peer};
-use crate::crd::{FINALIZER, VpnInstance, VpnPeer};
+use crate::crd::{VpnInstance, VpnPeer};
 
 /// A harness with a Ready hub `hub` in [`NS`].
 async fn with_hub() -> (Harness, VpnInstance) {
@@ -69,7 +69,11 @@ async fn a_peer_is_claimed_created_and_recorded_once() {
         vec![],
         "a converged resync within the drift interval makes no call"
     );
-    assert!(h.kube.calls().is_empty(), "{:?}", h.kube.calls());
+    let kube = h.kube.calls();
+    assert!(
+        kube.iter().all(|c| c.method == http::Method::GET) && kube.len() == 2,
+        "two reads (the peer's and its hub's ownership records), no write: {kube:?}"
+    );
 }
 
 #[tokio::test]
@@ -93,15 +97,23 @@ async fn a_lost_create_answer_is_found_and_adopted() {
 }
 
 #[tokio::test]
-async fn a_claim_left_by_a_crash_before_the_post_leads_to_one_create() {
+async fn a_claim_left_by_a_failed_post_leads_to_one_create() {
     let (h, hub) = with_hub().await;
-    let mut obj = peer("alice", "hub", json!({}));
-    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    let obj = h.apply(obj);
+    let obj = h.apply(peer("alice", "hub", json!({})));
+    let refused = ApiError::Server {
+        endpoint: Endpoint::CreatePeer,
+        status: 503,
+        message: "Service Unavailable".into(),
+    };
+    h.altostrat.refuse(Endpoint::CreatePeer, refused);
+    assert!(h.reconcile(&obj).await.is_err());
+    assert!(h.holds_finalizer(&obj));
+    h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::ListPeers, Endpoint::CreatePeer]
+        vec![Endpoint::ListPeers, Endpoint::CreatePeer],
+        "the claim in the record is searched for before the create is sent again"
     );
     assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
 }
@@ -269,7 +281,16 @@ async fn a_peer_adopted_explicitly_is_managed_and_a_mismatching_one_left_alone()
     );
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
 
-    let other_user = json!({"peerId": existing.id, "userId": "0b1b2c3d-e5f6-7890-1234-567890abcdef"});
+    let second = h.apply(peer("alice-2", "hub", json!({"peerId": existing.id})));
+    assert!(h.reconcile(&second).await.is_err());
+    assert_eq!(
+        ready(&h, &second),
+        Some(("False".into(), "NotOwned".into())),
+        "held by alice"
+    );
+
+    let another = h.altostrat.add_peer(&id, &body, "2026-01-01T00:00:00Z");
+    let other_user = json!({"peerId": another.id, "userId": "0b1b2c3d-e5f6-7890-1234-567890abcdef"});
     let wrong = h.apply(peer("mallory", "hub", other_user));
     assert!(h.reconcile(&wrong).await.is_err());
     assert_eq!(ready(&h, &wrong), Some(("False".into(), "InvalidSpec".into())));
@@ -280,7 +301,7 @@ async fn a_peer_adopted_explicitly_is_managed_and_a_mismatching_one_left_alone()
         h.altostrat.calls().is_empty(),
         "a refused adoption deletes nothing"
     );
-    assert_eq!(h.altostrat.peers(&id).len(), 1);
+    assert_eq!(h.altostrat.peers(&id).len(), 2);
 }
 
 #[tokio::test]
@@ -296,8 +317,8 @@ async fn a_peer_gone_since_it_was_observed_is_created_again_when_its_update_find
     h.reconcile(&edited).await.unwrap();
     assert_eq!(
         h.altostrat.calls(),
-        vec![Endpoint::UpdatePeer, Endpoint::ListPeers, Endpoint::CreatePeer],
-        "the 404 of the update says it is gone: searched for a lost create, then created once"
+        vec![Endpoint::UpdatePeer, Endpoint::CreatePeer],
+        "the 404 of the update says it is gone: forgotten, claimed anew and created once"
     );
     let peers = h.altostrat.peers(&id);
     assert_eq!(peers.len(), 1);

@@ -101,6 +101,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "avo.crdRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  resourceNames: ["vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]
+  resourceNames: ["ownershiprecords.vpn.altostrat.io", "vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]
   verbs: ["get"]
+# Ownership records are cluster-scoped, so even a namespace-scoped install needs them
+# cluster-wide: every installation must see every record to never take another's object.
+- apiGroups: ["vpn.altostrat.io"]
+  resources: ["ownershiprecords"]
+  verbs: ["get", "list", "create", "update", "delete"]
 {{- end -}}
