@@ -64,7 +64,9 @@ install_crds() {
 # remove_e2e_objects RUN: what the e2e suites of run RUN left (they label it, tests/support):
 # namespaces, and cluster-scoped objects (ClusterRoles, bindings, CRD copies). Their operators
 # have stopped, so the finalizers they put on resources and Secrets are removed first: nobody
-# else would, and the namespaces would stay Terminating.
+# else would, and the namespaces would stay Terminating. So are the ownership records whose
+# holder lived in those namespaces: no operator of the run is left to free them, and a later
+# run reuses the hostnames.
 remove_e2e_objects() {
   local selector="vpn.altostrat.io/e2e-run=$1" ns kind deadline=$((SECONDS + 180))
   for ns in $(kubectl get namespaces -l "$selector" -o jsonpath='{.items[*].metadata.name}'); do
@@ -73,6 +75,11 @@ remove_e2e_objects() {
         xargs -r -I{} kubectl -n "$ns" patch {} --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null
     done
   done
+  local namespaces
+  namespaces="$(kubectl get namespaces -l "$selector" -o jsonpath='{.items[*].metadata.name}')"
+  kubectl get ownershiprecords.vpn.altostrat.io -o json 2>/dev/null |
+    jq -r --arg ns " $namespaces " '.items[] | select($ns | contains(" " + .spec.holder.namespace + " ")) | .metadata.name' |
+    xargs -r kubectl delete ownershiprecords.vpn.altostrat.io >/dev/null
   kubectl delete namespaces -l "$selector" --wait=false >/dev/null
   kubectl delete clusterrolebindings,clusterroles,customresourcedefinitions -l "$selector" >/dev/null
   while [[ -n "$(kubectl get namespaces -l "$selector" -o name)" ]]; do

@@ -200,6 +200,18 @@ fn watch_scopes(args: &RunArgs) -> Vec<WatchScope> {
     }
 }
 
+/// The one-time migration of ids in status to ownership records (see `upkeep::migrate`), tried
+/// until it succeeds: the controllers do not start before it, or the resources it is for would
+/// find no record and be refused.
+async fn migrate(client: &kube::Client, scopes: &[WatchScope], records: &Records, selector: Option<&str>) {
+    let mut wait = std::time::Duration::from_secs(1);
+    while let Err(error) = controller::upkeep::migrate(client, scopes, records, selector).await {
+        tracing::error!(%error, retry_in = ?wait, "ownership records not migrated from status yet; the controllers wait for it");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(60));
+    }
+}
+
 /// The namespace of the leader Lease.
 fn lease_namespace(args: &RunArgs) -> String {
     args.leader_election_namespace
@@ -424,7 +436,11 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
 
     let records = Records::new(client.clone(), installation(&args));
     let scopes = watch_scopes(&args);
-    controller::upkeep::migrate(&client, &scopes, &records, args.label_selector.as_deref()).await?;
+    let migrated = migrate(&client, &scopes, &records, args.label_selector.as_deref());
+    if tokio::select! { _ = migrated => false, _ = shutdown.clone() => true } {
+        let _ = server.await;
+        return Ok(());
+    }
     let sweeper = tokio::spawn(controller::upkeep::sweep(client.clone(), records));
     let observed = (metrics.clone(), &*health);
     let named = (identity, budget_settings);

@@ -133,15 +133,24 @@ async fn a_stale_crd_is_refused_naming_its_missing_field_and_a_newer_one_is_acce
     remove(&Api::<CustomResourceDefinition>::all(client.clone()), &name).await;
 }
 
-/// The chart's and the kustomize base's rule: `get` on the operator's two CRDs, by name.
+/// The chart's and the kustomize base's cluster-wide rules: `get` on the operator's CRDs, by
+/// name, and the ownership records (read by the upgrade migration at start-up).
 fn crd_reader(name: &str) -> ClusterRole {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": run_labels()},
         "rules": [{
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
-            "resourceNames": ["vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"],
+            "resourceNames": [
+                "ownershiprecords.vpn.altostrat.io",
+                "vpninstances.vpn.altostrat.io",
+                "vpnpeers.vpn.altostrat.io"
+            ],
             "verbs": ["get"],
+        }, {
+            "apiGroups": ["vpn.altostrat.io"],
+            "resources": ["ownershiprecords"],
+            "verbs": ["get", "list", "create", "update", "delete"],
         }],
     }))
     .unwrap()
@@ -194,7 +203,7 @@ async fn the_operator_exits_when_it_may_not_read_the_crds_and_starts_with_the_ch
     let log = refused.log();
     assert!(!status.success(), "{log}");
     assert!(
-        log.contains("cannot read CustomResourceDefinition vpninstances.vpn.altostrat.io")
+        log.contains("cannot read CustomResourceDefinition ownershiprecords.vpn.altostrat.io")
             && log.contains("grant get on apiextensions.k8s.io customresourcedefinitions"),
         "{log}"
     );

@@ -33,13 +33,11 @@ pub enum Error {
     /// written to it or deleted. `reason` is the condition reason.
     #[error("{message}")]
     NotOwned { reason: &'static str, message: String },
-    /// Altostrat answered an update with values that still differ from the spec (it
-    /// normalises them), and holds just that: sending it again would loop.
-    #[error(
-        "Altostrat stores {fields} differently from the spec after applying it (it normalises the value); \
-         not sent again until the spec or Altostrat changes: write the spec the way Altostrat stores it"
-    )]
-    NotConverging { fields: String },
+    /// Sending the same update again would loop: Altostrat normalises the values (it holds
+    /// what it answered the last update with), or someone else writes them back (they hold
+    /// again what they held before it).
+    #[error("{}", not_converging(fields, *reverted))]
+    NotConverging { fields: String, reverted: bool },
     /// Altostrat refuses to delete an object this resource owns, and still holds it: the
     /// resource stays until the object is gone or its deletion policy is `Orphan`.
     #[error(
@@ -162,6 +160,21 @@ impl FailureCounts {
     /// Forgets the failures of `key` after a successful reconcile.
     pub fn succeeded(&self, key: &str) {
         self.0.lock().expect("failure map lock poisoned").remove(key);
+    }
+}
+
+fn not_converging(fields: &str, reverted: bool) -> String {
+    if reverted {
+        format!(
+            "{fields} went back to the values they held before this resource's last update (A to B to A): \
+             someone else writes them, such as a second cluster managing the same hub or peer; not sent \
+             again until the spec or Altostrat changes: make sure one resource manages it"
+        )
+    } else {
+        format!(
+            "Altostrat stores {fields} differently from the spec after applying it (it normalises the value); \
+             not sent again until the spec or Altostrat changes: write the spec the way Altostrat stores it"
+        )
     }
 }
 

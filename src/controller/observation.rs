@@ -322,8 +322,9 @@ pub struct Observations {
     peers: Slots<(ApiToken, String), Peer>,
     changes: broadcast::Sender<Changed>,
     drift_cycles: Mutex<HashMap<ApiToken, Duration>>,
-    /// Per object id: the last update sent and the state Altostrat answered it with (hashes).
-    updates: Mutex<HashMap<String, (u64, u64)>>,
+    /// Per object id: the last update sent, what the fields it sets held before, and the state
+    /// Altostrat answered it with (hashes).
+    updates: Mutex<HashMap<String, LastUpdate>>,
 }
 
 impl Default for Observations {
@@ -563,27 +564,65 @@ fn digest(value: &impl serde::Serialize) -> u64 {
     hasher.finish()
 }
 
+/// The last update sent to one object (hashes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LastUpdate {
+    body: u64,
+    /// What the fields the update sets held before it.
+    before: u64,
+    answer: u64,
+}
+
+/// Why sending an update again would not converge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repeat {
+    /// Altostrat still holds exactly what it answered the same update with: it normalised the
+    /// value, and sending it again would change nothing but cost a call, forever.
+    Normalised,
+    /// The fields hold again what they held before the same update: someone else writes them
+    /// back (A→B→A), and sending it again would start a war with them.
+    Reverted,
+}
+
 impl Observations {
-    /// Remembers that `body` was sent to object `id` and answered with `answer`.
-    pub fn updated(&self, id: &str, body: &impl serde::Serialize, answer: &impl serde::Serialize) {
+    /// Remembers that `body` was sent to object `id`, whose fields it sets held `before`, and
+    /// was answered with `answer`.
+    pub fn updated(
+        &self,
+        id: &str,
+        body: &impl serde::Serialize,
+        before: &impl serde::Serialize,
+        answer: &impl serde::Serialize,
+    ) {
         let mut updates = self.updates.lock().expect("observation lock poisoned");
         if updates.len() > 100_000 {
             updates.clear();
         }
-        updates.insert(id.to_owned(), (digest(body), digest(answer)));
+        let last = LastUpdate {
+            body: digest(body),
+            before: digest(before),
+            answer: digest(answer),
+        };
+        updates.insert(id.to_owned(), last);
     }
 
-    /// Whether sending `body` to `id` would repeat the last update although Altostrat still
-    /// holds exactly what it answered then: it normalised the value, and sending it again
-    /// would change nothing but cost a call, forever.
+    /// Whether sending `body` to `id` again, to an object observed as `observed` whose fields
+    /// hold `fields`, would repeat the last update without converging.
     pub fn would_repeat(
         &self,
         id: &str,
         body: &impl serde::Serialize,
-        observed: &impl serde::Serialize,
-    ) -> bool {
+        (observed, fields): (&impl serde::Serialize, &impl serde::Serialize),
+    ) -> Option<Repeat> {
         let updates = self.updates.lock().expect("observation lock poisoned");
-        updates.get(id) == Some(&(digest(body), digest(observed)))
+        let last = updates.get(id).filter(|last| last.body == digest(body))?;
+        if last.answer == digest(observed) {
+            Some(Repeat::Normalised)
+        } else if last.before == digest(fields) {
+            Some(Repeat::Reverted)
+        } else {
+            None
+        }
     }
 
     /// Records `token`'s drift cycle; returns the longest of all tokens.

@@ -31,6 +31,31 @@ pub const FALLBACK_PUBLIC_DNS: [&str; 2] = ["9.9.9.9", "1.1.1.1"];
 
 /// The full PUT body for the spec. Fields the spec leaves open (public DNS) keep the values
 /// Altostrat reports, because the API requires them on every update.
+/// The fields an instance update sets, as Altostrat holds them (order-insensitive lists
+/// sorted): what an update war is told by.
+pub fn instance_fields(i: &Instance) -> serde_json::Value {
+    let sorted = |list: &[String]| {
+        let mut list = list.to_vec();
+        list.sort();
+        list
+    };
+    serde_json::json!([
+        i.name,
+        sorted(&i.pushed_routes),
+        i.public_dns,
+        sorted(&i.domains),
+        sorted(&i.split_dns),
+        i.dns_custom
+    ])
+}
+
+/// The fields a peer update sets, as Altostrat holds them.
+pub fn peer_fields(p: &Peer) -> serde_json::Value {
+    let mut subnets = p.subnets.clone();
+    subnets.sort();
+    serde_json::json!([subnets, p.route_all])
+}
+
 pub fn desired_update(spec: &VpnInstanceSpec, observed: &Instance) -> InstanceUpdate {
     InstanceUpdate {
         name: spec.name.clone(),

@@ -274,6 +274,62 @@ impl Records {
     }
 }
 
+/// One resource's record, as its reconcile last read or wrote it.
+pub(crate) struct OwnRecord {
+    pub name: String,
+    pub me: Holder,
+    pub holding: Holding,
+}
+
+impl OwnRecord {
+    /// Reads record `name` for the resource `me`.
+    pub async fn look(records: &Records, name: String, me: Holder) -> Result<Self> {
+        let holding = records.look(&name, &me).await?;
+        Ok(Self { name, me, holding })
+    }
+
+    /// Changes the record this resource holds, or takes the free record as a new one of
+    /// `kind` changed by `change`; someone else's is left as it is.
+    pub async fn write(
+        &mut self,
+        records: &Records,
+        (role, origin): (RecordRole, RecordOrigin),
+        change: impl FnOnce(&mut OwnershipRecordSpec),
+    ) -> Result<()> {
+        self.holding = match &self.holding {
+            Holding::Mine(record) => records.change(record, change).await?,
+            Holding::Free => {
+                let mut spec = records.new_spec(self.me.clone(), role, origin);
+                change(&mut spec);
+                records.take(&self.name, spec).await?
+            }
+            Holding::Other(_) => return Ok(()),
+        };
+        Ok(())
+    }
+
+    /// Changes the record only if this resource holds it.
+    pub async fn update(
+        &mut self,
+        records: &Records,
+        change: impl FnOnce(&mut OwnershipRecordSpec),
+    ) -> Result<()> {
+        if let Holding::Mine(record) = &self.holding {
+            self.holding = records.change(record, change).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the record if this resource holds it.
+    pub async fn free(&mut self, records: &Records) -> Result<()> {
+        if let Holding::Mine(record) = &self.holding {
+            records.free(record).await?;
+            self.holding = Holding::Free;
+        }
+        Ok(())
+    }
+}
+
 /// A label value from any string: the characters a label value takes, at most 63.
 pub(crate) fn label_value(value: &str) -> String {
     let cleaned: String = value

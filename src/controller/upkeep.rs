@@ -54,35 +54,7 @@ pub async fn migrate(
         instances.extend(list::<VpnInstance>(client, scope, &params).await?);
         peers.extend(list::<VpnPeer>(client, scope, &params).await?);
     }
-    let mut taken = 0;
-    for i in unique_by(&instances, |i| i.status.as_ref()?.instance_id.clone()) {
-        let status = i.status.as_ref().expect("filtered on status");
-        let mut spec = records.new_spec(
-            holder(i),
-            role(status.management_policy),
-            origin(i.spec.instance_id.is_some()),
-        );
-        spec.hostname = Some(i.spec.hostname.clone());
-        spec.instance_id = status.instance_id.clone();
-        taken += usize::from(took(
-            records.take(&instance_record(&i.spec.hostname), spec).await?,
-        ));
-    }
-    for p in unique_by(&peers, |p| p.status.as_ref()?.peer_id.clone()) {
-        let status = p.status.as_ref().expect("filtered on status");
-        let mut spec = records.new_spec(
-            holder(p),
-            role(status.management_policy),
-            origin(p.spec.peer_id.is_some()),
-        );
-        spec.instance_id = status.instance_id.clone();
-        spec.peer_id = status.peer_id.clone();
-        taken += usize::from(took(
-            records
-                .take(&peer_record(&p.uid().unwrap_or_default()), spec)
-                .await?,
-        ));
-    }
+    let taken = record_instances(records, &instances).await? + record_peers(records, &peers).await?;
     tracing::info!(
         taken,
         "ownership records made from the ids in status of the previous version"
@@ -94,6 +66,40 @@ pub async fn migrate(
         )
         .await?;
     Ok(())
+}
+
+/// Records for the hubs recorded in the status of one resource each.
+async fn record_instances(records: &Records, instances: &[VpnInstance]) -> Result<usize> {
+    let mut taken = 0;
+    for i in unique_by(instances, |i| i.status.as_ref()?.instance_id.clone()) {
+        let status = i.status.as_ref().expect("filtered on status");
+        let kind = (
+            role(status.management_policy),
+            origin(i.spec.instance_id.is_some()),
+        );
+        let mut spec = records.new_spec(holder(i), kind.0, kind.1);
+        spec.hostname = Some(i.spec.hostname.clone());
+        spec.instance_id = status.instance_id.clone();
+        taken += usize::from(took(
+            records.take(&instance_record(&i.spec.hostname), spec).await?,
+        ));
+    }
+    Ok(taken)
+}
+
+/// Records for the peers recorded in the status of one resource each.
+async fn record_peers(records: &Records, peers: &[VpnPeer]) -> Result<usize> {
+    let mut taken = 0;
+    for p in unique_by(peers, |p| p.status.as_ref()?.peer_id.clone()) {
+        let status = p.status.as_ref().expect("filtered on status");
+        let kind = (role(status.management_policy), origin(p.spec.peer_id.is_some()));
+        let mut spec = records.new_spec(holder(p), kind.0, kind.1);
+        spec.instance_id = status.instance_id.clone();
+        spec.peer_id = status.peer_id.clone();
+        let name = peer_record(&p.uid().unwrap_or_default());
+        taken += usize::from(took(records.take(&name, spec).await?));
+    }
+    Ok(taken)
 }
 
 fn took(holding: Holding) -> bool {

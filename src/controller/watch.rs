@@ -115,7 +115,10 @@ fn instance_stream(
     api: Api<VpnInstance>,
     config: watcher::Config,
     writer: reflector::store::Writer<VpnInstance>,
-    changed: futures::channel::mpsc::UnboundedSender<(ObjectRef<VpnInstance>, Concerns)>,
+    (changed, gone): (
+        futures::channel::mpsc::UnboundedSender<(ObjectRef<VpnInstance>, Concerns)>,
+        futures::channel::mpsc::UnboundedSender<VpnInstance>,
+    ),
     left: LeftScope,
 ) -> impl Stream<Item = Result<VpnInstance, watcher::Error>> {
     let mut seen = PeerRelevant::default();
@@ -131,6 +134,7 @@ fn instance_stream(
                 }
                 watcher::Event::Delete(instance) => {
                     seen.forget(instance);
+                    let _ = gone.unbounded_send(instance.clone());
                     Some((instance, Concerns::AllPeers))
                 }
                 watcher::Event::Init | watcher::Event::InitDone => None,
@@ -307,6 +311,21 @@ fn delivers_a_profile(peer: &VpnPeer) -> bool {
         })
 }
 
+/// The instances a deleted one may have handed its hub over to (see `instance::successor`):
+/// those of its namespace adopting the hub it recorded. They were refused while it held the
+/// hub's record, and wait for a person at the slow pace of such errors otherwise.
+fn successors(instances: &Store<VpnInstance>, gone: &VpnInstance) -> Vec<ObjectRef<VpnInstance>> {
+    let Some(id) = gone.status.as_ref().and_then(|s| s.instance_id.as_deref()) else {
+        return Vec::new();
+    };
+    instances
+        .state()
+        .into_iter()
+        .filter(|i| i.namespace() == gone.namespace() && i.spec.instance_id.as_deref() == Some(id))
+        .map(|i| ObjectRef::from_obj(i.as_ref()))
+        .collect()
+}
+
 /// The peers to reconcile when an instance changed: those in its namespace that name it (and,
 /// for a change only profiles depend on, deliver one).
 fn dependents(
@@ -333,14 +352,18 @@ pub async fn run<A: VpnApi>(
     let config = watch_config(&deps.settings);
     let (left_scope, left_scope_reports) = futures::channel::mpsc::unbounded();
     let (instance_changed, instance_changes) = futures::channel::mpsc::unbounded();
+    let (instance_gone, instances_gone) = futures::channel::mpsc::unbounded();
     let (instance_store, instance_writer) = reflector::store();
     let instance_events = instance_stream(
         scope.api(&deps.client),
         config.clone(),
         instance_writer,
-        instance_changed,
+        (instance_changed, instance_gone),
         left_scope.clone(),
     );
+    let instances = instance_store.clone();
+    let handed_over =
+        instances_gone.flat_map(move |gone| futures::stream::iter(successors(&instances, &gone)));
     let (peer_store, peer_writer) = reflector::store();
     let peer_events = peer_stream(scope.api(&deps.client), config, peer_writer, left_scope);
     let peers = peer_store.clone();
@@ -350,7 +373,7 @@ pub async fn run<A: VpnApi>(
 
     let settings = &deps.settings;
     let instance_controller = Controller::for_stream(instance_events, instance_store.clone())
-        .reconcile_on(instance_drift)
+        .reconcile_on(futures::stream::select(instance_drift, handed_over))
         .with_config(Config::default().concurrency(settings.instance_concurrency))
         .graceful_shutdown_on(shutdown.clone());
     let peer_controller = Controller::for_stream(peer_events, peer_store.clone())

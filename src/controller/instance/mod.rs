@@ -20,11 +20,11 @@ use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
-use super::observation::{Look, defer_drift_check};
+use super::observation::{Look, Repeat, defer_drift_check};
 use super::ownership::{self, Claim, Ownership};
 use super::plan;
 use super::policy::{Gate, reconcile_request};
-use super::record::{self, Holding, instance_record};
+use super::record::{self, Holding, OwnRecord, instance_record};
 use super::status::HasStatus;
 use crate::altostrat::Urgency;
 use crate::altostrat::model::{Instance, InstanceUpdate};
@@ -70,8 +70,8 @@ impl Reconciler for VpnInstance {
         let mut hub = HubRecord::look(self, ctx).await?;
         handle
             .status
-            .set_deletion_policy(effective_policy(self, &hub.holding));
-        let mut observed = first_look(self, &hub.holding);
+            .set_deletion_policy(effective_policy(self, hub.holding()));
+        let mut observed = first_look(self, hub.holding());
         for _ in 0..MAX_STEPS {
             let step = decide(&observed);
             tracing::debug!(?step, "next step");
@@ -80,58 +80,28 @@ impl Reconciler for VpnInstance {
                 Step::Claim => {
                     // Validated before the claim: a spec that cannot be created claims nothing.
                     ctx.check_region(&token.get().await?, &self.spec.region).await?;
-                    // The finalizer comes first: a record must never outlive its resource's cleanup.
-                    observed.finalizer = handle.add_finalizer(self).await?;
-                    if observed.finalizer == FinalizerState::Stale {
-                        continue;
-                    }
-                    let at = claim_time(handle);
-                    hub.claim(self, ctx, at).await?;
-                    observed.refresh(&hub.holding);
-                    if hub.holding.mine().is_some() {
-                        observed.claim = Claim::Fresh(at);
-                    }
+                    claim(self, ctx, handle, (&mut hub, &mut observed)).await?;
                 }
                 Step::Own { id, role } => {
                     hub.own(self, ctx, &id, role).await?;
-                    handle
-                        .status
-                        .set_deletion_policy(effective_policy(self, &hub.holding));
-                    observed.refresh(&hub.holding);
+                    let policy = effective_policy(self, hub.holding());
+                    handle.status.set_deletion_policy(policy);
+                    observed.refresh(hub.holding());
                 }
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
-                Step::Fetch(id) => {
-                    let token = token.get().await?;
-                    // How long a list may be reused for drift checks (see DRIFT_REUSE).
-                    let reuse = ctx.drift_interval(&token).mul_f64(DRIFT_REUSE);
-                    if let Some(settled) = settled_in_view(self, ctx, &token, (&id, reuse)) {
-                        observed.remote = Remote::Found(settled);
-                        continue;
-                    }
-                    let look = look_for(self, ctx, reuse, handle, gate);
-                    match fetch(ctx, &token, id, look).await {
-                        Ok(remote) => observed.remote = remote,
-                        Err(deferred) => return defer_drift_check(deferred, look),
-                    }
-                }
-                Step::Forget(id) => {
-                    let note = format!("Altostrat instance {id} no longer exists; creating it again");
-                    ctx.publish(self, EventType::Warning, event::RECREATING, note)
-                        .await;
-                    hub.record_id(ctx, None).await?;
-                    handle.status.update_fields(|s| s.instance_id = None).await?;
-                    observed.refresh(&hub.holding);
-                    observed.status_id = None;
-                    observed.remote = Remote::Unknown;
-                }
+                Step::Fetch(id) => match look(self, ctx, handle, (&token.get().await?, id), gate).await? {
+                    Ok(remote) => observed.remote = remote,
+                    Err(deferred) => return Ok(deferred),
+                },
+                Step::Forget(id) => forget(self, ctx, handle, (&mut hub, &mut observed), &id).await?,
                 Step::Search => observed.remote = search(self, ctx, &token.get().await?, started).await?,
                 Step::Create => {
                     observed.remote = create(self, ctx, handle, &mut hub, &token.get().await?).await?;
-                    observed.refresh(&hub.holding);
+                    observed.refresh(hub.holding());
                 }
                 Step::Adopt(found) => {
                     hub.record_id(ctx, Some(&found.id)).await?;
-                    observed.refresh(&hub.holding);
+                    observed.refresh(hub.holding());
                     observed.remote = Remote::Found(adopt(handle, found).await?);
                 }
                 Step::Update { id, body, fields } => {
@@ -170,9 +140,9 @@ impl Reconciler for VpnInstance {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
         let hub = HubRecord::look(self, ctx).await?;
-        let managed = hub.holding.mine_as(RecordRole::Manage);
+        let managed = hub.holding().mine_as(RecordRole::Manage);
         let known_id = managed.and_then(|r| r.instance_id.clone());
-        let policy = effective_policy(self, &hub.holding);
+        let policy = effective_policy(self, hub.holding());
         let successor = match (&known_id, policy, self.spec.management_policy) {
             (Some(id), DeletionPolicy::Delete, ManagementPolicy::Full) => successor(self, ctx, id).await?,
             _ => None,
@@ -197,24 +167,24 @@ impl Reconciler for VpnInstance {
                 CleanupStep::Orphan => {
                     let note = "deletionPolicy is Orphan; the Altostrat instance is left running";
                     handle.activity.record(event::ORPHANED, note);
-                    return release(self, ctx, handle, (&hub, None)).await;
+                    return release(self, ctx, handle, (hub, None)).await;
                 }
                 CleanupStep::Unmanaged(policy) => {
                     let note =
                         format!("managementPolicy is {policy:?}; the Altostrat instance is left running");
                     handle.activity.record(event::ORPHANED, note);
-                    return release(self, ctx, handle, (&hub, None)).await;
+                    return release(self, ctx, handle, (hub, None)).await;
                 }
                 CleanupStep::HandOver { id, to } => {
                     let note = format!("Altostrat instance {id} is managed by {to} now; left running");
                     handle.activity.record(event::ORPHANED, note);
-                    return release(self, ctx, handle, (&hub, successor)).await;
+                    return release(self, ctx, handle, (hub, successor)).await;
                 }
                 CleanupStep::CountDependents => observed.dependents = Some(count_dependents(self, ctx)),
                 CleanupStep::WaitForDependents(n) => return wait_for_dependents(handle, n).await,
                 CleanupStep::Search => {
                     let found = search(self, ctx, &token.get().await?, started).await?;
-                    let claim = hub.holding.claim(|r| r.instance_id.as_ref());
+                    let claim = hub.holding().claim(|r| r.instance_id.as_ref());
                     observed.search = Some(judge_found(claim, found));
                 }
                 CleanupStep::LeaveAlone { id, verdict } => {
@@ -225,7 +195,7 @@ impl Reconciler for VpnInstance {
                     );
                     ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
                         .await;
-                    return release(self, ctx, handle, (&hub, None)).await;
+                    return release(self, ctx, handle, (hub, None)).await;
                 }
                 CleanupStep::Delete(id) => delete(ctx, &token.get().await?, &id, &mut observed).await?,
                 CleanupStep::Confirm(id) => {
@@ -239,10 +209,72 @@ impl Reconciler for VpnInstance {
                     let what = format!("Altostrat instance {id}");
                     return Err(Error::DeleteRefused { what, message });
                 }
-                CleanupStep::Release => return release(self, ctx, handle, (&hub, None)).await,
+                CleanupStep::Release => return release(self, ctx, handle, (hub, None)).await,
             }
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
+    }
+}
+
+/// Claims a create: the finalizer first (a record must never outlive its resource's cleanup),
+/// then the hub's record with a fresh claim.
+async fn claim<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    (hub, observed): (&mut HubRecord, &mut Observed<'_>),
+) -> Result<()> {
+    observed.finalizer = handle.add_finalizer(obj).await?;
+    if observed.finalizer == FinalizerState::Stale {
+        return Ok(());
+    }
+    let at = claim_time(handle);
+    hub.claim(obj, ctx, at).await?;
+    observed.refresh(hub.holding());
+    if hub.holding().mine().is_some() {
+        observed.claim = Claim::Fresh(at);
+    }
+    Ok(())
+}
+
+/// Forgets a recorded instance that vanished, in the record and then in status, so the create
+/// that follows is claimed afresh.
+async fn forget<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnInstance>,
+    (hub, observed): (&mut HubRecord, &mut Observed<'_>),
+    id: &str,
+) -> Result<()> {
+    let note = format!("Altostrat instance {id} no longer exists; creating it again");
+    ctx.publish(obj, EventType::Warning, event::RECREATING, note)
+        .await;
+    hub.record_id(ctx, None).await?;
+    handle.status.update_fields(|s| s.instance_id = None).await?;
+    observed.refresh(hub.holding());
+    observed.status_id = None;
+    observed.remote = Remote::Unknown;
+    Ok(())
+}
+
+/// The instance `id` as the view holds it, or as a look within the budget finds it; `Err` with
+/// the action that defers a drift check the budget holds back.
+async fn look<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    handle: &Handle<VpnInstance>,
+    (token, id): (&ApiToken, String),
+    gate: Gate,
+) -> Result<std::result::Result<Remote, Action>> {
+    // How long a list may be reused for drift checks (see DRIFT_REUSE).
+    let reuse = ctx.drift_interval(token).mul_f64(DRIFT_REUSE);
+    if let Some(settled) = settled_in_view(obj, ctx, token, (&id, reuse)) {
+        return Ok(Ok(Remote::Found(settled)));
+    }
+    let look = look_for(obj, ctx, reuse, handle, gate);
+    match fetch(ctx, token, id, look).await {
+        Ok(remote) => Ok(Ok(remote)),
+        Err(deferred) => defer_drift_check(deferred, look).map(Err),
     }
 }
 
@@ -287,41 +319,33 @@ fn effective_policy(obj: &VpnInstance, holding: &Holding) -> DeletionPolicy {
     record::effective_policy(obj.spec.deletion_policy, origin)
 }
 
-/// The hub's ownership record (`instance.<hostname>`) as this reconcile last read or wrote it.
-struct HubRecord {
-    name: String,
-    me: Holder,
-    holding: Holding,
-}
+/// The hub's ownership record, `instance.<hostname>`, and what this resource does with it.
+struct HubRecord(OwnRecord);
 
 impl HubRecord {
     async fn look<A>(obj: &VpnInstance, ctx: &Context<A>) -> Result<Self> {
         let name = instance_record(&obj.spec.hostname);
-        let me = record::holder(obj);
-        let holding = ctx.records.look(&name, &me).await?;
-        Ok(Self { name, me, holding })
+        Ok(Self(
+            OwnRecord::look(&ctx.records, name, record::holder(obj)).await?,
+        ))
+    }
+
+    fn holding(&self) -> &Holding {
+        &self.0.holding
     }
 
     /// Takes the record for a create, or renews the claim of the record held: an object found
     /// later is this create's only if created at or after `at`.
     async fn claim<A>(&mut self, obj: &VpnInstance, ctx: &Context<A>, at: Timestamp) -> Result<()> {
-        let claimed = |r: &mut crate::crd::OwnershipRecordSpec| {
-            r.claimed_at = Some(at.to_string());
-            r.hostname = Some(obj.spec.hostname.clone());
-            r.instance_id = None;
-        };
-        self.holding = match &self.holding {
-            Holding::Mine(record) => ctx.records.change(record, claimed).await?,
-            Holding::Free => {
-                let mut spec =
-                    ctx.records
-                        .new_spec(self.me.clone(), RecordRole::Manage, RecordOrigin::Created);
-                claimed(&mut spec);
-                ctx.records.take(&self.name, spec).await?
-            }
-            Holding::Other(_) => return Ok(()),
-        };
-        Ok(())
+        let kind = (RecordRole::Manage, RecordOrigin::Created);
+        let hostname = obj.spec.hostname.clone();
+        self.0
+            .write(&ctx.records, kind, |r| {
+                r.claimed_at = Some(at.to_string());
+                r.hostname = Some(hostname);
+                r.instance_id = None;
+            })
+            .await
     }
 
     /// Takes (or changes) the record to hold instance `id` in `role`: an explicit adoption, an
@@ -333,37 +357,27 @@ impl HubRecord {
         id: &str,
         role: RecordRole,
     ) -> Result<()> {
-        let held = |r: &mut crate::crd::OwnershipRecordSpec| {
-            r.role = role;
-            r.hostname = Some(obj.spec.hostname.clone());
-            r.instance_id = Some(id.to_owned());
-            r.taken_at = Timestamp::now().to_string();
-        };
-        self.holding = match &self.holding {
-            Holding::Mine(record) => ctx.records.change(record, held).await?,
-            Holding::Free => {
-                let mut spec = ctx.records.new_spec(self.me.clone(), role, RecordOrigin::Adopted);
-                held(&mut spec);
-                ctx.records.take(&self.name, spec).await?
-            }
-            Holding::Other(_) => return Ok(()),
-        };
-        Ok(())
+        let (hostname, id) = (obj.spec.hostname.clone(), id.to_owned());
+        self.0
+            .write(&ctx.records, (role, RecordOrigin::Adopted), |r| {
+                r.role = role;
+                r.hostname = Some(hostname);
+                r.instance_id = Some(id);
+                r.taken_at = Timestamp::now().to_string();
+            })
+            .await
     }
 
     /// Records the id of this resource's own create (or forgets a vanished one), before status.
     async fn record_id<A>(&mut self, ctx: &Context<A>, id: Option<&str>) -> Result<()> {
-        if let Holding::Mine(record) = &self.holding {
-            let id = id.map(str::to_owned);
-            self.holding = ctx.records.change(record, |r| r.instance_id = id).await?;
-        }
-        Ok(())
+        let id = id.map(str::to_owned);
+        self.0.update(&ctx.records, |r| r.instance_id = id).await
     }
 
     /// Withdraws the claim of a create that was refused: nothing of ours can stem from it.
     async fn withdraw_claim<A>(&mut self, ctx: &Context<A>) -> Result<()> {
-        match &self.holding {
-            Holding::Mine(record) if record.spec.instance_id.is_none() => ctx.records.free(record).await,
+        match self.0.holding.mine() {
+            Some(r) if r.instance_id.is_none() => self.0.free(&ctx.records).await,
             _ => Ok(()),
         }
     }
@@ -454,15 +468,18 @@ async fn send_update<A: VpnApi>(
     }: Update,
     remote: &Remote,
 ) -> Result<Remote> {
-    if let Remote::Found(current) = remote
-        && ctx.observations.would_repeat(&id, &body, current)
+    let current = decide::found(remote);
+    let before = current.map(plan::instance_fields);
+    if let Some(current) = current
+        && let Some(repeat) = ctx.observations.would_repeat(&id, &body, (current, &before))
     {
-        if !current.status.is_empty() {
+        if repeat == Repeat::Normalised && !current.status.is_empty() {
             // Altostrat is still applying the last update: wait for it.
             return Ok(remote.clone());
         }
         return Err(Error::NotConverging {
             fields: fields.join(", "),
+            reverted: repeat == Repeat::Reverted,
         });
     }
     let updated = match ctx.api.update_instance(&token, &id, &body).await {
@@ -474,7 +491,7 @@ async fn send_update<A: VpnApi>(
         Err(e) => return Err(e.into()),
     };
     ctx.observations.wrote_instance(&token, &updated);
-    ctx.observations.updated(&id, &body, &updated);
+    ctx.observations.updated(&id, &body, &before, &updated);
     let note = update_note(&obj.spec, &fields, &body);
     handle.activity.record(event::UPDATED, note);
     Ok(Remote::Found(updated))
@@ -554,15 +571,11 @@ async fn release<A>(
     obj: &VpnInstance,
     ctx: &Context<A>,
     handle: &Handle<VpnInstance>,
-    (hub, successor): (&HubRecord, Option<Holder>),
+    (mut hub, successor): (HubRecord, Option<Holder>),
 ) -> Result<Action> {
-    if let Holding::Mine(record) = &hub.holding {
-        match successor {
-            Some(next) => {
-                ctx.records.change(record, |r| r.holder = next).await?;
-            }
-            None => ctx.records.free(record).await?,
-        }
+    match successor {
+        Some(next) => hub.0.update(&ctx.records, |r| r.holder = next).await?,
+        None => hub.0.free(&ctx.records).await?,
     }
     let action = handle.release(obj).await?;
     if action == Action::await_change() {

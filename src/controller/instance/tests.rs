@@ -8,6 +8,7 @@ use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
 use serde_json::json;
 
+use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, Endpoint};
 use crate::controller::testing::{Harness, condition, instance, peer};
 use crate::crd::FINALIZER;
@@ -850,6 +851,52 @@ async fn a_value_altostrat_normalises_is_sent_once_not_in_a_loop() {
     });
     h.reconcile(&edited).await.unwrap();
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+}
+
+#[tokio::test]
+async fn a_value_written_back_by_someone_else_is_corrected_once_then_not_fought_over() {
+    // Another manager (a second cluster adopting the same hub) keeps the routes it wants.
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.1.0.0/16"]})));
+    h.reconcile(&obj).await.unwrap();
+    let id = status(&h, &obj).instance_id.unwrap();
+    let theirs = |i: &mut Instance| i.pushed_routes = vec!["10.2.0.0/16".into()];
+    h.altostrat.edit_instance(&id, theirs);
+    h.observations_expire();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.altostrat.count(Endpoint::UpdateInstance),
+        2,
+        "drift is corrected once"
+    );
+
+    h.altostrat.edit_instance(&id, theirs);
+    for _ in 0..3 {
+        h.observations_expire();
+        let refused = h.reconcile(&obj).await.unwrap_err();
+        assert_eq!(refused.reason(), "NotConverging", "{refused}");
+        assert!(
+            refused.to_string().contains("pushedRoutes") && refused.to_string().contains("A to B to A"),
+            "{refused}"
+        );
+    }
+    assert_eq!(h.altostrat.count(Endpoint::UpdateInstance), 2, "no update war");
+    assert!(
+        h.kube
+            .events()
+            .iter()
+            .any(|(t, r)| t == "Warning" && r == "NotConverging"),
+        "{:?}",
+        h.kube.events()
+    );
+
+    let edited = h.edit(&obj, |o| o.spec.pushed_routes = vec!["10.3.0.0/16".into()]);
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(
+        h.altostrat.count(Endpoint::UpdateInstance),
+        3,
+        "a new spec is sent"
+    );
 }
 
 #[tokio::test]

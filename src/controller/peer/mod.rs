@@ -22,18 +22,18 @@ use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
-use super::observation::{Look, defer_drift_check};
+use super::observation::{Look, Repeat, defer_drift_check};
 use super::ownership::{self, Claim, Ownership};
 use super::plan;
 use super::policy::{Gate, reconcile_request};
 use super::profile;
-use super::record::{self, Holding, instance_record, peer_record};
+use super::record::{self, Holding, OwnRecord, instance_record, peer_record};
 use super::status::HasStatus;
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiToken, Urgency, VpnApi};
 use crate::crd::{
-    DeletionPolicy, Holder, ManagementPolicy, OwnershipRecordSpec, PlannedCall, RecordOrigin, RecordRole,
-    VpnInstance, VpnPeer, VpnPeerStatus,
+    DeletionPolicy, ManagementPolicy, PlannedCall, RecordOrigin, RecordRole, VpnInstance, VpnPeer,
+    VpnPeerStatus,
 };
 use decide::{
     Candidate, Observed, Remote, Step, attached, decide, judge_all, observed_status, ready_conditions,
@@ -73,8 +73,8 @@ impl Reconciler for VpnPeer {
         let mut own = PeerRecord::look(self, ctx).await?;
         handle
             .status
-            .set_deletion_policy(effective_policy(self, &own.holding));
-        let mut observed = first_look(self, usable.clone(), &own.holding);
+            .set_deletion_policy(effective_policy(self, own.holding()));
+        let mut observed = first_look(self, usable.clone(), own.holding());
         observed.held_elsewhere = held_elsewhere(self, ctx, &own).await?;
         let instance_id = usable.unwrap_or_default();
         let started = Instant::now();
@@ -82,36 +82,18 @@ impl Reconciler for VpnPeer {
             let step = decide(&observed);
             tracing::debug!(?step, "next step");
             match step {
-                Step::Wait(waiting) => {
-                    let mut conditions = waiting_conditions(waiting).to_vec();
-                    conditions.extend(profile::pending_until_ready(self));
-                    handle.status.write_conditions(&conditions).await?;
-                    return Ok(Action::requeue(ctx.settings.resync_interval));
-                }
+                Step::Wait(waiting) => return wait(self, ctx, handle, waiting).await,
                 Step::Requeue(after) => return Ok(Action::requeue(after)),
                 Step::AddFinalizer => match handle.add_finalizer(self).await? {
                     FinalizerState::Added => observed.finalizer = FinalizerState::Held,
                     other => observed.finalizer = other,
                 },
-                Step::Claim => {
-                    // The finalizer comes first: a record must never outlive its resource's cleanup.
-                    observed.finalizer = handle.add_finalizer(self).await?;
-                    if observed.finalizer == FinalizerState::Stale {
-                        continue;
-                    }
-                    let at = handle.status.now().0;
-                    own.claim(ctx, &instance_id, at).await?;
-                    observed.refresh(&own.holding, &instance_id);
-                    if own.holding.mine().is_some() {
-                        observed.claim = Claim::Fresh(at);
-                    }
-                }
+                Step::Claim => claim(self, ctx, handle, (&mut own, &mut observed), &instance_id).await?,
                 Step::Own { id, role } => {
                     observed.held_elsewhere = own.adopt(ctx, (&instance_id, &id), role).await?;
-                    handle
-                        .status
-                        .set_deletion_policy(effective_policy(self, &own.holding));
-                    observed.refresh(&own.holding, &instance_id);
+                    let policy = effective_policy(self, own.holding());
+                    handle.status.set_deletion_policy(policy);
+                    observed.refresh(own.holding(), &instance_id);
                 }
                 Step::GiveUp(error) => return Err(error),
                 Step::Fetch(id) => {
@@ -123,11 +105,7 @@ impl Reconciler for VpnPeer {
                     }
                 }
                 Step::Forget(id) => {
-                    own.record_id(ctx, &instance_id, None).await?;
-                    forget(self, ctx, handle, &id).await?;
-                    observed.refresh(&own.holding, &instance_id);
-                    observed.status_id = None;
-                    observed.remote = Remote::Unknown;
+                    forget(self, ctx, handle, (&mut own, &mut observed), (&instance_id, &id)).await?
                 }
                 Step::Search => {
                     let candidates = search(self, ctx, &token.get().await?, &instance_id, started).await?;
@@ -135,17 +113,15 @@ impl Reconciler for VpnPeer {
                 }
                 Step::Adopt(found) => {
                     own.record_id(ctx, &instance_id, Some(&found.id)).await?;
-                    observed.refresh(&own.holding, &instance_id);
-                    let note = (
-                        event::ADOPTED,
-                        format!("adopted existing Altostrat peer {}", found.id),
-                    );
-                    observed.remote = Remote::Found(record_id(handle, found, &instance_id, note).await?);
+                    observed.refresh(own.holding(), &instance_id);
+                    let note = format!("adopted existing Altostrat peer {}", found.id);
+                    let adopted = record_id(handle, found, &instance_id, (event::ADOPTED, note)).await?;
+                    observed.remote = Remote::Found(adopted);
                 }
                 Step::Create => {
                     let at = (&token.get().await?, instance_id.as_str());
                     observed.remote = Remote::Found(create(self, ctx, handle, &mut own, at).await?);
-                    observed.refresh(&own.holding, &instance_id);
+                    observed.refresh(own.holding(), &instance_id);
                 }
                 Step::Update { id, body, field } => {
                     let at = (&token.get().await?, instance_id.as_str(), id.as_str());
@@ -153,17 +129,8 @@ impl Reconciler for VpnPeer {
                     observed.updated = matches!(observed.remote, Remote::Found(_));
                 }
                 Step::Record(peer) => {
-                    ctx.looked(self);
-                    let token = token.get().await?;
-                    let drift = ctx.drift_interval(&token);
-                    let action = record(self, handle, &peer, &instance_id, drift).await?;
-                    // Profiles are delivered for managed peers only (see `withhold`).
-                    let at = (&peer, instance_id.as_str(), &token);
-                    let sooner = match gate.open() {
-                        true => profile::deliver(self, ctx, handle, at).await?,
-                        false => None,
-                    };
-                    return Ok(sooner.map_or(action, Action::requeue));
+                    let at = (&peer, instance_id.as_str(), &token.get().await?);
+                    return record_and_deliver(self, ctx, handle, at, gate).await;
                 }
                 Step::Withhold(calls) => {
                     let withheld = (&observed.remote, instance_id.as_str(), calls);
@@ -177,7 +144,7 @@ impl Reconciler for VpnPeer {
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let instance = referenced_instance(self, ctx);
         let own = PeerRecord::look(self, ctx).await?;
-        let managed = own.holding.mine_as(RecordRole::Manage);
+        let managed = own.holding().mine_as(RecordRole::Manage);
         let instance_id = managed.and_then(|r| r.instance_id.clone());
         let namespace = self.namespace().unwrap_or_default();
         let secret = instance
@@ -188,7 +155,7 @@ impl Reconciler for VpnPeer {
         let mut observed = CleanupObserved {
             has_finalizer: has_finalizer(self),
             management: self.spec.management_policy,
-            policy: effective_policy(self, &own.holding),
+            policy: effective_policy(self, own.holding()),
             may_exist: instance_id.is_some(),
             dependents: Some(0),
             known_id,
@@ -208,7 +175,7 @@ impl Reconciler for VpnPeer {
                 // its id being recorded.
                 CleanupStep::Search => {
                     let candidates = search(self, ctx, &token.get().await?, &instance_id, started).await?;
-                    let claim = own.holding.claim(|r| r.peer_id.as_ref());
+                    let claim = own.holding().claim(|r| r.peer_id.as_ref());
                     observed.search = Some(judge_candidates(claim, &candidates));
                 }
                 CleanupStep::LeaveAlone { id, verdict } => {
@@ -339,64 +306,45 @@ async fn usable_instance<A>(
 /// Who else holds the peer `spec.peerId` names, while this resource's record does not hold it
 /// yet: the oldest record naming it, read now.
 async fn held_elsewhere<A>(obj: &VpnPeer, ctx: &Context<A>, own: &PeerRecord) -> Result<Option<String>> {
-    if let Some(other) = own.holding.other() {
+    if let Some(other) = own.holding().other() {
         return Ok(Some(other.to_owned()));
     }
     let Some(wanted) = obj.spec.peer_id.as_deref() else {
         return Ok(None);
     };
-    if own.holding.mine().and_then(|r| r.peer_id.as_deref()) == Some(wanted) {
+    if own.holding().mine().and_then(|r| r.peer_id.as_deref()) == Some(wanted) {
         return Ok(None);
     }
-    ctx.records.peer_held_elsewhere(wanted, &own.me).await
+    ctx.records.peer_held_elsewhere(wanted, &own.0.me).await
 }
 
-/// The peer's ownership record (`peer.<uid>`) as this reconcile last read or wrote it.
-struct PeerRecord {
-    name: String,
-    me: Holder,
-    holding: Holding,
-}
+/// The peer's ownership record, `peer.<uid>`, and what this resource does with it.
+struct PeerRecord(OwnRecord);
 
 impl PeerRecord {
     async fn look<A>(obj: &VpnPeer, ctx: &Context<A>) -> Result<Self> {
         let name = peer_record(&obj.uid().unwrap_or_default());
-        let me = record::holder(obj);
-        let holding = ctx.records.look(&name, &me).await?;
-        Ok(Self { name, me, holding })
+        Ok(Self(
+            OwnRecord::look(&ctx.records, name, record::holder(obj)).await?,
+        ))
     }
 
-    /// Changes the record held, or takes a new one made by `change` from a record of `origin`.
-    async fn write<A>(
-        &mut self,
-        ctx: &Context<A>,
-        (role, origin): (RecordRole, RecordOrigin),
-        change: impl FnOnce(&mut OwnershipRecordSpec),
-    ) -> Result<()> {
-        self.holding = match &self.holding {
-            Holding::Mine(record) => ctx.records.change(record, change).await?,
-            Holding::Free => {
-                let mut spec = ctx.records.new_spec(self.me.clone(), role, origin);
-                change(&mut spec);
-                ctx.records.take(&self.name, spec).await?
-            }
-            Holding::Other(_) => return Ok(()),
-        };
-        Ok(())
+    fn holding(&self) -> &Holding {
+        &self.0.holding
     }
 
     /// Takes the record for a create on `instance_id`, or renews its claim: a peer found later
     /// is this create's only if created at or after `at`.
     async fn claim<A>(&mut self, ctx: &Context<A>, instance_id: &str, at: Timestamp) -> Result<()> {
         let kind = (RecordRole::Manage, RecordOrigin::Created);
-        self.write(ctx, kind, |r| {
-            r.role = RecordRole::Manage;
-            r.origin = RecordOrigin::Created;
-            r.claimed_at = Some(at.to_string());
-            r.instance_id = Some(instance_id.to_owned());
-            r.peer_id = None;
-        })
-        .await
+        self.0
+            .write(&ctx.records, kind, |r| {
+                (r.role, r.origin) = kind;
+                r.claimed_at = Some(at.to_string());
+                r.instance_id = Some(instance_id.to_owned());
+                r.peer_id = None;
+            })
+            .await
     }
 
     /// Takes peer `id` in `role` (an explicit adoption, an observation, or an observer turning
@@ -408,49 +356,47 @@ impl PeerRecord {
         (instance_id, id): (&str, &str),
         role: RecordRole,
     ) -> Result<Option<String>> {
-        self.write(ctx, (role, RecordOrigin::Adopted), |r| {
-            r.role = role;
-            r.instance_id = Some(instance_id.to_owned());
-            r.peer_id = Some(id.to_owned());
-            r.taken_at = Timestamp::now().to_string();
-        })
-        .await?;
-        if let Some(other) = self.holding.other() {
+        self.0
+            .write(&ctx.records, (role, RecordOrigin::Adopted), |r| {
+                r.role = role;
+                r.instance_id = Some(instance_id.to_owned());
+                r.peer_id = Some(id.to_owned());
+                r.taken_at = Timestamp::now().to_string();
+            })
+            .await?;
+        if let Some(other) = self.holding().other() {
             return Ok(Some(other.to_owned()));
         }
-        let Some(other) = ctx.records.peer_held_elsewhere(id, &self.me).await? else {
+        let Some(other) = ctx.records.peer_held_elsewhere(id, &self.0.me).await? else {
             return Ok(None);
         };
-        if let Holding::Mine(record) = &self.holding {
-            ctx.records.free(record).await?;
-        }
-        self.holding = Holding::Free;
+        self.0.free(&ctx.records).await?;
         Ok(Some(other))
     }
 
-    /// Records the id of this resource's own create (or forgets a vanished one), before status.
+    /// Records the id of this resource's own create (or forgets a vanished one, with its
+    /// claim), before status.
     async fn record_id<A>(&mut self, ctx: &Context<A>, instance_id: &str, id: Option<&str>) -> Result<()> {
-        if let Holding::Mine(record) = &self.holding {
-            let (instance_id, id) = (instance_id.to_owned(), id.map(str::to_owned));
-            self.holding = ctx
-                .records
-                .change(record, |r| {
-                    r.instance_id = Some(instance_id);
-                    if id.is_none() {
-                        r.claimed_at = None;
-                    }
-                    r.peer_id = id;
-                })
-                .await?;
-        }
-        Ok(())
+        let (instance_id, id) = (instance_id.to_owned(), id.map(str::to_owned));
+        self.0
+            .update(&ctx.records, |r| {
+                r.instance_id = Some(instance_id);
+                if id.is_none() {
+                    r.claimed_at = None;
+                }
+                r.peer_id = id;
+            })
+            .await
     }
 
     /// Frees the record, then releases the resource.
-    async fn release<A>(&self, obj: &VpnPeer, ctx: &Context<A>, handle: &Handle<VpnPeer>) -> Result<Action> {
-        if let Holding::Mine(record) = &self.holding {
-            ctx.records.free(record).await?;
-        }
+    async fn release<A>(
+        mut self,
+        obj: &VpnPeer,
+        ctx: &Context<A>,
+        handle: &Handle<VpnPeer>,
+    ) -> Result<Action> {
+        self.0.free(&ctx.records).await?;
         handle.release(obj).await
     }
 }
@@ -500,15 +446,81 @@ async fn fetch<A: VpnApi>(
 }
 
 /// Forgets a peer Altostrat no longer has; a profile delivered for it no longer connects.
-async fn forget<A>(obj: &VpnPeer, ctx: &Context<A>, handle: &mut Handle<VpnPeer>, id: &str) -> Result<()> {
+/// The id is forgotten in the record (with its claim, so the create that follows is claimed
+/// afresh), then in status.
+async fn forget<A>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    (own, observed): (&mut PeerRecord, &mut Observed<'_>),
+    (instance_id, id): (&str, &str),
+) -> Result<()> {
     let note = format!("Altostrat peer {id} no longer exists; creating it again");
     ctx.publish(obj, EventType::Warning, event::RECREATING, note)
         .await;
+    own.record_id(ctx, instance_id, None).await?;
     let forget_id = |status: &mut VpnPeerStatus| status.peer_id = None;
     match profile::outdated_by_loss(obj, id) {
-        Some(stale) => handle.status.write_stage(stale, forget_id).await,
-        None => handle.status.update_fields(forget_id).await,
+        Some(stale) => handle.status.write_stage(stale, forget_id).await?,
+        None => handle.status.update_fields(forget_id).await?,
     }
+    observed.refresh(own.holding(), instance_id);
+    observed.status_id = None;
+    observed.remote = Remote::Unknown;
+    Ok(())
+}
+
+/// A peer waiting for its instance says so; the instance watch re-triggers it.
+async fn wait<A>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    waiting: ConditionState,
+) -> Result<Action> {
+    let mut conditions = waiting_conditions(waiting).to_vec();
+    conditions.extend(profile::pending_until_ready(obj));
+    handle.status.write_conditions(&conditions).await?;
+    Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+/// Claims a create: the finalizer first (a record must never outlive its resource's cleanup),
+/// then the record with a fresh claim.
+async fn claim<A>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    (own, observed): (&mut PeerRecord, &mut Observed<'_>),
+    instance_id: &str,
+) -> Result<()> {
+    observed.finalizer = handle.add_finalizer(obj).await?;
+    if observed.finalizer == FinalizerState::Stale {
+        return Ok(());
+    }
+    let at = handle.status.now().0;
+    own.claim(ctx, instance_id, at).await?;
+    observed.refresh(own.holding(), instance_id);
+    if own.holding().mine().is_some() {
+        observed.claim = Claim::Fresh(at);
+    }
+    Ok(())
+}
+
+/// Records a converged peer, then delivers its profile (managed peers only, see `withhold`).
+async fn record_and_deliver<A: VpnApi>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    handle: &mut Handle<VpnPeer>,
+    (peer, instance_id, token): (&Peer, &str, &ApiToken),
+    gate: Gate,
+) -> Result<Action> {
+    ctx.looked(obj);
+    let drift = ctx.drift_interval(token);
+    let action = record(obj, handle, peer, instance_id, drift).await?;
+    let sooner = match gate.open() {
+        true => profile::deliver(obj, ctx, handle, (peer, instance_id, token)).await?,
+        false => None,
+    };
+    Ok(sooner.map_or(action, Action::requeue))
 }
 
 /// Writes the id the moment it is known, before anything else can fail.
@@ -577,10 +589,15 @@ async fn send_update<A: VpnApi>(
     (body, field): (PeerUpdate, &'static str),
     remote: &Remote,
 ) -> Result<Remote> {
-    if let Remote::Found(current) = remote
-        && ctx.observations.would_repeat(id, &body, current)
+    let current = decide::found(remote);
+    let before = current.map(plan::peer_fields);
+    if let Some(current) = current
+        && let Some(repeat) = ctx.observations.would_repeat(id, &body, (current, &before))
     {
-        return Err(Error::NotConverging { fields: field.into() });
+        return Err(Error::NotConverging {
+            fields: field.into(),
+            reverted: repeat == Repeat::Reverted,
+        });
     }
     let updated = match ctx.api.update_peer(token, instance_id, id, &body).await {
         Ok(updated) => updated,
@@ -591,7 +608,7 @@ async fn send_update<A: VpnApi>(
         Err(e) => return Err(e.into()),
     };
     ctx.observations.wrote_peer(token, instance_id, &updated);
-    ctx.observations.updated(id, &body, &updated);
+    ctx.observations.updated(id, &body, &before, &updated);
     handle
         .activity
         .record(event::UPDATED, format!("applied changes to {field}"));
