@@ -100,9 +100,13 @@ if $existing; then
 else
   step "end-to-end suites against a local control plane"
   cp_dir="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-cp.XXXXXX")"
-  trap 'scripts/control-plane.sh down "$cp_dir" >/dev/null 2>&1 || true' EXIT
+  # A second cluster for the disaster-recovery tests: a copy of a resource applied there shares
+  # the simulator but none of the first cluster's ownership records.
+  cp2_dir="$(mktemp -d "${TMPDIR:-/tmp}/altostrat-cp2.XXXXXX")"
+  trap 'scripts/control-plane.sh down "$cp_dir" >/dev/null 2>&1 || true; scripts/control-plane.sh down "$cp2_dir" >/dev/null 2>&1 || true' EXIT
   scripts/control-plane.sh up "$cp_dir"
-  export KUBECONFIG="$cp_dir/kubeconfig"
+  scripts/control-plane.sh up "$cp2_dir"
+  export KUBECONFIG="$cp_dir/kubeconfig" E2E_SECOND_KUBECONFIG="$cp2_dir/kubeconfig"
   e2e
 fi
 

@@ -943,3 +943,142 @@ async fn an_upgrade_records_the_ids_in_status_once_and_trusts_no_duplicate() {
     let marker = ownership_record(&client, &format!("migration.e2e.migration-{run}")).await;
     assert!(marker.is_some(), "the migration is marked done");
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_restored_copy_in_a_second_cluster_adopts_nothing_and_its_teardown_deletes_nothing() {
+    // Disaster recovery drill: production's manifest, with the annotations a backup keeps,
+    // restored into a second cluster sharing the token (and so the simulator).
+    let prod = kube().await;
+    let Some(drill) = second_kube().await else {
+        return;
+    };
+    let ns = namespace(&prod, "e2e-dr").await;
+    let drill_ns = namespace(&drill, "e2e-dr").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let prod_operator = start_operator(&prod, &simc.base_url, &ns, OperatorOptions::default());
+    let drill_operator = start_operator(&drill, &simc.base_url, &drill_ns, OperatorOptions::default());
+    let prod_api: Api<VpnInstance> = Api::namespaced(prod.clone(), &ns);
+    let drill_api: Api<VpnInstance> = Api::namespaced(drill.clone(), &drill_ns);
+    apply(&prod_api, &instance_manifest("hub", "dr-hub", json!({}))).await;
+    let original = wait_instance(&prod_api, "hub", "production Ready", instance_ready).await;
+    let id = recorded_id(&original).unwrap();
+    let before = simc.instance(&id).await.unwrap();
+    simc.reset_calls().await;
+
+    let mut copy = instance_manifest("hub", "dr-hub", json!({"pushedRoutes": ["10.99.0.0/16"]}));
+    copy.metadata.annotations = Some(BTreeMap::from([(
+        "vpn.altostrat.io/create-claimed-at".to_owned(),
+        "2000-01-01T00:00:00Z".to_owned(),
+    )]));
+    apply(&drill_api, &copy).await;
+    let message = wait_not_ready(&drill_api, "hub", "HostnameTaken").await;
+    assert!(
+        message.contains("spec.instanceId"),
+        "says how to adopt: {message}"
+    );
+    drill_api.delete("hub", &DeleteParams::default()).await.unwrap();
+    wait_gone(&drill_api, "hub").await;
+    assert_eq!(
+        writes(&simc).await,
+        calls(&[(CREATE, 1)]),
+        "one refused create, nothing else"
+    );
+    assert_eq!(
+        configuration(&simc.instance(&id).await.unwrap()),
+        configuration(&before)
+    );
+    assert!(instance_ready(&prod_api.get("hub").await.unwrap()));
+    prod_operator.stop().await;
+    drill_operator.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn explicit_adopters_in_two_clusters_stop_after_one_alternation() {
+    // Failover done by the book (spec.instanceId) while production still runs: two managers
+    // that cannot see each other's records. Neither may turn the hub into an update war.
+    let prod = kube().await;
+    let Some(drill) = second_kube().await else {
+        return;
+    };
+    let ns = namespace(&prod, "e2e-dr-war").await;
+    let drill_ns = namespace(&drill, "e2e-dr-war").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let fast = || OperatorOptions {
+        resync_interval: Duration::from_secs(1),
+        ..OperatorOptions::default()
+    };
+    let prod_operator = start_operator(&prod, &simc.base_url, &ns, fast());
+    let prod_api: Api<VpnInstance> = Api::namespaced(prod.clone(), &ns);
+    let drill_api: Api<VpnInstance> = Api::namespaced(drill.clone(), &drill_ns);
+    apply(&prod_api, &instance_manifest("hub", "dr-war-hub", json!({}))).await;
+    let id = recorded_id(&wait_instance(&prod_api, "hub", "production Ready", instance_ready).await).unwrap();
+    let drill_operator = start_operator(&drill, &simc.base_url, &drill_ns, fast());
+    simc.reset_calls().await;
+
+    let adopt = json!({"instanceId": id, "pushedRoutes": ["10.99.0.0/16"]});
+    apply(&drill_api, &instance_manifest("hub", "dr-war-hub", adopt)).await;
+    let stopped = eventually("one side stops writing", TIMEOUT, || async {
+        for (api, cluster) in [(&drill_api, "drill"), (&prod_api, "production")] {
+            let obj = api.get("hub").await.ok()?;
+            let ready = obj
+                .status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, "Synced"));
+            if ready.is_some_and(|c| c.1 == "NotConverging") {
+                return Some(cluster);
+            }
+        }
+        None
+    })
+    .await;
+    let puts = simc.count(UPDATE).await;
+    assert!(puts <= 3, "one alternation at most: {puts} PUTs");
+    // Both are looked at again; no further PUT.
+    let request = json!({"metadata": {"annotations": {"vpn.altostrat.io/reconcile-requested-at": "again"}}});
+    merge_patch(&prod_api, "hub", request.clone()).await;
+    merge_patch(&drill_api, "hub", request).await;
+    for api in [&prod_api, &drill_api] {
+        wait_instance(api, "hub", "the request handled", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some("again")
+        })
+        .await;
+    }
+    assert_eq!(
+        simc.count(UPDATE).await,
+        puts,
+        "{stopped} stopped, and nobody writes any more"
+    );
+    let events: Api<Event> = Api::namespaced(
+        if stopped == "drill" {
+            drill.clone()
+        } else {
+            prod.clone()
+        },
+        if stopped == "drill" { &drill_ns } else { &ns },
+    );
+    let warned = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("NotConverging") && e.note.is_some_and(|n| n.contains("pushedRoutes"))
+        });
+    assert!(warned, "a Warning event names the fields");
+
+    // The drill's teardown leaves the hub: adopted without deletionPolicy means Orphan.
+    drill_api.delete("hub", &DeleteParams::default()).await.unwrap();
+    wait_gone(&drill_api, "hub").await;
+    assert_eq!(simc.count(DELETE).await, 0);
+    assert!(simc.instance(&id).await.is_some());
+    prod_operator.stop().await;
+    drill_operator.stop().await;
+}

@@ -24,6 +24,9 @@ pub(crate) struct CleanupObserved {
     pub handed_over_to: Option<String>,
     /// What a search for an unrecorded create found, and whose it is; `None`: not looked yet.
     pub search: Option<Option<(String, Ownership)>>,
+    /// Whether the object `known_id` names is what the resource describes (a hub's hostname,
+    /// a peer's type and user or site), looked at before it is deleted; `None`: not looked yet.
+    pub alike: Option<bool>,
     /// An earlier reconcile saw Altostrat accept this resource's DELETE and the object stay:
     /// its teardown is watched, not asked for again.
     pub teardown_started: bool,
@@ -74,6 +77,8 @@ pub(crate) enum CleanupStep {
     WaitForDependents(usize),
     /// A create may have happened without its id being recorded: look for the object.
     Search,
+    /// Look at the recorded object before deleting it: is it what the resource describes?
+    Inspect(String),
     Delete(String),
     /// Look whether the object is gone.
     Confirm(String),
@@ -122,7 +127,14 @@ pub(crate) fn decide_cleanup(o: &CleanupObserved) -> CleanupStep {
             id: id.clone(),
             to: to.clone(),
         },
-        (Some(id), None, _) => removal(id, o),
+        (Some(id), None, _) => match o.alike {
+            None if o.delete_answer.is_none() && !o.teardown_started => CleanupStep::Inspect(id.clone()),
+            Some(false) => CleanupStep::LeaveAlone {
+                id: id.clone(),
+                verdict: Ownership::Unlike,
+            },
+            _ => removal(id, o),
+        },
         (None, _, None) => CleanupStep::Search,
         (None, _, Some(None)) => CleanupStep::Release,
         (None, _, Some(Some((id, Ownership::Ours)))) => removal(id, o),
@@ -172,6 +184,7 @@ mod tests {
             known_id: Some("i-1".into()),
             handed_over_to: None,
             search: None,
+            alike: Some(true),
             teardown_started: false,
             delete_answer: None,
             still_exists: None,
@@ -230,6 +243,36 @@ mod tests {
             ..deleting()
         };
         assert_eq!(decide_cleanup(&with_peers), CleanupStep::WaitForDependents(2));
+    }
+
+    #[test]
+    fn a_recorded_object_is_looked_at_first_and_left_alone_unless_it_is_what_the_resource_describes() {
+        let unseen = CleanupObserved {
+            alike: None,
+            ..deleting()
+        };
+        assert_eq!(decide_cleanup(&unseen), CleanupStep::Inspect("i-1".into()));
+        let unlike = CleanupObserved {
+            alike: Some(false),
+            ..deleting()
+        };
+        assert_eq!(
+            decide_cleanup(&unlike),
+            CleanupStep::LeaveAlone {
+                id: "i-1".into(),
+                verdict: Ownership::Unlike
+            }
+        );
+        let watching = CleanupObserved {
+            alike: None,
+            teardown_started: true,
+            ..deleting()
+        };
+        assert_eq!(
+            decide_cleanup(&watching),
+            CleanupStep::Confirm("i-1".into()),
+            "deleted already"
+        );
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub(crate) enum Ownership {
     /// Created just before the claim, within the clock-skew tolerance; or its creation time
     /// is unknown.
     Unprovable,
+    /// The object the record names is not what the resource describes (another hostname;
+    /// another type, user or site): a record from a status an earlier version trusted.
+    Unlike,
 }
 
 /// Judges an object found by a search (pure).
@@ -88,6 +91,10 @@ pub(crate) fn explain(ownership: &Ownership, what: &str, how_to_adopt: &str) -> 
         Ownership::Ours => format!("{what} is this resource's own"),
         Ownership::RecordedElsewhere(other) => format!("{what} belongs to {other}"),
         Ownership::NotOurs => format!("{what} was not created by this resource; {how_to_adopt}"),
+        Ownership::Unlike => format!(
+            "{what} is not what this resource describes (another hostname, or another type, user or site), \
+             although its record names it; {how_to_adopt}"
+        ),
         Ownership::Unprovable => format!(
             "{what} may be this resource's own lost create, but its creation time does not prove it \
              (clock skew tolerance {}s); {how_to_adopt}",
@@ -132,6 +139,33 @@ mod tests {
         );
         assert_eq!(judge(claim, None, None), Ownership::Unprovable);
         assert_eq!(judge(claim, Some("yesterday"), None), Ownership::Unprovable);
+    }
+
+    #[test]
+    fn clock_skew_either_way_never_makes_someone_elses_object_ours() {
+        // The claim was taken at 10:00:00 by the cluster's clock.
+        let claim = at("2026-11-27T10:00:00Z");
+        // Altostrat's clock 90 s behind: our own create, sent at 10:00:01, says 09:58:31. Not
+        // provable, so nothing is adopted: an explicit adoption is asked for instead.
+        assert_eq!(
+            judge(claim, Some("2026-11-27T09:58:31Z"), None),
+            Ownership::Unprovable
+        );
+        // More than the tolerance behind: indistinguishable from an older hub, left alone.
+        assert_eq!(
+            judge(claim, Some("2026-11-27T09:55:00Z"), None),
+            Ownership::NotOurs
+        );
+        // Altostrat's clock ahead: a create of ours looks later still, and is ours; someone
+        // else's object is never found this way for a hub (its POST would have been refused as
+        // taken) unless made within the skew before the claim, the documented limit.
+        assert_eq!(judge(claim, Some("2026-11-27T10:01:30Z"), None), Ownership::Ours);
+        // Whatever the clocks say, an object another record holds is not ours.
+        let held = Some("VpnPeer team-b/bob".to_owned());
+        assert_eq!(
+            judge(claim, Some("2026-11-27T10:01:30Z"), held),
+            Ownership::RecordedElsewhere("VpnPeer team-b/bob".into())
+        );
     }
 
     #[test]

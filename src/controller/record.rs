@@ -112,6 +112,16 @@ impl Holding {
     }
 }
 
+/// Of the records naming Altostrat peer `peer_id`, the one that holds it: the oldest (taken
+/// first; the name breaks a tie), so that of concurrent adopters, which each write their record
+/// and then look, exactly one goes on (pure).
+pub(crate) fn peer_holder(records: Vec<OwnershipRecord>, peer_id: &str) -> Option<OwnershipRecord> {
+    records
+        .into_iter()
+        .filter(|r| r.spec.peer_id.as_deref() == Some(peer_id))
+        .min_by(|a, b| (&a.spec.taken_at, a.name_any()).cmp(&(&b.spec.taken_at, b.name_any())))
+}
+
 /// The deletion policy in force: the spec's if set; otherwise `Delete` for an object the
 /// resource created and `Orphan` for one it adopted (what it did not create, it does not
 /// delete unless told to). Without a record nothing is deleted anyway.
@@ -238,28 +248,17 @@ impl Records {
         }
     }
 
-    /// Every record naming Altostrat peer `peer_id`, oldest first.
-    pub(crate) async fn naming_peer(&self, peer_id: &str) -> Result<Vec<OwnershipRecord>> {
-        let params = ListParams::default().labels(&format!("{PEER_ID_LABEL}={peer_id}"));
+    /// Who holds Altostrat peer `peer_id` other than `me` (see [`peer_holder`]): `None` when
+    /// `me` does, or nobody.
+    pub(crate) async fn peer_held_elsewhere(&self, peer_id: &str, me: &Holder) -> Result<Option<String>> {
+        let params = ListParams::default().labels(&format!("{PEER_ID_LABEL}={}", label_value(peer_id)));
         let listed = self
             .api
             .list(&params)
             .await
             .map_err(Error::kube("list of OwnershipRecords"))?;
-        let mut naming: Vec<OwnershipRecord> = listed
-            .items
-            .into_iter()
-            .filter(|r| r.spec.peer_id.as_deref() == Some(peer_id))
-            .collect();
-        naming.sort_by(|a, b| (&a.spec.taken_at, a.name_any()).cmp(&(&b.spec.taken_at, b.name_any())));
-        Ok(naming)
-    }
-
-    /// Who holds Altostrat peer `peer_id` other than `me`, judged as the oldest record naming
-    /// it: `None` when that is `me`'s own record or there is none.
-    pub(crate) async fn peer_held_elsewhere(&self, peer_id: &str, me: &Holder) -> Result<Option<String>> {
-        let oldest = self.naming_peer(peer_id).await?.into_iter().next();
-        Ok(Holding::of(oldest, me, &self.installation)
+        let holder = peer_holder(listed.items, peer_id);
+        Ok(Holding::of(holder, me, &self.installation)
             .other()
             .map(str::to_owned))
     }
@@ -403,6 +402,32 @@ mod tests {
         r.spec.instance_id = Some("i-1".into());
         let recorded = Holding::of(Some(r), &holder("uid-1"), "ops/a");
         assert_eq!(recorded.claim(|r| r.instance_id.as_ref()), None);
+    }
+
+    #[tokio::test]
+    async fn of_concurrent_adopters_of_one_peer_the_oldest_record_holds_it_whoever_looks() {
+        let naming = |name: &str, uid: &str, at: &str, peer: &str| {
+            let mut r = record(uid, "ops/a");
+            r.metadata.name = Some(name.into());
+            (r.spec.taken_at, r.spec.peer_id) = (at.into(), Some(peer.into()));
+            r
+        };
+        let first = naming("peer.b", "uid-b", "2026-11-27T10:00:00Z", "p-1");
+        let second = naming("peer.a", "uid-a", "2026-11-27T10:00:01Z", "p-1");
+        let tie = naming("peer.c", "uid-c", "2026-11-27T10:00:00Z", "p-1");
+        let other_peer = naming("peer.d", "uid-d", "2026-11-27T09:00:00Z", "p-2");
+        for order in [
+            vec![first.clone(), second.clone(), tie.clone(), other_peer.clone()],
+            vec![other_peer.clone(), tie.clone(), second.clone(), first.clone()],
+        ] {
+            let holder = peer_holder(order, "p-1").unwrap();
+            assert_eq!(
+                holder.metadata.name.as_deref(),
+                Some("peer.b"),
+                "older, then the name"
+            );
+        }
+        assert!(peer_holder(vec![other_peer], "p-1").is_none());
     }
 
     #[test]

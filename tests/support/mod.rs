@@ -40,6 +40,33 @@ pub async fn kube() -> Client {
     let client = Client::try_default()
         .await
         .expect("connect to the control plane in KUBECONFIG");
+    install_crds(&client).await;
+    client
+}
+
+/// The second control plane `scripts/test.sh` starts for disaster-recovery tests (another
+/// cluster sharing the simulator), with the CRDs installed; `None` against an existing cluster,
+/// where there is no second one.
+pub async fn second_kube() -> Option<Client> {
+    let Some(path) = std::env::var_os("E2E_SECOND_KUBECONFIG") else {
+        assert!(
+            std::env::var_os("USE_EXISTING_CLUSTER").is_some(),
+            "E2E_SECOND_KUBECONFIG is not set: run the end-to-end suites through scripts/test.sh, which starts a second control plane"
+        );
+        return None;
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("the second kubeconfig");
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("the second kubeconfig");
+    let client = Client::try_from(config).expect("a client for the second control plane");
+    install_crds(&client).await;
+    Some(client)
+}
+
+/// Applies this version's CRDs and waits until they are established.
+async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crd::all() {
         let name = crd.metadata.name.clone().unwrap();
@@ -64,7 +91,6 @@ pub async fn kube() -> Client {
         })
         .await;
     }
-    client
 }
 
 /// The label on everything a test creates that outlives it (namespaces, cluster-scoped

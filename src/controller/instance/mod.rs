@@ -157,6 +157,7 @@ impl Reconciler for VpnInstance {
             handed_over_to: successor.as_ref().map(record::holder_name),
             known_id,
             search: None,
+            alike: None,
             teardown_started: tearing_down(self),
             delete_answer: None,
             still_exists: None,
@@ -196,6 +197,9 @@ impl Reconciler for VpnInstance {
                     ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
                         .await;
                     return release(self, ctx, handle, (hub, None)).await;
+                }
+                CleanupStep::Inspect(id) => {
+                    inspect(self, ctx, (&token.get().await?, &id), &mut observed).await?
                 }
                 CleanupStep::Delete(id) => delete(ctx, &token.get().await?, &id, &mut observed).await?,
                 CleanupStep::Confirm(id) => {
@@ -381,6 +385,23 @@ impl HubRecord {
             _ => Ok(()),
         }
     }
+}
+
+/// Looks at the recorded instance before deleting it (from a list within the resync
+/// interval): gone already, or whether it has this resource's hostname, as one this resource
+/// created or adopted always has.
+async fn inspect<A: VpnApi>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    (token, id): (&ApiToken, &str),
+    observed: &mut CleanupObserved,
+) -> Result<()> {
+    let look = Look::within(ctx.settings.resync_interval, Urgency::Poll);
+    match ctx.observations.instance(&*ctx.api, token, id, look).await? {
+        Some(found) => observed.alike = Some(found.hostname_label().eq_ignore_ascii_case(&obj.spec.hostname)),
+        None => observed.still_exists = Some(false),
+    }
+    Ok(())
 }
 
 /// Asks Altostrat to delete the instance, unless it already said it is gone (a cleanup running

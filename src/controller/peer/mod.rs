@@ -162,6 +162,7 @@ impl Reconciler for VpnPeer {
             handed_over_to: None,
             search: None,
             // Deleting a peer is documented as immediate and permanent: no teardown to watch.
+            alike: None,
             teardown_started: false,
             delete_answer: None,
             still_exists: None,
@@ -187,6 +188,10 @@ impl Reconciler for VpnPeer {
                     ctx.publish(self, EventType::Warning, event::LEFT_ALONE, note)
                         .await;
                     return own.release(self, ctx, handle).await;
+                }
+                CleanupStep::Inspect(id) => {
+                    let token = token.get().await?;
+                    inspect(self, ctx, (&token, &instance_id, &id), &mut observed).await?;
                 }
                 CleanupStep::Delete(id) => {
                     let token = token.get().await?;
@@ -659,6 +664,30 @@ async fn delete<A: VpnApi>(
         observed.still_exists = Some(false);
     }
     observed.delete_answer = Some(answer);
+    Ok(())
+}
+
+/// Looks at the recorded peer before deleting it (from its instance's peer list within the
+/// resync interval): gone already, or whether it has this resource's type and user or site,
+/// as one this resource created or adopted always has.
+async fn inspect<A: VpnApi>(
+    obj: &VpnPeer,
+    ctx: &Context<A>,
+    at: PeerAt<'_>,
+    observed: &mut CleanupObserved,
+) -> Result<()> {
+    let (token, instance_id, id) = at;
+    let look = Look::within(ctx.settings.resync_interval, Urgency::Poll);
+    match ctx
+        .observations
+        .peer(&*ctx.api, token, instance_id, id, look)
+        .await?
+    {
+        Some(found) => {
+            observed.alike = Some(!plan::matching_peers(std::slice::from_ref(&found), &obj.spec).is_empty())
+        }
+        None => observed.still_exists = Some(false),
+    }
     Ok(())
 }
 
