@@ -200,6 +200,38 @@ fn watch_scopes(args: &RunArgs) -> Vec<WatchScope> {
     }
 }
 
+/// The operator's own token, which resources without `credentialsSecretRef` use.
+fn operator_token(args: &RunArgs) -> Result<Arc<DefaultToken>, BoxError> {
+    let token = Arc::new(default_token(args)?);
+    if !token.is_configured() {
+        tracing::warn!(
+            "no default API token configured: only resources with credentialsSecretRef can be reconciled"
+        );
+    }
+    Ok(token)
+}
+
+/// Before the controllers start: the one-time migration to ownership records, with the lease
+/// renewed meanwhile (it may take a while on a large cluster); then the sweep of records whose
+/// holder is gone, running until aborted. `None` when the process is asked to stop first.
+async fn records_ready(
+    args: &RunArgs,
+    client: &kube::Client,
+    scopes: &[WatchScope],
+    (lost_leadership, shutdown): (&mut BoxFuture<'static, ()>, &Shutdown),
+) -> Result<Option<tokio::task::JoinHandle<()>>, BoxError> {
+    let records = Records::new(client.clone(), installation(args));
+    tokio::select! {
+        _ = migrate(client, scopes, &records, args.label_selector.as_deref()) => {},
+        _ = shutdown.clone() => return Ok(None),
+        _ = lost_leadership => return Err("leader lease lost before the controllers started".into()),
+    }
+    Ok(Some(tokio::spawn(controller::upkeep::sweep(
+        client.clone(),
+        records,
+    ))))
+}
+
 /// The one-time migration of ids in status to ownership records (see `upkeep::migrate`), tried
 /// until it succeeds: the controllers do not start before it, or the resources it is for would
 /// find no record and be refused.
@@ -388,12 +420,7 @@ fn gate_for(timing: Option<&ElectionTiming>) -> Arc<LeaderGate> {
 }
 
 pub async fn run(args: RunArgs) -> Result<(), BoxError> {
-    let default_token = Arc::new(default_token(&args)?);
-    if !default_token.is_configured() {
-        tracing::warn!(
-            "no default API token configured: only resources with credentialsSecretRef can be reconciled"
-        );
-    }
+    let default_token = operator_token(&args)?;
     let client = kube::Client::try_default().await?;
     // Before anything else: against stale CRDs the API server would drop the fields they lack.
     crate::crd_check::ensure_current(&client).await?;
@@ -434,14 +461,12 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     // The previous leader's calls of the last minute still count at Altostrat.
     budget.start_empty();
 
-    let records = Records::new(client.clone(), installation(&args));
     let scopes = watch_scopes(&args);
-    let migrated = migrate(&client, &scopes, &records, args.label_selector.as_deref());
-    if tokio::select! { _ = migrated => false, _ = shutdown.clone() => true } {
+    let Some(sweeper) = records_ready(&args, &client, &scopes, (&mut lost_leadership, &shutdown)).await?
+    else {
         let _ = server.await;
         return Ok(());
-    }
-    let sweeper = tokio::spawn(controller::upkeep::sweep(client.clone(), records));
+    };
     let observed = (metrics.clone(), &*health);
     let named = (identity, budget_settings);
     let deps = controller_deps(&args, client, api, default_token, observed, named);

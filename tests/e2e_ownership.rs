@@ -1082,3 +1082,56 @@ async fn explicit_adopters_in_two_clusters_stop_after_one_alternation() {
     prod_operator.stop().await;
     drill_operator.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_second_installation_neither_takes_nor_frees_the_first_ones_records() {
+    use altostrat_vpn_operator::controller::record::Records;
+    use altostrat_vpn_operator::controller::upkeep;
+    let client = kube().await;
+    let ns_a = namespace(&client, "e2e-install-a").await;
+    let ns_b = namespace(&client, "e2e-install-b").await;
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let team = |installation| OperatorOptions {
+        installation,
+        ..OperatorOptions::default()
+    };
+    let first = start_operator(&client, &simc.base_url, &ns_a, team("e2e/first"));
+    let second = start_operator(&client, &simc.base_url, &ns_b, team("e2e/second"));
+    let api_a: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_a);
+    let api_b: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_b);
+    apply(&api_a, &instance_manifest("hub", "install-hub", json!({}))).await;
+    let id = recorded_id(&wait_instance(&api_a, "hub", "Ready", instance_ready).await).unwrap();
+    simc.reset_calls().await;
+
+    apply(
+        &api_b,
+        &instance_manifest("hub", "install-hub", json!({"instanceId": id})),
+    )
+    .await;
+    let message = wait_not_ready(&api_b, "hub", "NotOwned").await;
+    assert!(
+        message.contains("\"e2e/first\""),
+        "names the installation: {message}"
+    );
+    // The second installation's sweep leaves the first one's records alone, held or not.
+    let records = Records::new(client.clone(), "e2e/second".into());
+    let missing = upkeep::sweep_once(&client, &records, &Default::default())
+        .await
+        .unwrap();
+    upkeep::sweep_once(&client, &records, &missing).await.unwrap();
+    assert_eq!(
+        holder_of(&client, "install-hub").await,
+        Some(format!("{ns_a}/hub"))
+    );
+    api_b.delete("hub", &DeleteParams::default()).await.unwrap();
+    wait_gone(&api_b, "hub").await;
+    assert_eq!(writes(&simc).await, BTreeMap::new());
+    assert_eq!(
+        holder_of(&client, "install-hub").await,
+        Some(format!("{ns_a}/hub"))
+    );
+    first.stop().await;
+    second.stop().await;
+}

@@ -434,3 +434,27 @@ impl VpnApi for HttpClient {
         HttpClient::client_configuration(self, share, false).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_that_is_not_a_plain_path_segment_is_refused_before_any_request() {
+        let endpoint = Endpoint::GetInstance;
+        for id in ["a1b2c3d4-e5f6-7890-1234-567890abcdef", "i-1", "v1.2_x"] {
+            assert_eq!(seg(endpoint, id).ok(), Some(id), "{id}");
+        }
+        for id in [
+            "", ".", "..", "...", "../x", "a/b", "%2E%2E", "a?b", "a#b", "a b", "ü",
+        ] {
+            let refused = seg(endpoint, id).unwrap_err();
+            assert!(
+                matches!(refused, ApiError::Invalid { status: 0, .. }),
+                "{id}: {refused}"
+            );
+            assert!(refused.to_string().contains("no request was sent"), "{refused}");
+        }
+        assert!(seg(endpoint, &"a".repeat(129)).is_err());
+    }
+}

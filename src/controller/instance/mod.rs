@@ -140,28 +140,8 @@ impl Reconciler for VpnInstance {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
         let hub = HubRecord::look(self, ctx).await?;
-        let managed = hub.holding().mine_as(RecordRole::Manage);
-        let known_id = managed.and_then(|r| r.instance_id.clone());
-        let policy = effective_policy(self, hub.holding());
-        let successor = match (&known_id, policy, self.spec.management_policy) {
-            (Some(id), DeletionPolicy::Delete, ManagementPolicy::Full) => successor(self, ctx, id).await?,
-            _ => None,
-        };
+        let (mut observed, successor) = cleanup_look(self, ctx, &hub).await?;
         let started = Instant::now();
-        let mut observed = CleanupObserved {
-            has_finalizer: has_finalizer(self),
-            management: self.spec.management_policy,
-            policy,
-            may_exist: managed.is_some(),
-            dependents: None,
-            handed_over_to: successor.as_ref().map(record::holder_name),
-            known_id,
-            search: None,
-            alike: None,
-            teardown_started: tearing_down(self),
-            delete_answer: None,
-            still_exists: None,
-        };
         for _ in 0..MAX_STEPS {
             match decide_cleanup(&observed) {
                 CleanupStep::Nothing => return Ok(Action::await_change()),
@@ -218,6 +198,37 @@ impl Reconciler for VpnInstance {
         }
         Err(Error::Unsettled(VpnInstance::CONTROLLER))
     }
+}
+
+/// What a deletion knows before it looks at Altostrat, and the resource the hub goes to if it
+/// is handed over rather than deleted.
+async fn cleanup_look<A>(
+    obj: &VpnInstance,
+    ctx: &Context<A>,
+    hub: &HubRecord,
+) -> Result<(CleanupObserved, Option<Holder>)> {
+    let managed = hub.holding().mine_as(RecordRole::Manage);
+    let known_id = managed.and_then(|r| r.instance_id.clone());
+    let policy = effective_policy(obj, hub.holding());
+    let successor = match (&known_id, policy, obj.spec.management_policy) {
+        (Some(id), DeletionPolicy::Delete, ManagementPolicy::Full) => successor(obj, ctx, id).await?,
+        _ => None,
+    };
+    let observed = CleanupObserved {
+        has_finalizer: has_finalizer(obj),
+        management: obj.spec.management_policy,
+        policy,
+        may_exist: managed.is_some(),
+        dependents: None,
+        handed_over_to: successor.as_ref().map(record::holder_name),
+        known_id,
+        search: None,
+        alike: None,
+        teardown_started: tearing_down(obj),
+        delete_answer: None,
+        still_exists: None,
+    };
+    Ok((observed, successor))
 }
 
 /// Claims a create: the finalizer first (a record must never outlive its resource's cleanup),

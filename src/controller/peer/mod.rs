@@ -144,30 +144,12 @@ impl Reconciler for VpnPeer {
     async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
         let instance = referenced_instance(self, ctx);
         let own = PeerRecord::look(self, ctx).await?;
-        let managed = own.holding().mine_as(RecordRole::Manage);
-        let instance_id = managed.and_then(|r| r.instance_id.clone());
         let namespace = self.namespace().unwrap_or_default();
         let secret = instance
             .as_ref()
             .and_then(|i| i.spec.credentials_secret_ref.as_ref());
         let mut token = LazyToken::new(ctx, &namespace, secret);
-        let known_id = managed.and_then(|r| r.peer_id.clone());
-        let mut observed = CleanupObserved {
-            has_finalizer: has_finalizer(self),
-            management: self.spec.management_policy,
-            policy: effective_policy(self, own.holding()),
-            may_exist: instance_id.is_some(),
-            dependents: Some(0),
-            known_id,
-            handed_over_to: None,
-            search: None,
-            // Deleting a peer is documented as immediate and permanent: no teardown to watch.
-            alike: None,
-            teardown_started: false,
-            delete_answer: None,
-            still_exists: None,
-        };
-        let instance_id = instance_id.unwrap_or_default();
+        let (mut observed, instance_id) = cleanup_look(self, &own);
         let started = Instant::now();
         for _ in 0..MAX_STEPS {
             match decide_cleanup(&observed) {
@@ -222,6 +204,29 @@ impl Reconciler for VpnPeer {
         }
         Err(Error::Unsettled(VpnPeer::CONTROLLER))
     }
+}
+
+/// What a deletion knows before it looks at Altostrat, and the instance its peer is on (as
+/// the record holds it: status proves nothing).
+fn cleanup_look(obj: &VpnPeer, own: &PeerRecord) -> (CleanupObserved, String) {
+    let managed = own.holding().mine_as(RecordRole::Manage);
+    let instance_id = managed.and_then(|r| r.instance_id.clone());
+    let observed = CleanupObserved {
+        has_finalizer: has_finalizer(obj),
+        management: obj.spec.management_policy,
+        policy: effective_policy(obj, own.holding()),
+        may_exist: instance_id.is_some(),
+        dependents: Some(0),
+        known_id: managed.and_then(|r| r.peer_id.clone()),
+        handed_over_to: None,
+        search: None,
+        alike: None,
+        // Deleting a peer is documented as immediate and permanent: no teardown to watch.
+        teardown_started: false,
+        delete_answer: None,
+        still_exists: None,
+    };
+    (observed, instance_id.unwrap_or_default())
 }
 
 /// What a reconcile knows before it looks at Altostrat.
