@@ -530,6 +530,50 @@ async fn a_resource_that_leaves_the_label_selector_holding_its_finalizer_is_warn
     operator.stop().await;
 }
 
+/// Two namespaces of one installation, each its own watch scope (as `WATCH_NAMESPACES=a,b`
+/// runs them: each scope caches its own namespace only), sharing one simulator.
+struct TwoScopes {
+    client: kube::Client,
+    _sim: altostrat_vpn_operator::simulator::RunningSimulator,
+    simc: SimClient,
+    ns_a: String,
+    ns_b: String,
+    api_a: Api<VpnInstance>,
+    api_b: Api<VpnInstance>,
+    peers_b: Api<VpnPeer>,
+    operators: Vec<Operator>,
+}
+
+impl TwoScopes {
+    async fn start(prefix: &str) -> Self {
+        let client = kube().await;
+        let ns_a = namespace(&client, &format!("{prefix}-a")).await;
+        let ns_b = namespace(&client, &format!("{prefix}-b")).await;
+        let sim = simulator(Duration::from_millis(300)).await;
+        let simc = SimClient::new(&sim);
+        let operators = [&ns_a, &ns_b]
+            .map(|ns| start_operator(&client, &simc.base_url, ns, OperatorOptions::default()))
+            .into();
+        Self {
+            api_a: Api::namespaced(client.clone(), &ns_a),
+            api_b: Api::namespaced(client.clone(), &ns_b),
+            peers_b: Api::namespaced(client.clone(), &ns_b),
+            client,
+            _sim: sim,
+            simc,
+            ns_a,
+            ns_b,
+            operators,
+        }
+    }
+
+    async fn stop(self) {
+        for operator in self.operators {
+            operator.stop().await;
+        }
+    }
+}
+
 /// A portal hub (made out of band), provisioned.
 async fn portal_hub(simc: &SimClient, hostname: &str) -> Instance {
     let hub = simc.create_instance("portal hub", hostname).await;
@@ -549,38 +593,31 @@ fn touches(key: &str, id: &str) -> bool {
 async fn scoped_watches_all_read_the_same_records() {
     // WATCH_NAMESPACES=a,b: each scope has caches of its own namespace only, yet adopting the
     // other namespace's hub is refused, because the records are cluster-wide and read fresh.
-    let client = kube().await;
-    let ns_a = namespace(&client, "e2e-scoped-a").await;
-    let ns_b = namespace(&client, "e2e-scoped-b").await;
-    let sim = simulator(Duration::from_millis(300)).await;
-    let simc = SimClient::new(&sim);
-    let scope_a = start_operator(&client, &simc.base_url, &ns_a, OperatorOptions::default());
-    let scope_b = start_operator(&client, &simc.base_url, &ns_b, OperatorOptions::default());
-    let api_a: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_a);
-    let api_b: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_b);
-    let peers_b: Api<VpnPeer> = Api::namespaced(client.clone(), &ns_b);
+    let two = TwoScopes::start("e2e-scoped").await;
+    let (client, simc, ns_a) = (&two.client, &two.simc, &two.ns_a);
+    let (api_a, api_b, peers_b) = (&two.api_a, &two.api_b, &two.peers_b);
 
-    apply(&api_a, &instance_manifest("hub", "scoped-hub", json!({}))).await;
-    let id = recorded_id(&wait_instance(&api_a, "hub", "A Ready", instance_ready).await).unwrap();
+    apply(api_a, &instance_manifest("hub", "scoped-hub", json!({}))).await;
+    let id = recorded_id(&wait_instance(api_a, "hub", "A Ready", instance_ready).await).unwrap();
     let before = simc.instance(&id).await.unwrap();
     simc.reset_calls().await;
 
     let takeover = json!({"instanceId": id, "pushedRoutes": ["192.168.0.0/16"]});
-    apply(&api_b, &instance_manifest("hub", "scoped-hub", takeover)).await;
-    let message = wait_not_ready(&api_b, "hub", "NotOwned").await;
+    apply(api_b, &instance_manifest("hub", "scoped-hub", takeover)).await;
+    let message = wait_not_ready(api_b, "hub", "NotOwned").await;
     assert!(
         message.contains(&format!("{ns_a}/hub")),
         "names the holder: {message}"
     );
-    apply(&peers_b, &client_peer_manifest("mallory", "hub", USER)).await;
-    wait_peer_reason(&peers_b, "mallory", "WaitingForInstance").await;
+    apply(peers_b, &client_peer_manifest("mallory", "hub", USER)).await;
+    wait_peer_reason(peers_b, "mallory", "WaitingForInstance").await;
 
     peers_b.delete("mallory", &DeleteParams::default()).await.unwrap();
     api_b.delete("hub", &DeleteParams::default()).await.unwrap();
-    wait_gone(&peers_b, "mallory").await;
-    wait_gone(&api_b, "hub").await;
+    wait_gone(peers_b, "mallory").await;
+    wait_gone(api_b, "hub").await;
     assert_eq!(
-        writes(&simc).await,
+        writes(simc).await,
         BTreeMap::new(),
         "nothing written, created or deleted"
     );
@@ -589,12 +626,8 @@ async fn scoped_watches_all_read_the_same_records() {
         configuration(&simc.instance(&id).await.unwrap()),
         configuration(&before)
     );
-    assert_eq!(
-        holder_of(&client, "scoped-hub").await,
-        Some(format!("{ns_a}/hub"))
-    );
-    scope_a.stop().await;
-    scope_b.stop().await;
+    assert_eq!(holder_of(client, "scoped-hub").await, Some(format!("{ns_a}/hub")));
+    two.stop().await;
 }
 
 #[tokio::test]
@@ -632,20 +665,13 @@ async fn a_forged_create_claim_adopts_nothing() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn a_status_patched_to_another_hub_is_never_written_to_nor_deleted() {
-    let client = kube().await;
-    let ns_a = namespace(&client, "e2e-status-a").await;
-    let ns_b = namespace(&client, "e2e-status-b").await;
-    let sim = simulator(Duration::from_millis(300)).await;
-    let simc = SimClient::new(&sim);
-    let scope_a = start_operator(&client, &simc.base_url, &ns_a, OperatorOptions::default());
-    let scope_b = start_operator(&client, &simc.base_url, &ns_b, OperatorOptions::default());
-    let api_a: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_a);
-    let api_b: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_b);
-    let peers_b: Api<VpnPeer> = Api::namespaced(client.clone(), &ns_b);
-    apply(&api_a, &instance_manifest("hub", "victim-hub", json!({}))).await;
-    apply(&api_b, &instance_manifest("hub", "tenant-hub", json!({}))).await;
-    let victim = recorded_id(&wait_instance(&api_a, "hub", "A Ready", instance_ready).await).unwrap();
-    let tenant = recorded_id(&wait_instance(&api_b, "hub", "B Ready", instance_ready).await).unwrap();
+    let two = TwoScopes::start("e2e-status").await;
+    let simc = &two.simc;
+    let (api_a, api_b, peers_b) = (&two.api_a, &two.api_b, &two.peers_b);
+    apply(api_a, &instance_manifest("hub", "victim-hub", json!({}))).await;
+    apply(api_b, &instance_manifest("hub", "tenant-hub", json!({}))).await;
+    let victim = recorded_id(&wait_instance(api_a, "hub", "A Ready", instance_ready).await).unwrap();
+    let tenant = recorded_id(&wait_instance(api_b, "hub", "B Ready", instance_ready).await).unwrap();
     let before = simc.instance(&victim).await.unwrap();
     simc.reset_calls().await;
 
@@ -659,10 +685,10 @@ async fn a_status_patched_to_another_hub_is_never_written_to_nor_deleted() {
         )
         .await
         .unwrap();
-    apply(&peers_b, &client_peer_manifest("mallory", "hub", USER)).await;
+    apply(peers_b, &client_peer_manifest("mallory", "hub", USER)).await;
     let request = json!({"metadata": {"annotations": {"vpn.altostrat.io/reconcile-requested-at": "forged"}}});
-    merge_patch(&api_b, "hub", request).await;
-    let mallory = wait_peer(&peers_b, "mallory", "Ready", peer_ready).await;
+    merge_patch(api_b, "hub", request).await;
+    let mallory = wait_peer(peers_b, "mallory", "Ready", peer_ready).await;
     let attached = mallory.status.and_then(|s| s.instance_id);
     assert_eq!(
         attached.as_deref(),
@@ -672,10 +698,10 @@ async fn a_status_patched_to_another_hub_is_never_written_to_nor_deleted() {
     assert!(simc.peers(&victim).await.is_empty());
 
     peers_b.delete("mallory", &DeleteParams::default()).await.unwrap();
-    wait_gone(&peers_b, "mallory").await;
+    wait_gone(peers_b, "mallory").await;
     api_b.delete("hub", &DeleteParams::default()).await.unwrap();
-    wait_gone(&api_b, "hub").await;
-    let written = writes(&simc).await;
+    wait_gone(api_b, "hub").await;
+    let written = writes(simc).await;
     assert!(written.keys().all(|k| !touches(k, &victim)), "{written:?}");
     assert_eq!(
         simc.count(DELETE).await,
@@ -687,23 +713,16 @@ async fn a_status_patched_to_another_hub_is_never_written_to_nor_deleted() {
         configuration(&simc.instance(&victim).await.unwrap()),
         configuration(&before)
     );
-    scope_a.stop().await;
-    scope_b.stop().await;
+    two.stop().await;
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn of_two_namespaces_adopting_one_hub_at_once_exactly_one_wins() {
-    let client = kube().await;
-    let ns_a = namespace(&client, "e2e-race-a").await;
-    let ns_b = namespace(&client, "e2e-race-b").await;
-    let sim = simulator(Duration::from_millis(300)).await;
-    let simc = SimClient::new(&sim);
-    let hub = portal_hub(&simc, "race-hub").await;
-    let scope_a = start_operator(&client, &simc.base_url, &ns_a, OperatorOptions::default());
-    let scope_b = start_operator(&client, &simc.base_url, &ns_b, OperatorOptions::default());
-    let api_a: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_a);
-    let api_b: Api<VpnInstance> = Api::namespaced(client.clone(), &ns_b);
+    let two = TwoScopes::start("e2e-race").await;
+    let (client, simc, ns_a, ns_b) = (&two.client, &two.simc, &two.ns_a, &two.ns_b);
+    let (api_a, api_b) = (&two.api_a, &two.api_b);
+    let hub = portal_hub(simc, "race-hub").await;
     simc.reset_calls().await;
 
     let a = instance_manifest(
@@ -716,7 +735,7 @@ async fn of_two_namespaces_adopting_one_hub_at_once_exactly_one_wins() {
         "race-hub",
         json!({"instanceId": hub.id, "pushedRoutes": ["10.2.0.0/16"]}),
     );
-    tokio::join!(apply(&api_a, &a), apply(&api_b, &b));
+    tokio::join!(apply(api_a, &a), apply(api_b, &b));
     let outcome = |o: &VpnInstance| {
         let ready = o.status.as_ref().and_then(|s| condition(&s.conditions, "Ready"));
         ready.map(|c| c.1)
@@ -730,17 +749,14 @@ async fn of_two_namespaces_adopting_one_hub_at_once_exactly_one_wins() {
         }
     })
     .await;
-    assert_eq!(
-        holder_of(&client, "race-hub").await,
-        Some(format!("{winner}/hub"))
-    );
+    assert_eq!(holder_of(client, "race-hub").await, Some(format!("{winner}/hub")));
     let message = condition(&loser.status.unwrap().conditions, "Ready").unwrap().2;
     assert!(
         message.contains(&format!("{winner}/hub")),
         "names the winner: {message}"
     );
     assert_eq!(
-        writes(&simc).await,
+        writes(simc).await,
         calls(&[(UPDATE, 1)]),
         "the winner's routes, once"
     );
@@ -752,8 +768,7 @@ async fn of_two_namespaces_adopting_one_hub_at_once_exactly_one_wins() {
             .unwrap_or_default()
             .contains(&"vpn.altostrat.io/cleanup".to_owned())
     );
-    scope_a.stop().await;
-    scope_b.stop().await;
+    two.stop().await;
 }
 
 #[tokio::test]

@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::policy::Gate;
+use crate::crd::RecordRole;
+
 /// How far Altostrat's clock may be behind the cluster's before an object created after our
 /// claim looks older than it; within it, an object is neither provably ours nor provably not.
 pub const CLOCK_SKEW_TOLERANCE: Duration = Duration::from_secs(120);
@@ -42,6 +45,23 @@ impl Claim {
             Self::None => None,
         }
     }
+}
+
+/// The role in which a resource must hold the object `id` it found before it acts on it (a
+/// write, or an observation), if its record does not hold it so yet: `Observe` for an
+/// observer, `Manage` for a resource whose writes go out. A paused or planning resource takes
+/// no record: it writes nothing.
+pub(crate) fn record_needed(
+    gate: Gate,
+    (managed, observed): (Option<&str>, Option<&str>),
+    id: &str,
+) -> Option<RecordRole> {
+    let (role, held) = match gate {
+        gate if gate.observes() => (RecordRole::Observe, observed),
+        gate if gate.open() => (RecordRole::Manage, managed),
+        _ => return None,
+    };
+    (held != Some(id)).then_some(role)
 }
 
 /// The verdict on an object found without a recorded id.

@@ -291,8 +291,11 @@ fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
             o.spec.hostname, instance.hostname
         )));
     }
-    if let Some(own) = own(o, instance) {
-        return own;
+    // The record must hold it for this resource before anything is written (or observed).
+    let held = (o.recorded_id.as_deref(), o.observed_id.as_deref());
+    if let Some(role) = ownership::record_needed(o.gate, held, &instance.id) {
+        let id = instance.id.clone();
+        return Step::Own { id, role };
     }
     // Altostrat only accepts configuration once the server is provisioned.
     let update = (instance.is_provisioned() && !o.updated)
@@ -309,25 +312,6 @@ fn converged_or_update(o: &Observed, instance: &Instance) -> Step {
         },
         None => Step::Record(instance.clone()),
     }
-}
-
-/// Before anything is written to the instance found (or it is observed), the hub's record must
-/// hold it for this resource in the role its policy needs. A paused or planning resource takes
-/// no record: it writes nothing.
-fn own(o: &Observed, instance: &Instance) -> Option<Step> {
-    let role = match o.gate {
-        gate if gate.observes() => RecordRole::Observe,
-        gate if gate.open() => RecordRole::Manage,
-        _ => return None,
-    };
-    let held = match role {
-        RecordRole::Manage => o.recorded_id.as_deref(),
-        RecordRole::Observe => o.observed_id.as_deref(),
-    };
-    (held != Some(instance.id.as_str())).then(|| Step::Own {
-        id: instance.id.clone(),
-        role,
-    })
 }
 
 /// Ready/Synced for a successfully observed instance.

@@ -193,8 +193,11 @@ fn compare(o: &Observed, peer: &Peer) -> Step {
             peer.id
         )));
     }
-    if let Some(own) = own(o, peer) {
-        return own;
+    // The record must hold it for this resource before anything is written (or observed).
+    let held = (o.recorded_id.as_deref(), o.observed_id.as_deref());
+    if let Some(role) = ownership::record_needed(o.gate, held, &peer.id) {
+        let id = peer.id.clone();
+        return Step::Own { id, role };
     }
     let update = match o.gate.observes() {
         true => plan::observed_peer_drift(o.spec, peer),
@@ -212,25 +215,6 @@ fn compare(o: &Observed, peer: &Peer) -> Step {
         },
         None => Step::Record(peer.clone()),
     }
-}
-
-/// Before anything is written to the peer found (or it is observed), the record must hold it
-/// for this resource in the role its policy needs. A paused or planning resource takes no
-/// record: it writes nothing.
-fn own(o: &Observed, peer: &Peer) -> Option<Step> {
-    let role = match o.gate {
-        gate if gate.observes() => RecordRole::Observe,
-        gate if gate.open() => RecordRole::Manage,
-        _ => return None,
-    };
-    let held = match role {
-        RecordRole::Manage => o.recorded_id.as_deref(),
-        RecordRole::Observe => o.observed_id.as_deref(),
-    };
-    (held != Some(peer.id.as_str())).then(|| Step::Own {
-        id: peer.id.clone(),
-        role,
-    })
 }
 
 fn missing_adoption(id: &str) -> Step {
