@@ -17,11 +17,12 @@ pub(crate) struct CleanupObserved {
     pub may_exist: bool,
     /// Resources that still reference this one (peers of an instance); `None`: not counted yet.
     pub dependents: Option<usize>,
-    /// The Altostrat id recorded in status as the resource's own (not one only observed).
+    /// The Altostrat id the resource's record holds for it to manage (not one only observed).
     pub known_id: Option<String>,
-    /// Another live resource that records or explicitly adopted `known_id` (a hand-over, such
-    /// as a GitOps rename): the object is its now.
-    pub handed_over_to: Option<String>,
+    /// Another live resource that adopts `known_id` explicitly and validly (a hand-over, such as
+    /// a GitOps rename): the object goes to it. `None`: not looked for yet; `Some(None)`: there
+    /// is none.
+    pub handed_over_to: Option<Option<String>>,
     /// What a search for an unrecorded create found, and whose it is; `None`: not looked yet.
     pub search: Option<Option<(String, Ownership)>>,
     /// Whether the object `known_id` names is what the resource describes (a hub's hostname,
@@ -77,6 +78,8 @@ pub(crate) enum CleanupStep {
     WaitForDependents(usize),
     /// A create may have happened without its id being recorded: look for the object.
     Search,
+    /// Look for a resource the recorded object is handed over to instead of being deleted.
+    FindSuccessor(String),
     /// Look at the recorded object before deleting it: is it what the resource describes?
     Inspect(String),
     Delete(String),
@@ -123,11 +126,12 @@ pub(crate) fn decide_cleanup(o: &CleanupObserved) -> CleanupStep {
         return CleanupStep::Release;
     }
     match (&o.known_id, &o.handed_over_to, &o.search) {
-        (Some(id), Some(to), _) => CleanupStep::HandOver {
+        (Some(id), None, _) => CleanupStep::FindSuccessor(id.clone()),
+        (Some(id), Some(Some(to)), _) => CleanupStep::HandOver {
             id: id.clone(),
             to: to.clone(),
         },
-        (Some(id), None, _) => match o.alike {
+        (Some(id), Some(None), _) => match o.alike {
             None if o.delete_answer.is_none() && !o.teardown_started => CleanupStep::Inspect(id.clone()),
             Some(false) => CleanupStep::LeaveAlone {
                 id: id.clone(),
@@ -182,7 +186,7 @@ mod tests {
             may_exist: true,
             dependents: Some(0),
             known_id: Some("i-1".into()),
-            handed_over_to: None,
+            handed_over_to: Some(None),
             search: None,
             alike: Some(true),
             teardown_started: false,
@@ -392,9 +396,31 @@ mod tests {
     }
 
     #[test]
+    fn a_successor_is_looked_for_only_once_dependents_are_gone_and_before_any_delete() {
+        let unlooked = CleanupObserved {
+            handed_over_to: None,
+            ..deleting()
+        };
+        assert_eq!(
+            decide_cleanup(&unlooked),
+            CleanupStep::FindSuccessor("i-1".into())
+        );
+        let draining = CleanupObserved {
+            dependents: Some(2),
+            ..unlooked.clone()
+        };
+        assert_eq!(decide_cleanup(&draining), CleanupStep::WaitForDependents(2));
+        let orphaned = CleanupObserved {
+            policy: DeletionPolicy::Orphan,
+            ..unlooked
+        };
+        assert_eq!(decide_cleanup(&orphaned), CleanupStep::Orphan);
+    }
+
+    #[test]
     fn an_object_handed_over_to_another_resource_is_released_not_deleted() {
         let o = CleanupObserved {
-            handed_over_to: Some("team-a/hub-renamed".into()),
+            handed_over_to: Some(Some("team-a/hub-renamed".into())),
             ..deleting()
         };
         assert_eq!(

@@ -17,6 +17,7 @@ use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use super::error::{Error, Result};
+use super::ownership::Claim;
 use crate::crd::{
     DeletionPolicy, Holder, INSTALLATION_LABEL, OwnershipRecord, OwnershipRecordSpec, PEER_ID_LABEL,
     RecordOrigin, RecordRole,
@@ -93,6 +94,29 @@ impl Holding {
         self.mine().filter(|r| r.role == role)
     }
 
+    /// The deletion policy in force: the spec's if set; otherwise `Delete` for an object the
+    /// resource created and `Orphan` for one it adopted (what it did not create, it does not
+    /// delete unless told to). Without a record nothing is deleted anyway.
+    pub fn deletion_policy(&self, spec: Option<DeletionPolicy>) -> DeletionPolicy {
+        spec.unwrap_or(match self.mine().map(|r| r.origin) {
+            Some(RecordOrigin::Adopted) => DeletionPolicy::Orphan,
+            _ => DeletionPolicy::Delete,
+        })
+    }
+
+    /// What the claim of a reconcile is after reading this record: a claim the reconcile made
+    /// itself stays fresh while the record still holds one (`id` reads the object's id).
+    pub fn refreshed_claim(
+        &self,
+        claim: Claim,
+        id: impl Fn(&OwnershipRecordSpec) -> Option<&String>,
+    ) -> Claim {
+        match (claim, self.claim(id)) {
+            (Claim::Fresh(at), Some(_)) => Claim::Fresh(at),
+            (_, held) => held.map_or(Claim::None, Claim::Held),
+        }
+    }
+
     /// Who else holds the object.
     pub fn other(&self) -> Option<&str> {
         match self {
@@ -120,16 +144,6 @@ pub(crate) fn peer_holder(records: Vec<OwnershipRecord>, peer_id: &str) -> Optio
         .into_iter()
         .filter(|r| r.spec.peer_id.as_deref() == Some(peer_id))
         .min_by(|a, b| (&a.spec.taken_at, a.name_any()).cmp(&(&b.spec.taken_at, b.name_any())))
-}
-
-/// The deletion policy in force: the spec's if set; otherwise `Delete` for an object the
-/// resource created and `Orphan` for one it adopted (what it did not create, it does not
-/// delete unless told to). Without a record nothing is deleted anyway.
-pub(crate) fn effective_policy(spec: Option<DeletionPolicy>, origin: Option<RecordOrigin>) -> DeletionPolicy {
-    spec.unwrap_or(match origin {
-        Some(RecordOrigin::Adopted) => DeletionPolicy::Orphan,
-        _ => DeletionPolicy::Delete,
-    })
 }
 
 /// `Kind namespace/name`.

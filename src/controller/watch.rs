@@ -311,7 +311,7 @@ fn delivers_a_profile(peer: &VpnPeer) -> bool {
         })
 }
 
-/// The instances a deleted one may have handed its hub over to (see `instance::successor`):
+/// The instances a deleted one may have handed its hub over to (see `instance::find_successor`):
 /// those of its namespace adopting the hub it recorded. They were refused while it held the
 /// hub's record, and wait for a person at the slow pace of such errors otherwise.
 fn successors(instances: &Store<VpnInstance>, gone: &VpnInstance) -> Vec<ObjectRef<VpnInstance>> {

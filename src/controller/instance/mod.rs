@@ -30,8 +30,8 @@ use crate::altostrat::Urgency;
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiToken, VpnApi};
 use crate::crd::{
-    DeletionPolicy, Holder, ManagementPolicy, PlannedCall, RecordOrigin, RecordRole, VpnInstance,
-    VpnInstanceSpec, VpnInstanceStatus,
+    Holder, ManagementPolicy, PlannedCall, RecordOrigin, RecordRole, VpnInstance, VpnInstanceSpec,
+    VpnInstanceStatus,
 };
 use decide::{
     Observed, Remote, Step, decide, desired_conditions, missing_conditions, next_look, observed_status,
@@ -70,7 +70,7 @@ impl Reconciler for VpnInstance {
         let mut hub = HubRecord::look(self, ctx).await?;
         handle
             .status
-            .set_deletion_policy(effective_policy(self, hub.holding()));
+            .set_deletion_policy(hub.holding().deletion_policy(self.spec.deletion_policy));
         let mut observed = first_look(self, hub.holding());
         for _ in 0..MAX_STEPS {
             let step = decide(&observed);
@@ -84,7 +84,7 @@ impl Reconciler for VpnInstance {
                 }
                 Step::Own { id, role } => {
                     hub.own(self, ctx, &id, role).await?;
-                    let policy = effective_policy(self, hub.holding());
+                    let policy = hub.holding().deletion_policy(self.spec.deletion_policy);
                     handle.status.set_deletion_policy(policy);
                     observed.refresh(hub.holding());
                 }
@@ -140,7 +140,8 @@ impl Reconciler for VpnInstance {
         let namespace = self.namespace().unwrap_or_default();
         let mut token = LazyToken::new(ctx, &namespace, self.spec.credentials_secret_ref.as_ref());
         let hub = HubRecord::look(self, ctx).await?;
-        let (mut observed, successor) = cleanup_look(self, ctx, &hub).await?;
+        let mut observed = cleanup_look(self, &hub);
+        let mut successor = None;
         let started = Instant::now();
         for _ in 0..MAX_STEPS {
             match decide_cleanup(&observed) {
@@ -162,6 +163,10 @@ impl Reconciler for VpnInstance {
                     return release(self, ctx, handle, (hub, successor)).await;
                 }
                 CleanupStep::CountDependents => observed.dependents = Some(count_dependents(self, ctx)),
+                CleanupStep::FindSuccessor(id) => {
+                    successor = find_successor(self, ctx, &id).await?;
+                    observed.handed_over_to = Some(successor.as_ref().map(record::holder_name));
+                }
                 CleanupStep::WaitForDependents(n) => return wait_for_dependents(handle, n).await,
                 CleanupStep::Search => {
                     let found = search(self, ctx, &token.get().await?, started).await?;
@@ -200,35 +205,23 @@ impl Reconciler for VpnInstance {
     }
 }
 
-/// What a deletion knows before it looks at Altostrat, and the resource the hub goes to if it
-/// is handed over rather than deleted.
-async fn cleanup_look<A>(
-    obj: &VpnInstance,
-    ctx: &Context<A>,
-    hub: &HubRecord,
-) -> Result<(CleanupObserved, Option<Holder>)> {
+/// What a deletion knows before it looks at Altostrat.
+fn cleanup_look(obj: &VpnInstance, hub: &HubRecord) -> CleanupObserved {
     let managed = hub.holding().mine_as(RecordRole::Manage);
-    let known_id = managed.and_then(|r| r.instance_id.clone());
-    let policy = effective_policy(obj, hub.holding());
-    let successor = match (&known_id, policy, obj.spec.management_policy) {
-        (Some(id), DeletionPolicy::Delete, ManagementPolicy::Full) => successor(obj, ctx, id).await?,
-        _ => None,
-    };
-    let observed = CleanupObserved {
+    CleanupObserved {
         has_finalizer: has_finalizer(obj),
         management: obj.spec.management_policy,
-        policy,
+        policy: hub.holding().deletion_policy(obj.spec.deletion_policy),
         may_exist: managed.is_some(),
         dependents: None,
-        handed_over_to: successor.as_ref().map(record::holder_name),
-        known_id,
+        handed_over_to: None,
+        known_id: managed.and_then(|r| r.instance_id.clone()),
         search: None,
         alike: None,
         teardown_started: tearing_down(obj),
         delete_answer: None,
         still_exists: None,
-    };
-    Ok((observed, successor))
+    }
 }
 
 /// Claims a create: the finalizer first (a record must never outlive its resource's cleanup),
@@ -319,19 +312,8 @@ impl Observed<'_> {
         self.recorded_id = id_as(RecordRole::Manage);
         self.observed_id = id_as(RecordRole::Observe);
         self.held_elsewhere = holding.other().map(str::to_owned);
-        let held = holding.claim(|r| r.instance_id.as_ref());
-        self.claim = match (self.claim, held) {
-            (Claim::Fresh(at), Some(_)) => Claim::Fresh(at),
-            (_, held) => held.map_or(Claim::None, Claim::Held),
-        };
+        self.claim = holding.refreshed_claim(self.claim, |r| r.instance_id.as_ref());
     }
-}
-
-/// The deletion policy in force: the spec's, else `Delete` for a hub this resource created and
-/// `Orphan` for one it adopted.
-fn effective_policy(obj: &VpnInstance, holding: &Holding) -> DeletionPolicy {
-    let origin = holding.mine().map(|r| r.origin);
-    record::effective_policy(obj.spec.deletion_policy, origin)
 }
 
 /// The hub's ownership record, `instance.<hostname>`, and what this resource does with it.
@@ -625,7 +607,7 @@ fn claim_time(handle: &Handle<VpnInstance>) -> Timestamp {
 /// The resource that takes over the hub of a resource being deleted (a GitOps rename): another
 /// live VpnInstance of the namespace, read now (not from a cache a label selector may thin),
 /// that adopts the same hub explicitly under the same hostname and would manage it.
-async fn successor<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Result<Option<Holder>> {
+async fn find_successor<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Result<Option<Holder>> {
     let namespace = obj.namespace().unwrap_or_default();
     let api: kube::Api<VpnInstance> = kube::Api::namespaced(ctx.client.clone(), &namespace);
     let listed = api

@@ -32,8 +32,7 @@ use super::status::HasStatus;
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiToken, Urgency, VpnApi};
 use crate::crd::{
-    DeletionPolicy, ManagementPolicy, PlannedCall, RecordOrigin, RecordRole, VpnInstance, VpnPeer,
-    VpnPeerStatus,
+    ManagementPolicy, PlannedCall, RecordOrigin, RecordRole, VpnInstance, VpnPeer, VpnPeerStatus,
 };
 use decide::{
     Candidate, Observed, Remote, Step, attached, decide, judge_all, observed_status, ready_conditions,
@@ -73,7 +72,7 @@ impl Reconciler for VpnPeer {
         let mut own = PeerRecord::look(self, ctx).await?;
         handle
             .status
-            .set_deletion_policy(effective_policy(self, own.holding()));
+            .set_deletion_policy(own.holding().deletion_policy(self.spec.deletion_policy));
         let mut observed = first_look(self, usable.clone(), own.holding());
         observed.held_elsewhere = held_elsewhere(self, ctx, &own).await?;
         let instance_id = usable.unwrap_or_default();
@@ -91,7 +90,7 @@ impl Reconciler for VpnPeer {
                 Step::Claim => claim(self, ctx, handle, (&mut own, &mut observed), &instance_id).await?,
                 Step::Own { id, role } => {
                     observed.held_elsewhere = own.adopt(ctx, (&instance_id, &id), role).await?;
-                    let policy = effective_policy(self, own.holding());
+                    let policy = own.holding().deletion_policy(self.spec.deletion_policy);
                     handle.status.set_deletion_policy(policy);
                     observed.refresh(own.holding(), &instance_id);
                 }
@@ -198,8 +197,12 @@ impl Reconciler for VpnPeer {
                 CleanupStep::Orphan | CleanupStep::HandOver { .. } | CleanupStep::Release => {
                     return own.release(self, ctx, handle).await;
                 }
-                // Peers have no dependents.
-                CleanupStep::CountDependents | CleanupStep::WaitForDependents(_) => break,
+                // Peers have no dependents and no successors.
+                CleanupStep::CountDependents
+                | CleanupStep::WaitForDependents(_)
+                | CleanupStep::FindSuccessor(_) => {
+                    break;
+                }
             }
         }
         Err(Error::Unsettled(VpnPeer::CONTROLLER))
@@ -214,11 +217,12 @@ fn cleanup_look(obj: &VpnPeer, own: &PeerRecord) -> (CleanupObserved, String) {
     let observed = CleanupObserved {
         has_finalizer: has_finalizer(obj),
         management: obj.spec.management_policy,
-        policy: effective_policy(obj, own.holding()),
+        policy: own.holding().deletion_policy(obj.spec.deletion_policy),
         may_exist: instance_id.is_some(),
         dependents: Some(0),
         known_id: managed.and_then(|r| r.peer_id.clone()),
-        handed_over_to: None,
+        // A peer has no successor: peers are never adopted by another resource's deletion.
+        handed_over_to: Some(None),
         search: None,
         alike: None,
         // Deleting a peer is documented as immediate and permanent: no teardown to watch.
@@ -270,18 +274,8 @@ impl Observed<'_> {
         if let Some(other) = holding.other() {
             self.held_elsewhere = Some(other.to_owned());
         }
-        let held = holding.claim(|r| r.peer_id.as_ref());
-        self.claim = match (self.claim, held) {
-            (Claim::Fresh(at), Some(_)) => Claim::Fresh(at),
-            (_, held) => held.map_or(Claim::None, Claim::Held),
-        };
+        self.claim = holding.refreshed_claim(self.claim, |r| r.peer_id.as_ref());
     }
-}
-
-/// The deletion policy in force: the spec's, else `Delete` for a peer this resource created and
-/// `Orphan` for one it adopted.
-fn effective_policy(obj: &VpnPeer, holding: &Holding) -> DeletionPolicy {
-    record::effective_policy(obj.spec.deletion_policy, holding.mine().map(|r| r.origin))
 }
 
 /// The instance a peer points at, looked up in the instance controller's cache. A reference
