@@ -249,7 +249,7 @@ async fn a_gitops_rename_hands_the_hub_over_instead_of_deleting_it() {
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("old"))
             .filter_map(|e| e.note)
-            .find(|note| note.contains("left running"))
+            .find(|note| note.contains("left in place"))
     })
     .await;
     assert!(note.contains(&id) && note.contains("renamed"), "{note}");

@@ -266,35 +266,6 @@ fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, String> {
     }
 }
 
-/// The token of one resource, read on first use: a reconcile that needs no Altostrat call
-/// reads no Secret.
-pub(crate) struct LazyToken<'a, A> {
-    ctx: &'a Context<A>,
-    namespace: &'a str,
-    secret_ref: Option<&'a SecretReference>,
-    token: Option<ApiToken>,
-}
-
-impl<'a, A: VpnApi> LazyToken<'a, A> {
-    pub fn new(ctx: &'a Context<A>, namespace: &'a str, secret_ref: Option<&'a SecretReference>) -> Self {
-        Self {
-            ctx,
-            namespace,
-            secret_ref,
-            token: None,
-        }
-    }
-
-    pub async fn get(&mut self) -> Result<ApiToken> {
-        if let Some(token) = &self.token {
-            return Ok(token.clone());
-        }
-        let token = self.ctx.token(self.namespace, self.secret_ref).await?;
-        self.token = Some(token.clone());
-        Ok(token)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

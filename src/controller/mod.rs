@@ -1,19 +1,12 @@
 //! kube-runtime controllers for `VpnInstance` and `VpnPeer`.
 //!
-//! Each reconcile observes (the resource, the caches, what Altostrat holds), asks a pure
-//! decision function for the next step (`instance::decide`, `peer::decide`, [`cleanup`]), acts on
-//! it, and repeats until a step ends the round; every status write goes through the one
-//! [`status::StatusWriter`]. The request bodies and diffs are in [`plan`].
-//!
-//! - [`watch`]: reflectors, triggers and the two controllers of one watch scope;
-//! - `driver`: the reconcile shared by both kinds (span, metrics, events, failure recording);
-//! - [`context`]: credentials, region cache and settings shared by the reconciles;
-//! - [`observation`]: what Altostrat holds, observed by list and shared by the reconciles;
-//! - [`error`]: errors and the requeue policy; [`events`]: the one event per reconcile;
-//! - `finalizer`, [`status`]: the writes a reconcile makes to its own object;
-//! - `policy`, `planned`: what a reconcile may write to Altostrat (the pause annotation), and
-//!   the calls it withholds;
-//! - `profile`: a client peer's profile delivered into a Secret (`spec.profileSecret`).
+//! Both kinds run one lifecycle ([`lifecycle`]): each reconcile observes (the resource, its
+//! ownership record, what Altostrat holds), asks a pure decision for the next step
+//! (`lifecycle::decide`, [`cleanup`] for a deletion), acts on it, and repeats until a step ends
+//! the round; every status write goes through the one [`status::StatusWriter`]. A kind
+//! (`instance`, `peer`) supplies only what differs: how its object is found, created, updated
+//! and deleted, what it waits for, and its status fields. See `README.md` in this directory for
+//! a map.
 
 mod cleanup;
 pub mod conditions;
@@ -24,6 +17,7 @@ pub mod error;
 pub mod events;
 mod finalizer;
 mod instance;
+mod lifecycle;
 pub mod observation;
 pub mod ownership;
 mod peer;

@@ -15,7 +15,7 @@ pub const INSTANCE_ID: &str = "{instanceId}";
 
 /// Creating the instance: the POST, then the update that applies the rest of the spec once the
 /// hub is provisioned (a create carries only name, hostname and region), if the spec sets more.
-pub fn instance_create(spec: &VpnInstanceSpec) -> Vec<PlannedCall> {
+pub fn create_instance_calls(spec: &VpnInstanceSpec) -> Vec<PlannedCall> {
     let create = call(
         "POST",
         "/vpn/instances".into(),
@@ -39,7 +39,7 @@ pub fn instance_create(spec: &VpnInstanceSpec) -> Vec<PlannedCall> {
 }
 
 /// Updating instance `id`, which Altostrat holds as `current` (when known).
-pub fn instance_update(id: &str, body: &InstanceUpdate, current: Option<&Instance>) -> PlannedCall {
+pub fn update_instance_call(id: &str, body: &InstanceUpdate, current: Option<&Instance>) -> PlannedCall {
     let Some(current) = current else {
         return call("PUT", instance_path(id), body, None, |_| true);
     };
@@ -58,13 +58,18 @@ pub fn instance_update(id: &str, body: &InstanceUpdate, current: Option<&Instanc
 }
 
 /// Creating the peer on instance `instance_id`.
-pub fn peer_create(instance_id: &str, spec: &VpnPeerSpec) -> PlannedCall {
+pub fn create_peer_call(instance_id: &str, spec: &VpnPeerSpec) -> PlannedCall {
     let path = format!("{}/peers", instance_path(instance_id));
     call("POST", path, &plan::peer_create(spec), None, |_| true)
 }
 
 /// Updating peer `id` of instance `instance_id`, which Altostrat holds as `current`.
-pub fn peer_update(instance_id: &str, id: &str, body: &PeerUpdate, current: Option<&Peer>) -> PlannedCall {
+pub fn update_peer_call(
+    instance_id: &str,
+    id: &str,
+    body: &PeerUpdate,
+    current: Option<&Peer>,
+) -> PlannedCall {
     let path = format!("{}/peers/{id}", instance_path(instance_id));
     let held = current.map(|p| PeerUpdate {
         subnets: Some(p.subnets.clone()),
@@ -164,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_create_is_the_post_then_the_update_that_configures_the_rest_of_the_spec() {
-        let bare = instance_create(&instance_spec(serde_json::json!({})));
+        let bare = create_instance_calls(&instance_spec(serde_json::json!({})));
         assert_eq!(bare.len(), 1, "nothing to configure: {bare:?}");
         assert_eq!(
             (bare[0].method.as_str(), bare[0].path.as_str()),
@@ -178,7 +183,7 @@ mod tests {
                 change("region", None, "sjc")
             ]
         );
-        let configured = instance_create(&instance_spec(serde_json::json!({
+        let configured = create_instance_calls(&instance_spec(serde_json::json!({
             "pushedRoutes": ["10.0.0.0/8"], "publicDns": ["1.1.1.1", "8.8.8.8"]
         })));
         assert_eq!(configured[1].method, "PUT");
@@ -203,7 +208,7 @@ mod tests {
             ..Instance::default()
         };
         let body = plan::instance_update(&spec, &current).unwrap();
-        let call = instance_update("i-1", &body, Some(&current));
+        let call = update_instance_call("i-1", &body, Some(&current));
         assert_eq!(
             (call.method.as_str(), call.path.as_str()),
             ("PUT", "/vpn/instances/i-1")
@@ -225,7 +230,7 @@ mod tests {
             "userId": "a1b2c3d4-e5f6-7890-1234-567890abcdef", "routeAll": true
         }))
         .unwrap();
-        let create = peer_create("i-1", &spec);
+        let create = create_peer_call("i-1", &spec);
         assert_eq!(create.path, "/vpn/instances/i-1/peers");
         let fields: Vec<&str> = create.changes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, vec!["protocol", "routeAll", "type", "userId"]);
@@ -235,7 +240,7 @@ mod tests {
             ..Peer::default()
         };
         let body = plan::peer_update(&spec, &current).unwrap();
-        let update = peer_update("i-1", "p-1", &body, Some(&current));
+        let update = update_peer_call("i-1", "p-1", &body, Some(&current));
         assert_eq!(update.path, "/vpn/instances/i-1/peers/p-1");
         assert_eq!(update.changes, vec![change("routeAll", Some("false"), "true")]);
         let shown = serde_json::to_string(&[create, update]).unwrap();

@@ -307,7 +307,7 @@ async fn a_resource_restored_from_its_manifest_owns_its_hub_again() {
     let unbacked = h.reconcile(&restored).await.unwrap_err();
     assert_eq!(unbacked.reason(), "NotOwned");
     assert!(
-        unbacked.to_string().contains("set spec.instanceId to its id"),
+        unbacked.to_string().contains("set spec.instanceId to"),
         "{unbacked}"
     );
     h.delete(&restored);

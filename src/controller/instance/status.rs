@@ -1,0 +1,272 @@
+//! A `VpnInstance`'s status: the conditions and fields that mirror its Altostrat instance.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::super::conditions::{ConditionState, READY, SYNCED, reason};
+use super::super::lifecycle::decide::Remote;
+use super::super::plan;
+use super::super::planned;
+use super::super::policy::Gate;
+use crate::altostrat::model::Instance;
+use crate::crd::{FirewallRuleStatus, PlannedCall, VpnInstanceSpec, VpnInstanceStatus};
+
+/// Ready/Synced for a successfully observed instance.
+pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [ConditionState; 2] {
+    let ready = if !observed.is_provisioned() {
+        let flags = [
+            ("configured", observed.configured),
+            ("rsaReady", observed.rsa_ready),
+            ("diffieHellmanReady", observed.diffie_hellman_ready),
+            ("serverReady", observed.server_ready),
+        ];
+        let waiting: Vec<&str> = flags.iter().filter(|(_, v)| !v).map(|(n, _)| *n).collect();
+        ConditionState::new(
+            READY,
+            false,
+            reason::PROVISIONING,
+            format!(
+                "Altostrat is provisioning the instance; waiting for {}",
+                waiting.join(", ")
+            ),
+        )
+    } else if !observed.status.is_empty() {
+        ConditionState::new(
+            READY,
+            false,
+            reason::UPDATING,
+            format!(
+                "Altostrat is applying configuration changes: {}",
+                observed.status.join(", ")
+            ),
+        )
+    } else if out_of_sync {
+        ConditionState::new(
+            READY,
+            false,
+            reason::UPDATING,
+            "Configuration changes are being applied",
+        )
+    } else {
+        ConditionState::new(
+            READY,
+            true,
+            reason::AVAILABLE,
+            "Instance is provisioned and matches the spec",
+        )
+    };
+    [
+        ready,
+        ConditionState::new(
+            SYNCED,
+            true,
+            reason::RECONCILE_SUCCESS,
+            "Spec applied to Altostrat",
+        ),
+    ]
+}
+
+/// Ready/Synced for an instance recorded as it is: an observer's `Synced` says the fields the
+/// spec sets match, since it applies nothing.
+pub(crate) fn recorded_conditions(observed: &Instance, out_of_sync: bool, gate: Gate) -> [ConditionState; 2] {
+    let [ready, synced] = desired_conditions(observed, out_of_sync);
+    if !gate.observes() {
+        return [ready, synced];
+    }
+    let message = "Altostrat matches the fields the spec sets (managementPolicy ObserveOnly writes nothing)";
+    [
+        ready,
+        ConditionState::new(SYNCED, true, reason::OBSERVED, message),
+    ]
+}
+
+/// The conditions of an observer that finds no instance with its hostname.
+pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 2] {
+    let message = format!(
+        "No Altostrat instance with hostname {:?} is visible to these credentials; managementPolicy \
+         ObserveOnly creates nothing",
+        spec.hostname
+    );
+    [
+        ConditionState::new(READY, false, reason::NOT_FOUND, message.clone()),
+        ConditionState::new(SYNCED, false, reason::NOT_FOUND, message),
+    ]
+}
+
+/// The status and conditions of a reconcile whose next writes are withheld: what Altostrat
+/// holds, if anything was found (`Ready` says whether the hub works), `Synced` False naming
+/// what is withheld, and the calls in `plan`.
+pub(crate) fn withheld_status(
+    stored: VpnInstanceStatus,
+    remote: &Remote<Instance>,
+    calls: Vec<PlannedCall>,
+    gate: Gate,
+) -> (VpnInstanceStatus, [ConditionState; 2]) {
+    if let Some(instance) = remote.found() {
+        let fields = planned::changed_fields(&calls).join(", ");
+        let message = format!(
+            "Altostrat differs from the spec in {fields}; not corrected while {}",
+            gate.why()
+        );
+        let [ready, _] = desired_conditions(instance, false);
+        let ready = match ready.reason {
+            reason::AVAILABLE => {
+                ConditionState::new(READY, true, reason::AVAILABLE, "Instance is provisioned")
+            }
+            _ => ready,
+        };
+        let status = VpnInstanceStatus {
+            plan: if gate.plans() { calls } else { Vec::new() },
+            ..observed_status(instance)
+        };
+        return (
+            status,
+            [
+                ready,
+                ConditionState::new(SYNCED, false, gate.drift_reason(), message),
+            ],
+        );
+    }
+    // A recorded instance that vanished keeps its id (it is still this resource's to create
+    // again), but nothing of it is mirrored any more: its peers must not take it as usable.
+    let (status, what) = match remote {
+        Remote::Gone(id) => (
+            VpnInstanceStatus {
+                instance_id: Some(id.clone()),
+                ..VpnInstanceStatus::default()
+            },
+            format!("Altostrat instance {id} no longer exists; creating it again"),
+        ),
+        _ => (stored, "Creating the instance".to_owned()),
+    };
+    let message = format!("{what} is withheld while {}", gate.why());
+    let desired = [
+        ConditionState::new(READY, false, gate.reason(), message.clone()),
+        ConditionState::new(SYNCED, false, gate.reason(), message),
+    ];
+    (
+        VpnInstanceStatus {
+            plan: calls,
+            ..status
+        },
+        desired,
+    )
+}
+
+/// The status fields that mirror the Altostrat instance (conditions are the writer's).
+pub(crate) fn observed_status(observed: &Instance) -> VpnInstanceStatus {
+    VpnInstanceStatus {
+        instance_id: Some(observed.id.clone()),
+        hostname: Some(observed.hostname.clone()).filter(|h| !h.is_empty()),
+        configured: observed.configured,
+        rsa_ready: observed.rsa_ready,
+        diffie_hellman_ready: observed.diffie_hellman_ready,
+        server_ready: observed.server_ready,
+        pending_changes: observed.status.clone(),
+        public_dns: observed.public_dns.clone(),
+        firewall: observed
+            .firewall
+            .iter()
+            .map(|r| FirewallRuleStatus {
+                name: r.name.clone(),
+                protocol: r.protocol.clone(),
+                port: r.port.clone(),
+                source: r.source.clone(),
+                destination: r.destination.clone(),
+            })
+            .collect(),
+        created_at: observed.created_at.clone(),
+        ..VpnInstanceStatus::default()
+    }
+}
+
+/// When to look again: at the (jittered) drift interval once Ready, otherwise a provisioning
+/// poll that slows down with the time since `Ready` last changed, up to `longest_poll`.
+pub(crate) fn next_look(
+    status: &VpnInstanceStatus,
+    ready: bool,
+    (drift, longest_poll): (Duration, Duration),
+    now: &Time,
+    sample: f64,
+) -> Duration {
+    if ready {
+        return plan::jittered(drift, sample);
+    }
+    plan::provisioning_poll_interval(time_in_state(status, now), longest_poll)
+}
+
+/// How long `Ready` has had its current value.
+pub(crate) fn time_in_state(status: &VpnInstanceStatus, now: &Time) -> Duration {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .and_then(|c| Duration::try_from(now.0.duration_since(c.last_transition_time.0)).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::decisions::provisioned;
+    use super::*;
+
+    #[test]
+    fn provisioning_condition_names_the_missing_flags() {
+        let observed = Instance {
+            configured: true,
+            rsa_ready: true,
+            ..Instance::default()
+        };
+        let [ready, synced] = desired_conditions(&observed, false);
+        assert!(!ready.status);
+        assert_eq!(ready.reason, "Provisioning");
+        assert!(
+            ready.message.ends_with("diffieHellmanReady, serverReady"),
+            "{}",
+            ready.message
+        );
+        assert!(synced.status);
+    }
+
+    #[test]
+    fn pending_changes_keep_the_instance_not_ready() {
+        let observed = Instance {
+            status: vec!["peer-created".into()],
+            ..provisioned("i-1")
+        };
+        let [ready, _] = desired_conditions(&observed, false);
+        assert_eq!((ready.status, ready.reason), (false, "Updating"));
+        assert!(ready.message.contains("peer-created"));
+        let converged = Instance {
+            status: vec![],
+            ..observed
+        };
+        let [ready, _] = desired_conditions(&converged, false);
+        assert_eq!((ready.status, ready.reason), (true, "Available"));
+    }
+
+    #[test]
+    fn polling_slows_with_the_time_not_ready_and_ready_waits_for_the_resync() {
+        use super::super::super::conditions::merge;
+        use k8s_openapi::jiff::Timestamp;
+        let at = |s| Time(Timestamp::from_second(s).unwrap());
+        let status = VpnInstanceStatus {
+            conditions: merge(
+                &[],
+                &desired_conditions(&Instance::default(), false),
+                Some(1),
+                &at(1000),
+            ),
+            ..VpnInstanceStatus::default()
+        };
+        let pace = (Duration::from_secs(300), Duration::from_secs(30));
+        let early = next_look(&status, false, pace, &at(1001), 0.5);
+        let late = next_look(&status, false, pace, &at(1600), 0.5);
+        assert!(
+            early < late && late <= Duration::from_secs(30),
+            "{early:?} {late:?}"
+        );
+        assert_eq!(next_look(&status, true, pace, &at(1001), 0.5), pace.0);
+    }
+}

@@ -1,0 +1,155 @@
+//! A `VpnPeer`'s status, and the hub it waits for.
+
+use kube::Resource;
+
+use super::super::conditions::{ConditionState, READY, SYNCED, reason};
+use super::super::lifecycle::decide::Remote;
+use super::super::planned;
+use super::super::policy::Gate;
+use super::super::record::Holding;
+use crate::altostrat::model::Peer;
+use crate::crd::{PlannedCall, VpnInstance, VpnPeerStatus};
+
+/// The Altostrat id of a provisioned, live instance; `Err` carries why the peer must wait.
+pub(crate) fn usable_instance_id(
+    instance: Option<&VpnInstance>,
+    name: &str,
+) -> Result<String, ConditionState> {
+    let Some(instance) = instance else {
+        return Err(ConditionState::new(
+            READY,
+            false,
+            reason::INSTANCE_NOT_FOUND,
+            format!("VpnInstance {name:?} does not exist in this namespace"),
+        ));
+    };
+    if instance.meta().deletion_timestamp.is_some() {
+        return Err(ConditionState::new(
+            READY,
+            false,
+            reason::WAITING_FOR_INSTANCE,
+            format!("VpnInstance {name:?} is being deleted"),
+        ));
+    }
+    match instance.status.as_ref() {
+        Some(s) if s.server_ready && s.instance_id.is_some() => Ok(s.instance_id.clone().unwrap_or_default()),
+        _ => Err(ConditionState::new(
+            READY,
+            false,
+            reason::WAITING_FOR_INSTANCE,
+            format!("Waiting for VpnInstance {name:?} to be provisioned"),
+        )),
+    }
+}
+
+/// The instance id a peer may use: the one `usable` found, only if the instance resource holds
+/// the hub's record for that id (in either role: a managed peer on an observed hub works).
+/// A hub id in an instance's status proves nothing: a tenant can write it.
+pub(crate) fn attached(
+    usable: Result<String, ConditionState>,
+    hub: &Holding,
+    name: &str,
+) -> Result<String, ConditionState> {
+    let id = usable?;
+    match hub.mine() {
+        Some(record) if record.instance_id.as_deref() == Some(id.as_str()) => Ok(id),
+        _ => Err(ConditionState::new(
+            READY,
+            false,
+            reason::WAITING_FOR_INSTANCE,
+            format!(
+                "VpnInstance {name:?} does not hold the ownership record of Altostrat instance {id}; \
+                 peers attach only to a hub their instance resource holds"
+            ),
+        )),
+    }
+}
+
+/// The status fields that mirror the Altostrat peer (conditions are the writer's), still
+/// naming the profile Secret `stored` names: the profile delivery, a step of its own, decides
+/// whether it still holds.
+pub(crate) fn observed_status(
+    observed: &Peer,
+    instance_id: &str,
+    stored: Option<&VpnPeerStatus>,
+) -> VpnPeerStatus {
+    VpnPeerStatus {
+        peer_id: Some(observed.id.clone()),
+        instance_id: Some(instance_id.to_owned()),
+        connected: observed.connected,
+        connected_from: observed.connected_from.clone(),
+        profile_secret: stored.and_then(|s| s.profile_secret.clone()),
+        ..VpnPeerStatus::default()
+    }
+}
+
+pub(crate) fn ready_conditions(gate: Gate) -> [ConditionState; 2] {
+    let synced = match gate.observes() {
+        true => ConditionState::new(
+            SYNCED,
+            true,
+            reason::OBSERVED,
+            "Altostrat matches the fields the spec sets (managementPolicy ObserveOnly writes nothing)",
+        ),
+        false => ConditionState::new(
+            SYNCED,
+            true,
+            reason::RECONCILE_SUCCESS,
+            "Spec applied to Altostrat",
+        ),
+    };
+    let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists and matches the spec");
+    [ready, synced]
+}
+
+/// The status and conditions of a reconcile whose next writes are withheld: the peer as
+/// Altostrat holds it, if it exists (`Ready` says it does), `Synced` False naming what is
+/// withheld, and the calls in `plan`.
+pub(crate) fn withheld_status(
+    stored: VpnPeerStatus,
+    (remote, instance_id): (&Remote<Peer>, &str),
+    calls: Vec<PlannedCall>,
+    gate: Gate,
+) -> (VpnPeerStatus, [ConditionState; 2]) {
+    if let Some(peer) = remote.found() {
+        let fields = planned::changed_fields(&calls).join(", ");
+        let message = format!(
+            "Altostrat differs from the spec in {fields}; not corrected while {}",
+            gate.why()
+        );
+        let status = VpnPeerStatus {
+            plan: if gate.plans() { calls } else { Vec::new() },
+            ..observed_status(peer, instance_id, Some(&stored))
+        };
+        let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists");
+        return (
+            status,
+            [
+                ready,
+                ConditionState::new(SYNCED, false, gate.drift_reason(), message),
+            ],
+        );
+    }
+    let what = match remote {
+        Remote::Gone(id) => format!("Altostrat peer {id} no longer exists; creating it again"),
+        _ => "Creating the peer".to_owned(),
+    };
+    let message = format!("{what} is withheld while {}", gate.why());
+    let desired = [
+        ConditionState::new(READY, false, gate.reason(), message.clone()),
+        ConditionState::new(SYNCED, false, gate.reason(), message),
+    ];
+    (
+        VpnPeerStatus {
+            plan: calls,
+            ..stored
+        },
+        desired,
+    )
+}
+
+/// The conditions of a peer that waits for its instance.
+pub(crate) fn waiting_conditions(waiting: ConditionState) -> [ConditionState; 2] {
+    let synced = ConditionState::new(SYNCED, true, waiting.reason, "Nothing to apply yet");
+    [waiting, synced]
+}
