@@ -6,11 +6,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::lifecycle::decide::Remote;
+use super::super::lifecycle::{Withheld, withheld};
 use super::super::plan;
-use super::super::planned;
 use super::super::policy::Gate;
 use crate::altostrat::model::Instance;
-use crate::crd::{FirewallRuleStatus, PlannedCall, VpnInstanceSpec, VpnInstanceStatus};
+use crate::crd::{FirewallRuleStatus, PlannedCall, VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
 
 /// Ready/Synced for a successfully observed instance.
 pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [ConditionState; 2] {
@@ -95,63 +95,32 @@ pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 2] 
 }
 
 /// The status and conditions of a reconcile whose next writes are withheld: what Altostrat
-/// holds, if anything was found (`Ready` says whether the hub works), `Synced` False naming
-/// what is withheld, and the calls in `plan`.
+/// holds, if anything was found (`Ready` says whether the hub works). A recorded instance that
+/// vanished keeps its id (it is still this resource's to create again), but nothing of it is
+/// mirrored any more: its peers must not take it as usable.
 pub(crate) fn withheld_status(
     stored: VpnInstanceStatus,
     remote: &Remote<Instance>,
     calls: Vec<PlannedCall>,
     gate: Gate,
 ) -> (VpnInstanceStatus, [ConditionState; 2]) {
-    if let Some(instance) = remote.found() {
-        let fields = planned::changed_fields(&calls).join(", ");
-        let message = format!(
-            "Altostrat differs from the spec in {fields}; not corrected while {}",
-            gate.why()
-        );
-        let [ready, _] = desired_conditions(instance, false);
-        let ready = match ready.reason {
-            reason::AVAILABLE => {
+    let Withheld { plan, conditions } = withheld::<VpnInstance>(remote, calls, gate, |instance| {
+        match desired_conditions(instance, false) {
+            [ready, _] if ready.reason == reason::AVAILABLE => {
                 ConditionState::new(READY, true, reason::AVAILABLE, "Instance is provisioned")
             }
-            _ => ready,
-        };
-        let status = VpnInstanceStatus {
-            plan: if gate.plans() { calls } else { Vec::new() },
-            ..observed_status(instance)
-        };
-        return (
-            status,
-            [
-                ready,
-                ConditionState::new(SYNCED, false, gate.drift_reason(), message),
-            ],
-        );
-    }
-    // A recorded instance that vanished keeps its id (it is still this resource's to create
-    // again), but nothing of it is mirrored any more: its peers must not take it as usable.
-    let (status, what) = match remote {
-        Remote::Gone(id) => (
-            VpnInstanceStatus {
-                instance_id: Some(id.clone()),
-                ..VpnInstanceStatus::default()
-            },
-            format!("Altostrat instance {id} no longer exists; creating it again"),
-        ),
-        _ => (stored, "Creating the instance".to_owned()),
-    };
-    let message = format!("{what} is withheld while {}", gate.why());
-    let desired = [
-        ConditionState::new(READY, false, gate.reason(), message.clone()),
-        ConditionState::new(SYNCED, false, gate.reason(), message),
-    ];
-    (
-        VpnInstanceStatus {
-            plan: calls,
-            ..status
+            [ready, _] => ready,
+        }
+    });
+    let status = match remote {
+        Remote::Found(instance) => observed_status(instance),
+        Remote::Gone(id) => VpnInstanceStatus {
+            instance_id: Some(id.clone()),
+            ..VpnInstanceStatus::default()
         },
-        desired,
-    )
+        _ => stored,
+    };
+    (VpnInstanceStatus { plan, ..status }, conditions)
 }
 
 /// The status fields that mirror the Altostrat instance (conditions are the writer's).

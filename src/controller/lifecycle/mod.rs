@@ -11,6 +11,9 @@ pub(crate) mod decide;
 #[cfg(test)]
 mod invariants;
 mod record;
+mod withheld;
+
+pub(crate) use withheld::{Withheld, withheld};
 
 use std::future::Future;
 

@@ -4,11 +4,11 @@ use kube::Resource;
 
 use super::super::conditions::{ConditionState, READY, SYNCED, reason};
 use super::super::lifecycle::decide::Remote;
-use super::super::planned;
+use super::super::lifecycle::{Withheld, withheld};
 use super::super::policy::Gate;
 use super::super::record::Holding;
 use crate::altostrat::model::Peer;
-use crate::crd::{PlannedCall, VpnInstance, VpnPeerStatus};
+use crate::crd::{PlannedCall, VpnInstance, VpnPeer, VpnPeerStatus};
 
 /// The Altostrat id of a provisioned, live instance; `Err` carries why the peer must wait.
 pub(crate) fn usable_instance_id(
@@ -103,49 +103,21 @@ pub(crate) fn ready_conditions(gate: Gate) -> [ConditionState; 2] {
 }
 
 /// The status and conditions of a reconcile whose next writes are withheld: the peer as
-/// Altostrat holds it, if it exists (`Ready` says it does), `Synced` False naming what is
-/// withheld, and the calls in `plan`.
+/// Altostrat holds it, if it exists (`Ready` says it does).
 pub(crate) fn withheld_status(
     stored: VpnPeerStatus,
     (remote, instance_id): (&Remote<Peer>, &str),
     calls: Vec<PlannedCall>,
     gate: Gate,
 ) -> (VpnPeerStatus, [ConditionState; 2]) {
-    if let Some(peer) = remote.found() {
-        let fields = planned::changed_fields(&calls).join(", ");
-        let message = format!(
-            "Altostrat differs from the spec in {fields}; not corrected while {}",
-            gate.why()
-        );
-        let status = VpnPeerStatus {
-            plan: if gate.plans() { calls } else { Vec::new() },
-            ..observed_status(peer, instance_id, Some(&stored))
-        };
-        let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists");
-        return (
-            status,
-            [
-                ready,
-                ConditionState::new(SYNCED, false, gate.drift_reason(), message),
-            ],
-        );
-    }
-    let what = match remote {
-        Remote::Gone(id) => format!("Altostrat peer {id} no longer exists; creating it again"),
-        _ => "Creating the peer".to_owned(),
+    let Withheld { plan, conditions } = withheld::<VpnPeer>(remote, calls, gate, |_| {
+        ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists")
+    });
+    let status = match remote.found() {
+        Some(peer) => observed_status(peer, instance_id, Some(&stored)),
+        None => stored,
     };
-    let message = format!("{what} is withheld while {}", gate.why());
-    let desired = [
-        ConditionState::new(READY, false, gate.reason(), message.clone()),
-        ConditionState::new(SYNCED, false, gate.reason(), message),
-    ];
-    (
-        VpnPeerStatus {
-            plan: calls,
-            ..stored
-        },
-        desired,
-    )
+    (VpnPeerStatus { plan, ..status }, conditions)
 }
 
 /// The conditions of a peer that waits for its instance.
