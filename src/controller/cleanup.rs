@@ -25,7 +25,7 @@ pub(crate) struct CleanupObserved {
     pub handed_over_to: Option<Option<String>>,
     /// What a search for an unrecorded create found, and whose it is; `None`: not looked yet.
     pub search: Option<Option<(String, Ownership)>>,
-    /// Whether the object `known_id` names is what the resource describes (a hub's hostname,
+    /// Whether the object `known_id` names is what the resource describes (an instance's hostname,
     /// a peer's type and user or site), looked at before it is deleted; `None`: not looked yet.
     pub alike: Option<bool>,
     /// An earlier reconcile saw Altostrat accept this resource's DELETE and the object stay:

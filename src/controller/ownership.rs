@@ -171,13 +171,13 @@ mod tests {
             judge(claim, Some("2026-11-27T09:58:31Z"), None),
             Ownership::Unprovable
         );
-        // More than the tolerance behind: indistinguishable from an older hub, left alone.
+        // More than the tolerance behind: indistinguishable from an older instance, left alone.
         assert_eq!(
             judge(claim, Some("2026-11-27T09:55:00Z"), None),
             Ownership::NotOurs
         );
         // Altostrat's clock ahead: a create of ours looks later still, and is ours; someone
-        // else's object is never found this way for a hub (its POST would have been refused as
+        // else's object is never found this way for an instance (its POST would have been refused as
         // taken) unless made within the skew before the claim, the documented limit.
         assert_eq!(judge(claim, Some("2026-11-27T10:01:30Z"), None), Ownership::Ours);
         // Whatever the clocks say, an object another record holds is not ours.

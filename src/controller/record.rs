@@ -3,9 +3,9 @@
 //! An `OwnershipRecord` is cluster-scoped and written only by the operator, so no tenant can
 //! forge one and every watch scope reads the same ones. A resource holds its Altostrat object
 //! only through a record naming it (kind, namespace, name and uid) and this installation:
-//! - a hub's record is named `instance.<hostname>`: the API server's name uniqueness makes two
-//!   holders of one hub impossible, whoever creates, adopts or observes it;
-//! - a peer's record is named `peer.<uid>` (Altostrat allows several peers per user on a hub,
+//! - an instance's record is named `instance.<hostname>`: the API server's name uniqueness makes two
+//!   holders of one instance impossible, whoever creates, adopts or observes it;
+//! - a peer's record is named `peer.<uid>` (Altostrat allows several peers per user on an instance,
 //!   so nothing of the peer itself can key it) and labelled with the peer id once known: of
 //!   two records naming one peer id, the older holds it and the younger withdraws.
 //!
@@ -23,7 +23,7 @@ use crate::crd::{
     RecordOrigin, RecordRole,
 };
 
-/// The record name of the hub with this hostname label.
+/// The record name of the instance with this hostname label.
 pub(crate) fn instance_record(hostname: &str) -> String {
     format!("instance.{}", hostname.to_ascii_lowercase())
 }

@@ -68,7 +68,7 @@ pub async fn migrate(
     Ok(())
 }
 
-/// Records for the hubs recorded in the status of one resource each.
+/// Records for the instances recorded in the status of one resource each.
 async fn record_instances(records: &Records, instances: &[VpnInstance]) -> Result<usize> {
     let mut taken = 0;
     for i in unique_by(instances, |i| i.status.as_ref()?.instance_id.clone()) {
@@ -165,7 +165,7 @@ where
 
 /// Frees, every [`SWEEP_INTERVAL`], this installation's records whose holder was gone at the
 /// previous check too (a finalizer removed by hand, a namespace force-deleted): a record never
-/// locks a hub forever. Runs until the process stops.
+/// locks an instance forever. Runs until the process stops.
 pub async fn sweep(client: Client, records: Records) {
     let mut missing_before: HashSet<String> = HashSet::new();
     loop {

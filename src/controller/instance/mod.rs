@@ -1,4 +1,4 @@
-//! `VpnInstance`: what the one lifecycle needs to know of a hub and its Altostrat instance.
+//! `VpnInstance`: what the one lifecycle needs to know of the resource and its Altostrat instance.
 
 #[cfg(test)]
 mod decisions;
@@ -118,7 +118,7 @@ impl Managed for VpnInstance {
         self.status.as_ref().and_then(|s| s.instance_id.clone())
     }
 
-    /// `instance.<hostname>`: the API server's name uniqueness allows one holder of a hub.
+    /// `instance.<hostname>`: the API server's name uniqueness allows one holder of an instance.
     fn record_name(&self) -> String {
         instance_record(&self.spec.hostname)
     }
@@ -132,7 +132,7 @@ impl Managed for VpnInstance {
         record.hostname = Some(self.spec.hostname.clone());
         record.instance_id = id;
     }
-    /// The record's name is the hub's: no other record can hold it.
+    /// The record's name is the instance's: no other record can hold it.
     async fn holder_of<A: VpnApi>(_: &Context<A>, _: &str, _: &Holder) -> Result<Option<String>> {
         Ok(None)
     }
@@ -167,7 +167,7 @@ impl Managed for VpnInstance {
             .await?)
     }
     /// Right after a DELETE, a GET on its id; while its teardown is watched, the token's
-    /// instance list (one per poll interval serves every hub being torn down), an absence
+    /// instance list (one per poll interval serves every instance being torn down), an absence
     /// confirmed by a GET.
     async fn fetch_now<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
@@ -303,7 +303,7 @@ impl Managed for VpnInstance {
         let token = conn.token().await?;
         Ok(Action::requeue(conn.ctx.drift_interval(&token)))
     }
-    /// A hub has no parent to wait for: never asked.
+    /// An instance has no parent to wait for: never asked.
     async fn wait<A: VpnApi>(
         _: &Conn<'_, Self, A>,
         _: &mut Handle<Self>,
@@ -436,9 +436,9 @@ async fn still_deleting(
     Ok(Action::requeue(after))
 }
 
-/// The resource that takes over the hub of a resource being deleted (a GitOps rename): another
+/// The resource that takes over the instance of a resource being deleted (a GitOps rename): another
 /// live VpnInstance of the namespace, read now (not from a cache a label selector may thin),
-/// that adopts the same hub explicitly under the same hostname and would manage it.
+/// that adopts the same instance explicitly under the same hostname and would manage it.
 async fn find_successor<A>(obj: &VpnInstance, ctx: &Context<A>, id: &str) -> Result<Option<Holder>> {
     let namespace = obj.namespace().unwrap_or_default();
     let api: kube::Api<VpnInstance> = kube::Api::namespaced(ctx.client.clone(), &namespace);

@@ -95,7 +95,7 @@ pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 2] 
 }
 
 /// The status and conditions of a reconcile whose next writes are withheld: what Altostrat
-/// holds, if anything was found (`Ready` says whether the hub works). A recorded instance that
+/// holds, if anything was found (`Ready` says whether the instance works). A recorded instance that
 /// vanished keeps its id (it is still this resource's to create again), but nothing of it is
 /// mirrored any more: its peers must not take it as usable.
 pub(crate) fn withheld_status(

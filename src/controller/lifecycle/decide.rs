@@ -26,7 +26,7 @@ pub(crate) trait Kind {
     const NOUN: &'static str;
     /// The spec field adopting an existing object.
     const ID_FIELD: &'static str;
-    /// Whether Altostrat keeps the object's identity unique (a hub's hostname): an object found
+    /// Whether Altostrat keeps the object's identity unique (an instance's hostname): an object found
     /// with it blocks a create, and an observer can find it without an id.
     const UNIQUE: bool;
     /// What to do about an object found that is not provably this resource's own.
@@ -46,7 +46,7 @@ pub(crate) trait Kind {
         object: &Self::Object,
         observes: bool,
     ) -> Option<(Self::Update, Vec<&'static str>)>;
-    /// The calls a create would make, on the hub `parent` (a peer's).
+    /// The calls a create would make, on the instance `parent` (a peer's).
     fn planned_create(spec: &Self::Spec, parent: &str) -> Vec<PlannedCall>;
     fn planned_update(
         parent: &str,
@@ -69,7 +69,7 @@ pub(crate) enum Remote<O> {
     /// create may have been applied without its id being recorded (an observer of a unique
     /// kind finds its object this way: see [`Remote::searched`]).
     Searched(Vec<Candidate<O>>),
-    /// Our create was refused as a conflict (a hub's hostname is taken); `visible` is the object
+    /// Our create was refused as a conflict (an instance's hostname is taken); `visible` is the object
     /// holding it, if these credentials can see it.
     Taken { conflict: ApiError, visible: Option<O> },
 }
@@ -105,7 +105,7 @@ pub(crate) struct Observed<'a, K: Kind> {
     pub spec: &'a K::Spec,
     /// What this reconcile may write to Altostrat.
     pub gate: Gate,
-    /// The hub a peer's object lives on (empty for a hub), or why the resource waits for it.
+    /// The instance a peer's object lives on (empty for an instance), or why the resource waits for it.
     pub parent: Result<String, ConditionState>,
     pub finalizer: FinalizerState,
     /// The create claim of the resource's record.
@@ -128,7 +128,7 @@ pub(crate) struct Observed<'a, K: Kind> {
 /// The next step of a converging reconcile.
 #[derive(Debug)]
 pub(crate) enum Step<K: Kind> {
-    /// The hub a peer needs is missing or not usable yet; the instance watch re-triggers it.
+    /// The instance a peer needs is missing or not usable yet; the instance watch re-triggers it.
     Wait(ConditionState),
     /// Our copy was stale: look again shortly.
     Requeue(Duration),
@@ -176,7 +176,7 @@ pub(crate) fn decide<K: Kind>(o: &Observed<K>) -> Step<K> {
 
 /// The gate: while writes to Altostrat are withheld, a step that would write becomes the calls
 /// it would have made. Forgetting a vanished id only prepares the create that follows it, so
-/// it is withheld with the create. Nothing is planned before a peer's hub is known.
+/// it is withheld with the create. Nothing is planned before a peer's instance is known.
 fn through_gate<K: Kind>(step: Step<K>, o: &Observed<K>) -> Step<K> {
     let (false, Ok(parent)) = (o.gate.open(), &o.parent) else {
         return step;

@@ -19,7 +19,7 @@ const AFTER: &str = "2026-11-27T10:00:05Z";
 trait Sample: Kind + Sized + std::fmt::Debug {
     fn spec(id: Option<&str>) -> Self::Spec;
     fn object(id: &str, created_at: &str) -> Self::Object;
-    /// The hub the object lives on.
+    /// The instance the object lives on.
     fn parents() -> Vec<Result<String, ConditionState>>;
 }
 
@@ -215,7 +215,7 @@ fn the_rules_hold<K: Sample>() {
                 case()
             );
         }
-        // A resource waiting for its hub does nothing else.
+        // A resource waiting for its instance does nothing else.
         if o.parent.is_err() {
             assert!(matches!(step, Step::Wait(_)), "{}", case());
         }

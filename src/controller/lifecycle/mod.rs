@@ -3,7 +3,7 @@
 //! [`decide_cleanup`](super::cleanup::decide_cleanup).
 //!
 //! A kind implements [`Managed`]: how its object is observed, identified, created, updated and
-//! deleted in Altostrat, what it waits for (a peer for its hub), and its status fields. Claim,
+//! deleted in Altostrat, what it waits for (a peer for its instance), and its status fields. Claim,
 //! search, adopt, forget, the policy gate, the ownership record, the finalizer and the cleanup
 //! are written here once.
 
@@ -71,7 +71,7 @@ pub(crate) trait Managed:
     fn record_name(&self) -> String;
     /// The object's id in a record of this kind.
     fn record_id(record: &OwnershipRecordSpec) -> Option<&String>;
-    /// The hub a record's object lives on (`""` for a hub itself); `None` when unknown.
+    /// The instance a record's object lives on (`""` for an instance itself); `None` when unknown.
     fn record_parent(record: &OwnershipRecordSpec) -> Option<&str>;
     /// Writes the object's identity (and id, once known) into the record.
     fn stamp(&self, record: &mut OwnershipRecordSpec, parent: &str, id: Option<String>);
@@ -85,14 +85,14 @@ pub(crate) trait Managed:
     // --- what the object depends on
     /// The credentials Secret the token comes from.
     fn credentials(&self, ctx: &Context<impl Sized>) -> Option<SecretReference>;
-    /// The hub the object lives on (`""` for a hub itself), or why the resource waits for it.
+    /// The instance the object lives on (`""` for an instance itself), or why the resource waits for it.
     fn parent<A: VpnApi>(
         &self,
         ctx: &Context<A>,
     ) -> impl Future<Output = Result<std::result::Result<String, ConditionState>>> + Send;
 
     // --- Altostrat
-    /// Checks what only Altostrat can tell before anything is claimed (a hub's region).
+    /// Checks what only Altostrat can tell before anything is claimed (an instance's region).
     fn validate<A: VpnApi>(conn: &mut Conn<'_, Self, A>) -> impl Future<Output = Result<()>> + Send;
     /// How fresh the observation of the object must be.
     fn look_for<A: VpnApi>(conn: &Conn<'_, Self, A>, token: &ApiToken, gate: Gate, now: &Time) -> Look;
@@ -169,7 +169,7 @@ pub(crate) trait Managed:
         conn: &mut Conn<'_, Self, A>,
         handle: &mut Handle<Self>,
     ) -> impl Future<Output = Result<Action>> + Send;
-    /// Records that the resource waits for its hub.
+    /// Records that the resource waits for its instance.
     fn wait<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
         handle: &mut Handle<Self>,
@@ -179,7 +179,7 @@ pub(crate) trait Managed:
     fn forget_status(&self, handle: &mut Handle<Self>, id: &str) -> impl Future<Output = Result<()>> + Send;
 
     // --- deletion
-    /// Resources that still reference this one (a hub's peers).
+    /// Resources that still reference this one (an instance's peers).
     fn dependents<A: VpnApi>(&self, ctx: &Context<A>) -> usize;
     fn wait_for_dependents(
         handle: &mut Handle<Self>,
@@ -198,7 +198,7 @@ pub(crate) trait Managed:
         handle: &mut Handle<Self>,
         id: &str,
     ) -> impl Future<Output = Result<Action>> + Send;
-    /// What is released with the resource once its finalizer is gone (a hub's Secret).
+    /// What is released with the resource once its finalizer is gone (an instance's Secret).
     fn released<A: VpnApi>(&self, ctx: &Context<A>) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -214,12 +214,12 @@ impl<K: Managed> Reconciler for K {
     }
 }
 
-/// A reconcile bound to its resource, its context, its hub and its token (read on first use:
+/// A reconcile bound to its resource, its context, its instance and its token (read on first use:
 /// a reconcile that needs no Altostrat call reads no Secret).
 pub(crate) struct Conn<'a, K, A> {
     pub obj: &'a K,
     pub ctx: &'a Context<A>,
-    /// The hub the object lives on (`""` for a hub itself).
+    /// The instance the object lives on (`""` for an instance itself).
     pub parent: String,
     secret: Option<SecretReference>,
     token: Option<ApiToken>,
@@ -304,8 +304,8 @@ fn first_look<'a, K: Managed>(
     observed
 }
 
-/// What the record says, as the decision reads it: the object it holds counts only on the hub
-/// the resource uses now (a peer recorded on an earlier incarnation of its hub went away with
+/// What the record says, as the decision reads it: the object it holds counts only on the instance
+/// the resource uses now (a peer recorded on an earlier incarnation of its instance went away with
 /// it). A claim this reconcile made stays fresh.
 fn refresh<K: Managed>(observed: &mut Observed<K>, holding: &Holding) {
     let parent = observed.parent.as_deref().unwrap_or_default();
@@ -540,7 +540,7 @@ async fn cleanup<K: Managed, A: VpnApi>(obj: &K, ctx: &Context<A>, handle: &mut 
     Err(Error::Unsettled(K::CONTROLLER))
 }
 
-/// What a deletion knows before it looks at Altostrat (the object's id and hub as the record
+/// What a deletion knows before it looks at Altostrat (the object's id and instance as the record
 /// holds them: status proves nothing).
 fn cleanup_look<K: Managed>(obj: &K, own: &Recorded) -> CleanupObserved {
     let managed = own.holding().mine_as(RecordRole::Manage);

@@ -1,4 +1,4 @@
-//! `VpnPeer`: what the one lifecycle needs to know of a peer, its hub and its Altostrat peer.
+//! `VpnPeer`: what the one lifecycle needs to know of a peer, its instance and its Altostrat peer.
 
 #[cfg(test)]
 mod decisions;
@@ -139,11 +139,11 @@ impl Managed for VpnPeer {
         ctx.records.peer_held_elsewhere(id, me).await
     }
 
-    /// The token of the hub's resource.
+    /// The token of the instance's resource.
     fn credentials(&self, ctx: &Context<impl Sized>) -> Option<SecretReference> {
         referenced_instance(self, ctx).and_then(|i| i.spec.credentials_secret_ref.clone())
     }
-    /// The Altostrat instance the peer may use: its instance resource's hub, provisioned, and
+    /// The Altostrat instance the peer may use: the instance its instance resource manages, provisioned, and
     /// held by that resource's record (read now); otherwise why the peer waits.
     async fn parent<A: VpnApi>(
         &self,
@@ -155,14 +155,14 @@ impl Managed for VpnPeer {
         let Some(instance) = instance.filter(|_| usable.is_ok()) else {
             return Ok(usable);
         };
-        let hub = ctx
+        let record = ctx
             .records
             .look(
                 &instance_record(&instance.spec.hostname),
                 &record::holder(&*instance),
             )
             .await?;
-        Ok(attached(usable, &hub, name))
+        Ok(attached(usable, &record, name))
     }
 
     async fn validate<A: VpnApi>(_: &mut Conn<'_, Self, A>) -> Result<()> {
@@ -198,7 +198,7 @@ impl Managed for VpnPeer {
             .peer_now(&*ctx.api, token, &conn.parent, id)
             .await?)
     }
-    /// The peers of this resource's type and user or site on its hub, from a list sent after
+    /// The peers of this resource's type and user or site on its instance, from a list sent after
     /// `since` (the start of this reconcile: no create of ours is in flight then), each with
     /// the other record holding it, if any: that says it is not our lost create.
     async fn search<A: VpnApi>(
@@ -367,7 +367,7 @@ impl Managed for VpnPeer {
 }
 
 /// The instance a peer points at, looked up in the instance controller's cache. A reference
-/// is a name in the peer's own namespace, so a peer can never attach to another namespace's hub.
+/// is a name in the peer's own namespace, so a peer can never attach to another namespace's instance.
 fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInstance>> {
     let namespace = obj.namespace().unwrap_or_default();
     ctx.instances

@@ -1,4 +1,4 @@
-//! A `VpnPeer`'s status, and the hub it waits for.
+//! A `VpnPeer`'s status, and the instance it waits for.
 
 use kube::Resource;
 
@@ -43,15 +43,15 @@ pub(crate) fn usable_instance_id(
 }
 
 /// The instance id a peer may use: the one `usable` found, only if the instance resource holds
-/// the hub's record for that id (in either role: a managed peer on an observed hub works).
-/// A hub id in an instance's status proves nothing: a tenant can write it.
+/// the instance's record for that id (in either role: a managed peer on an observed instance works).
+/// An instance id in an instance's status proves nothing: a tenant can write it.
 pub(crate) fn attached(
     usable: Result<String, ConditionState>,
-    hub: &Holding,
+    record: &Holding,
     name: &str,
 ) -> Result<String, ConditionState> {
     let id = usable?;
-    match hub.mine() {
+    match record.mine() {
         Some(record) if record.instance_id.as_deref() == Some(id.as_str()) => Ok(id),
         _ => Err(ConditionState::new(
             READY,
