@@ -4,26 +4,28 @@
 //! resolvers shows in the next download. Keys, addresses and certificates are derived from the
 //! ids: stable across downloads and restarts, plausible, useless for a real tunnel.
 
-use axum::Json;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use serde_json::json;
 
+use super::core::{Body, Reply};
 use super::encoding::{base64, pseudo_bytes};
 use crate::altostrat::model::{Instance, Peer, Protocol};
 
 /// `peer`'s profile on `instance`: `text/plain`, or `{"format", "config"}` with the same text
 /// when the client asks for JSON.
-pub fn answer(peer: &Peer, instance: &Instance, wants_json: bool) -> Response {
+pub fn answer(peer: &Peer, instance: &Instance, wants_json: bool) -> Reply {
     let (format, config) = match peer.protocol {
         Protocol::Wireguard => ("wireguard", wireguard(peer, instance)),
         Protocol::Openvpn | Protocol::Unknown => ("openvpn", openvpn(peer, instance)),
     };
     if wants_json {
-        Json(json!({"format": format, "config": config})).into_response()
+        Reply::ok(&json!({"format": format, "config": config}))
     } else {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], config).into_response()
+        Reply {
+            status: 200,
+            body: Body::Text(config),
+            headers: vec![],
+        }
     }
 }
 

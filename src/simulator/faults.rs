@@ -38,6 +38,13 @@ pub struct FaultRule {
     /// Process the request, then answer with the failure anyway: the change is applied but
     /// the client never learns it (a lost response, as after a timeout).
     pub apply_then_fail: bool,
+    /// Process the request, then close the connection without any answer: the client sees
+    /// the transport fail, as when a timeout or a reset loses the answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lose_answer: bool,
+    /// Message of the injected failure's body (default "Injected fault on <route>.").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What the middleware must do with one request.
@@ -53,6 +60,9 @@ pub struct Failure {
     pub retry_after: Option<u64>,
     /// The request is processed before the failure is returned.
     pub after_processing: bool,
+    /// The request is processed and no answer is given at all.
+    pub lose_answer: bool,
+    pub message: Option<String>,
 }
 
 impl FaultConfig {
@@ -63,6 +73,8 @@ impl FaultConfig {
             status: 500,
             retry_after: None,
             after_processing: false,
+            lose_answer: false,
+            message: None,
         });
         for key in [route, "*"] {
             let Some(rule) = self.rules.get_mut(key) else {
@@ -84,7 +96,9 @@ impl FaultConfig {
                 failure = Some(Failure {
                     status,
                     retry_after,
-                    after_processing: rule.apply_then_fail,
+                    after_processing: rule.apply_then_fail || rule.lose_answer,
+                    lose_answer: rule.lose_answer,
+                    message: rule.message.clone(),
                 });
             }
         }
@@ -92,7 +106,8 @@ impl FaultConfig {
     }
 
     /// Parses a `--fault` flag: `METHOD /route/template:key=value,key=value` with keys
-    /// `error_rate`, `fail_next`, `status`, `retry_after_secs`, `latency_ms`, `apply_then_fail`.
+    /// `error_rate`, `fail_next`, `status`, `retry_after_secs`, `latency_ms`, `apply_then_fail`,
+    /// `lose_answer`.
     pub fn parse_rule(spec: &str) -> Result<(String, FaultRule), String> {
         let (route, settings) = match spec.rfind(':') {
             Some(i) if spec[i + 1..].contains('=') => (&spec[..i], &spec[i + 1..]),
@@ -111,6 +126,7 @@ impl FaultConfig {
                 "retry_after_secs" => rule.retry_after_secs = Some(v.parse().map_err(|e| bad(&e))?),
                 "latency_ms" => rule.latency_ms = v.parse().map_err(|e| bad(&e))?,
                 "apply_then_fail" => rule.apply_then_fail = v.parse().map_err(|e| bad(&e))?,
+                "lose_answer" => rule.lose_answer = v.parse().map_err(|e| bad(&e))?,
                 other => return Err(format!("unknown fault setting {other:?}")),
             }
         }
@@ -192,7 +208,9 @@ mod tests {
             Some(Failure {
                 status: 429,
                 retry_after: Some(3),
-                after_processing: false
+                after_processing: false,
+                lose_answer: false,
+                message: None,
             })
         );
     }

@@ -39,10 +39,14 @@
 //!   `route_all`: an edit of the hub's routes or resolvers shows in the next download.
 
 mod client_config;
+mod core;
 mod encoding;
 mod faults;
 mod fidelity;
 mod handlers;
+mod instances;
+mod listener;
+mod peers;
 mod render;
 mod share;
 mod state;
@@ -50,16 +54,18 @@ mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use clap::Args;
 
+pub use core::{Admission, Answer, Body, Calls, Core, Failure, Reply};
 pub use faults::{FaultConfig, FaultRule};
 pub use fidelity::{
     DEFAULT_TEARDOWN, DeleteMode, Fidelity, FidelityArgs, InstanceDelete, PROFILES, ShareTokens,
 };
+pub use instances::SeedInstance;
 pub use state::State;
 
 use crate::altostrat::model::{Country, Instance, Peer, RegionResponse};
@@ -229,47 +235,10 @@ pub fn default_regions() -> RegionResponse {
     regions
 }
 
-/// Shared simulator state behind every handler.
-pub(crate) struct Inner {
-    pub config: SimulatorConfig,
-    pub state: Mutex<State>,
-    pub faults: Mutex<FaultConfig>,
-    pub windows: Mutex<faults::TokenWindows>,
-    pub calls: Mutex<Calls>,
-}
-
-/// Per-endpoint call counts ("METHOD /route/template"), and by status code.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Calls {
-    pub counts: std::collections::BTreeMap<String, u64>,
-    pub by_status: std::collections::BTreeMap<String, u64>,
-    pub total: u64,
-}
-
-impl Inner {
-    /// The state, with the instances whose asynchronous teardown has ended (and their peers)
-    /// removed first: every reader sees them gone from the moment the teardown ends.
-    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        let mut state = self.state.lock().expect("state lock");
-        if state.sweep(state::now_ms()) {
-            self.persist(&state);
-        }
-        state
-    }
-
-    pub fn persist(&self, state: &State) {
-        if let Some(path) = &self.config.state_file
-            && let Err(e) = state.save(path)
-        {
-            tracing::warn!(error = %e, path = %path.display(), "failed to save simulator state");
-        }
-    }
-}
-
 /// The simulator; cheap to clone (shared state).
 #[derive(Clone)]
 pub struct Simulator {
-    inner: Arc<Inner>,
+    core: Arc<Core>,
 }
 
 impl Simulator {
@@ -278,29 +247,31 @@ impl Simulator {
             Some(path) => State::load(path)?,
             None => State::default(),
         };
-        let faults = config.faults.clone();
         Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                state: Mutex::new(state),
-                faults: Mutex::new(faults),
-                windows: Mutex::default(),
-                calls: Mutex::default(),
-            }),
+            core: Arc::new(Core::new(config, state)),
         })
     }
 
-    pub fn router(&self) -> Router {
-        handlers::router(self.inner.clone())
+    /// The simulator's rules and state, to drive without HTTP.
+    pub fn core(&self) -> &Core {
+        &self.core
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    pub fn router(&self) -> Router {
+        handlers::router(self.core.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves. Each connection can be severed by the
+    /// `lose_answer` fault.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<listener::Connection>();
+        axum::serve(listener::SeverableListener(listener), service)
             .with_graceful_shutdown(shutdown)
             .await
     }
@@ -323,21 +294,21 @@ impl Simulator {
     }
 
     pub fn calls(&self) -> Calls {
-        self.inner.calls.lock().expect("calls lock").clone()
+        self.core.calls()
     }
 
     pub fn reset_calls(&self) {
-        *self.inner.calls.lock().expect("calls lock") = Calls::default();
+        self.core.reset_calls();
     }
 
     pub fn set_faults(&self, faults: FaultConfig) {
-        *self.inner.faults.lock().expect("faults lock") = faults;
+        self.core.set_faults(faults);
     }
 
     /// Every instance as the API would return it now.
     pub fn instances(&self) -> Vec<Instance> {
         let now = state::now_ms();
-        self.inner
+        self.core
             .state()
             .instances_in_order()
             .iter()
@@ -347,7 +318,7 @@ impl Simulator {
 
     /// When each instance was created (milliseconds since the Unix epoch), in creation order.
     pub fn instance_created_ms(&self) -> Vec<u64> {
-        let state = self.inner.state();
+        let state = self.core.state();
         state
             .instances_in_order()
             .iter()
@@ -356,7 +327,7 @@ impl Simulator {
     }
 
     pub fn peers(&self) -> Vec<Peer> {
-        let state = self.inner.state();
+        let state = self.core.state();
         let mut peers: Vec<_> = state.peers.values().collect();
         peers.sort_by_key(|p| p.seq);
         peers.iter().map(|p| p.peer.clone()).collect()
@@ -452,7 +423,8 @@ pub struct SimulateArgs {
 
     /// Per-endpoint fault, repeatable: `METHOD /route/template:key=value,...` with keys
     /// error_rate, fail_next, status, retry_after_secs, latency_ms, apply_then_fail (the request
-    /// is processed but the client gets the failure: a lost response). Example:
+    /// is processed but the client gets the failure: a lost response), lose_answer (the request
+    /// is processed and the connection closed without an answer). Example:
     /// `--fault 'PUT /vpn/instances/{instanceId}:fail_next=3,status=503'`. Route `*` matches all.
     #[arg(long = "fault", value_name = "SPEC")]
     pub faults: Vec<String>,
