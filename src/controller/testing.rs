@@ -1,8 +1,10 @@
-//! In-process fakes for reconcile tests: a Kubernetes API that stores objects and honours
-//! `resourceVersion` preconditions, and an Altostrat API with state, a call log and faults.
-//! A reconcile runs against them unchanged, in milliseconds, without a control plane.
+//! In-process stand-ins for reconcile tests: a Kubernetes API that stores objects and honours
+//! `resourceVersion` preconditions, and the Altostrat simulator served on loopback, which the
+//! operator's real HTTP client talks to. A reconcile runs against them unchanged, in
+//! milliseconds, without a control plane.
+#![cfg(feature = "simulator")]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -21,15 +23,18 @@ use super::context::{Context, Settings};
 use super::driver::{Reconciler, reconcile};
 use super::error::Result;
 use crate::altostrat::model::{
-    ClientConfiguration, Country, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType,
-    PeerUpdate, RegionResponse,
+    ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
+    RegionResponse,
 };
-use crate::altostrat::{ApiError, ApiResult, ApiToken, Endpoint, VpnApi};
+use crate::altostrat::{ApiError, ApiResult, ApiToken, Endpoint, HttpClient, HttpClientConfig, VpnApi};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
+use crate::simulator::{Core, Fidelity, SeedInstance, Simulator, SimulatorConfig};
 
 pub const NS: &str = "team-a";
 pub const TOKEN: &str = "operator-token";
+/// The token of the credentials Secrets tests create; same account as [`TOKEN`].
+pub const CREDENTIALS_TOKEN: &str = "team-token";
 
 // ---------------------------------------------------------------------------------------------
 // Kubernetes
@@ -272,37 +277,193 @@ fn object_path<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> St
 // ---------------------------------------------------------------------------------------------
 // Altostrat
 
-#[derive(Default)]
-struct AltostratState {
-    instances: BTreeMap<String, Instance>,
-    /// Peers by instance id.
-    peers: BTreeMap<String, Vec<Peer>>,
-    /// Hostnames taken by instances these credentials cannot see (another account).
-    foreign_hostnames: HashSet<String>,
-    calls: Vec<Endpoint>,
-    /// Applied, but the answer is lost (a timeout): once per entry.
-    lose_answer: HashSet<Endpoint>,
-    /// Refused without being applied: once per entry.
-    refuse: HashMap<Endpoint, ApiError>,
-    unprovisioned: bool,
-    /// Applied to every instance an update writes, as a server that rewrites values would.
-    normalise: Option<fn(&mut Instance)>,
-    /// A deleted instance stays until [`FakeAltostrat::finish_teardowns`], as an asynchronous
-    /// teardown would keep it.
-    slow_teardown: bool,
-    next_id: u64,
-    /// Share tokens past their lifetime: refused, and replaced when a read shows their peer.
-    expired_tokens: HashSet<String>,
+/// Every endpoint, to read the simulator's call log back as [`Endpoint`]s.
+const ENDPOINTS: [Endpoint; 13] = [
+    Endpoint::ListInstances,
+    Endpoint::CreateInstance,
+    Endpoint::GetInstance,
+    Endpoint::UpdateInstance,
+    Endpoint::DeleteInstance,
+    Endpoint::ListPeers,
+    Endpoint::CreatePeer,
+    Endpoint::GetPeer,
+    Endpoint::UpdatePeer,
+    Endpoint::DeletePeer,
+    Endpoint::ListSiteSubnets,
+    Endpoint::ListRegions,
+    Endpoint::GetClientConfiguration,
+];
+
+/// The account of every token the operator is given in these tests.
+const ACCOUNT: &str = crate::simulator::DEFAULT_ACCOUNT;
+
+/// The operator's own HTTP client, plus the refusals the operator's stack makes before a
+/// request is sent (the leader fence, the API budget): those never reach Altostrat, so they
+/// are injected here rather than in the simulator.
+pub struct TestClient {
+    http: HttpClient,
+    held: Mutex<HashMap<Endpoint, ApiError>>,
 }
 
-/// An in-process Altostrat API: instances and peers in memory, hostnames unique across
-/// accounts, a log of every call and one-shot faults.
-#[derive(Default)]
-pub struct FakeAltostrat(Mutex<AltostratState>);
+impl TestClient {
+    /// The refusal of the next call to `endpoint`, if one is held.
+    fn take_held(&self, endpoint: Endpoint) -> ApiResult<()> {
+        match self.held.lock().unwrap().remove(&endpoint) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
 
-impl FakeAltostrat {
+impl VpnApi for TestClient {
+    async fn list_regions(&self, token: &ApiToken) -> ApiResult<RegionResponse> {
+        self.take_held(Endpoint::ListRegions)?;
+        self.http.list_regions(token).await
+    }
+
+    async fn list_instances(&self, token: &ApiToken) -> ApiResult<Vec<Instance>> {
+        self.take_held(Endpoint::ListInstances)?;
+        self.http.list_instances(token).await
+    }
+
+    async fn get_instance(&self, token: &ApiToken, id: &str) -> ApiResult<Instance> {
+        self.take_held(Endpoint::GetInstance)?;
+        self.http.get_instance(token, id).await
+    }
+
+    async fn create_instance(&self, token: &ApiToken, body: &InstanceCreate) -> ApiResult<Instance> {
+        self.take_held(Endpoint::CreateInstance)?;
+        self.http.create_instance(token, body).await
+    }
+
+    async fn update_instance(
+        &self,
+        token: &ApiToken,
+        id: &str,
+        body: &InstanceUpdate,
+    ) -> ApiResult<Instance> {
+        self.take_held(Endpoint::UpdateInstance)?;
+        self.http.update_instance(token, id, body).await
+    }
+
+    async fn delete_instance(&self, token: &ApiToken, id: &str) -> ApiResult<()> {
+        self.take_held(Endpoint::DeleteInstance)?;
+        self.http.delete_instance(token, id).await
+    }
+
+    async fn list_peers(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        kind: Option<PeerType>,
+    ) -> ApiResult<Vec<Peer>> {
+        self.take_held(Endpoint::ListPeers)?;
+        self.http.list_peers(token, instance_id, kind).await
+    }
+
+    async fn get_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<Peer> {
+        self.take_held(Endpoint::GetPeer)?;
+        self.http.get_peer(token, instance_id, peer_id).await
+    }
+
+    async fn create_peer(&self, token: &ApiToken, instance_id: &str, body: &PeerCreate) -> ApiResult<Peer> {
+        self.take_held(Endpoint::CreatePeer)?;
+        self.http.create_peer(token, instance_id, body).await
+    }
+
+    async fn update_peer(
+        &self,
+        token: &ApiToken,
+        instance_id: &str,
+        peer_id: &str,
+        body: &PeerUpdate,
+    ) -> ApiResult<Peer> {
+        self.take_held(Endpoint::UpdatePeer)?;
+        self.http.update_peer(token, instance_id, peer_id, body).await
+    }
+
+    async fn delete_peer(&self, token: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
+        self.take_held(Endpoint::DeletePeer)?;
+        self.http.delete_peer(token, instance_id, peer_id).await
+    }
+
+    async fn client_configuration(
+        &self,
+        token: &ApiToken,
+        share: &ApiToken,
+    ) -> ApiResult<ClientConfiguration> {
+        self.take_held(Endpoint::GetClientConfiguration)?;
+        VpnApi::client_configuration(&self.http, token, share).await
+    }
+}
+
+/// The Altostrat simulator served on loopback inside the test process, with the operations
+/// tests use to set the scene: out-of-band changes, held provisioning and teardowns, faults,
+/// and the log of every request that reached it.
+pub struct SimulatedAltostrat {
+    simulator: Simulator,
+    client: Arc<TestClient>,
+}
+
+impl SimulatedAltostrat {
+    /// Serves a simulator answering as `fidelity` on an ephemeral loopback port, from a task
+    /// of the current runtime. Instances are provisioned at once and pending status entries
+    /// clear at once, unless a test holds them.
+    fn start(fidelity: Fidelity) -> Self {
+        let config = SimulatorConfig {
+            provision_delay: std::time::Duration::ZERO,
+            status_clear_delay: std::time::Duration::ZERO,
+            tokens: [TOKEN, CREDENTIALS_TOKEN]
+                .map(crate::simulator::ApiToken::all_scopes)
+                .into(),
+            fidelity,
+            ..SimulatorConfig::default()
+        };
+        let simulator = Simulator::new(config).expect("no state file to read");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        listener.set_nonblocking(true).expect("a non-blocking listener");
+        let base_url = format!("http://{}", listener.local_addr().expect("a bound address"));
+        let listener = tokio::net::TcpListener::from_std(listener).expect("inside a tokio runtime");
+        tokio::spawn(simulator.clone().serve(listener, std::future::pending()));
+        let http = HttpClient::new(HttpClientConfig {
+            base_url,
+            ..HttpClientConfig::default()
+        })
+        .expect("an HTTP client");
+        Self {
+            simulator,
+            client: Arc::new(TestClient {
+                http,
+                held: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A simulator answering as documented.
+    pub fn documented() -> Self {
+        Self::start(Fidelity::default())
+    }
+
+    /// The operator's client of this simulator.
+    pub fn api(&self) -> &TestClient {
+        &self.client
+    }
+
+    fn core(&self) -> &Core {
+        self.simulator.core()
+    }
+
+    /// Every request that reached the simulator since the last [`Self::clear_calls`], in order.
     pub fn calls(&self) -> Vec<Endpoint> {
-        self.0.lock().unwrap().calls.clone()
+        let log = self.core().calls().log;
+        log.iter()
+            .map(|route| {
+                *ENDPOINTS
+                    .iter()
+                    .find(|e| e.as_str() == route)
+                    .expect("a known route")
+            })
+            .collect()
     }
 
     pub fn count(&self, endpoint: Endpoint) -> usize {
@@ -310,472 +471,167 @@ impl FakeAltostrat {
     }
 
     pub fn clear_calls(&self) {
-        self.0.lock().unwrap().calls.clear();
+        self.core().reset_calls();
     }
 
+    /// The instances the operator's token sees, as the API shows them now.
     pub fn instances(&self) -> Vec<Instance> {
-        self.0.lock().unwrap().instances.values().cloned().collect()
+        self.core().instances_of(ACCOUNT)
     }
 
     pub fn peers(&self, instance_id: &str) -> Vec<Peer> {
-        self.0
-            .lock()
-            .unwrap()
-            .peers
-            .get(instance_id)
-            .cloned()
-            .unwrap_or_default()
+        self.core().peers_of(instance_id)
     }
 
-    /// Every share token issued so far expires now.
+    /// Every share token shown so far expires now.
     pub fn expire_share_tokens(&self) {
-        let mut state = self.0.lock().unwrap();
-        let tokens: Vec<String> = state
-            .peers
-            .values()
-            .flatten()
-            .filter_map(|p| p.token.clone())
-            .collect();
-        state.expired_tokens.extend(tokens);
+        self.core().expire_share_tokens();
     }
 
-    /// New instances stay unprovisioned until [`FakeAltostrat::provision_all`].
+    /// New instances stay unprovisioned until [`Self::provision_all`].
     pub fn hold_provisioning(&self) {
-        self.0.lock().unwrap().unprovisioned = true;
+        self.core().hold_provisioning();
+    }
+
+    pub fn provision_all(&self) {
+        self.core().provision_all();
     }
 
     /// Every later update is rewritten by `normalise` before it is stored and answered.
     pub fn normalise_updates(&self, normalise: fn(&mut Instance)) {
-        self.0.lock().unwrap().normalise = Some(normalise);
+        self.core().rewrite_updates(normalise);
     }
 
-    /// Every later instance DELETE is accepted and leaves the instance in place until
-    /// [`FakeAltostrat::finish_teardowns`].
+    /// Every later instance DELETE is accepted (202) and leaves the instance `deleting` until
+    /// [`Self::finish_teardowns`].
     pub fn tear_down_slowly(&self) {
-        self.0.lock().unwrap().slow_teardown = true;
+        self.core().hold_teardowns();
     }
 
     /// Ends every teardown: the instances whose DELETE was accepted are gone.
     pub fn finish_teardowns(&self) {
-        let mut state = self.0.lock().unwrap();
-        state.slow_teardown = false;
-        let deleting: Vec<String> = state
-            .instances
-            .iter()
-            .filter(|(_, i)| i.status.iter().any(|s| s == "deleting"))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in deleting {
-            state.instances.remove(&id);
-            state.peers.remove(&id);
-        }
+        self.core().finish_teardowns();
     }
 
-    pub fn provision_all(&self) {
-        let mut state = self.0.lock().unwrap();
-        state.unprovisioned = false;
-        state.instances.values_mut().for_each(provision);
-    }
-
+    /// The next request to `endpoint` is applied, and its answer lost: the connection closes.
     pub fn lose_answer(&self, endpoint: Endpoint) {
-        self.0.lock().unwrap().lose_answer.insert(endpoint);
+        self.core().edit_faults(|faults| {
+            let rule = faults.rules.entry(endpoint.as_str().to_owned()).or_default();
+            rule.fail_next += 1;
+            rule.lose_answer = true;
+        });
     }
 
+    /// The next call to `endpoint` fails with `error` without being applied: Altostrat answers
+    /// it with the status the HTTP client reads as `error`, or, for a refusal the operator's
+    /// own stack makes (fenced, throttled), no request is sent at all.
     pub fn refuse(&self, endpoint: Endpoint, error: ApiError) {
-        self.0.lock().unwrap().refuse.insert(endpoint, error);
+        let (status, message, retry_after) = match &error {
+            ApiError::Fenced { .. } | ApiError::Throttled { .. } => {
+                self.client.held.lock().unwrap().insert(endpoint, error);
+                return;
+            }
+            ApiError::Server { status, message, .. }
+            | ApiError::Refused { status, message, .. }
+            | ApiError::QuotaExceeded { status, message, .. }
+            | ApiError::Invalid { status, message, .. } => (*status, message.clone(), None),
+            ApiError::NotFound { message, .. } => (404, message.clone(), None),
+            ApiError::Unauthorized { message, .. } => (401, message.clone(), None),
+            ApiError::Forbidden { message, .. } => (403, message.clone(), None),
+            ApiError::Conflict { message, .. } => (409, message.clone(), None),
+            ApiError::RateLimited { retry_after, .. } => {
+                (429, String::new(), retry_after.map(|d| d.as_secs()))
+            }
+            other => panic!("{other} is not an answer Altostrat gives"),
+        };
+        self.core().edit_faults(|faults| {
+            let rule = faults.rules.entry(endpoint.as_str().to_owned()).or_default();
+            rule.fail_next += 1;
+            rule.status = Some(status);
+            rule.message = Some(message).filter(|m| !m.is_empty());
+            rule.retry_after_secs = retry_after;
+        });
     }
 
+    /// An instance of another account holds `hostname`: the operator cannot see it.
     pub fn take_hostname_elsewhere(&self, hostname: &str) {
-        self.0
-            .lock()
-            .unwrap()
-            .foreign_hostnames
-            .insert(hostname.to_owned());
+        let seed = SeedInstance {
+            account: "elsewhere",
+            hostname,
+            ..SeedInstance::default()
+        };
+        self.core().seed_instance(&seed).expect("a free hostname");
     }
 
     /// Changes an instance out of band.
     pub fn edit_instance(&self, id: &str, edit: impl FnOnce(&mut Instance)) {
-        edit(
-            self.0
-                .lock()
-                .unwrap()
-                .instances
-                .get_mut(id)
-                .expect("instance exists"),
-        );
+        self.core().edit_instance(id, edit).expect("instance exists");
     }
 
     pub fn remove_instance(&self, id: &str) {
-        let mut state = self.0.lock().unwrap();
-        state.instances.remove(id);
-        state.peers.remove(id);
+        self.core().remove_instance(id);
     }
 
-    pub fn remove_peer(&self, instance_id: &str, peer_id: &str) {
-        let mut state = self.0.lock().unwrap();
-        state
-            .peers
-            .entry(instance_id.into())
-            .or_default()
-            .retain(|p| p.id != peer_id);
+    pub fn remove_peer(&self, _instance_id: &str, peer_id: &str) {
+        self.core().remove_peer(peer_id);
     }
 
     /// Puts a peer in place as if created by someone else at `created_at`.
     pub fn add_peer(&self, instance_id: &str, body: &PeerCreate, created_at: &str) -> Peer {
-        let mut state = self.0.lock().unwrap();
-        let mut peer = state.new_peer(body);
-        peer.created_at = Some(created_at.into());
-        state
-            .peers
-            .entry(instance_id.into())
-            .or_default()
-            .push(peer.clone());
-        peer
+        let body = serde_json::to_value(body).unwrap();
+        self.core()
+            .seed_peer(instance_id, &body, created_at)
+            .expect("a valid peer on an existing instance")
     }
 
     /// Puts a provisioned instance in place as if created by someone else at `created_at`
-    /// with these credentials (visible to them).
+    /// with these credentials (visible to them), who also set two public resolvers (so that
+    /// a PUT may keep them as they are).
     pub fn add_instance(&self, hostname: &str, created_at: &str) -> Instance {
-        let mut state = self.0.lock().unwrap();
-        let id = state.next_id("i");
-        let mut instance = Instance {
-            id: id.clone(),
-            name: "Made elsewhere".into(),
-            region: "sjc".into(),
-            hostname: format!("{hostname}.vpn.altostr.at"),
-            public_dns: vec!["1.1.1.1".into(), "9.9.9.9".into()],
-            created_at: Some(created_at.into()),
-            ..Instance::default()
+        let seed = SeedInstance {
+            hostname,
+            created_at,
+            ..SeedInstance::default()
         };
-        provision(&mut instance);
-        state.instances.insert(id, instance.clone());
-        instance
+        let id = self.core().seed_instance(&seed).expect("a free hostname").id;
+        let resolvers = |i: &mut Instance| i.public_dns = vec!["1.1.1.1".into(), "9.9.9.9".into()];
+        self.core().edit_instance(&id, resolvers).expect("just seeded")
     }
 
-    /// Logs the call and returns the fault to answer with, if any: `Err` refuses before
-    /// applying; `Ok(true)` applies and then loses the answer.
-    fn begin(&self, endpoint: Endpoint) -> ApiResult<bool> {
-        let mut state = self.0.lock().unwrap();
-        state.calls.push(endpoint);
-        if let Some(error) = state.refuse.remove(&endpoint) {
-            return Err(error);
-        }
-        Ok(state.lose_answer.remove(&endpoint))
-    }
-}
-
-/// Altostrat's clock, at its second precision.
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Second)
-        .unwrap()
-        .to_string()
-}
-
-fn provision(instance: &mut Instance) {
-    instance.configured = true;
-    instance.rsa_ready = true;
-    instance.diffie_hellman_ready = true;
-    instance.server_ready = true;
-}
-
-fn lost(endpoint: Endpoint) -> ApiError {
-    ApiError::Transport {
-        endpoint,
-        message: "timed out waiting for the answer".into(),
-    }
-}
-
-fn not_found(endpoint: Endpoint) -> ApiError {
-    ApiError::NotFound {
-        endpoint,
-        message: "not found".into(),
-    }
-}
-
-/// Applies `result` unless the answer is to be lost.
-fn answer<T>(endpoint: Endpoint, lose: bool, result: ApiResult<T>) -> ApiResult<T> {
-    match result {
-        Ok(_) if lose => Err(lost(endpoint)),
-        other => other,
-    }
-}
-
-impl AltostratState {
-    fn next_id(&mut self, prefix: &str) -> String {
-        self.next_id += 1;
-        format!("{prefix}-{}", self.next_id)
-    }
-
-    fn new_peer(&mut self, body: &PeerCreate) -> Peer {
-        let id = self.next_id("p");
-        let token = (body.peer_type == PeerType::Client).then(|| format!("share-{id}-{}", self.next_id));
-        Peer {
-            token,
-            id,
-            peer_type: body.peer_type,
-            user_id: body.user_id.clone(),
-            site_id: body.site_id.clone(),
-            subnets: body.subnets.clone().unwrap_or_default(),
-            route_all: body.route_all.unwrap_or_default(),
-            protocol: body.protocol,
-            created_at: Some(now()),
-            ..Peer::default()
-        }
-    }
-
-    /// Issues a new share token to every peer of `instance_id` whose token expired.
-    fn reissue_tokens(&mut self, instance_id: &str) {
-        let expired = std::mem::take(&mut self.expired_tokens);
-        let mut serial = self.next_id;
-        for peer in self.peers.get_mut(instance_id).into_iter().flatten() {
-            if peer.token.as_ref().is_some_and(|t| expired.contains(t)) {
-                serial += 1;
-                peer.token = Some(format!("share-{}-{serial}", peer.id));
-            }
-        }
-        self.next_id = serial;
-        self.expired_tokens = expired;
-    }
-
-    /// The WireGuard profile of the peer holding `share`, as Altostrat would build it now.
-    fn profile(&self, share: &str) -> Option<String> {
-        let (instance_id, peer) = self.peers.iter().find_map(|(instance_id, peers)| {
-            let peer = peers.iter().find(|p| p.token.as_deref() == Some(share))?;
-            Some((instance_id, peer))
-        })?;
-        let instance = self.instances.get(instance_id)?;
-        let allowed = match peer.route_all {
-            true => "0.0.0.0/0".to_owned(),
-            false => instance.pushed_routes.join(", "),
-        };
-        Some(format!(
-            "[Interface]\nPrivateKey = PRIVATE-KEY-OF-{}\nAddress = 10.8.0.2/32\n\n[Peer]\nEndpoint = {}:51820\nAllowedIPs = {allowed}\n",
-            peer.id, instance.hostname
-        ))
-    }
-
-    fn create_instance(&mut self, body: &InstanceCreate) -> ApiResult<Instance> {
-        let taken = self.foreign_hostnames.contains(&body.hostname)
-            || self
-                .instances
-                .values()
-                .any(|i| i.hostname_label() == body.hostname);
-        if taken {
-            return Err(ApiError::Conflict {
-                endpoint: Endpoint::CreateInstance,
-                code: "hostname_taken".into(),
-                message: format!("The hostname {} is already taken.", body.hostname),
-            });
-        }
-        let mut instance = Instance {
-            id: self.next_id("i"),
-            name: body.name.clone(),
-            region: body.region.clone(),
-            hostname: format!("{}.vpn.altostr.at", body.hostname),
-            public_dns: vec!["1.1.1.1".into(), "8.8.8.8".into()],
-            created_at: Some(now()),
-            ..Instance::default()
-        };
-        if !self.unprovisioned {
-            provision(&mut instance);
-        }
-        self.instances.insert(instance.id.clone(), instance.clone());
-        Ok(instance)
-    }
-}
-
-impl VpnApi for FakeAltostrat {
-    async fn list_regions(&self, _: &ApiToken) -> ApiResult<RegionResponse> {
-        self.begin(Endpoint::ListRegions)?;
-        let country = Country {
-            iso: "US".into(),
-            cities: [("sjc".to_owned(), "Silicon Valley".to_owned())].into(),
-            ..Country::default()
-        };
-        Ok([(
-            "North America".to_owned(),
-            [("United States".to_owned(), country)].into(),
-        )]
-        .into())
-    }
-
-    async fn list_instances(&self, _: &ApiToken) -> ApiResult<Vec<Instance>> {
-        self.begin(Endpoint::ListInstances)?;
-        Ok(self.instances())
-    }
-
-    async fn get_instance(&self, _: &ApiToken, id: &str) -> ApiResult<Instance> {
-        self.begin(Endpoint::GetInstance)?;
-        let state = self.0.lock().unwrap();
-        state
-            .instances
-            .get(id)
-            .cloned()
-            .ok_or(not_found(Endpoint::GetInstance))
-    }
-
-    async fn create_instance(&self, _: &ApiToken, body: &InstanceCreate) -> ApiResult<Instance> {
-        let lose = self.begin(Endpoint::CreateInstance)?;
-        let result = self.0.lock().unwrap().create_instance(body);
-        answer(Endpoint::CreateInstance, lose, result)
-    }
-
-    async fn update_instance(&self, _: &ApiToken, id: &str, body: &InstanceUpdate) -> ApiResult<Instance> {
-        let lose = self.begin(Endpoint::UpdateInstance)?;
-        let mut state = self.0.lock().unwrap();
-        let normalise = state.normalise;
-        let result = state
-            .instances
-            .get_mut(id)
-            .map(|i| {
-                i.name = body.name.clone();
-                i.pushed_routes = body.pushed_routes.clone();
-                i.public_dns = body.public_dns.clone();
-                i.domains = body.domains.clone();
-                i.split_dns = body.split_dns.clone();
-                i.dns_custom = body.dns_custom.clone();
-                if let Some(normalise) = normalise {
-                    normalise(i);
-                }
-                i.clone()
-            })
-            .ok_or(not_found(Endpoint::UpdateInstance));
-        answer(Endpoint::UpdateInstance, lose, result)
-    }
-
-    async fn delete_instance(&self, _: &ApiToken, id: &str) -> ApiResult<()> {
-        let lose = self.begin(Endpoint::DeleteInstance)?;
-        let mut state = self.0.lock().unwrap();
-        if state.slow_teardown
-            && let Some(instance) = state.instances.get_mut(id)
-        {
-            instance.status = vec!["deleting".into()];
-            return answer(Endpoint::DeleteInstance, lose, Ok(()));
-        }
-        let result = state
-            .instances
-            .remove(id)
-            .map(drop)
-            .ok_or(not_found(Endpoint::DeleteInstance));
-        state.peers.remove(id);
-        answer(Endpoint::DeleteInstance, lose, result)
-    }
-
-    async fn list_peers(
-        &self,
-        _: &ApiToken,
-        instance_id: &str,
-        kind: Option<PeerType>,
-    ) -> ApiResult<Vec<Peer>> {
-        self.begin(Endpoint::ListPeers)?;
-        let mut state = self.0.lock().unwrap();
-        if !state.instances.contains_key(instance_id) {
-            return Err(not_found(Endpoint::ListPeers));
-        }
-        state.reissue_tokens(instance_id);
-        let peers = state.peers.get(instance_id).cloned().unwrap_or_default();
-        Ok(peers
-            .into_iter()
-            .filter(|p| kind.is_none_or(|k| p.peer_type == k))
-            .collect())
-    }
-
-    async fn get_peer(&self, _: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<Peer> {
-        self.begin(Endpoint::GetPeer)?;
-        let mut state = self.0.lock().unwrap();
-        state.reissue_tokens(instance_id);
-        let peers = state.peers.get(instance_id);
-        let found = peers.and_then(|ps| ps.iter().find(|p| p.id == peer_id));
-        found.cloned().ok_or(not_found(Endpoint::GetPeer))
-    }
-
-    async fn create_peer(&self, _: &ApiToken, instance_id: &str, body: &PeerCreate) -> ApiResult<Peer> {
-        let lose = self.begin(Endpoint::CreatePeer)?;
-        let mut state = self.0.lock().unwrap();
-        if !state.instances.contains_key(instance_id) {
-            return Err(not_found(Endpoint::CreatePeer));
-        }
-        let peer = state.new_peer(body);
-        state
-            .peers
-            .entry(instance_id.into())
-            .or_default()
-            .push(peer.clone());
-        answer(Endpoint::CreatePeer, lose, Ok(peer))
-    }
-
-    async fn update_peer(
-        &self,
-        _: &ApiToken,
-        instance_id: &str,
-        peer_id: &str,
-        body: &PeerUpdate,
-    ) -> ApiResult<Peer> {
-        let lose = self.begin(Endpoint::UpdatePeer)?;
-        let mut state = self.0.lock().unwrap();
-        let peer = state
-            .peers
-            .get_mut(instance_id)
-            .and_then(|ps| ps.iter_mut().find(|p| p.id == peer_id));
-        let result = peer
-            .map(|p| {
-                if let Some(subnets) = &body.subnets {
-                    p.subnets = subnets.clone();
-                }
-                if let Some(route_all) = body.route_all {
-                    p.route_all = route_all;
-                }
-                p.clone()
-            })
-            .ok_or(not_found(Endpoint::UpdatePeer));
-        answer(Endpoint::UpdatePeer, lose, result)
-    }
-
-    async fn delete_peer(&self, _: &ApiToken, instance_id: &str, peer_id: &str) -> ApiResult<()> {
-        let lose = self.begin(Endpoint::DeletePeer)?;
-        let mut state = self.0.lock().unwrap();
-        let peers = state.peers.entry(instance_id.into()).or_default();
-        let before = peers.len();
-        peers.retain(|p| p.id != peer_id);
-        let result = if peers.len() < before {
-            Ok(())
-        } else {
-            Err(not_found(Endpoint::DeletePeer))
-        };
-        answer(Endpoint::DeletePeer, lose, result)
-    }
-    async fn client_configuration(&self, _: &ApiToken, share: &ApiToken) -> ApiResult<ClientConfiguration> {
-        self.begin(Endpoint::GetClientConfiguration)?;
-        let state = self.0.lock().unwrap();
-        let refused = || ApiError::Unauthorized {
-            endpoint: Endpoint::GetClientConfiguration,
-            message: "The share token is invalid or expired.".into(),
-        };
-        if state.expired_tokens.contains(share.expose()) {
-            return Err(refused());
-        }
-        let profile = state.profile(share.expose()).ok_or_else(refused)?;
-        Ok(ClientConfiguration::Text(profile))
+    /// The user `user_id` is deleted in Altostrat: its peers vanish and new ones for it are
+    /// refused.
+    pub fn delete_user(&self, user_id: &str) {
+        self.core().delete_owner(crate::simulator::Owner::User, user_id);
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // A reconcile harness
 
-/// Both fakes, a context over them and the instance cache peers read.
+/// The fake Kubernetes API, the simulated Altostrat, a context over them (with the operator's
+/// real HTTP client) and the instance cache peers read.
 pub struct Harness {
     pub kube: FakeKube,
-    pub altostrat: Arc<FakeAltostrat>,
-    pub ctx: Arc<Context<FakeAltostrat>>,
+    pub altostrat: SimulatedAltostrat,
+    pub ctx: Arc<Context<TestClient>>,
     instances: Mutex<Writer<VpnInstance>>,
     peers: Mutex<Writer<VpnPeer>>,
 }
 
 impl Harness {
+    /// A harness whose Altostrat answers as documented. Call from inside a tokio runtime.
     pub fn new() -> Self {
+        Self::with_fidelity(Fidelity::default())
+    }
+
+    /// A harness whose Altostrat answers as the simulator profile `name` says.
+    pub fn with_profile(name: &str) -> Self {
+        Self::with_fidelity(Fidelity::profile(name).expect("a known profile"))
+    }
+
+    pub fn with_fidelity(fidelity: Fidelity) -> Self {
         let kube = FakeKube::default();
-        let altostrat = Arc::new(FakeAltostrat::default());
+        let altostrat = SimulatedAltostrat::start(fidelity);
         let (store, writer) = reflector::store();
         let (peer_store, peer_writer) = reflector::store();
         let mut registry = prometheus_client::registry::Registry::default();
@@ -785,7 +641,7 @@ impl Harness {
         };
         let ctx = Context::new(
             kube.client(),
-            altostrat.clone(),
+            altostrat.client.clone(),
             Arc::default(),
             Arc::new(super::default_token::DefaultToken::fixed(ApiToken::new(TOKEN))),
             reporter,

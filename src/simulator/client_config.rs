@@ -68,7 +68,8 @@ pub fn wireguard(peer: &Peer, instance: &Instance) -> String {
 }
 
 /// A WireGuard private key: 32 bytes derived from `seed`, clamped as Curve25519 keys are.
-fn private_key(seed: &str) -> String {
+/// The WireGuard private key of the peer with id `seed`, as its profile shows it.
+pub fn private_key(seed: &str) -> String {
     let mut bytes = pseudo_bytes(seed.as_bytes(), 32);
     bytes[0] &= 248;
     bytes[31] = (bytes[31] & 127) | 64;

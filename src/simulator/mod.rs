@@ -60,13 +60,14 @@ use std::time::Duration;
 use axum::Router;
 use clap::Args;
 
+pub use client_config::private_key as peer_private_key;
 pub use core::{Admission, Answer, Body, Calls, Core, Failure, Reply};
 pub use faults::{FaultConfig, FaultRule};
 pub use fidelity::{
     DEFAULT_TEARDOWN, DeleteMode, Fidelity, FidelityArgs, InstanceDelete, PROFILES, ShareTokens,
 };
 pub use instances::SeedInstance;
-pub use state::State;
+pub use state::{Owner, State};
 
 use crate::altostrat::model::{Country, Instance, Peer, RegionResponse};
 

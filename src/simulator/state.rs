@@ -50,12 +50,13 @@ impl StoredInstance {
         instance.rsa_ready = reached(2);
         instance.diffie_hellman_ready = reached(3);
         instance.server_ready = reached(4);
-        instance.status = self
-            .pending
-            .iter()
-            .filter(|(_, until)| *until > now)
-            .map(|(s, _)| s.clone())
-            .collect();
+        // Stored entries (none, unless set out of band) stay; pending ones show until they clear.
+        instance.status.extend(
+            self.pending
+                .iter()
+                .filter(|(_, until)| *until > now)
+                .map(|(s, _)| s.clone()),
+        );
         if self.is_deleting() {
             instance.status.push("deleting".into());
         }

@@ -1,4 +1,5 @@
-//! Reconciles of `VpnPeer` against the in-process Kubernetes and Altostrat fakes.
+//! Reconciles of `VpnPeer` against the in-process Kubernetes fake and the Altostrat simulator.
+#![cfg(feature = "simulator")]
 
 use serde_json::json;
 
@@ -352,16 +353,10 @@ async fn a_peer_whose_user_was_deleted_in_altostrat_waits_for_a_person_instead_o
     h.reconcile(&obj).await.unwrap();
     let id = hub_id(&h, &hub);
     // Deleting a user in Altostrat removes their peers, and refuses new ones for them.
-    let first = h.altostrat.peers(&id)[0].id.clone();
-    h.altostrat.remove_peer(&id, &first);
+    let user = obj.spec.user_id.clone().expect("a client peer");
+    h.altostrat.delete_user(&user);
+    assert!(h.altostrat.peers(&id).is_empty());
     h.observations_expire();
-    let unknown_user = ApiError::UnknownReferent {
-        endpoint: Endpoint::CreatePeer,
-        status: 422,
-        referent: crate::altostrat::Referent::User,
-        message: "The selected user id is invalid.".into(),
-    };
-    h.altostrat.refuse(Endpoint::CreatePeer, unknown_user);
     h.altostrat.clear_calls();
 
     let error = h.reconcile(&obj).await.unwrap_err();

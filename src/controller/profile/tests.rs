@@ -1,5 +1,6 @@
 //! Profile delivery: reconciles of `VpnPeer` with `spec.profileSecret` against the in-process
-//! Kubernetes and Altostrat fakes, and the pure decisions.
+//! Kubernetes fake and the Altostrat simulator, and the pure decisions.
+#![cfg(feature = "simulator")]
 
 use std::collections::BTreeMap;
 
@@ -69,7 +70,9 @@ async fn a_client_peer_gets_its_profile_in_a_secret_it_owns() {
     let (h, _, obj) = delivered().await;
     let secret = secret(&h).expect("the Secret is written");
     let profile = text(&secret, "wg0.conf");
-    assert!(profile.contains("PrivateKey = PRIVATE-KEY-OF-"), "{profile}");
+    let peer_id = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+    let key = crate::simulator::peer_private_key(&peer_id);
+    assert!(profile.contains(&format!("PrivateKey = {key}")), "{profile}");
     assert_eq!(text(&secret, "endpoint"), "hub.vpn.altostr.at:51820");
     assert_eq!(text(&secret, "routes"), "10.0.0.0/8");
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
@@ -250,7 +253,7 @@ async fn a_peer_recreated_in_altostrat_gets_the_new_peers_profile() {
     assert_ne!(new_peer, old_peer);
     let profile = text(&secret(&h).unwrap(), "wg0.conf");
     assert!(
-        profile.contains(&format!("PRIVATE-KEY-OF-{new_peer}")),
+        profile.contains(&crate::simulator::peer_private_key(&new_peer)),
         "{profile}"
     );
     assert_eq!(profile_ready(&h, &obj), Some(("True".into(), "Delivered".into())));
