@@ -29,6 +29,8 @@ use crate::altostrat::model::{
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Endpoint, HttpClient, HttpClientConfig, VpnApi};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
+
+mod every_profile;
 use crate::simulator::{Core, Fidelity, SeedInstance, Simulator, SimulatorConfig};
 
 pub const NS: &str = "team-a";

@@ -1,6 +1,10 @@
 //! A faithful, stateful stand-in for the Altostrat Managed VPN API, used by the tests, the demo
 //! and the benchmark (`vpn-operator simulate`).
 //!
+//! The rules, state, validation, fidelity and faults live in [`Core`], plain Rust without HTTP;
+//! the axum handlers only parse requests, ask the core and render its answers. The reconcile
+//! tests serve the same router in process and set their scenes through the core.
+//!
 //! Choices where the Altostrat documentation is silent (documented in `simulate --help` too):
 //! - PUT instance replaces `name`, `pushed_routes`, `public_dns` and the optional `domains`,
 //!   `split_dns`, `dns_custom`; an omitted optional list is cleared. `hostname`, `region` and
@@ -163,76 +167,57 @@ impl Default for SimulatorConfig {
     }
 }
 
+/// The region tree of [`default_regions`]: continent, country, ISO code, flag, and its cities
+/// as (region code, label).
+type RegionRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const DEFAULT_REGIONS: &[RegionRow] = &[
+    (
+        "North America",
+        "United States",
+        "US",
+        "🇺🇸",
+        &[
+            ("sjc", "Silicon Valley"),
+            ("lax", "Los Angeles"),
+            ("nyc", "New York"),
+            ("dfw", "Dallas"),
+        ],
+    ),
+    ("North America", "Canada", "CA", "🇨🇦", &[("yyz", "Toronto")]),
+    ("Europe", "Germany", "DE", "🇩🇪", &[("fra", "Frankfurt")]),
+    ("Europe", "United Kingdom", "GB", "🇬🇧", &[("lon", "London")]),
+    ("Europe", "Netherlands", "NL", "🇳🇱", &[("ams", "Amsterdam")]),
+    ("Asia", "Singapore", "SG", "🇸🇬", &[("sin", "Singapore")]),
+    ("Asia", "Japan", "JP", "🇯🇵", &[("nrt", "Tokyo")]),
+    ("Oceania", "Australia", "AU", "🇦🇺", &[("syd", "Sydney")]),
+    ("Africa", "South Africa", "ZA", "🇿🇦", &[("jnb", "Johannesburg")]),
+];
+
 /// A realistic region tree: continent → country → cities (region codes).
 pub fn default_regions() -> RegionResponse {
-    let country = |iso: &str, flag: &str, cities: &[(&str, &str)]| Country {
-        iso: iso.into(),
-        flag_svg: format!("https://flagcdn.com/{}.svg", iso.to_lowercase()),
-        flag: flag.into(),
-        cities: cities
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    };
     let mut regions = RegionResponse::new();
-    regions.insert(
-        "North America".into(),
-        [
-            (
-                "United States".to_owned(),
-                country(
-                    "US",
-                    "🇺🇸",
-                    &[
-                        ("sjc", "Silicon Valley"),
-                        ("lax", "Los Angeles"),
-                        ("nyc", "New York"),
-                        ("dfw", "Dallas"),
-                    ],
-                ),
-            ),
-            ("Canada".to_owned(), country("CA", "🇨🇦", &[("yyz", "Toronto")])),
-        ]
-        .into(),
-    );
-    regions.insert(
-        "Europe".into(),
-        [
-            ("Germany".to_owned(), country("DE", "🇩🇪", &[("fra", "Frankfurt")])),
-            (
-                "United Kingdom".to_owned(),
-                country("GB", "🇬🇧", &[("lon", "London")]),
-            ),
-            (
-                "Netherlands".to_owned(),
-                country("NL", "🇳🇱", &[("ams", "Amsterdam")]),
-            ),
-        ]
-        .into(),
-    );
-    regions.insert(
-        "Asia".into(),
-        [
-            (
-                "Singapore".to_owned(),
-                country("SG", "🇸🇬", &[("sin", "Singapore")]),
-            ),
-            ("Japan".to_owned(), country("JP", "🇯🇵", &[("nrt", "Tokyo")])),
-        ]
-        .into(),
-    );
-    regions.insert(
-        "Oceania".into(),
-        [("Australia".to_owned(), country("AU", "🇦🇺", &[("syd", "Sydney")]))].into(),
-    );
-    regions.insert(
-        "Africa".into(),
-        [(
-            "South Africa".to_owned(),
-            country("ZA", "🇿🇦", &[("jnb", "Johannesburg")]),
-        )]
-        .into(),
-    );
+    for (continent, name, iso, flag, cities) in DEFAULT_REGIONS {
+        let country = Country {
+            iso: (*iso).into(),
+            flag_svg: format!("https://flagcdn.com/{}.svg", iso.to_lowercase()),
+            flag: (*flag).into(),
+            cities: cities
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        regions
+            .entry((*continent).to_owned())
+            .or_default()
+            .insert((*name).to_owned(), country);
+    }
     regions
 }
 
