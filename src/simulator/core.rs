@@ -402,6 +402,39 @@ pub fn now_rfc3339() -> String {
         .to_string()
 }
 
+/// The [`Fidelity`](super::Fidelity) modes that change the shape of answers after they are
+/// made, whatever made them (an endpoint, an injected fault, the rate limit): lists in the
+/// `{data, has_more}` envelope, `{message}`-only error bodies.
+impl Core {
+    /// Whether any answer may be reshaped.
+    pub fn reshapes_answers(&self) -> bool {
+        let fidelity = &self.config.fidelity;
+        fidelity.enveloped_lists || fidelity.message_only_errors
+    }
+
+    /// Whether a JSON answer with `status` to a request (a GET or not) is reshaped.
+    pub fn reshapes(&self, is_get: bool, status: u16) -> bool {
+        let fidelity = &self.config.fidelity;
+        let success = (200..300).contains(&status);
+        (fidelity.enveloped_lists && is_get && success)
+            || (fidelity.message_only_errors && (400..600).contains(&status))
+    }
+
+    /// The reshaped JSON body of an answer with `status`; `None` to leave it as it is (not a
+    /// list, not an ErrorResponse).
+    pub fn reshape(&self, status: u16, body: &[u8]) -> Option<String> {
+        let success = (200..300).contains(&status);
+        let reshaped = match serde_json::from_slice::<Value>(body).ok()? {
+            Value::Array(items) if success => serde_json::json!({"data": items, "has_more": false}),
+            Value::Object(mut object) if !success && object.contains_key("type") => {
+                serde_json::json!({"message": object.remove("message").unwrap_or(Value::Null)})
+            }
+            _ => return None,
+        };
+        Some(reshaped.to_string())
+    }
+}
+
 impl Core {
     /// Forgets every instance, peer and out-of-band deletion.
     pub fn reset_state(&self) {

@@ -125,36 +125,29 @@ pub fn router(core: Shared) -> Router {
 /// the `{data, has_more}` envelope, `{message}`-only error bodies. It wraps the fault layer,
 /// so injected faults and 429s are reshaped too.
 async fn reshape(State(core): State<Shared>, request: Request, next: Next) -> Response {
-    let fidelity = &core.config.fidelity;
-    if !fidelity.enveloped_lists && !fidelity.message_only_errors {
+    if !core.reshapes_answers() {
         return next.run(request).await;
     }
     let is_get = request.method() == axum::http::Method::GET;
     let response = next.run(request).await;
-    let status = response.status();
-    let wants = (fidelity.enveloped_lists && is_get && status.is_success())
-        || (fidelity.message_only_errors && (status.is_client_error() || status.is_server_error()));
+    let status = response.status().as_u16();
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    if !wants || !is_json {
+    if !is_json || !core.reshapes(is_get, status) {
         return response;
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let reshaped = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Array(items)) if status.is_success() => json!({"data": items, "has_more": false}),
-        Ok(Value::Object(mut object)) if !status.is_success() && object.contains_key("type") => {
-            json!({"message": object.remove("message").unwrap_or(Value::Null)})
-        }
-        _ => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+    let Some(reshaped) = core.reshape(status, &bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, axum::body::Body::from(reshaped.to_string()))
+    Response::from_parts(parts, axum::body::Body::from(reshaped))
 }
 
 /// Counts every request that reached a `/vpn` route and applies the faults the core decides
