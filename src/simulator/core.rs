@@ -462,3 +462,115 @@ impl Core {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::{ApiToken, DEFAULT_ACCOUNT, FaultRule, Fidelity};
+
+    const TOKEN: Option<&str> = Some("t");
+
+    fn core(fidelity: Fidelity) -> Core {
+        let config = SimulatorConfig {
+            provision_delay: Duration::ZERO,
+            status_clear_delay: Duration::ZERO,
+            tokens: vec![ApiToken::all_scopes("t")],
+            fidelity,
+            ..SimulatorConfig::default()
+        };
+        Core::new(config, State::default())
+    }
+
+    fn create(core: &Core, hostname: &str) -> Value {
+        let body = serde_json::json!({"name": "Hub", "hostname": hostname, "region": "sjc"});
+        let reply = core.create_instance(TOKEN, body.to_string().as_bytes()).unwrap();
+        assert_eq!(reply.status, 201);
+        reply.value()
+    }
+
+    #[test]
+    fn a_held_instance_is_provisioned_only_when_released() {
+        let core = core(Fidelity::default());
+        core.hold_provisioning();
+        assert_eq!(create(&core, "hub-one")["server_ready"], false);
+        assert!(!core.instances_of(DEFAULT_ACCOUNT)[0].configured);
+        core.provision_all();
+        assert!(core.instances_of(DEFAULT_ACCOUNT)[0].server_ready);
+        assert_eq!(create(&core, "hub-two")["server_ready"], true, "released");
+    }
+
+    #[test]
+    fn a_held_teardown_ends_only_when_finished() {
+        let core = core(Fidelity::default());
+        let id = create(&core, "hub-one")["id"].as_str().unwrap().to_owned();
+        core.hold_teardowns();
+        assert_eq!(core.delete_instance(TOKEN, &id).unwrap().status, 202);
+        assert_eq!(core.instances_of(DEFAULT_ACCOUNT)[0].status, vec!["deleting"]);
+        let refused = core.update_instance(TOKEN, &id, b"{}").unwrap_err();
+        assert_eq!(refused.status, 409, "{refused:?}");
+        core.finish_teardowns();
+        assert!(core.instances_of(DEFAULT_ACCOUNT).is_empty());
+        let id = create(&core, "hub-one")["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            core.delete_instance(TOKEN, &id).unwrap().status,
+            204,
+            "as documented again"
+        );
+    }
+
+    #[test]
+    fn a_lost_answer_is_decided_once_and_processed_first() {
+        let core = core(Fidelity::default());
+        let route = "POST /vpn/instances";
+        core.edit_faults(|f| {
+            let lost = FaultRule {
+                fail_next: 1,
+                lose_answer: true,
+                ..FaultRule::default()
+            };
+            f.rules.insert(route.into(), lost);
+        });
+        assert!(matches!(core.admit(route, "t").1, Admission::ProcessThenLose));
+        assert!(matches!(core.admit(route, "t").1, Admission::Proceed));
+        core.record(route, 201);
+        core.record("GET /vpn/instances", 200);
+        assert_eq!(core.calls().log, vec![route, "GET /vpn/instances"]);
+    }
+
+    #[test]
+    fn an_update_rewrite_is_stored_and_answered() {
+        let core = core(Fidelity::default());
+        let id = create(&core, "hub-one")["id"].as_str().unwrap().to_owned();
+        core.rewrite_updates(|i| i.public_dns.sort());
+        let body =
+            serde_json::json!({"name": "Hub", "pushed_routes": [], "public_dns": ["9.9.9.9", "1.1.1.1"]});
+        let answer = core
+            .update_instance(TOKEN, &id, body.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(
+            answer.value()["public_dns"],
+            serde_json::json!(["1.1.1.1", "9.9.9.9"])
+        );
+        assert_eq!(
+            core.instances_of(DEFAULT_ACCOUNT)[0].public_dns,
+            ["1.1.1.1", "9.9.9.9"]
+        );
+    }
+
+    #[test]
+    fn lists_and_errors_are_reshaped_as_the_fidelity_says() {
+        let enveloped = core(Fidelity::profile("enveloped").unwrap());
+        assert!(enveloped.reshapes(true, 200) && !enveloped.reshapes(false, 200));
+        assert!(!enveloped.reshapes(true, 404));
+        assert_eq!(
+            enveloped.reshape(200, b"[1]").as_deref(),
+            Some(r#"{"data":[1],"has_more":false}"#)
+        );
+        let laravel = core(Fidelity::profile("laravel").unwrap());
+        assert!(laravel.reshapes(false, 409) && !laravel.reshapes(true, 200));
+        let error = br#"{"type":"invalid_request_error","code":"c","message":"m","doc_url":"u"}"#;
+        assert_eq!(laravel.reshape(409, error).as_deref(), Some(r#"{"message":"m"}"#));
+        assert_eq!(laravel.reshape(422, br#"{"message":"m","errors":{}}"#), None);
+        assert!(!core(Fidelity::default()).reshapes_answers());
+    }
+}
