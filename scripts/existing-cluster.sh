@@ -61,7 +61,7 @@ install_crds() {
     crd/vpninstances.vpn.altostrat.io crd/vpnpeers.vpn.altostrat.io >/dev/null
 }
 
-# remove_e2e_objects RUN: what the e2e suites of run RUN left (they label it, tests/support):
+# remove_e2e_objects RUN: what the e2e suites of run RUN left (they label it, tests/e2e/support):
 # namespaces, and cluster-scoped objects (ClusterRoles, bindings, CRD copies). Their operators
 # have stopped, so the finalizers they put on resources and Secrets are removed first: nobody
 # else would, and the namespaces would stay Terminating. So are the ownership records whose

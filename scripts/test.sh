@@ -87,9 +87,10 @@ cargo clippy --locked --no-default-features --all-targets -- -D warnings
 step "unit, CRD drift and simulator contract tests"
 cargo test --locked
 
-# The suites include the simulator-profile matrix (tests/e2e_fidelity.rs: the core lifecycle
-# once per profile of `vpn-operator simulate --profile`, each its own test, run in parallel).
-e2e() { cargo test --locked --test 'e2e_*' -- --ignored --test-threads="${E2E_THREADS:-3}"; }
+# One binary (tests/e2e/), so its tests share one pool of threads. It includes the
+# simulator-profile matrix (tests/e2e/fidelity.rs: the core lifecycle once per profile of
+# `vpn-operator simulate --profile`, each its own test, run in parallel).
+e2e() { cargo test --locked --test e2e -- --ignored --test-threads="${E2E_THREADS:-3}"; }
 if $existing; then
   step "end-to-end suites against the existing cluster $cluster"
   # The suites label what they create with this run, so that only it is removed.

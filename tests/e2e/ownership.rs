@@ -4,14 +4,11 @@
 //! run the ways a tenant could try to take over or destroy another namespace's objects
 //! against a real kube-apiserver and the simulator over HTTP, and end with exactly the
 //! expected Altostrat objects.
-//! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use altostrat_vpn_operator::altostrat::model::{Instance, PeerCreate, PeerType, Protocol};
 use altostrat_vpn_operator::altostrat::{ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::controller::WatchScope;
@@ -20,7 +17,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use serde_json::json;
-use support::*;
 
 const USER: &str = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
 const CREATE: &str = "POST /vpn/instances";

@@ -1,12 +1,9 @@
 //! End to end: VpnInstance lifecycle against a real kube-apiserver and the simulator over HTTP.
-//! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use altostrat_vpn_operator::altostrat::model::InstanceCreate;
 use altostrat_vpn_operator::altostrat::{ApiToken, HttpClient, HttpClientConfig, VpnApi};
 use altostrat_vpn_operator::crd::VpnInstance;
@@ -14,7 +11,6 @@ use altostrat_vpn_operator::simulator::{self, Simulator, SimulatorConfig};
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]

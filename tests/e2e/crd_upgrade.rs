@@ -1,16 +1,14 @@
 //! End to end: the start-up check that refuses CRDs older than the operator's schema, against a
-//! real kube-apiserver. Run through `scripts/test.sh` (it starts the control plane and sets
-//! KUBECONFIG).
+//! real kube-apiserver.
 //!
 //! The suites share one API server, so the real CRDs are never made stale here: the check runs
 //! against copies under an API group of the test's own (one lacking a field, one with a field
 //! more), and the operator binary is refused by RBAC, not by a broken CRD.
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::collections::BTreeMap;
 
+use crate::support::process::OperatorProcess;
+use crate::support::*;
 use altostrat_vpn_operator::crd::{self, VpnInstance, VpnPeer};
 use altostrat_vpn_operator::crd_check::{CrdCheckError, check_installed};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
@@ -21,8 +19,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
 use serde_json::json;
-use support::process::OperatorProcess;
-use support::*;
 
 /// `crd` under API group `group` (so its name is its own), labelled for clean-up.
 fn renamed(mut crd: CustomResourceDefinition, group: &str) -> CustomResourceDefinition {

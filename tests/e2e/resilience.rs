@@ -1,20 +1,16 @@
 //! End to end: faults, crashes, leader election, credentials and secrecy, with the real
 //! operator binary where a process boundary matters.
-//! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::process::*;
+use crate::support::*;
 use altostrat_vpn_operator::crd::VpnInstance;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use support::process::*;
-use support::*;
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]

@@ -1,17 +1,17 @@
 //! End to end: leader election that cannot split-brain, with the real operator binary.
 //!
 //! Each operator process sends its own Altostrat token through a recording front of the
-//! simulator ([`support::tap`]), so every Altostrat call is attributed to the process that sent
+//! simulator ([`crate::support::tap`]), so every Altostrat call is attributed to the process that sent
 //! it, with its arrival time on the wall clock the Lease's `renewTime` is written with. A leader
-//! is cut off from kube-apiserver by a TCP proxy of the test's own ([`support::proxy`]).
-//! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
-#![cfg(feature = "simulator")]
-
-mod support;
+//! is cut off from kube-apiserver by a TCP proxy of the test's own ([`crate::support::proxy`]).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::support::process::*;
+use crate::support::proxy::{TcpProxy, apiserver_addr};
+use crate::support::tap::{AltostratTap, Call};
+use crate::support::*;
 use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -19,10 +19,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use serde_json::json;
-use support::process::*;
-use support::proxy::{TcpProxy, apiserver_addr};
-use support::tap::{AltostratTap, Call};
-use support::*;
 
 const ALPHA: &str = "alpha-token";
 const BETA: &str = "beta-token";

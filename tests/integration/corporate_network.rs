@@ -270,13 +270,15 @@ fn a_bad_ca_file_is_a_clear_start_up_error() {
 
 const CHILD_URL: &str = "CORPNET_TEST_BASE_URL";
 const CHILD_CA: &str = "CORPNET_TEST_CA_FILE";
+/// The test binary's name for [`call_from_env`], as `--exact` matches it.
+const CHILD_TEST: &str = "corporate_network::call_from_env";
 
 /// Runs `call_from_env` in a child process with exactly these proxy variables (and
 /// `extra`), with the test CA in `ca_file` or not.
 fn call_in_child(sim: &TlsSimulator, with_ca_file: bool, proxy_env: &[(&str, String)]) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap());
     child
-        .args(["call_from_env", "--exact", "--ignored", "--nocapture"])
+        .args([CHILD_TEST, "--exact", "--ignored", "--nocapture"])
         .env(CHILD_URL, sim.base_url());
     if with_ca_file {
         child.env(CHILD_CA, sim.ca_file());
@@ -300,6 +302,12 @@ fn call_in_child(sim: &TlsSimulator, with_ca_file: bool, proxy_env: &[(&str, Str
         "child call with {proxy_env:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    // A filter matching no test also exits successfully: make sure the call was made.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran {CHILD_TEST}:\n{stdout}"
     );
 }
 

@@ -1,14 +1,12 @@
 //! End to end: a client peer's VPN profile delivered into a Secret (`spec.profileSecret`),
 //! with the real operator binary (its logs are read), a real kube-apiserver and
 //! kube-controller-manager (garbage collection), and the simulator over HTTP.
-//! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::process::OperatorProcess;
+use crate::support::*;
 use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -16,8 +14,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use support::process::OperatorProcess;
-use support::*;
 
 const USER: &str = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
 const OTHER_USER: &str = "b2c3d4e5-f6a7-8901-2345-67890abcdef1";

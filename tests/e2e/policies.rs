@@ -1,21 +1,17 @@
 //! End to end: how much the operator may do for a resource (`managementPolicy`, the pause
 //! annotation) and when it looks (reconcile requests), against a real kube-apiserver and the
 //! simulator over HTTP, counted by the simulator's call log.
-//! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use altostrat_vpn_operator::crd::{
     ManagementPolicy, PAUSED_ANNOTATION, PlannedCall, RECONCILE_REQUEST_ANNOTATION, VpnInstance, VpnPeer,
 };
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::*;
 
 /// Whether the condition `type_` has `status` and `reason`, written for the current generation.
 fn has_condition(o: &VpnInstance, type_: &str, status: &str, reason: &str) -> bool {

@@ -1,16 +1,12 @@
 //! End to end: VpnPeer lifecycle and its dependency on the VpnInstance.
-//! Run through `scripts/test.sh` (it starts the control plane and sets KUBECONFIG).
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::*;
 use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::*;
 
 const USER: &str = "a1b2c3d4-e5f6-7890-1234-567890abcdef";
 const SITE: &str = "c3d5e2a0-88c9-4f7f-9f7b-6a1e2b4c5d6e";

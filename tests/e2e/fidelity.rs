@@ -8,12 +8,10 @@
 //! peer whose user was deleted in Altostrat is not recreated in a loop; a
 //! taken hostname is `HostnameTaken` whatever 4xx carries it; deletion ends as the profile
 //! allows (gone, watched through its teardown, or `DeleteRefused` until `Orphan`).
-#![cfg(feature = "simulator")]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::*;
 use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use altostrat_vpn_operator::simulator::{
     FaultConfig, FaultRule, Fidelity, InstanceDelete, Simulator, SimulatorConfig,
@@ -21,7 +19,6 @@ use altostrat_vpn_operator::simulator::{
 use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
-use support::*;
 
 const USER: &str = "0d7c2b9e-5a41-4c3e-9f6b-1b2a3c4d5e6f";
 const SITE: &str = "7e1f0c2d-3b4a-4d5e-8f9a-0b1c2d3e4f5a";
