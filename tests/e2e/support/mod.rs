@@ -512,12 +512,6 @@ impl SimClient {
         Self::succeed(self.request(Method::POST, &path)).await;
     }
 
-    /// Deletes a peer behind the operator's back.
-    pub async fn delete_peer(&self, instance_id: &str, peer_id: &str) {
-        let path = format!("/vpn/instances/{instance_id}/peers/{peer_id}");
-        Self::succeed(self.api(Method::DELETE, &path)).await;
-    }
-
     /// Calls per "METHOD /route/template" since the last reset.
     pub async fn calls(&self) -> BTreeMap<String, u64> {
         self.call_counts("counts").await
@@ -544,26 +538,12 @@ impl SimClient {
         self.calls().await.get(key).copied().unwrap_or(0)
     }
 
-    pub async fn writes(&self) -> u64 {
-        self.calls()
-            .await
-            .iter()
-            .filter(|(k, _)| !k.starts_with("GET "))
-            .map(|(_, v)| v)
-            .sum()
-    }
-
     pub async fn reset_calls(&self) {
         Self::succeed(self.request(Method::POST, "/_admin/calls/reset")).await;
     }
 
     pub async fn set_faults(&self, faults: Value) {
         Self::succeed(self.request(Method::PUT, "/_admin/faults").json(&faults)).await;
-    }
-
-    pub async fn drift(&self, instance_id: &str, change: Value) {
-        let path = format!("/_admin/instances/{instance_id}/drift");
-        Self::succeed(self.request(Method::POST, &path).json(&change)).await;
     }
 }
 
