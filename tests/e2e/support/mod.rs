@@ -1,7 +1,6 @@
 //! Shared harness of the end-to-end suites: a real kube-apiserver (from `KUBECONFIG`, started
 //! by `scripts/control-plane.sh`), the project's Altostrat simulator over real HTTP, and the
 //! operator's controllers running in-process or as the real binary.
-#![allow(dead_code)] // each suite uses a different part of the harness
 
 pub mod process;
 pub mod proxy;
@@ -148,7 +147,6 @@ pub async fn simulator_with_tokens(provision_delay: Duration, tokens: &[&str]) -
 pub struct Operator {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
-    pub metrics: Arc<Metrics>,
     pub registry: Arc<prometheus_client::registry::Registry>,
 }
 
@@ -246,7 +244,6 @@ pub fn start_operator_scoped(
     Operator {
         stop: Some(stop_tx),
         handle: Some(handle),
-        metrics,
         registry: Arc::new(registry),
     }
 }

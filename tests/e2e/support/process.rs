@@ -89,18 +89,6 @@ impl OperatorProcess {
         assert!(ok, "kill -{name}");
     }
 
-    /// The exit status, once the process has exited within `timeout`.
-    pub fn exited_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let until = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < until {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
-    }
-
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.metrics_port))
             .await
@@ -117,10 +105,6 @@ impl Drop for OperatorProcess {
 }
 
 impl OperatorProcess {
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

@@ -46,10 +46,6 @@ impl TcpProxy {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Black-holes every connection, open or new, until [`TcpProxy::heal`].
     pub fn cut(&self) {
         self.mode.send_replace(Mode::BlackHole);

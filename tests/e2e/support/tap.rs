@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 
 /// One request as it arrived.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Call {
     pub at: SystemTime,
     pub token: String,
@@ -24,6 +24,19 @@ pub struct Call {
 impl Call {
     pub fn is_write(&self) -> bool {
         self.method != "GET"
+    }
+}
+
+/// Failure messages list calls as an access log would: who, what, the answer, and when.
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = self.at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let (token, method, path, status) = (&self.token, &self.method, &self.path, self.status);
+        write!(
+            f,
+            "{token} {method} {path} -> {status} at {:.3}",
+            at.as_secs_f64()
+        )
     }
 }
 
