@@ -1,7 +1,7 @@
-//! End to end: the core lifecycle against each simulator profile, one per plausible answer of
-//! the real Altostrat API where its documentation is silent (`vpn-operator simulate --help`
-//! lists them). Each profile runs as its own test, so the matrix runs in parallel within
-//! `scripts/test.sh`'s end-to-end step.
+//! End to end: the core lifecycle, run by the operator binary, against each simulator profile,
+//! one per plausible answer of the real Altostrat API where its documentation is silent
+//! (`vpn-operator simulate --help` lists them). Each profile runs as its own test, so the
+//! matrix runs in parallel within `scripts/test.sh`'s end-to-end step.
 //!
 //! Under every profile: a lost create answer ends as one hub; an instance with `publicDns`
 //! unset is updated; a client peer's profile is fetched once, however share tokens behave; a
@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use crate::support::process::OperatorProcess;
 use crate::support::*;
 use altostrat_vpn_operator::crd::{VpnInstance, VpnPeer};
 use altostrat_vpn_operator::simulator::{
@@ -81,11 +82,10 @@ async fn core_lifecycle(profile: &str) {
     let fidelity = config.fidelity.clone();
     let sim = Simulator::spawn(config).await.expect("start the simulator");
     let simc = SimClient::new(&sim);
-    let options = OperatorOptions {
-        resync_interval: Duration::from_secs(2),
-        ..OperatorOptions::default()
-    };
-    let operator = start_operator(&client, &simc.base_url, &ns, options);
+    let logs = tempfile::tempdir().unwrap();
+    let env = [("RESYNC_INTERVAL", "2s"), ("PROVISIONING_POLL_INTERVAL", "1s")];
+    let name = format!("fidelity-{profile}");
+    let mut operator = OperatorProcess::start(&simc.base_url, &ns, &env, logs.path(), &name);
     let run = Run {
         simc,
         instances: Api::namespaced(client.clone(), &ns),
@@ -100,7 +100,8 @@ async fn core_lifecycle(profile: &str) {
     a_taken_hostname_is_reported_whatever_4xx_carries_it(&run, profile).await;
     a_peer_whose_user_was_deleted_is_not_recreated_in_a_loop(&run, &hub_id).await;
     deletion_ends_as_the_profile_allows(&run, &hub_id).await;
-    operator.stop().await;
+    let exit = operator.terminate();
+    assert!(exit.success(), "graceful shutdown: {exit:?}\n{}", operator.log());
 }
 
 async fn a_lost_create_ends_as_one_ready_hub(run: &Run, hostname: &str) -> String {
