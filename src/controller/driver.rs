@@ -136,3 +136,36 @@ async fn run_once<K: Reconciler, A: VpnApi>(obj: &K, ctx: &Context<A>, namespace
     }
     result
 }
+
+/// The error policy of both controllers: counts the object's consecutive failures, requeues it
+/// as the error's [`Outcome`](super::error::Outcome) says, and logs the failure at the
+/// outcome's level.
+pub fn error_policy<K: Resource<DynamicType = ()>, A: VpnApi>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context<A>>,
+) -> Action {
+    let failures = ctx.failures.failed(object_key(obj.as_ref()));
+    let outcome = error.outcome();
+    let delay = outcome
+        .retry
+        .delay(failures.saturating_sub(1), ctx.settings.resync_interval);
+    let (kind, meta) = (K::kind(&()), obj.meta());
+    let name = meta.name.as_deref().unwrap_or("");
+    let namespace = meta.namespace.as_deref().unwrap_or("");
+    // A callsite's level is static, hence one per level.
+    macro_rules! failed {
+        ($level:expr) => {
+            tracing::event!($level, %kind, %name, %namespace, category = outcome.category,
+                error = %error, requeue_in = ?delay, "reconcile failed")
+        };
+    }
+    match outcome.log {
+        tracing::Level::ERROR => failed!(tracing::Level::ERROR),
+        tracing::Level::WARN => failed!(tracing::Level::WARN),
+        tracing::Level::INFO => failed!(tracing::Level::INFO),
+        tracing::Level::DEBUG => failed!(tracing::Level::DEBUG),
+        _ => failed!(tracing::Level::TRACE),
+    }
+    Action::requeue(delay)
+}

@@ -1,18 +1,18 @@
-//! Why a reconcile failed, and what that means for the status reason and the requeue.
+//! Why a reconcile failed, and what each failure means: [`Error::outcome`] is the one table
+//! the status, the requeue, the event, the metrics and the log read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::Resource;
-use kube::runtime::controller::Action;
+use tracing::Level;
 
 use super::conditions::reason;
-use super::context::Context;
-use crate::altostrat::{ApiError, Referent, VpnApi};
+use crate::altostrat::{ApiError, Referent};
 
-/// Why a reconcile failed. [`Error::category`] is the bounded label used in metrics;
-/// [`requeue_after_error`] decides the requeue from the variant.
+/// Why a reconcile failed. What each variant means for the status, the requeue, the event,
+/// the metrics and the log is its [`Outcome`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An Altostrat call failed; the error names the endpoint.
@@ -57,91 +57,178 @@ impl Error {
         move |source| Self::Kube { operation, source }
     }
 
-    pub fn category(&self) -> &'static str {
+    /// What this failure means; see [`Outcome`].
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Self::Api(e) => e.category(),
-            Self::Kube { .. } => "kubernetes",
-            Self::InvalidSpec(_) => "invalid_spec",
-            Self::Credentials(_) => "credentials",
-            Self::NotOwned { .. } => "not_owned",
-            Self::NotConverging { .. } => "not_converging",
-            Self::DeleteRefused { .. } => "delete_refused",
-            Self::Unsettled(_) => "unsettled",
+            Self::Api(e) => api_outcome(e),
+            Self::Kube { .. } => Outcome::transient(reason::API_ERROR, "kubernetes"),
+            Self::InvalidSpec(_) => Outcome::needs_edit(reason::INVALID_SPEC, "invalid_spec"),
+            Self::Credentials(_) => Outcome::credentials("credentials"),
+            Self::NotOwned { reason, .. } => Outcome::needs_edit(reason, "not_owned"),
+            Self::NotConverging { .. } => Outcome::needs_edit(reason::NOT_CONVERGING, "not_converging"),
+            Self::DeleteRefused { .. } => Outcome::needs_edit(reason::DELETE_REFUSED, "delete_refused"),
+            // A bug: a person has to look at it, though a later reconcile may well succeed.
+            Self::Unsettled(_) => Outcome {
+                log: Level::ERROR,
+                ..Outcome::transient(reason::API_ERROR, "unsettled")
+            },
         }
+    }
+
+    /// The bounded label of this failure in metrics and logs.
+    pub fn category(&self) -> &'static str {
+        self.outcome().category
+    }
+
+    /// The condition and event reason of this failure.
+    pub fn reason(&self) -> &'static str {
+        self.outcome().reason
+    }
+
+    /// Whether only a person can make progress (kstatus `Stalled`).
+    pub fn stalls(&self) -> bool {
+        self.outcome().stalled
+    }
+
+    /// Whether only an edit of the resource (or of the world outside) can fix it.
+    pub fn needs_user_action(&self) -> bool {
+        self.outcome().retry == Retry::WaitForChange
     }
 
     /// This replica's leader fence refused the request: not a failure of the resource.
     pub fn is_fenced(&self) -> bool {
         matches!(self, Self::Api(ApiError::Fenced { .. }))
     }
+}
 
-    /// Errors only an edit of the resource (or of the world outside) can fix.
-    pub fn needs_user_action(&self) -> bool {
+/// What a failed reconcile means, decided once per error by [`Error::outcome`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The reason of the `Ready`, `Synced` and `Stalled` conditions and of the Warning event.
+    pub reason: &'static str,
+    /// The bounded label in `vpn_operator_reconcile_errors_total` and in the log.
+    pub category: &'static str,
+    /// Only a person can make progress: the spec, the credentials or the ownership of the
+    /// Altostrat object must change (kstatus `Stalled` True).
+    pub stalled: bool,
+    pub retry: Retry,
+    /// Whether the resource's status and a Warning event tell of it. Not for a request this
+    /// replica's fence refused: the leader that took over owns the status, and nothing failed
+    /// at Altostrat.
+    pub reported: bool,
+    /// The level of the `reconcile failed` log line: WARN and ERROR only for what a person
+    /// should look at, never for back-pressure.
+    pub log: Level,
+}
+
+/// When a failed reconcile runs again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Exactly this long: a 429's `Retry-After`, or when the budget expects the next slot.
+    After(Duration),
+    /// Exponential backoff per object: 1 s doubling up to 5 min.
+    Backoff,
+    /// Only an edit of the resource (or a change in Altostrat) helps: the object's own watch
+    /// brings the edit, and a slow safety resync catches a change outside (a taken hostname
+    /// may be released).
+    WaitForChange,
+}
+
+impl Retry {
+    /// The requeue delay after `consecutive_failures` earlier failures in a row.
+    pub fn delay(self, consecutive_failures: u32, resync: Duration) -> Duration {
         match self {
-            Self::InvalidSpec(_)
-            | Self::NotOwned { .. }
-            | Self::NotConverging { .. }
-            | Self::DeleteRefused { .. } => true,
-            Self::Api(e) => matches!(
-                e,
-                ApiError::Invalid { .. }
-                    | ApiError::Conflict { .. }
-                    | ApiError::QuotaExceeded { .. }
-                    | ApiError::UnknownReferent { .. }
-            ),
-            _ => false,
-        }
-    }
-
-    /// Whether only a person can make progress: the spec, the credentials or the ownership of
-    /// the Altostrat object must change (kstatus `Stalled`).
-    pub fn stalls(&self) -> bool {
-        self.needs_user_action() || self.reason() == reason::CREDENTIALS_ERROR
-    }
-
-    /// Condition reason for this error.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::NotOwned { reason, .. } => reason,
-            Self::NotConverging { .. } => reason::NOT_CONVERGING,
-            Self::DeleteRefused { .. } => reason::DELETE_REFUSED,
-            Self::Api(ApiError::QuotaExceeded { .. }) => reason::QUOTA_EXCEEDED,
-            Self::Api(ApiError::UnknownReferent {
-                referent: Referent::User,
-                ..
-            }) => reason::USER_NOT_FOUND,
-            Self::Api(ApiError::UnknownReferent {
-                referent: Referent::Site,
-                ..
-            }) => reason::SITE_NOT_FOUND,
-            Self::Api(ApiError::Throttled { .. } | ApiError::RateLimited { .. }) => reason::THROTTLED,
-            _ if self.needs_user_action() => reason::INVALID_SPEC,
-            Self::Credentials(_) | Self::Api(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. }) => {
-                reason::CREDENTIALS_ERROR
+            Self::After(wait) => wait,
+            Self::WaitForChange => resync.max(Duration::from_secs(60)),
+            Self::Backoff => {
+                let exp = Duration::from_secs(1).saturating_mul(1 << consecutive_failures.min(10));
+                exp.min(Duration::from_secs(300))
             }
-            _ => reason::API_ERROR,
         }
+    }
+}
+
+impl Outcome {
+    /// A failure the next attempts may get past without anyone's help.
+    fn transient(reason: &'static str, category: &'static str) -> Self {
+        Self {
+            reason,
+            category,
+            stalled: false,
+            retry: Retry::Backoff,
+            reported: true,
+            log: Level::WARN,
+        }
+    }
+
+    /// A refusal only an edit of the resource (or a change in Altostrat) can lift.
+    fn needs_edit(reason: &'static str, category: &'static str) -> Self {
+        Self {
+            stalled: true,
+            retry: Retry::WaitForChange,
+            ..Self::transient(reason, category)
+        }
+    }
+
+    /// The credentials must change; a Secret's edit does not trigger the resource, so it is
+    /// looked for again with backoff.
+    fn credentials(category: &'static str) -> Self {
+        Self {
+            stalled: true,
+            ..Self::transient(reason::CREDENTIALS_ERROR, category)
+        }
+    }
+
+    /// Back-pressure: the request waits for the API budget or for Altostrat's rate limit.
+    fn held_back(category: &'static str, retry: Retry) -> Self {
+        Self {
+            retry,
+            log: Level::INFO,
+            ..Self::transient(reason::THROTTLED, category)
+        }
+    }
+}
+
+fn api_outcome(error: &ApiError) -> Outcome {
+    let category = error.category();
+    match error {
+        ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => Outcome::credentials(category),
+        ApiError::Conflict { .. } | ApiError::Invalid { .. } => {
+            Outcome::needs_edit(reason::INVALID_SPEC, category)
+        }
+        ApiError::UnknownReferent {
+            referent: Referent::User,
+            ..
+        } => Outcome::needs_edit(reason::USER_NOT_FOUND, category),
+        ApiError::UnknownReferent {
+            referent: Referent::Site,
+            ..
+        } => Outcome::needs_edit(reason::SITE_NOT_FOUND, category),
+        ApiError::QuotaExceeded { .. } => Outcome::needs_edit(reason::QUOTA_EXCEEDED, category),
+        ApiError::RateLimited { retry_after, .. } => {
+            Outcome::held_back(category, retry_after.map_or(Retry::Backoff, Retry::After))
+        }
+        ApiError::Throttled { expected_wait, .. } => {
+            Outcome::held_back(category, Retry::After(*expected_wait))
+        }
+        ApiError::Fenced { .. } => Outcome {
+            reported: false,
+            log: Level::INFO,
+            ..Outcome::transient(reason::API_ERROR, category)
+        },
+        ApiError::NotFound { .. }
+        | ApiError::Refused { .. }
+        | ApiError::Server { .. }
+        | ApiError::Transport { .. }
+        | ApiError::Decode { .. } => Outcome::transient(reason::API_ERROR, category),
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Requeue decision after a failed reconcile (pure, unit-tested):
-/// - invalid spec / conflict / quota or seat limit: wait for an edit of the object (with a slow safety resync,
-///   since e.g. a taken hostname may be released),
-/// - 429: exactly the server's `Retry-After`,
-/// - anything else: exponential backoff per object, 1 s doubling up to 5 min.
+/// The requeue after `error` when the object failed `consecutive_failures` times before.
 pub fn requeue_after_error(error: &Error, consecutive_failures: u32, resync: Duration) -> Duration {
-    if error.needs_user_action() {
-        return resync.max(Duration::from_secs(60));
-    }
-    if let Error::Api(api) = error
-        && let Some(retry_after) = api.retry_after()
-    {
-        return retry_after;
-    }
-    let exp = Duration::from_secs(1).saturating_mul(1 << consecutive_failures.min(10));
-    exp.min(Duration::from_secs(300))
+    error.outcome().retry.delay(consecutive_failures, resync)
 }
 
 /// Consecutive failures per object, for the exponential backoff.
@@ -188,94 +275,110 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-/// Shared error policy: counts consecutive failures per object and asks
-/// [`requeue_after_error`] for the delay. The reconcile span already names the object.
-pub fn error_policy<K: Resource<DynamicType = ()>, A: VpnApi>(
-    obj: Arc<K>,
-    error: &Error,
-    ctx: Arc<Context<A>>,
-) -> Action {
-    let failures = ctx.failures.failed(object_key(obj.as_ref()));
-    let delay = requeue_after_error(error, failures.saturating_sub(1), ctx.settings.resync_interval);
-    tracing::warn!(
-        kind = %K::kind(&()),
-        name = %obj.meta().name.as_deref().unwrap_or(""),
-        namespace = %obj.meta().namespace.as_deref().unwrap_or(""),
-        category = error.category(),
-        error = %error,
-        requeue_in = ?delay,
-        "reconcile failed"
-    );
-    Action::requeue(delay)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::altostrat::Endpoint;
+    use crate::altostrat::{Endpoint, classify};
 
     const RESYNC: Duration = Duration::from_secs(300);
 
+    fn answered(endpoint: Endpoint, status: u16, message: &str, retry_after: Option<u64>) -> Error {
+        let retry_after = retry_after.map(Duration::from_secs);
+        classify(endpoint, status, String::new(), message.into(), retry_after).into()
+    }
+
+    fn unsent(error: ApiError) -> Error {
+        Error::Api(error)
+    }
+
+    fn kube_error() -> Error {
+        let status = kube::core::Status::failure("boom", "InternalError").with_code(500);
+        Error::kube("status write of VpnPeer ns/p")(kube::Error::Api(status.boxed()))
+    }
+
+    /// Every variant, and every class of Altostrat answer, with what it means.
     #[test]
-    fn invalid_specs_wait_for_an_edit_not_a_hot_loop() {
-        let e = Error::InvalidSpec("bad".into());
-        assert_eq!(requeue_after_error(&e, 0, RESYNC), RESYNC);
-        let conflict = Error::Api(ApiError::Conflict {
-            endpoint: Endpoint::CreateInstance,
-            code: "hostname_taken".into(),
-            message: "m".into(),
-        });
-        assert_eq!(requeue_after_error(&conflict, 5, RESYNC), RESYNC);
-        assert_eq!(conflict.reason(), "InvalidSpec");
+    fn each_failure_has_one_outcome() {
+        use Retry::{After, Backoff, WaitForChange};
+        let (get, create_peer) = (Endpoint::GetInstance, Endpoint::CreatePeer);
+        let secs = Duration::from_secs;
+        let (info, warn, error) = (Level::INFO, Level::WARN, Level::ERROR);
+        #[rustfmt::skip]
+        let table: Vec<(Error, &str, &str, bool, Retry, bool, Level)> = vec![
+            // error                                          reason            category           stalled retry         reported log
+            (answered(get, 429, "", Some(17)),                "Throttled",      "rate_limited",     false, After(secs(17)), true,  info),
+            (answered(get, 429, "", None),                    "Throttled",      "rate_limited",     false, Backoff,       true,  info),
+            (unsent(ApiError::Throttled { endpoint: get, expected_wait: secs(42) }),
+                                                              "Throttled",      "throttled",        false, After(secs(42)), true,  info),
+            (answered(get, 500, "down", None),                "ApiError",       "server",           false, Backoff,       true,  warn),
+            (answered(get, 503, "", None),                    "ApiError",       "server",           false, Backoff,       true,  warn),
+            (answered(get, 408, "", None),                    "ApiError",       "server",           false, Backoff,       true,  warn),
+            (unsent(ApiError::Transport { endpoint: get, message: "timed out".into() }),
+                                                              "ApiError",       "transport",        false, Backoff,       true,  warn),
+            (unsent(ApiError::Decode { endpoint: get, message: "m".into() }),
+                                                              "ApiError",       "decode",           false, Backoff,       true,  warn),
+            (answered(get, 401, "", None),                    "CredentialsError", "unauthorized",   true,  Backoff,       true,  warn),
+            (answered(get, 403, "scope", None),               "CredentialsError", "forbidden",      true,  Backoff,       true,  warn),
+            (answered(get, 409, "", None),                    "InvalidSpec",    "conflict",         true,  WaitForChange, true,  warn),
+            (answered(get, 404, "", None),                    "ApiError",       "not_found",        false, Backoff,       true,  warn),
+            (answered(get, 422, "", None),                    "InvalidSpec",    "invalid",          true,  WaitForChange, true,  warn),
+            (answered(create_peer, 422, "No such user", None),"UserNotFound",   "unknown_referent", true,  WaitForChange, true,  warn),
+            (answered(create_peer, 404, "Site not found", None),"SiteNotFound", "unknown_referent", true,  WaitForChange, true,  warn),
+            (answered(create_peer, 402, "", None),            "QuotaExceeded",  "quota_exceeded",   true,  WaitForChange, true,  warn),
+            (answered(get, 405, "", None),                    "ApiError",       "refused",          false, Backoff,       true,  warn),
+            (unsent(ApiError::Fenced { endpoint: get }),      "ApiError",       "fenced",           false, Backoff,       false, info),
+            (kube_error(),                                    "ApiError",       "kubernetes",       false, Backoff,       true,  warn),
+            (Error::InvalidSpec("bad".into()),                "InvalidSpec",    "invalid_spec",     true,  WaitForChange, true,  warn),
+            (Error::Credentials("x".into()),                  "CredentialsError", "credentials",    true,  Backoff,       true,  warn),
+            (Error::NotOwned { reason: reason::HOSTNAME_TAKEN, message: "m".into() },
+                                                              "HostnameTaken",  "not_owned",        true,  WaitForChange, true,  warn),
+            (Error::NotConverging { fields: "f".into(), reverted: false },
+                                                              "NotConverging",  "not_converging",   true,  WaitForChange, true,  warn),
+            (Error::DeleteRefused { what: "w".into(), message: "m".into() },
+                                                              "DeleteRefused",  "delete_refused",   true,  WaitForChange, true,  warn),
+            (Error::Unsettled("peer"),                        "ApiError",       "unsettled",        false, Backoff,       true,  error),
+        ];
+        for (error, reason, category, stalled, retry, reported, log) in table {
+            let expected = Outcome {
+                reason,
+                category,
+                stalled,
+                retry,
+                reported,
+                log,
+            };
+            assert_eq!(error.outcome(), expected, "{error:?}");
+        }
     }
 
     #[test]
-    fn quota_refusals_wait_slowly_with_their_own_reason() {
-        let e = Error::Api(ApiError::QuotaExceeded {
-            endpoint: Endpoint::CreatePeer,
-            status: 402,
-            message: "no seats left".into(),
-        });
-        assert_eq!(requeue_after_error(&e, 7, RESYNC), RESYNC);
-        assert_eq!((e.reason(), e.category()), ("QuotaExceeded", "quota_exceeded"));
+    fn each_retry_has_its_delay() {
+        let backoff: Vec<_> = [0, 1, 2, 3, 20]
+            .iter()
+            .map(|n| Retry::Backoff.delay(*n, RESYNC).as_secs())
+            .collect();
+        assert_eq!(backoff, vec![1, 2, 4, 8, 300], "1 s doubling up to five minutes");
+        let after = Retry::After(Duration::from_secs(17));
+        assert_eq!(
+            after.delay(9, RESYNC),
+            Duration::from_secs(17),
+            "exactly, whatever failed before"
+        );
+        assert_eq!(Retry::WaitForChange.delay(7, RESYNC), RESYNC);
+        assert_eq!(
+            Retry::WaitForChange.delay(0, Duration::from_secs(5)),
+            Duration::from_secs(60),
+            "never a hot loop"
+        );
     }
 
     #[test]
-    fn rate_limits_wait_exactly_for_retry_after() {
-        let e = Error::Api(ApiError::RateLimited {
-            endpoint: Endpoint::GetInstance,
-            retry_after: Some(Duration::from_secs(17)),
-        });
-        assert_eq!(requeue_after_error(&e, 3, RESYNC), Duration::from_secs(17));
-        assert_eq!(e.category(), "rate_limited");
-    }
-
-    #[test]
-    fn a_request_held_back_by_the_budget_comes_back_when_its_slot_is_due() {
-        let e = Error::Api(ApiError::Throttled {
+    fn a_request_held_back_by_the_budget_says_when_its_slot_is_due() {
+        let e = unsent(ApiError::Throttled {
             endpoint: Endpoint::CreatePeer,
             expected_wait: Duration::from_secs(42),
         });
-        assert_eq!(requeue_after_error(&e, 9, RESYNC), Duration::from_secs(42));
-        assert_eq!((e.reason(), e.category()), ("Throttled", "throttled"));
-        assert!(!e.stalls(), "throttling resolves itself");
         assert!(e.to_string().contains("about 42s"), "{e}");
-    }
-
-    #[test]
-    fn transient_errors_back_off_exponentially_up_to_five_minutes() {
-        let e = Error::Api(ApiError::Server {
-            endpoint: Endpoint::GetInstance,
-            status: 500,
-            message: "m".into(),
-        });
-        let delays: Vec<_> = [0, 1, 2, 3, 20]
-            .iter()
-            .map(|n| requeue_after_error(&e, *n, RESYNC).as_secs())
-            .collect();
-        assert_eq!(delays, vec![1, 2, 4, 8, 300]);
-        assert_eq!(e.reason(), "ApiError");
-        assert_eq!(Error::Credentials("x".into()).reason(), "CredentialsError");
     }
 
     #[test]
@@ -290,17 +393,11 @@ mod tests {
 
     #[test]
     fn kubernetes_errors_name_the_operation() {
-        let source = kube::Error::Api(
-            kube::core::Status::failure("boom", "InternalError")
-                .with_code(500)
-                .boxed(),
-        );
-        let e = Error::kube("status write of VpnPeer ns/p")(source);
+        let e = kube_error();
         assert!(
             e.to_string()
                 .starts_with("Kubernetes API: status write of VpnPeer ns/p: "),
             "{e}"
         );
-        assert_eq!(e.category(), "kubernetes");
     }
 }

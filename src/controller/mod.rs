@@ -35,7 +35,8 @@ pub mod watch;
 
 pub use context::{Context, Settings};
 pub use default_token::DefaultToken;
-pub use error::{Error, Result, error_policy, requeue_after_error};
+pub use driver::error_policy;
+pub use error::{Error, Result, requeue_after_error};
 pub use observation::Observations;
 pub use watch::{ControllerDeps, WatchScope, run};
 

@@ -8,7 +8,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
 use super::conditions::{self, ConditionState, READY, STALLED, SYNCED};
-use super::error::{Error, Result};
+use super::error::{Error, Result, Retry};
 use super::policy::{self, Gate};
 use crate::crd::{DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
 
@@ -250,13 +250,17 @@ where
         self.store(next).await
     }
 
-    /// Records a failed attempt on top of what is stored. Returns whether the status changed,
-    /// so that a repeating error is neither a write loop nor an event storm.
+    /// Records a failed attempt on top of what is stored, if its outcome is reported. Returns
+    /// whether the status changed, so that a repeating error is neither a write loop nor an
+    /// event storm.
     ///
     /// Only the conditions, `observedGeneration` and the handled reconcile request are sent, as
     /// a merge patch: the copy this reconcile started from may predate an id an earlier
     /// reconcile recorded, and a failure must never erase it.
     pub async fn record_failure(&mut self, error: &Error) -> bool {
+        if !error.outcome().reported {
+            return false;
+        }
         let now = &self.now;
         let next = failed_status(self.stored.as_ref(), error, (self.generation, now), &self.stamp);
         if self.stored.as_ref() == Some(&next) {
@@ -286,11 +290,13 @@ where
 
 /// The status after a failed attempt (pure).
 ///
-/// `Synced` turns False for the current generation. When `Ready` was True and the failure is
-/// transient, `Ready` is left untouched — the hub or peer still works — and
+/// `Synced` turns False for the current generation, with the reason of the error's
+/// [`Outcome`](super::error::Outcome), and `Stalled` True when the outcome stalls. When `Ready`
+/// was True and the failure is not one only an edit can lift (its retry is not
+/// [`Retry::WaitForChange`]), `Ready` is left untouched — the hub or peer still works — and
 /// `observedGeneration` does not advance, so kstatus/Flux keep waiting for the new spec instead
-/// of reporting it applied. Otherwise (not ready yet, or an error only the user can fix)
-/// `Ready` turns False with the error's reason for the current generation.
+/// of reporting it applied. Otherwise `Ready` turns False with the outcome's reason for the
+/// current generation.
 pub(crate) fn failed_status<S: ConditionedStatus>(
     stored: Option<&S>,
     error: &Error,
@@ -298,8 +304,10 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
     stamp: &Stamp,
 ) -> S {
     let mut status = stored.cloned().unwrap_or_default();
-    // A request the budget held back has not been handled: its look is still to come.
-    if error.reason() != conditions::reason::THROTTLED {
+    let outcome = error.outcome();
+    // A request held back by the budget or the rate limit has not been handled: its look is
+    // still to come.
+    if outcome.reason != conditions::reason::THROTTLED {
         stamp.acknowledge(stored, &mut status);
     }
     let message = error.to_string();
@@ -307,11 +315,11 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
         .conditions()
         .iter()
         .find(|c| c.type_ == READY && c.status == "True")
-        .filter(|_| !error.needs_user_action())
+        .filter(|_| outcome.retry != Retry::WaitForChange)
         .cloned();
-    let synced = ConditionState::new(SYNCED, false, error.reason(), message.clone());
-    let stalled = ConditionState::new(STALLED, true, error.reason(), message.clone());
-    let failed = if error.stalls() {
+    let synced = ConditionState::new(SYNCED, false, outcome.reason, message.clone());
+    let stalled = ConditionState::new(STALLED, true, outcome.reason, message.clone());
+    let failed = if outcome.stalled {
         stamp.conditions(&[synced, stalled])
     } else {
         stamp.conditions(&[synced])
@@ -324,7 +332,7 @@ pub(crate) fn failed_status<S: ConditionedStatus>(
             merged
         }
         None => {
-            let ready = ConditionState::new(READY, false, error.reason(), message);
+            let ready = ConditionState::new(READY, false, outcome.reason, message);
             status.set_observed_generation(generation);
             let desired: Vec<ConditionState> = std::iter::once(ready).chain(failed.iter().cloned()).collect();
             conditions::merge(status.conditions(), &desired, generation, now)

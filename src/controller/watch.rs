@@ -11,8 +11,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::context::{Context, Settings};
 use super::default_token::DefaultToken;
-use super::driver::reconcile;
-use super::error::error_policy;
+use super::driver::{error_policy, reconcile};
 use super::events::reason as event;
 use super::finalizer::has_finalizer;
 use super::observation::{Changed, Observations};
