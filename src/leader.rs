@@ -224,6 +224,41 @@ pub fn renewal_outcome(
     }
 }
 
+/// The lease loop's progress on the monotonic clock: the loop beats after every round; it is
+/// stuck (and `/healthz` fails) when it has not beaten within `bound`.
+#[derive(Debug)]
+pub struct Heartbeat {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last beat.
+    last: AtomicU64,
+    bound: Duration,
+}
+
+impl Heartbeat {
+    /// A heartbeat that counts as beaten now.
+    pub fn new(bound: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+            bound,
+        })
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn beat(&self) {
+        self.last.store(self.millis(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// How long ago the last beat was, at `now`, if longer than the bound.
+    pub fn stuck_at(&self, now: Instant) -> Option<Duration> {
+        let since = Duration::from_millis(self.millis(now).saturating_sub(self.last.load(Ordering::Relaxed)));
+        (since > self.bound).then_some(since)
+    }
+}
+
 /// Outcome of one attempt to take or keep the lease.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Attempt {
@@ -239,7 +274,7 @@ pub struct LeaderElector {
     timing: ElectionTiming,
     gate: Arc<LeaderGate>,
     observed: Arc<std::sync::Mutex<Option<Observation>>>,
-    heartbeat: Option<Arc<crate::server::Heartbeat>>,
+    heartbeat: Option<Arc<Heartbeat>>,
 }
 
 impl LeaderElector {
@@ -263,7 +298,7 @@ impl LeaderElector {
     }
 
     /// Beats `heartbeat` after every attempt, so liveness sees a stuck lease loop.
-    pub fn with_heartbeat(mut self, heartbeat: Arc<crate::server::Heartbeat>) -> Self {
+    pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
         self.heartbeat = Some(heartbeat);
         self
     }
@@ -455,6 +490,17 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeat_is_stuck_only_past_its_bound() {
+        let beat = Heartbeat::new(Duration::from_secs(30));
+        let now = Instant::now();
+        assert_eq!(beat.stuck_at(now), None);
+        assert_eq!(beat.stuck_at(now + Duration::from_secs(29)), None);
+        assert!(beat.stuck_at(now + Duration::from_secs(31)).is_some());
+        beat.beat();
+        assert_eq!(beat.stuck_at(Instant::now() + Duration::from_secs(29)), None);
+    }
 
     const LEASE: Duration = Duration::from_secs(15);
 

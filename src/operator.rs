@@ -17,9 +17,9 @@ use crate::config::RunArgs;
 use crate::controller::record::Records;
 use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope, conditions};
 use crate::crd::{VpnInstance, VpnPeer};
-use crate::leader::{ElectionTiming, LeaderElector, LeaderGate};
+use crate::leader::{ElectionTiming, Heartbeat, LeaderElector, LeaderGate};
 use crate::metrics::Metrics;
-use crate::server::{self, Health, Heartbeat};
+use crate::server::{self, Health};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The production Altostrat client stack.

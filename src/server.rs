@@ -12,6 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
+use crate::leader::Heartbeat;
+
 /// Health as seen by the probes.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -90,41 +92,6 @@ impl Drop for Running {
         if let Ok(mut started) = self.in_flight.started.lock() {
             started.remove(&self.id);
         }
-    }
-}
-
-/// A progress heartbeat on the monotonic clock: a loop beats after every round; it is stuck
-/// when it has not beaten within `bound`.
-#[derive(Debug)]
-pub struct Heartbeat {
-    origin: Instant,
-    /// Milliseconds after `origin` of the last beat.
-    last: AtomicU64,
-    bound: Duration,
-}
-
-impl Heartbeat {
-    /// A heartbeat that counts as beaten now.
-    pub fn new(bound: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            origin: Instant::now(),
-            last: AtomicU64::new(0),
-            bound,
-        })
-    }
-
-    fn millis(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
-    }
-
-    pub fn beat(&self) {
-        self.last.store(self.millis(Instant::now()), Ordering::Relaxed);
-    }
-
-    /// How long ago the last beat was, at `now`, if longer than the bound.
-    pub fn stuck_at(&self, now: Instant) -> Option<Duration> {
-        let since = Duration::from_millis(self.millis(now).saturating_sub(self.last.load(Ordering::Relaxed)));
-        (since > self.bound).then_some(since)
     }
 }
 
@@ -218,17 +185,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_heartbeat_is_stuck_only_past_its_bound() {
-        let beat = Heartbeat::new(Duration::from_secs(30));
-        let now = Instant::now();
-        assert_eq!(beat.stuck_at(now), None);
-        assert_eq!(beat.stuck_at(now + Duration::from_secs(29)), None);
-        assert!(beat.stuck_at(now + Duration::from_secs(31)).is_some());
-        beat.beat();
-        assert_eq!(beat.stuck_at(Instant::now() + Duration::from_secs(29)), None);
-    }
 
     #[tokio::test]
     async fn healthz_fails_when_the_lease_loop_is_stuck() {
