@@ -3,6 +3,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
+
+use crate::crd::{DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
 
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
@@ -189,6 +192,80 @@ fn truncate(message: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &message[..end])
+}
+
+/// The status types of both kinds, as far as their conditions and bookkeeping go.
+pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
+    fn conditions(&self) -> &[Condition];
+    fn set_conditions(&mut self, conditions: Vec<Condition>);
+    fn set_observed_generation(&mut self, generation: Option<i64>);
+    fn set_plan(&mut self, plan: Vec<PlannedCall>);
+    fn last_handled_reconcile_at(&self) -> Option<&str>;
+    fn set_last_handled_reconcile_at(&mut self, at: Option<String>);
+    fn management_policy(&self) -> Option<ManagementPolicy>;
+    fn set_management_policy(&mut self, policy: ManagementPolicy);
+    fn deletion_policy(&self) -> Option<DeletionPolicy>;
+    fn set_deletion_policy(&mut self, policy: Option<DeletionPolicy>);
+    /// The Altostrat id of the object (`instanceId`, `peerId`).
+    fn recorded_id(&self) -> Option<&str>;
+    fn forget_recorded_id(&mut self);
+}
+
+/// Both status types carry the same bookkeeping fields; only the field of their Altostrat id
+/// differs.
+macro_rules! conditioned_status {
+    ($status:ty, $id:ident) => {
+        impl ConditionedStatus for $status {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn set_conditions(&mut self, conditions: Vec<Condition>) {
+                self.conditions = conditions;
+            }
+            fn set_observed_generation(&mut self, generation: Option<i64>) {
+                self.observed_generation = generation;
+            }
+            fn set_plan(&mut self, plan: Vec<PlannedCall>) {
+                self.plan = plan;
+            }
+            fn last_handled_reconcile_at(&self) -> Option<&str> {
+                self.last_handled_reconcile_at.as_deref()
+            }
+            fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
+                self.last_handled_reconcile_at = at;
+            }
+            fn management_policy(&self) -> Option<ManagementPolicy> {
+                self.management_policy
+            }
+            fn set_management_policy(&mut self, policy: ManagementPolicy) {
+                self.management_policy = Some(policy);
+            }
+            fn deletion_policy(&self) -> Option<DeletionPolicy> {
+                self.deletion_policy
+            }
+            fn set_deletion_policy(&mut self, policy: Option<DeletionPolicy>) {
+                self.deletion_policy = policy;
+            }
+            fn recorded_id(&self) -> Option<&str> {
+                self.$id.as_deref()
+            }
+            fn forget_recorded_id(&mut self) {
+                self.$id = None;
+            }
+        }
+    };
+}
+
+conditioned_status!(VpnInstanceStatus, instance_id);
+conditioned_status!(VpnPeerStatus, peer_id);
+
+/// The resource kinds, as far as their status is concerned.
+pub(crate) trait HasStatus: Resource<DynamicType = ()> {
+    type Status: ConditionedStatus + Send + Sync;
+    fn status(&self) -> Option<&Self::Status>;
+    fn management_policy(&self) -> ManagementPolicy;
+    /// The id the spec adopts explicitly (`instanceId`, `peerId`).
+    fn adopted_id(&self) -> Option<&str>;
 }
 
 #[cfg(test)]

@@ -12,11 +12,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::conditions;
+use super::conditions::HasStatus;
 use super::context::Context;
 use super::error::{Error, Result, object_key};
 use super::events::Activity;
 use super::finalizer::{self, FinalizerState, Patched};
-use super::status::{HasStatus, StatusWriter};
+use super::status::StatusWriter;
 use crate::altostrat::VpnApi;
 
 /// The half of a reconcile that differs between the kinds; [`reconcile`] is the shared driver.

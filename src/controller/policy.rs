@@ -8,8 +8,7 @@
 
 use kube::Resource;
 
-use super::conditions::{ConditionState, PAUSED, reason};
-use super::status::{ConditionedStatus, HasStatus};
+use super::conditions::{ConditionState, ConditionedStatus, HasStatus, PAUSED, reason};
 use crate::crd::{ManagementPolicy, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 
 /// What one reconcile may write to Altostrat.

@@ -2,80 +2,15 @@
 //! which merges conditions, applies the one `observedGeneration` rule and skips writes that
 //! would not change anything.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
-use super::conditions::{self, ConditionState, READY, STALLED, SYNCED};
+use super::conditions::{self, ConditionState, ConditionedStatus, HasStatus, READY, STALLED, SYNCED};
 use super::error::{Error, Result, Retry};
 use super::policy::{self, Gate};
-use crate::crd::{DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
-
-/// The status types of both kinds, as far as the writer needs them.
-pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Serialize {
-    fn conditions(&self) -> &[Condition];
-    fn set_conditions(&mut self, conditions: Vec<Condition>);
-    fn set_observed_generation(&mut self, generation: Option<i64>);
-    fn set_plan(&mut self, plan: Vec<PlannedCall>);
-    fn last_handled_reconcile_at(&self) -> Option<&str>;
-    fn set_last_handled_reconcile_at(&mut self, at: Option<String>);
-    fn management_policy(&self) -> Option<ManagementPolicy>;
-    fn set_management_policy(&mut self, policy: ManagementPolicy);
-    fn deletion_policy(&self) -> Option<DeletionPolicy>;
-    fn set_deletion_policy(&mut self, policy: Option<DeletionPolicy>);
-    /// The Altostrat id of the object (`instanceId`, `peerId`).
-    fn recorded_id(&self) -> Option<&str>;
-    fn forget_recorded_id(&mut self);
-}
-
-/// Both status types carry the same bookkeeping fields; only the field of their Altostrat id
-/// differs.
-macro_rules! conditioned_status {
-    ($status:ty, $id:ident) => {
-        impl ConditionedStatus for $status {
-            fn conditions(&self) -> &[Condition] {
-                &self.conditions
-            }
-            fn set_conditions(&mut self, conditions: Vec<Condition>) {
-                self.conditions = conditions;
-            }
-            fn set_observed_generation(&mut self, generation: Option<i64>) {
-                self.observed_generation = generation;
-            }
-            fn set_plan(&mut self, plan: Vec<PlannedCall>) {
-                self.plan = plan;
-            }
-            fn last_handled_reconcile_at(&self) -> Option<&str> {
-                self.last_handled_reconcile_at.as_deref()
-            }
-            fn set_last_handled_reconcile_at(&mut self, at: Option<String>) {
-                self.last_handled_reconcile_at = at;
-            }
-            fn management_policy(&self) -> Option<ManagementPolicy> {
-                self.management_policy
-            }
-            fn set_management_policy(&mut self, policy: ManagementPolicy) {
-                self.management_policy = Some(policy);
-            }
-            fn deletion_policy(&self) -> Option<DeletionPolicy> {
-                self.deletion_policy
-            }
-            fn set_deletion_policy(&mut self, policy: Option<DeletionPolicy>) {
-                self.deletion_policy = policy;
-            }
-            fn recorded_id(&self) -> Option<&str> {
-                self.$id.as_deref()
-            }
-            fn forget_recorded_id(&mut self) {
-                self.$id = None;
-            }
-        }
-    };
-}
-
-conditioned_status!(VpnInstanceStatus, instance_id);
-conditioned_status!(VpnPeerStatus, peer_id);
+use crate::crd::DeletionPolicy;
 
 /// What every status one reconcile writes carries, whatever else it says: the policy it was
 /// written under, the `Paused` condition while the resource is paused, and the reconcile
@@ -148,15 +83,6 @@ pub(crate) struct StatusWriter<K: HasStatus> {
     /// precondition of a later metadata patch in the same reconcile, which would otherwise
     /// find its own status write in the way.
     version: Option<String>,
-}
-
-/// The object types whose status this writer handles.
-pub(crate) trait HasStatus: Resource<DynamicType = ()> {
-    type Status: ConditionedStatus + Send + Sync;
-    fn status(&self) -> Option<&Self::Status>;
-    fn management_policy(&self) -> ManagementPolicy;
-    /// The id the spec adopts explicitly (`instanceId`, `peerId`).
-    fn adopted_id(&self) -> Option<&str>;
 }
 
 impl<K> StatusWriter<K>
@@ -392,6 +318,7 @@ where
 mod tests {
     use super::*;
     use crate::altostrat::{ApiError, Endpoint};
+    use crate::crd::{ManagementPolicy, VpnPeerStatus};
     use k8s_openapi::jiff::Timestamp;
 
     fn at(second: i64) -> Time {

@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tokio::time::Instant;
 
+use super::conditions::HasStatus;
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
 use super::context::{Context, DRIFT_REUSE};
 use super::driver::Handle;
@@ -23,7 +24,6 @@ use super::lifecycle::{Conn, Managed};
 use super::observation::Look;
 use super::policy::{Gate, reconcile_request};
 use super::record::{self, instance_record};
-use super::status::HasStatus;
 use super::{plan, planned};
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};

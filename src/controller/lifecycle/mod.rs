@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
 use super::conditions::ConditionState;
+use super::conditions::HasStatus;
 use super::context::Context;
 use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
@@ -34,7 +35,6 @@ use super::observation::{Look, Repeat, defer_drift_check};
 use super::ownership::{self, Claim, Ownership};
 use super::policy::Gate;
 use super::record::Holding;
-use super::status::HasStatus;
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, RecordRole, SecretReference};
 use decide::{Candidate, Kind, Observed, Remote, Step, decide};

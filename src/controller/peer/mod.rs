@@ -14,6 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
+use super::conditions::HasStatus;
 use super::conditions::{self, ConditionState};
 use super::context::{Context, DRIFT_REUSE};
 use super::driver::Handle;
@@ -25,7 +26,6 @@ use super::observation::Look;
 use super::policy::{Gate, reconcile_request};
 use super::profile;
 use super::record::{self, instance_record, peer_record};
-use super::status::HasStatus;
 use super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
