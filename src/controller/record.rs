@@ -23,6 +23,11 @@ use crate::crd::{
     RecordOrigin, RecordRole,
 };
 
+/// How often records are checked for a holder that no longer exists. A record is freed when
+/// its holder is missing at two checks in a row, so never within this interval of the holder's
+/// disappearance (a resource being re-created under its name has a new uid).
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The record name of the instance with this hostname label.
 pub(crate) fn instance_record(hostname: &str) -> String {
     format!("instance.{}", hostname.to_ascii_lowercase())
@@ -75,7 +80,7 @@ impl Holding {
                  is gone, and then only an explicit adoption proves ownership",
                 holder_name(&spec.holder),
                 spec.holder.uid,
-                2 * super::upkeep::SWEEP_INTERVAL.as_secs()
+                2 * SWEEP_INTERVAL.as_secs()
             ));
         }
         Self::Other(holder_name(&spec.holder))

@@ -2,13 +2,12 @@
 //! of records whose holder is gone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
 
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use super::error::{Error, Result};
-use super::record::{Holding, Records, holder, instance_record, label_value, peer_record};
+use super::record::{Holding, Records, SWEEP_INTERVAL, holder, instance_record, label_value, peer_record};
 use super::watch::WatchScope;
 use crate::crd::{
     Holder, INSTALLATION_LABEL, ManagementPolicy, OwnershipRecord, RecordOrigin, RecordRole, VpnInstance,
@@ -17,11 +16,6 @@ use crate::crd::{
 
 /// The holder kind of the record that marks a migration done.
 const MIGRATION_KIND: &str = "Installation";
-
-/// How often records are checked for a holder that no longer exists. A record is freed when
-/// its holder is missing at two checks in a row, so never within this interval of the holder's
-/// disappearance (a resource being re-created under its name has a new uid).
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// At the first start of this version: records for the ids a previous version recorded in
 /// status (trusted once, as that version trusted them), so that existing resources keep their
