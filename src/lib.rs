@@ -10,6 +10,8 @@ pub mod crd_check;
 pub mod duration;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+mod module_cycles;
 pub mod operator;
 pub mod server;
 #[cfg(feature = "simulator")]
