@@ -239,6 +239,28 @@ pub fn classify_details(
             message,
         };
     }
+    // A create refused as invalid because its hostname is in use is a conflict, like a 409.
+    let hostname_taken = matches!(status, 400 | 422)
+        && endpoint == Endpoint::CreateInstance
+        && is_hostname_taken(&code, &message, &field_errors);
+    if hostname_taken {
+        return ApiError::Conflict {
+            endpoint,
+            code: "hostname_taken".into(),
+            message: format!("{message} [HTTP {status}, read as the hostname being taken]"),
+        };
+    }
+    by_status(endpoint, status, code, message, retry_after)
+}
+
+/// The class of an error status whose body names no more specific refusal.
+fn by_status(
+    endpoint: Endpoint,
+    status: u16,
+    code: String,
+    message: String,
+    retry_after: Option<Duration>,
+) -> ApiError {
     match status {
         401 => ApiError::Unauthorized { endpoint, message },
         403 if is_quota_refusal(&code, &message) => ApiError::QuotaExceeded {
@@ -258,15 +280,6 @@ pub fn classify_details(
             code,
             message,
         },
-        400 | 422
-            if endpoint == Endpoint::CreateInstance && is_hostname_taken(&code, &message, &field_errors) =>
-        {
-            ApiError::Conflict {
-                endpoint,
-                code: "hostname_taken".into(),
-                message: format!("{message} [HTTP {status}, read as the hostname being taken]"),
-            }
-        }
         400 | 422 => ApiError::Invalid {
             endpoint,
             status,
