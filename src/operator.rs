@@ -419,38 +419,106 @@ fn gate_for(timing: Option<&ElectionTiming>) -> Arc<LeaderGate> {
     }
 }
 
-pub async fn run(args: RunArgs) -> Result<(), BoxError> {
-    let default_token = operator_token(&args)?;
-    let client = kube::Client::try_default().await?;
-    // Before anything else: against stale CRDs the API server would drop the fields they lack.
-    crate::crd_check::ensure_current(&client).await?;
+/// What the process is made of before it may lead: metrics, probes, and the fenced, budgeted
+/// Altostrat client.
+struct Parts {
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    timing: Option<ElectionTiming>,
+    gate: Arc<LeaderGate>,
+    budget: Arc<Budget>,
+    budget_settings: BudgetConfig,
+    api: Arc<Api>,
+}
 
+fn parts(args: &RunArgs) -> Result<Parts, BoxError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let health = Arc::new(Health::default());
     health
         .leader_election
         .store(args.leader_election, Ordering::Relaxed);
-    let (timing, request_timeout) = timing_and_request_timeout(&args)?;
+    let (timing, request_timeout) = timing_and_request_timeout(args)?;
     let gate = gate_for(timing.as_ref());
-    let budget_settings = budget_config(&args)?;
+    let budget_settings = budget_config(args)?;
     let budget = Arc::new(Budget::new(budget_settings.clone()));
-    let api = build_api(&args, &metrics, request_timeout, gate.clone(), budget.clone())?;
-    let stores: ScopeStores = Arc::default();
+    let api = build_api(args, &metrics, request_timeout, gate.clone(), budget.clone())?;
+    Ok(Parts {
+        registry,
+        metrics,
+        health,
+        timing,
+        gate,
+        budget,
+        budget_settings,
+        api,
+    })
+}
 
+/// Runs the controllers until shutdown, or until leadership is lost (and then stops them).
+/// Returns whether leadership was lost.
+async fn until_stopped_or_lost(
+    controllers: impl std::future::Future<Output = ()>,
+    lost_leadership: BoxFuture<'static, ()>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+    (health, metrics): (&Health, &Metrics),
+) -> bool {
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => false,
+        _ = lost_leadership => {
+            stop_after_lost_leadership(controllers, stop_tx, health, metrics).await;
+            true
+        }
+    }
+}
+
+/// This replica's name in the lease and in events: the pod's, or a random one.
+fn identity(args: &RunArgs) -> String {
+    args.pod_name
+        .clone()
+        .unwrap_or_else(|| format!("vpn-operator-{}", uuid::Uuid::new_v4()))
+}
+
+/// Stops leading: no more sweeps, the probes say the replica is going, and the lease is
+/// released for a standby unless it was lost already.
+async fn stop_leading(
+    sweeper: tokio::task::JoinHandle<()>,
+    elector: Option<&LeaderElector>,
+    lost: bool,
+    (health, metrics): (&Health, &Metrics),
+) {
+    sweeper.abort();
+    health.shutting_down.store(true, Ordering::Relaxed);
+    if let Some(elector) = elector
+        && !lost
+    {
+        elector.release().await;
+    }
+    metrics.leader.set(0);
+}
+
+pub async fn run(args: RunArgs) -> Result<(), BoxError> {
+    let default_token = operator_token(&args)?;
+    let client = kube::Client::try_default().await?;
+    // Before anything else: against stale CRDs the API server would drop the fields they lack.
+    crate::crd_check::ensure_current(&client).await?;
+
+    let parts = parts(&args)?;
+    let (metrics, health) = (parts.metrics, parts.health);
+    let stores: ScopeStores = Arc::default();
     let shutdown = shutdown_signal();
     let app = server::router(
-        Arc::new(registry),
+        Arc::new(parts.registry),
         health.clone(),
         ready_gauges(stores.clone(), metrics.clone()),
     );
     let server = tokio::spawn(server::serve(args.metrics_addr, app, shutdown.clone()));
 
-    let identity = args
-        .pod_name
-        .clone()
-        .unwrap_or_else(|| format!("vpn-operator-{}", uuid::Uuid::new_v4()));
-    let elector = elector(&args, &client, &identity, timing, &gate).map(|e| with_heartbeat(e, &health));
+    let identity = identity(&args);
+    let elector =
+        elector(&args, &client, &identity, parts.timing, &parts.gate).map(|e| with_heartbeat(e, &health));
     // Leadership lost ends the process (as client-go does): a fresh start rejoins as standby.
     let Some(mut lost_leadership) = lead(elector.as_ref(), shutdown.clone()).await else {
         let _ = server.await;
@@ -459,7 +527,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     health.leader.store(true, Ordering::Relaxed);
     metrics.leader.set(1);
     // The previous leader's calls of the last minute still count at Altostrat.
-    budget.start_empty();
+    parts.budget.start_empty();
 
     let scopes = watch_scopes(&args);
     let Some(sweeper) = records_ready(&args, &client, &scopes, (&mut lost_leadership, &shutdown)).await?
@@ -468,27 +536,12 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         return Ok(());
     };
     let observed = (metrics.clone(), &*health);
-    let named = (identity, budget_settings);
-    let deps = controller_deps(&args, client, api, default_token, observed, named);
+    let named = (identity, parts.budget_settings);
+    let deps = controller_deps(&args, client, parts.api, default_token, observed, named);
     let (stop_tx, stop) = stoppable(shutdown);
     let controllers = run_scopes(deps, scopes, stop, stores, health.clone());
-    tokio::pin!(controllers);
-    let mut lost = false;
-    tokio::select! {
-        _ = &mut controllers => {},
-        _ = &mut lost_leadership => {
-            lost = true;
-            stop_after_lost_leadership(controllers, stop_tx, &health, &metrics).await;
-        }
-    }
-    sweeper.abort();
-    health.shutting_down.store(true, Ordering::Relaxed);
-    if let Some(elector) = &elector
-        && !lost
-    {
-        elector.release().await;
-    }
-    metrics.leader.set(0);
+    let lost = until_stopped_or_lost(controllers, lost_leadership, stop_tx, (&health, &metrics)).await;
+    stop_leading(sweeper, elector.as_ref(), lost, (&health, &metrics)).await;
     if lost {
         return Err("leader lease lost".into());
     }
