@@ -198,8 +198,12 @@ mod tests {
             app.oneshot(req).await.unwrap().status()
         };
         assert_eq!(get(app()).await, StatusCode::OK, "no lease loop: live");
-        health.lease_loop.set(Heartbeat::new(Duration::ZERO)).unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        let beat = Heartbeat::new(Duration::ZERO);
+        health.lease_loop.set(beat.clone()).unwrap();
+        // With a zero bound the loop is stuck once the clock has moved past its last beat.
+        while beat.stuck_at(Instant::now()).is_none() {
+            tokio::task::yield_now().await;
+        }
         assert_eq!(get(app()).await, StatusCode::SERVICE_UNAVAILABLE);
     }
 
