@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::Resource;
+use kube::runtime::events::EventType;
 use tracing::Level;
 
 use super::conditions::reason;
@@ -112,10 +113,11 @@ pub struct Outcome {
     /// Altostrat object must change (kstatus `Stalled` True).
     pub stalled: bool,
     pub retry: Retry,
-    /// Whether the resource's status and a Warning event tell of it. Not for a request this
-    /// replica's fence refused: the leader that took over owns the status, and nothing failed
-    /// at Altostrat.
-    pub reported: bool,
+    /// The event that tells of it, and with it the resource's status: a Warning for a failure,
+    /// Normal for back-pressure (nothing is wrong, the resource just waits its turn), none for a
+    /// request this replica's fence refused (the leader that took over owns the status, and
+    /// nothing failed at Altostrat).
+    pub event: Option<EventType>,
     /// The level of the `reconcile failed` log line: WARN and ERROR only for what a person
     /// should look at, never for back-pressure.
     pub log: Level,
@@ -156,7 +158,7 @@ impl Outcome {
             category,
             stalled: false,
             retry: Retry::Backoff,
-            reported: true,
+            event: Some(EventType::Warning),
             log: Level::WARN,
         }
     }
@@ -183,6 +185,7 @@ impl Outcome {
     fn held_back(category: &'static str, retry: Retry) -> Self {
         Self {
             retry,
+            event: Some(EventType::Normal),
             log: Level::INFO,
             ..Self::transient(reason::THROTTLED, category)
         }
@@ -212,7 +215,7 @@ fn api_outcome(error: &ApiError) -> Outcome {
             Outcome::held_back(category, Retry::After(*expected_wait))
         }
         ApiError::Fenced { .. } => Outcome {
-            reported: false,
+            event: None,
             log: Level::INFO,
             ..Outcome::transient(reason::API_ERROR, category)
         },
@@ -303,48 +306,49 @@ mod tests {
         let (get, create_peer) = (Endpoint::GetInstance, Endpoint::CreatePeer);
         let secs = Duration::from_secs;
         let (info, warn, error) = (Level::INFO, Level::WARN, Level::ERROR);
+        let (normal, warning) = (Some(EventType::Normal), Some(EventType::Warning));
         #[rustfmt::skip]
-        let table: Vec<(Error, &str, &str, bool, Retry, bool, Level)> = vec![
-            // error                                          reason            category           stalled retry         reported log
-            (answered(get, 429, "", Some(17)),                "Throttled",      "rate_limited",     false, After(secs(17)), true,  info),
-            (answered(get, 429, "", None),                    "Throttled",      "rate_limited",     false, Backoff,       true,  info),
+        let table: Vec<(Error, &str, &str, bool, Retry, Option<EventType>, Level)> = vec![
+            // error                                          reason            category           stalled retry         event    log
+            (answered(get, 429, "", Some(17)),                "Throttled",      "rate_limited",     false, After(secs(17)), normal,  info),
+            (answered(get, 429, "", None),                    "Throttled",      "rate_limited",     false, Backoff,       normal,  info),
             (unsent(ApiError::Throttled { endpoint: get, expected_wait: secs(42) }),
-                                                              "Throttled",      "throttled",        false, After(secs(42)), true,  info),
-            (answered(get, 500, "down", None),                "ApiError",       "server",           false, Backoff,       true,  warn),
-            (answered(get, 503, "", None),                    "ApiError",       "server",           false, Backoff,       true,  warn),
-            (answered(get, 408, "", None),                    "ApiError",       "server",           false, Backoff,       true,  warn),
+                                                              "Throttled",      "throttled",        false, After(secs(42)), normal,  info),
+            (answered(get, 500, "down", None),                "ApiError",       "server",           false, Backoff,       warning,  warn),
+            (answered(get, 503, "", None),                    "ApiError",       "server",           false, Backoff,       warning,  warn),
+            (answered(get, 408, "", None),                    "ApiError",       "server",           false, Backoff,       warning,  warn),
             (unsent(ApiError::Transport { endpoint: get, message: "timed out".into() }),
-                                                              "ApiError",       "transport",        false, Backoff,       true,  warn),
+                                                              "ApiError",       "transport",        false, Backoff,       warning,  warn),
             (unsent(ApiError::Decode { endpoint: get, message: "m".into() }),
-                                                              "ApiError",       "decode",           false, Backoff,       true,  warn),
-            (answered(get, 401, "", None),                    "CredentialsError", "unauthorized",   true,  Backoff,       true,  warn),
-            (answered(get, 403, "scope", None),               "CredentialsError", "forbidden",      true,  Backoff,       true,  warn),
-            (answered(get, 409, "", None),                    "InvalidSpec",    "conflict",         true,  WaitForChange, true,  warn),
-            (answered(get, 404, "", None),                    "ApiError",       "not_found",        false, Backoff,       true,  warn),
-            (answered(get, 422, "", None),                    "InvalidSpec",    "invalid",          true,  WaitForChange, true,  warn),
-            (answered(create_peer, 422, "No such user", None),"UserNotFound",   "unknown_referent", true,  WaitForChange, true,  warn),
-            (answered(create_peer, 404, "Site not found", None),"SiteNotFound", "unknown_referent", true,  WaitForChange, true,  warn),
-            (answered(create_peer, 402, "", None),            "QuotaExceeded",  "quota_exceeded",   true,  WaitForChange, true,  warn),
-            (answered(get, 405, "", None),                    "ApiError",       "refused",          false, Backoff,       true,  warn),
-            (unsent(ApiError::Fenced { endpoint: get }),      "ApiError",       "fenced",           false, Backoff,       false, info),
-            (kube_error(),                                    "ApiError",       "kubernetes",       false, Backoff,       true,  warn),
-            (Error::InvalidSpec("bad".into()),                "InvalidSpec",    "invalid_spec",     true,  WaitForChange, true,  warn),
-            (Error::Credentials("x".into()),                  "CredentialsError", "credentials",    true,  Backoff,       true,  warn),
+                                                              "ApiError",       "decode",           false, Backoff,       warning,  warn),
+            (answered(get, 401, "", None),                    "CredentialsError", "unauthorized",   true,  Backoff,       warning,  warn),
+            (answered(get, 403, "scope", None),               "CredentialsError", "forbidden",      true,  Backoff,       warning,  warn),
+            (answered(get, 409, "", None),                    "InvalidSpec",    "conflict",         true,  WaitForChange, warning,  warn),
+            (answered(get, 404, "", None),                    "ApiError",       "not_found",        false, Backoff,       warning,  warn),
+            (answered(get, 422, "", None),                    "InvalidSpec",    "invalid",          true,  WaitForChange, warning,  warn),
+            (answered(create_peer, 422, "No such user", None),"UserNotFound",   "unknown_referent", true,  WaitForChange, warning,  warn),
+            (answered(create_peer, 404, "Site not found", None),"SiteNotFound", "unknown_referent", true,  WaitForChange, warning,  warn),
+            (answered(create_peer, 402, "", None),            "QuotaExceeded",  "quota_exceeded",   true,  WaitForChange, warning,  warn),
+            (answered(get, 405, "", None),                    "ApiError",       "refused",          false, Backoff,       warning,  warn),
+            (unsent(ApiError::Fenced { endpoint: get }),      "ApiError",       "fenced",           false, Backoff,       None, info),
+            (kube_error(),                                    "ApiError",       "kubernetes",       false, Backoff,       warning,  warn),
+            (Error::InvalidSpec("bad".into()),                "InvalidSpec",    "invalid_spec",     true,  WaitForChange, warning,  warn),
+            (Error::Credentials("x".into()),                  "CredentialsError", "credentials",    true,  Backoff,       warning,  warn),
             (Error::NotOwned { reason: reason::HOSTNAME_TAKEN, message: "m".into() },
-                                                              "HostnameTaken",  "not_owned",        true,  WaitForChange, true,  warn),
+                                                              "HostnameTaken",  "not_owned",        true,  WaitForChange, warning,  warn),
             (Error::NotConverging { fields: "f".into(), reverted: false },
-                                                              "NotConverging",  "not_converging",   true,  WaitForChange, true,  warn),
+                                                              "NotConverging",  "not_converging",   true,  WaitForChange, warning,  warn),
             (Error::DeleteRefused { what: "w".into(), message: "m".into() },
-                                                              "DeleteRefused",  "delete_refused",   true,  WaitForChange, true,  warn),
-            (Error::Unsettled("peer"),                        "ApiError",       "unsettled",        false, Backoff,       true,  error),
+                                                              "DeleteRefused",  "delete_refused",   true,  WaitForChange, warning,  warn),
+            (Error::Unsettled("peer"),                        "ApiError",       "unsettled",        false, Backoff,       warning,  error),
         ];
-        for (error, reason, category, stalled, retry, reported, log) in table {
+        for (error, reason, category, stalled, retry, event, log) in table {
             let expected = Outcome {
                 reason,
                 category,
                 stalled,
                 retry,
-                reported,
+                event,
                 log,
             };
             assert_eq!(error.outcome(), expected, "{error:?}");

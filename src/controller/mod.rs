@@ -12,7 +12,6 @@ mod cleanup;
 pub mod conditions;
 pub mod context;
 pub mod default_token;
-mod driver;
 pub mod error;
 pub mod events;
 mod finalizer;
@@ -35,7 +34,6 @@ pub mod watch;
 
 pub use context::{Context, Settings};
 pub use default_token::DefaultToken;
-pub use driver::error_policy;
 pub use error::{Error, Result, requeue_after_error};
 pub use observation::Observations;
 pub use watch::{ControllerDeps, WatchScope, run};

@@ -184,7 +184,7 @@ where
     /// a merge patch: the copy this reconcile started from may predate an id an earlier
     /// reconcile recorded, and a failure must never erase it.
     pub async fn record_failure(&mut self, error: &Error) -> bool {
-        if !error.outcome().reported {
+        if error.outcome().event.is_none() {
             return false;
         }
         let now = &self.now;

@@ -20,8 +20,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use super::context::{Context, Settings};
-use super::driver::{Reconciler, reconcile};
 use super::error::Result;
+use super::lifecycle::{Managed, reconcile};
 use crate::altostrat::model::{
     ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
     RegionResponse,
@@ -668,7 +668,7 @@ impl Harness {
     }
 
     /// Creates `obj` in the fake Kubernetes API, as `kubectl apply` would.
-    pub fn apply<K: Reconciler + serde::Serialize>(&self, mut obj: K) -> K {
+    pub fn apply<K: Managed + serde::Serialize>(&self, mut obj: K) -> K {
         obj.meta_mut().namespace.get_or_insert_with(|| NS.into());
         obj.meta_mut().generation.get_or_insert(1);
         let stored = self.kube.put(&obj);
@@ -678,7 +678,7 @@ impl Harness {
 
     /// Edits the stored `obj` as an apply of a changed spec would: `edit` changes it, and the
     /// API server's generation goes up by one.
-    pub fn edit<K: Reconciler + serde::Serialize>(&self, obj: &K, edit: impl FnOnce(&mut K)) -> K {
+    pub fn edit<K: Managed + serde::Serialize>(&self, obj: &K, edit: impl FnOnce(&mut K)) -> K {
         let mut current = self.stored(obj).expect("object exists");
         edit(&mut current);
         let generation = current.meta().generation.unwrap_or(1) + 1;
@@ -688,7 +688,7 @@ impl Harness {
 
     /// Sets an annotation of the stored `obj` (`None` removes it), as `kubectl annotate`
     /// would: the generation stays.
-    pub fn annotate<K: Reconciler + serde::Serialize>(&self, obj: &K, key: &str, value: Option<&str>) -> K {
+    pub fn annotate<K: Managed + serde::Serialize>(&self, obj: &K, key: &str, value: Option<&str>) -> K {
         let mut current = self.stored(obj).expect("object exists");
         let annotations = current
             .meta_mut()
@@ -703,7 +703,7 @@ impl Harness {
 
     /// Runs one reconcile of the stored version of `obj` (what the watch would deliver), and
     /// refreshes the instance cache with the result.
-    pub async fn reconcile<K: Reconciler + serde::Serialize>(&self, obj: &K) -> Result<Action> {
+    pub async fn reconcile<K: Managed + serde::Serialize>(&self, obj: &K) -> Result<Action> {
         let current = self.kube.get(obj).expect("object exists");
         let result = reconcile(Arc::new(current), self.ctx.clone()).await;
         if let Some(after) = self.kube.get(obj) {
@@ -713,7 +713,7 @@ impl Harness {
     }
 
     /// Marks the stored `obj` as deleted (its finalizers keep it), as `kubectl delete` would.
-    pub fn delete<K: Reconciler + serde::Serialize>(&self, obj: &K) {
+    pub fn delete<K: Managed + serde::Serialize>(&self, obj: &K) {
         let mut current = self.kube.get(obj).expect("object exists");
         current.meta_mut().deletion_timestamp = Some(super::conditions::now());
         let stored = self.kube.put(&current);
@@ -722,7 +722,7 @@ impl Harness {
 
     /// Removes `obj` from the API and the caches, as the API server does once its finalizers
     /// are gone.
-    pub fn remove<K: Reconciler + serde::Serialize>(&self, obj: &K) {
+    pub fn remove<K: Managed + serde::Serialize>(&self, obj: &K) {
         self.kube.remove(obj);
         let value = serde_json::to_value(obj).unwrap();
         if K::kind(&()) == "VpnInstance" {
@@ -735,13 +735,13 @@ impl Harness {
     }
 
     /// Whether the stored `obj` holds the operator's finalizer.
-    pub fn holds_finalizer<K: Reconciler>(&self, obj: &K) -> bool {
+    pub fn holds_finalizer<K: Managed>(&self, obj: &K) -> bool {
         self.stored(obj)
             .is_some_and(|o| o.finalizers().iter().any(|f| f == crate::crd::FINALIZER))
     }
 
     /// The stored version of `obj`; `None` once deleted.
-    pub fn stored<K: Reconciler>(&self, obj: &K) -> Option<K> {
+    pub fn stored<K: Managed>(&self, obj: &K) -> Option<K> {
         self.kube.get(obj)
     }
 

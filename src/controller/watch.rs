@@ -11,9 +11,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use super::context::{Context, Settings};
 use super::default_token::DefaultToken;
-use super::driver::{error_policy, reconcile};
 use super::events::reason as event;
 use super::finalizer::has_finalizer;
+use super::lifecycle::{error_policy, reconcile};
 use super::observation::{Changed, Observations};
 use super::policy::annotation;
 use crate::altostrat::VpnApi;

@@ -509,7 +509,7 @@ async fn a_failure_seen_on_a_copy_older_than_the_recorded_id_never_erases_it() {
             message: "boom".into(),
         },
     );
-    let result = crate::controller::driver::reconcile(std::sync::Arc::new(stale), h.ctx.clone()).await;
+    let result = crate::controller::lifecycle::reconcile(std::sync::Arc::new(stale), h.ctx.clone()).await;
     assert!(
         result.is_ok(),
         "the id is in the record, not only in status: {result:?}"
@@ -586,7 +586,7 @@ async fn a_stale_copy_claims_nothing_and_sends_no_create() {
     let stale = obj.clone();
     h.apply(obj.clone()); // a newer version exists now
     let ctx = h.ctx.clone();
-    let action = crate::controller::driver::reconcile(std::sync::Arc::new(stale), ctx)
+    let action = crate::controller::lifecycle::reconcile(std::sync::Arc::new(stale), ctx)
         .await
         .unwrap();
     assert!(format!("{action:?}").contains("500ms"), "{action:?}");

@@ -8,11 +8,13 @@
 //! are written here once.
 
 pub(crate) mod decide;
+mod driver;
 #[cfg(test)]
 mod invariants;
 mod record;
 mod withheld;
 
+pub(crate) use driver::{Handle, error_policy, reconcile};
 pub(crate) use withheld::{Withheld, withheld};
 
 use std::future::Future;
@@ -27,7 +29,6 @@ use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup}
 use super::conditions::ConditionState;
 use super::conditions::HasStatus;
 use super::context::Context;
-use super::driver::{Handle, Reconciler};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
@@ -200,18 +201,6 @@ pub(crate) trait Managed:
     ) -> impl Future<Output = Result<Action>> + Send;
     /// What is released with the resource once its finalizer is gone (an instance's Secret).
     fn released<A: VpnApi>(&self, ctx: &Context<A>) -> impl Future<Output = Result<()>> + Send;
-}
-
-impl<K: Managed> Reconciler for K {
-    const CONTROLLER: &'static str = <K as Managed>::CONTROLLER;
-
-    async fn converge<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
-        converge(self, ctx, handle).await
-    }
-
-    async fn cleanup<A: VpnApi>(&self, ctx: &Context<A>, handle: &mut Handle<Self>) -> Result<Action> {
-        cleanup(self, ctx, handle).await
-    }
 }
 
 /// A reconcile bound to its resource, its context, its instance and its token (read on first use:

@@ -24,9 +24,9 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::conditions::{ConditionState, PROFILE_READY, reason};
 use super::context::Context;
-use super::driver::Handle;
 use super::error::{Error, Result};
 use super::events::reason as event;
+use super::lifecycle::Handle;
 use super::observation::Look;
 use crate::altostrat::model::{ClientConfiguration, Peer};
 use crate::altostrat::{ApiError, ApiToken, Urgency, VpnApi};
