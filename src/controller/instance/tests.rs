@@ -11,12 +11,17 @@ use serde_json::json;
 
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, Endpoint};
-use crate::controller::testing::{Harness, condition, instance, peer};
+use crate::controller::testing::{Harness, condition, condition_message, instance, peer};
 use crate::crd::FINALIZER;
 
 fn ready(h: &Harness, obj: &crate::crd::VpnInstance) -> Option<(String, String)> {
     let stored = h.stored(obj)?;
     condition(&stored.status?.conditions, "Ready")
+}
+
+fn ready_message(h: &Harness, obj: &crate::crd::VpnInstance) -> String {
+    let conditions = h.stored(obj).unwrap().status.unwrap().conditions;
+    condition_message(&conditions, "Ready").expect("a Ready condition")
 }
 
 #[tokio::test]
@@ -45,6 +50,24 @@ async fn a_new_instance_is_created_once_recorded_and_ready_in_one_reconcile() {
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
     assert_eq!(h.kube.events(), vec![("Normal".into(), "Created".into())]);
+
+    // What users read with kubectl: the status as the API server stores it.
+    let shown = serde_json::to_value(&status).unwrap();
+    for flag in ["configured", "rsaReady", "diffieHellmanReady", "serverReady"] {
+        assert_eq!(shown[flag], json!(true), "{flag} in {shown}");
+    }
+    let hub = &h.altostrat.instances()[0];
+    assert_eq!(
+        shown["hostname"],
+        json!("hub-one.vpn.altostr.at"),
+        "the full hostname, not the spec's label"
+    );
+    assert_eq!(status.hostname.as_deref(), Some(hub.hostname.as_str()));
+    let created = h.kube.notes("Created");
+    assert!(
+        created[0].starts_with(&format!("Created Altostrat instance {}", hub.id)),
+        "{created:?}"
+    );
 }
 
 #[tokio::test]
@@ -119,6 +142,12 @@ async fn a_lost_create_answer_is_found_and_adopted_not_repeated() {
     let status = h.stored(&obj).unwrap().status.unwrap();
     assert_eq!(status.instance_id, Some(instances[0].id.clone()));
     assert!(h.kube.events().contains(&("Normal".into(), "Adopted".into())));
+    let adopted = h.kube.notes("Adopted");
+    let expected = format!(
+        "Adopted Altostrat instance {}, created by this resource's claimed create",
+        instances[0].id
+    );
+    assert!(adopted[0].starts_with(&expected), "{adopted:?}");
 }
 
 #[tokio::test]
@@ -137,6 +166,12 @@ async fn a_hostname_taken_out_of_sight_is_reported_without_a_retry_loop() {
         ]
     );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "HostnameTaken".into())));
+    assert!(
+        error.to_string().contains("cannot see"),
+        "says why no hub is named: {error}"
+    );
+    let message = ready_message(&h, &obj);
+    assert!(message.contains("cannot see"), "{message}");
     assert!(h.altostrat.instances().is_empty());
 }
 
@@ -252,6 +287,12 @@ async fn a_gitops_rename_hands_the_hub_over_instead_of_deleting_it() {
         records[0].spec.holder.name, "hub-renamed",
         "the record moved to the successor"
     );
+    assert_eq!(
+        h.kube.notes("Orphaned"),
+        vec![format!(
+            "Altostrat instance {id} is managed by VpnInstance team-a/hub-renamed now; left in place"
+        )]
+    );
     h.reconcile(&renamed).await.unwrap();
     assert_eq!(ready(&h, &renamed), Some(("True".into(), "Available".into())));
 }
@@ -364,6 +405,11 @@ async fn an_unknown_region_is_refused_before_any_create() {
     );
     assert_eq!(h.altostrat.calls(), vec![Endpoint::ListRegions]);
     assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+    assert!(!h.holds_finalizer(&obj), "nothing to clean up");
+    assert!(h.kube.records().is_empty(), "no ownership record");
+    assert!(h.reconcile(&obj).await.is_err());
+    assert!(!h.holds_finalizer(&obj), "nor at a later attempt");
+    assert!(h.kube.records().is_empty());
 }
 
 #[tokio::test]
@@ -412,6 +458,7 @@ async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
     let action = h.reconcile(&obj).await.unwrap();
     assert_eq!(ready(&h, &obj), Some(("False".into(), "Provisioning".into())));
+    assert!(!status(&h, &obj).server_ready, "shown as Altostrat reports it");
     assert!(
         format!("{action:?}").contains("requeue_after: Some(1s)"),
         "{action:?}"
@@ -451,6 +498,12 @@ async fn drift_is_corrected_with_one_update() {
         vec![Endpoint::ListInstances, Endpoint::UpdateInstance]
     );
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
+    let updated = h.kube.notes("Updated");
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    assert!(
+        updated[0].starts_with("Applied changes to pushedRoutes"),
+        "names the field: {updated:?}"
+    );
 }
 
 #[tokio::test]
@@ -603,6 +656,7 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({})));
     h.reconcile(&obj).await.unwrap();
+    let id = status(&h, &obj).instance_id.unwrap();
     let alice = h.apply(peer("alice", "hub-one", json!({})));
     h.delete(&obj);
     h.altostrat.clear_calls();
@@ -613,6 +667,8 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
         "nothing is deleted while a peer references the hub"
     );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "Deleting".into())));
+    let message = ready_message(&h, &obj);
+    assert!(message.contains("Waiting for 1 VpnPeer(s)"), "{message}");
 
     h.remove(&alice);
     h.reconcile(&obj).await.unwrap();
@@ -624,6 +680,10 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
     assert!(h.altostrat.instances().is_empty());
     assert!(!h.holds_finalizer(&obj));
     assert!(h.kube.events().contains(&("Normal".into(), "Deleted".into())));
+    assert_eq!(
+        h.kube.notes("Deleted"),
+        vec![format!("Deleted Altostrat instance {id}")]
+    );
 }
 
 #[tokio::test]
@@ -660,6 +720,7 @@ async fn orphan_policy_leaves_the_hub_running() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({"deletionPolicy": "Orphan"})));
     h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.kube.records().len(), 1, "held while the resource exists");
     h.delete(&obj);
     h.altostrat.clear_calls();
 
@@ -667,7 +728,15 @@ async fn orphan_policy_leaves_the_hub_running() {
     assert!(h.altostrat.calls().is_empty());
     assert_eq!(h.altostrat.instances().len(), 1);
     assert!(!h.holds_finalizer(&obj));
+    assert!(
+        h.kube.records().is_empty(),
+        "freed: another resource may adopt the hub"
+    );
     assert!(h.kube.events().contains(&("Normal".into(), "Orphaned".into())));
+    assert_eq!(
+        h.kube.notes("Orphaned"),
+        vec!["DeletionPolicy is Orphan; the Altostrat instance is left in place".to_owned()]
+    );
 }
 
 #[tokio::test]
