@@ -452,6 +452,37 @@ async fn a_spec_instance_id_that_does_not_exist_is_never_created() {
 }
 
 #[tokio::test]
+async fn a_spec_instance_id_naming_a_hub_of_another_hostname_is_refused_and_never_deleted() {
+    let h = Harness::new();
+    let other = h.altostrat.add_instance("hub-two", "2026-01-01T00:00:00Z");
+    let obj = h.apply(instance(
+        "hub-one",
+        json!({"instanceId": other.id, "deletionPolicy": "Delete", "pushedRoutes": ["10.0.0.0/8"]}),
+    ));
+    let refused = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(refused.reason(), "InvalidSpec", "{refused}");
+    assert!(
+        refused.to_string().contains("\"hub-one\"")
+            && refused.to_string().contains("\"hub-two.vpn.altostr.at\""),
+        "names both hostnames: {refused}"
+    );
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+    assert_eq!(writes(&h), vec![], "not even the spec's routes are applied");
+    assert!(h.kube.records().is_empty(), "the hub is not taken");
+
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![],
+        "deletionPolicy Delete covers no hub it never held"
+    );
+    assert_eq!(h.altostrat.instances(), vec![other]);
+    assert!(!h.holds_finalizer(&obj));
+}
+
+#[tokio::test]
 async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     let h = Harness::new();
     h.altostrat.hold_provisioning();
