@@ -118,7 +118,8 @@ impl FakeKube {
             .collect()
     }
 
-    /// Events created, with the note each carries.
+    /// Events created, with the note each carries, ordered by name: an event is named after its
+    /// object and the time it was made, so one object's events come in the order they were made.
     pub fn noted_events(&self) -> Vec<NotedEvent> {
         let state = self.0.lock().unwrap();
         let text = |e: &Value, field: &str| e[field].as_str().unwrap_or_default().to_owned();
