@@ -63,6 +63,7 @@ async fn a_new_instance_is_created_once_recorded_and_ready_in_one_reconcile() {
         "the full hostname, not the spec's label"
     );
     assert_eq!(status.hostname.as_deref(), Some(hub.hostname.as_str()));
+    assert!(status.pending_changes.is_empty(), "{status:?}");
     let created = h.kube.notes("Created");
     assert!(
         created[0].starts_with(&format!("Created Altostrat instance {}", hub.id)),
@@ -171,7 +172,10 @@ async fn a_hostname_taken_out_of_sight_is_reported_without_a_retry_loop() {
         "says why no hub is named: {error}"
     );
     let message = ready_message(&h, &obj);
-    assert!(message.contains("cannot see"), "{message}");
+    assert!(
+        message.contains("cannot see") && message.contains("hostname_taken"),
+        "says the hostname is taken, by whom it cannot say: {message}"
+    );
     assert!(h.altostrat.instances().is_empty());
 }
 
@@ -510,6 +514,17 @@ async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     );
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    let id = status(&h, &obj).instance_id.unwrap();
+    let events = h.kube.noted_events();
+    assert!(events.len() <= 3, "no more events than steps: {events:?}");
+    assert_eq!(events[0].reason, "Created", "{events:?}");
+    assert!(events[0].note.contains(&id), "{events:?}");
+    assert!(
+        events.iter().any(|e| e
+            .note
+            .contains("instance hub-one.vpn.altostr.at is provisioned and in sync")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
