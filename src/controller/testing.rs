@@ -49,6 +49,14 @@ pub struct KubeCall {
     pub status: u16,
 }
 
+/// An event as the API server stored it: what a user reads in `kubectl describe`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotedEvent {
+    pub type_: String,
+    pub reason: String,
+    pub note: String,
+}
+
 #[derive(Default)]
 struct KubeState {
     /// Objects by path (`/apis/.../namespaces/ns/vpnpeers/name`).
@@ -104,15 +112,35 @@ impl FakeKube {
 
     /// Events created, as `(type, reason)`.
     pub fn events(&self) -> Vec<(String, String)> {
+        self.noted_events()
+            .into_iter()
+            .map(|e| (e.type_, e.reason))
+            .collect()
+    }
+
+    /// Events created, with the note each carries, ordered by name: an event is named after its
+    /// object and the time it was made, so one object's events come in the order they were made.
+    pub fn noted_events(&self) -> Vec<NotedEvent> {
         let state = self.0.lock().unwrap();
+        let text = |e: &Value, field: &str| e[field].as_str().unwrap_or_default().to_owned();
         state
             .objects
             .iter()
             .filter(|(path, _)| path.contains("/events/"))
-            .map(|(_, e)| {
-                let type_ = e["type"].as_str().unwrap_or_default().to_owned();
-                (type_, e["reason"].as_str().unwrap_or_default().to_owned())
+            .map(|(_, e)| NotedEvent {
+                type_: text(e, "type"),
+                reason: text(e, "reason"),
+                note: text(e, "note"),
             })
+            .collect()
+    }
+
+    /// The notes of the events of `reason`.
+    pub fn notes(&self, reason: &str) -> Vec<String> {
+        self.noted_events()
+            .into_iter()
+            .filter(|e| e.reason == reason)
+            .map(|e| e.note)
             .collect()
     }
 
@@ -763,6 +791,14 @@ pub fn condition(conditions: &[Condition], type_: &str) -> Option<(String, Strin
         .iter()
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The message of the condition of `type_`.
+pub fn condition_message(conditions: &[Condition], type_: &str) -> Option<String> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.clone())
 }
 
 pub fn instance(name: &str, spec: Value) -> VpnInstance {

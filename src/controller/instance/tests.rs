@@ -11,12 +11,17 @@ use serde_json::json;
 
 use crate::altostrat::model::Instance;
 use crate::altostrat::{ApiError, Endpoint};
-use crate::controller::testing::{Harness, condition, instance, peer};
+use crate::controller::testing::{Harness, condition, condition_message, instance, peer};
 use crate::crd::FINALIZER;
 
 fn ready(h: &Harness, obj: &crate::crd::VpnInstance) -> Option<(String, String)> {
     let stored = h.stored(obj)?;
     condition(&stored.status?.conditions, "Ready")
+}
+
+fn ready_message(h: &Harness, obj: &crate::crd::VpnInstance) -> String {
+    let conditions = h.stored(obj).unwrap().status.unwrap().conditions;
+    condition_message(&conditions, "Ready").expect("a Ready condition")
 }
 
 #[tokio::test]
@@ -45,6 +50,25 @@ async fn a_new_instance_is_created_once_recorded_and_ready_in_one_reconcile() {
     assert_eq!(status.observed_generation, Some(1));
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
     assert_eq!(h.kube.events(), vec![("Normal".into(), "Created".into())]);
+
+    // What users read with kubectl: the status as the API server stores it.
+    let shown = serde_json::to_value(&status).unwrap();
+    for flag in ["configured", "rsaReady", "diffieHellmanReady", "serverReady"] {
+        assert_eq!(shown[flag], json!(true), "{flag} in {shown}");
+    }
+    let hub = &h.altostrat.instances()[0];
+    assert_eq!(
+        shown["hostname"],
+        json!("hub-one.vpn.altostr.at"),
+        "the full hostname, not the spec's label"
+    );
+    assert_eq!(status.hostname.as_deref(), Some(hub.hostname.as_str()));
+    assert!(status.pending_changes.is_empty(), "{status:?}");
+    let created = h.kube.notes("Created");
+    assert!(
+        created[0].starts_with(&format!("Created Altostrat instance {}", hub.id)),
+        "{created:?}"
+    );
 }
 
 #[tokio::test]
@@ -119,6 +143,12 @@ async fn a_lost_create_answer_is_found_and_adopted_not_repeated() {
     let status = h.stored(&obj).unwrap().status.unwrap();
     assert_eq!(status.instance_id, Some(instances[0].id.clone()));
     assert!(h.kube.events().contains(&("Normal".into(), "Adopted".into())));
+    let adopted = h.kube.notes("Adopted");
+    let expected = format!(
+        "Adopted Altostrat instance {}, created by this resource's claimed create",
+        instances[0].id
+    );
+    assert!(adopted[0].starts_with(&expected), "{adopted:?}");
 }
 
 #[tokio::test]
@@ -137,6 +167,15 @@ async fn a_hostname_taken_out_of_sight_is_reported_without_a_retry_loop() {
         ]
     );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "HostnameTaken".into())));
+    assert!(
+        error.to_string().contains("cannot see"),
+        "says why no hub is named: {error}"
+    );
+    let message = ready_message(&h, &obj);
+    assert!(
+        message.contains("cannot see") && message.contains("hostname_taken"),
+        "says the hostname is taken, by whom it cannot say: {message}"
+    );
     assert!(h.altostrat.instances().is_empty());
 }
 
@@ -252,6 +291,12 @@ async fn a_gitops_rename_hands_the_hub_over_instead_of_deleting_it() {
         records[0].spec.holder.name, "hub-renamed",
         "the record moved to the successor"
     );
+    assert_eq!(
+        h.kube.notes("Orphaned"),
+        vec![format!(
+            "Altostrat instance {id} is managed by VpnInstance team-a/hub-renamed now; left in place"
+        )]
+    );
     h.reconcile(&renamed).await.unwrap();
     assert_eq!(ready(&h, &renamed), Some(("True".into(), "Available".into())));
 }
@@ -364,6 +409,11 @@ async fn an_unknown_region_is_refused_before_any_create() {
     );
     assert_eq!(h.altostrat.calls(), vec![Endpoint::ListRegions]);
     assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+    assert!(!h.holds_finalizer(&obj), "nothing to clean up");
+    assert!(h.kube.records().is_empty(), "no ownership record");
+    assert!(h.reconcile(&obj).await.is_err());
+    assert!(!h.holds_finalizer(&obj), "nor at a later attempt");
+    assert!(h.kube.records().is_empty());
 }
 
 #[tokio::test]
@@ -406,12 +456,44 @@ async fn a_spec_instance_id_that_does_not_exist_is_never_created() {
 }
 
 #[tokio::test]
+async fn a_spec_instance_id_naming_a_hub_of_another_hostname_is_refused_and_never_deleted() {
+    let h = Harness::new();
+    let other = h.altostrat.add_instance("hub-two", "2026-01-01T00:00:00Z");
+    let obj = h.apply(instance(
+        "hub-one",
+        json!({"instanceId": other.id, "deletionPolicy": "Delete", "pushedRoutes": ["10.0.0.0/8"]}),
+    ));
+    let refused = h.reconcile(&obj).await.unwrap_err();
+    assert_eq!(refused.reason(), "InvalidSpec", "{refused}");
+    assert!(
+        refused.to_string().contains("\"hub-one\"")
+            && refused.to_string().contains("\"hub-two.vpn.altostr.at\""),
+        "names both hostnames: {refused}"
+    );
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "InvalidSpec".into())));
+    assert_eq!(writes(&h), vec![], "not even the spec's routes are applied");
+    assert!(h.kube.records().is_empty(), "the hub is not taken");
+
+    h.delete(&obj);
+    h.altostrat.clear_calls();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        writes(&h),
+        vec![],
+        "deletionPolicy Delete covers no hub it never held"
+    );
+    assert_eq!(h.altostrat.instances(), vec![other]);
+    assert!(!h.holds_finalizer(&obj));
+}
+
+#[tokio::test]
 async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     let h = Harness::new();
     h.altostrat.hold_provisioning();
     let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
     let action = h.reconcile(&obj).await.unwrap();
     assert_eq!(ready(&h, &obj), Some(("False".into(), "Provisioning".into())));
+    assert!(!status(&h, &obj).server_ready, "shown as Altostrat reports it");
     assert!(
         format!("{action:?}").contains("requeue_after: Some(1s)"),
         "{action:?}"
@@ -432,6 +514,17 @@ async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     );
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    let id = status(&h, &obj).instance_id.unwrap();
+    let events = h.kube.noted_events();
+    assert!(events.len() <= 3, "no more events than steps: {events:?}");
+    assert_eq!(events[0].reason, "Created", "{events:?}");
+    assert!(events[0].note.contains(&id), "{events:?}");
+    assert!(
+        events.iter().any(|e| e
+            .note
+            .contains("instance hub-one.vpn.altostr.at is provisioned and in sync")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -451,6 +544,12 @@ async fn drift_is_corrected_with_one_update() {
         vec![Endpoint::ListInstances, Endpoint::UpdateInstance]
     );
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
+    let updated = h.kube.notes("Updated");
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    assert!(
+        updated[0].starts_with("Applied changes to pushedRoutes"),
+        "names the field: {updated:?}"
+    );
 }
 
 #[tokio::test]
@@ -603,6 +702,7 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({})));
     h.reconcile(&obj).await.unwrap();
+    let id = status(&h, &obj).instance_id.unwrap();
     let alice = h.apply(peer("alice", "hub-one", json!({})));
     h.delete(&obj);
     h.altostrat.clear_calls();
@@ -613,6 +713,8 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
         "nothing is deleted while a peer references the hub"
     );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "Deleting".into())));
+    let message = ready_message(&h, &obj);
+    assert!(message.contains("Waiting for 1 VpnPeer(s)"), "{message}");
 
     h.remove(&alice);
     h.reconcile(&obj).await.unwrap();
@@ -624,6 +726,10 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
     assert!(h.altostrat.instances().is_empty());
     assert!(!h.holds_finalizer(&obj));
     assert!(h.kube.events().contains(&("Normal".into(), "Deleted".into())));
+    assert_eq!(
+        h.kube.notes("Deleted"),
+        vec![format!("Deleted Altostrat instance {id}")]
+    );
 }
 
 #[tokio::test]
@@ -660,6 +766,7 @@ async fn orphan_policy_leaves_the_hub_running() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({"deletionPolicy": "Orphan"})));
     h.reconcile(&obj).await.unwrap();
+    assert_eq!(h.kube.records().len(), 1, "held while the resource exists");
     h.delete(&obj);
     h.altostrat.clear_calls();
 
@@ -667,7 +774,15 @@ async fn orphan_policy_leaves_the_hub_running() {
     assert!(h.altostrat.calls().is_empty());
     assert_eq!(h.altostrat.instances().len(), 1);
     assert!(!h.holds_finalizer(&obj));
+    assert!(
+        h.kube.records().is_empty(),
+        "freed: another resource may adopt the hub"
+    );
     assert!(h.kube.events().contains(&("Normal".into(), "Orphaned".into())));
+    assert_eq!(
+        h.kube.notes("Orphaned"),
+        vec!["DeletionPolicy is Orphan; the Altostrat instance is left in place".to_owned()]
+    );
 }
 
 #[tokio::test]

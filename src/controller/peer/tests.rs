@@ -61,6 +61,12 @@ async fn a_peer_is_claimed_created_and_recorded_once() {
     let status = h.stored(&obj).unwrap().status.unwrap();
     assert_eq!(status.peer_id, Some(peers[0].id.clone()));
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    let created = h.kube.notes("Created");
+    let expected = format!("Created Altostrat peer {}", peers[0].id);
+    assert!(
+        created.iter().any(|note| note.starts_with(&expected)),
+        "{created:?}"
+    );
 
     h.altostrat.clear_calls();
     h.kube.clear_calls();
@@ -214,6 +220,12 @@ async fn drift_is_corrected_with_one_update() {
         vec![Endpoint::UpdatePeer],
         "the create's answer is a fresh enough observation"
     );
+    let updated = h.kube.notes("Updated");
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    assert!(
+        updated[0].starts_with("Applied changes to routeAll"),
+        "names the field: {updated:?}"
+    );
     assert_eq!(
         h.stored(&obj).unwrap().status.unwrap().observed_generation,
         Some(2)
@@ -225,12 +237,17 @@ async fn deleting_a_peer_deletes_it_in_altostrat_and_releases_the_finalizer() {
     let (h, hub) = with_hub().await;
     let obj = h.apply(peer("alice", "hub", json!({})));
     h.reconcile(&obj).await.unwrap();
+    let id = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
     h.delete(&obj);
     h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
     assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
     assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
     assert!(!h.holds_finalizer(&obj));
+    assert_eq!(
+        h.kube.notes("Deleted"),
+        vec![format!("Deleted Altostrat peer {id}")]
+    );
 }
 
 #[tokio::test]
@@ -238,12 +255,32 @@ async fn an_orphaned_peer_is_left_in_altostrat() {
     let (h, hub) = with_hub().await;
     let obj = h.apply(peer("alice", "hub", json!({"deletionPolicy": "Orphan"})));
     h.reconcile(&obj).await.unwrap();
+    assert_eq!(peer_records(&h), vec!["alice"], "held while the resource exists");
     h.delete(&obj);
     h.altostrat.clear_calls();
     h.reconcile(&obj).await.unwrap();
     assert!(h.altostrat.calls().is_empty());
     assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
     assert!(!h.holds_finalizer(&obj));
+    assert!(
+        peer_records(&h).is_empty(),
+        "freed: another resource may adopt the peer"
+    );
+    assert_eq!(h.kube.records().len(), 1, "the hub's record stays");
+    assert_eq!(
+        h.kube.notes("Orphaned"),
+        vec!["DeletionPolicy is Orphan; the Altostrat peer is left in place".to_owned()]
+    );
+}
+
+/// The names of the resources holding a peer's ownership record.
+fn peer_records(h: &Harness) -> Vec<String> {
+    h.kube
+        .records()
+        .into_iter()
+        .filter(|r| r.spec.holder.kind == "VpnPeer")
+        .map(|r| r.spec.holder.name)
+        .collect()
 }
 
 #[tokio::test]
