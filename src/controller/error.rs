@@ -300,6 +300,17 @@ mod tests {
     }
 
     /// Every variant, and every class of Altostrat answer, with what it means.
+    /// A failure and its outcome: reason, category, stalled, retry, event, log.
+    type Row = (
+        Error,
+        &'static str,
+        &'static str,
+        bool,
+        Retry,
+        Option<EventType>,
+        Level,
+    );
+
     #[test]
     fn each_failure_has_one_outcome() {
         use Retry::{After, Backoff, WaitForChange};
@@ -308,7 +319,7 @@ mod tests {
         let (info, warn, error) = (Level::INFO, Level::WARN, Level::ERROR);
         let (normal, warning) = (Some(EventType::Normal), Some(EventType::Warning));
         #[rustfmt::skip]
-        let table: Vec<(Error, &str, &str, bool, Retry, Option<EventType>, Level)> = vec![
+        let table: Vec<Row> = vec![
             // error                                          reason            category           stalled retry         event    log
             (answered(get, 429, "", Some(17)),                "Throttled",      "rate_limited",     false, After(secs(17)), normal,  info),
             (answered(get, 429, "", None),                    "Throttled",      "rate_limited",     false, Backoff,       normal,  info),

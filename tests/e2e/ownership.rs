@@ -71,7 +71,7 @@ fn calls(entries: &[(&str, u64)]) -> BTreeMap<String, u64> {
 /// A GitOps rename over real watches, with one operator for all namespaces as deployed by
 /// default: the successor, refused while the old resource holds the hub, is re-run by the old
 /// one's deletion (a refused adoption is otherwise retried at the resync, five minutes away
-/// here), and the old resource's event says why the hub was left running. What each side
+/// here), and the old resource's event says why the hub was left in place. What each side
 /// decides is tested in the fast tier.
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]

@@ -781,7 +781,7 @@ async fn orphan_policy_leaves_the_hub_running() {
     assert!(h.kube.events().contains(&("Normal".into(), "Orphaned".into())));
     assert_eq!(
         h.kube.notes("Orphaned"),
-        vec!["DeletionPolicy is Orphan; the Altostrat instance is left in place".to_owned()]
+        vec!["The Altostrat instance is left in place: deletionPolicy is Orphan".to_owned()]
     );
 }
 

@@ -686,7 +686,7 @@ fn left_in_place<K: Kind>(step: &CleanupStep) -> String {
     match step {
         CleanupStep::Unmanaged(policy) => {
             format!(
-                "managementPolicy is {policy:?}; the Altostrat {} is left in place",
+                "the Altostrat {} is left in place: managementPolicy is {policy:?}",
                 K::NOUN
             )
         }
@@ -694,7 +694,7 @@ fn left_in_place<K: Kind>(step: &CleanupStep) -> String {
             format!("Altostrat {} {id} is managed by {to} now; left in place", K::NOUN)
         }
         _ => format!(
-            "deletionPolicy is Orphan; the Altostrat {} is left in place",
+            "the Altostrat {} is left in place: deletionPolicy is Orphan",
             K::NOUN
         ),
     }

@@ -269,7 +269,7 @@ async fn an_orphaned_peer_is_left_in_altostrat() {
     assert_eq!(h.kube.records().len(), 1, "the hub's record stays");
     assert_eq!(
         h.kube.notes("Orphaned"),
-        vec!["DeletionPolicy is Orphan; the Altostrat peer is left in place".to_owned()]
+        vec!["The Altostrat peer is left in place: deletionPolicy is Orphan".to_owned()]
     );
 }
 
