@@ -13,6 +13,29 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// What every Altostrat object has: its id, and when Altostrat made it.
+pub trait Identified {
+    fn id(&self) -> &str;
+    /// As Altostrat writes it (RFC 3339), if it says.
+    fn created_at(&self) -> Option<&str>;
+}
+
+macro_rules! identified {
+    ($object:ty) => {
+        impl Identified for $object {
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn created_at(&self) -> Option<&str> {
+                self.created_at.as_deref()
+            }
+        }
+    };
+}
+
+identified!(Instance);
+identified!(Peer);
+
 /// `Instance`: a managed VPN hub.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

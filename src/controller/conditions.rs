@@ -5,7 +5,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
-use crate::crd::{DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstanceStatus, VpnPeerStatus};
+use crate::crd::{
+    DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstance, VpnInstanceStatus, VpnPeer, VpnPeerStatus,
+};
 
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
@@ -267,6 +269,28 @@ pub(crate) trait HasStatus: Resource<DynamicType = ()> {
     /// The id the spec adopts explicitly (`instanceId`, `peerId`).
     fn adopted_id(&self) -> Option<&str>;
 }
+
+/// Both kinds keep their status and policies under the same names; only the spec field that
+/// adopts an existing object differs.
+macro_rules! has_status {
+    ($kind:ty, $status:ty, $adopts:ident) => {
+        impl HasStatus for $kind {
+            type Status = $status;
+            fn status(&self) -> Option<&$status> {
+                self.status.as_ref()
+            }
+            fn management_policy(&self) -> ManagementPolicy {
+                self.spec.management_policy
+            }
+            fn adopted_id(&self) -> Option<&str> {
+                self.spec.$adopts.as_deref()
+            }
+        }
+    };
+}
+
+has_status!(VpnInstance, VpnInstanceStatus, instance_id);
+has_status!(VpnPeer, VpnPeerStatus, peer_id);
 
 #[cfg(test)]
 mod tests {

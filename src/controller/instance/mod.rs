@@ -13,7 +13,6 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tokio::time::Instant;
 
-use super::conditions::HasStatus;
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
 use super::context::{Context, DRIFT_REUSE};
 use super::error::{Error, Result};
@@ -36,19 +35,6 @@ use status::{missing_conditions, next_look, recorded_conditions, time_in_state, 
 /// Re-check interval while the instance waits for its VpnPeers to be deleted.
 const PEER_DRAIN_POLL: Duration = Duration::from_secs(5);
 
-impl HasStatus for VpnInstance {
-    type Status = VpnInstanceStatus;
-    fn status(&self) -> Option<&VpnInstanceStatus> {
-        self.status.as_ref()
-    }
-    fn management_policy(&self) -> ManagementPolicy {
-        self.spec.management_policy
-    }
-    fn adopted_id(&self) -> Option<&str> {
-        self.spec.instance_id.as_deref()
-    }
-}
-
 impl Kind for VpnInstance {
     type Spec = VpnInstanceSpec;
     type Object = Instance;
@@ -59,12 +45,6 @@ impl Kind for VpnInstance {
     const UNIQUE: bool = true;
     const HINT: &'static str = "to manage it from this resource, set spec.instanceId to its id";
 
-    fn id(object: &Instance) -> &str {
-        &object.id
-    }
-    fn created_at(object: &Instance) -> Option<&str> {
-        object.created_at.as_deref()
-    }
     fn spec_id(spec: &VpnInstanceSpec) -> Option<&str> {
         spec.instance_id.as_deref()
     }
@@ -112,9 +92,6 @@ impl Managed for VpnInstance {
     }
     fn deletion_policy(&self) -> Option<DeletionPolicy> {
         self.spec.deletion_policy
-    }
-    fn status_id(&self) -> Option<String> {
-        self.status.as_ref().and_then(|s| s.instance_id.clone())
     }
 
     /// `instance.<hostname>`: the API server's name uniqueness allows one holder of an instance.
@@ -301,14 +278,6 @@ impl Managed for VpnInstance {
             .await?;
         let token = conn.token().await?;
         Ok(Action::requeue(conn.ctx.drift_interval(&token)))
-    }
-    /// An instance has no parent to wait for: never asked.
-    async fn wait<A: VpnApi>(
-        _: &Conn<'_, Self, A>,
-        _: &mut Handle<Self>,
-        waiting: ConditionState,
-    ) -> Result<Action> {
-        Err(Error::InvalidSpec(waiting.message))
     }
     async fn forget_status(&self, handle: &mut Handle<Self>, _: &str) -> Result<()> {
         handle.status.update_fields(|s| s.instance_id = None).await

@@ -12,13 +12,14 @@ use super::super::finalizer::{FinalizerState, STALE_RETRY};
 use super::super::ownership::{self, Claim, Ownership};
 use super::super::policy::Gate;
 use crate::altostrat::ApiError;
+use crate::altostrat::model::Identified;
 use crate::crd::{PlannedCall, RecordRole};
 
 /// What a kind's decisions need to know of it, its spec and its Altostrat object (pure).
 pub(crate) trait Kind {
     type Spec: Debug + Sync;
     /// The Altostrat object.
-    type Object: Clone + Debug + Send + Sync + serde::Serialize;
+    type Object: Identified + Clone + Debug + Send + Sync + serde::Serialize;
     /// The body of a PUT.
     type Update: Debug + Send + Sync + serde::Serialize;
 
@@ -32,8 +33,6 @@ pub(crate) trait Kind {
     /// What to do about an object found that is not provably this resource's own.
     const HINT: &'static str;
 
-    fn id(object: &Self::Object) -> &str;
-    fn created_at(object: &Self::Object) -> Option<&str>;
     fn spec_id(spec: &Self::Spec) -> Option<&str>;
     /// The object the spec describes, in messages before its id is known.
     fn describe(spec: &Self::Spec) -> String;
@@ -320,7 +319,7 @@ fn adopt_or_create<K: Kind>(o: &Observed<K>, candidates: &[Candidate<K::Object>]
         .iter()
         .find(|(_, v)| K::UNIQUE || *v == Ownership::Unprovable);
     if let Some((object, verdict)) = blocking {
-        let what = format!("Altostrat {} {}", K::NOUN, K::id(object));
+        let what = format!("Altostrat {} {}", K::NOUN, object.id());
         let why = match verdict {
             Ownership::NotOurs if K::UNIQUE => reason::HOSTNAME_TAKEN,
             _ => reason::NOT_OWNED,
@@ -338,7 +337,7 @@ pub(crate) fn judge_all<K: Kind>(
     candidates
         .iter()
         .map(|c| {
-            let verdict = ownership::judge(claim, K::created_at(&c.object), c.recorded_by.clone());
+            let verdict = ownership::judge(claim, c.object.created_at(), c.recorded_by.clone());
             (&c.object, verdict)
         })
         .collect()
@@ -346,7 +345,7 @@ pub(crate) fn judge_all<K: Kind>(
 
 fn taken<K: Kind>(o: &Observed<K>, conflict: &ApiError, visible: Option<&K::Object>) -> Error {
     let holder = match visible {
-        Some(object) => format!("Altostrat {} {}", K::NOUN, K::id(object)),
+        Some(object) => format!("Altostrat {} {}", K::NOUN, object.id()),
         None => format!("a {} these credentials cannot see", K::NOUN),
     };
     let message = format!(
@@ -371,13 +370,13 @@ fn compare<K: Kind>(o: &Observed<K>, object: &K::Object) -> Step<K> {
         return Step::GiveUp(Error::InvalidSpec(why));
     }
     let held = (o.recorded_id.as_deref(), o.observed_id.as_deref());
-    if let Some(role) = ownership::record_needed(o.gate, held, K::id(object)) {
-        let id = K::id(object).to_owned();
+    if let Some(role) = ownership::record_needed(o.gate, held, object.id()) {
+        let id = object.id().to_owned();
         return Step::Own { id, role };
     }
     match K::update(o.spec, object, o.gate.observes()).filter(|_| !o.updated) {
         Some((body, fields)) => Step::Update {
-            id: K::id(object).to_owned(),
+            id: object.id().to_owned(),
             body,
             fields,
         },

@@ -7,7 +7,7 @@ use super::super::finalizer::FinalizerState;
 use super::super::ownership::{Claim, Ownership};
 use super::super::policy::Gate;
 use super::decide::{Candidate, Kind, Observed, Remote, Step, decide};
-use crate::altostrat::model::{Instance, Peer};
+use crate::altostrat::model::{Identified, Instance, Peer};
 use crate::altostrat::{ApiError, Endpoint};
 use crate::crd::{DeletionPolicy, ManagementPolicy, RecordRole, VpnInstance, VpnPeer};
 
@@ -238,7 +238,7 @@ fn the_rules_hold<K: Sample>() {
         }
         // Only our own lost create is adopted: made after our claim, held by no other record.
         if let Step::Adopt(object) = step {
-            let at = K::created_at(object).unwrap_or_default();
+            let at = object.created_at().unwrap_or_default();
             assert!(o.claim.at().is_some() && at >= CLAIMED, "{}", case());
         }
         // An object someone else holds is never written to, adopted or taken.

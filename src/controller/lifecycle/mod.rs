@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
 use super::conditions::ConditionState;
-use super::conditions::HasStatus;
+use super::conditions::{ConditionedStatus, HasStatus};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::reason as event;
@@ -36,6 +36,7 @@ use super::observation::{Look, Repeat, defer_drift_check};
 use super::ownership::{self, Claim, Ownership};
 use super::policy::Gate;
 use super::record::Holding;
+use crate::altostrat::model::Identified;
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, RecordRole, SecretReference};
 use decide::{Candidate, Kind, Observed, Remote, Step, decide};
@@ -65,7 +66,6 @@ pub(crate) trait Managed:
 
     fn spec(&self) -> &Self::Spec;
     fn deletion_policy(&self) -> Option<DeletionPolicy>;
-    fn status_id(&self) -> Option<String>;
 
     // --- the ownership record
     /// The name of the record that proves the object this resource's own.
@@ -94,12 +94,16 @@ pub(crate) trait Managed:
 
     // --- Altostrat
     /// Checks what only Altostrat can tell before anything is claimed (an instance's region).
-    fn validate<A: VpnApi>(conn: &mut Conn<'_, Self, A>) -> impl Future<Output = Result<()>> + Send;
+    fn validate<A: VpnApi>(_: &mut Conn<'_, Self, A>) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
     /// How fresh the observation of the object must be.
     fn look_for<A: VpnApi>(conn: &Conn<'_, Self, A>, token: &ApiToken, gate: Gate, now: &Time) -> Look;
     /// The object as the shared observation already holds it, when nothing more is to be
     /// learnt about it before its own write.
-    fn settled<A: VpnApi>(conn: &Conn<'_, Self, A>, token: &ApiToken, id: &str) -> Option<Self::Object>;
+    fn settled<A: VpnApi>(_: &Conn<'_, Self, A>, _: &ApiToken, _: &str) -> Option<Self::Object> {
+        None
+    }
     fn fetch<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
         token: &ApiToken,
@@ -142,7 +146,9 @@ pub(crate) trait Managed:
     /// The fields an update sets, as the object holds them (to tell a repeat).
     fn fields(object: &Self::Object) -> serde_json::Value;
     /// Whether Altostrat is still applying an earlier update.
-    fn busy(object: &Self::Object) -> bool;
+    fn busy(_: &Self::Object) -> bool {
+        false
+    }
     fn update_note(&self, fields: &[&str], body: &Self::Update) -> String;
 
     // --- status
@@ -165,42 +171,56 @@ pub(crate) trait Managed:
         remote: &Remote<Self::Object>,
         calls: Vec<PlannedCall>,
     ) -> impl Future<Output = Result<Action>> + Send;
-    /// (`ObserveOnly`) Records that no object with the spec's identity is visible.
+    /// (`ObserveOnly`) Records that no object with the spec's identity is visible (only a
+    /// unique kind is looked for without an id).
     fn missing<A: VpnApi>(
         conn: &mut Conn<'_, Self, A>,
-        handle: &mut Handle<Self>,
-    ) -> impl Future<Output = Result<Action>> + Send;
-    /// Records that the resource waits for its instance.
+        _: &mut Handle<Self>,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        async { Ok(Action::requeue(conn.ctx.settings.resync_interval)) }
+    }
+    /// Records that the resource waits for its instance (a kind with no parent never does).
     fn wait<A: VpnApi>(
-        conn: &Conn<'_, Self, A>,
-        handle: &mut Handle<Self>,
+        _: &Conn<'_, Self, A>,
+        _: &mut Handle<Self>,
         waiting: ConditionState,
-    ) -> impl Future<Output = Result<Action>> + Send;
+    ) -> impl Future<Output = Result<Action>> + Send {
+        async { Err(Error::InvalidSpec(waiting.message)) }
+    }
     /// Forgets a vanished object's id in status.
     fn forget_status(&self, handle: &mut Handle<Self>, id: &str) -> impl Future<Output = Result<()>> + Send;
 
-    // --- deletion
+    // --- deletion; by default a kind has no dependents, no successors and no teardown to watch
     /// Resources that still reference this one (an instance's peers).
-    fn dependents<A: VpnApi>(&self, ctx: &Context<A>) -> usize;
-    fn wait_for_dependents(
-        handle: &mut Handle<Self>,
-        count: usize,
-    ) -> impl Future<Output = Result<Action>> + Send;
+    fn dependents<A: VpnApi>(&self, _: &Context<A>) -> usize {
+        0
+    }
+    fn wait_for_dependents(_: &mut Handle<Self>, _: usize) -> impl Future<Output = Result<Action>> + Send {
+        async { Ok(Action::await_change()) }
+    }
     /// Another live resource that adopts object `id` explicitly and takes it over.
     fn successor<A: VpnApi>(
         &self,
-        ctx: &Context<A>,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<Holder>>> + Send;
+        _: &Context<A>,
+        _: &str,
+    ) -> impl Future<Output = Result<Option<Holder>>> + Send {
+        async { Ok(None) }
+    }
     /// Whether an earlier reconcile saw Altostrat accept the DELETE and the object stay.
-    fn teardown_started(&self) -> bool;
+    fn teardown_started(&self) -> bool {
+        false
+    }
     fn wait_for_teardown<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
-        handle: &mut Handle<Self>,
-        id: &str,
-    ) -> impl Future<Output = Result<Action>> + Send;
+        _: &mut Handle<Self>,
+        _: &str,
+    ) -> impl Future<Output = Result<Action>> + Send {
+        async { Ok(Action::requeue(conn.ctx.settings.provisioning_poll)) }
+    }
     /// What is released with the resource once its finalizer is gone (an instance's Secret).
-    fn released<A: VpnApi>(&self, ctx: &Context<A>) -> impl Future<Output = Result<()>> + Send;
+    fn released<A: VpnApi>(&self, _: &Context<A>) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A reconcile bound to its resource, its context, its instance and its token (read on first use:
@@ -285,7 +305,7 @@ fn first_look<'a, K: Managed>(
         observed_id: None,
         held_elsewhere: None,
         holds_record: false,
-        status_id: obj.status_id(),
+        status_id: obj.status().and_then(|s| s.recorded_id()).map(str::to_owned),
         remote: Remote::Unknown,
         updated: false,
     };
@@ -438,7 +458,7 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
         K::validate(self.conn).await?;
         let remote = K::create(self.conn, &token).await?;
         if let Remote::Found(created) = &remote {
-            let id = K::id(created);
+            let id = created.id();
             K::wrote(self.conn, &token, id, Some(created));
             let note = format!("created Altostrat {} {id}", K::NOUN);
             self.handle.activity.record(event::CREATED, note);
@@ -454,7 +474,7 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
     /// Records our own lost create: in the record, then in status.
     async fn adopt(&mut self, found: K::Object) -> Result<()> {
         let (obj, ctx) = (self.conn.obj, self.conn.ctx);
-        let id = K::id(&found);
+        let id = found.id();
         self.own.record_id(obj, ctx, &self.conn.parent, Some(id)).await?;
         self.refresh();
         let note = format!(
@@ -613,7 +633,7 @@ impl<K: Managed, A: VpnApi> Deletion<'_, K, A> {
         let verdicts = decide::judge_all::<K>(claim, &found);
         let ours = verdicts.iter().position(|(_, v)| *v == Ownership::Ours);
         let pick = verdicts.into_iter().nth(ours.unwrap_or(0));
-        self.observed.search = Some(pick.map(|(object, verdict)| (K::id(object).to_owned(), verdict)));
+        self.observed.search = Some(pick.map(|(object, verdict)| (object.id().to_owned(), verdict)));
         Ok(())
     }
 

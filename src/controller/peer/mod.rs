@@ -14,7 +14,6 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
-use super::conditions::HasStatus;
 use super::conditions::{self, ConditionState};
 use super::context::{Context, DRIFT_REUSE};
 use super::error::Result;
@@ -29,25 +28,12 @@ use super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{
-    DeletionPolicy, Holder, ManagementPolicy, OwnershipRecordSpec, PlannedCall, SecretReference, VpnInstance,
-    VpnPeer, VpnPeerSpec, VpnPeerStatus,
+    DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, SecretReference, VpnInstance, VpnPeer,
+    VpnPeerSpec, VpnPeerStatus,
 };
 use status::{
     attached, observed_status, ready_conditions, usable_instance_id, waiting_conditions, withheld_status,
 };
-
-impl HasStatus for VpnPeer {
-    type Status = VpnPeerStatus;
-    fn status(&self) -> Option<&VpnPeerStatus> {
-        self.status.as_ref()
-    }
-    fn management_policy(&self) -> ManagementPolicy {
-        self.spec.management_policy
-    }
-    fn adopted_id(&self) -> Option<&str> {
-        self.spec.peer_id.as_deref()
-    }
-}
 
 impl Kind for VpnPeer {
     type Spec = VpnPeerSpec;
@@ -59,12 +45,6 @@ impl Kind for VpnPeer {
     const UNIQUE: bool = false;
     const HINT: &'static str = "delete it in Altostrat or wait for it to be recorded";
 
-    fn id(object: &Peer) -> &str {
-        &object.id
-    }
-    fn created_at(object: &Peer) -> Option<&str> {
-        object.created_at.as_deref()
-    }
     fn spec_id(spec: &VpnPeerSpec) -> Option<&str> {
         spec.peer_id.as_deref()
     }
@@ -115,9 +95,6 @@ impl Managed for VpnPeer {
     fn deletion_policy(&self) -> Option<DeletionPolicy> {
         self.spec.deletion_policy
     }
-    fn status_id(&self) -> Option<String> {
-        self.status.as_ref().and_then(|s| s.peer_id.clone())
-    }
 
     /// `peer.<uid>`: Altostrat has no unique key for peers, so the record is the resource's.
     fn record_name(&self) -> String {
@@ -164,14 +141,8 @@ impl Managed for VpnPeer {
         Ok(attached(usable, &record, name))
     }
 
-    async fn validate<A: VpnApi>(_: &mut Conn<'_, Self, A>) -> Result<()> {
-        Ok(())
-    }
     fn look_for<A: VpnApi>(conn: &Conn<'_, Self, A>, token: &ApiToken, gate: Gate, _: &Time) -> Look {
         look_for(conn, token, gate)
-    }
-    fn settled<A: VpnApi>(_: &Conn<'_, Self, A>, _: &ApiToken, _: &str) -> Option<Peer> {
-        None
     }
     async fn fetch<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
@@ -253,9 +224,6 @@ impl Managed for VpnPeer {
     fn fields(object: &Peer) -> serde_json::Value {
         plan::peer_fields(object)
     }
-    fn busy(_: &Peer) -> bool {
-        false
-    }
     fn update_note(&self, fields: &[&str], _: &PeerUpdate) -> String {
         format!("applied changes to {}", fields.join(", "))
     }
@@ -315,10 +283,6 @@ impl Managed for VpnPeer {
         let drift = ctx.drift_interval(&conn.token().await?);
         Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
     }
-    /// A peer is observed by its id only: never asked.
-    async fn missing<A: VpnApi>(conn: &mut Conn<'_, Self, A>, _: &mut Handle<Self>) -> Result<Action> {
-        Ok(Action::requeue(conn.ctx.settings.resync_interval))
-    }
     /// A peer waiting for its instance says so; the instance watch re-triggers it.
     async fn wait<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
@@ -337,31 +301,6 @@ impl Managed for VpnPeer {
             Some(stale) => handle.status.write_stage(stale, forget_id).await,
             None => handle.status.update_fields(forget_id).await,
         }
-    }
-
-    /// Peers have no dependents, no successors (no other resource's deletion adopts a peer)
-    /// and no teardown to watch: deleting a peer is documented as immediate and permanent.
-    fn dependents<A: VpnApi>(&self, _: &Context<A>) -> usize {
-        0
-    }
-    async fn wait_for_dependents(_: &mut Handle<Self>, _: usize) -> Result<Action> {
-        Ok(Action::await_change())
-    }
-    async fn successor<A: VpnApi>(&self, _: &Context<A>, _: &str) -> Result<Option<Holder>> {
-        Ok(None)
-    }
-    fn teardown_started(&self) -> bool {
-        false
-    }
-    async fn wait_for_teardown<A: VpnApi>(
-        conn: &Conn<'_, Self, A>,
-        _: &mut Handle<Self>,
-        _: &str,
-    ) -> Result<Action> {
-        Ok(Action::requeue(conn.ctx.settings.provisioning_poll))
-    }
-    async fn released<A: VpnApi>(&self, _: &Context<A>) -> Result<()> {
-        Ok(())
     }
 }
 
