@@ -3,6 +3,19 @@
 //! Controllers only see the narrow [`VpnApi`] trait. The production stack is
 //! [`Resilient`]`<`[`HttpClient`]`>`: the HTTP client performs exactly one request per call and
 //! classifies the answer; the wrapper owns rate limiting, retries and `Retry-After`.
+//!
+//! | file | what is there |
+//! |---|---|
+//! | `model.rs` | the wire types (what Altostrat sends and takes), tolerant of its quirks |
+//! | `http.rs` | one request per call: URL, token, TLS, timeouts; the answer handed to `error.rs` |
+//! | `error.rs` | every answer classified once into an [`ApiError`] (a taken hostname is a `Conflict` whether it comes as 409, 422 or 400; unknown user or site, quota, 429 with its `Retry-After`) |
+//! | `budget.rs` | the per-token budget every call is paid from, polls before drift checks |
+//! | `resilient.rs` | retries with backoff, a short 429 waited out in place, a long one returned to the reconcile |
+//!
+//! A 429, end to end: `error.rs` reads it as `RateLimited` with its `Retry-After`; `resilient.rs`
+//! backs the token's budget off and waits a short one out, or returns it; the reconcile fails
+//! with it, and the controllers' outcome table (`controller/error.rs`, `Error::outcome`) requeues
+//! the resource after exactly that long, marks it `Throttled` (a Normal event, an INFO log).
 
 mod budget;
 mod error;

@@ -740,6 +740,13 @@ impl Harness {
         result
     }
 
+    /// The Altostrat calls one successful reconcile of `obj` makes.
+    pub async fn reconcile_calls<K: Managed + serde::Serialize>(&self, obj: &K) -> Vec<Endpoint> {
+        self.altostrat.clear_calls();
+        self.reconcile(obj).await.expect("reconcile succeeds");
+        self.altostrat.calls()
+    }
+
     /// Marks the stored `obj` as deleted (its finalizers keep it), as `kubectl delete` would.
     pub fn delete<K: Managed + serde::Serialize>(&self, obj: &K) {
         let mut current = self.kube.get(obj).expect("object exists");

@@ -88,10 +88,8 @@ async fn the_id_is_written_before_the_configuration_is_applied() {
     assert!(status.instance_id.is_some(), "the id survives a later failure");
     assert_eq!(ready(&h, &obj), Some(("False".into(), "ApiError".into())));
 
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::UpdateInstance],
         "the create's answer is a fresh enough observation"
     );
@@ -131,10 +129,8 @@ async fn a_lost_create_answer_is_found_and_adopted_not_repeated() {
     assert_eq!(error.category(), "transport");
     assert!(h.stored(&obj).unwrap().status.unwrap().instance_id.is_none());
 
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::ListInstances],
         "looked up, not posted again"
     );
@@ -280,9 +276,11 @@ async fn a_gitops_rename_hands_the_hub_over_instead_of_deleting_it() {
     assert_eq!(waiting.reason(), "NotOwned", "one holder at a time: {waiting}");
 
     h.delete(&old);
-    h.altostrat.clear_calls();
-    h.reconcile(&old).await.unwrap();
-    assert!(h.altostrat.calls().is_empty(), "{:?}", h.altostrat.calls());
+    assert!(
+        h.reconcile_calls(&old).await.is_empty(),
+        "{:?}",
+        h.altostrat.calls()
+    );
     assert_eq!(h.altostrat.instances().len(), 1, "the hub survives the rename");
     assert!(!h.holds_finalizer(&old));
     let records = h.kube.records();
@@ -392,9 +390,7 @@ async fn adopting_a_hub_that_another_namespace_records_is_refused_and_never_dele
     assert!(h.reconcile(&b).await.is_err());
     assert_eq!(ready(&h, &b), Some(("False".into(), "NotOwned".into())));
     h.delete(&b);
-    h.altostrat.clear_calls();
-    h.reconcile(&b).await.unwrap();
-    assert!(h.altostrat.calls().is_empty());
+    assert!(h.reconcile_calls(&b).await.is_empty());
     assert_eq!(h.altostrat.instances().len(), 1);
 }
 
@@ -505,10 +501,8 @@ async fn a_provisioning_instance_is_polled_then_configured_once_ready() {
     );
 
     h.altostrat.provision_all();
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::ListInstances, Endpoint::UpdateInstance],
         "each poll looks at a list newer than its previous look, not at the create's answer"
     );
@@ -824,20 +818,16 @@ async fn an_asynchronous_teardown_is_watched_without_a_second_delete_until_the_h
     assert_eq!(ready(&h, &obj), Some(("False".into(), "TearingDown".into())));
     assert!(h.holds_finalizer(&obj), "the hub still exists");
 
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::ListInstances],
         "the teardown is watched by the shared list, not asked for again"
     );
     assert!(h.holds_finalizer(&obj));
 
     h.altostrat.finish_teardowns();
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::ListInstances, Endpoint::GetInstance]
     );
     assert!(!h.holds_finalizer(&obj));
@@ -868,9 +858,7 @@ async fn a_refused_delete_holds_the_resource_until_its_policy_is_orphan() {
     let orphaned = h.edit(&obj, |o| {
         o.spec.deletion_policy = Some(crate::crd::DeletionPolicy::Orphan)
     });
-    h.altostrat.clear_calls();
-    h.reconcile(&orphaned).await.unwrap();
-    assert!(h.altostrat.calls().is_empty());
+    assert!(h.reconcile_calls(&orphaned).await.is_empty());
     assert!(!h.holds_finalizer(&obj), "released, the hub left in Altostrat");
     assert_eq!(h.altostrat.instances().len(), 1);
 }
@@ -926,10 +914,8 @@ async fn the_longest_path_of_one_reconcile_settles() {
     unfinalized.metadata.finalizers = None;
     h.apply(unfinalized);
     h.observations_expire();
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![
             Endpoint::ListInstances,
             Endpoint::GetInstance,
@@ -1071,10 +1057,8 @@ async fn a_put_the_budget_held_back_is_retried_without_observing_again() {
     );
     let held = h.reconcile(&obj).await.unwrap_err();
     assert_eq!(held.reason(), "Throttled");
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::UpdateInstance],
         "a provisioned instance with nothing pending needs no new list before its PUT"
     );
@@ -1234,10 +1218,8 @@ async fn a_reconcile_request_looks_at_altostrat_at_once_and_is_acknowledged() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({})));
     h.reconcile(&obj).await.unwrap();
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![],
         "the create's answer is fresh enough for a resync"
     );
@@ -1494,9 +1476,7 @@ async fn deleting_a_planning_resource_deletes_nothing() {
     let planning = with_policy(&h, &obj, crate::crd::ManagementPolicy::Plan);
     h.reconcile(&planning).await.unwrap();
     h.delete(&obj);
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![]);
+    assert_eq!(h.reconcile_calls(&obj).await, vec![]);
     assert!(!h.holds_finalizer(&obj));
     assert_eq!(h.altostrat.instances().len(), 1);
 }

@@ -115,10 +115,8 @@ async fn a_claim_left_by_a_failed_post_leads_to_one_create() {
     h.altostrat.refuse(Endpoint::CreatePeer, refused);
     assert!(h.reconcile(&obj).await.is_err());
     assert!(h.holds_finalizer(&obj));
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::ListPeers, Endpoint::CreatePeer],
         "the claim in the record is searched for before the create is sent again"
     );
@@ -213,10 +211,8 @@ async fn drift_is_corrected_with_one_update() {
     assert!(h.altostrat.peers(&hub_id(&h, &hub))[0].route_all);
 
     let edited = h.edit(&obj, |o| o.spec.route_all = Some(false));
-    h.altostrat.clear_calls();
-    h.reconcile(&edited).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&edited).await,
         vec![Endpoint::UpdatePeer],
         "the create's answer is a fresh enough observation"
     );
@@ -239,9 +235,7 @@ async fn deleting_a_peer_deletes_it_in_altostrat_and_releases_the_finalizer() {
     h.reconcile(&obj).await.unwrap();
     let id = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
     h.delete(&obj);
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
+    assert_eq!(h.reconcile_calls(&obj).await, vec![Endpoint::DeletePeer]);
     assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
     assert!(!h.holds_finalizer(&obj));
     assert_eq!(
@@ -257,9 +251,7 @@ async fn an_orphaned_peer_is_left_in_altostrat() {
     h.reconcile(&obj).await.unwrap();
     assert_eq!(peer_records(&h), vec!["alice"], "held while the resource exists");
     h.delete(&obj);
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
-    assert!(h.altostrat.calls().is_empty());
+    assert!(h.reconcile_calls(&obj).await.is_empty());
     assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
     assert!(!h.holds_finalizer(&obj));
     assert!(
@@ -290,10 +282,8 @@ async fn deleting_after_a_lost_create_answer_finds_and_deletes_the_peer() {
     h.altostrat.lose_answer(Endpoint::CreatePeer);
     assert!(h.reconcile(&obj).await.is_err());
     h.delete(&obj);
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&obj).await,
         vec![Endpoint::ListPeers, Endpoint::DeletePeer]
     );
     assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
@@ -351,10 +341,8 @@ async fn a_peer_gone_since_it_was_observed_is_created_again_when_its_update_find
     let first = h.altostrat.peers(&id)[0].id.clone();
     h.altostrat.remove_peer(&id, &first);
     let edited = h.edit(&obj, |o| o.spec.route_all = Some(true));
-    h.altostrat.clear_calls();
-    h.reconcile(&edited).await.unwrap();
     assert_eq!(
-        h.altostrat.calls(),
+        h.reconcile_calls(&edited).await,
         vec![Endpoint::UpdatePeer, Endpoint::CreatePeer],
         "the 404 of the update says it is gone: forgotten, claimed anew and created once"
     );
@@ -370,9 +358,7 @@ async fn a_cleanup_on_a_copy_older_than_the_first_release_sends_no_second_delete
     h.reconcile(&obj).await.unwrap();
     h.delete(&obj);
     let older = h.stored(&obj).unwrap();
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
+    assert_eq!(h.reconcile_calls(&obj).await, vec![Endpoint::DeletePeer]);
     // The watch delivers the copy from before the release once more.
     h.apply(older.clone());
     h.reconcile(&older).await.unwrap();
@@ -429,9 +415,10 @@ async fn a_404_to_a_peer_delete_releases_once_a_look_confirms_the_peer_gone() {
     let first = h.altostrat.peers(&id)[0].id.clone();
     h.altostrat.remove_peer(&id, &first);
     h.delete(&obj);
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer, Endpoint::GetPeer]);
+    assert_eq!(
+        h.reconcile_calls(&obj).await,
+        vec![Endpoint::DeletePeer, Endpoint::GetPeer]
+    );
     assert!(!h.holds_finalizer(&obj));
 }
 
@@ -466,9 +453,11 @@ async fn a_paused_peer_withholds_its_create_and_its_updates() {
 
     h.annotate(&obj, PAUSED, Some("true"));
     let edited = h.edit(&obj, |o| o.spec.route_all = Some(true));
-    h.altostrat.clear_calls();
-    h.reconcile(&edited).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![], "the create's answer is fresh enough");
+    assert_eq!(
+        h.reconcile_calls(&edited).await,
+        vec![],
+        "the create's answer is fresh enough"
+    );
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
     let conditions = h.stored(&obj).unwrap().status.unwrap().conditions;
     assert_eq!(
@@ -490,9 +479,7 @@ async fn deleting_a_paused_peer_follows_its_deletion_policy() {
     h.annotate(&obj, PAUSED, Some("true"));
     h.reconcile(&obj).await.unwrap();
     h.delete(&obj);
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::DeletePeer]);
+    assert_eq!(h.reconcile_calls(&obj).await, vec![Endpoint::DeletePeer]);
     assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
     assert!(!h.holds_finalizer(&obj));
 }
@@ -523,9 +510,7 @@ async fn a_peer_attaches_to_a_hub_that_is_only_observed() {
     ));
     h.reconcile(&hub).await.unwrap();
     let obj = h.apply(peer("alice", "hub", json!({})));
-    h.altostrat.clear_calls();
-    h.reconcile(&obj).await.unwrap();
-    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    assert_eq!(h.reconcile_calls(&obj).await, vec![Endpoint::CreatePeer]);
     assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
     assert_eq!(h.altostrat.peers(&portal.id).len(), 1);
 
