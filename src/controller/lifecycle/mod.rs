@@ -26,8 +26,7 @@ use kube::runtime::events::EventType;
 use tokio::time::Instant;
 
 use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
-use super::conditions::ConditionState;
-use super::conditions::{ConditionedStatus, HasStatus};
+use super::conditions::{ConditionState, ConditionedStatus, HasStatus};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::reason as event;
