@@ -451,10 +451,10 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
         Ok(())
     }
 
-    /// Sends the create, right after the claim, and records the id at once.
+    /// Sends the create, right after the claim (which validated the spec: a create only ever
+    /// follows this reconcile's own claim), and records the id at once.
     async fn create(&mut self) -> Result<()> {
         let token = self.conn.token().await?;
-        K::validate(self.conn).await?;
         let remote = K::create(self.conn, &token).await?;
         if let Remote::Found(created) = &remote {
             let id = created.id();
@@ -601,7 +601,6 @@ impl<K: Managed, A: VpnApi> Deletion<'_, K, A> {
                 let note = format!("{why}; not deleted");
                 ctx.publish(obj, EventType::Warning, event::LEFT_ALONE, note)
                     .await;
-                self.successor = None;
                 return self.release(handle).await.map(Some);
             }
             CleanupStep::Inspect(id) => self.inspect(&id).await?,
