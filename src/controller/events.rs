@@ -23,6 +23,9 @@ pub mod reason {
     pub const LEFT_SCOPE: (&str, &str) = ("LeftScope", "Reconcile");
     pub const PROFILE_WRITTEN: (&str, &str) = ("ProfileWritten", "Deliver");
     pub const PROFILE_REMOVED: (&str, &str) = ("ProfileRemoved", "Deliver");
+    /// Warnings on the transition into a wait only a change elsewhere ends.
+    pub const INSTANCE_NOT_FOUND: (&str, &str) = ("InstanceNotFound", "Reconcile");
+    pub const DELETION_BLOCKED: (&str, &str) = ("DeletionBlocked", "Delete");
 }
 
 /// The one Normal event a reconcile publishes when it changed something: named after its first
@@ -33,6 +36,9 @@ pub mod reason {
 pub(crate) struct Activity {
     first: Option<(&'static str, &'static str)>,
     steps: Vec<String>,
+    /// A Warning to publish as well: a wait the resource just entered that a person may have to
+    /// end (published once, on the transition, not on every look).
+    warning: Option<(&'static str, &'static str, String)>,
 }
 
 impl Activity {
@@ -40,6 +46,16 @@ impl Activity {
     pub(crate) fn record(&mut self, (reason, action): (&'static str, &'static str), step: impl Into<String>) {
         self.first.get_or_insert((reason, action));
         self.steps.push(step.into());
+    }
+
+    /// Notes a Warning to publish with this reconcile's events.
+    pub(crate) fn warn(&mut self, (reason, action): (&'static str, &'static str), note: impl Into<String>) {
+        self.warning = Some((reason, action, note.into()));
+    }
+
+    /// `(reason, action, note)` of the Warning to publish, if any.
+    pub(crate) fn warning(&self) -> Option<(&'static str, &'static str, String)> {
+        self.warning.clone()
     }
 
     /// `(reason, action, note)` of the event to publish, if anything happened.

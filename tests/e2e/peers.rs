@@ -27,8 +27,31 @@ async fn peer_waits_for_its_instance_then_becomes_ready() {
     apply(&peers, &client_peer_manifest("alice", "hub", USER)).await;
     wait_peer_reason(&peers, "alice", "InstanceNotFound").await;
     assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);
+    let alice = peers.get("alice").await.unwrap();
+    let synced = condition(&alice.status.unwrap().conditions, "Synced").unwrap();
+    assert_eq!(
+        (synced.0.as_str(), synced.1.as_str()),
+        ("False", "InstanceNotFound")
+    );
+    assert_eq!(
+        warnings(&client, &ns, "InstanceNotFound").await,
+        vec![r#"VpnInstance "hub" does not exist in this namespace"#.to_owned()]
+    );
 
-    apply(&instances, &instance_manifest("hub", "peer-hub", json!({}))).await;
+    // A new hub says what it has not sent yet, until provisioning lets it.
+    let routes = json!({"pushedRoutes": ["10.20.0.0/16"]});
+    apply(&instances, &instance_manifest("hub", "peer-hub", routes)).await;
+    let pending = wait_instance(&instances, "hub", "Synced False Provisioning", |o| {
+        let conditions = o
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        condition(conditions, "Synced").is_some_and(|c| c.0 == "False" && c.1 == "Provisioning")
+    })
+    .await;
+    let synced = condition(&pending.status.unwrap().conditions, "Synced").unwrap();
+    assert!(synced.2.contains("pushedRoutes"), "{}", synced.2);
     wait_peer_reason(&peers, "alice", "WaitingForInstance").await;
     apply(
         &peers,
@@ -84,5 +107,39 @@ async fn peer_waits_for_its_instance_then_becomes_ready() {
         2
     );
     assert_eq!(simc.count("POST /vpn/instances/{instanceId}/peers").await, 0);
+
+    // The hub's deletion waits for its peers, and names them.
+    let hub = wait_instance(&instances, "hub", "hub Ready and Synced", |o| {
+        let conditions = o
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        instance_ready(o) && condition(conditions, "Synced").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    let hub_id = hub.status.unwrap().instance_id.unwrap();
+    let remote = simc.instance(&hub_id).await.expect("the hub exists in Altostrat");
+    assert_eq!(
+        remote.pushed_routes,
+        vec!["10.20.0.0/16".to_owned()],
+        "sent once provisioned"
+    );
+    instances.delete("hub", &Default::default()).await.unwrap();
+    let blocked = wait_instance_reason(&instances, "hub", "Deleting").await;
+    let named = "Waiting for the VpnPeers that reference this instance to be deleted: alice, branch";
+    assert_eq!(blocked, named);
+    assert_eq!(
+        warnings(&client, &ns, "DeletionBlocked").await,
+        vec![named.to_owned()]
+    );
+    peers.delete("alice", &Default::default()).await.unwrap();
+    peers.delete("branch", &Default::default()).await.unwrap();
+    wait_gone(&instances, "hub").await;
+    assert_eq!(
+        warnings(&client, &ns, "DeletionBlocked").await.len(),
+        1,
+        "one Warning when the wait began, none on later looks"
+    );
     operator.stop().await;
 }

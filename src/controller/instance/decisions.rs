@@ -443,7 +443,10 @@ fn a_withheld_update_keeps_the_hub_ready_and_names_the_drift() {
         None,
     )];
     let paused = PAUSED;
-    let (status, [ready, synced]) = withheld_status(Default::default(), &remote, calls, paused);
+    let (status, conditions) = withheld_status(Default::default(), &remote, calls, paused);
+    let [ready, synced] = conditions.as_slice() else {
+        panic!("a found hub is not stalled: {conditions:?}")
+    };
     assert_eq!((ready.status, ready.reason), (true, "Available"));
     assert_eq!((synced.status, synced.reason), (false, "Drifted"));
     assert!(synced.message.contains("pushedRoutes"), "{}", synced.message);
@@ -451,7 +454,11 @@ fn a_withheld_update_keeps_the_hub_ready_and_names_the_drift() {
     assert_eq!(status.plan.len(), 1);
 
     let gone = Remote::Gone("i-1".into());
-    let (status, [ready, _]) = withheld_status(Default::default(), &gone, vec![], paused);
+    let (status, conditions) = withheld_status(Default::default(), &gone, vec![], paused);
+    let [ready, _, stalled] = conditions.as_slice() else {
+        panic!("a hub that does not serve is stalled while paused: {conditions:?}")
+    };
     assert_eq!((ready.status, ready.reason), (false, "ReconcilePaused"));
+    assert_eq!((stalled.type_, stalled.status), ("Stalled", true));
     assert!(!status.server_ready, "its peers must not use a vanished hub");
 }

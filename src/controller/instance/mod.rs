@@ -246,14 +246,13 @@ impl Managed for VpnInstance {
     }
 
     async fn record_found<A: VpnApi>(
-        _: &Conn<'_, Self, A>,
+        conn: &Conn<'_, Self, A>,
         handle: &mut Handle<Self>,
         instance: &Instance,
     ) -> Result<()> {
-        handle
-            .status
-            .write(observed_status(instance), &desired_conditions(instance, true))
-            .await
+        let pending = pending(conn.obj, instance, handle.status.gate());
+        let desired = desired_conditions(instance, &pending);
+        handle.status.write(observed_status(instance), &desired).await
     }
     async fn record<A: VpnApi>(
         conn: &mut Conn<'_, Self, A>,
@@ -284,18 +283,34 @@ impl Managed for VpnInstance {
     }
 
     /// VpnPeers in the instance's namespace that reference it, as the peer cache has them (the
-    /// peer watch re-triggers nothing here; the drain poll looks again).
-    fn dependents<A: VpnApi>(&self, ctx: &Context<A>) -> usize {
+    /// peer watch re-triggers nothing here; the drain poll looks again), by name.
+    fn dependents<A: VpnApi>(&self, ctx: &Context<A>) -> Vec<String> {
         let namespace = self.namespace();
         let name = self.name_any();
-        ctx.peers
+        let mut names: Vec<String> = ctx
+            .peers
             .state()
             .iter()
             .filter(|p| p.namespace() == namespace && p.spec.instance_ref.name == name)
-            .count()
+            .map(|p| p.name_any())
+            .collect();
+        names.sort();
+        names
     }
-    async fn wait_for_dependents(handle: &mut Handle<Self>, count: usize) -> Result<Action> {
-        let message = format!("Waiting for {count} VpnPeer(s) referencing this instance to be deleted");
+    /// Names the peers it waits for, with one Warning when the wait begins.
+    async fn wait_for_dependents(handle: &mut Handle<Self>, dependents: &[String]) -> Result<Action> {
+        let message = format!(
+            "Waiting for the VpnPeers that reference this instance to be deleted: {}",
+            named(dependents)
+        );
+        let stored = handle
+            .status
+            .stored()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        if conditions::ready_reason(stored) != Some(reason::DELETING) {
+            handle.activity.warn(event::DELETION_BLOCKED, message.clone());
+        }
         still_deleting(handle, reason::DELETING, message, PEER_DRAIN_POLL).await
     }
     async fn successor<A: VpnApi>(&self, ctx: &Context<A>, id: &str) -> Result<Option<Holder>> {
@@ -366,8 +381,7 @@ async fn record<A: VpnApi>(
         .as_ref()
         .is_some_and(|s| conditions::is_ready(&s.conditions));
     let gate = Gate::of(obj);
-    let out_of_sync = gate.open() && plan::instance_update(&obj.spec, instance).is_some();
-    let desired = recorded_conditions(instance, out_of_sync, gate);
+    let desired = recorded_conditions(instance, &pending(obj, instance, gate), gate);
     handle.status.write(observed_status(instance), &desired).await?;
     let ready = desired[0].status;
     if ready && !was_ready {
@@ -375,6 +389,15 @@ async fn record<A: VpnApi>(
         handle.activity.record(event::READY, note);
     }
     Ok(Action::requeue(pace(conn, handle, drift, ready)))
+}
+
+/// The fields the spec sets that Altostrat does not hold yet and this resource is to send
+/// (none when its writes are withheld).
+fn pending(obj: &VpnInstance, instance: &Instance, gate: Gate) -> Vec<&'static str> {
+    match plan::instance_update(&obj.spec, instance) {
+        Some(update) if gate.open() => plan::instance_changed_fields(&update, instance),
+        _ => Vec::new(),
+    }
 }
 
 /// When to look again, from the status just written.
@@ -387,6 +410,21 @@ fn pace<A>(
     let stored = handle.status.stored().cloned().unwrap_or_default();
     let pace = (drift, conn.ctx.settings.provisioning_poll);
     next_look(&stored, ready, pace, handle.status.now(), fastrand::f64())
+}
+
+/// The first few of `names` and how many there are.
+fn named(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let first = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match names.len() {
+        n if n > SHOWN => format!("{first} and {} more ({n} in all)", n - SHOWN),
+        _ => first,
+    }
 }
 
 /// A deletion that goes on: `Ready=False` says what it waits for, and it looks again `after`.

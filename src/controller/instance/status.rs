@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::super::conditions::{ConditionState, READY, SYNCED, reason};
+use super::super::conditions::{ConditionState, READY, STALLED, SYNCED, reason};
 use super::super::lifecycle::decide::Remote;
 use super::super::lifecycle::{Withheld, withheld};
 use super::super::plan;
@@ -12,9 +12,17 @@ use super::super::policy::Gate;
 use crate::altostrat::model::Instance;
 use crate::crd::{FirewallRuleStatus, PlannedCall, VpnInstance, VpnInstanceSpec, VpnInstanceStatus};
 
-/// Ready/Synced for a successfully observed instance.
-pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [ConditionState; 2] {
-    let ready = if !observed.is_provisioned() {
+/// Ready/Synced for a successfully observed instance. `pending` names the fields the spec sets
+/// that Altostrat does not hold yet (empty when nothing is to be sent, or when nothing may be).
+pub(crate) fn desired_conditions(observed: &Instance, pending: &[&str]) -> [ConditionState; 2] {
+    [
+        ready_condition(observed, pending),
+        synced_condition(observed, pending),
+    ]
+}
+
+fn ready_condition(observed: &Instance, pending: &[&str]) -> ConditionState {
+    if !observed.is_provisioned() {
         let flags = [
             ("configured", observed.configured),
             ("rsaReady", observed.rsa_ready),
@@ -22,55 +30,59 @@ pub(crate) fn desired_conditions(observed: &Instance, out_of_sync: bool) -> [Con
             ("serverReady", observed.server_ready),
         ];
         let waiting: Vec<&str> = flags.iter().filter(|(_, v)| !v).map(|(n, _)| *n).collect();
-        ConditionState::new(
-            READY,
-            false,
-            reason::PROVISIONING,
-            format!(
-                "Altostrat is provisioning the instance; waiting for {}",
-                waiting.join(", ")
-            ),
-        )
-    } else if !observed.status.is_empty() {
-        ConditionState::new(
-            READY,
-            false,
-            reason::UPDATING,
-            format!(
-                "Altostrat is applying configuration changes: {}",
-                observed.status.join(", ")
-            ),
-        )
-    } else if out_of_sync {
-        ConditionState::new(
-            READY,
-            false,
-            reason::UPDATING,
-            "Configuration changes are being applied",
-        )
-    } else {
-        ConditionState::new(
-            READY,
-            true,
-            reason::AVAILABLE,
-            "Instance is provisioned and matches the spec",
-        )
-    };
-    [
-        ready,
-        ConditionState::new(
+        let message = format!(
+            "Altostrat is provisioning the instance; waiting for {}",
+            waiting.join(", ")
+        );
+        return ConditionState::new(READY, false, reason::PROVISIONING, message);
+    }
+    if !observed.status.is_empty() {
+        let message = format!(
+            "Altostrat is applying configuration changes: {}",
+            observed.status.join(", ")
+        );
+        return ConditionState::new(READY, false, reason::UPDATING, message);
+    }
+    if !pending.is_empty() {
+        let message = format!("Altostrat does not hold {} of the spec yet", pending.join(", "));
+        return ConditionState::new(READY, false, reason::UPDATING, message);
+    }
+    ConditionState::new(
+        READY,
+        true,
+        reason::AVAILABLE,
+        "Instance is provisioned and matches the spec",
+    )
+}
+
+/// `Synced` says whether Altostrat holds everything the spec asks for: a created instance
+/// takes its configuration only once provisioned, and an update Altostrat is still applying
+/// is compared again once it is done.
+fn synced_condition(observed: &Instance, pending: &[&str]) -> ConditionState {
+    if pending.is_empty() {
+        return ConditionState::new(
             SYNCED,
             true,
             reason::RECONCILE_SUCCESS,
-            "Spec applied to Altostrat",
-        ),
-    ]
+            "Altostrat holds the spec",
+        );
+    }
+    let fields = pending.join(", ");
+    if !observed.is_provisioned() {
+        let message = format!("Instance created in Altostrat; {fields} are sent once it is provisioned");
+        return ConditionState::new(SYNCED, false, reason::PROVISIONING, message);
+    }
+    let message = format!(
+        "Altostrat is still applying the last update; {fields} are sent again if they still differ \
+         once it is done"
+    );
+    ConditionState::new(SYNCED, false, reason::UPDATING, message)
 }
 
 /// Ready/Synced for an instance recorded as it is: an observer's `Synced` says the fields the
 /// spec sets match, since it applies nothing.
-pub(crate) fn recorded_conditions(observed: &Instance, out_of_sync: bool, gate: Gate) -> [ConditionState; 2] {
-    let [ready, synced] = desired_conditions(observed, out_of_sync);
+pub(crate) fn recorded_conditions(observed: &Instance, pending: &[&str], gate: Gate) -> [ConditionState; 2] {
+    let [ready, synced] = desired_conditions(observed, pending);
     if !gate.observes() {
         return [ready, synced];
     }
@@ -81,8 +93,9 @@ pub(crate) fn recorded_conditions(observed: &Instance, out_of_sync: bool, gate: 
     ]
 }
 
-/// The conditions of an observer that finds no instance with its hostname.
-pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 2] {
+/// The conditions of an observer that finds no instance with its hostname: only a person (who
+/// creates it, or changes the spec or the policy) can change that.
+pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 3] {
     let message = format!(
         "No Altostrat instance with hostname {:?} is visible to these credentials; managementPolicy \
          ObserveOnly creates nothing",
@@ -90,7 +103,8 @@ pub(crate) fn missing_conditions(spec: &VpnInstanceSpec) -> [ConditionState; 2] 
     );
     [
         ConditionState::new(READY, false, reason::NOT_FOUND, message.clone()),
-        ConditionState::new(SYNCED, false, reason::NOT_FOUND, message),
+        ConditionState::new(SYNCED, false, reason::NOT_FOUND, message.clone()),
+        ConditionState::new(STALLED, true, reason::NOT_FOUND, message),
     ]
 }
 
@@ -103,13 +117,13 @@ pub(crate) fn withheld_status(
     remote: &Remote<Instance>,
     calls: Vec<PlannedCall>,
     gate: Gate,
-) -> (VpnInstanceStatus, [ConditionState; 2]) {
+) -> (VpnInstanceStatus, Vec<ConditionState>) {
     let Withheld { plan, conditions } = withheld::<VpnInstance>(remote, calls, gate, |instance| {
-        match desired_conditions(instance, false) {
-            [ready, _] if ready.reason == reason::AVAILABLE => {
+        match ready_condition(instance, &[]) {
+            ready if ready.reason == reason::AVAILABLE => {
                 ConditionState::new(READY, true, reason::AVAILABLE, "Instance is provisioned")
             }
-            [ready, _] => ready,
+            ready => ready,
         }
     });
     let status = match remote {
@@ -187,7 +201,7 @@ mod tests {
             rsa_ready: true,
             ..Instance::default()
         };
-        let [ready, synced] = desired_conditions(&observed, false);
+        let [ready, synced] = desired_conditions(&observed, &[]);
         assert!(!ready.status);
         assert_eq!(ready.reason, "Provisioning");
         assert!(
@@ -195,7 +209,26 @@ mod tests {
             "{}",
             ready.message
         );
-        assert!(synced.status);
+        assert!(synced.status, "nothing is pending");
+    }
+
+    #[test]
+    fn a_created_instance_is_not_synced_while_its_configuration_waits_for_provisioning() {
+        let [ready, synced] = desired_conditions(&Instance::default(), &["pushedRoutes", "publicDns"]);
+        assert_eq!((ready.status, ready.reason), (false, "Provisioning"));
+        assert_eq!((synced.status, synced.reason), (false, "Provisioning"));
+        assert_eq!(
+            synced.message,
+            "Instance created in Altostrat; pushedRoutes, publicDns are sent once it is provisioned"
+        );
+        let [_, synced] = desired_conditions(&Instance::default(), &[]);
+        assert_eq!(
+            (synced.status, synced.message.as_str()),
+            (true, "Altostrat holds the spec")
+        );
+        let [ready, synced] = desired_conditions(&provisioned("i-1"), &["domains"]);
+        assert_eq!((ready.status, ready.reason), (false, "Updating"));
+        assert_eq!((synced.status, synced.reason), (false, "Updating"));
     }
 
     #[test]
@@ -204,14 +237,14 @@ mod tests {
             status: vec!["peer-created".into()],
             ..provisioned("i-1")
         };
-        let [ready, _] = desired_conditions(&observed, false);
+        let [ready, _] = desired_conditions(&observed, &[]);
         assert_eq!((ready.status, ready.reason), (false, "Updating"));
         assert!(ready.message.contains("peer-created"));
         let converged = Instance {
             status: vec![],
             ..observed
         };
-        let [ready, _] = desired_conditions(&converged, false);
+        let [ready, _] = desired_conditions(&converged, &[]);
         assert_eq!((ready.status, ready.reason), (true, "Available"));
     }
 
@@ -223,7 +256,7 @@ mod tests {
         let status = VpnInstanceStatus {
             conditions: merge(
                 &[],
-                &desired_conditions(&Instance::default(), false),
+                &desired_conditions(&Instance::default(), &[]),
                 Some(1),
                 &at(1000),
             ),

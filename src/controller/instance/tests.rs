@@ -708,7 +708,14 @@ async fn deletion_waits_for_peers_then_deletes_the_hub() {
     );
     assert_eq!(ready(&h, &obj), Some(("False".into(), "Deleting".into())));
     let message = ready_message(&h, &obj);
-    assert!(message.contains("Waiting for 1 VpnPeer(s)"), "{message}");
+    let named = "Waiting for the VpnPeers that reference this instance to be deleted: alice";
+    assert_eq!(message, named);
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.kube.notes("DeletionBlocked"),
+        vec![named.to_owned()],
+        "one Warning when the wait begins, none on the next look"
+    );
 
     h.remove(&alice);
     h.reconcile(&obj).await.unwrap();

@@ -89,6 +89,9 @@ async fn run_once<K: Managed, A: VpnApi>(obj: &K, ctx: &Context<A>, namespace: S
     if let Some((reason, action, note)) = handle.activity.event() {
         ctx.publish(obj, EventType::Normal, (reason, action), note).await;
     }
+    if let Some((reason, action, note)) = handle.activity.warning() {
+        ctx.publish(obj, EventType::Warning, (reason, action), note).await;
+    }
     if let Err(error) = &result
         && let Some(kind) = error.outcome().event
         && handle.status.record_failure(error).await

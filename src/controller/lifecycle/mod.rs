@@ -190,11 +190,15 @@ pub(crate) trait Managed:
     fn forget_status(&self, handle: &mut Handle<Self>, id: &str) -> impl Future<Output = Result<()>> + Send;
 
     // --- deletion; by default a kind has no dependents, no successors and no teardown to watch
-    /// Resources that still reference this one (an instance's peers).
-    fn dependents<A: VpnApi>(&self, _: &Context<A>) -> usize {
-        0
+    /// The names of the resources that still reference this one (an instance's peers).
+    fn dependents<A: VpnApi>(&self, _: &Context<A>) -> Vec<String> {
+        Vec::new()
     }
-    fn wait_for_dependents(_: &mut Handle<Self>, _: usize) -> impl Future<Output = Result<Action>> + Send {
+    /// Records that the deletion waits for the `dependents` named.
+    fn wait_for_dependents(
+        _: &mut Handle<Self>,
+        _dependents: &[String],
+    ) -> impl Future<Output = Result<Action>> + Send {
         async { Ok(Action::await_change()) }
     }
     /// Another live resource that adopts object `id` explicitly and takes it over.
@@ -536,6 +540,7 @@ async fn cleanup<K: Managed, A: VpnApi>(obj: &K, ctx: &Context<A>, handle: &mut 
         conn: Conn::new(obj, ctx, parent),
         own: Some(own),
         successor: None,
+        dependents: Vec::new(),
         started: Instant::now(),
     };
     for _ in 0..MAX_STEPS {
@@ -575,6 +580,8 @@ struct Deletion<'a, K: Managed, A> {
     /// The record, until it is freed or handed over.
     own: Option<Recorded>,
     successor: Option<Holder>,
+    /// The names of the resources that still reference this one, once counted.
+    dependents: Vec<String>,
     started: Instant,
 }
 
@@ -587,8 +594,13 @@ impl<K: Managed, A: VpnApi> Deletion<'_, K, A> {
                 handle.activity.record(event::ORPHANED, left_in_place::<K>(&step));
                 return self.release(handle).await.map(Some);
             }
-            CleanupStep::CountDependents => self.observed.dependents = Some(obj.dependents(ctx)),
-            CleanupStep::WaitForDependents(n) => return K::wait_for_dependents(handle, n).await.map(Some),
+            CleanupStep::CountDependents => {
+                self.dependents = obj.dependents(ctx);
+                self.observed.dependents = Some(self.dependents.len());
+            }
+            CleanupStep::WaitForDependents(_) => {
+                return K::wait_for_dependents(handle, &self.dependents).await.map(Some);
+            }
             CleanupStep::FindSuccessor(id) => {
                 self.successor = obj.successor(ctx, &id).await?;
                 let to = self.successor.as_ref().map(super::record::holder_name);

@@ -1,6 +1,6 @@
 //! What a reconcile whose writes the gate withholds records, for either kind.
 
-use super::super::conditions::{ConditionState, READY, SYNCED};
+use super::super::conditions::{ConditionState, READY, STALLED, SYNCED};
 use super::super::planned;
 use super::super::policy::Gate;
 use super::decide::{Kind, Remote};
@@ -11,12 +11,14 @@ pub(crate) struct Withheld {
     /// The calls withheld, as far as they are shown: an object found shows them only while
     /// planning (a pause or an observer reports the drift alone).
     pub plan: Vec<PlannedCall>,
-    pub conditions: [ConditionState; 2],
+    pub conditions: Vec<ConditionState>,
 }
 
 /// With the object found: `ready` (the kind says whether it works) and `Synced` False naming
 /// the drift not corrected. Without: both False naming what is withheld (a vanished object's
-/// re-creation, or the first create).
+/// re-creation, or the first create), and `Stalled`: nothing serves, and only a person (who
+/// resumes, or switches the policy to `Full`) can change that, so kstatus readers such as Flux
+/// fail at once rather than wait for their timeout.
 pub(crate) fn withheld<K: Kind>(
     remote: &Remote<K::Object>,
     calls: Vec<PlannedCall>,
@@ -32,7 +34,7 @@ pub(crate) fn withheld<K: Kind>(
         let synced = ConditionState::new(SYNCED, false, gate.drift_reason(), message);
         return Withheld {
             plan: if gate.plans() { calls } else { Vec::new() },
-            conditions: [ready(object), synced],
+            conditions: vec![ready(object), synced],
         };
     }
     let what = match remote {
@@ -42,9 +44,10 @@ pub(crate) fn withheld<K: Kind>(
     let message = format!("{what} is withheld while {}", gate.why());
     Withheld {
         plan: calls,
-        conditions: [
+        conditions: vec![
             ConditionState::new(READY, false, gate.reason(), message.clone()),
-            ConditionState::new(SYNCED, false, gate.reason(), message),
+            ConditionState::new(SYNCED, false, gate.reason(), message.clone()),
+            ConditionState::new(STALLED, true, gate.reason(), message),
         ],
     }
 }

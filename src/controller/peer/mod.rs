@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
-use super::conditions::{self, ConditionState};
+use super::conditions::{self, ConditionState, reason};
 use super::context::{Context, DRIFT_REUSE};
 use super::error::Result;
 use super::events::reason as event;
@@ -283,12 +283,24 @@ impl Managed for VpnPeer {
         let drift = ctx.drift_interval(&conn.token().await?);
         Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
     }
-    /// A peer waiting for its instance says so; the instance watch re-triggers it.
+    /// A peer waiting for its instance says so; the instance watch re-triggers it. An instance
+    /// resource that does not exist may be a typo: one Warning when the wait begins.
     async fn wait<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
         handle: &mut Handle<Self>,
         waiting: ConditionState,
     ) -> Result<Action> {
+        let stored = handle
+            .status
+            .stored()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        let missing = waiting.reason == reason::INSTANCE_NOT_FOUND;
+        if missing && conditions::ready_reason(stored) != Some(reason::INSTANCE_NOT_FOUND) {
+            handle
+                .activity
+                .warn(event::INSTANCE_NOT_FOUND, waiting.message.clone());
+        }
         let mut conditions = waiting_conditions(waiting).to_vec();
         conditions.extend(profile::pending_until_ready(conn.obj));
         handle.status.write_conditions(&conditions).await?;

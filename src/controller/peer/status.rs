@@ -95,7 +95,7 @@ pub(crate) fn ready_conditions(gate: Gate) -> [ConditionState; 2] {
             SYNCED,
             true,
             reason::RECONCILE_SUCCESS,
-            "Spec applied to Altostrat",
+            "Altostrat holds the spec",
         ),
     };
     let ready = ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists and matches the spec");
@@ -109,7 +109,7 @@ pub(crate) fn withheld_status(
     (remote, instance_id): (&Remote<Peer>, &str),
     calls: Vec<PlannedCall>,
     gate: Gate,
-) -> (VpnPeerStatus, [ConditionState; 2]) {
+) -> (VpnPeerStatus, Vec<ConditionState>) {
     let Withheld { plan, conditions } = withheld::<VpnPeer>(remote, calls, gate, |_| {
         ConditionState::new(READY, true, reason::AVAILABLE, "Peer exists")
     });
@@ -120,8 +120,12 @@ pub(crate) fn withheld_status(
     (VpnPeerStatus { plan, ..status }, conditions)
 }
 
-/// The conditions of a peer that waits for its instance.
+/// The conditions of a peer that waits for its instance: Altostrat holds nothing of it yet.
 pub(crate) fn waiting_conditions(waiting: ConditionState) -> [ConditionState; 2] {
-    let synced = ConditionState::new(SYNCED, true, waiting.reason, "Nothing to apply yet");
+    let message = format!(
+        "{}; the peer is sent to Altostrat once its instance is usable",
+        waiting.message
+    );
+    let synced = ConditionState::new(SYNCED, false, waiting.reason, message);
     [waiting, synced]
 }

@@ -30,8 +30,20 @@ async fn a_peer_waits_for_its_instance_without_claiming_or_calling() {
     let obj = h.apply(peer("alice", "hub", json!({})));
     h.reconcile(&obj).await.unwrap();
     assert_eq!(ready(&h, &obj), Some(("False".into(), "InstanceNotFound".into())));
+    let synced = condition(&h.stored(&obj).unwrap().status.unwrap().conditions, "Synced");
+    assert_eq!(
+        synced,
+        Some(("False".into(), "InstanceNotFound".into())),
+        "Altostrat holds nothing of it"
+    );
     assert!(!h.holds_finalizer(&obj), "nothing to clean up yet");
     assert!(h.altostrat.calls().is_empty());
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        h.kube.notes("InstanceNotFound"),
+        vec![r#"VpnInstance "hub" does not exist in this namespace"#.to_owned()],
+        "one Warning when the wait begins, none on the next look"
+    );
 }
 
 #[tokio::test]

@@ -567,3 +567,19 @@ pub async fn wait_peer_reason(api: &Api<VpnPeer>, name: &str, reason: &str) -> S
     .await;
     condition(&obj.status.unwrap().conditions, "Ready").unwrap().2
 }
+
+/// The notes of the Warning events of `reason` in `namespace`, each once per event object and
+/// once more per repeat the recorder folded into it.
+pub async fn warnings(client: &Client, namespace: &str, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), namespace);
+    let listed = events.list(&Default::default()).await.expect("list events");
+    listed
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+        .flat_map(|e| {
+            let times = e.series.as_ref().map_or(1, |s| s.count.max(1)) as usize;
+            std::iter::repeat_n(e.note.unwrap_or_default(), times)
+        })
+        .collect()
+}
