@@ -1,4 +1,4 @@
-//! The one ownership rule (README, "Behaviour and design choices") where it needs a real
+//! The one ownership rule (docs/behaviour.md) where it needs a real
 //! cluster: ownership records are cluster-scoped objects kube-apiserver creates atomically,
 //! read by watch scopes that cache different namespaces, by a second installation and by a
 //! second cluster restored from the same manifests; admission refuses ids that are not plain
