@@ -35,6 +35,17 @@ pub enum Command {
     /// POST /_admin/peers/{id}/connected.
     #[cfg(feature = "simulator")]
     Simulate(crate::simulator::SimulateArgs),
+    /// Print the Markdown table of `run`'s flags that docs/configuration.md holds, or rewrite
+    /// the table in that page (for the documentation's maintainers).
+    #[command(hide = true)]
+    ConfigReference(ConfigReferenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigReferenceArgs {
+    /// Replace the generated table between the page's markers instead of printing it.
+    #[arg(long, value_name = "PAGE")]
+    pub write: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -66,7 +77,8 @@ pub struct RunArgs {
     )]
     pub api_url: String,
 
-    /// Default Altostrat API token. Prefer --api-token-file with a mounted Secret.
+    /// Default Altostrat API token, for resources that name no credentialsSecretRef. Prefer
+    /// --api-token-file with a mounted Secret: this value is fixed until a restart.
     #[arg(
         long,
         env = "ALTOSTRAT_API_TOKEN",
@@ -75,7 +87,8 @@ pub struct RunArgs {
     )]
     pub api_token: Option<String>,
 
-    /// File holding the default Altostrat API token (e.g. a mounted Secret key).
+    /// File holding the default Altostrat API token (e.g. a mounted Secret key). It is read
+    /// again whenever it changes, so a rotated Secret is used without a restart.
     #[arg(long, env = "ALTOSTRAT_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
 
@@ -105,7 +118,8 @@ pub struct RunArgs {
     #[arg(long, env = "PEER_CONCURRENCY", default_value_t = 8)]
     pub peer_concurrency: u16,
 
-    /// Altostrat API budget per token, in requests per minute (Altostrat documents 60).
+    /// Altostrat API budget per token, in requests per minute (Altostrat documents 60). A
+    /// credentials Secret's `requestsPerMinute` key overrides it for its token.
     #[arg(long, env = "ALTOSTRAT_API_RATE_LIMIT", default_value_t = 60)]
     pub api_rate_limit: u32,
 
@@ -138,7 +152,7 @@ pub struct RunArgs {
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
 
-    /// Log line format.
+    /// Log line format; the level is set with RUST_LOG (e.g. `debug`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
@@ -178,11 +192,13 @@ pub struct RunArgs {
     #[arg(long, env = "INSTALLATION")]
     pub installation: Option<String>,
 
-    /// Identity of this replica (the pod name, from the downward API).
+    /// Identity of this replica in the leader Lease and in events (the pod name, from the
+    /// downward API; default: a random name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
 
-    /// Namespace of this replica (from the downward API).
+    /// Namespace of this replica (from the downward API): the leader Lease's namespace unless
+    /// --leader-election-namespace is set.
     #[arg(long, env = "POD_NAMESPACE", hide = true)]
     pub pod_namespace: Option<String>,
 }

@@ -8,6 +8,7 @@ pub mod crd;
 pub mod crd_chart;
 pub mod crd_check;
 pub mod duration;
+pub mod generated_docs;
 pub mod leader;
 pub mod metrics;
 #[cfg(test)]

@@ -2,10 +2,10 @@ use std::process::ExitCode;
 
 use std::path::Path;
 
-use altostrat_vpn_operator::config::{Cli, Command, CrdsArgs};
+use altostrat_vpn_operator::config::{Cli, Command, ConfigReferenceArgs, CrdsArgs};
 #[cfg(feature = "simulator")]
 use altostrat_vpn_operator::{config::LogFormat, simulator};
-use altostrat_vpn_operator::{crd, crd_chart, operator, telemetry};
+use altostrat_vpn_operator::{crd, crd_chart, generated_docs, operator, telemetry};
 use clap::Parser;
 
 fn write_files(dir: &Path, files: &[(String, String)]) -> Result<(), operator::BoxError> {
@@ -37,11 +37,24 @@ fn write_crds(args: &CrdsArgs) -> Result<(), operator::BoxError> {
     Ok(())
 }
 
+fn config_reference(args: &ConfigReferenceArgs) -> Result<(), operator::BoxError> {
+    let Some(page) = &args.write else {
+        print!("{}", generated_docs::flags_table());
+        return Ok(());
+    };
+    let current = std::fs::read_to_string(page)?;
+    let updated =
+        generated_docs::configuration_page(&current).map_err(|e| format!("{}: {e}", page.display()))?;
+    std::fs::write(page, updated)?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds(args) => write_crds(&args),
+        Command::ConfigReference(args) => config_reference(&args),
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => {
             telemetry::init(LogFormat::Text);
