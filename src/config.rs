@@ -139,7 +139,9 @@ pub struct RunArgs {
     #[arg(long, env = "PROVISIONING_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub provisioning_poll_interval: Duration,
 
-    /// Timeout of one Altostrat request.
+    /// Timeout of one Altostrat request. With leader election every request must end before a
+    /// standby may take over, so it is clamped to four fifths of the lease duration minus the
+    /// renew deadline (4s with the default timings), with a warning at start-up.
     #[arg(long, env = "ALTOSTRAT_API_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub api_timeout: Duration,
 
@@ -177,12 +179,12 @@ pub struct RunArgs {
     pub leader_election_lease_duration: Duration,
 
     /// How long the leader keeps trying to renew before it stops leading; must be shorter than
-    /// the lease duration (default: two thirds of it).
+    /// the lease duration (default: two thirds of it, 10s for 15s).
     #[arg(long, env = "LEADER_ELECTION_RENEW_DEADLINE", value_parser = parse_duration)]
     pub leader_election_renew_deadline: Option<Duration>,
 
-    /// How often the leader renews and a standby tries to take over (default: two fifteenths
-    /// of the lease duration, 2s for 15s).
+    /// How often the leader renews and a standby tries to take over; must be shorter than the
+    /// renew deadline (default: two fifteenths of the lease duration, 2s for 15s).
     #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", value_parser = parse_duration)]
     pub leader_election_retry_period: Option<Duration>,
 
