@@ -23,8 +23,19 @@ pub const PAUSED: &str = "Paused";
 pub const PROFILE_READY: &str = "ProfileReady";
 
 /// Conditions a stage of their own writes (see [`replace_one`]): every other write keeps them
-/// as they are.
+/// as they are, and a `Stalled` of the profile delivery's (see [`profile_stall`]).
 const CARRIED: &[&str] = &[PROFILE_READY];
+
+/// The `ProfileReady` reasons only a person can resolve: they stall the resource too.
+pub const PROFILE_STALLS: &[&str] = &[
+    reason::PROFILE_NOT_AVAILABLE,
+    reason::SECRET_CONFLICT,
+    reason::SHARE_TOKEN_REJECTED,
+];
+
+fn carried(c: &Condition) -> bool {
+    CARRIED.contains(&c.type_.as_str()) || (c.type_ == STALLED && PROFILE_STALLS.contains(&c.reason.as_str()))
+}
 
 /// Machine-readable reasons used in conditions and events.
 pub mod reason {
@@ -116,7 +127,7 @@ pub fn merge(
 ) -> Vec<Condition> {
     let carried = existing
         .iter()
-        .filter(|c| CARRIED.contains(&c.type_.as_str()) && !desired.iter().any(|d| d.type_ == c.type_))
+        .filter(|c| carried(c) && !desired.iter().any(|d| d.type_ == c.type_))
         .cloned();
     let merged: Vec<Condition> = desired
         .iter()
@@ -137,6 +148,25 @@ pub fn replace_one(
     let others = existing.iter().filter(|c| c.type_ != type_).cloned();
     let replaced = desired.map(|d| condition(existing, d, generation, now));
     others.chain(replaced).collect()
+}
+
+/// `conditions` with `Stalled` as the profile delivery has it: True with the `ProfileReady`
+/// reason while that reason needs a person, absent once it no longer does. A stall of the
+/// reconcile's own (a failure) is left as it is: it says more.
+pub fn profile_stall(conditions: Vec<Condition>, generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    let stalls = |c: &Condition| PROFILE_STALLS.iter().copied().find(|r| *r == c.reason);
+    let stalled = conditions.iter().find(|c| c.type_ == STALLED);
+    if stalled.is_some_and(|s| stalls(s).is_none()) {
+        return conditions;
+    }
+    let profile = conditions
+        .iter()
+        .find(|c| c.type_ == PROFILE_READY && c.status == "False")
+        .and_then(|c| Some(ConditionState::new(STALLED, true, stalls(c)?, c.message.clone())));
+    match (profile, stalled) {
+        (None, None) => conditions,
+        (desired, _) => replace_one(&conditions, STALLED, desired.as_ref(), generation, now),
+    }
 }
 
 fn condition(

@@ -24,6 +24,7 @@ pub mod plan;
 mod planned;
 mod policy;
 mod profile;
+pub mod reasons;
 pub mod record;
 mod secret_guard;
 pub mod status;

@@ -165,7 +165,7 @@ where
         change(&mut next);
         let existing = next.conditions().to_vec();
         let merged = conditions::replace_one(&existing, type_, desired.as_ref(), self.generation, &self.now);
-        next.set_conditions(merged);
+        next.set_conditions(conditions::profile_stall(merged, self.generation, &self.now));
         self.store(next).await
     }
 

@@ -22,7 +22,7 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
-use super::conditions::{ConditionState, PROFILE_READY, reason};
+use super::conditions::{self, ConditionState, PROFILE_READY, reason};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::events::reason as event;
@@ -353,12 +353,7 @@ async fn write<A>(
 }
 
 fn needs_a_person(reason: &str) -> bool {
-    [
-        reason::PROFILE_NOT_AVAILABLE,
-        reason::SECRET_CONFLICT,
-        reason::SHARE_TOKEN_REJECTED,
-    ]
-    .contains(&reason)
+    conditions::PROFILE_STALLS.contains(&reason)
 }
 
 /// The instance as the shared view holds it: recent enough for a converged peer, fresher

@@ -195,7 +195,7 @@ async fn a_foreign_secret_of_that_name_is_left_untouched() {
     let foreign = h.kube.put(&foreign);
     let obj = h.apply(peer("alice", "hub", json!({"profileSecret": {"name": SECRET}})));
     h.reconcile(&obj).await.unwrap();
-    assert_eq!(secret(&h), Some(foreign), "not a byte changed");
+    assert_eq!(secret(&h), Some(foreign.clone()), "not a byte changed");
     assert_eq!(
         profile_ready(&h, &obj),
         Some(("False".into(), "SecretConflict".into()))
@@ -208,9 +208,26 @@ async fn a_foreign_secret_of_that_name_is_left_untouched() {
         "{warnings:?}"
     );
 
+    let stalled = condition(&h.stored(&obj).unwrap().status.unwrap().conditions, "Stalled");
+    assert_eq!(
+        stalled,
+        Some(("True".into(), "SecretConflict".into())),
+        "a person must act"
+    );
+
     h.kube.clear_calls();
     h.reconcile(&obj).await.unwrap();
     assert_eq!(kube_writes(&h), vec![], "no status write nor a second warning");
+
+    h.kube.remove(&foreign);
+    h.reconcile(&obj).await.unwrap();
+    let conditions = h.stored(&obj).unwrap().status.unwrap().conditions;
+    assert_eq!(condition(&conditions, "ProfileReady").unwrap().0, "True");
+    assert_eq!(
+        condition(&conditions, "Stalled"),
+        None,
+        "the stall ends with its cause"
+    );
 }
 
 #[tokio::test]
