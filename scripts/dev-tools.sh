@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Go tools of the deployment checks, built from the Go module proxy and cached outside the
 # repository (like the control-plane binaries in scripts/control-plane.sh):
-#   - promql-check and chart-readme, from the module in hack/tools (go.mod/go.sum committed;
-#     the cache key is a hash of its sources, so an edit rebuilds them),
+#   - promql-check, chart-readme and kstatus-check (the e2e tier runs it over the operator's
+#     resources), from the module in hack/tools (go.mod/go.sum committed; the cache key is a
+#     hash of its sources, so an edit rebuilds them),
 #   - actionlint, which lints .github/workflows.
 #
 #   scripts/dev-tools.sh build        build-or-reuse all of them (~1 min cold on 2 cores)
-#   scripts/dev-tools.sh path NAME    print where NAME (promql-check, chart-readme, actionlint) is cached
+#   scripts/dev-tools.sh path NAME    print where NAME (promql-check, chart-readme, kstatus-check,
+#                                     actionlint) is cached
 set -euo pipefail
 
 ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-1.7.12}"
@@ -27,7 +29,7 @@ actionlint_dir() { echo "$CACHE_ROOT/bin/actionlint-$ACTIONLINT_VERSION"; }
 
 path() {
   case "$1" in
-    promql-check|chart-readme) echo "$(tools_dir)/$1" ;;
+    promql-check|chart-readme|kstatus-check) echo "$(tools_dir)/$1" ;;
     actionlint) echo "$(actionlint_dir)/actionlint" ;;
     *) log "unknown tool: $1"; return 2 ;;
   esac
@@ -35,10 +37,11 @@ path() {
 
 build() {
   local dir; dir="$(tools_dir)"
-  if [[ ! -x "$dir/promql-check" || ! -x "$dir/chart-readme" ]]; then
-    log "building promql-check and chart-readme (hack/tools)"
+  if [[ ! -x "$dir/promql-check" || ! -x "$dir/chart-readme" || ! -x "$dir/kstatus-check" ]]; then
+    log "building promql-check, chart-readme and kstatus-check (hack/tools)"
     mkdir -p "$dir.tmp"
-    ( cd "$TOOLS_SRC" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$dir.tmp/" ./promql-check ./chart-readme )
+    ( cd "$TOOLS_SRC" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$dir.tmp/" \
+        ./promql-check ./chart-readme ./kstatus-check )
     rm -rf "$dir"; mv "$dir.tmp" "$dir"
   fi
   dir="$(actionlint_dir)"
@@ -54,5 +57,5 @@ build() {
 case "${1:-}" in
   build) build ;;
   path) path "${2:?tool name}" ;;
-  *) sed -n '2,10p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
 esac
