@@ -73,8 +73,11 @@ if ! $existing; then
   step "control plane binaries (kube-apiserver, etcd, helm)"
   scripts/control-plane.sh build
 
-  step "deployment-check tools (promql-check, chart-readme, actionlint)"
+  step "check tools (promql-check, chart-readme, kstatus-check, actionlint)"
   scripts/dev-tools.sh build
+  # The e2e kstatus test runs it; set, a missing binary fails that test instead of skipping it.
+  KSTATUS_CHECK="$(scripts/dev-tools.sh path kstatus-check)"
+  export KSTATUS_CHECK
 fi
 
 step "cargo fmt --check"

@@ -14,6 +14,7 @@ mod crd_upgrade;
 mod fencing;
 mod fidelity;
 mod instances;
+mod kstatus;
 mod ownership;
 mod peers;
 mod policies;

@@ -503,6 +503,11 @@ impl SimClient {
         Self::succeed(self.request(Method::DELETE, &format!("/_admin/users/{user_id}"))).await;
     }
 
+    /// Deletes a site in Altostrat, which removes its peers and refuses new ones.
+    pub async fn delete_site(&self, site_id: &str) {
+        Self::succeed(self.request(Method::DELETE, &format!("/_admin/sites/{site_id}"))).await;
+    }
+
     /// Expires the peer's share token now, as its `token_ttl` passing would.
     pub async fn expire_share_token(&self, peer_id: &str) {
         let path = format!("/_admin/peers/{peer_id}/expire-token");
