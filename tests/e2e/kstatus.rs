@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use altostrat_vpn_operator::crd::{PAUSED_ANNOTATION, VpnInstance, VpnPeer};
-use altostrat_vpn_operator::simulator::RunningSimulator;
+use altostrat_vpn_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client};
@@ -219,15 +219,12 @@ async fn deletions(scene: &mut Cases<'_>, simc: &SimClient) {
 /// provisioned (held), and a peer waiting for it.
 async fn provisioning_and_updating(client: &Client, cases: &mut Vec<Case>) -> Scene {
     let ns = namespace(client, "e2e-kstatus-progress").await;
-    let sim = altostrat_vpn_operator::simulator::Simulator::spawn(
-        altostrat_vpn_operator::simulator::SimulatorConfig {
-            provision_delay: Duration::from_millis(300),
-            status_clear_delay: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("start the simulator");
+    let config = SimulatorConfig {
+        provision_delay: Duration::from_millis(300),
+        status_clear_delay: Duration::from_secs(3600),
+        ..SimulatorConfig::default()
+    };
+    let sim = Simulator::spawn(config).await.expect("start the simulator");
     let operator = start_operator(client, &sim.base_url(), &ns, OperatorOptions::default());
     let mut scene = Cases::new(client, &ns, cases);
     // Once provisioned, the routes and DNS resolvers go out in an update, which stays pending.
