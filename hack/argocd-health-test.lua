@@ -40,52 +40,57 @@ local function peer(generation, observed, conditions)
   return o
 end
 
+local function stalled(reason, message)
+  return {type = "Stalled", status = "True", reason = reason, message = message or reason,
+          observedGeneration = 2, lastTransitionTime = "2026-01-01T00:00:00Z"}
+end
+
+-- States the reason table does not spell out: generations, ordering, messages, combinations.
 local cases = {
   {"no status yet", resource(1, nil, nil), "Progressing"},
   {"status without conditions", resource(1, 1, nil), "Progressing"},
   {"Ready=True for the current generation", resource(2, 2, {cond("True", "Available"), synced}), "Healthy"},
   {"Ready=True, no observedGeneration", resource(2, nil, {cond("True", "Available")}), "Healthy"},
   {"Ready=True but a newer spec is not observed", resource(3, 2, {cond("True", "Available")}), "Progressing"},
-  {"Ready=False Provisioning", resource(2, 2, {cond("False", "Provisioning")}), "Progressing"},
-  {"Ready=False Creating", resource(2, 2, {cond("False", "Creating")}), "Progressing"},
-  {"Ready=False WaitingForInstance", resource(2, 2, {cond("False", "WaitingForInstance")}), "Progressing"},
-  {"Ready=False ApiError (transient, retried)", resource(2, 2, {cond("False", "ApiError")}), "Progressing"},
-  {"Ready=False InvalidSpec", resource(2, 2, {synced, cond("False", "InvalidSpec", "unknown region")}), "Degraded"},
-  {"Ready=False HostnameTaken", resource(2, 2, {cond("False", "HostnameTaken", "hostname is taken")}), "Degraded"},
-  {"Ready=False NotOwned", resource(2, 2, {cond("False", "NotOwned", "belongs to team-b/hub")}), "Degraded"},
-  {"Ready=False CredentialsError", resource(2, 2, {cond("False", "CredentialsError")}), "Degraded"},
   {"Ready=Unknown", resource(2, 2, {cond("Unknown", "Reconciling")}), "Progressing"},
-  {"InvalidSpec for an older generation", resource(3, 2, {cond("False", "InvalidSpec")}), "Progressing"},
-  {"paused and Ready", resource(2, 2, {cond("True", "Available"), paused}), "Suspended"},
-  {"paused before its create", resource(2, 2, {cond("False", "ReconcilePaused"), paused}), "Suspended"},
-  {"paused and NotOwned", resource(2, 2, {cond("False", "NotOwned"), paused}), "Degraded"},
-  {"a planned create", resource(2, 2, {cond("False", "Planned")}), "Suspended"},
-  -- VpnPeer with spec.profileSecret ({name, object, want status, want message}).
-  {"peer Ready, profile delivered", peer(2, 2, {cond("True", "Available"), profile("True", "Delivered")}), "Healthy"},
-  {"peer Ready, no ProfileReady (no spec.profileSecret)", peer(2, 2, {cond("True", "Available"), synced}), "Healthy"},
-  {"peer Ready, profile pending", peer(2, 2, {cond("True", "Available"), profile("False", "ProfilePending", "waiting for the instance")}),
+  {"InvalidSpec: Stalled's message", resource(2, 2, {synced, cond("False", "InvalidSpec", "ready says"), stalled("InvalidSpec", "unknown region")}),
+   "Degraded", "unknown region"},
+  {"InvalidSpec for an older generation", resource(3, 2, {cond("False", "InvalidSpec"), stalled("InvalidSpec")}), "Progressing"},
+  {"Stalled listed before Ready", resource(2, 2, {stalled("NotOwned", "belongs to team-b/hub"), cond("False", "NotOwned")}),
+   "Degraded", "belongs to team-b/hub"},
+  {"paused and Ready", resource(2, 2, {cond("True", "Available"), paused}), "Suspended", "paused"},
+  {"paused before its create", resource(2, 2, {cond("False", "ReconcilePaused"), stalled("ReconcilePaused", "withheld"), paused}),
+   "Suspended", "withheld"},
+  {"paused and NotOwned", resource(2, 2, {cond("False", "NotOwned"), stalled("NotOwned"), paused}), "Degraded"},
+  {"a planned create", resource(2, 2, {cond("False", "Planned"), stalled("Planned", "plan")}), "Suspended", "plan"},
+  {"Ready kept True while a transient error retries", resource(2, 2, {cond("True", "Available"),
+   {type = "Synced", status = "False", reason = "ApiError", message = "503"}}), "Healthy"},
+  -- VpnPeer with spec.profileSecret.
+  {"peer Ready, profile pending: its message", peer(2, 2, {cond("True", "Available"), profile("False", "ProfilePending", "waiting for the instance")}),
    "Progressing", "waiting for the instance"},
   {"peer Ready, ProfileReady Unknown", peer(2, 2, {cond("True", "Available"), profile("Unknown", "Reconciling")}), "Progressing"},
-  {"peer waiting for its instance, profile pending", peer(2, 2, {cond("False", "WaitingForInstance"), profile("False", "ProfilePending")}), "Progressing"},
-  {"peer Ready, ProfileNotAvailable", peer(2, 2, {cond("True", "Available"), profile("False", "ProfileNotAvailable", "a site peer has no profile")}),
-   "Degraded", "a site peer has no profile"},
-  {"peer Ready, SecretConflict", peer(2, 2, {cond("True", "Available"), profile("False", "SecretConflict", "Secret alice-vpn is not ours")}),
-   "Degraded", "Secret alice-vpn is not ours"},
-  {"peer Ready, ShareTokenRejected", peer(2, 2, {cond("True", "Available"), profile("False", "ShareTokenRejected", "refused")}),
-   "Degraded", "refused"},
-  {"ProfileReady listed before Ready", peer(2, 2, {profile("False", "SecretConflict", "taken"), cond("True", "Available")}),
+  {"peer waiting for its instance, profile pending", peer(2, 2, {cond("False", "WaitingForInstance", "waiting"), profile("False", "ProfilePending")}),
+   "Progressing", "waiting"},
+  {"peer Ready, SecretConflict: Stalled's message", peer(2, 2, {profile("False", "SecretConflict", "taken"), cond("True", "Available"), stalled("SecretConflict", "taken")}),
    "Degraded", "taken"},
-  {"peer creating, SecretConflict", peer(2, 2, {cond("False", "Creating"), profile("False", "SecretConflict")}), "Degraded"},
-  {"peer CredentialsError, profile pending: Ready's message", peer(2, 2, {cond("False", "CredentialsError", "token refused"), profile("False", "ProfilePending")}),
+  {"peer CredentialsError, profile pending: the failure's message", peer(2, 2, {cond("False", "CredentialsError", "token refused"), profile("False", "ProfilePending"), stalled("CredentialsError", "token refused")}),
    "Degraded", "token refused"},
-  {"peer NotOwned and SecretConflict: Ready's message", peer(2, 2, {cond("False", "NotOwned", "belongs to team-b"), profile("False", "SecretConflict")}),
-   "Degraded", "belongs to team-b"},
   {"peer paused, profile pending", peer(2, 2, {cond("True", "Available"), profile("False", "ProfilePending"), paused}), "Suspended"},
-  {"peer paused, SecretConflict", peer(2, 2, {cond("True", "Available"), profile("False", "SecretConflict"), paused}), "Degraded"},
-  {"peer planned, profile pending", peer(2, 2, {cond("False", "Planned"), profile("False", "ProfilePending")}), "Suspended"},
-  {"peer planned, ProfileNotAvailable", peer(2, 2, {cond("False", "Planned"), profile("False", "ProfileNotAvailable")}), "Degraded"},
-  {"SecretConflict for an older generation", peer(3, 2, {cond("True", "Available"), profile("False", "SecretConflict")}), "Progressing"},
+  {"peer paused, SecretConflict", peer(2, 2, {cond("True", "Available"), profile("False", "SecretConflict"), stalled("SecretConflict"), paused}), "Degraded"},
+  {"SecretConflict for an older generation", peer(3, 2, {cond("True", "Available"), profile("False", "SecretConflict"), stalled("SecretConflict")}), "Progressing"},
 }
+
+-- One case per row of the reason table (docs/status.md), generated from the same source.
+local dir = (arg and arg[0] or ""):match("(.*/)") or "./"
+for _, row in ipairs(dofile(dir .. "argocd-health-cases.lua")) do
+  local conditions = {}
+  for _, c in ipairs(row[2]) do
+    c.observedGeneration = 2
+    c.lastTransitionTime = "2026-01-01T00:00:00Z"
+    table.insert(conditions, c)
+  end
+  table.insert(cases, {"table: " .. row[1], resource(2, 2, conditions), row[3]})
+end
 
 local failed = 0
 for _, c in ipairs(cases) do

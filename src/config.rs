@@ -39,6 +39,17 @@ pub enum Command {
     /// the table in that page (for the documentation's maintainers).
     #[command(hide = true)]
     ConfigReference(ConfigReferenceArgs),
+    /// Print the table of condition reasons that docs/status.md holds, or rewrite it there and
+    /// the Argo CD health cases in hack/ (run from the repository root).
+    #[command(hide = true)]
+    ReasonReference(ReasonReferenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReasonReferenceArgs {
+    /// Rewrite docs/status.md's table and hack/argocd-health-cases.lua instead of printing.
+    #[arg(long)]
+    pub write: bool,
 }
 
 #[derive(Debug, Args)]

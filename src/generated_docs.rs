@@ -8,6 +8,7 @@
 use clap::{Arg, CommandFactory};
 
 use crate::config::Cli;
+use crate::controller::reasons;
 
 /// The page holding the flags table, relative to the repository root.
 pub const CONFIGURATION_PAGE: &str = "docs/configuration.md";
@@ -119,6 +120,18 @@ pub fn replace_between_markers(
 
 fn line_index(page: &str, marker: &str) -> Option<usize> {
     page.lines().position(|line| line.trim_end() == marker)
+}
+
+/// The page holding the reason table, and the Argo CD health cases rendered from it.
+pub const STATUS_PAGE: &str = "docs/status.md";
+pub const ARGO_CASES: &str = "hack/argocd-health-cases.lua";
+pub const REASONS_BEGIN: &str = "<!-- reasons:begin -->";
+pub const REASONS_END: &str = "<!-- reasons:end -->";
+pub const REGENERATE_REASONS: &str = "cargo run -- reason-reference --write";
+
+/// The status page with a freshly rendered reason table.
+pub fn status_page(current: &str) -> Result<String, String> {
+    replace_between_markers(current, REASONS_BEGIN, REASONS_END, &reasons::markdown())
 }
 
 /// The configuration page with a freshly rendered flags table.

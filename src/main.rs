@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use std::path::Path;
 
-use altostrat_vpn_operator::config::{Cli, Command, ConfigReferenceArgs, CrdsArgs};
+use altostrat_vpn_operator::config::{Cli, Command, ConfigReferenceArgs, CrdsArgs, ReasonReferenceArgs};
+use altostrat_vpn_operator::controller::reasons;
 #[cfg(feature = "simulator")]
 use altostrat_vpn_operator::{config::LogFormat, simulator};
 use altostrat_vpn_operator::{crd, crd_chart, generated_docs, operator, telemetry};
@@ -49,12 +50,26 @@ fn config_reference(args: &ConfigReferenceArgs) -> Result<(), operator::BoxError
     Ok(())
 }
 
+fn reason_reference(args: &ReasonReferenceArgs) -> Result<(), operator::BoxError> {
+    if !args.write {
+        print!("{}", reasons::markdown());
+        return Ok(());
+    }
+    let page = generated_docs::STATUS_PAGE;
+    let current = std::fs::read_to_string(page)?;
+    let updated = generated_docs::status_page(&current).map_err(|e| format!("{page}: {e}"))?;
+    std::fs::write(page, updated)?;
+    std::fs::write(generated_docs::ARGO_CASES, reasons::argo_cases())?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds(args) => write_crds(&args),
         Command::ConfigReference(args) => config_reference(&args),
+        Command::ReasonReference(args) => reason_reference(&args),
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => {
             telemetry::init(LogFormat::Text);

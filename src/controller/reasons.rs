@@ -31,6 +31,9 @@ pub struct Row {
 /// rather than `Degraded` (both are "a person must act"; kstatus knows only `Failed`).
 const HELD_BY_POLICY: &[&str] = &[reason::PLANNED, reason::RECONCILE_PAUSED];
 
+/// `Ready` reasons of a resource being deleted.
+const DELETION: &[&str] = &[reason::DELETING, reason::TEARING_DOWN, reason::DELETE_REFUSED];
+
 const fn row(
     (condition, status, reason): (&'static str, bool, &'static str),
     kinds: Kinds,
@@ -383,7 +386,10 @@ pub const ROWS: &[Row] = &[
 /// What kstatus (Flux's health checks, `kubectl wait`-like tools) reports for a resource in
 /// this row's state, with `Ready` True where the row is about another condition.
 pub fn kstatus(row: &Row) -> &'static str {
-    if row.stalled {
+    // kstatus looks at `deletionTimestamp` before any condition.
+    if row.condition == READY && DELETION.contains(&row.reason) {
+        "Terminating"
+    } else if row.stalled {
         "Failed"
     } else if row.condition == READY && !row.status {
         "InProgress"
@@ -418,8 +424,8 @@ pub fn agree(row: &Row) -> bool {
     matches!(
         (kstatus(row), argo(row)),
         ("Current", "Healthy" | "Suspended")
-            | ("InProgress", "Progressing")
-            | ("Failed", "Degraded" | "Suspended")
+            | ("InProgress" | "Terminating", "Progressing")
+            | ("Failed" | "Terminating", "Degraded" | "Suspended")
     ) || (row.condition == PROFILE_READY && kstatus(row) == "Current" && argo(row) == "Progressing")
 }
 
@@ -454,7 +460,7 @@ pub fn markdown() -> String {
 /// resource in that state carries, and the health the table says.
 pub fn argo_cases() -> String {
     let mut out = String::from(
-        "-- Generated from src/controller/reasons.rs (cargo run -- config-reference --write-reasons):\n\
+        "-- Generated from src/controller/reasons.rs (cargo run -- reason-reference --write):\n\
          -- one case per row of the reason table in docs/status.md.\n\
          return {\n",
     );

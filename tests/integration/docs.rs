@@ -7,8 +7,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use altostrat_vpn_operator::controller::reasons;
 use altostrat_vpn_operator::generated_docs::{
-    CONFIGURATION_PAGE, REGENERATE_FLAGS, configuration_page, flags_table,
+    ARGO_CASES, CONFIGURATION_PAGE, REGENERATE_FLAGS, REGENERATE_REASONS, STATUS_PAGE, configuration_page,
+    flags_table, status_page,
 };
 
 fn root() -> &'static Path {
@@ -31,6 +33,49 @@ fn the_configuration_page_holds_the_flags_as_defined() {
          it with `{REGENERATE_FLAGS}`. The table as the flags define it:\n\n{}",
         flags_table()
     );
+}
+
+#[test]
+fn the_status_page_and_the_argo_cd_cases_hold_the_reason_table() {
+    let committed = read(&root().join(STATUS_PAGE));
+    let rendered = status_page(&committed).unwrap_or_else(|e| panic!("{STATUS_PAGE}: {e}"));
+    assert!(
+        committed == rendered,
+        "{STATUS_PAGE}'s reason table differs from src/controller/reasons.rs; regenerate it with \
+         `{REGENERATE_REASONS}`. The table:\n\n{}",
+        reasons::markdown()
+    );
+    assert!(
+        read(&root().join(ARGO_CASES)) == reasons::argo_cases(),
+        "{ARGO_CASES} differs from src/controller/reasons.rs; regenerate it with `{REGENERATE_REASONS}`"
+    );
+}
+
+/// The hand-written kstatus table of the status page (checked against real objects by the
+/// e2e suite) says of each `Ready` reason what the reason table says.
+#[test]
+fn the_kstatus_table_agrees_with_the_reason_table() {
+    let page = read(&root().join(STATUS_PAGE));
+    let table = page
+        .split("<!-- kstatus:begin -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- kstatus:end -->").next())
+        .expect("the status page has a kstatus table");
+    let mut checked = 0;
+    let rows = table.lines().skip_while(|l| !l.starts_with("|---")).skip(1);
+    for line in rows {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        for reason in cells[1].split(',').map(|r| r.trim().trim_matches('`')) {
+            let row = reasons::ROWS
+                .iter()
+                .find(|r| r.condition == "Ready" && r.reason == reason)
+                .unwrap_or_else(|| panic!("{reason}: not a Ready reason of the reason table"));
+            assert_eq!(reasons::kstatus(row), cells[2], "{reason}");
+            checked += 1;
+        }
+    }
+    let ready_rows = reasons::ROWS.iter().filter(|r| r.condition == "Ready").count();
+    assert_eq!(checked, ready_rows, "every Ready reason has a kstatus row");
 }
 
 /// Every Markdown file of the repository (build output and hidden folders left out).
