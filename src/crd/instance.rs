@@ -97,11 +97,13 @@ pub struct VpnInstanceSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable; create a new VpnInstance to change it"))]
     pub region: String,
 
-    /// Routes (CIDR notation) pushed to connecting clients. The full list is sent on every
-    /// update: routes removed here are removed in Altostrat.
+    /// Routes pushed to connecting clients: IPv4 networks in CIDR notation such as
+    /// `10.0.0.0/8`, with no host bits set (`10.0.0.1/8` is refused: write the network,
+    /// `10.0.0.0/8`, or the host, `10.0.0.1/32`). IPv6 is refused: Altostrat documents IPv4
+    /// only. The full list is sent on every update: routes removed here are removed in
+    /// Altostrat.
     #[serde(default)]
-    #[schemars(length(max = 64), inner(length(max = 43)))]
-    #[x_kube(validation = Rule::new("self.all(r, isCIDR(r))").message("every pushedRoutes entry must be a CIDR such as 10.0.0.0/8"))]
+    #[schemars(length(max = 64), inner(length(max = 43)), transform = super::cidr::ipv4_network_items)]
     pub pushed_routes: Vec<String>,
 
     /// Public DNS resolvers (2 to 4 IPv4 addresses) handed to clients. When omitted, the

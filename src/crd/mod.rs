@@ -3,6 +3,7 @@
 //!
 //! Field doc comments become the OpenAPI descriptions shown by `kubectl explain`.
 
+pub mod cidr;
 mod instance;
 mod peer;
 mod record;

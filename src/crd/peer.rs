@@ -108,10 +108,11 @@ pub struct VpnPeerSpec {
     ))]
     pub site_id: Option<String>,
 
-    /// Site peers only: subnets (CIDR) the site advertises to the VPN.
+    /// Site peers only: subnets the site advertises to the VPN, IPv4 networks in CIDR
+    /// notation such as `192.168.10.0/24`, with no host bits set (`192.168.10.1/24` is
+    /// refused). IPv6 is refused: Altostrat documents IPv4 only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), inner(length(max = 43)))]
-    #[x_kube(validation = Rule::new("self.all(s, isCIDR(s))").message("every subnets entry must be a CIDR such as 192.168.10.0/24"))]
+    #[schemars(length(max = 64), inner(length(max = 43)), transform = super::cidr::ipv4_network_items)]
     pub subnets: Option<Vec<String>>,
 
     /// What to do with the Altostrat peer when this resource is deleted: `Delete` it or

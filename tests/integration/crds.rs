@@ -104,7 +104,34 @@ fn crds_carry_the_documented_names_and_validation() {
         );
     }
     let yaml = crd::render(&crds[1]).unwrap();
-    for rule in ["self == oldSelf", "isCIDR(r)", "ip(a).family() == 4"] {
+    for rule in [
+        "self == oldSelf",
+        "isCIDR(self)",
+        "cidr(self).masked()",
+        "ip(a).family() == 4",
+    ] {
         assert!(yaml.contains(rule), "instance CRD lacks rule {rule}");
+    }
+}
+
+#[test]
+fn every_network_list_carries_the_one_cidr_rule_on_its_items() {
+    let crds = crd::all();
+    let lists = [(&crds[1], "pushedRoutes"), (&crds[2], "subnets")];
+    let rules_of =
+        |c: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+         field: &str| {
+            let schema = serde_json::to_value(&c.spec.versions[0].schema).unwrap();
+            schema["openAPIV3Schema"]["properties"]["spec"]["properties"][field]["items"]["x-kubernetes-validations"]
+            .clone()
+        };
+    let first = rules_of(lists[0].0, lists[0].1);
+    assert!(first.to_string().contains("cidr(self).masked()"), "{first}");
+    for (c, field) in lists {
+        assert_eq!(
+            rules_of(c, field),
+            first,
+            "{field} has other rules than pushedRoutes"
+        );
     }
 }

@@ -462,3 +462,25 @@ fn a_withheld_update_keeps_the_hub_ready_and_names_the_drift() {
     assert_eq!((stalled.type_, stalled.status), ("Stalled", true));
     assert!(!status.server_ready, "its peers must not use a vanished hub");
 }
+
+#[test]
+fn a_route_the_crd_now_refuses_stops_the_hub_naming_the_entry_under_every_policy() {
+    // Admitted before the CEL rule existed: nothing is claimed, created, updated or planned.
+    let s = spec(serde_json::json!({"pushedRoutes": ["172.16.0.0/12", "10.0.0.1/8"]}));
+    let fresh = observed(&s, None, Remote::Unknown);
+    let managed = observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")));
+    let planned = Observed {
+        gate: PAUSED,
+        ..fresh.clone()
+    };
+    for o in [fresh, managed, planned] {
+        let Step::GiveUp(error) = decide(&o) else {
+            panic!("expected GiveUp")
+        };
+        assert_eq!(error.reason(), "InvalidSpec");
+        assert_eq!(
+            error.to_string(),
+            r#"invalid spec: spec.pushedRoutes[1]: "10.0.0.1/8" has host bits set; did you mean "10.0.0.0/8"?"#
+        );
+    }
+}

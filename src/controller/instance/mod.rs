@@ -27,7 +27,7 @@ use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{
     DeletionPolicy, Holder, ManagementPolicy, OwnershipRecordSpec, PlannedCall, SecretReference, VpnInstance,
-    VpnInstanceSpec, VpnInstanceStatus,
+    VpnInstanceSpec, VpnInstanceStatus, cidr,
 };
 pub(crate) use status::{desired_conditions, observed_status};
 use status::{missing_conditions, next_look, recorded_conditions, time_in_state, withheld_status};
@@ -47,6 +47,9 @@ impl Kind for VpnInstance {
 
     fn spec_id(spec: &VpnInstanceSpec) -> Option<&str> {
         spec.instance_id.as_deref()
+    }
+    fn invalid(spec: &VpnInstanceSpec) -> Option<String> {
+        cidr::refused_entries("spec.pushedRoutes", &spec.pushed_routes)
     }
     fn describe(spec: &VpnInstanceSpec) -> String {
         format!("the Altostrat instance with hostname {:?}", spec.hostname)

@@ -34,6 +34,9 @@ pub(crate) trait Kind {
     const HINT: &'static str;
 
     fn spec_id(spec: &Self::Spec) -> Option<&str>;
+    /// What the CRD's rules refuse in the spec, for a resource admitted before those rules (or
+    /// by a cluster with older CRDs), worded as the API server words it.
+    fn invalid(spec: &Self::Spec) -> Option<String>;
     /// The object the spec describes, in messages before its id is known.
     fn describe(spec: &Self::Spec) -> String;
     /// Why `object` is not what the spec describes, if it is not.
@@ -190,6 +193,10 @@ fn through_gate<K: Kind>(step: Step<K>, o: &Observed<K>) -> Step<K> {
 }
 
 fn lifecycle<K: Kind>(o: &Observed<K>) -> Step<K> {
+    // First: only an edit can fix it, and nothing (a wait, a plan, a create) is to be built on it.
+    if let Some(why) = K::invalid(o.spec) {
+        return Step::GiveUp(Error::InvalidSpec(why));
+    }
     if let Err(waiting) = &o.parent {
         return Step::Wait(waiting.clone());
     }

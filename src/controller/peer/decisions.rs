@@ -1,6 +1,6 @@
 //! The lifecycle's decisions for a peer.
 
-use super::super::conditions::reason;
+use super::super::conditions::{ConditionState, reason};
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
 use super::super::lifecycle::decide::{Candidate, Observed, Remote, Step, decide};
 use super::super::ownership::Claim;
@@ -327,4 +327,28 @@ fn a_stale_copy_waits_for_the_watch() {
     let s = spec(serde_json::json!({}));
     let o = observed(&s, FinalizerState::Stale, None, Remote::Unknown);
     assert!(matches!(decide(&o), Step::Requeue(d) if d == STALE_RETRY));
+}
+
+#[test]
+fn an_ipv6_subnet_stops_the_peer_naming_the_entry_before_it_waits_for_its_instance() {
+    let s = spec(serde_json::json!({
+        "type": "site", "protocol": "wireguard", "userId": null,
+        "siteId": "b1b2c3d4-e5f6-7890-1234-567890abcdef", "subnets": ["192.168.10.0/24", "fd00::/64"]
+    }));
+    let mut o = observed(
+        &s,
+        FinalizerState::Held,
+        Some("p-1"),
+        Remote::Found(altostrat_peer("p-1")),
+    );
+    let expected = "spec.subnets[1]: \"fd00::/64\" is an IPv6 network; Altostrat documents IPv4 networks only, \
+                    so IPv6 entries are refused";
+    assert!(matches!(decide(&o), Step::GiveUp(e) if e.to_string() == format!("invalid spec: {expected}")));
+    o.parent = Err(ConditionState::new(
+        "Ready",
+        false,
+        reason::INSTANCE_NOT_FOUND,
+        "no instance hub",
+    ));
+    assert!(matches!(decide(&o), Step::GiveUp(e) if e.reason() == "InvalidSpec"));
 }

@@ -29,7 +29,7 @@ use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{
     DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, SecretReference, VpnInstance, VpnPeer,
-    VpnPeerSpec, VpnPeerStatus,
+    VpnPeerSpec, VpnPeerStatus, cidr,
 };
 use status::{
     attached, observed_status, ready_conditions, usable_instance_id, waiting_conditions, withheld_status,
@@ -47,6 +47,9 @@ impl Kind for VpnPeer {
 
     fn spec_id(spec: &VpnPeerSpec) -> Option<&str> {
         spec.peer_id.as_deref()
+    }
+    fn invalid(spec: &VpnPeerSpec) -> Option<String> {
+        cidr::refused_entries("spec.subnets", spec.subnets.as_deref().unwrap_or_default())
     }
     fn describe(spec: &VpnPeerSpec) -> String {
         spec.peer_id
