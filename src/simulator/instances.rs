@@ -49,7 +49,7 @@ impl InstanceChange {
         let name = validate::required_str(body, "name")?;
         validate::name(name)?;
         let pushed_routes = validate::string_list(body, "pushed_routes", true)?.unwrap_or_default();
-        validate::cidrs("pushed_routes", &pushed_routes)?;
+        validate::ipv4_networks("pushed_routes", &pushed_routes)?;
         let public_dns = validate::string_list(body, "public_dns", true)?.unwrap_or_default();
         validate::public_dns(&public_dns)?;
         let domains = validate::string_list(body, "domains", false)?.unwrap_or_default();

@@ -174,7 +174,7 @@ impl Core {
             _ => {}
         }
         if let Some(subnets) = &subnets {
-            validate::cidrs("subnets", subnets)?;
+            validate::ipv4_networks("subnets", subnets)?;
         }
         let stored = find_peer(&mut state, account, id, peer_id)?;
         if let Some(subnets) = subnets {
@@ -345,7 +345,7 @@ fn site_fields(body: &serde_json::Map<String, Value>, peer: &mut Peer) -> Answer
     let site_id = validate::optional_str(body, "site_id")?.ok_or_else(|| validate::missing("site_id"))?;
     validate::uuid("site_id", site_id)?;
     let subnets = validate::string_list(body, "subnets", true)?.unwrap_or_default();
-    validate::cidrs("subnets", &subnets)?;
+    validate::ipv4_networks("subnets", &subnets)?;
     peer.site_id = Some(site_id.to_owned());
     peer.subnets = subnets;
     Ok(())

@@ -128,6 +128,24 @@ pub fn cidrs(field: &str, values: &[String]) -> Checked<()> {
     }
 }
 
+/// The networks of a request (`pushed_routes`, `subnets`): IPv4 CIDR blocks with no host bits
+/// set. Altostrat documents IPv4 only and says nothing of host bits; the simulator refuses what
+/// the operator assumes is refused (and never sends), so a client that sends it anyway learns.
+pub fn ipv4_networks(field: &str, values: &[String]) -> Checked<()> {
+    cidrs(field, values)?;
+    let refused = |v: &&String| match v.parse::<IpNet>() {
+        Ok(IpNet::V4(net)) => net.addr() != net.network(),
+        _ => true,
+    };
+    match values.iter().find(refused) {
+        Some(bad) => Err(invalid(
+            field,
+            format_args!("must contain only IPv4 networks without host bits; {bad:?} is not one"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn ipv4s(field: &str, values: &[String]) -> Checked<()> {
     match values.iter().find(|v| v.parse::<Ipv4Addr>().is_err()) {
         Some(bad) => Err(invalid(
@@ -196,6 +214,21 @@ mod tests {
                 .message
                 .contains("\"::1\"")
         );
+    }
+
+    #[test]
+    fn networks_are_ipv4_without_host_bits_and_the_bad_entry_is_named() {
+        assert!(ipv4_networks("subnets", &["10.0.0.0/8".into(), "192.168.1.0/24".into()]).is_ok());
+        for bad in ["fd00::/8", "10.0.0.1/8", "10.0.0.0/33"] {
+            let err = ipv4_networks("subnets", &["10.0.0.0/8".into(), bad.into()]).unwrap_err();
+            assert_eq!((err.status, err.code), (400, "parameter_invalid"));
+            assert!(
+                err.message.starts_with("The 'subnets' parameter")
+                    && err.message.contains(&format!("{bad:?}")),
+                "{}",
+                err.message
+            );
+        }
     }
 
     #[test]

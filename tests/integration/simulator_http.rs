@@ -1099,6 +1099,28 @@ async fn a_taken_hostname_is_a_conflict_whether_answered_409_422_or_400() {
     }
 }
 
+/// Altostrat documents IPv4 networks only: the simulator refuses an IPv6 route or one with host
+/// bits set (which the CRDs refuse at admission, so the operator never sends either), naming
+/// the field and the entry, as the invalid request it would be.
+#[tokio::test]
+async fn an_ipv6_route_or_host_bits_are_refused_naming_the_field_and_the_entry() {
+    let (_sim, api, token) = start(fast()).await;
+    let hub = api.create_instance(&token, &create("v4-only")).await.unwrap();
+    for route in ["fd00::/64", "10.0.0.1/8"] {
+        let routes = InstanceUpdate {
+            pushed_routes: vec!["10.0.0.0/8".into(), route.into()],
+            public_dns: vec!["9.9.9.9".into(), "1.1.1.1".into()],
+            ..update()
+        };
+        let err = api.update_instance(&token, &hub.id, &routes).await.unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Invalid { message, .. }
+                if message.contains("'pushed_routes'") && message.contains(&format!("{route:?}"))),
+            "{err:?}"
+        );
+    }
+}
+
 /// Every documented create example shows one public resolver (the simulator's default), while
 /// the PUT requires 2 to 4: a PUT that copies the observed resolvers is refused as invalid.
 #[tokio::test]
