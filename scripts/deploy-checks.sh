@@ -788,8 +788,8 @@ check "Artifact Hub: the chart's crdsExamples validate server-side" bash -c "
   kubectl apply --dry-run=server -n default -f -"
 check "examples/invalid-instance.yaml is refused, naming each of its four invalid fields" bash -c '
   if out="$(kubectl apply --dry-run=server -n default -f examples/invalid-instance.yaml 2>&1)"; then echo "accepted: $out"; exit 1; fi
-  for field in spec.name spec.hostname spec.pushedRoutes spec.publicDns; do
-    grep -q "$field: Invalid value" <<<"$out" || { echo "no error for $field in: $out"; exit 1; }
+  for field in spec.name spec.hostname "spec.pushedRoutes[0]" spec.publicDns; do
+    grep -qF "$field: Invalid value" <<<"$out" || { echo "no error for $field in: $out"; exit 1; }
   done'
 namespace argocd; namespace flux-system
 check "Argo CD health checks merge into an existing argocd-cm (kubectl patch --type merge)" bash -c '
