@@ -413,6 +413,29 @@ async fn an_unknown_region_is_refused_before_any_create() {
 }
 
 #[tokio::test]
+async fn routes_admitted_before_the_cidr_rule_stall_the_hub_naming_the_entry_and_are_never_sent() {
+    let h = Harness::new();
+    let obj = h.apply(instance("hub-one", json!({"pushedRoutes": ["10.0.0.0/8"]})));
+    h.reconcile(&obj).await.unwrap();
+    let edited = h.edit(&obj, |o| {
+        o.spec.pushed_routes = vec!["172.16.0.0/12".into(), "10.0.0.1/8".into()];
+    });
+    h.altostrat.clear_calls();
+
+    let refused = h.reconcile(&edited).await.unwrap_err();
+    assert_eq!(refused.reason(), "InvalidSpec", "{refused}");
+    assert_eq!(h.altostrat.calls(), vec![], "nothing is read or sent");
+    let stored = status(&h, &obj);
+    assert!(conditions_hold(&stored, "Stalled"), "{:?}", stored.conditions);
+    let named = r#"spec.pushedRoutes[1]: "10.0.0.1/8" has host bits set; did you mean "10.0.0.0/8"?"#;
+    for type_ in ["Synced", "Stalled"] {
+        let message = condition_message(&stored.conditions, type_).unwrap();
+        assert!(message.contains(named), "{type_}: {message}");
+    }
+    assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
+}
+
+#[tokio::test]
 async fn a_recorded_instance_deleted_out_of_band_is_created_again() {
     let h = Harness::new();
     let obj = h.apply(instance("hub-one", json!({})));
