@@ -61,7 +61,7 @@ fn parse(entry: &str) -> Option<IpNet> {
 
 /// The refused entries of the list at `path` (`spec.pushedRoutes`), if any, in list order and
 /// joined by `; `, each as `spec.pushedRoutes[1]: "10.0.0.1/8" has host bits set; did you mean
-/// "10.0.0.0/8"?` (what `kubectl` shows after `Invalid value: "string": `).
+/// "10.0.0.0/8"?` (the API server's words, less its `Invalid value: "10.0.0.1/8": `).
 pub fn refused_entries(path: &str, entries: &[String]) -> Option<String> {
     let refused: Vec<String> = entries
         .iter()
@@ -77,8 +77,8 @@ const IPV6: &str = "an IPv6 network; Altostrat documents IPv4 networks only, so 
 /// The CEL rules on one entry, each with its message: each entry fails one rule at most (the
 /// later ones hold for what an earlier one refuses), and `cidr(self)` is never evaluated on a
 /// string that is not a CIDR (a CEL error would replace the message). The messages use
-/// `format`: the API server estimates `+` after `string(...)` as unbounded in cost and refuses
-/// the CRD, while `format`'s arguments are bounded by the item's `maxLength`.
+/// `format`: the API server estimates a `+` after `string(...)` as far over its cost budget
+/// and refuses the CRD, while it accepts `format` with the same arguments.
 const RULES: [(&str, &str); 3] = [
     (
         "isCIDR(self)",
