@@ -1,6 +1,11 @@
 //! Prometheus metrics. Every label has a bounded set of values: controller names, result,
-//! error categories, endpoint templates and status classes — never object names or ids.
+//! error categories, endpoint templates, status classes, condition statuses and the cluster's
+//! namespaces — never object names or ids.
 
+mod process;
+mod queue;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -51,11 +56,30 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReadyLabels {
+/// One row of `vpn_operator_resources`. The namespace label is `resource_namespace`, not
+/// `namespace`: a scrape's own `namespace` target label (the operator's namespace, which the
+/// alerts select on) would otherwise rename it to `exported_namespace`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ResourceLabels {
     pub kind: &'static str,
+    pub resource_namespace: String,
     pub ready: &'static str,
+    pub synced: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequeueLabels {
+    pub controller: &'static str,
+    pub cause: &'static str,
+}
+
+/// The counts `vpn_operator_resources` shows, by its labels; recomputed on every scrape.
+pub type ResourceCounts = BTreeMap<ResourceLabels, i64>;
 
 /// All metrics of the operator, registered under the `vpn_operator` prefix.
 #[derive(Debug)]
@@ -64,6 +88,9 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub reconciles_in_flight: Family<ControllerLabels, Gauge>,
+    pub reconciles_queued: Family<ControllerLabels, Gauge>,
+    pub reconcile_queue_wait: Family<ControllerLabels, Histogram>,
+    pub requeues: Family<RequeueLabels, Counter>,
     pub api_requests: Family<RequestLabels, Counter>,
     pub api_request_duration: Family<EndpointLabels, Histogram>,
     pub api_retries: Family<EndpointLabels, Counter>,
@@ -71,9 +98,12 @@ pub struct Metrics {
     pub api_rate_limit_wait_seconds: Counter<f64, AtomicU64>,
     pub api_throttled: Family<UrgencyLabels, Counter>,
     pub drift_cycle_seconds: Gauge<f64, AtomicU64>,
-    pub resources: Family<ReadyLabels, Gauge>,
+    pub resources: Family<ResourceLabels, Gauge>,
+    pub time_to_ready: Family<KindLabels, Histogram>,
     pub leader: Gauge,
     pub build_info: Family<BuildLabels, Gauge>,
+    /// Triggers handed to a controller whose reconcile has not started (not exported itself).
+    pending: queue::Pending,
 }
 
 /// 5 ms … 1310.72 s (~22 min): a reconcile can queue behind the per-token rate limiter for
@@ -85,6 +115,16 @@ fn reconcile_histogram() -> Histogram {
 /// 5 ms … 40.96 s: one Altostrat request, bounded by the request timeout (30 s by default).
 fn request_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// 5 s … 1 h, then `+Inf`: a peer is Ready in seconds, a hub's provisioning takes about ten
+/// minutes, and an hour is long past any normal provisioning.
+fn time_to_ready_histogram() -> Histogram {
+    let seconds = [
+        5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 450.0,
+    ];
+    let minutes = [10.0, 15.0, 20.0, 30.0, 45.0, 60.0].map(|m| m * 60.0);
+    Histogram::new(seconds.into_iter().chain(minutes))
 }
 
 /// Counts one reconcile in flight until dropped (also when the reconcile is cancelled).
@@ -106,6 +146,9 @@ impl Metrics {
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             reconciles_in_flight: Family::default(),
+            reconciles_queued: Family::default(),
+            reconcile_queue_wait: Family::new_with_constructor(reconcile_histogram),
+            requeues: Family::default(),
             api_requests: Family::default(),
             api_request_duration: Family::new_with_constructor(request_histogram),
             api_retries: Family::default(),
@@ -114,8 +157,10 @@ impl Metrics {
             api_throttled: Family::default(),
             drift_cycle_seconds: Gauge::default(),
             resources: Family::default(),
+            time_to_ready: Family::new_with_constructor(time_to_ready_histogram),
             leader: Gauge::default(),
             build_info: Family::default(),
+            pending: queue::Pending::default(),
         };
         metrics
             .build_info
@@ -127,6 +172,7 @@ impl Metrics {
         metrics.register_reconcile_metrics(r);
         metrics.register_altostrat_metrics(r);
         metrics.register_state_metrics(r);
+        registry.register_collector(Box::new(process::ProcessCollector::default()));
         metrics
     }
 
@@ -153,6 +199,26 @@ impl Metrics {
             "reconciles_in_flight",
             "Reconciles running now, by controller",
             metrics.reconciles_in_flight.clone(),
+        );
+        metrics.register_queue_metrics(r);
+    }
+
+    fn register_queue_metrics(&self, r: &mut Registry) {
+        let metrics = self;
+        r.register(
+            "reconciles_queued",
+            "Objects a watch, a dependency or a drift check has triggered and whose reconcile has not started yet, by controller (timer requeues not included)",
+            metrics.reconciles_queued.clone(),
+        );
+        r.register(
+            "reconcile_queue_wait_seconds",
+            "Time from an object's first pending trigger (watch event, dependency, drift check) to the start of its reconcile, by controller: waiting for a worker or for the object's running reconcile",
+            metrics.reconcile_queue_wait.clone(),
+        );
+        r.register(
+            "requeues",
+            "Reconciles that scheduled the next one after a delay, by controller and cause: next_look (a successful reconcile's next poll or drift check) or the error category of a failed one",
+            metrics.requeues.clone(),
         );
     }
 
@@ -199,8 +265,13 @@ impl Metrics {
         );
         r.register(
             "resources",
-            "Resources by kind and Ready condition status",
+            "Resources by kind, namespace (resource_namespace; as many values as the cluster has namespaces with resources), and Ready and Synced condition status (True, False or Unknown when the condition is missing); a combination without resources has no series",
             metrics.resources.clone(),
+        );
+        r.register(
+            "time_to_ready_seconds",
+            "Seconds from a resource's creation to its first Ready=True, by kind, observed when this operator writes Ready=True over a Ready condition that is missing or False/Unknown for a reason other than Updating, Drifted or NotConverging (which only a resource that was Ready shows)",
+            metrics.time_to_ready.clone(),
         );
         r.register(
             "leader",
@@ -214,8 +285,38 @@ impl Metrics {
         );
     }
 
-    /// Counts a reconcile of `controller` as in flight until the returned guard is dropped.
-    pub fn reconcile_started(&self, controller: &'static str) -> InFlight {
+    /// Notes a trigger of object `namespace/name` handed to `controller`.
+    pub fn reconcile_triggered(&self, controller: &'static str, (namespace, name): (&str, &str)) {
+        if self
+            .pending
+            .push(controller, namespace, name, tokio::time::Instant::now())
+        {
+            self.reconciles_queued
+                .get_or_create(&ControllerLabels { controller })
+                .inc();
+        }
+    }
+
+    /// Forgets triggers whose object went away before its reconcile started.
+    pub fn drop_abandoned_triggers(&self) {
+        for controller in self.pending.drop_abandoned(tokio::time::Instant::now()) {
+            self.reconciles_queued
+                .get_or_create(&ControllerLabels { controller })
+                .dec();
+        }
+    }
+
+    /// Counts a reconcile of `controller` as in flight until the returned guard is dropped, and
+    /// takes the object's pending trigger, if any, as waited for.
+    pub fn reconcile_started(&self, controller: &'static str, (namespace, name): (&str, &str)) -> InFlight {
+        let labels = ControllerLabels { controller };
+        let now = tokio::time::Instant::now();
+        if let Some(waited) = self.pending.take(controller, namespace, name, now) {
+            self.reconciles_queued.get_or_create(&labels).dec();
+            self.reconcile_queue_wait
+                .get_or_create(&labels)
+                .observe(waited.as_secs_f64());
+        }
         let gauge = self
             .reconciles_in_flight
             .get_or_create(&ControllerLabels { controller })
@@ -291,11 +392,28 @@ impl Metrics {
         }
     }
 
-    pub fn set_resources(&self, kind: &'static str, ready: usize, not_ready: usize, unknown: usize) {
-        for (label, value) in [("True", ready), ("False", not_ready), ("Unknown", unknown)] {
-            self.resources
-                .get_or_create(&ReadyLabels { kind, ready: label })
-                .set(i64::try_from(value).unwrap_or(i64::MAX));
+    /// Counts a requeue after a delay, by `cause` (`next_look` or an error category).
+    pub fn record_requeue(&self, controller: &'static str, cause: &'static str) {
+        self.requeues
+            .get_or_create(&RequeueLabels { controller, cause })
+            .inc();
+    }
+
+    /// Records a resource of `kind` turning Ready for the first time, `age` after its creation.
+    pub fn record_first_ready(&self, kind: &str, age: Duration) {
+        self.time_to_ready
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(age.as_secs_f64());
+    }
+
+    /// Replaces every row of `vpn_operator_resources`: a namespace without resources left
+    /// loses its series instead of keeping its last count.
+    pub fn set_resources(&self, counts: &ResourceCounts) {
+        self.resources.clear();
+        for (labels, count) in counts {
+            self.resources.get_or_create(labels).set(*count);
         }
     }
 }
@@ -362,9 +480,9 @@ mod tests {
         );
         assert!(text.contains("# TYPE vpn_operator_build_info gauge"));
 
-        let first = metrics.reconcile_started("vpninstance");
-        let second = metrics.reconcile_started("vpninstance");
-        let peer = metrics.reconcile_started("vpnpeer");
+        let first = metrics.reconcile_started("vpninstance", ("ns", "a"));
+        let second = metrics.reconcile_started("vpninstance", ("ns", "b"));
+        let peer = metrics.reconcile_started("vpnpeer", ("ns", "a"));
         let text = encode(&registry).unwrap();
         assert!(text.contains(r#"vpn_operator_reconciles_in_flight{controller="vpninstance"} 2"#));
         assert!(text.contains(r#"vpn_operator_reconciles_in_flight{controller="vpnpeer"} 1"#));
@@ -407,5 +525,107 @@ mod tests {
         assert!(text.contains(&format!("{} 0", bucket("327.68"))), "{text}");
         assert!(text.contains(&format!("{} 1", bucket("655.36"))), "{text}");
         assert!(text.contains(&format!("{} 1", bucket("1310.72"))), "{text}");
+    }
+
+    #[test]
+    fn resources_by_namespace_ready_and_synced_replace_the_previous_scrape() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let row = |namespace: &str, ready, synced| ResourceLabels {
+            kind: "VpnPeer",
+            resource_namespace: namespace.to_owned(),
+            ready,
+            synced,
+        };
+        let first = ResourceCounts::from([
+            (row("team-a", "True", "False"), 2),
+            (row("team-b", "False", "Unknown"), 1),
+        ]);
+        metrics.set_resources(&first);
+        let text = encode(&registry).unwrap();
+        assert!(text.contains(
+            r#"vpn_operator_resources{kind="VpnPeer",resource_namespace="team-a",ready="True",synced="False"} 2"#
+        ), "{text}");
+        assert!(text.contains(r#"resource_namespace="team-b",ready="False",synced="Unknown"} 1"#));
+        // team-b's last resource is gone: its series goes with it.
+        metrics.set_resources(&ResourceCounts::from([(row("team-a", "True", "True"), 2)]));
+        let text = encode(&registry).unwrap();
+        assert!(!text.contains("team-b"), "{text}");
+        assert!(!text.contains(r#"synced="False""#), "{text}");
+        assert!(text.contains(r#"resource_namespace="team-a",ready="True",synced="True"} 2"#));
+    }
+
+    #[test]
+    fn time_to_ready_buckets_run_from_seconds_to_an_hour() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.record_first_ready("VpnInstance", Duration::from_secs(11 * 60));
+        metrics.record_first_ready("VpnPeer", Duration::from_secs(3));
+        let text = encode(&registry).unwrap();
+        let bucket = |kind: &str, le: &str| {
+            format!(r#"vpn_operator_time_to_ready_seconds_bucket{{le="{le}",kind="{kind}"}}"#)
+        };
+        assert!(
+            text.contains(&format!("{} 1", bucket("VpnPeer", "5.0"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 0", bucket("VpnInstance", "600.0"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", bucket("VpnInstance", "900.0"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", bucket("VpnInstance", "3600.0"))),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trigger_is_queued_until_its_reconcile_starts_and_requeues_count_by_cause() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.reconcile_triggered("vpnpeer", ("ns", "a"));
+        metrics.reconcile_triggered("vpnpeer", ("ns", "a"));
+        metrics.reconcile_triggered("vpnpeer", ("ns", "b"));
+        let text = encode(&registry).unwrap();
+        assert!(
+            text.contains(r#"vpn_operator_reconciles_queued{controller="vpnpeer"} 2"#),
+            "{text}"
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let running = metrics.reconcile_started("vpnpeer", ("ns", "a"));
+        metrics.record_requeue("vpnpeer", "next_look");
+        metrics.record_requeue("vpnpeer", "throttled");
+        drop(running);
+        let text = encode(&registry).unwrap();
+        assert!(
+            text.contains(r#"vpn_operator_reconciles_queued{controller="vpnpeer"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"vpn_operator_reconcile_queue_wait_seconds_sum{controller="vpnpeer"} 3.0"#));
+        assert!(text.contains(r#"vpn_operator_requeues_total{controller="vpnpeer",cause="throttled"} 1"#));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_read_at_scrape_time() {
+        let registry = {
+            let mut registry = Registry::default();
+            Metrics::register(&mut registry);
+            registry
+        };
+        let text = encode(&registry).unwrap();
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(text.contains(&format!("\n{name}")), "{name} in {text}");
+        }
     }
 }

@@ -14,11 +14,12 @@ use crate::altostrat::{
     ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy,
 };
 use crate::config::RunArgs;
+use crate::controller::conditions::{self, ConditionedStatus, HasStatus};
 use crate::controller::record::Records;
-use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope, conditions};
+use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::leader::{ElectionTiming, Heartbeat, LeaderElector, LeaderGate};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ResourceCounts, ResourceLabels};
 use crate::server::{self, Health};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,22 +63,27 @@ fn default_token(args: &RunArgs) -> Result<DefaultToken, BoxError> {
     Ok(token.limited_to(args.default_token_namespaces.clone()))
 }
 
-fn count_ready<K>(
-    store: &Store<K>,
-    conditions_of: impl Fn(&K) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
-) -> (usize, usize, usize)
+/// Adds the objects of `store`, of `kind`, to `counts`, by namespace and Ready and Synced
+/// status.
+fn count_resources<K>(kind: &'static str, store: &Store<K>, counts: &mut ResourceCounts)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    K: kube::Resource<DynamicType = ()> + HasStatus + Clone + 'static,
 {
-    let (mut ready, mut not_ready, mut unknown) = (0, 0, 0);
     for obj in store.state() {
-        match conditions_of(&obj).and_then(|c| c.iter().find(|c| c.type_ == conditions::READY)) {
-            Some(c) if c.status == "True" => ready += 1,
-            Some(_) => not_ready += 1,
-            None => unknown += 1,
-        }
+        let conditions = obj.status().map(|s| s.conditions()).unwrap_or_default();
+        let status_of = |type_: &str| match conditions.iter().find(|c| c.type_ == type_) {
+            Some(c) if c.status == "True" => "True",
+            Some(c) if c.status == "False" => "False",
+            _ => "Unknown",
+        };
+        let labels = ResourceLabels {
+            kind,
+            resource_namespace: obj.meta().namespace.clone().unwrap_or_default(),
+            ready: status_of(conditions::READY),
+            synced: status_of(conditions::SYNCED),
+        };
+        *counts.entry(labels).or_default() += 1;
     }
-    (ready, not_ready, unknown)
 }
 
 /// Waits for a controller's cache to be filled. `Store::wait_until_ready` wakes only the last
@@ -166,22 +172,17 @@ fn timing_and_request_timeout(
     Ok((Some(timing), args.api_timeout))
 }
 
-/// Recomputes the Ready gauges from every scope's caches; called on each scrape.
+/// Recomputes the resource gauges from every scope's caches, and drops queue triggers whose
+/// object went away; called on each scrape.
 fn ready_gauges(stores: ScopeStores, metrics: Arc<Metrics>) -> Arc<dyn Fn() + Send + Sync> {
     Arc::new(move || {
-        let (mut i, mut p) = ((0, 0, 0), (0, 0, 0));
+        let mut counts = ResourceCounts::new();
         for (instances, peers) in stores.lock().expect("store list lock").iter() {
-            let a = count_ready(instances, |o: &VpnInstance| {
-                o.status.as_ref().map(|s| s.conditions.as_slice())
-            });
-            let b = count_ready(peers, |o: &VpnPeer| {
-                o.status.as_ref().map(|s| s.conditions.as_slice())
-            });
-            i = (i.0 + a.0, i.1 + a.1, i.2 + a.2);
-            p = (p.0 + b.0, p.1 + b.1, p.2 + b.2);
+            count_resources("VpnInstance", instances, &mut counts);
+            count_resources("VpnPeer", peers, &mut counts);
         }
-        metrics.set_resources("VpnInstance", i.0, i.1, i.2);
-        metrics.set_resources("VpnPeer", p.0, p.1, p.2);
+        metrics.set_resources(&counts);
+        metrics.drop_abandoned_triggers();
     })
 }
 

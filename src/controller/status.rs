@@ -2,12 +2,12 @@
 //! which merges conditions, applies the one `observedGeneration` rule and skips writes that
 //! would not change anything.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
-use super::conditions::{self, ConditionState, ConditionedStatus, HasStatus, READY, STALLED, SYNCED};
+use super::conditions::{self, ConditionState, ConditionedStatus, HasStatus, READY, STALLED, SYNCED, reason};
 use super::error::{Error, Result, Retry};
 use super::policy::{self, Gate};
 use crate::crd::DeletionPolicy;
@@ -83,6 +83,10 @@ pub(crate) struct StatusWriter<K: HasStatus> {
     /// precondition of a later metadata patch in the same reconcile, which would otherwise
     /// find its own status write in the way.
     version: Option<String>,
+    created: Option<Time>,
+    /// Set when this reconcile wrote the object's first `Ready=True` (see [`turns_ready_first`]):
+    /// how long after its creation.
+    first_ready: Option<std::time::Duration>,
 }
 
 impl<K> StatusWriter<K>
@@ -100,7 +104,15 @@ where
             stored: obj.status().cloned(),
             stamp: Stamp::of(obj),
             version: obj.resource_version(),
+            created: obj.meta().creation_timestamp.clone(),
+            first_ready: None,
         }
+    }
+
+    /// How long after its creation the object turned Ready for the first time, if this
+    /// reconcile wrote that `Ready=True`.
+    pub fn first_ready(&self) -> Option<std::time::Duration> {
+        self.first_ready
     }
 
     /// The status as stored, including this reconcile's own writes.
@@ -209,9 +221,29 @@ where
         if let Some(version) = apply_status(&self.api, &self.name, &next).await? {
             self.version = Some(version);
         }
+        let before = self.stored.as_ref().map(|s| s.conditions()).unwrap_or_default();
+        if turns_ready_first(before, next.conditions())
+            && let Some(created) = &self.created
+        {
+            let age = self.now.0.duration_since(created.0);
+            self.first_ready = Some(age.unsigned_abs());
+        }
         self.stored = Some(next);
         Ok(())
     }
+}
+
+/// Whether a status write turns `Ready` True for the first time in the object's life, as far as
+/// its status shows: the condition was missing, or False/Unknown for a reason other than one
+/// only a resource that was Ready shows (an update waiting, drift, an update not converging).
+/// A resource that was Ready and then failed in a way that turned it False (an invalid edit,
+/// say) counts again when it recovers; one that failed before its first Ready counts once.
+pub(crate) fn turns_ready_first(before: &[Condition], after: &[Condition]) -> bool {
+    const ONLY_AFTER_READY: [&str; 3] = [reason::UPDATING, reason::DRIFTED, reason::NOT_CONVERGING];
+    let ready = |conditions: &[Condition]| conditions.iter().find(|c| c.type_ == READY).cloned();
+    let now_ready = ready(after).is_some_and(|c| c.status == "True");
+    now_ready
+        && ready(before).is_none_or(|c| c.status != "True" && !ONLY_AFTER_READY.contains(&c.reason.as_str()))
 }
 
 /// The status after a failed attempt (pure).
@@ -348,6 +380,38 @@ mod tests {
             status: 502,
             message: "bad gateway".into(),
         })
+    }
+
+    fn ready(status: bool, why: &'static str) -> Vec<Condition> {
+        conditions::merge(
+            &[],
+            &[ConditionState::new(READY, status, why, "m")],
+            Some(1),
+            &at(10),
+        )
+    }
+
+    #[test]
+    fn the_first_ready_is_one_no_earlier_ready_reason_precedes() {
+        let available = ready(true, reason::AVAILABLE);
+        // Created, provisioned, waited for its instance, or failed before it ever worked.
+        for before in [
+            vec![],
+            ready(false, reason::PROVISIONING),
+            ready(false, reason::WAITING_FOR_INSTANCE),
+            ready(false, reason::CREDENTIALS_ERROR),
+        ] {
+            assert!(turns_ready_first(&before, &available), "{before:?}");
+        }
+        // Ready before: an update that waited, drift, or Ready all along.
+        for before in [
+            ready(false, reason::UPDATING),
+            ready(false, reason::DRIFTED),
+            available.clone(),
+        ] {
+            assert!(!turns_ready_first(&before, &available), "{before:?}");
+        }
+        assert!(!turns_ready_first(&[], &ready(false, reason::PROVISIONING)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::context::{Context, Settings};
 use super::default_token::DefaultToken;
 use super::events::reason as event;
 use super::finalizer::has_finalizer;
-use super::lifecycle::{error_policy, reconcile};
+use super::lifecycle::{Managed, error_policy, reconcile};
 use super::observation::{Changed, Observations};
 use super::policy::annotation;
 use crate::altostrat::VpnApi;
@@ -340,6 +340,32 @@ fn dependents(
         .collect()
 }
 
+/// Notes every object a controller's own watch hands it as queued (see
+/// `vpn_operator_reconciles_queued`).
+fn queued_events<K: Resource, E>(
+    metrics: Arc<Metrics>,
+    controller: &'static str,
+    events: impl Stream<Item = Result<K, E>>,
+) -> impl Stream<Item = Result<K, E>> {
+    events.inspect_ok(move |obj| {
+        let meta = obj.meta();
+        let namespace = meta.namespace.as_deref().unwrap_or_default();
+        metrics.reconcile_triggered(controller, (namespace, meta.name.as_deref().unwrap_or_default()));
+    })
+}
+
+/// Notes every other trigger of a controller (a dependency, a drift check) as queued.
+fn queued_refs<K: Resource<DynamicType = ()>>(
+    metrics: Arc<Metrics>,
+    controller: &'static str,
+    refs: impl Stream<Item = ObjectRef<K>>,
+) -> impl Stream<Item = ObjectRef<K>> {
+    refs.inspect(move |r| {
+        let namespace = r.namespace.as_deref().unwrap_or_default();
+        metrics.reconcile_triggered(controller, (namespace, &r.name));
+    })
+}
+
 /// Runs both controllers for one scope until `shutdown` resolves. In-flight reconciles are
 /// allowed to finish (graceful shutdown). `on_started` receives the caches once they exist.
 pub async fn run<A: VpnApi>(
@@ -371,12 +397,25 @@ pub async fn run<A: VpnApi>(
     let instance_drift = observed_changes(&deps.observations, instance_store.clone(), records_instance);
 
     let settings = &deps.settings;
+    let (instance_kind, peer_kind) = (VpnInstance::CONTROLLER, VpnPeer::CONTROLLER);
+    let instance_events = queued_events(deps.metrics.clone(), instance_kind, instance_events);
+    let instance_refs = queued_refs(
+        deps.metrics.clone(),
+        instance_kind,
+        futures::stream::select(instance_drift, handed_over),
+    );
+    let peer_events = queued_events(deps.metrics.clone(), peer_kind, peer_events);
+    let peer_refs = queued_refs(
+        deps.metrics.clone(),
+        peer_kind,
+        futures::stream::select(peer_triggers, peer_drift),
+    );
     let instance_controller = Controller::for_stream(instance_events, instance_store.clone())
-        .reconcile_on(futures::stream::select(instance_drift, handed_over))
+        .reconcile_on(instance_refs)
         .with_config(Config::default().concurrency(settings.instance_concurrency))
         .graceful_shutdown_on(shutdown.clone());
     let peer_controller = Controller::for_stream(peer_events, peer_store.clone())
-        .reconcile_on(futures::stream::select(peer_triggers, peer_drift))
+        .reconcile_on(peer_refs)
         .with_config(Config::default().concurrency(settings.peer_concurrency))
         .graceful_shutdown_on(shutdown);
     let ctx = Arc::new(Context::new(

@@ -63,7 +63,9 @@ impl<K: Managed> Handle<K> {
 pub(crate) async fn reconcile<K: Managed, A: VpnApi>(obj: Arc<K>, ctx: Arc<Context<A>>) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let span = tracing::info_span!("reconcile", kind = K::CONTROLLER, %namespace, name = %obj.name_any());
-    let _in_flight = ctx.metrics.reconcile_started(K::CONTROLLER);
+    let _in_flight = ctx
+        .metrics
+        .reconcile_started(K::CONTROLLER, (&namespace, &obj.name_any()));
     let _running = ctx.running.start();
     let started = Instant::now();
     let result = run_once(obj.as_ref(), &ctx, namespace).instrument(span).await;
@@ -72,6 +74,14 @@ pub(crate) async fn reconcile<K: Managed, A: VpnApi>(obj: Arc<K>, ctx: Arc<Conte
         started.elapsed(),
         result.as_ref().err().map(Error::category),
     );
+    match &result {
+        Ok(action) if *action != Action::await_change() => {
+            ctx.metrics.record_requeue(K::CONTROLLER, "next_look")
+        }
+        Ok(_) => {}
+        // The error policy requeues every failure.
+        Err(error) => ctx.metrics.record_requeue(K::CONTROLLER, error.category()),
+    }
     if result.is_ok() {
         ctx.failures.succeeded(&object_key(obj.as_ref()));
     }
@@ -86,6 +96,9 @@ async fn run_once<K: Managed, A: VpnApi>(obj: &K, ctx: &Context<A>, namespace: S
     } else {
         converge(obj, ctx, &mut handle).await
     };
+    if let Some(age) = handle.status.first_ready() {
+        ctx.metrics.record_first_ready(&K::kind(&()), age);
+    }
     if let Some((reason, action, note)) = handle.activity.event() {
         ctx.publish(obj, EventType::Normal, (reason, action), note).await;
     }
