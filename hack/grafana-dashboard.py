@@ -48,8 +48,11 @@ panel("Rate-limiter wait", "stat",
       [(f"sum(rate(vpn_operator_altostrat_rate_limit_wait_seconds_total{{{SEL}}}[$__rate_interval]))", "queued")],
       18, 0, 6, 4, unit="s",
       description="Seconds spent waiting for the per-token rate limiter per second: above 1, requests queue continuously.")
-panel("Resources by Ready", "timeseries",
-      [(f"max by (kind, ready) (vpn_operator_resources{{{SEL}}})", "{{kind}} Ready={{ready}}")], 0, 4, 12, 8)
+panel("Resources by Ready and Synced", "timeseries",
+      [(f"sum by (kind, ready, synced) (max by (kind, resource_namespace, ready, synced) (vpn_operator_resources{{{SEL}}}))",
+        "{{kind}} Ready={{ready}} Synced={{synced}}")], 0, 4, 12, 8,
+      description="Ready: the Altostrat object serves the spec. Synced: the last reconcile did all it can do now. "
+                  "Ready but not Synced for long: changes are not being applied (alert AltostratVpnResourcesNotSynced).")
 panel("Reconciles", "timeseries",
       [(f"sum by (controller, result) (rate(vpn_operator_reconciles_total{{{SEL}}}[$__rate_interval]))",
         "{{controller}} {{result}}")], 12, 4, 12, 8, unit="ops", stack=True)
@@ -85,10 +88,44 @@ panel("Drift cycle", "timeseries",
       description="How long until every object has been compared with Altostrat: (1 + instances) lists / "
                   "(rate x observe share), at least the resync interval; the longest over all tokens.")
 
+panel("Resources by namespace", "timeseries",
+      [(f"sum by (resource_namespace, kind) (max by (kind, resource_namespace, ready, synced) (vpn_operator_resources{{{SEL}}}))",
+        "{{resource_namespace}} {{kind}}")], 0, 44, 12, 8, stack=True)
+panel("Not Ready or not Synced by namespace", "timeseries",
+      [(f'sum by (resource_namespace, kind) (max by (kind, resource_namespace, ready, synced) (vpn_operator_resources{{{SEL}, ready!="True"}}))',
+        "{{resource_namespace}} {{kind}} not Ready"),
+       (f'sum by (resource_namespace, kind) (max by (kind, resource_namespace, ready, synced) (vpn_operator_resources{{{SEL}, ready="True", synced!="True"}}))',
+        "{{resource_namespace}} {{kind}} Ready, not Synced")], 12, 44, 12, 8)
+panel("Time to Ready", "timeseries",
+      [(f"histogram_quantile({q}, sum by (le, kind) (rate(vpn_operator_time_to_ready_seconds_bucket{{{SEL}}}[$__range])))",
+        f"{{{{kind}}}} p{int(q * 100)}") for q in (0.5, 0.95)], 0, 52, 12, 8, unit="s",
+      description="From creation to first Ready, over the dashboard's time range: resources whose spec was never edited "
+                  "(generation 1). The highest bucket is one hour.")
+panel("Work queue", "timeseries",
+      [(f"sum by (controller) (vpn_operator_reconciles_queued{{{SEL}}})", "{{controller}} queued"),
+       (f"sum by (controller) (vpn_operator_reconciles_in_flight{{{SEL}}})", "{{controller}} running")],
+      12, 52, 12, 8,
+      description="Queued: objects a watch event, a dependency or a drift check triggered whose reconcile has not started "
+                  "(timer requeues are kube-runtime's and not counted). Running: reconciles in progress.")
+panel("Queue wait", "timeseries",
+      [(f"histogram_quantile({q}, sum by (le, controller) (rate(vpn_operator_reconcile_queue_wait_seconds_bucket{{{SEL}}}[$__rate_interval])))",
+        f"{{{{controller}}}} p{int(q * 100)}") for q in (0.5, 0.95)], 0, 60, 12, 8, unit="s",
+      description="From a trigger to the start of its reconcile: a worker under the concurrency limit, or the object's running reconcile.")
+panel("Requeues by cause", "timeseries",
+      [(f"sum by (controller, cause) (rate(vpn_operator_requeues_total{{{SEL}}}[$__rate_interval]))",
+        "{{controller}} {{cause}}")], 12, 60, 12, 8, unit="ops", stack=True,
+      description="next_look: a successful reconcile's next poll or drift check; otherwise the error category of a failed one.")
+panel("CPU", "timeseries",
+      [(f"rate(process_cpu_seconds_total{{{SEL}}}[$__rate_interval])", "{{pod}}")], 0, 68, 8, 8, unit="percentunit")
+panel("Resident memory", "timeseries",
+      [(f"process_resident_memory_bytes{{{SEL}}}", "{{pod}}")], 8, 68, 8, 8, unit="bytes")
+panel("Open file descriptors", "timeseries",
+      [(f"process_open_fds{{{SEL}}}", "{{pod}} open"), (f"process_max_fds{{{SEL}}}", "{{pod}} limit")], 16, 68, 8, 8)
+
 dashboard = {
     "uid": "altostrat-vpn-operator",
     "title": "Altostrat VPN operator",
-    "description": "Reconciles, resource readiness, Altostrat API traffic and rate limiting of the Altostrat VPN operator.",
+    "description": "Reconciles, resource readiness and sync, time to Ready, work queue, Altostrat API traffic and rate limiting, and process resources of the Altostrat VPN operator.",
     "tags": ["altostrat", "vpn", "operator"],
     "editable": True,
     "schemaVersion": 39,

@@ -10,7 +10,8 @@
 #     `helm uninstall` and `kubectl delete -k deploy/kustomize/base` leave them (and a custom
 #     resource) in place, the GitOps examples deploy them through a Kustomization/Application of
 #     their own that does not prune,
-#   - Helm: lint --strict, values schema, rendering rules (token required, leader election on by default,
+#   - Helm: lint --strict, values schema, rendering rules (renders with defaults, a missing token Secret
+#     fails a render against the cluster, leader election on by default,
 #     Recreate without it, Roles with watchNamespaces, security context), server-side dry runs, real
 #     installs with RBAC checked through `kubectl auth can-i`, uninstall,
 #   - the Secrets admission policy (chart and kustomize base): rendered, or not with
@@ -19,7 +20,7 @@
 #     are not affected,
 #   - Helm chart conventions: name overrides, commonLabels, pod labels/annotations, image digest,
 #     OpenShift security contexts, spread constraints, revisionHistoryLimit, extra env/volumes,
-#     use as a subchart, NetworkPolicy, the `helm test` Pod, kubeVersion, Artifact Hub metadata,
+#     use as a subchart, NetworkPolicy (and the kustomize component's equal to it), the `helm test` Pod, kubeVersion, Artifact Hub metadata,
 #     the optional PrometheusRule and Grafana dashboard,
 #   - kustomize: base applied server-side, an overlay into another namespace applied server-side
 #     with its RBAC checked through `kubectl auth can-i`, the example overlay validated,
@@ -129,13 +130,26 @@ printf 'altostrat:\n  token: lint-only-token\n' >"$work/token-values.yaml"
 check "helm lint --strict (values file with a token)" "$HELM" lint --strict "$CHART" -f "$work/token-values.yaml"
 check "helm lint --strict (existingSecret)" "$HELM" lint --strict "$CHART" --set altostrat.existingSecret=avo-token
 
-if out="$(render 2>&1)"; then
-  fail "helm template without a token or existingSecret must fail"
-elif grep -q 'altostrat.existingSecret' <<<"$out"; then
-  pass "helm template without a token or existingSecret fails, naming altostrat.existingSecret"
+# Without a token or existingSecret the chart expects the Secret <fullname>-token: an offline
+# render (scanners, Argo CD) renders; a render against the cluster (install, upgrade,
+# --dry-run=server) fails while that Secret is missing, naming it and altostrat.existingSecret.
+check "helm template with default values renders (for scanners): the Deployment mounts Secret avo-altostrat-vpn-operator-token, key token; no Secret rendered" jq -e '
+  (.[] | select(.kind == "Deployment") | .spec.template.spec.volumes[] | select(.name == "altostrat-token") | .secret)
+    == {"secretName": "avo-altostrat-vpn-operator-token", "items": [{"key": "token", "path": "token"}]}
+  and ([.[] | select(.kind == "Secret")] | length) == 0' <<<"$(objects_json)"
+kubectl delete namespace avo-no-token --ignore-not-found >/dev/null 2>&1 || true
+namespace avo-no-token
+if out="$("$HELM" template avo "$CHART" -n avo-no-token --dry-run=server 2>&1)"; then
+  fail "helm install without a token, existingSecret or Secret avo-altostrat-vpn-operator-token must fail"
+elif grep -q 'altostrat.existingSecret' <<<"$out" && grep -q 'avo-altostrat-vpn-operator-token' <<<"$out"; then
+  pass "helm install (render against the cluster) without a token, existingSecret or Secret avo-altostrat-vpn-operator-token fails, naming both"
 else
-  fail "helm template without a token fails, but without a clear message: $out"
+  fail "helm install without a token fails, but without a clear message: $out"
 fi
+kubectl -n avo-no-token create secret generic avo-altostrat-vpn-operator-token --from-literal=token=x >/dev/null
+check "helm install (render against the cluster) without a token value renders once Secret avo-altostrat-vpn-operator-token exists" \
+  bash -c '"$1" template avo "$2" -n avo-no-token --dry-run=server | grep -q "secretName: avo-altostrat-vpn-operator-token"' _ "$HELM" "$CHART"
+kubectl delete namespace avo-no-token --wait=false >/dev/null
 if render --set altostrat.token=x --set logFormat=xml >/dev/null 2>&1; then
   fail "values.schema.json rejects logFormat=xml"
 else pass "values.schema.json rejects logFormat=xml"; fi
@@ -345,6 +359,18 @@ check "NetworkPolicy (enabled): metrics ingress only; egress DNS, API server (44
   and [.egress[1].ports[].port] == [443, 6443] and [.egress[2].ports[].port] == [443] and (.egress[2] | has("to") | not)' \
   <<<"$(objects_json --set altostrat.token=x --set networkPolicy.enabled=true --set 'networkPolicy.apiServer.cidrs={10.0.0.1/32}' \
         --set 'networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=monitoring')"
+
+# The kustomize component is the chart's NetworkPolicy with its default values.
+check "kustomize network-policy component: the chart's NetworkPolicy (defaults), selecting the pods of the base's Deployment in its namespace; off in the base" bash -c '
+  chart="$(jq ".[] | select(.kind == \"NetworkPolicy\") | .spec | del(.podSelector)" <<<"$1" | jq -S .)"
+  objs="$(kubectl kustomize deploy/kustomize/overlays/example | kubectl create --dry-run=client -o json -f - | jq -s .)"
+  [[ "$(jq -S ".[] | select(.kind == \"NetworkPolicy\") | .spec | del(.podSelector)" <<<"$objs")" == "$chart" ]] ||
+    { echo "component: $(jq -c ".[] | select(.kind == \"NetworkPolicy\") | .spec" <<<"$objs")"; echo "chart: $chart"; exit 1; }
+  jq -e "(.[] | select(.kind == \"Deployment\")) as \$d | (.[] | select(.kind == \"NetworkPolicy\")) as \$n
+    | \$n.metadata.namespace == \$d.metadata.namespace
+    and (\$n.spec.podSelector.matchLabels | to_entries | all(\$d.spec.template.metadata.labels[.key] == .value))" <<<"$objs" >/dev/null &&
+  ! kubectl kustomize deploy/kustomize/base | grep -q "^kind: NetworkPolicy$"' _ \
+  "$(objects_json --set altostrat.token=x --set networkPolicy.enabled=true)"
 
 check "helm test: a test-hook Pod requests /readyz through the metrics Service (none without the Service)" bash -c '
   pod="$(jq -c ".[] | select(.kind == \"Pod\")" <<<"$1")"
@@ -719,6 +745,8 @@ patches:
         path: /spec/matchConditions/0/expression
         value: request.userInfo.username == 'system:serviceaccount:$renamed_ns:renamed-altostrat-vpn-operator'
 EOF
+cp -r deploy/kustomize/components "$work/tree/deploy/kustomize/"
+printf 'components: [../../components/network-policy]\n' >>"$work/tree/deploy/kustomize/overlays/renamed/kustomization.yaml"
 check "kustomize overlay into namespace $renamed_ns: applied server-side" \
   kubectl apply --server-side --force-conflicts -k "$work/tree/deploy/kustomize/overlays/renamed"
 sa="$renamed_ns:renamed-altostrat-vpn-operator"
@@ -737,6 +765,15 @@ check "kustomize overlay into $renamed_ns: bindings name its ServiceAccount, whi
   can_i no $sa get leases.coordination.k8s.io $NS; can_i no $sa create vpninstances.vpn.altostrat.io default
   can_i yes $sa get customresourcedefinitions.apiextensions.k8s.io/vpnpeers.vpn.altostrat.io default
   can_i no $sa list customresourcedefinitions.apiextensions.k8s.io default"
+renamed_np_selects_pod() {
+  local sel labels
+  sel="$(kubectl -n "$renamed_ns" get networkpolicy renamed-altostrat-vpn-operator -o json | jq -c .spec.podSelector.matchLabels)" || return 1
+  labels="$(kubectl -n "$renamed_ns" get deployment renamed-altostrat-vpn-operator -o json | jq -c .spec.template.metadata.labels)" || return 1
+  jq -en --argjson s "$sel" --argjson l "$labels" '$s | to_entries | length > 0 and all($l[.key] == .value)' >/dev/null ||
+    { echo "selector $sel, pod labels $labels"; return 1; }
+}
+check "kustomize overlay into $renamed_ns with the network-policy component: its NetworkPolicy, in $renamed_ns, selects the overlay's operator pod" \
+  renamed_np_selects_pod
 renamed_policy() {
   local name; name="$(kubectl get validatingadmissionpolicybinding renamed-altostrat-vpn-operator-secrets -o jsonpath='{.spec.policyName}')"
   [[ "$name" == renamed-altostrat-vpn-operator-secrets ]] || { echo "the binding names the policy '$name'"; return 1; }

@@ -270,7 +270,7 @@ impl Metrics {
         );
         r.register(
             "time_to_ready_seconds",
-            "Seconds from a resource's creation to its first Ready=True, by kind, observed when this operator writes Ready=True over a Ready condition that is missing or False/Unknown for a reason other than Updating, Drifted or NotConverging (which only a resource that was Ready shows)",
+            "Seconds from a resource's creation to its first Ready=True, by kind: observed when this operator turns Ready True on a resource whose spec was never edited (generation 1); a resource edited before its first Ready is not counted, one that falls out of Ready unedited and recovers is counted again",
             metrics.time_to_ready.clone(),
         );
         r.register(

@@ -7,7 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
-use super::conditions::{self, ConditionState, ConditionedStatus, HasStatus, READY, STALLED, SYNCED, reason};
+use super::conditions::{self, ConditionState, ConditionedStatus, HasStatus, READY, STALLED, SYNCED};
 use super::error::{Error, Result, Retry};
 use super::policy::{self, Gate};
 use crate::crd::DeletionPolicy;
@@ -222,7 +222,7 @@ where
             self.version = Some(version);
         }
         let before = self.stored.as_ref().map(|s| s.conditions()).unwrap_or_default();
-        if turns_ready_first(before, next.conditions())
+        if turns_ready_first(self.generation, before, next.conditions())
             && let Some(created) = &self.created
         {
             let age = self.now.0.duration_since(created.0);
@@ -233,17 +233,16 @@ where
     }
 }
 
-/// Whether a status write turns `Ready` True for the first time in the object's life, as far as
-/// its status shows: the condition was missing, or False/Unknown for a reason other than one
-/// only a resource that was Ready shows (an update waiting, drift, an update not converging).
-/// A resource that was Ready and then failed in a way that turned it False (an invalid edit,
-/// say) counts again when it recovers; one that failed before its first Ready counts once.
-pub(crate) fn turns_ready_first(before: &[Condition], after: &[Condition]) -> bool {
-    const ONLY_AFTER_READY: [&str; 3] = [reason::UPDATING, reason::DRIFTED, reason::NOT_CONVERGING];
-    let ready = |conditions: &[Condition]| conditions.iter().find(|c| c.type_ == READY).cloned();
-    let now_ready = ready(after).is_some_and(|c| c.status == "True");
-    now_ready
-        && ready(before).is_none_or(|c| c.status != "True" && !ONLY_AFTER_READY.contains(&c.reason.as_str()))
+/// Whether a status write turns `Ready` True for what is taken as the first time: at
+/// generation 1 (the spec as created), over a Ready condition that is missing or not True.
+/// A new hub's Ready goes False from Provisioning to Updating (its routes and DNS) to True, and
+/// an edited one's from True to Updating and back, so the reason cannot tell them apart; the
+/// generation can. A resource edited before its first Ready is not counted; one never edited
+/// that falls out of Ready (a correction of drift, a failure only an edit or a Secret fixes) and
+/// recovers is counted again, with its whole age.
+pub(crate) fn turns_ready_first(generation: Option<i64>, before: &[Condition], after: &[Condition]) -> bool {
+    let ready = |conditions: &[Condition]| conditions.iter().any(|c| c.type_ == READY && c.status == "True");
+    generation == Some(1) && ready(after) && !ready(before)
 }
 
 /// The status after a failed attempt (pure).
@@ -348,6 +347,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::conditions::reason;
     use super::*;
     use crate::altostrat::{ApiError, Endpoint};
     use crate::crd::{ManagementPolicy, VpnPeerStatus};
@@ -392,26 +392,25 @@ mod tests {
     }
 
     #[test]
-    fn the_first_ready_is_one_no_earlier_ready_reason_precedes() {
+    fn the_first_ready_is_the_spec_as_created_turning_ready() {
         let available = ready(true, reason::AVAILABLE);
-        // Created, provisioned, waited for its instance, or failed before it ever worked.
+        // Created, provisioned, its configuration applied, or failed before it ever worked.
         for before in [
             vec![],
             ready(false, reason::PROVISIONING),
-            ready(false, reason::WAITING_FOR_INSTANCE),
+            ready(false, reason::UPDATING),
             ready(false, reason::CREDENTIALS_ERROR),
         ] {
-            assert!(turns_ready_first(&before, &available), "{before:?}");
+            assert!(turns_ready_first(Some(1), &before, &available), "{before:?}");
+            // An edited spec: the way to Ready is an update's, not a creation's.
+            assert!(!turns_ready_first(Some(2), &before, &available), "{before:?}");
         }
-        // Ready before: an update that waited, drift, or Ready all along.
-        for before in [
-            ready(false, reason::UPDATING),
-            ready(false, reason::DRIFTED),
-            available.clone(),
-        ] {
-            assert!(!turns_ready_first(&before, &available), "{before:?}");
-        }
-        assert!(!turns_ready_first(&[], &ready(false, reason::PROVISIONING)));
+        assert!(!turns_ready_first(Some(1), &available, &available));
+        assert!(!turns_ready_first(
+            Some(1),
+            &[],
+            &ready(false, reason::PROVISIONING)
+        ));
     }
 
     #[test]

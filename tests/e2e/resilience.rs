@@ -181,10 +181,21 @@ async fn token_never_appears_in_logs_status_or_events_and_secret_credentials_wor
     for name in [
         "vpn_operator_reconciles_total",
         "vpn_operator_altostrat_requests_total",
-        "vpn_operator_resources",
+        "vpn_operator_requeues_total",
+        "vpn_operator_reconcile_queue_wait_seconds_count",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(metrics.contains(name), "{name} exported");
     }
+    // The Ready hub, by namespace and both conditions; and its way there, from creation.
+    let ready_row =
+        format!(r#"vpn_operator_resources{{kind="VpnInstance",resource_namespace="{ns}",ready="True","#);
+    assert!(metrics.contains(&ready_row), "{ready_row} in {metrics}");
+    assert!(
+        metrics.contains(r#"vpn_operator_time_to_ready_seconds_count{kind="VpnInstance"} "#),
+        "time to Ready observed: {metrics}"
+    );
     let exit = op.terminate();
     assert!(
         exit.success(),

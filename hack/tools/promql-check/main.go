@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -82,6 +83,8 @@ var (
 	registerRe = regexp.MustCompile(`(?s)\.register\(\s*"([a-z0-9_]+)",\s*"(?:[^"\\]|\\.)*",\s*metrics\.([a-z0-9_]+)\.clone\(\)`)
 	prefixRe   = regexp.MustCompile(`sub_registry_with_prefix\("([a-z0-9_]+)"\)`)
 	fieldRe    = regexp.MustCompile(`pub ([a-z0-9_]+):\s*(?:Family<[A-Za-z0-9_]+,\s*)?(Counter|Gauge|Histogram)\b`)
+	// A collector's metrics (src/metrics/process.rs): `counter(e, "name", ...)`, `gauge(e, "name", ...)`.
+	collectedRe = regexp.MustCompile(`\b(counter|gauge)\(\s*e,\s*"([a-z0-9_]+)"`)
 )
 
 // exportedMetrics reads the metric families registered in src/metrics.rs and returns the
@@ -117,6 +120,21 @@ func exportedMetrics(path string) (map[string]bool, error) {
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%s: no registered metrics found", path)
+	}
+	// The collectors of the module's own files (src/metrics/*.rs), unprefixed.
+	modules, _ := filepath.Glob(filepath.Join(strings.TrimSuffix(path, ".rs"), "*.rs"))
+	for _, module := range modules {
+		src, err := os.ReadFile(module)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range collectedRe.FindAllSubmatch(src, -1) {
+			name := string(m[2])
+			if string(m[1]) == "counter" {
+				name = strings.TrimSuffix(name, "_total") + "_total"
+			}
+			names[name] = true
+		}
 	}
 	return names, nil
 }

@@ -49,14 +49,22 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{/* The Secret holding the operator's token: an existing one, or one the chart creates. */}}
+{{/*
+The Secret holding the operator's token: an existing one, the one the chart creates from
+altostrat.token, or, with neither, a Secret of that same name (<fullname>-token, key token) that
+the installer creates. A render against a cluster (helm install/upgrade, --dry-run=server) fails
+when that Secret is missing; a render without one (helm template, scanners, Argo CD) cannot look
+and renders, and the pod then waits in ContainerCreating with a FailedMount event naming it.
+*/}}
 {{- define "avo.tokenSecretName" -}}
 {{- if .Values.altostrat.existingSecret -}}
 {{- .Values.altostrat.existingSecret -}}
-{{- else if .Values.altostrat.token -}}
-{{- printf "%s-token" (include "avo.fullname" .) -}}
 {{- else -}}
-{{- fail "set altostrat.existingSecret (recommended) or altostrat.token: the operator needs an Altostrat API token" -}}
+{{- $name := printf "%s-token" (include "avo.fullname" .) -}}
+{{- if and (not .Values.altostrat.token) (lookup "v1" "Namespace" "" "kube-system") (not (lookup "v1" "Secret" .Release.Namespace $name)) -}}
+{{- fail (printf "set altostrat.existingSecret (recommended) or altostrat.token, or create the Secret %s (key token) in %s: the operator needs an Altostrat API token" $name .Release.Namespace) -}}
+{{- end -}}
+{{- $name -}}
 {{- end -}}
 {{- end -}}
 
