@@ -139,7 +139,7 @@ check "helm template with default values renders (for scanners): the Deployment 
   and ([.[] | select(.kind == "Secret")] | length) == 0' <<<"$(objects_json)"
 kubectl delete namespace avo-no-token --ignore-not-found >/dev/null 2>&1 || true
 namespace avo-no-token
-if out="$("$HELM" template avo "$CHART" -n avo-no-token --dry-run=server 2>&1)"; then
+if out="$("$HELM" template avo "$CHART" -n avo-no-token --set crds.install=false --dry-run=server 2>&1)"; then
   fail "helm install without a token, existingSecret or Secret avo-altostrat-vpn-operator-token must fail"
 elif grep -q 'altostrat.existingSecret' <<<"$out" && grep -q 'avo-altostrat-vpn-operator-token' <<<"$out"; then
   pass "helm install (render against the cluster) without a token, existingSecret or Secret avo-altostrat-vpn-operator-token fails, naming both"
@@ -148,7 +148,7 @@ else
 fi
 kubectl -n avo-no-token create secret generic avo-altostrat-vpn-operator-token --from-literal=token=x >/dev/null
 check "helm install (render against the cluster) without a token value renders once Secret avo-altostrat-vpn-operator-token exists" \
-  bash -c '"$1" template avo "$2" -n avo-no-token --dry-run=server | grep -q "secretName: avo-altostrat-vpn-operator-token"' _ "$HELM" "$CHART"
+  bash -c '"$1" template avo "$2" -n avo-no-token --set crds.install=false --dry-run=server | grep -q "secretName: avo-altostrat-vpn-operator-token"' _ "$HELM" "$CHART"
 kubectl delete namespace avo-no-token --wait=false >/dev/null
 if render --set altostrat.token=x --set logFormat=xml >/dev/null 2>&1; then
   fail "values.schema.json rejects logFormat=xml"

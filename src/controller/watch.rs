@@ -366,6 +366,23 @@ fn queued_refs<K: Resource<DynamicType = ()>>(
     })
 }
 
+/// A controller of `K` started by its own watch's `events` and by other triggers, `refs`, each
+/// noted as queued until its reconcile starts; stopping on `shutdown`.
+fn controller<K: Managed>(
+    (metrics, store): (&Arc<Metrics>, Store<K>),
+    (events, refs): (
+        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+        impl Stream<Item = ObjectRef<K>> + Send + 'static,
+    ),
+    (concurrency, shutdown): (u16, impl std::future::Future<Output = ()> + Send + Sync + 'static),
+) -> Controller<K> {
+    let events = queued_events(metrics.clone(), K::CONTROLLER, events);
+    Controller::for_stream(events, store)
+        .reconcile_on(queued_refs(metrics.clone(), K::CONTROLLER, refs))
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+}
+
 /// Runs both controllers for one scope until `shutdown` resolves. In-flight reconciles are
 /// allowed to finish (graceful shutdown). `on_started` receives the caches once they exist.
 pub async fn run<A: VpnApi>(
@@ -396,28 +413,17 @@ pub async fn run<A: VpnApi>(
     let peer_drift = observed_changes(&deps.observations, peer_store.clone(), records_peer);
     let instance_drift = observed_changes(&deps.observations, instance_store.clone(), records_instance);
 
-    let settings = &deps.settings;
-    let (instance_kind, peer_kind) = (VpnInstance::CONTROLLER, VpnPeer::CONTROLLER);
-    let instance_events = queued_events(deps.metrics.clone(), instance_kind, instance_events);
-    let instance_refs = queued_refs(
-        deps.metrics.clone(),
-        instance_kind,
-        futures::stream::select(instance_drift, handed_over),
+    let instance_triggers = futures::stream::select(instance_drift, handed_over);
+    let instance_controller = controller(
+        (&deps.metrics, instance_store.clone()),
+        (instance_events, instance_triggers),
+        (deps.settings.instance_concurrency, shutdown.clone()),
     );
-    let peer_events = queued_events(deps.metrics.clone(), peer_kind, peer_events);
-    let peer_refs = queued_refs(
-        deps.metrics.clone(),
-        peer_kind,
-        futures::stream::select(peer_triggers, peer_drift),
+    let peer_controller = controller(
+        (&deps.metrics, peer_store.clone()),
+        (peer_events, futures::stream::select(peer_triggers, peer_drift)),
+        (deps.settings.peer_concurrency, shutdown),
     );
-    let instance_controller = Controller::for_stream(instance_events, instance_store.clone())
-        .reconcile_on(instance_refs)
-        .with_config(Config::default().concurrency(settings.instance_concurrency))
-        .graceful_shutdown_on(shutdown.clone());
-    let peer_controller = Controller::for_stream(peer_events, peer_store.clone())
-        .reconcile_on(peer_refs)
-        .with_config(Config::default().concurrency(settings.peer_concurrency))
-        .graceful_shutdown_on(shutdown);
     let ctx = Arc::new(Context::new(
         deps.client,
         deps.api,
