@@ -103,6 +103,18 @@ pub struct RunArgs {
     #[arg(long, env = "ALTOSTRAT_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
 
+    /// How long the Altostrat API may refuse the default token (401 or 403) before the
+    /// operator reports it: /readyz then answers 503 with the reason (so `kubectl rollout
+    /// status` and `helm install --wait` fail and the pod's readiness message says why), one
+    /// ERROR is logged and the metric vpn_operator_default_token_rejected is 1. It covers a
+    /// rotation: Altostrat drops the old key at once, and the kubelet writes the updated Secret
+    /// into the pod a minute or more later. A token that Altostrat has not accepted once since
+    /// it was loaded fails readiness from its first refusal (only the ERROR and the metric wait
+    /// for the grace), so a wrong token never passes an install. Outages (5xx, timeouts, 429)
+    /// never fail readiness, nor does a missing default token; /healthz never fails for it.
+    #[arg(long, env = "DEFAULT_TOKEN_GRACE", default_value = "3m", value_parser = parse_duration)]
+    pub default_token_grace: Duration,
+
     /// Namespaces whose resources may use the default token, comma separated. Empty: all.
     /// Resources elsewhere must name their own credentials (credentialsSecretRef).
     #[arg(long, env = "DEFAULT_TOKEN_NAMESPACES", value_delimiter = ',', num_args = 0..)]
@@ -233,5 +245,9 @@ mod tests {
         assert_eq!(args.api_rate_limit, 60);
         assert_eq!(args.resync_interval, Duration::from_secs(300));
         assert!(!args.leader_election);
+        assert_eq!(
+            args.default_token_grace,
+            crate::controller::default_token::DEFAULT_GRACE
+        );
     }
 }

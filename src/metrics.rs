@@ -104,6 +104,8 @@ pub struct Metrics {
     pub build_info: Family<BuildLabels, Gauge>,
     /// Triggers handed to a controller whose reconcile has not started (not exported itself).
     pending: queue::Pending,
+    /// See [`Metrics::set_default_token_rejected`].
+    pub default_token_rejected: Gauge,
 }
 
 /// 5 ms … 1310.72 s (~22 min): a reconcile can queue behind the per-token rate limiter for
@@ -161,6 +163,7 @@ impl Metrics {
             leader: Gauge::default(),
             build_info: Family::default(),
             pending: queue::Pending::default(),
+            default_token_rejected: Gauge::default(),
         };
         metrics
             .build_info
@@ -173,6 +176,7 @@ impl Metrics {
         metrics.register_altostrat_metrics(r);
         metrics.register_state_metrics(r);
         registry.register_collector(Box::new(process::ProcessCollector::default()));
+        metrics.register_default_token_metrics(r);
         metrics
     }
 
@@ -434,6 +438,22 @@ impl RequestObserver for Metrics {
 
     fn throttled(&self, urgency: Urgency) {
         self.record_throttled(urgency);
+    }
+}
+
+// The operator's default token, as Altostrat's answers judge it (controller/default_token.rs).
+impl Metrics {
+    fn register_default_token_metrics(&self, r: &mut Registry) {
+        let metrics = self;
+        r.register(
+            "default_token_rejected",
+            "1 while the Altostrat API has refused the operator's default token (401/403) for longer than the grace for a rotation (readiness fails meanwhile); 0 otherwise, also without a default token",
+            metrics.default_token_rejected.clone(),
+        );
+    }
+
+    pub fn set_default_token_rejected(&self, rejected: bool) {
+        self.default_token_rejected.set(i64::from(rejected));
     }
 }
 

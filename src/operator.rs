@@ -60,7 +60,9 @@ fn default_token(args: &RunArgs) -> Result<DefaultToken, BoxError> {
             .as_deref()
             .map_or_else(DefaultToken::none, |t| DefaultToken::fixed(ApiToken::new(t)))
     };
-    Ok(token.limited_to(args.default_token_namespaces.clone()))
+    Ok(token
+        .limited_to(args.default_token_namespaces.clone())
+        .with_grace(args.default_token_grace))
 }
 
 /// Adds the objects of `store`, of `kind`, to `counts`, by namespace and Ready and Synced
@@ -120,10 +122,10 @@ fn budget_config(args: &RunArgs) -> Result<BudgetConfig, BoxError> {
 }
 
 /// The Altostrat client of the whole process: one HTTP client and one budget shared by every
-/// scope, so the per-token budget holds across them.
+/// scope, so the per-token budget holds across them. Its answers judge the default token.
 fn build_api(
     args: &RunArgs,
-    metrics: &Arc<Metrics>,
+    (metrics, default_token): (&Arc<Metrics>, &Arc<DefaultToken>),
     request_timeout: std::time::Duration,
     gate: Arc<LeaderGate>,
     budget: Arc<Budget>,
@@ -135,7 +137,9 @@ fn build_api(
         ..HttpClientConfig::default()
     })?;
     Ok(Arc::new(
-        Resilient::new(http, budget, RetryPolicy::default(), metrics.clone()).fenced_by(gate),
+        Resilient::new(http, budget, RetryPolicy::default(), metrics.clone())
+            .fenced_by(gate)
+            .reporting_tokens_to(default_token.clone()),
     ))
 }
 
@@ -433,10 +437,11 @@ struct Parts {
     api: Arc<Api>,
 }
 
-fn parts(args: &RunArgs) -> Result<Parts, BoxError> {
+fn parts(args: &RunArgs, default_token: &Arc<DefaultToken>) -> Result<Parts, BoxError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     let health = Arc::new(Health::default());
+    let _ = health.default_token.set(default_token.clone());
     health
         .leader_election
         .store(args.leader_election, Ordering::Relaxed);
@@ -444,7 +449,13 @@ fn parts(args: &RunArgs) -> Result<Parts, BoxError> {
     let gate = gate_for(timing.as_ref());
     let budget_settings = budget_config(args)?;
     let budget = Arc::new(Budget::new(budget_settings.clone()));
-    let api = build_api(args, &metrics, request_timeout, gate.clone(), budget.clone())?;
+    let api = build_api(
+        args,
+        (&metrics, default_token),
+        request_timeout,
+        gate.clone(),
+        budget.clone(),
+    )?;
     Ok(Parts {
         registry,
         metrics,
@@ -506,7 +517,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     // Before anything else: against stale CRDs the API server would drop the fields they lack.
     crate::crd_check::ensure_current(&client).await?;
 
-    let parts = parts(&args)?;
+    let parts = parts(&args, &default_token)?;
     let (metrics, health) = (parts.metrics, parts.health);
     let stores: ScopeStores = Arc::default();
     let shutdown = shutdown_signal();
@@ -529,6 +540,12 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     metrics.leader.set(1);
     // The previous leader's calls of the last minute still count at Altostrat.
     parts.budget.start_empty();
+    // Only the leader calls Altostrat: a standby's token is judged once it leads.
+    let judge = tokio::spawn(controller::default_token::keep_judging(
+        default_token.clone(),
+        parts.api.clone(),
+        metrics.clone(),
+    ));
 
     let scopes = watch_scopes(&args);
     let Some(sweeper) = records_ready(&args, &client, &scopes, (&mut lost_leadership, &shutdown)).await?
@@ -542,6 +559,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     let (stop_tx, stop) = stoppable(shutdown);
     let controllers = run_scopes(deps, scopes, stop, stores, health.clone());
     let lost = until_stopped_or_lost(controllers, lost_leadership, stop_tx, (&health, &metrics)).await;
+    judge.abort();
     stop_leading(sweeper, elector.as_ref(), lost, (&health, &metrics)).await;
     if lost {
         return Err("leader lease lost".into());

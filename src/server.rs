@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
+use crate::controller::DefaultToken;
 use crate::leader::Heartbeat;
 
 /// Health as seen by the probes.
@@ -30,6 +31,9 @@ pub struct Health {
     pub lease_loop: std::sync::OnceLock<Arc<Heartbeat>>,
     /// Reconciles in flight: `/healthz` fails when one has run far longer than any can.
     pub reconciles: Arc<InFlight>,
+    /// The operator's default token: `/readyz` fails while Altostrat refuses it (see
+    /// [`DefaultToken::not_ready_reason`]); `/healthz` never does, as a restart cannot fix it.
+    pub default_token: std::sync::OnceLock<Arc<DefaultToken>>,
 }
 
 /// The start times of the reconciles running now. No reconcile waits for the API budget (it
@@ -153,7 +157,8 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Ready once the caches are synced (a standby replica is ready too: it can take over at any
-/// moment). The body says which role this replica has.
+/// moment), unless Altostrat refuses the default token. The body says which role this replica
+/// has, or why it is not ready (the kubelet puts it in the pod's readiness probe message).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let h = &state.health;
     if h.shutting_down.load(Ordering::Relaxed) {
@@ -162,6 +167,13 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let leader = h.leader.load(Ordering::Relaxed);
     if leader && !h.caches_synced.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "caches not synced".to_owned());
+    }
+    if let Some(reason) = h
+        .default_token
+        .get()
+        .and_then(|token| token.not_ready_reason(Instant::now()))
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}"));
     }
     let role = match (h.leader_election.load(Ordering::Relaxed), leader) {
         (false, _) => "ready",
@@ -205,6 +217,50 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(get(app()).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_refused_default_token_fails_readiness_with_the_reason_but_never_liveness() {
+        use crate::altostrat::{ApiToken, TokenAnswer, TokenObserver};
+        use tower::ServiceExt;
+        let health = Arc::new(Health::default());
+        health.leader.store(true, Ordering::Relaxed);
+        health.caches_synced.store(true, Ordering::Relaxed);
+        let token = Arc::new(DefaultToken::fixed(ApiToken::new("wrong")));
+        health.default_token.set(token.clone()).unwrap();
+        let get = |path: &'static str| {
+            let app = router(Arc::new(Registry::default()), health.clone(), Arc::new(|| {}));
+            async move {
+                let req = axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                let res = app.oneshot(req).await.unwrap();
+                let status = res.status();
+                let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        assert_eq!(
+            get("/readyz").await,
+            (StatusCode::OK, "ready".to_owned()),
+            "not judged yet"
+        );
+        token.token_answered(&ApiToken::new("wrong"), TokenAnswer::Refused { status: 401 });
+        let (status, body) = get("/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with(
+                "not ready: the Altostrat API refused the operator's default token (401 Unauthorized)"
+            ),
+            "{body}"
+        );
+        assert_eq!(
+            get("/healthz").await.0,
+            StatusCode::OK,
+            "a restart does not fix a token"
+        );
+        token.token_answered(&ApiToken::new("wrong"), TokenAnswer::Accepted);
+        assert_eq!(get("/readyz").await.0, StatusCode::OK);
     }
 
     #[test]

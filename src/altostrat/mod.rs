@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use budget::{Budget, BudgetConfig, Throttled, Urgency};
 pub use error::{ApiError, Referent, classify, parse_retry_after};
 pub use http::{ClientBuildError, HttpClient, HttpClientConfig, load_ca_bundle};
-pub use resilient::{RequestObserver, Resilient, RetryPolicy};
+pub use resilient::{RequestObserver, Resilient, RetryPolicy, TokenAnswer, TokenObserver};
 
 use model::{
     ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,

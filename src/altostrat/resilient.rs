@@ -27,6 +27,38 @@ pub trait RequestObserver: Send + Sync + std::fmt::Debug + 'static {
     fn throttled(&self, urgency: Urgency);
 }
 
+/// What one answer says of the token the request was sent with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// A success: Altostrat took the token.
+    Accepted,
+    /// 401, or a 403 that is not a quota refusal: Altostrat refused the token.
+    Refused { status: u16 },
+}
+
+impl TokenAnswer {
+    /// What `result` of a call to `endpoint` says of its token; `None` when it says nothing
+    /// (no answer, a 5xx, a 429, any other refusal, or a call the budget or the fence held).
+    pub fn of<T>(endpoint: Endpoint, result: &ApiResult<T>) -> Option<Self> {
+        // Sent with a client peer's share token, not the one it is paid from.
+        if endpoint == Endpoint::GetClientConfiguration {
+            return None;
+        }
+        match result {
+            Ok(_) | Err(ApiError::Decode { .. }) => Some(Self::Accepted),
+            Err(ApiError::Unauthorized { .. }) => Some(Self::Refused { status: 401 }),
+            Err(ApiError::Forbidden { .. }) => Some(Self::Refused { status: 403 }),
+            Err(_) => None,
+        }
+    }
+}
+
+/// Told what each answer says of the token it was sent with (see [`TokenAnswer`]), so that the
+/// calls made anyway tell whether Altostrat accepts a token. Runs inline: it must be cheap.
+pub trait TokenObserver: Send + Sync + std::fmt::Debug + 'static {
+    fn token_answered(&self, token: &ApiToken, answer: TokenAnswer);
+}
+
 /// When and how long to wait before repeating a failed request.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -90,6 +122,7 @@ pub struct Resilient<A> {
     observer: Arc<dyn RequestObserver>,
     /// Leader fencing: no request is sent while the gate is closed.
     gate: Arc<crate::leader::LeaderGate>,
+    tokens: Option<Arc<dyn TokenObserver>>,
 }
 
 impl<A: VpnApi> Resilient<A> {
@@ -105,7 +138,14 @@ impl<A: VpnApi> Resilient<A> {
             policy,
             observer,
             gate: crate::leader::LeaderGate::always_open(),
+            tokens: None,
         }
+    }
+
+    /// Tells `tokens` what every answer says of the token it was sent with.
+    pub fn reporting_tokens_to(mut self, tokens: Arc<dyn TokenObserver>) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// Sends requests only while `gate` is open (leader election); a fenced request fails at
@@ -133,6 +173,11 @@ impl<A: VpnApi> Resilient<A> {
             let result = op().await;
             self.observer
                 .request_finished(endpoint, answered_status(&result), sent.elapsed());
+            if let Some(tokens) = &self.tokens
+                && let Some(answer) = TokenAnswer::of(endpoint, &result)
+            {
+                tokens.token_answered(token, answer);
+            }
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
@@ -370,5 +415,64 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(policy.retry_delay(e, &missing, 1, 0.5), None);
+    }
+}
+
+#[cfg(test)]
+mod token_answer_tests {
+    use super::*;
+
+    #[test]
+    fn only_successes_and_token_refusals_judge_a_token() {
+        let e = Endpoint::ListRegions;
+        let answer = |result: ApiResult<()>| TokenAnswer::of(e, &result);
+        assert_eq!(answer(Ok(())), Some(TokenAnswer::Accepted));
+        let unauthorized = ApiError::Unauthorized {
+            endpoint: e,
+            message: "m".into(),
+        };
+        assert_eq!(
+            answer(Err(unauthorized.clone())),
+            Some(TokenAnswer::Refused { status: 401 })
+        );
+        let forbidden = ApiError::Forbidden {
+            endpoint: e,
+            message: "m".into(),
+        };
+        assert_eq!(answer(Err(forbidden)), Some(TokenAnswer::Refused { status: 403 }));
+        let says_nothing = [
+            ApiError::Server {
+                endpoint: e,
+                status: 503,
+                message: "m".into(),
+            },
+            ApiError::Transport {
+                endpoint: e,
+                message: "timed out".into(),
+            },
+            ApiError::RateLimited {
+                endpoint: e,
+                retry_after: None,
+            },
+            ApiError::Throttled {
+                endpoint: e,
+                expected_wait: Duration::from_secs(1),
+            },
+            ApiError::Fenced { endpoint: e },
+            ApiError::QuotaExceeded {
+                endpoint: e,
+                status: 403,
+                message: "seats".into(),
+            },
+        ];
+        for err in says_nothing {
+            assert_eq!(answer(Err(err.clone())), None, "{err:?}");
+        }
+        // A profile download is sent with the peer's share token, not the operator's.
+        let refused_share: ApiResult<()> = Err(unauthorized);
+        assert_eq!(
+            TokenAnswer::of(Endpoint::GetClientConfiguration, &refused_share),
+            None
+        );
     }
 }
