@@ -20,3 +20,4 @@ mod peers;
 mod policies;
 mod profiles;
 mod resilience;
+mod token;

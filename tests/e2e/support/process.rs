@@ -50,6 +50,10 @@ impl OperatorProcess {
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in extra_env {
+            // The two token settings exclude each other: a token file replaces the test token.
+            if *k == "ALTOSTRAT_API_TOKEN_FILE" {
+                cmd.env_remove("ALTOSTRAT_API_TOKEN");
+            }
             cmd.env(k, v);
         }
         Self {
