@@ -12,7 +12,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use crate::controller::DefaultToken;
 use crate::leader::Heartbeat;
 
 /// Health as seen by the probes.
@@ -31,9 +30,15 @@ pub struct Health {
     pub lease_loop: std::sync::OnceLock<Arc<Heartbeat>>,
     /// Reconciles in flight: `/healthz` fails when one has run far longer than any can.
     pub reconciles: Arc<InFlight>,
-    /// The operator's default token: `/readyz` fails while Altostrat refuses it (see
-    /// [`DefaultToken::not_ready_reason`]); `/healthz` never does, as a restart cannot fix it.
-    pub default_token: std::sync::OnceLock<Arc<DefaultToken>>,
+    /// The operator's default token (`controller::DefaultToken`): `/readyz` fails while
+    /// Altostrat refuses it; `/healthz` never does, as a restart cannot fix it.
+    pub default_token: std::sync::OnceLock<Arc<dyn ReadinessCheck>>,
+}
+
+/// Something that can hold readiness back, saying why.
+pub trait ReadinessCheck: Send + Sync + std::fmt::Debug + 'static {
+    /// Why the operator is not ready at `now`, if it is not.
+    fn not_ready_reason(&self, now: Instant) -> Option<String>;
 }
 
 /// The start times of the reconciles running now. No reconcile waits for the API budget (it
@@ -226,7 +231,7 @@ mod tests {
         let health = Arc::new(Health::default());
         health.leader.store(true, Ordering::Relaxed);
         health.caches_synced.store(true, Ordering::Relaxed);
-        let token = Arc::new(DefaultToken::fixed(ApiToken::new("wrong")));
+        let token = Arc::new(crate::controller::DefaultToken::fixed(ApiToken::new("wrong")));
         health.default_token.set(token.clone()).unwrap();
         let get = |path: &'static str| {
             let app = router(Arc::new(Registry::default()), health.clone(), Arc::new(|| {}));

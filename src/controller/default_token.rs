@@ -183,11 +183,6 @@ impl DefaultToken {
         self.with_record(|judged| judged.record.standing(now, self.grace))
     }
 
-    /// Why the operator is not ready because of its token, if it is not.
-    pub fn not_ready_reason(&self, now: Instant) -> Option<String> {
-        self.standing(now).not_ready_reason(self.grace, &self.remedy())
-    }
-
     /// The token loaded now, if no answer has said anything of it yet.
     fn unanswered(&self) -> Option<ApiToken> {
         self.with_record(|judged| {
@@ -206,6 +201,13 @@ impl DefaultToken {
             ),
             _ => "set a valid token in ALTOSTRAT_API_TOKEN (--api-token) and restart the operator".to_owned(),
         }
+    }
+}
+
+impl crate::server::ReadinessCheck for DefaultToken {
+    /// Why the operator is not ready because of its token, if it is not.
+    fn not_ready_reason(&self, now: Instant) -> Option<String> {
+        self.standing(now).not_ready_reason(self.grace, &self.remedy())
     }
 }
 
@@ -370,7 +372,7 @@ const JUDGE_TICK: Duration = Duration::from_secs(1);
 
 /// Judges the default token until aborted: makes the check calls (`GET /vpn/servers/regions`,
 /// through `api`, so paid from the token's budget like every call), logs the transitions and
-/// keeps the metric. Readiness asks [`DefaultToken::not_ready_reason`] itself.
+/// keeps the metric. Readiness asks the token itself (its `ReadinessCheck`).
 pub async fn keep_judging<A: VpnApi>(token: Arc<DefaultToken>, api: Arc<A>, metrics: Arc<Metrics>) {
     let mut checks = Checks::default();
     let mut alarmed = false;
@@ -456,6 +458,7 @@ mod tests {
 #[cfg(test)]
 mod judging_tests {
     use super::*;
+    use crate::server::ReadinessCheck;
 
     const GRACE: Duration = Duration::from_secs(180);
     const REFUSED: TokenAnswer = TokenAnswer::Refused { status: 401 };
@@ -650,6 +653,7 @@ mod judging_tests {
 mod judge_tests {
     use super::*;
     use crate::altostrat::{Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy};
+    use crate::server::ReadinessCheck;
     use crate::simulator::{FaultConfig, Simulator, SimulatorConfig};
 
     const ACCEPTED: &str = "accepted-token";
