@@ -175,8 +175,8 @@ impl Metrics {
         metrics.register_reconcile_metrics(r);
         metrics.register_altostrat_metrics(r);
         metrics.register_state_metrics(r);
-        registry.register_collector(Box::new(process::ProcessCollector::default()));
         metrics.register_default_token_metrics(r);
+        registry.register_collector(Box::new(process::ProcessCollector::default()));
         metrics
     }
 
