@@ -545,6 +545,7 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
         default_token.clone(),
         parts.api.clone(),
         metrics.clone(),
+        controller::default_token::CHECK_DELAY,
     ));
 
     let scopes = watch_scopes(&args);

@@ -344,17 +344,41 @@ fn announcement(alarmed: bool, standing: &Standing) -> Option<Announcement> {
 /// While an outage leaves a loaded token unanswered, its check call is repeated this often.
 const CHECK_RETRY: Duration = Duration::from_secs(30);
 
-/// The check calls: one for each token loaded that no answer has judged yet, repeated every
-/// [`CHECK_RETRY`] while an outage leaves it so. A token that reconciles use needs none.
-#[derive(Debug, Default)]
+/// How long a token loaded waits for the answers of the calls reconciles make with it before a
+/// check call of its own: at start every resource is reconciled, and a check sent at once would
+/// take the budget slot of the first reconcile's read.
+pub const CHECK_DELAY: Duration = Duration::from_secs(10);
+
+/// The check calls: one for each token loaded that no answer has judged within
+/// [`CHECK_DELAY`], repeated every [`CHECK_RETRY`] while an outage leaves it so. A token that
+/// reconciles use needs none.
+#[derive(Debug)]
 struct Checks {
+    delay: Duration,
+    /// The token waiting for an answer, and since when.
+    seen: Option<(ApiToken, Instant)>,
     last: Option<(ApiToken, Instant)>,
 }
 
 impl Checks {
+    fn after(delay: Duration) -> Self {
+        Self {
+            delay,
+            seen: None,
+            last: None,
+        }
+    }
+
     /// The token to check now, if any (and then it counts as checked at `now`).
     fn due(&mut self, unanswered: Option<ApiToken>, now: Instant) -> Option<ApiToken> {
         let token = unanswered?;
+        let since = match &self.seen {
+            Some((seen, since)) if *seen == token => *since,
+            _ => self.seen.insert((token.clone(), now)).1,
+        };
+        if now.saturating_duration_since(since) < self.delay {
+            return None;
+        }
         let recent = self
             .last
             .as_ref()
@@ -372,9 +396,15 @@ const JUDGE_TICK: Duration = Duration::from_secs(1);
 
 /// Judges the default token until aborted: makes the check calls (`GET /vpn/servers/regions`,
 /// through `api`, so paid from the token's budget like every call), logs the transitions and
-/// keeps the metric. Readiness asks the token itself (its `ReadinessCheck`).
-pub async fn keep_judging<A: VpnApi>(token: Arc<DefaultToken>, api: Arc<A>, metrics: Arc<Metrics>) {
-    let mut checks = Checks::default();
+/// keeps the metric. Readiness asks the token itself (its `ReadinessCheck`). A token no
+/// answer has judged `check_delay` after it was loaded gets a check call ([`CHECK_DELAY`]).
+pub async fn keep_judging<A: VpnApi>(
+    token: Arc<DefaultToken>,
+    api: Arc<A>,
+    metrics: Arc<Metrics>,
+    check_delay: Duration,
+) {
+    let mut checks = Checks::after(check_delay);
     let mut alarmed = false;
     let mut tick = tokio::time::interval(JUDGE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -589,18 +619,28 @@ mod judging_tests {
     fn a_token_is_checked_once_when_loaded_and_again_only_while_an_outage_leaves_it_unanswered() {
         let t0 = Instant::now();
         let (first, second) = (ApiToken::new("first"), ApiToken::new("second"));
-        let mut checks = Checks::default();
+        let mut checks = Checks::after(CHECK_DELAY);
         assert_eq!(checks.due(None, t0), None, "answered or no token: no call");
-        assert_eq!(checks.due(Some(first.clone()), t0), Some(first.clone()));
-        assert_eq!(checks.due(Some(first.clone()), t0 + secs(29)), None);
         assert_eq!(
-            checks.due(Some(first.clone()), t0 + secs(30)),
+            checks.due(Some(first.clone()), t0),
+            None,
+            "reconciles may answer it"
+        );
+        assert_eq!(checks.due(Some(first.clone()), t0 + secs(9)), None);
+        assert_eq!(
+            checks.due(Some(first.clone()), t0 + secs(10)),
             Some(first.clone())
         );
+        assert_eq!(checks.due(Some(first.clone()), t0 + secs(39)), None);
         assert_eq!(
-            checks.due(Some(second.clone()), t0 + secs(31)),
+            checks.due(Some(first.clone()), t0 + secs(40)),
+            Some(first.clone())
+        );
+        assert_eq!(checks.due(Some(second.clone()), t0 + secs(41)), None);
+        assert_eq!(
+            checks.due(Some(second.clone()), t0 + secs(51)),
             Some(second),
-            "a rotated token at once"
+            "a rotated token after the same wait"
         );
     }
 
@@ -699,7 +739,8 @@ mod judge_tests {
             };
             let api =
                 Resilient::new(http, budget, policy, metrics.clone()).reporting_tokens_to(token.clone());
-            let task = tokio::spawn(keep_judging(token.clone(), Arc::new(api), metrics.clone()));
+            let judging = keep_judging(token.clone(), Arc::new(api), metrics.clone(), Duration::ZERO);
+            let task = tokio::spawn(judging);
             Self { token, metrics, task }
         }
 

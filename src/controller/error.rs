@@ -234,17 +234,32 @@ pub fn requeue_after_error(error: &Error, consecutive_failures: u32, resync: Dur
     error.outcome().retry.delay(consecutive_failures, resync)
 }
 
-/// Consecutive failures per object, for the exponential backoff.
+/// Consecutive failures per object, for the exponential backoff, with the category of the
+/// last one, so that a failure is logged as it begins rather than at every retry.
 #[derive(Debug, Default)]
-pub struct FailureCounts(Mutex<HashMap<String, u32>>);
+pub struct FailureCounts(Mutex<HashMap<String, (u32, &'static str)>>);
+
+/// One more failure of an object, as [`FailureCounts::failed`] counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Streak {
+    /// Failures in a row, this one included.
+    pub count: u32,
+    /// The previous failure in a row had the same category: nothing new to tell.
+    pub repeated: bool,
+}
 
 impl FailureCounts {
-    /// Counts one more failure of `key` and returns how many there have been in a row.
-    pub fn failed(&self, key: String) -> u32 {
+    /// Counts one more failure of `key` in `category`.
+    pub fn failed(&self, key: String, category: &'static str) -> Streak {
         let mut counts = self.0.lock().expect("failure map lock poisoned");
-        let n = counts.entry(key).or_insert(0);
-        *n += 1;
-        *n
+        let (count, last) = counts.entry(key).or_insert((0, category));
+        let repeated = *count > 0 && *last == category;
+        *count += 1;
+        *last = category;
+        Streak {
+            count: *count,
+            repeated,
+        }
     }
 
     /// Forgets the failures of `key` after a successful reconcile.
@@ -397,13 +412,19 @@ mod tests {
     }
 
     #[test]
-    fn failure_counts_grow_until_a_success() {
+    fn failure_counts_grow_until_a_success_and_a_repeat_is_only_a_like_failure() {
         let counts = FailureCounts::default();
-        assert_eq!(counts.failed("a".into()), 1);
-        assert_eq!(counts.failed("a".into()), 2);
-        assert_eq!(counts.failed("b".into()), 1);
+        let streak = |count, repeated| Streak { count, repeated };
+        assert_eq!(counts.failed("a".into(), "server"), streak(1, false));
+        assert_eq!(counts.failed("a".into(), "server"), streak(2, true));
+        assert_eq!(
+            counts.failed("a".into(), "transport"),
+            streak(3, false),
+            "a new failure"
+        );
+        assert_eq!(counts.failed("b".into(), "transport"), streak(1, false));
         counts.succeeded("a");
-        assert_eq!(counts.failed("a".into()), 1);
+        assert_eq!(counts.failed("a".into(), "transport"), streak(1, false));
     }
 
     #[test]

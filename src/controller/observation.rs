@@ -585,8 +585,9 @@ pub enum Repeat {
 }
 
 impl Observations {
-    /// Remembers that `body` was sent to object `id`, whose fields it sets held `before`, and
-    /// was answered with `answer`.
+    /// Remembers that `body` was sent to object `id`, whose fields held `before`, and was
+    /// answered with an object whose fields hold `answer`. Fields, not whole objects: what
+    /// Altostrat reports besides (pending changes, connection state) moves on by itself.
     pub fn updated(
         &self,
         id: &str,
@@ -606,17 +607,18 @@ impl Observations {
         updates.insert(id.to_owned(), last);
     }
 
-    /// Whether sending `body` to `id` again, to an object observed as `observed` whose fields
-    /// hold `fields`, would repeat the last update without converging.
+    /// Whether sending `body` to `id` again, to an object whose fields hold `fields`, would
+    /// repeat the last update without converging. Holding what the update was answered with
+    /// comes first: a value Altostrat normalises back to what it held before is no war.
     pub fn would_repeat(
         &self,
         id: &str,
         body: &impl serde::Serialize,
-        (observed, fields): (&impl serde::Serialize, &impl serde::Serialize),
+        fields: &impl serde::Serialize,
     ) -> Option<Repeat> {
         let updates = self.updates.lock().expect("observation lock poisoned");
         let last = updates.get(id).filter(|last| last.body == digest(body))?;
-        if last.answer == digest(observed) {
+        if last.answer == digest(fields) {
             Some(Repeat::Normalised)
         } else if last.before == digest(fields) {
             Some(Repeat::Reverted)

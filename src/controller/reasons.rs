@@ -459,11 +459,7 @@ pub fn markdown() -> String {
 /// One Argo CD health case per row, as Lua for `hack/argocd-health-test.lua`: the conditions a
 /// resource in that state carries, and the health the table says.
 pub fn argo_cases() -> String {
-    let mut out = String::from(
-        "-- Generated from src/controller/reasons.rs (cargo run -- reason-reference --write):\n\
-         -- one case per row of the reason table in docs/status.md.\n\
-         return {\n",
-    );
+    let mut out = String::from(ARGO_CASES_HEADER);
     for r in ROWS {
         let mut conditions = Vec::new();
         if r.condition != READY {
@@ -474,23 +470,27 @@ pub fn argo_cases() -> String {
             conditions.push(lua_condition("Stalled", true, r.reason));
         }
         let status = if r.status { "True" } else { "False" };
-        out.push_str(&format!(
-            "  {{\"{} {status} {}\", {{{}}}, \"{}\"}},\n",
-            r.condition,
-            r.reason,
+        let (name, conditions, health) = (
+            format!("{} {status} {}", r.condition, r.reason),
             conditions.join(", "),
-            argo(r)
-        ));
+            argo(r),
+        );
+        out.push_str(&format!(r#"  {{"{name}", {{{conditions}}}, "{health}"}},"#));
+        out.push('\n');
     }
-    out.push_str("}\n");
+    out.push_str(ARGO_CASES_FOOTER);
     out
 }
 
+const ARGO_CASES_HEADER: &str = r#"-- Generated from src/controller/reasons.rs (cargo run -- reason-reference --write):
+-- one case per row of the reason table in docs/status.md.
+return {
+"#;
+const ARGO_CASES_FOOTER: &str = "}\n";
+
 fn lua_condition(type_: &str, status: bool, reason: &str) -> String {
     let status = if status { "True" } else { "False" };
-    format!(
-        "{{type = \"{type_}\", status = \"{status}\", reason = \"{reason}\", message = \"{type_} {reason}\"}}"
-    )
+    format!(r#"{{type = "{type_}", status = "{status}", reason = "{reason}", message = "{type_} {reason}"}}"#)
 }
 
 #[cfg(test)]

@@ -967,6 +967,10 @@ async fn a_value_altostrat_normalises_is_sent_once_not_in_a_loop() {
     let again = h.reconcile(&obj).await.unwrap_err();
     assert_eq!(again.reason(), "NotConverging", "{again}");
     assert!(again.to_string().contains("publicDns"), "{again}");
+    assert!(
+        !again.to_string().contains("someone else"),
+        "Altostrat normalises: {again}"
+    );
     for _ in 0..3 {
         h.observations_expire();
         assert!(h.reconcile(&obj).await.is_err());

@@ -117,17 +117,17 @@ async fn run_once<K: Managed, A: VpnApi>(obj: &K, ctx: &Context<A>, namespace: S
 
 /// The error policy of both controllers: counts the object's consecutive failures, requeues it
 /// as the error's [`Outcome`](super::super::error::Outcome) says, and logs the failure at the
-/// outcome's level.
+/// outcome's level when it begins (or changes), at DEBUG while it repeats.
 pub fn error_policy<K: Resource<DynamicType = ()>, A: VpnApi>(
     obj: Arc<K>,
     error: &Error,
     ctx: Arc<Context<A>>,
 ) -> Action {
-    let failures = ctx.failures.failed(object_key(obj.as_ref()));
     let outcome = error.outcome();
+    let streak = ctx.failures.failed(object_key(obj.as_ref()), outcome.category);
     let delay = outcome
         .retry
-        .delay(failures.saturating_sub(1), ctx.settings.resync_interval);
+        .delay(streak.count.saturating_sub(1), ctx.settings.resync_interval);
     let (kind, meta) = (K::kind(&()), obj.meta());
     let name = meta.name.as_deref().unwrap_or("");
     let namespace = meta.namespace.as_deref().unwrap_or("");
@@ -138,7 +138,13 @@ pub fn error_policy<K: Resource<DynamicType = ()>, A: VpnApi>(
                 error = %error, requeue_in = ?delay, "reconcile failed")
         };
     }
-    match outcome.log {
+    // The status and the event already say it; a retry that fails alike adds nothing a person
+    // must read.
+    let level = match streak.repeated {
+        true => outcome.log.max(tracing::Level::DEBUG),
+        false => outcome.log,
+    };
+    match level {
         tracing::Level::ERROR => failed!(tracing::Level::ERROR),
         tracing::Level::WARN => failed!(tracing::Level::WARN),
         tracing::Level::INFO => failed!(tracing::Level::INFO),

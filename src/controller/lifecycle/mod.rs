@@ -498,7 +498,7 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
         let current = self.observed.remote.found();
         let before = current.map(K::fields);
         if let Some(current) = current
-            && let Some(repeat) = ctx.observations.would_repeat(&id, &body, (current, &before))
+            && let Some(repeat) = ctx.observations.would_repeat(&id, &body, &before)
         {
             if repeat == Repeat::Normalised && K::busy(current) {
                 // The answer to the last update is still being applied: final for this round.
@@ -520,7 +520,8 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
             Err(e) => return Err(e.into()),
         };
         K::wrote(self.conn, &token, &id, Some(&updated));
-        ctx.observations.updated(&id, &body, &before, &updated);
+        ctx.observations
+            .updated(&id, &body, &before, &K::fields(&updated));
         let note = self.conn.obj.update_note(&fields, &body);
         self.handle.activity.record(event::UPDATED, note);
         self.observed.remote = Remote::Found(updated);
