@@ -331,6 +331,58 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_only_a_person_can_deliver_stalls_until_it_is_delivered() {
+        let state = |type_, status, reason| ConditionState::new(type_, status, reason, "m");
+        let ready = state(READY, true, reason::AVAILABLE);
+        let conflict = merge(
+            &[],
+            &[
+                ready.clone(),
+                state(PROFILE_READY, false, reason::SECRET_CONFLICT),
+            ],
+            Some(1),
+            &at(1),
+        );
+        let stalled = profile_stall(conflict, Some(1), &at(1));
+        let stall = stalled.iter().find(|c| c.type_ == STALLED).expect("stalled");
+        assert_eq!(
+            (stall.status.as_str(), stall.reason.as_str()),
+            ("True", reason::SECRET_CONFLICT)
+        );
+        // The reconcile's next write keeps it; delivering the profile ends it.
+        let rewritten = merge(&stalled, std::slice::from_ref(&ready), Some(1), &at(2));
+        assert!(rewritten.iter().any(|c| c.type_ == STALLED), "carried");
+        let delivered = replace_one(
+            &rewritten,
+            PROFILE_READY,
+            Some(&state(PROFILE_READY, true, reason::DELIVERED)),
+            Some(1),
+            &at(3),
+        );
+        assert!(
+            !profile_stall(delivered, Some(1), &at(3))
+                .iter()
+                .any(|c| c.type_ == STALLED)
+        );
+        // A failure's stall says more, and stays.
+        let failed = merge(
+            &[],
+            &[
+                ready,
+                state(PROFILE_READY, false, reason::SECRET_CONFLICT),
+                state(STALLED, true, reason::INVALID_SPEC),
+            ],
+            Some(1),
+            &at(1),
+        );
+        let kept = profile_stall(failed, Some(1), &at(1));
+        assert_eq!(
+            kept.iter().find(|c| c.type_ == STALLED).unwrap().reason,
+            reason::INVALID_SPEC
+        );
+    }
+
+    #[test]
     fn transition_time_changes_only_when_status_flips() {
         let desired = [ConditionState::new(
             READY,
