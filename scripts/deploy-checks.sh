@@ -178,10 +178,10 @@ check "Deployment: non-root 65532, read-only root fs, no capabilities, RuntimeDe
   and $p.securityContext.seccompProfile.type == "RuntimeDefault"
   and $c.readOnlyRootFilesystem == true and $c.allowPrivilegeEscalation == false
   and $c.capabilities.drop == ["ALL"]' <<<"$dep"
-check "Deployment: probes /healthz and /readyz on port metrics (8080), token mounted read-only" jq -e '
+check "Deployment: probes /healthz on port metrics (8080) and /readyz through the binary (its reason in the pod's events), token mounted read-only" jq -e '
   .spec.template.spec.containers[0] as $c
   | $c.livenessProbe.httpGet == {"path": "/healthz", "port": "metrics"}
-  and $c.readinessProbe.httpGet == {"path": "/readyz", "port": "metrics"}
+  and $c.readinessProbe.exec.command == ["/vpn-operator", "probe", "readyz"]
   and ($c.ports[] | select(.name == "metrics") | .containerPort) == 8080
   and ($c.volumeMounts[] | select(.mountPath == "/var/run/secrets/altostrat") | .readOnly) == true
   and ($c.resources.requests | length) > 0' <<<"$dep"

@@ -298,12 +298,17 @@ say "starting the operator as $dns/$sa (log: $work/operator.log)"
 env -i PATH=/usr/bin:/bin HOME="$work" KUBECONFIG="$work/sa.kubeconfig" "${op_env[@]}" \
   setsid "$BIN" "${args[@]}" >"$work/operator.log" 2>&1 </dev/null &
 op_pid=$!
-# In place of `rollout status`: the readiness probe of the Deployment (/readyz) answers 200.
-probe="$(jq -r '.readinessProbe.httpGet.path // empty' <<<"$container_json")"
-[[ -n "$probe" ]] || die "the Deployment has no HTTP readiness probe to wait for"
-ready() { kill -0 "$op_pid" 2>/dev/null || return 99; curl -fsS "http://127.0.0.1:$metrics_port$probe"; }
-check "the operator (as the chart's ServiceAccount, with the chart's env) passes its readiness probe $probe within 60s" \
+# In place of `rollout status`: the Deployment's readiness probe, run as the kubelet runs it (the
+# image's /vpn-operator is this build's binary, with the container's env).
+mapfile -t probe_cmd < <(jq -r '.readinessProbe.exec.command // [] | .[]' <<<"$container_json")
+[[ "${probe_cmd[0]:-}" == /vpn-operator ]] || die "the Deployment has no exec readiness probe of /vpn-operator to run"
+ready() {
+  kill -0 "$op_pid" 2>/dev/null || return 99
+  env -i PATH=/usr/bin:/bin "${op_env[@]}" "$BIN" "${probe_cmd[@]:1}"
+}
+check "the operator (as the chart's ServiceAccount, with the chart's env) passes its readiness probe (${probe_cmd[*]}) within 60s" \
   wait_for 60 "readiness probe" ready || die "the operator did not become ready"
+probe=/readyz
 leader_election="$(printf '%s\n' "${op_env[@]}" | sed -n 's/^LEADER_ELECTION=//p')"
 if [[ "$leader_election" == true ]]; then
   lease="$(printf '%s\n' "${op_env[@]}" | sed -n 's/^LEADER_ELECTION_LEASE_NAME=//p')"

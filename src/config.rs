@@ -35,6 +35,10 @@ pub enum Command {
     /// POST /_admin/peers/{id}/connected.
     #[cfg(feature = "simulator")]
     Simulate(crate::simulator::SimulateArgs),
+    /// Ask the running operator's health endpoint, as the kubelet's exec probe does: prints
+    /// its answer (so a failing readiness probe shows the reason in the pod's events) and exits
+    /// non-zero unless it answered 200.
+    Probe(ProbeArgs),
     /// Print the Markdown table of `run`'s flags that docs/configuration.md holds, or rewrite
     /// the table in that page (for the documentation's maintainers).
     #[command(hide = true)]
@@ -43,6 +47,32 @@ pub enum Command {
     /// the Argo CD health cases in hack/ (run from the repository root).
     #[command(hide = true)]
     ReasonReference(ReasonReferenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The endpoint to ask.
+    #[arg(value_enum)]
+    pub endpoint: ProbeEndpoint,
+    /// The operator's `/metrics`, `/healthz` and `/readyz` address, as `run` has it (an
+    /// unspecified address such as 0.0.0.0 is asked on the loopback).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeEndpoint {
+    Readyz,
+    Healthz,
+}
+
+impl ProbeEndpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Readyz => "/readyz",
+            Self::Healthz => "/healthz",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,9 @@ use std::process::ExitCode;
 
 use std::path::Path;
 
-use altostrat_vpn_operator::config::{Cli, Command, ConfigReferenceArgs, CrdsArgs, ReasonReferenceArgs};
+use altostrat_vpn_operator::config::{
+    Cli, Command, ConfigReferenceArgs, CrdsArgs, ProbeArgs, ReasonReferenceArgs,
+};
 use altostrat_vpn_operator::controller::reasons;
 #[cfg(feature = "simulator")]
 use altostrat_vpn_operator::{config::LogFormat, simulator};
@@ -63,6 +65,28 @@ fn reason_reference(args: &ReasonReferenceArgs) -> Result<(), operator::BoxError
     Ok(())
 }
 
+/// One request to the operator's health endpoint; its answer goes to stdout, where the
+/// kubelet takes an exec probe's message from.
+async fn probe(args: &ProbeArgs) -> Result<(), operator::BoxError> {
+    let mut addr = args.metrics_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}{}", args.endpoint.path());
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(4))
+        .build()?;
+    let answer = client.get(&url).send().await?;
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    println!("{}", body.trim_end());
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}").into());
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -70,6 +94,7 @@ async fn main() -> ExitCode {
         Command::Crds(args) => write_crds(&args),
         Command::ConfigReference(args) => config_reference(&args),
         Command::ReasonReference(args) => reason_reference(&args),
+        Command::Probe(args) => probe(&args).await,
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => {
             telemetry::init(LogFormat::Text);

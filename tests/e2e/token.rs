@@ -38,6 +38,20 @@ fn token_log_lines(operator: &OperatorProcess, level: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs `vpn-operator probe ENDPOINT` as the kubelet runs the chart's exec probe: whether it
+/// passed, and what it printed.
+fn probe(operator: &OperatorProcess, endpoint: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpn-operator"))
+        .args(["probe", endpoint])
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", operator.metrics_port))
+        .output()
+        .expect("run vpn-operator probe");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 async fn metric(operator: &OperatorProcess) -> Option<String> {
     let (_, text) = operator.get("/metrics").await?;
     text.lines()
@@ -106,6 +120,13 @@ async fn a_refused_default_token_fails_readiness_after_the_grace_with_one_error_
     );
     assert_eq!(metric(&operator).await.as_deref(), Some("1"));
     assert_eq!(operator.get("/healthz").await.map(|(code, _)| code), Some(200));
+    // The chart's exec readiness probe: what it prints is what the pod's events show.
+    let (ok, printed) = probe(&operator, "readyz");
+    assert!(
+        !ok && printed.contains(REFUSED) && !printed.contains(WRONG),
+        "{printed}"
+    );
+    assert!(probe(&operator, "healthz").0, "liveness holds");
     assert_eq!(
         simc.calls_by_status().await.get(&format!("{REGIONS} 401")),
         Some(&1),
@@ -124,6 +145,7 @@ async fn an_accepted_default_token_keeps_readiness() {
     let operator = OperatorProcess::start(&simc.base_url, &ns, &[GRACE], logs.path(), "accepted");
 
     operator.wait_ready("ready").await;
+    assert_eq!(probe(&operator, "readyz"), (true, "ready\n".to_owned()));
     wait_check_answered(&simc, 200).await;
     stays_ready(&operator, Duration::from_secs(4)).await;
     assert_eq!(metric(&operator).await.as_deref(), Some("0"));
