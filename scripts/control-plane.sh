@@ -6,7 +6,8 @@
 # wrapper modules whose go.mod/go.sum are committed under hack/control-plane/, and cached
 # outside the repository (keyed by version) so that repeat runs start in seconds.
 #
-#   scripts/control-plane.sh build          build-or-reuse kube-apiserver, kube-controller-manager, etcd, helm
+#   scripts/control-plane.sh build          build-or-reuse kube-apiserver, kube-controller-manager, etcd, helm,
+#                                           and Flux's controllers and Git server (tests/e2e/flux.rs)
 #   scripts/control-plane.sh up [DIR]       start etcd, kube-apiserver and kube-controller-manager on
 #                                           loopback, write DIR/kubeconfig
 #   scripts/control-plane.sh down [DIR]     stop what `up` started (by recorded PID) and remove DIR
@@ -14,16 +15,25 @@
 #                                           (DIR's kubeconfig, or $KUBECONFIG without DIR)
 #   scripts/control-plane.sh env [DIR]      print `export KUBECONFIG=...` for DIR
 #   scripts/control-plane.sh bin-dir        print the directory holding the cached binaries
+#   scripts/control-plane.sh flux-bin-dir   print the directory holding the cached Flux binaries
+#                                           (source-controller, kustomize-controller, gittestserver)
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.14}"
 HELM_VERSION="${HELM_VERSION:-4.2.4}"
+# Flux, for the GitOps end-to-end test (tests/e2e/flux.rs). v1.9.6 is the newest release that
+# builds with Go 1.26 (v1.10 needs Go 1.27); helm-controller is not served by the module proxy.
+FLUX_SOURCE_VERSION="${FLUX_SOURCE_VERSION:-1.9.6}"
+FLUX_KUSTOMIZE_VERSION="${FLUX_KUSTOMIZE_VERSION:-1.9.6}"
+GITTESTSERVER_VERSION="${GITTESTSERVER_VERSION:-0.25.0}"
 # The controllers kube-controller-manager runs (upstream names; see its --help). Workload
 # controllers are left out: with no scheduler or kubelet their Pods could never run.
 KCM_CONTROLLERS="${KCM_CONTROLLERS:-namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller}"
 CACHE_ROOT="${ALTOSTRAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/altostrat-vpn-operator}"
 BIN_DIR="$CACHE_ROOT/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
+# A directory of their own, so that a Flux version change rebuilds only Flux.
+FLUX_BIN_DIR="$CACHE_ROOT/bin/flux-source-$FLUX_SOURCE_VERSION-kustomize-$FLUX_KUSTOMIZE_VERSION-gittestserver-$GITTESTSERVER_VERSION"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WRAPPERS="$REPO_ROOT/hack/control-plane"
 DEFAULT_DIR="${CONTROL_PLANE_DIR:-$CACHE_ROOT/run/control-plane}"
@@ -41,6 +51,8 @@ build_from_wrapper() {
   local work; work="$(mktemp -d)"
   cp "$wrapper/go.mod" "$work/"
   [[ -f "$wrapper/go.sum" ]] && cp "$wrapper/go.sum" "$work/"
+  # A wrapper with a main package of its own (gittestserver) builds it from these files.
+  compgen -G "$wrapper/*.go" >/dev/null && cp "$wrapper"/*.go "$work/"
   ( cd "$work" && go build -mod=mod -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg" )
   # Write back go.sum when it was first generated so that later builds are verified against it.
   if [[ ! -f "$wrapper/go.sum" ]] || ! cmp -s "$work/go.sum" "$wrapper/go.sum"; then
@@ -50,7 +62,9 @@ build_from_wrapper() {
   mv "$out.tmp" "$out"; rm -rf "$work"
 }
 
-build() {
+build() { build_control_plane; build_flux; }
+
+build_control_plane() {
   mkdir -p "$BIN_DIR"
   local minor="${K8S_VERSION#1.}"; minor="${minor%%.*}"
   if [[ ! -x "$BIN_DIR/kube-apiserver" ]]; then
@@ -84,6 +98,40 @@ build() {
   log "binaries ready in $BIN_DIR"
 }
 
+# Flux's source-controller and kustomize-controller and a Git server, run as host processes by
+# tests/e2e/flux.rs. Cold: ~3.5 min each on 2 cores (the second shares much of the first's build
+# cache), gittestserver ~25 s. The version is given in the wrapper's go.mod (`tool` + require).
+build_flux() {
+  mkdir -p "$FLUX_BIN_DIR"
+  if [[ ! -x "$FLUX_BIN_DIR/source-controller" ]]; then
+    log "building Flux source-controller v$FLUX_SOURCE_VERSION (cold: ~3.5 min on 2 cores)"
+    build_from_wrapper "$WRAPPERS/flux-source-controller" github.com/fluxcd/source-controller "$FLUX_BIN_DIR/source-controller" "-s -w"
+  fi
+  if [[ ! -x "$FLUX_BIN_DIR/kustomize-controller" ]]; then
+    log "building Flux kustomize-controller v$FLUX_KUSTOMIZE_VERSION (cold: ~2-3.5 min on 2 cores)"
+    build_from_wrapper "$WRAPPERS/flux-kustomize-controller" github.com/fluxcd/kustomize-controller "$FLUX_BIN_DIR/kustomize-controller" "-s -w"
+  fi
+  if [[ ! -x "$FLUX_BIN_DIR/gittestserver" ]]; then
+    log "building gittestserver v$GITTESTSERVER_VERSION"
+    build_from_wrapper "$WRAPPERS/flux-gittestserver" local/control-plane/flux-gittestserver "$FLUX_BIN_DIR/gittestserver" "-s -w"
+  fi
+  flux_crds
+  log "Flux binaries ready in $FLUX_BIN_DIR"
+}
+
+# The Flux CRDs of the versions built, copied from the module cache beside the binaries (the
+# test applies them; the module cache may be cleaned).
+flux_crds() {
+  [[ -d "$FLUX_BIN_DIR/crds" ]] && return 0
+  local tmp="$FLUX_BIN_DIR/crds.tmp" m dir
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  for m in source-controller@v$FLUX_SOURCE_VERSION kustomize-controller@v$FLUX_KUSTOMIZE_VERSION; do
+    dir="$(cd "$WRAPPERS/flux-${m%@*}" && go mod download -json "github.com/fluxcd/$m" | jq -r .Dir)"
+    cp "$dir"/config/crd/bases/*.yaml "$tmp/"
+  done
+  chmod 644 "$tmp"/*.yaml; mv "$tmp" "$FLUX_BIN_DIR/crds"
+}
+
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
 
 gen_certs() {
@@ -115,7 +163,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 
 up() {
   local dir="${1:-$DEFAULT_DIR}"
-  build
+  build_control_plane
   if [[ -f "$dir/kube-apiserver.pid" ]] && kill -0 "$(cat "$dir/kube-apiserver.pid")" 2>/dev/null; then
     log "already running (KUBECONFIG=$dir/kubeconfig)"; return 0
   fi
@@ -262,5 +310,6 @@ case "${1:-}" in
   selftest) selftest "${2:-}" ;;
   env) echo "export KUBECONFIG=${2:-$DEFAULT_DIR}/kubeconfig" ;;
   bin-dir) echo "$BIN_DIR" ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  flux-bin-dir) echo "$FLUX_BIN_DIR" ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac
