@@ -836,21 +836,32 @@ check "Argo CD health checks merge into an existing argocd-cm (kubectl patch --t
   keys="$(kubectl -n argocd get configmap argocd-cm -o json | jq -c ".data | keys")"
   kubectl -n argocd delete configmap argocd-cm >/dev/null
   [[ "$keys" == "[\"resource.customizations.health.vpn.altostrat.io_VpnInstance\",\"resource.customizations.health.vpn.altostrat.io_VpnPeer\",\"url\"]" ]] || { echo "keys: $keys"; exit 1; }'
-check "GitOps examples parse and point at paths that exist in this repository" bash -c '
+# The Flux layout (deploy/gitops/flux) mirrors a user's repository: a Kustomization whose source
+# is this repository names a path here, any other one a path inside the layout.
+flux_layout() { local f; for f in deploy/gitops/flux/clusters/my-cluster/*.yaml; do echo ---; cat "$f"; done; }
+check "GitOps examples parse and point at paths that exist (this repository, or deploy/gitops/flux for your own)" bash -c '
   d="$(mktemp -d)"; trap "rm -rf \"\$d\"" EXIT
-  cp deploy/gitops/flux.yaml deploy/gitops/argocd-application.yaml "$d/"
-  printf "resources: [flux.yaml, argocd-application.yaml]\n" >"$d/kustomization.yaml"
-  out="$(kubectl kustomize "$d")"
-  for kind in GitRepository Kustomization Application; do grep -q "^kind: $kind$" <<<"$out" || { echo "no $kind"; exit 1; }; done
-  paths="$(grep -E "^  (path|  path): " <<<"$out" | sed -E "s/.*path: //; s#^\./##" | grep -v "^vpn$")"
+  cp deploy/gitops/flux/clusters/my-cluster/*.yaml deploy/gitops/argocd-application.yaml "$d/"
+  printf "resources: [%s]\n" "$(cd "$d" && ls *.yaml | paste -sd, -)" >"$d/kustomization.yaml"
+  out="$(kubectl kustomize "$d" | kubectl annotate --local -f - no-such-annotation- -o json | jq -s .)"
+  for kind in GitRepository Kustomization Application; do
+    jq -e --arg k "$kind" "any(.[]; .kind == \$k)" <<<"$out" >/dev/null || { echo "no $kind"; exit 1; }
+  done
+  paths="$(jq -r ".[] | select(.kind == \"Kustomization\") | if .spec.sourceRef.name == \"altostrat-vpn-operator\"
+      then .spec.path else \"deploy/gitops/flux/\" + (.spec.path | ltrimstr(\"./\")) end,
+    (.[] | select(.kind == \"Application\") | .spec.source.path)" <<<"$out" | sed "s#^\./##")"
   [[ -n "$paths" ]] || { echo "no paths found"; exit 1; }
   for p in $paths; do [[ -f "$p/kustomization.yaml" ]] || { echo "path $p has no kustomization.yaml"; exit 1; }; done'
+check "the Flux layout's vpn/ renders and validates server-side" bash -c '
+  kubectl create namespace network --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  trap "kubectl delete namespace network --wait=false >/dev/null 2>&1" EXIT
+  kubectl kustomize deploy/gitops/flux/vpn | kubectl apply --server-side --dry-run=server -f - >/dev/null'
 # The GitOps examples: every Flux Kustomization and Argo CD Application that deploys from this
 # repository is rendered; the ones that render CRDs must not prune (nor, for Argo CD, cascade on
 # deletion) and their CRDs must carry the annotations; the operator's is ordered after the CRDs'.
 gitops_crds_protected() {
   local objs apps
-  objs="$(cat deploy/gitops/flux.yaml <(echo ---) deploy/gitops/argocd-application.yaml | as_json)" || { echo "the GitOps examples do not parse"; return 1; }
+  objs="$(cat <(flux_layout) <(echo ---) deploy/gitops/argocd-application.yaml | as_json)" || { echo "the GitOps examples do not parse"; return 1; }
   apps="$(jq -c '(.[] | select(.kind == "Kustomization" and .spec.sourceRef.name == "altostrat-vpn-operator")
       | {tool: "flux", name: .metadata.name, path: (.spec.path | ltrimstr("./")), prunes: (.spec.prune != false),
          cascades: false, after: [.spec.dependsOn[]?.name]}),

@@ -13,6 +13,7 @@ mod support;
 mod crd_upgrade;
 mod fencing;
 mod fidelity;
+mod flux;
 mod instances;
 mod kstatus;
 mod ownership;
