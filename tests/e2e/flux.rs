@@ -520,13 +520,13 @@ async fn ready_only_when_the_resources_are(scene: &Scene) -> Vec<(String, Value)
         saw_waiting.into_inner(),
         "vpn-resources was never seen waiting on a provisioning hub"
     );
+    // Both stay Ready, though each turns Unknown while it reconciles again (every 10 s here).
     for name in ["altostrat-vpn-operator-crds", "altostrat-vpn-operator"] {
-        let k = kustomizations.get(name).await.unwrap();
-        assert_eq!(
-            flux_condition(&k, "Ready").map(|c| c.0).as_deref(),
-            Some("True"),
-            "{name}"
-        );
+        eventually(&format!("{name} Ready"), FLUX_TIMEOUT, || async {
+            let k = kustomizations.get(name).await.ok()?;
+            flux_condition(&k, "Ready").filter(|c| c.0 == "True").map(|_| ())
+        })
+        .await;
     }
     files
 }
@@ -584,10 +584,9 @@ async fn routes_reach_altostrat_and_the_operators_writes_stay(
         scene.sim.calls().await
     );
     let before = operator_writes(&hub);
-    assert!(
-        !before.0.is_empty() && !before.1.is_empty(),
-        "the operator's writes: {before:?}"
-    );
+    // The ownership claim lives in a cluster-scoped OwnershipRecord, which Flux never applies;
+    // on the hub the operator writes its finalizer, any vpn.altostrat.io/ metadata, and status.
+    assert!(!before.0.is_empty(), "the operator's writes: {before:?}");
     // Flux's next apply of the same revision (`flux reconcile kustomization` requests it).
     let now = format!("{:?}", std::time::SystemTime::now());
     let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
@@ -645,9 +644,11 @@ async fn a_stalled_resource_fails_the_kustomization_at_once(scene: &Scene, files
     .await;
     let took = pushed.elapsed();
     eprintln!("vpn-resources failed {took:?} after the push: {message}");
+    // Flux names the failed resource; the operator's words are on the resource itself (the
+    // health-check expressions give kstatus a status, not a message).
     assert!(
-        message.contains(&operator_message) || message.contains("mars"),
-        "the Kustomization's message does not carry the operator's ({operator_message}): {message}"
+        message.contains("status: 'Failed'") && took < Duration::from_secs(60),
+        "vpn-resources did not fail early on typo-hub ({operator_message}): {message}"
     );
     let commit = scene.commit(files, "the region typo removed").await;
     wait_kustomization(&scene.client, &scene.ns, "vpn-resources", &commit).await;
