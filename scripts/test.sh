@@ -33,7 +33,7 @@ need() { # need COMMAND HOW-TO-GET-IT
   command -v "$1" >/dev/null 2>&1 || missing+=("$1: $2")
 }
 need cargo   "Rust stable from https://rustup.rs"
-$existing || need go "Go >= 1.25 from https://go.dev/dl (builds kube-apiserver, etcd, helm and the check tools)"
+$existing || need go "Go >= 1.26 from https://go.dev/dl (builds kube-apiserver, etcd, helm, Flux and the check tools)"
 need kubectl "https://kubernetes.io/docs/tasks/tools/ (any recent version)"
 need python3 "apt-get install python3 python3-venv"
 need openssl "apt-get install openssl"
@@ -46,8 +46,9 @@ if command -v cargo >/dev/null 2>&1; then
 fi
 if ! $existing && command -v go >/dev/null 2>&1; then
   gv="$(go env GOVERSION 2>/dev/null)"; gv="${gv#go}"
-  [[ "$(printf '%s\n1.25\n' "${gv%%-*}" | sort -V | head -1)" == 1.25 ]] ||
-    missing+=("go >= 1.25 (found $gv): https://go.dev/dl")
+  # 1.26: Flux's controllers v1.9.6 (tests/e2e/flux.rs) declare go 1.26.0.
+  [[ "$(printf '%s\n1.26\n' "${gv%%-*}" | sort -V | head -1)" == 1.26 ]] ||
+    missing+=("go >= 1.26 (found $gv): https://go.dev/dl")
 fi
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   missing+=("python3 venv/ensurepip (schemathesis runs in a virtualenv): apt-get install python3-venv")
@@ -70,8 +71,11 @@ if $existing; then
 fi
 
 if ! $existing; then
-  step "control plane binaries (kube-apiserver, etcd, helm)"
+  step "control plane binaries (kube-apiserver, etcd, helm) and Flux (source-controller, kustomize-controller, Git server)"
   scripts/control-plane.sh build
+  # The e2e Flux test runs them; set, a missing binary fails that test instead of skipping it.
+  FLUX_BIN_DIR="$(scripts/control-plane.sh flux-bin-dir)"
+  export FLUX_BIN_DIR
 
   step "check tools (promql-check, chart-readme, kstatus-check, actionlint)"
   scripts/dev-tools.sh build
