@@ -54,13 +54,16 @@ const fn row(
 use Kinds::{Both, Instance, Peer};
 
 const WAIT: &str = "nothing: it resolves by itself";
+/// Whether a row stalls the resource (`Row::stalled`).
+const STALLS: bool = true;
+const GOES_ON: bool = false;
 
 /// Every reason the operator writes, condition by condition.
 pub const ROWS: &[Row] = &[
     row(
         (READY, true, reason::AVAILABLE),
         Both,
-        false,
+        GOES_ON,
         (
             "the Altostrat object exists, is provisioned and serves this generation's spec",
             "–",
@@ -69,7 +72,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::PROVISIONING),
         Instance,
-        false,
+        GOES_ON,
         (
             "Altostrat is provisioning the hub; the message lists the flags it waits for",
             WAIT,
@@ -78,7 +81,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::UPDATING),
         Instance,
-        false,
+        GOES_ON,
         (
             "Altostrat is applying changes (`status.pendingChanges`), or holds part of the spec not yet",
             WAIT,
@@ -87,7 +90,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::WAITING_FOR_INSTANCE),
         Peer,
-        false,
+        GOES_ON,
         (
             "the peer's VpnInstance is not usable yet: provisioning, being deleted, or not holding its hub's ownership record",
             "if it lasts, look at the VpnInstance's conditions",
@@ -96,7 +99,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::INSTANCE_NOT_FOUND),
         Peer,
-        false,
+        GOES_ON,
         (
             "no VpnInstance of `spec.instanceRef.name` in the peer's namespace (one Warning event); the peer follows once it is applied",
             "apply the VpnInstance, or correct `spec.instanceRef.name`",
@@ -105,7 +108,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::THROTTLED),
         Both,
-        false,
+        GOES_ON,
         (
             "the API budget of the credentials holds the next request back; it goes when its slot comes (a Normal event)",
             WAIT,
@@ -114,7 +117,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::API_ERROR),
         Both,
-        false,
+        GOES_ON,
         (
             "Altostrat or the Kubernetes API failed (5xx, timeout, …); retried with backoff, the message carries the error",
             "if it lasts, check Altostrat's status and the operator's network",
@@ -123,7 +126,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::INVALID_SPEC),
         Both,
-        true,
+        STALLS,
         (
             "Altostrat, or the operator's own checks, refuse the spec (unknown region, a value it rejects, a conflict)",
             "edit the spec as the message says",
@@ -132,7 +135,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::CREDENTIALS_ERROR),
         Both,
-        true,
+        STALLS,
         (
             "the credentials Secret is missing, unlabelled or not allowed here, or Altostrat answered 401/403",
             "fix the Secret or the token (see the message)",
@@ -141,7 +144,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::HOSTNAME_TAKEN),
         Instance,
-        true,
+        STALLS,
         (
             "the hostname belongs to an Altostrat instance that is not this resource's (named in the message)",
             "choose another hostname, or adopt it with `spec.instanceId`",
@@ -150,7 +153,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::NOT_OWNED),
         Both,
-        true,
+        STALLS,
         (
             "the Altostrat object found is not provably this resource's own: nothing is written to it or deleted",
             "adopt it explicitly, or change the spec",
@@ -159,7 +162,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::NOT_CONVERGING),
         Both,
-        true,
+        STALLS,
         (
             "Altostrat normalises the values sent, or someone else writes them back: the update is not sent again",
             "make the spec match what Altostrat keeps, or stop the other writer",
@@ -168,7 +171,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::USER_NOT_FOUND),
         Peer,
-        true,
+        STALLS,
         (
             "Altostrat does not know the peer's `userId` (deleted there?)",
             "change `userId`, or restore the user in Altostrat",
@@ -177,7 +180,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::SITE_NOT_FOUND),
         Peer,
-        true,
+        STALLS,
         (
             "Altostrat does not know the peer's `siteId` (deleted there?)",
             "change `siteId`, or restore the site in Altostrat",
@@ -186,7 +189,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::QUOTA_EXCEEDED),
         Both,
-        true,
+        STALLS,
         (
             "a seat, quota or subscription limit of the Altostrat account refuses the object",
             "raise the limit in Altostrat, or remove other objects",
@@ -195,7 +198,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::DELETING),
         Instance,
-        false,
+        GOES_ON,
         (
             "the deletion waits for the VpnPeers that reference the hub, named in the message (one Warning event)",
             "delete those peers (or set the hub's `deletionPolicy: Orphan`)",
@@ -204,7 +207,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::TEARING_DOWN),
         Both,
-        false,
+        GOES_ON,
         (
             "Altostrat accepted the DELETE and still lists the object; the resource goes once it is gone",
             WAIT,
@@ -213,7 +216,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::DELETE_REFUSED),
         Both,
-        true,
+        STALLS,
         (
             "Altostrat refuses to delete the object (405, 403, a 404 while it is still listed, …)",
             "delete it in Altostrat, or set `deletionPolicy: Orphan`",
@@ -222,7 +225,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::RECONCILE_PAUSED),
         Both,
-        true,
+        STALLS,
         (
             "paused, and no Altostrat object exists (yet, or any more): its create is withheld",
             "remove the pause annotation",
@@ -231,7 +234,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::PLANNED),
         Both,
-        true,
+        STALLS,
         (
             "`managementPolicy: Plan`, and no Altostrat object exists yet: its create is in `status.plan`, not sent",
             "review `status.plan`, then set `managementPolicy: Full`",
@@ -240,7 +243,7 @@ pub const ROWS: &[Row] = &[
     row(
         (READY, false, reason::NOT_FOUND),
         Instance,
-        true,
+        STALLS,
         (
             "`managementPolicy: ObserveOnly`, and no instance with the hostname is visible to the credentials",
             "create the hub in Altostrat, or fix the hostname or the credentials",
@@ -249,13 +252,13 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, true, reason::RECONCILE_SUCCESS),
         Both,
-        false,
+        GOES_ON,
         ("Altostrat holds everything this generation's spec asks for", "–"),
     ),
     row(
         (SYNCED, false, reason::PROVISIONING),
         Instance,
-        false,
+        GOES_ON,
         (
             "the hub is created; the fields the message names are sent once Altostrat has provisioned it",
             WAIT,
@@ -264,7 +267,7 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, false, reason::UPDATING),
         Instance,
-        false,
+        GOES_ON,
         (
             "Altostrat is still applying the last update; the fields named are sent again if they still differ once it is done",
             WAIT,
@@ -273,7 +276,7 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, false, reason::WAITING_FOR_INSTANCE),
         Peer,
-        false,
+        GOES_ON,
         (
             "Altostrat holds nothing of the peer yet: it is sent once its instance is usable (also `InstanceNotFound`)",
             "as for `Ready`",
@@ -282,7 +285,7 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, false, reason::THROTTLED),
         Both,
-        false,
+        GOES_ON,
         (
             "a change waits for the API budget; `Ready` stays True while the object serves",
             WAIT,
@@ -291,7 +294,7 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, false, reason::API_ERROR),
         Both,
-        false,
+        GOES_ON,
         (
             "the last attempt failed; `Ready` stays True while the object serves, and `observedGeneration` waits for the new spec",
             "if it lasts, see the message",
@@ -300,7 +303,7 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, false, reason::DRIFTED),
         Both,
-        false,
+        GOES_ON,
         (
             "Altostrat differs from the spec (fields in the message) and the correction is withheld: paused, or `ObserveOnly`",
             "resume, or accept the drift",
@@ -309,7 +312,7 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, false, reason::PLANNED),
         Both,
-        false,
+        GOES_ON,
         (
             "(`Plan`) the calls that would apply the spec are in `status.plan`, not sent",
             "review `status.plan`, then set `managementPolicy: Full`",
@@ -318,19 +321,19 @@ pub const ROWS: &[Row] = &[
     row(
         (SYNCED, true, reason::OBSERVED),
         Both,
-        false,
+        GOES_ON,
         ("(`ObserveOnly`) Altostrat matches the fields the spec sets", "–"),
     ),
     row(
         (SYNCED, true, reason::DELETING),
         Both,
-        false,
+        GOES_ON,
         ("the deletion is under way (`Ready` says what it waits for)", "–"),
     ),
     row(
         (PROFILE_READY, true, reason::DELIVERED),
         Peer,
-        false,
+        GOES_ON,
         (
             "(with `spec.profileSecret`) the Secret holds the peer's current client profile",
             "–",
@@ -339,7 +342,7 @@ pub const ROWS: &[Row] = &[
     row(
         (PROFILE_READY, false, reason::PROFILE_PENDING),
         Peer,
-        false,
+        GOES_ON,
         (
             "the profile waits for the peer to be in sync, for its instance to finish applying changes, or for the API budget",
             WAIT,
@@ -348,7 +351,7 @@ pub const ROWS: &[Row] = &[
     row(
         (PROFILE_READY, false, reason::PROFILE_NOT_AVAILABLE),
         Peer,
-        true,
+        STALLS,
         (
             "Altostrat offers no profile for this peer (a site peer, no share token, an answer in an unknown form)",
             "remove `spec.profileSecret`",
@@ -357,7 +360,7 @@ pub const ROWS: &[Row] = &[
     row(
         (PROFILE_READY, false, reason::SECRET_CONFLICT),
         Peer,
-        true,
+        STALLS,
         (
             "a Secret of that name exists and is not this peer's: it is left untouched",
             "choose another `spec.profileSecret.name`, or remove that Secret",
@@ -366,7 +369,7 @@ pub const ROWS: &[Row] = &[
     row(
         (PROFILE_READY, false, reason::SHARE_TOKEN_REJECTED),
         Peer,
-        true,
+        STALLS,
         (
             "Altostrat refused the share token, a freshly read one too; tried again at the next resync",
             "check the peer in Altostrat",
@@ -375,7 +378,7 @@ pub const ROWS: &[Row] = &[
     row(
         (PAUSED, true, reason::RECONCILE_PAUSED),
         Both,
-        false,
+        GOES_ON,
         (
             "the pause annotation is set: nothing is written to Altostrat, drift is still observed",
             "remove the annotation to resume",
