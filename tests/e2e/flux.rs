@@ -5,7 +5,7 @@
 //!
 //! What the engine does that nothing else here checks: it applies the CRDs, the operator and the
 //! resources in `dependsOn` order, health-checks the resources with kstatus, re-applies them with
-//! server-side apply next to the operator's own writes, reports a failed resource's message, and
+//! server-side apply next to the operator's own writes, fails at once on a stalled resource, and
 //! prunes what leaves Git (but never the CRDs).
 
 use std::collections::BTreeMap;
