@@ -6,7 +6,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
 
 use crate::crd::{
-    DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstance, VpnInstanceStatus, VpnPeer, VpnPeerStatus,
+    ApprovedPlan, DeletionPolicy, ManagementPolicy, PlannedCall, VpnInstance, VpnInstanceStatus, VpnPeer,
+    VpnPeerStatus,
 };
 
 pub const READY: &str = "Ready";
@@ -71,6 +72,8 @@ pub mod reason {
     pub const DRIFTED: &str = "Drifted";
     /// (`Plan`) The next writes are listed in `status.plan`, not sent.
     pub const PLANNED: &str = "Planned";
+    /// (`Plan`) The plan differs from the one approved: nothing is sent.
+    pub const PLAN_CHANGED: &str = "PlanChanged";
     /// (`ObserveOnly`) Altostrat matches the fields the spec sets.
     pub const OBSERVED: &str = "Observed";
     /// (`ObserveOnly`) No object to observe was found.
@@ -232,6 +235,10 @@ pub(crate) trait ConditionedStatus: Clone + Default + PartialEq + serde::Seriali
     fn set_conditions(&mut self, conditions: Vec<Condition>);
     fn set_observed_generation(&mut self, generation: Option<i64>);
     fn set_plan(&mut self, plan: Vec<PlannedCall>);
+    fn plan(&self) -> &[PlannedCall];
+    fn set_plan_digest(&mut self, digest: Option<String>);
+    fn approved_plan(&self) -> Option<&ApprovedPlan>;
+    fn set_approved_plan(&mut self, approved: Option<ApprovedPlan>);
     fn last_handled_reconcile_at(&self) -> Option<&str>;
     fn set_last_handled_reconcile_at(&mut self, at: Option<String>);
     fn management_policy(&self) -> Option<ManagementPolicy>;
@@ -259,6 +266,18 @@ macro_rules! conditioned_status {
             }
             fn set_plan(&mut self, plan: Vec<PlannedCall>) {
                 self.plan = plan;
+            }
+            fn plan(&self) -> &[PlannedCall] {
+                &self.plan
+            }
+            fn set_plan_digest(&mut self, digest: Option<String>) {
+                self.plan_digest = digest;
+            }
+            fn approved_plan(&self) -> Option<&ApprovedPlan> {
+                self.approved_plan.as_ref()
+            }
+            fn set_approved_plan(&mut self, approved: Option<ApprovedPlan>) {
+                self.approved_plan = approved;
             }
             fn last_handled_reconcile_at(&self) -> Option<&str> {
                 self.last_handled_reconcile_at.as_deref()

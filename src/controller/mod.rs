@@ -8,6 +8,7 @@
 //! and deleted, what it waits for, and its status fields. See `README.md` in this directory for
 //! a map.
 
+pub(crate) mod approval;
 mod cleanup;
 pub mod conditions;
 pub mod context;

@@ -7,10 +7,11 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
+use super::approval;
 use super::conditions::{self, ConditionState, ConditionedStatus, HasStatus, READY, STALLED, SYNCED};
 use super::error::{Error, Result, Retry};
 use super::policy::{self, Gate};
-use crate::crd::DeletionPolicy;
+use crate::crd::{APPROVE_PLAN_ANNOTATION, ApprovedPlan, DeletionPolicy};
 
 /// What every status one reconcile writes carries, whatever else it says: the policy it was
 /// written under, the `Paused` condition while the resource is paused, and the reconcile
@@ -87,6 +88,11 @@ pub(crate) struct StatusWriter<K: HasStatus> {
     /// Set when this reconcile wrote the object's first `Ready=True` (see [`turns_ready_first`]):
     /// how long after its creation.
     first_ready: Option<std::time::Duration>,
+    /// The approval every status this reconcile writes records (`status.approvedPlan`): the
+    /// stored one, until a call of an approved plan is sent.
+    approved: Option<ApprovedPlan>,
+    /// The digest approved that the plan no longer has: a plan written is shown as changed.
+    plan_changed: Option<String>,
 }
 
 impl<K> StatusWriter<K>
@@ -106,7 +112,21 @@ where
             version: obj.resource_version(),
             created: obj.meta().creation_timestamp.clone(),
             first_ready: None,
+            // Removing the annotation withdraws an approval, spent or not.
+            approved: policy::annotation(obj, APPROVE_PLAN_ANNOTATION)
+                .and(obj.status().and_then(|s| s.approved_plan()).cloned()),
+            plan_changed: None,
         }
+    }
+
+    /// Records the approval as it stands after a call of an approved plan was sent.
+    pub fn set_approved(&mut self, approved: ApprovedPlan) {
+        self.approved = Some(approved);
+    }
+
+    /// Notes that `approved` was approved and is not the plan now (see [`plan_changed`]).
+    pub fn set_plan_changed(&mut self, approved: Option<String>) {
+        self.plan_changed = approved;
     }
 
     /// How long after its creation the object turned Ready for the first time, if this
@@ -149,7 +169,10 @@ where
     /// when that is what is stored already.
     pub async fn write(&mut self, mut next: K::Status, desired: &[ConditionState]) -> Result<()> {
         let existing = self.stored.as_ref().map(|s| s.conditions()).unwrap_or_default();
-        let desired = self.stamp.conditions(desired);
+        let mut desired = self.stamp.conditions(desired);
+        if let (Some(approved), Some(now)) = (&self.plan_changed, approval::digest(next.plan())) {
+            desired = plan_changed(desired, approved, &now);
+        }
         next.set_conditions(conditions::merge(existing, &desired, self.generation, &self.now));
         next.set_observed_generation(self.generation);
         self.stamp.acknowledge(self.stored.as_ref(), &mut next);
@@ -214,7 +237,9 @@ where
         true
     }
 
-    async fn store(&mut self, next: K::Status) -> Result<()> {
+    async fn store(&mut self, mut next: K::Status) -> Result<()> {
+        next.set_plan_digest(approval::digest(next.plan()));
+        next.set_approved_plan(self.approved.clone());
         if self.stored.as_ref() == Some(&next) {
             return Ok(());
         }
@@ -231,6 +256,25 @@ where
         self.stored = Some(next);
         Ok(())
     }
+}
+
+/// `desired` with each condition that says the calls are planned saying instead that the plan
+/// is not the one approved (`approved`), but `now`, and that nothing is sent.
+fn plan_changed(desired: Vec<ConditionState>, approved: &str, now: &str) -> Vec<ConditionState> {
+    desired
+        .into_iter()
+        .map(|c| match c.reason {
+            conditions::reason::PLANNED => {
+                let message = format!(
+                    "the plan approved ({approved}, vpn.altostrat.io/approve-plan) is no longer the plan; \
+                     nothing is sent: the plan is now {now} (status.plan), approve it to apply it. {}",
+                    c.message
+                );
+                ConditionState::new(c.type_, c.status, conditions::reason::PLAN_CHANGED, message)
+            }
+            _ => c,
+        })
+        .collect()
 }
 
 /// Whether a status write turns `Ready` True for what is taken as the first time: at

@@ -17,7 +17,7 @@ use super::lifecycle::{Managed, error_policy, reconcile};
 use super::observation::{Changed, Observations};
 use super::policy::annotation;
 use crate::altostrat::VpnApi;
-use crate::crd::{FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
+use crate::crd::{APPROVE_PLAN_ANNOTATION, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -77,8 +77,8 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Changes that need a reconcile: the spec (generation), deletion, the pause annotation and
-/// the reconcile request annotation.
+/// Changes that need a reconcile: the spec (generation), deletion, the pause annotation, the
+/// reconcile request annotation and the plan approval annotation.
 /// Status and finalizer updates — including the operator's own — do not: a reconcile goes on
 /// with the object its own writes returned, polling and resyncs are scheduled explicitly, and
 /// so an own write never causes another round of API calls on a cache that has not caught up
@@ -90,6 +90,7 @@ fn needs_reconcile<K: Resource>(obj: &K) -> Option<u64> {
     (meta.generation, meta.deletion_timestamp.is_some()).hash(&mut hasher);
     annotation(obj, PAUSED_ANNOTATION).hash(&mut hasher);
     annotation(obj, RECONCILE_REQUEST_ANNOTATION).hash(&mut hasher);
+    annotation(obj, APPROVE_PLAN_ANNOTATION).hash(&mut hasher);
     Some(hasher.finish())
 }
 

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DeletionPolicy, ManagementPolicy, PlannedCall, SecretReference};
+use super::{ApprovedPlan, DeletionPolicy, ManagementPolicy, PlannedCall, SecretReference};
 
 /// Desired state of an Altostrat managed VPN instance (a cloud VPN hub).
 ///
@@ -244,6 +244,13 @@ pub struct VpnInstanceStatus {
     /// pause annotation sends. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedCall>,
+    /// A digest of `plan`: the value of the annotation `vpn.altostrat.io/approve-plan` that
+    /// approves it (under `managementPolicy: Plan`). The same calls always give the same digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_digest: Option<String>,
+    /// The plan approved last, its calls not sent yet, and when it was spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_plan: Option<ApprovedPlan>,
     /// `Ready` (the hub is provisioned and matches the spec), `Synced` (the last attempt to
     /// apply the spec succeeded, or why nothing was applied) and, while the resource is
     /// paused, `Paused`.

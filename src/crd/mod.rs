@@ -41,6 +41,10 @@ pub const PAUSED_ANNOTATION: &str = "vpn.altostrat.io/paused";
 /// last is echoed in `status.lastHandledReconcileAt`.
 pub const RECONCILE_REQUEST_ANNOTATION: &str = "vpn.altostrat.io/reconcile-requested-at";
 
+/// Set to the `status.planDigest` of a resource under `managementPolicy: Plan` to approve that
+/// plan: the operator then sends exactly its calls, or nothing (see docs/policies.md).
+pub const APPROVE_PLAN_ANNOTATION: &str = "vpn.altostrat.io/approve-plan";
+
 /// Finalizer the operator puts on a credentials Secret while a resource that uses it may still
 /// need it to delete its Altostrat objects: deleting a namespace deletes the Secret and the
 /// resources at once, and the resources' cleanup must still be able to read the token.
@@ -73,6 +77,22 @@ pub struct PlannedCall {
     /// The fields the call sets, with the value Altostrat holds now and the one sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FieldChange>,
+}
+
+/// A plan approved with `vpn.altostrat.io/approve-plan`, as far as it has been executed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovedPlan {
+    /// The digest approved (the `status.planDigest` it was approved as).
+    pub digest: String,
+    /// The approved calls not sent yet: the next one sent must be the first of them (a
+    /// create's update waits for provisioning).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remaining: Vec<PlannedCall>,
+    /// When its last call was sent (RFC 3339): the approval is spent and authorises nothing
+    /// more; a new change needs a new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_at: Option<String>,
 }
 
 /// One field a planned call sets.

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DeletionPolicy, ManagementPolicy, PlannedCall};
+use super::{ApprovedPlan, DeletionPolicy, ManagementPolicy, PlannedCall};
 
 /// Desired state of a peer of an Altostrat VPN instance.
 ///
@@ -225,6 +225,13 @@ pub struct VpnPeerStatus {
     /// pause annotation sends. Empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<PlannedCall>,
+    /// A digest of `plan`: the value of the annotation `vpn.altostrat.io/approve-plan` that
+    /// approves it (under `managementPolicy: Plan`). The same calls always give the same digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_digest: Option<String>,
+    /// The plan approved last, its calls not sent yet, and when it was spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_plan: Option<ApprovedPlan>,
     /// The Secret holding the peer's client profile (see `spec.profileSecret`), once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_secret: Option<ProfileSecretStatus>,

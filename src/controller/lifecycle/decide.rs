@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
+use super::super::approval::Approval;
 use super::super::conditions::{ConditionState, reason};
 use super::super::error::Error;
 use super::super::finalizer::{FinalizerState, STALE_RETRY};
@@ -125,6 +126,8 @@ pub(crate) struct Observed<'a, K: Kind> {
     pub remote: Remote<K::Object>,
     /// A PUT was sent in this reconcile already: its answer is final for this round.
     pub updated: bool,
+    /// (`Plan`) The plan approved, if any: a step that carries it out is taken, not withheld.
+    pub approval: Approval,
 }
 
 /// The next step of a converging reconcile.
@@ -177,18 +180,26 @@ pub(crate) fn decide<K: Kind>(o: &Observed<K>) -> Step<K> {
 }
 
 /// The gate: while writes to Altostrat are withheld, a step that would write becomes the calls
-/// it would have made. Forgetting a vanished id only prepares the create that follows it, so
-/// it is withheld with the create. Nothing is planned before a peer's instance is known.
+/// it would have made, unless they are the plan approved. Forgetting a vanished id only
+/// prepares the create that follows it, so it is withheld with the create. Nothing is planned
+/// before a peer's instance is known.
 fn through_gate<K: Kind>(step: Step<K>, o: &Observed<K>) -> Step<K> {
+    match withheld_calls(&step, o) {
+        Some(calls) if !o.approval.permits(&calls) => Step::Withhold(calls),
+        _ => step,
+    }
+}
+
+/// The calls of the plan `step` would carry out while the gate is closed (a create's: the POST
+/// and the update that follows it), if it writes to Altostrat.
+pub(crate) fn withheld_calls<K: Kind>(step: &Step<K>, o: &Observed<K>) -> Option<Vec<PlannedCall>> {
     let (false, Ok(parent)) = (o.gate.open(), &o.parent) else {
-        return step;
+        return None;
     };
     match step {
-        Step::Claim | Step::Create | Step::Forget(_) => Step::Withhold(K::planned_create(o.spec, parent)),
-        Step::Update { id, body, .. } => {
-            Step::Withhold(vec![K::planned_update(parent, &id, &body, o.remote.found())])
-        }
-        other => other,
+        Step::Claim | Step::Create | Step::Forget(_) => Some(K::planned_create(o.spec, parent)),
+        Step::Update { id, body, .. } => Some(vec![K::planned_update(parent, id, body, o.remote.found())]),
+        _ => None,
     }
 }
 

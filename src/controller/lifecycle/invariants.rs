@@ -133,6 +133,7 @@ fn every_decision<K: Sample>(check: impl Fn(&Observed<K>, &Step<K>)) -> usize {
                         status_id: status_id.map(str::to_owned),
                         remote,
                         updated,
+                        approval: Default::default(),
                     };
                     check(&o, &decide(&o));
                     count += 1;

@@ -25,6 +25,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tokio::time::Instant;
 
+use super::approval::Approval;
 use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
 use super::conditions::{ConditionState, ConditionedStatus, HasStatus};
 use super::context::Context;
@@ -311,6 +312,7 @@ fn first_look<'a, K: Managed>(
         status_id: obj.status().and_then(|s| s.recorded_id()).map(str::to_owned),
         remote: Remote::Unknown,
         updated: false,
+        approval: Approval::of(obj, Gate::of(obj)),
     };
     refresh(&mut observed, holding);
     observed
@@ -349,6 +351,8 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
     /// Acts on `step`; `Some` ends the round with that action.
     async fn act(&mut self, step: Step<K>) -> Result<Option<Action>> {
         let ctx = self.conn.ctx;
+        // Taken through a closed gate: the approved plan this step carries out.
+        let approved = decide::withheld_calls(&step, self.observed);
         match step {
             Step::Wait(waiting) => return K::wait(self.conn, self.handle, waiting).await.map(Some),
             Step::Requeue(after) => return Ok(Some(Action::requeue(after))),
@@ -369,12 +373,14 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
                 let found = K::search(self.conn, &token, self.started).await?;
                 self.observed.remote = Remote::searched::<K>(found, self.observed.gate.observes());
             }
-            Step::Create => self.create().await?,
+            Step::Create => self.create(approved).await?,
             Step::Adopt(found) => self.adopt(found).await?,
-            Step::Update { id, body, fields } => self.update(id, body, fields).await?,
+            Step::Update { id, body, fields } => self.update(id, body, fields, approved).await?,
             Step::Record(object) => return K::record(self.conn, self.handle, &object).await.map(Some),
             Step::Missing => return K::missing(self.conn, self.handle).await.map(Some),
             Step::Withhold(calls) => {
+                let changed = self.observed.approval.changed().map(str::to_owned);
+                self.handle.status.set_plan_changed(changed);
                 let remote = self.observed.remote.clone();
                 return K::withhold(self.conn, self.handle, &remote, calls)
                     .await
@@ -391,6 +397,18 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
 
     fn refresh(&mut self) {
         refresh(self.observed, self.own.holding());
+    }
+
+    /// Records that the first call of `approved`, the plan approved, was sent: every status this
+    /// reconcile writes from now on says so.
+    fn spend(&mut self, approved: Option<Vec<PlannedCall>>) {
+        let Some(calls) = approved else {
+            return;
+        };
+        let now = self.handle.status.now().0.to_string();
+        if let Some(recorded) = self.observed.approval.sent(&calls, &now) {
+            self.handle.status.set_approved(recorded);
+        }
     }
 
     /// See [`Handle::add_finalizer`]: a finalizer restored on a resource that holds its object
@@ -457,10 +475,11 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
 
     /// Sends the create, right after the claim (which validated the spec: a create only ever
     /// follows this reconcile's own claim), and records the id at once.
-    async fn create(&mut self) -> Result<()> {
+    async fn create(&mut self, approved: Option<Vec<PlannedCall>>) -> Result<()> {
         let token = self.conn.token().await?;
         let remote = K::create(self.conn, &token).await?;
         if let Remote::Found(created) = &remote {
+            self.spend(approved);
             let id = created.id();
             K::wrote(self.conn, &token, id, Some(created));
             let note = format!("created Altostrat {} {id}", K::NOUN);
@@ -493,7 +512,13 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
     /// Sends the update, unless it would repeat one Altostrat is still applying (nothing to do
     /// this round) or one whose values it normalises or reverts (`NotConverging`). An object
     /// gone since it was observed answers 404: it is `Gone` now.
-    async fn update(&mut self, id: String, body: K::Update, fields: Vec<&'static str>) -> Result<()> {
+    async fn update(
+        &mut self,
+        id: String,
+        body: K::Update,
+        fields: Vec<&'static str>,
+        approved: Option<Vec<PlannedCall>>,
+    ) -> Result<()> {
         let ctx = self.conn.ctx;
         let current = self.observed.remote.found();
         let before = current.map(K::fields);
@@ -519,6 +544,7 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
             }
             Err(e) => return Err(e.into()),
         };
+        self.spend(approved);
         K::wrote(self.conn, &token, &id, Some(&updated));
         ctx.observations
             .updated(&id, &body, &before, &K::fields(&updated));

@@ -57,6 +57,7 @@ fn observed<'a>(
         status_id: recorded.map(str::to_owned),
         remote,
         updated: false,
+        approval: Default::default(),
     }
 }
 
