@@ -12,6 +12,7 @@ use ring::digest::{SHA256, digest as sha256};
 use serde_json::Value;
 
 use super::conditions::{ConditionedStatus, HasStatus};
+use super::plan;
 use super::planned::INSTANCE_ID;
 use super::policy::{Gate, annotation};
 use crate::crd::{APPROVE_PLAN_ANNOTATION, ApprovedPlan, FieldChange, ManagementPolicy, PlannedCall};
@@ -162,14 +163,17 @@ fn same_plan(approved: &[PlannedCall], now: &[PlannedCall]) -> bool {
 }
 
 fn same_call(approved: &PlannedCall, now: &PlannedCall) -> bool {
+    let approved_field = |field: &str| approved.changes.iter().find(|a| a.field == field);
     approved.method == now.method
         && same_path(&approved.path, &now.path)
-        && approved.changes.len() == now.changes.len()
+        && now
+            .changes
+            .iter()
+            .all(|n| approved_field(&n.field).is_some_and(|a| same_change(a, n)))
         && approved
             .changes
             .iter()
-            .zip(&now.changes)
-            .all(|(a, n)| same_change(a, n))
+            .all(|a| a.new.is_none() || now.changes.iter().any(|n| n.field == a.field))
 }
 
 fn same_path(approved: &str, now: &str) -> bool {
@@ -177,11 +181,22 @@ fn same_path(approved: &str, now: &str) -> bool {
     a.len() == n.len() && a.iter().zip(&n).all(|(a, n)| a == n || *a == INSTANCE_ID)
 }
 
+/// Whether `now` sends what `approved` does. A value the plan leaves to Altostrat (no new value:
+/// a created hub's public resolvers) may only be kept as Altostrat assigned it, padded to the
+/// two an update must carry.
 fn same_change(approved: &FieldChange, now: &FieldChange) -> bool {
     let value = |v: &Option<String>| v.as_deref().map(|v| canonical_value(&approved.field, v));
-    approved.field == now.field
-        && value(&approved.new) == value(&now.new)
-        && (approved.old.is_none() || value(&approved.old) == value(&now.old))
+    let sent = match &approved.new {
+        Some(_) => value(&approved.new) == value(&now.new),
+        None => approved.field == "publicDns" && now.new == kept(now.old.as_deref()),
+    };
+    sent && (approved.old.is_none() || value(&approved.old) == value(&now.old))
+}
+
+/// The resolvers an update keeps of those Altostrat holds (`held`, rendered).
+fn kept(held: Option<&str>) -> Option<String> {
+    let held: Vec<String> = serde_json::from_str(held.unwrap_or("[]")).ok()?;
+    serde_json::to_string(&plan::kept_public_dns(&held)).ok()
 }
 
 #[cfg(test)]
@@ -275,6 +290,30 @@ mod tests {
         assert_eq!(spent.unwrap().spent_at.as_deref(), Some("2026-12-06T11:01:00Z"));
         assert_eq!(approval, Approval::Spent(digest(&create()).unwrap()));
         assert!(!approval.permits(&provisioned(r#"["10.0.0.0/8"]"#)));
+    }
+
+    #[test]
+    fn the_resolvers_altostrat_assigns_may_only_be_kept() {
+        let approved = vec![put(
+            "/vpn/instances/{instanceId}",
+            vec![crate::controller::planned::assigned_public_dns()],
+        )];
+        let approval = Approval::Taken {
+            digest: digest(&approved).unwrap(),
+            remaining: approved,
+        };
+        let sent = |new: &str| {
+            vec![put(
+                "/vpn/instances/i-9",
+                vec![change("publicDns", Some(r#"["9.9.9.9"]"#), new)],
+            )]
+        };
+        assert!(approval.permits(&sent(r#"["9.9.9.9","1.1.1.1"]"#)), "padded");
+        assert!(!approval.permits(&sent(r#"["8.8.8.8","1.1.1.1"]"#)), "replaced");
+        assert!(
+            approval.permits(&[put("/vpn/instances/i-9", vec![])]),
+            "kept as is"
+        );
     }
 
     #[test]

@@ -34,8 +34,26 @@ pub fn create_instance_calls(spec: &VpnInstanceSpec) -> Vec<PlannedCall> {
     let changed = plan::instance_changed_fields(&update, &fresh);
     let configures =
         |field: &str| changed.contains(&field) && (field != "publicDns" || spec.public_dns.is_some());
-    let configure = call("PUT", instance_path(INSTANCE_ID), &update, None, configures);
+    let mut configure = call("PUT", instance_path(INSTANCE_ID), &update, None, configures);
+    if spec.public_dns.is_none() {
+        // Altostrat assigns the public resolvers: the update keeps them (padded to the two it
+        // must carry), so their value is a placeholder like the id.
+        let at = configure
+            .changes
+            .partition_point(|c| c.field.as_str() < "publicDns");
+        configure.changes.insert(at, assigned_public_dns());
+    }
     vec![create, configure]
+}
+
+/// The public resolvers of a created hub, as a create's update shows them: what Altostrat
+/// assigns, kept.
+pub fn assigned_public_dns() -> FieldChange {
+    FieldChange {
+        field: "publicDns".into(),
+        old: None,
+        new: None,
+    }
 }
 
 /// Updating instance `id`, which Altostrat holds as `current` (when known).
@@ -194,6 +212,17 @@ mod tests {
                 change("publicDns", None, r#"["1.1.1.1","8.8.8.8"]"#),
                 change("pushedRoutes", None, r#"["10.0.0.0/8"]"#)
             ]
+        );
+        let assigned = create_instance_calls(&instance_spec(serde_json::json!({
+            "pushedRoutes": ["10.0.0.0/8"]
+        })));
+        assert_eq!(
+            assigned[1].changes,
+            vec![
+                assigned_public_dns(),
+                change("pushedRoutes", None, r#"["10.0.0.0/8"]"#)
+            ],
+            "the resolvers Altostrat assigns are a placeholder"
         );
     }
 

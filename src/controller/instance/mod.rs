@@ -1,6 +1,8 @@
 //! `VpnInstance`: what the one lifecycle needs to know of the resource and its Altostrat instance.
 
 #[cfg(test)]
+mod approval_tests;
+#[cfg(test)]
 mod decisions;
 mod status;
 #[cfg(test)]
