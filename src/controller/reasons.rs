@@ -29,7 +29,7 @@ pub struct Row {
 
 /// Reasons of a resource a policy holds back: a person chose it, so Argo CD shows `Suspended`
 /// rather than `Degraded` (both are "a person must act"; kstatus knows only `Failed`).
-const HELD_BY_POLICY: &[&str] = &[reason::PLANNED, reason::RECONCILE_PAUSED];
+const HELD_BY_POLICY: &[&str] = &[reason::PLANNED, reason::PLAN_CHANGED, reason::RECONCILE_PAUSED];
 
 /// `Ready` reasons of a resource being deleted.
 const DELETION: &[&str] = &[reason::DELETING, reason::TEARING_DOWN, reason::DELETE_REFUSED];
@@ -241,6 +241,15 @@ pub const ROWS: &[Row] = &[
         ),
     ),
     row(
+        (READY, false, reason::PLAN_CHANGED),
+        Both,
+        STALLS,
+        (
+            "(`Plan`) the create approved with `vpn.altostrat.io/approve-plan` is no longer the plan (the spec or Altostrat changed): nothing is sent",
+            "review the new `status.plan`, then approve its `status.planDigest`",
+        ),
+    ),
+    row(
         (READY, false, reason::NOT_FOUND),
         Instance,
         STALLS,
@@ -315,7 +324,16 @@ pub const ROWS: &[Row] = &[
         GOES_ON,
         (
             "(`Plan`) the calls that would apply the spec are in `status.plan`, not sent",
-            "review `status.plan`, then set `managementPolicy: Full`",
+            "review `status.plan`, then set `managementPolicy: Full`, or approve its `status.planDigest` with the annotation `vpn.altostrat.io/approve-plan`",
+        ),
+    ),
+    row(
+        (SYNCED, false, reason::PLAN_CHANGED),
+        Both,
+        GOES_ON,
+        (
+            "(`Plan`) the plan approved with `vpn.altostrat.io/approve-plan` is no longer the plan (the spec or Altostrat changed since): nothing is sent",
+            "review the new `status.plan`, then approve its `status.planDigest`",
         ),
     ),
     row(
