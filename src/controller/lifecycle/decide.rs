@@ -387,17 +387,35 @@ fn compare<K: Kind>(o: &Observed<K>, object: &K::Object) -> Step<K> {
     if let Some(why) = K::unlike(o.spec, object) {
         return Step::GiveUp(Error::InvalidSpec(why));
     }
+    let update = K::update(o.spec, object, o.gate.observes()).filter(|_| !o.updated);
     let held = (o.recorded_id.as_deref(), o.observed_id.as_deref());
-    if let Some(role) = ownership::record_needed(o.gate, held, object.id()) {
+    let gate = writing_gate(o, object, update.as_ref().map(|(body, _)| body));
+    if let Some(role) = ownership::record_needed(gate, held, object.id()) {
         let id = object.id().to_owned();
         return Step::Own { id, role };
     }
-    match K::update(o.spec, object, o.gate.observes()).filter(|_| !o.updated) {
+    match update {
         Some((body, fields)) => Step::Update {
             id: object.id().to_owned(),
             body,
             fields,
         },
         None => Step::Record(object.clone()),
+    }
+}
+
+/// The gate an update of `object` goes through: open when the plan approved is that update, so
+/// that the record must hold the object before it is written, as under `Full`.
+fn writing_gate<K: Kind>(o: &Observed<K>, object: &K::Object, body: Option<&K::Update>) -> Gate {
+    let (Some(body), Ok(parent), Some(_)) = (body, &o.parent, o.approval.changed()) else {
+        return o.gate;
+    };
+    let calls = [K::planned_update(parent, object.id(), body, Some(object))];
+    match o.approval.permits(&calls) {
+        true => Gate {
+            policy: crate::crd::ManagementPolicy::Full,
+            paused: false,
+        },
+        false => o.gate,
     }
 }
