@@ -179,3 +179,22 @@ async fn a_spec_edit_after_the_approval_is_plan_changed_and_nothing_is_sent() {
     assert_eq!(synced(&h, &obj), Some(("False".into(), "PlanChanged".into())));
     assert_eq!(h.altostrat.instances()[0].pushed_routes, vec!["10.0.0.0/8"]);
 }
+
+#[tokio::test]
+async fn an_approved_update_of_an_adopted_hub_takes_its_record_before_writing() {
+    let h = Harness::new();
+    let hub = h.altostrat.add_instance("hub-one", "2026-01-01T00:00:00Z");
+    let spec = json!({"instanceId": hub.id, "managementPolicy": "Plan", "pushedRoutes": ["10.0.0.0/8"]});
+    let obj = h.apply(instance("hub-one", spec));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(writes(&h), vec![]);
+    assert!(h.kube.records().is_empty(), "planning takes no record");
+    let digest = status(&h, &obj).plan_digest.unwrap();
+
+    let approved = approve(&h, &obj, &digest);
+    h.reconcile(&approved).await.unwrap();
+    assert_eq!(writes(&h), vec![Endpoint::UpdateInstance]);
+    let records = h.kube.records();
+    assert_eq!(records.len(), 1, "the hub is held as under Full: {records:?}");
+    assert_eq!(records[0].spec.role, crate::crd::RecordRole::Manage);
+}
