@@ -588,3 +588,26 @@ async fn a_planned_peer_is_created_by_the_switch_to_full_and_nothing_before() {
     assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
     assert!(planned(&h, &obj).is_empty());
 }
+
+#[tokio::test]
+async fn an_approved_peer_create_is_sent_once_and_a_changed_one_not_at_all() {
+    let (h, _hub) = with_hub().await;
+    let obj = h.apply(peer("alice", "hub", json!({"managementPolicy": "Plan"})));
+    h.reconcile(&obj).await.unwrap();
+    let digest = h.stored(&obj).unwrap().status.unwrap().plan_digest.unwrap();
+    let key = crate::crd::APPROVE_PLAN_ANNOTATION;
+    let approved = h.annotate(&obj, key, Some(&digest));
+    let edited = h.edit(&approved, |o| o.spec.route_all = Some(true));
+    h.reconcile(&edited).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![], "not the plan approved");
+    let synced = |h: &Harness| condition(&h.stored(&obj).unwrap().status.unwrap().conditions, "Synced");
+    assert_eq!(synced(&h), Some(("False".into(), "PlanChanged".into())));
+
+    let digest = h.stored(&obj).unwrap().status.unwrap().plan_digest.unwrap();
+    let reapproved = h.annotate(&obj, key, Some(&digest));
+    h.reconcile(&reapproved).await.unwrap();
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert!(status.approved_plan.unwrap().spent_at.is_some());
+    assert_eq!(synced(&h), Some(("True".into(), "ReconcileSuccess".into())));
+}
