@@ -65,7 +65,9 @@ impl Gate {
     pub fn why(&self) -> &'static str {
         match self.policy {
             ManagementPolicy::ObserveOnly => "managementPolicy is ObserveOnly",
-            ManagementPolicy::Plan => "managementPolicy is Plan (the calls are in status.plan)",
+            ManagementPolicy::Plan => {
+                "managementPolicy is Plan (the calls are in status.plan; approving status.planDigest sends them)"
+            }
             ManagementPolicy::Full => "the resource is paused (vpn.altostrat.io/paused)",
         }
     }

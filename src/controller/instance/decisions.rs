@@ -485,3 +485,49 @@ fn a_route_the_crd_now_refuses_stops_the_hub_naming_the_entry_under_every_policy
         );
     }
 }
+
+#[test]
+fn through_a_closed_gate_only_the_plan_approved_is_taken() {
+    use crate::controller::approval::{Approval, digest};
+    let s = spec(serde_json::json!({"pushedRoutes": ["10.0.0.0/8"]}));
+    let planning = Gate {
+        policy: crate::crd::ManagementPolicy::Plan,
+        paused: false,
+    };
+    let found = Observed {
+        gate: planning,
+        ..observed(&s, Some("i-1"), Remote::Found(provisioned("i-1")))
+    };
+    let Step::Withhold(calls) = decide(&found) else {
+        panic!("planned")
+    };
+    let approved = digest(&calls).unwrap();
+    let with = |approval| Observed {
+        approval,
+        ..found.clone()
+    };
+    assert!(matches!(
+        decide(&with(Approval::Offered(approved.clone()))),
+        Step::Update { .. }
+    ));
+    let other = Approval::Offered("0123456789abcdef".into());
+    assert!(matches!(decide(&with(other)), Step::Withhold(_)));
+    assert!(matches!(
+        decide(&with(Approval::Spent(approved))),
+        Step::Withhold(_)
+    ));
+
+    let fresh = Observed {
+        gate: planning,
+        claim: Claim::None,
+        ..observed(&s, None, Remote::Unknown)
+    };
+    let Step::Withhold(create) = decide(&fresh) else {
+        panic!("planned")
+    };
+    let offered = Observed {
+        approval: Approval::Offered(digest(&create).unwrap()),
+        ..fresh
+    };
+    assert!(matches!(decide(&offered), Step::Claim), "the claim comes first");
+}
