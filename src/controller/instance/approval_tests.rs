@@ -146,7 +146,7 @@ async fn a_change_in_altostrat_after_the_approval_is_plan_changed_and_nothing_is
     let approved = approve(&h, &obj, &digest);
     h.altostrat
         .edit_instance(&id, |i| i.pushed_routes = vec!["10.1.0.0/16".into()]);
-    h.observations_expire();
+    // No expiry of what the operator saw before: an approval always looks anew.
     h.reconcile(&approved).await.unwrap();
     assert_eq!(writes(&h), vec![], "not the plan approved");
     assert_eq!(synced(&h, &obj), Some(("False".into(), "PlanChanged".into())));

@@ -442,14 +442,21 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
     }
 
     /// The object `id` as the shared observation holds it, or as a look within the budget
-    /// finds it; a drift check the budget holds back ends the round, deferred.
+    /// finds it (a fresh one under an approval); a drift check the budget holds back ends the
+    /// round, deferred.
     async fn fetch(&mut self, id: String) -> Result<Option<Action>> {
         let token = self.conn.token().await?;
-        if let Some(settled) = K::settled(self.conn, &token, &id) {
+        // An approval is compared with Altostrat as it is now, never with an earlier look: a
+        // change made there since would otherwise be overwritten by the approved call.
+        let approving = self.observed.approval.changed().is_some();
+        if !approving && let Some(settled) = K::settled(self.conn, &token, &id) {
             self.observed.remote = Remote::Found(settled);
             return Ok(None);
         }
-        let look = K::look_for(self.conn, &token, self.observed.gate, self.handle.status.now());
+        let look = match approving {
+            true => Look::fresh(Urgency::Poll),
+            false => K::look_for(self.conn, &token, self.observed.gate, self.handle.status.now()),
+        };
         match K::fetch(self.conn, &token, &id, look).await {
             Ok(Some(object)) => self.observed.remote = Remote::Found(object),
             Ok(None) => self.observed.remote = Remote::Gone(id),
