@@ -40,6 +40,12 @@ async fn leaving_observe_only_and_observing_a_peer_need_the_id_at_admission() {
     assert!(refused.to_string().contains("needs spec.peerId"), "{refused}");
 }
 
+/// A hostname of this run alone (at most 20 bytes): ownership records outlive a test's namespace.
+fn unique_hostname(label: &str, namespace: &str) -> String {
+    let suffix = namespace.rsplit('-').next().unwrap_or_default();
+    format!("{label}-{suffix}")
+}
+
 /// Waits until the hub's status describes its current spec with `Synced` reason `reason`.
 async fn wait_synced(instances: &Api<VpnInstance>, reason: &str) -> VpnInstance {
     wait_instance(instances, "hub", reason, |o| {
@@ -71,7 +77,8 @@ async fn an_approved_plan_is_applied_with_exactly_its_calls_and_a_changed_one_se
     let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
     let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
     let routes = json!({"pushedRoutes": ["10.0.0.0/8"]});
-    apply(&instances, &instance_manifest("hub", "approved-hub", routes)).await;
+    let hostname = unique_hostname("edit", &ns);
+    apply(&instances, &instance_manifest("hub", &hostname, routes)).await;
     wait_instance_reason(&instances, "hub", "Available").await;
 
     let plan = json!({"spec": {"managementPolicy": "Plan", "pushedRoutes": ["192.168.0.0/16"]}});
@@ -120,5 +127,79 @@ async fn an_approved_plan_is_applied_with_exactly_its_calls_and_a_changed_one_se
     .await;
     wait_synced(&instances, "Planned").await;
     assert_eq!(writes(&simc).await, vec![], "a spent approval sends nothing");
+    operator.stop().await;
+}
+
+/// Approves the hub's current plan; returns its digest.
+async fn approve_current(instances: &Api<VpnInstance>, planned: VpnInstance) -> String {
+    let digest = planned.status.unwrap().plan_digest.expect("a digest");
+    let approve = json!({"metadata": {"annotations": {APPROVE_PLAN_ANNOTATION: digest}}});
+    merge_patch(instances, "hub", approve).await;
+    digest
+}
+
+/// Waits until the approval `digest` is spent.
+async fn wait_spent(instances: &Api<VpnInstance>, digest: &str) -> VpnInstance {
+    wait_instance(instances, "hub", "the approval spent", |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.approved_plan.as_ref())
+            .is_some_and(|a| a.digest == digest && a.spent_at.is_some())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn an_approved_create_completes_and_a_change_in_altostrat_since_the_approval_sends_nothing() {
+    let client = kube().await;
+    let ns = namespace(&client, "e2e-approve-create").await;
+    let sim = simulator(Duration::from_millis(1500)).await;
+    let simc = SimClient::new(&sim);
+    let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
+    let instances: Api<VpnInstance> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"managementPolicy": "Plan", "pushedRoutes": ["10.0.0.0/8"]});
+    let hostname = unique_hostname("create", &ns);
+    apply(&instances, &instance_manifest("hub", &hostname, spec)).await;
+    let planned = wait_synced(&instances, "Planned").await;
+    assert_eq!(writes(&simc).await, vec![]);
+    let digest = approve_current(&instances, planned).await;
+    let created = wait_spent(&instances, &digest).await;
+    assert_eq!(
+        writes(&simc).await,
+        vec![
+            ("POST /vpn/instances".to_owned(), 1),
+            ("PUT /vpn/instances/{instanceId}".to_owned(), 1)
+        ],
+        "the POST, then the PUT once provisioned: exactly the planned calls"
+    );
+    let id = created.status.unwrap().instance_id.unwrap();
+    wait_instance_reason(&instances, "hub", "Available").await;
+
+    merge_patch(
+        &instances,
+        "hub",
+        json!({"spec": {"pushedRoutes": ["192.168.0.0/16"]}}),
+    )
+    .await;
+    let planned = wait_synced(&instances, "Planned").await;
+    // Someone changes the hub in Altostrat after the plan was shown, before it is approved.
+    let core = sim.simulator().core();
+    core.edit_instance(&id, |i| i.pushed_routes = vec!["10.1.0.0/16".into()])
+        .expect("the hub exists");
+    simc.reset_calls().await;
+    approve_current(&instances, planned).await;
+    let changed = wait_synced(&instances, "PlanChanged").await;
+    assert_eq!(writes(&simc).await, vec![], "nothing sent");
+    let digest = approve_current(&instances, changed).await;
+    wait_spent(&instances, &digest).await;
+    assert_eq!(
+        writes(&simc).await,
+        vec![("PUT /vpn/instances/{instanceId}".to_owned(), 1)]
+    );
+    assert_eq!(
+        simc.instance(&id).await.unwrap().pushed_routes,
+        vec!["192.168.0.0/16"]
+    );
     operator.stop().await;
 }

@@ -486,7 +486,10 @@ fn look_for<A>(conn: &Conn<'_, VpnInstance, A>, token: &ApiToken, gate: Gate, no
         status.observed_generation,
         obj.metadata.generation,
     );
-    if converged || (!gate.open() && status.server_ready) {
+    // A withheld hub that serves has nothing to wait for, unless Altostrat is still applying
+    // an update (an approved plan's, or one sent before the writes were withheld).
+    let settled = status.server_ready && status.pending_changes.is_empty();
+    if converged || (!gate.open() && settled) {
         return Look::within(reuse(conn, token), Urgency::Drift);
     }
     let age = time_in_state(&status, now);
