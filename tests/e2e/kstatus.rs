@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use altostrat_vpn_operator::crd::{PAUSED_ANNOTATION, VpnInstance, VpnPeer};
+use altostrat_vpn_operator::crd::{APPROVE_PLAN_ANNOTATION, PAUSED_ANNOTATION, VpnInstance, VpnPeer};
 use altostrat_vpn_operator::simulator::{RunningSimulator, Simulator, SimulatorConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
@@ -192,7 +192,16 @@ async fn held_back_by_a_policy(scene: &mut Cases<'_>) {
     apply(&scene.instances(), &never_created).await;
     scene.expect("VpnInstance", "paused-new", "ReconcilePaused", None);
     let plan = json!({"managementPolicy": "Plan"});
-    scene.hub("planned", "planned", plan, "Planned").await;
+    scene.hub("planned", "planned", plan.clone(), "Planned").await;
+    // An approval of a plan that is not the one the operator would now carry out.
+    let mut stale = instance_manifest("approved-stale", &scene.host("stale"), plan);
+    stale
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(APPROVE_PLAN_ANNOTATION.into(), "0000000000000000".into());
+    apply(&scene.instances(), &stale).await;
+    scene.expect("VpnInstance", "approved-stale", "PlanChanged", None);
     let observe = json!({"managementPolicy": "ObserveOnly"});
     scene
         .hub("observed", "observed", observe.clone(), "Available")
