@@ -4,31 +4,14 @@
 
 use serde_json::json;
 
+use super::tests::{status, writes};
 use crate::altostrat::Endpoint;
 use crate::controller::testing::{Harness, condition, instance};
 use crate::crd::ManagementPolicy::Plan;
-use crate::crd::{APPROVE_PLAN_ANNOTATION, VpnInstance, VpnInstanceStatus};
-
-fn status(h: &Harness, obj: &VpnInstance) -> VpnInstanceStatus {
-    h.stored(obj).unwrap().status.unwrap()
-}
+use crate::crd::{APPROVE_PLAN_ANNOTATION, VpnInstance};
 
 fn synced(h: &Harness, obj: &VpnInstance) -> Option<(String, String)> {
     condition(&status(h, obj).conditions, "Synced")
-}
-
-/// The writes the simulator received since its calls were last cleared.
-fn writes(h: &Harness) -> Vec<Endpoint> {
-    let reads = [
-        Endpoint::ListRegions,
-        Endpoint::ListInstances,
-        Endpoint::GetInstance,
-    ];
-    h.altostrat
-        .calls()
-        .into_iter()
-        .filter(|e| !reads.contains(e))
-        .collect()
 }
 
 fn approve(h: &Harness, obj: &VpnInstance, digest: &str) -> VpnInstance {

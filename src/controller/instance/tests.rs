@@ -1098,11 +1098,12 @@ async fn a_put_the_budget_held_back_is_retried_without_observing_again() {
     );
 }
 
-fn status(h: &Harness, obj: &crate::crd::VpnInstance) -> crate::crd::VpnInstanceStatus {
+pub(super) fn status(h: &Harness, obj: &crate::crd::VpnInstance) -> crate::crd::VpnInstanceStatus {
     h.stored(obj).unwrap().status.unwrap()
 }
 
-fn writes(h: &Harness) -> Vec<Endpoint> {
+/// The writes the simulator received since its calls were last cleared.
+pub(super) fn writes(h: &Harness) -> Vec<Endpoint> {
     let reads = [
         Endpoint::ListRegions,
         Endpoint::ListInstances,
