@@ -194,7 +194,6 @@ fn condition(
     }
 }
 
-/// Whether the `Ready` condition is currently true.
 /// The reason of the `Ready` condition, if there is one.
 pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
     conditions
@@ -203,6 +202,7 @@ pub fn ready_reason(conditions: &[Condition]) -> Option<&str> {
         .map(|c| c.reason.as_str())
 }
 
+/// Whether the `Ready` condition is currently true.
 pub fn is_ready(conditions: &[Condition]) -> bool {
     conditions.iter().any(|c| c.type_ == READY && c.status == "True")
 }

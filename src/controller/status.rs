@@ -140,6 +140,14 @@ where
         self.stored.as_ref()
     }
 
+    /// The reason of the stored `Ready` condition, this reconcile's own writes included: a
+    /// different one about to be written is a transition.
+    pub fn ready_reason(&self) -> Option<&str> {
+        self.stored
+            .as_ref()
+            .and_then(|s| conditions::ready_reason(s.conditions()))
+    }
+
     /// See the `version` field.
     pub fn version(&self) -> Option<&str> {
         self.version.as_deref()

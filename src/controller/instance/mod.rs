@@ -308,12 +308,7 @@ impl Managed for VpnInstance {
             "Waiting for the VpnPeers that reference this instance to be deleted: {}",
             named(dependents)
         );
-        let stored = handle
-            .status
-            .stored()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default();
-        if conditions::ready_reason(stored) != Some(reason::DELETING) {
+        if handle.status.ready_reason() != Some(reason::DELETING) {
             handle.activity.warn(event::DELETION_BLOCKED, message.clone());
         }
         still_deleting(handle, reason::DELETING, message, PEER_DRAIN_POLL).await

@@ -293,13 +293,8 @@ impl Managed for VpnPeer {
         handle: &mut Handle<Self>,
         waiting: ConditionState,
     ) -> Result<Action> {
-        let stored = handle
-            .status
-            .stored()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default();
         let missing = waiting.reason == reason::INSTANCE_NOT_FOUND;
-        if missing && conditions::ready_reason(stored) != Some(reason::INSTANCE_NOT_FOUND) {
+        if missing && handle.status.ready_reason() != Some(reason::INSTANCE_NOT_FOUND) {
             handle
                 .activity
                 .warn(event::INSTANCE_NOT_FOUND, waiting.message.clone());
