@@ -18,6 +18,7 @@ pub mod events;
 mod finalizer;
 mod instance;
 mod lifecycle;
+pub mod namespaces;
 pub mod observation;
 pub mod ownership;
 mod peer;

@@ -116,4 +116,8 @@ and renders, and the pod then waits in ContainerCreating with a FailedMount even
 - apiGroups: ["vpn.altostrat.io"]
   resources: ["ownershiprecords"]
   verbs: ["get", "list", "create", "update", "delete"]
+# Grants select namespaces by label; namespace labels are read cluster-wide.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
 {{- end -}}
