@@ -225,7 +225,7 @@ check "kustomize base: LEADER_ELECTION=true with a Lease Role bound in the opera
 
 # The rules that stay cluster-wide: the start-up check reads the operator's CRDs, and the
 # ownership records (cluster-scoped) are read and written by every installation.
-crd_rule='{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "resourceNames": ["ownershiprecords.vpn.altostrat.io", "vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"], "verbs": ["get"]}'
+crd_rule='{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "resourceNames": ["ownershiprecords.vpn.altostrat.io", "vpncredentials.vpn.altostrat.io", "vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"], "verbs": ["get"]}'
 record_rule='{"apiGroups": ["vpn.altostrat.io"], "resources": ["ownershiprecords"], "verbs": ["get", "list", "create", "update", "delete"]}'
 rendered="$(render --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')"
 if ! jq -e --argjson want "$crd_rule" --argjson records "$record_rule" '[.[] | select(.kind == "ClusterRole")] | length == 1

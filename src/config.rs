@@ -256,6 +256,25 @@ pub struct RunArgs {
     /// --leader-election-namespace is set.
     #[arg(long, env = "POD_NAMESPACE", hide = true)]
     pub pod_namespace: Option<String>,
+
+    /// What happens to the Altostrat object of a resource that leaves `deletionPolicy` unset
+    /// and created its object, when its VpnCredentials set no `deletionPolicy`: `Delete` or
+    /// `Orphan`. Adopted objects are orphaned by default whatever this says.
+    #[arg(long, env = "DEFAULT_DELETION_POLICY", default_value = "Delete", value_parser = parse_deletion_policy)]
+    pub default_deletion_policy: crate::crd::DeletionPolicy,
+
+    /// How long a VpnCredentials' token may go without an answer before a check call
+    /// (`GET /vpn/servers/regions`) judges it; its status is recomputed this often too.
+    #[arg(long, env = "CREDENTIALS_CHECK_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub credentials_check_interval: Duration,
+}
+
+fn parse_deletion_policy(value: &str) -> Result<crate::crd::DeletionPolicy, String> {
+    match value {
+        "Delete" => Ok(crate::crd::DeletionPolicy::Delete),
+        "Orphan" => Ok(crate::crd::DeletionPolicy::Orphan),
+        other => Err(format!("{other:?} is not a deletion policy: Delete or Orphan")),
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +294,7 @@ mod tests {
         assert_eq!(args.api_rate_limit, 60);
         assert_eq!(args.resync_interval, Duration::from_secs(300));
         assert!(!args.leader_election);
+        assert_eq!(args.default_deletion_policy, crate::crd::DeletionPolicy::Delete);
         assert_eq!(
             args.default_token_grace,
             crate::controller::default_token::DEFAULT_GRACE

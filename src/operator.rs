@@ -15,6 +15,7 @@ use crate::altostrat::{
 };
 use crate::config::RunArgs;
 use crate::controller::conditions::{self, ConditionedStatus, HasStatus};
+use crate::controller::credentials::{CredentialsSettings, Observers, SharedCredentials};
 use crate::controller::record::Records;
 use crate::controller::{self, ControllerDeps, DefaultToken, Settings, WatchScope};
 use crate::crd::{VpnInstance, VpnPeer};
@@ -125,7 +126,7 @@ fn budget_config(args: &RunArgs) -> Result<BudgetConfig, BoxError> {
 /// scope, so the per-token budget holds across them. Its answers judge the default token.
 fn build_api(
     args: &RunArgs,
-    (metrics, default_token): (&Arc<Metrics>, &Arc<DefaultToken>),
+    (metrics, default_token, shared): (&Arc<Metrics>, &Arc<DefaultToken>, &Arc<SharedCredentials>),
     request_timeout: std::time::Duration,
     gate: Arc<LeaderGate>,
     budget: Arc<Budget>,
@@ -139,7 +140,10 @@ fn build_api(
     Ok(Arc::new(
         Resilient::new(http, budget, RetryPolicy::default(), metrics.clone())
             .fenced_by(gate)
-            .reporting_tokens_to(default_token.clone()),
+            .reporting_tokens_to(Arc::new(Observers(vec![
+                default_token.clone(),
+                shared.judge.clone(),
+            ]))),
     ))
 }
 
@@ -338,7 +342,7 @@ fn controller_deps(
     args: &RunArgs,
     client: kube::Client,
     api: Arc<Api>,
-    default_token: Arc<DefaultToken>,
+    (default_token, shared): (Arc<DefaultToken>, Arc<SharedCredentials>),
     (metrics, health): (Arc<Metrics>, &Health),
     (identity, budget): (String, BudgetConfig),
 ) -> ControllerDeps<Api> {
@@ -347,6 +351,7 @@ fn controller_deps(
         api,
         observations: Arc::default(),
         default_token,
+        shared,
         metrics,
         running: health.reconciles.clone(),
         settings: Settings {
@@ -357,6 +362,7 @@ fn controller_deps(
             peer_concurrency: args.peer_concurrency,
             label_selector: args.label_selector.clone(),
             installation: installation(args),
+            default_deletion_policy: args.default_deletion_policy,
             ..Settings::default()
         },
         reporter: Reporter {
@@ -435,6 +441,7 @@ struct Parts {
     budget: Arc<Budget>,
     budget_settings: BudgetConfig,
     api: Arc<Api>,
+    shared: Arc<SharedCredentials>,
 }
 
 fn parts(args: &RunArgs, default_token: &Arc<DefaultToken>) -> Result<Parts, BoxError> {
@@ -449,9 +456,15 @@ fn parts(args: &RunArgs, default_token: &Arc<DefaultToken>) -> Result<Parts, Box
     let gate = gate_for(timing.as_ref());
     let budget_settings = budget_config(args)?;
     let budget = Arc::new(Budget::new(budget_settings.clone()));
+    let shared = Arc::new(SharedCredentials::new(CredentialsSettings {
+        namespace: args.pod_namespace.clone().unwrap_or_else(|| "default".into()),
+        grace: args.default_token_grace,
+        check_interval: args.credentials_check_interval,
+        default_rate: args.api_rate_limit,
+    }));
     let api = build_api(
         args,
-        (&metrics, default_token),
+        (&metrics, default_token, &shared),
         request_timeout,
         gate.clone(),
         budget.clone(),
@@ -465,6 +478,7 @@ fn parts(args: &RunArgs, default_token: &Arc<DefaultToken>) -> Result<Parts, Box
         budget,
         budget_settings,
         api,
+        shared,
     })
 }
 
@@ -556,9 +570,22 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     };
     let observed = (metrics.clone(), &*health);
     let named = (identity, parts.budget_settings);
-    let deps = controller_deps(&args, client, parts.api, default_token, observed, named);
+    let tokens = (default_token, parts.shared.clone());
+    let credentials =
+        controller::credentials::run(client.clone(), parts.api.clone(), parts.shared, shutdown.clone());
+    let deps = controller_deps(&args, client, parts.api, tokens, observed, named);
     let (stop_tx, stop) = stoppable(shutdown);
-    let controllers = run_scopes(deps, scopes, stop, stores, health.clone());
+    let controllers = futures::future::join(
+        run_scopes(deps, scopes, stop.clone(), stores, health.clone()),
+        // Stopped with the scopes: `stop` also ends it when leadership is lost.
+        async move {
+            tokio::select! {
+                _ = credentials => {},
+                _ = stop => {},
+            }
+        },
+    )
+    .map(|_| ());
     let lost = until_stopped_or_lost(controllers, lost_leadership, stop_tx, (&health, &metrics)).await;
     judge.abort();
     stop_leading(sweeper, elector.as_ref(), lost, (&health, &metrics)).await;

@@ -47,6 +47,14 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const API_ERROR: &str = "ApiError";
     pub const CREDENTIALS_ERROR: &str = "CredentialsError";
+    /// A VpnCredentials' token: accepted by Altostrat (or refused within a rotation's grace).
+    pub const TOKEN_ACCEPTED: &str = "TokenAccepted";
+    /// A VpnCredentials' token no answer has judged yet.
+    pub const TOKEN_CHECKING: &str = "TokenChecking";
+    /// A VpnCredentials' token refused and never accepted, within the grace.
+    pub const TOKEN_REFUSED: &str = "TokenRefused";
+    /// A VpnCredentials' token refused for longer than the grace.
+    pub const TOKEN_REJECTED: &str = "TokenRejected";
     pub const DELETING: &str = "Deleting";
     pub const WAITING_FOR_INSTANCE: &str = "WaitingForInstance";
     pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";

@@ -9,6 +9,7 @@ use kube::{Api, Client};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+use super::credentials::{SharedCredentials, Source, Wanted, resolve};
 use super::default_token::DefaultToken;
 use super::error::{Error, FailureCounts, Result};
 use super::observation::{Look, Observations};
@@ -17,7 +18,8 @@ use super::record::Records;
 use crate::altostrat::model::region_codes;
 use crate::altostrat::{ApiToken, BudgetConfig, Urgency, VpnApi};
 use crate::crd::{
-    CREDENTIALS_LABEL, SECRET_RATE_KEY, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer,
+    CREDENTIALS_LABEL, DeletionPolicy, SECRET_RATE_KEY, SECRET_TOKEN_KEY, SecretReference, VpnInstance,
+    VpnPeer,
 };
 use crate::metrics::Metrics;
 use crate::server::InFlight;
@@ -40,6 +42,9 @@ pub struct Settings {
     pub region_cache_ttl: Duration,
     /// The name of this operator installation in ownership records (`--installation`).
     pub installation: String,
+    /// The deletion policy of a resource that leaves its own unset, uses no VpnCredentials
+    /// that sets one, and created its object (`--default-deletion-policy`).
+    pub default_deletion_policy: DeletionPolicy,
 }
 
 impl Default for Settings {
@@ -53,6 +58,7 @@ impl Default for Settings {
             label_selector: None,
             region_cache_ttl: Duration::from_secs(600),
             installation: "default".into(),
+            default_deletion_policy: DeletionPolicy::Delete,
         }
     }
 }
@@ -72,6 +78,8 @@ pub struct Context<A> {
     /// What Altostrat holds, observed by list and shared with every other scope.
     pub observations: Arc<Observations>,
     pub default_token: Arc<DefaultToken>,
+    /// The VpnCredentials, their judge and users, shared by every scope.
+    pub shared: Arc<SharedCredentials>,
     pub recorder: Recorder,
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
@@ -96,7 +104,7 @@ impl<A: VpnApi> Context<A> {
         client: Client,
         api: Arc<A>,
         observations: Arc<Observations>,
-        default_token: Arc<DefaultToken>,
+        (default_token, shared): (Arc<DefaultToken>, Arc<SharedCredentials>),
         reporter: Reporter,
         (metrics, running): (Arc<Metrics>, Arc<InFlight>),
         settings: Settings,
@@ -110,6 +118,7 @@ impl<A: VpnApi> Context<A> {
             api,
             observations,
             default_token,
+            shared,
             reporter,
             metrics,
             running,
@@ -122,16 +131,40 @@ impl<A: VpnApi> Context<A> {
         }
     }
 
-    /// Reads the token for a resource: its own Secret if it names one (always in the
-    /// resource's namespace, so a resource can never borrow another namespace's credentials;
-    /// the Secret is kept while in use, see `secret_guard`), otherwise the operator's token.
-    pub async fn token(&self, namespace: &str, secret_ref: Option<&SecretReference>) -> Result<ApiToken> {
-        let Some(secret_ref) = secret_ref else {
-            return self
+    /// Where the credentials of a resource in `namespace` that names `wanted` come from (see
+    /// [`resolve`]); reads the namespace's labels only when a grant or a default is judged.
+    pub async fn credentials_source(&self, namespace: &str, wanted: &Wanted) -> Result<Source> {
+        let all = self.shared.all();
+        let labels = if wanted.needs_labels(&all) {
+            super::namespaces::labels(&self.client, namespace)
+                .await?
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        resolve::resolve(wanted, namespace, &labels, &all).map_err(Error::Credentials)
+    }
+
+    /// The token of a resource in `namespace` whose credentials come from `source`.
+    pub async fn token(&self, namespace: &str, source: &Source) -> Result<ApiToken> {
+        match source {
+            Source::OwnSecret(secret_ref) => self.own_secret_token(namespace, secret_ref).await,
+            Source::Shared(name) => self.shared.token_of(&self.client, name).await,
+            Source::Operator => self
                 .default_token
                 .for_namespace(namespace)
-                .map_err(Error::Credentials);
-        };
+                .map_err(Error::Credentials),
+        }
+    }
+
+    /// The deletion policy of a resource that leaves its own unset and created its object.
+    pub fn created_default(&self, source: Option<&Source>) -> DeletionPolicy {
+        resolve::created_default(source, &self.shared.all(), self.settings.default_deletion_policy)
+    }
+
+    /// Reads a resource's own Secret (always in the resource's namespace, so a resource can
+    /// never borrow another namespace's Secret; it is kept while in use, see `secret_guard`).
+    async fn own_secret_token(&self, namespace: &str, secret_ref: &SecretReference) -> Result<ApiToken> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let secret = secrets
             .get_opt(&secret_ref.name)
@@ -227,7 +260,7 @@ impl<A> Context<A> {
 }
 
 /// Whether the Secret opted in to being used as credentials.
-fn marked_as_credentials(secret: &Secret) -> bool {
+pub(crate) fn marked_as_credentials(secret: &Secret) -> bool {
     secret
         .metadata
         .labels
@@ -237,7 +270,7 @@ fn marked_as_credentials(secret: &Secret) -> bool {
 }
 
 /// The value of `key` in a Secret, from `data` or `stringData`.
-fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     let from_data = secret
         .data
         .as_ref()
@@ -256,7 +289,7 @@ fn token_in(secret: &Secret) -> Option<ApiToken> {
 
 /// The optional rate of a credentials Secret; `Err` with the value when it is not a number
 /// from 2 up.
-fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, String> {
+pub(crate) fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, String> {
     let Some(value) = secret_value(secret, SECRET_RATE_KEY) else {
         return Ok(None);
     };

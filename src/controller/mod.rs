@@ -12,6 +12,7 @@ pub(crate) mod approval;
 mod cleanup;
 pub mod conditions;
 pub mod context;
+pub mod credentials;
 pub mod default_token;
 pub mod error;
 pub mod events;

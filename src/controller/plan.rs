@@ -338,6 +338,7 @@ mod tests {
             }],
             deletion_policy: Some(DeletionPolicy::Delete),
             credentials_secret_ref: None,
+            credentials_ref: None,
             instance_id: None,
             management_policy: Default::default(),
         }

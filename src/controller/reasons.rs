@@ -12,6 +12,8 @@ pub enum Kinds {
     Both,
     Instance,
     Peer,
+    /// `VpnCredentials` only.
+    Credentials,
 }
 
 /// One row of the table: a condition with its status and reason.
@@ -51,7 +53,7 @@ const fn row(
     }
 }
 
-use Kinds::{Both, Instance, Peer};
+use Kinds::{Both, Credentials, Instance, Peer};
 
 const WAIT: &str = "nothing: it resolves by itself";
 /// Whether a row stalls the resource (`Row::stalled`).
@@ -137,8 +139,44 @@ pub const ROWS: &[Row] = &[
         Both,
         STALLS,
         (
-            "the credentials Secret is missing, unlabelled or not allowed here, or Altostrat answered 401/403",
-            "fix the Secret or the token (see the message)",
+            "the credentials Secret is missing, unlabelled or not allowed here, or Altostrat answered 401/403; a VpnCredentials that is not granted to the namespace, or two defaults for it (named in the message); on a VpnCredentials: its Secret is missing, unlabelled or has no token",
+            "fix the Secret or the token, or the grant (see the message)",
+        ),
+    ),
+    row(
+        (READY, true, reason::TOKEN_ACCEPTED),
+        Credentials,
+        GOES_ON,
+        (
+            "Altostrat accepts the token (or has refused it only within the grace for a rotation)",
+            "–",
+        ),
+    ),
+    row(
+        (READY, false, reason::TOKEN_CHECKING),
+        Credentials,
+        GOES_ON,
+        (
+            "no answer has judged the token yet: a check call is on its way",
+            WAIT,
+        ),
+    ),
+    row(
+        (READY, false, reason::TOKEN_REFUSED),
+        Credentials,
+        GOES_ON,
+        (
+            "Altostrat refused a token it never accepted; a rotation may still bring a good one within the grace",
+            "put a valid token into the Secret",
+        ),
+    ),
+    row(
+        (READY, false, reason::TOKEN_REJECTED),
+        Credentials,
+        STALLS,
+        (
+            "Altostrat has refused the token for longer than the rotation grace (revoked or wrong)",
+            "put a valid token into the Secret: it is read again without a restart",
         ),
     ),
     row(
@@ -461,6 +499,7 @@ pub fn markdown() -> String {
             Both => "both",
             Instance => "VpnInstance",
             Peer => "VpnPeer",
+            Credentials => "VpnCredentials",
         };
         let status = if r.status { "True" } else { "False" };
         let stalled = if r.stalled { "True" } else { "–" };

@@ -99,13 +99,18 @@ impl Holding {
         self.mine().filter(|r| r.role == role)
     }
 
-    /// The deletion policy in force: the spec's if set; otherwise `Delete` for an object the
-    /// resource created and `Orphan` for one it adopted (what it did not create, it does not
-    /// delete unless told to). Without a record nothing is deleted anyway.
-    pub fn deletion_policy(&self, spec: Option<DeletionPolicy>) -> DeletionPolicy {
+    /// The deletion policy in force: the spec's if set; otherwise `Orphan` for an object the
+    /// resource adopted (what it did not create, it does not delete unless told to) and
+    /// `created_default` (the credentials' or the operator's default) for one it created.
+    /// Without a record nothing is deleted anyway.
+    pub fn deletion_policy(
+        &self,
+        spec: Option<DeletionPolicy>,
+        created_default: DeletionPolicy,
+    ) -> DeletionPolicy {
         spec.unwrap_or(match self.mine().map(|r| r.origin) {
             Some(RecordOrigin::Adopted) => DeletionPolicy::Orphan,
-            _ => DeletionPolicy::Delete,
+            _ => created_default,
         })
     }
 

@@ -673,7 +673,10 @@ impl Harness {
             kube.client(),
             altostrat.client.clone(),
             Arc::default(),
-            Arc::new(super::default_token::DefaultToken::fixed(ApiToken::new(TOKEN))),
+            (
+                Arc::new(super::default_token::DefaultToken::fixed(ApiToken::new(TOKEN))),
+                Arc::default(),
+            ),
             reporter,
             (Arc::new(Metrics::register(&mut registry)), Arc::default()),
             Settings::default(),

@@ -47,6 +47,8 @@ pub struct ControllerDeps<A> {
     pub api: Arc<A>,
     pub observations: Arc<Observations>,
     pub default_token: Arc<DefaultToken>,
+    /// The VpnCredentials: filled by `credentials::run`, which runs once per process.
+    pub shared: Arc<super::credentials::SharedCredentials>,
     pub metrics: Arc<Metrics>,
     /// The reconciles running now, shared with `/healthz`.
     pub running: Arc<crate::server::InFlight>,
@@ -61,6 +63,7 @@ impl<A> Clone for ControllerDeps<A> {
             api: self.api.clone(),
             observations: self.observations.clone(),
             default_token: self.default_token.clone(),
+            shared: self.shared.clone(),
             metrics: self.metrics.clone(),
             running: self.running.clone(),
             settings: self.settings.clone(),
@@ -429,7 +432,7 @@ pub async fn run<A: VpnApi>(
         deps.client,
         deps.api,
         deps.observations,
-        deps.default_token,
+        (deps.default_token, deps.shared),
         deps.reporter,
         (deps.metrics, deps.running),
         deps.settings,

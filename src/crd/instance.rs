@@ -8,7 +8,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ApprovedPlan, DeletionPolicy, ManagementPolicy, PlannedCall, SecretReference};
+use super::{
+    ApprovedPlan, CredentialsReference, DeletionPolicy, ManagementPolicy, PlannedCall, SecretReference,
+};
 
 /// Desired state of an Altostrat managed VPN instance (a cloud VPN hub).
 ///
@@ -157,6 +159,14 @@ pub struct VpnInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
 
+    /// A cluster-scoped VpnCredentials to use for this instance and its peers, when
+    /// `credentialsSecretRef` is not set. Its `allowedNamespaces` must select this namespace,
+    /// or the instance fails with `CredentialsError` naming the missing grant. Without either,
+    /// the VpnCredentials whose `defaultFor` selects this namespace is used, else the
+    /// operator's own token (where `DEFAULT_TOKEN_NAMESPACES` allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<CredentialsReference>,
+
     /// Adopt an existing Altostrat instance by its id (a UUID) instead of creating one (with
     /// `managementPolicy: ObserveOnly`: observe it). The hub's `hostname` must match, and no
     /// other resource may hold it. Cannot be changed or removed once set.
@@ -201,8 +211,9 @@ pub struct VpnInstanceStatus {
     /// The managementPolicy this status was written under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_policy: Option<ManagementPolicy>,
-    /// The deletionPolicy in force: `spec.deletionPolicy` if set, else `Delete` for a hub this
-    /// resource created and `Orphan` for one it adopted.
+    /// The deletionPolicy in force: `spec.deletionPolicy` if set; else `Orphan` for a hub this
+    /// resource adopted, and for one it created the default of its VpnCredentials, else the
+    /// operator's `--default-deletion-policy` (`Delete` unless configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
     /// Fully qualified public name of the hub.

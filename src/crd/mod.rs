@@ -4,10 +4,12 @@
 //! Field doc comments become the OpenAPI descriptions shown by `kubectl explain`.
 
 pub mod cidr;
+mod credentials;
 mod instance;
 mod peer;
 mod record;
 
+pub use credentials::{CredentialsSecretReference, VpnCredentials, VpnCredentialsSpec, VpnCredentialsStatus};
 pub use instance::{
     DnsRecord, DnsRecordKind, FirewallRuleStatus, VpnInstance, VpnInstanceSpec, VpnInstanceStatus,
 };
@@ -134,6 +136,14 @@ pub struct SecretReference {
     pub name: String,
 }
 
+/// Reference to a cluster-scoped VpnCredentials.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CredentialsReference {
+    /// Name of the VpnCredentials.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
 /// Key inside a credentials Secret that holds the Altostrat API token.
 pub const SECRET_TOKEN_KEY: &str = "token";
 /// Optional key of a credentials Secret: the requests per minute this operator may spend with
@@ -142,7 +152,12 @@ pub const SECRET_RATE_KEY: &str = "requestsPerMinute";
 
 /// Every CRD the operator serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![OwnershipRecord::crd(), VpnInstance::crd(), VpnPeer::crd()]
+    vec![
+        OwnershipRecord::crd(),
+        VpnCredentials::crd(),
+        VpnInstance::crd(),
+        VpnPeer::crd(),
+    ]
 }
 
 /// The committed file name of a CRD: `<plural>.<group>.yaml`.

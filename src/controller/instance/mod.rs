@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::conditions::{self, ConditionState, READY, SYNCED, reason};
 use super::context::{Context, DRIFT_REUSE};
+use super::credentials::Wanted;
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::lifecycle::decide::{Candidate, Kind, Remote};
@@ -28,11 +29,19 @@ use super::{plan, planned};
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{
-    DeletionPolicy, Holder, ManagementPolicy, OwnershipRecordSpec, PlannedCall, SecretReference, VpnInstance,
-    VpnInstanceSpec, VpnInstanceStatus, cidr,
+    DeletionPolicy, Holder, ManagementPolicy, OwnershipRecordSpec, PlannedCall, VpnInstance, VpnInstanceSpec,
+    VpnInstanceStatus, cidr,
 };
 pub(crate) use status::{desired_conditions, observed_status};
 use status::{missing_conditions, next_look, recorded_conditions, time_in_state, withheld_status};
+
+/// What an instance names for its credentials (its peers name the same).
+pub(crate) fn wanted_by(instance: &VpnInstance) -> Wanted {
+    Wanted {
+        secret: instance.spec.credentials_secret_ref.clone(),
+        named: instance.spec.credentials_ref.as_ref().map(|r| r.name.clone()),
+    }
+}
 
 /// Re-check interval while the instance waits for its VpnPeers to be deleted.
 const PEER_DRAIN_POLL: Duration = Duration::from_secs(5);
@@ -118,8 +127,8 @@ impl Managed for VpnInstance {
         Ok(None)
     }
 
-    fn credentials(&self, _: &Context<impl Sized>) -> Option<SecretReference> {
-        self.spec.credentials_secret_ref.clone()
+    fn credentials(&self, _: &Context<impl Sized>) -> Wanted {
+        wanted_by(self)
     }
     async fn parent<A: VpnApi>(&self, _: &Context<A>) -> Result<std::result::Result<String, ConditionState>> {
         Ok(Ok(String::new()))

@@ -29,6 +29,7 @@ use super::approval::Approval;
 use super::cleanup::{CleanupObserved, CleanupStep, DeleteAnswer, decide_cleanup};
 use super::conditions::{ConditionState, ConditionedStatus, HasStatus};
 use super::context::Context;
+use super::credentials::{Source, Wanted};
 use super::error::{Error, Result};
 use super::events::reason as event;
 use super::finalizer::{FinalizerState, has_finalizer};
@@ -38,7 +39,7 @@ use super::policy::Gate;
 use super::record::Holding;
 use crate::altostrat::model::Identified;
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
-use crate::crd::{DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, RecordRole, SecretReference};
+use crate::crd::{DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, RecordOrigin, RecordRole};
 use decide::{Candidate, Kind, Observed, Remote, Step, decide};
 use record::Recorded;
 
@@ -84,8 +85,8 @@ pub(crate) trait Managed:
     ) -> impl Future<Output = Result<Option<String>>> + Send;
 
     // --- what the object depends on
-    /// The credentials Secret the token comes from.
-    fn credentials(&self, ctx: &Context<impl Sized>) -> Option<SecretReference>;
+    /// What the resource names for its credentials (a peer: what its instance names).
+    fn credentials(&self, ctx: &Context<impl Sized>) -> Wanted;
     /// The instance the object lives on (`""` for an instance itself), or why the resource waits for it.
     fn parent<A: VpnApi>(
         &self,
@@ -234,20 +235,37 @@ pub(crate) struct Conn<'a, K, A> {
     pub ctx: &'a Context<A>,
     /// The instance the object lives on (`""` for an instance itself).
     pub parent: String,
-    secret: Option<SecretReference>,
+    wanted: Wanted,
+    source: Option<Source>,
     token: Option<ApiToken>,
 }
 
 impl<'a, K: Managed, A: VpnApi> Conn<'a, K, A> {
     fn new(obj: &'a K, ctx: &'a Context<A>, parent: String) -> Self {
-        let secret = obj.credentials(ctx);
+        let wanted = obj.credentials(ctx);
         Self {
             obj,
             ctx,
             parent,
-            secret,
+            wanted,
+            source: None,
             token: None,
         }
+    }
+
+    /// Where the token comes from, resolved on first use (and the resource noted as a user
+    /// of the VpnCredentials it resolved to).
+    pub async fn source(&mut self) -> Result<Source> {
+        if let Some(source) = &self.source {
+            return Ok(source.clone());
+        }
+        let namespace = self.obj.namespace().unwrap_or_default();
+        let uid = self.obj.meta().uid.clone().unwrap_or_default();
+        let source = self.ctx.credentials_source(&namespace, &self.wanted).await;
+        self.ctx.shared.note_user(&uid, source.as_ref().ok());
+        let source = source?;
+        self.source = Some(source.clone());
+        Ok(source)
     }
 
     pub async fn token(&mut self) -> Result<ApiToken> {
@@ -255,9 +273,23 @@ impl<'a, K: Managed, A: VpnApi> Conn<'a, K, A> {
             return Ok(token.clone());
         }
         let namespace = self.obj.namespace().unwrap_or_default();
-        let token = self.ctx.token(&namespace, self.secret.as_ref()).await?;
+        let source = self.source().await?;
+        let token = self.ctx.token(&namespace, &source).await?;
         self.token = Some(token.clone());
         Ok(token)
+    }
+
+    /// The deletion policy in force: the spec's, else by the record's origin, with the
+    /// default for a created object from the credentials (a resource whose credentials cannot
+    /// be resolved gets the operator's default: it cannot delete anything then anyway).
+    pub async fn deletion_policy(&mut self, holding: &Holding) -> DeletionPolicy {
+        let spec = self.obj.deletion_policy();
+        let created = holding.mine().map(|r| r.origin) == Some(RecordOrigin::Created);
+        if spec.is_some() || !created {
+            return holding.deletion_policy(spec, self.ctx.settings.default_deletion_policy);
+        }
+        let source = self.source().await.ok();
+        holding.deletion_policy(spec, self.ctx.created_default(source.as_ref()))
     }
 }
 
@@ -270,9 +302,8 @@ async fn converge<K: Managed, A: VpnApi>(
     let parent = obj.parent(ctx).await?;
     let mut conn = Conn::new(obj, ctx, parent.clone().unwrap_or_default());
     let mut own = Recorded::look(obj, ctx).await?;
-    handle
-        .status
-        .set_deletion_policy(own.holding().deletion_policy(obj.deletion_policy()));
+    let policy = conn.deletion_policy(own.holding()).await;
+    handle.status.set_deletion_policy(policy);
     let mut observed = first_look(obj, parent, own.holding());
     observed.held_elsewhere = own.held_elsewhere(obj, ctx).await?;
     let started = Instant::now();
@@ -362,7 +393,7 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
                 let obj = self.conn.obj;
                 let parent = self.conn.parent.clone();
                 self.observed.held_elsewhere = self.own.own(obj, ctx, (&parent, &id), role).await?;
-                let policy = self.own.holding().deletion_policy(obj.deletion_policy());
+                let policy = self.conn.deletion_policy(self.own.holding()).await;
                 self.handle.status.set_deletion_policy(policy);
                 self.refresh();
             }
@@ -569,9 +600,11 @@ async fn cleanup<K: Managed, A: VpnApi>(obj: &K, ctx: &Context<A>, handle: &mut 
     let own = Recorded::look(obj, ctx).await?;
     let managed = own.holding().mine_as(RecordRole::Manage);
     let parent = managed.and_then(K::record_parent).unwrap_or_default().to_owned();
+    let mut conn = Conn::new(obj, ctx, parent);
+    let policy = conn.deletion_policy(own.holding()).await;
     let mut deletion = Deletion {
-        observed: cleanup_look(obj, &own),
-        conn: Conn::new(obj, ctx, parent),
+        observed: cleanup_look(obj, &own, policy),
+        conn,
         own: Some(own),
         successor: None,
         dependents: Vec::new(),
@@ -589,12 +622,12 @@ async fn cleanup<K: Managed, A: VpnApi>(obj: &K, ctx: &Context<A>, handle: &mut 
 
 /// What a deletion knows before it looks at Altostrat (the object's id and instance as the record
 /// holds them: status proves nothing).
-fn cleanup_look<K: Managed>(obj: &K, own: &Recorded) -> CleanupObserved {
+fn cleanup_look<K: Managed>(obj: &K, own: &Recorded, policy: DeletionPolicy) -> CleanupObserved {
     let managed = own.holding().mine_as(RecordRole::Manage);
     CleanupObserved {
         has_finalizer: has_finalizer(obj),
         management: obj.management_policy(),
-        policy: own.holding().deletion_policy(obj.deletion_policy()),
+        policy,
         may_exist: managed.and_then(K::record_parent).is_some(),
         dependents: None,
         handed_over_to: None,

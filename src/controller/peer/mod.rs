@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::conditions::{self, ConditionState, reason};
 use super::context::{Context, DRIFT_REUSE};
+use super::credentials::Wanted;
 use super::error::Result;
 use super::events::reason as event;
 use super::lifecycle::decide::{Candidate, Kind, Remote};
@@ -28,8 +29,8 @@ use super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{
-    DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, SecretReference, VpnInstance, VpnPeer,
-    VpnPeerSpec, VpnPeerStatus, cidr,
+    DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, VpnInstance, VpnPeer, VpnPeerSpec,
+    VpnPeerStatus, cidr,
 };
 use status::{
     attached, observed_status, ready_conditions, usable_instance_id, waiting_conditions, withheld_status,
@@ -119,8 +120,9 @@ impl Managed for VpnPeer {
     }
 
     /// The token of the instance's resource.
-    fn credentials(&self, ctx: &Context<impl Sized>) -> Option<SecretReference> {
-        referenced_instance(self, ctx).and_then(|i| i.spec.credentials_secret_ref.clone())
+    fn credentials(&self, ctx: &Context<impl Sized>) -> Wanted {
+        referenced_instance(self, ctx)
+            .map_or_else(Wanted::default, |i| crate::controller::instance::wanted_by(&i))
     }
     /// The Altostrat instance the peer may use: the instance its instance resource manages, provisioned, and
     /// held by that resource's record (read now); otherwise why the peer waits.

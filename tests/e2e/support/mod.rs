@@ -156,6 +156,10 @@ pub struct OperatorOptions {
     pub token: Option<&'static str>,
     /// The installation named in the ownership records it writes.
     pub installation: &'static str,
+    /// Runs the VpnCredentials controller with these settings (it is cluster-scoped: only the
+    /// tests of shared credentials run it, with names of their own).
+    pub credentials: Option<controller::credentials::CredentialsSettings>,
+    pub default_deletion_policy: altostrat_vpn_operator::crd::DeletionPolicy,
 }
 
 impl Default for OperatorOptions {
@@ -165,6 +169,8 @@ impl Default for OperatorOptions {
             rate_limit_per_minute: 60_000,
             token: Some(TOKEN),
             installation: "e2e/altostrat-vpn-operator",
+            credentials: None,
+            default_deletion_policy: Default::default(),
         }
     }
 }
@@ -210,16 +216,25 @@ pub fn start_operator_scoped(
         base_delay: Duration::from_millis(50),
         ..RetryPolicy::default()
     };
-    let api = Arc::new(Resilient::new(http, budget, policy, metrics.clone()));
+    let default_token = Arc::new(
+        options
+            .token
+            .map_or_else(DefaultToken::none, |t| DefaultToken::fixed(ApiToken::new(t))),
+    );
+    let credentials = Arc::new(controller::credentials::SharedCredentials::new(
+        options.credentials.clone().unwrap_or_default(),
+    ));
+    let observers =
+        controller::credentials::Observers(vec![default_token.clone(), credentials.judge.clone()]);
+    let api = Arc::new(
+        Resilient::new(http, budget, policy, metrics.clone()).reporting_tokens_to(Arc::new(observers)),
+    );
     let shared = controller::ControllerDeps {
         client: client.clone(),
-        api,
+        api: api.clone(),
         observations: Arc::default(),
-        default_token: Arc::new(
-            options
-                .token
-                .map_or_else(DefaultToken::none, |t| DefaultToken::fixed(ApiToken::new(t))),
-        ),
+        default_token,
+        shared: credentials.clone(),
         metrics: metrics.clone(),
         running: Arc::default(),
         settings: Settings {
@@ -228,6 +243,7 @@ pub fn start_operator_scoped(
             budget: budget_config,
             label_selector,
             installation: options.installation.to_owned(),
+            default_deletion_policy: options.default_deletion_policy,
             ..Settings::default()
         },
         reporter: Reporter {
@@ -240,7 +256,18 @@ pub fn start_operator_scoped(
         let _ = stop_rx.await;
     })
         as std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>);
-    let handle = tokio::spawn(controller::run(shared, scope, shutdown, |_, _| {}));
+    let judging = options
+        .credentials
+        .is_some()
+        .then(|| controller::credentials::run(client.clone(), api, credentials, shutdown.clone()));
+    let controllers = controller::run(shared, scope, shutdown, |_, _| {});
+    let handle = tokio::spawn(async move {
+        futures::join!(controllers, async move {
+            if let Some(judging) = judging {
+                judging.await;
+            }
+        });
+    });
     Operator {
         stop: Some(stop_tx),
         handle: Some(handle),

@@ -109,7 +109,7 @@ and renders, and the pod then waits in ContainerCreating with a FailedMount even
 {{- define "avo.crdRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  resourceNames: ["ownershiprecords.vpn.altostrat.io", "vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]
+  resourceNames: ["ownershiprecords.vpn.altostrat.io", "vpncredentials.vpn.altostrat.io", "vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"]
   verbs: ["get"]
 # Ownership records are cluster-scoped, so even a namespace-scoped install needs them
 # cluster-wide: every installation must see every record to never take another's object.
@@ -120,4 +120,11 @@ and renders, and the pod then waits in ContainerCreating with a FailedMount even
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
+# Shared credentials (cluster-scoped): read, and their health written to status.
+- apiGroups: ["vpn.altostrat.io"]
+  resources: ["vpncredentials"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["vpn.altostrat.io"]
+  resources: ["vpncredentials/status"]
+  verbs: ["get", "patch", "update"]
 {{- end -}}
