@@ -570,7 +570,7 @@ fn parse_table(text: &str) -> Result<BTreeMap<String, String>, String> {
 /// The `kstatus-check` binary: `KSTATUS_CHECK` (`scripts/test.sh` sets it; it must exist), else
 /// where `scripts/dev-tools.sh` caches it. `None`, and the test skipped with a note, when it is
 /// not built (against an existing cluster, Go is not required).
-fn kstatus_check() -> Option<PathBuf> {
+pub(crate) fn kstatus_check() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("KSTATUS_CHECK") {
         let path = PathBuf::from(path);
         assert!(

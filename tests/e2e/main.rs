@@ -11,6 +11,7 @@
 mod support;
 
 mod crd_upgrade;
+mod credentials;
 mod fencing;
 mod fidelity;
 mod flux;
