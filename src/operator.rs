@@ -338,6 +338,20 @@ async fn run_scopes(
     .await;
 }
 
+/// The controllers of every scope, and the one VpnCredentials controller of the process, until
+/// `stop` (which also ends them when leadership is lost).
+async fn run_controllers(
+    deps: ControllerDeps<Api>,
+    scopes: Vec<WatchScope>,
+    stop: Shutdown,
+    stores: ScopeStores,
+    health: Arc<Health>,
+) {
+    let (client, api, shared) = (deps.client.clone(), deps.api.clone(), deps.shared.clone());
+    let credentials = controller::credentials::run(client, api, shared, stop.clone());
+    futures::join!(run_scopes(deps, scopes, stop, stores, health), credentials);
+}
+
 fn controller_deps(
     args: &RunArgs,
     client: kube::Client,
@@ -570,22 +584,10 @@ pub async fn run(args: RunArgs) -> Result<(), BoxError> {
     };
     let observed = (metrics.clone(), &*health);
     let named = (identity, parts.budget_settings);
-    let tokens = (default_token, parts.shared.clone());
-    let credentials =
-        controller::credentials::run(client.clone(), parts.api.clone(), parts.shared, shutdown.clone());
+    let tokens = (default_token, parts.shared);
     let deps = controller_deps(&args, client, parts.api, tokens, observed, named);
     let (stop_tx, stop) = stoppable(shutdown);
-    let controllers = futures::future::join(
-        run_scopes(deps, scopes, stop.clone(), stores, health.clone()),
-        // Stopped with the scopes: `stop` also ends it when leadership is lost.
-        async move {
-            tokio::select! {
-                _ = credentials => {},
-                _ = stop => {},
-            }
-        },
-    )
-    .map(|_| ());
+    let controllers = run_controllers(deps, scopes, stop, stores, health.clone());
     let lost = until_stopped_or_lost(controllers, lost_leadership, stop_tx, (&health, &metrics)).await;
     judge.abort();
     stop_leading(sweeper, elector.as_ref(), lost, (&health, &metrics)).await;
