@@ -9,7 +9,9 @@ use kube::{Api, Client};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::credentials::{SharedCredentials, Source, Wanted, resolve};
+use super::credentials::{
+    SharedCredentials, Source, Wanted, marked_as_credentials, rate_in, resolve, secret_value,
+};
 use super::default_token::DefaultToken;
 use super::error::{Error, FailureCounts, Result};
 use super::observation::{Look, Observations};
@@ -259,44 +261,11 @@ impl<A> Context<A> {
     }
 }
 
-/// Whether the Secret opted in to being used as credentials.
-pub(crate) fn marked_as_credentials(secret: &Secret) -> bool {
-    secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|labels| labels.get(CREDENTIALS_LABEL))
-        .is_some_and(|value| value == "true")
-}
-
-/// The value of `key` in a Secret, from `data` or `stringData`.
-pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
-    let from_data = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-    let from_string_data = || secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
-    from_data.or_else(from_string_data)
-}
-
 /// The non-empty `token` key of a credentials Secret.
 fn token_in(secret: &Secret) -> Option<ApiToken> {
     secret_value(secret, SECRET_TOKEN_KEY)
         .map(ApiToken::new)
         .filter(|t| !t.is_empty())
-}
-
-/// The optional rate of a credentials Secret; `Err` with the value when it is not a number
-/// from 2 up.
-pub(crate) fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, String> {
-    let Some(value) = secret_value(secret, SECRET_RATE_KEY) else {
-        return Ok(None);
-    };
-    match value.trim().parse::<u32>() {
-        Ok(rate) if rate >= 2 => Ok(Some(rate)),
-        _ => Err(value),
-    }
 }
 
 #[cfg(test)]

@@ -154,9 +154,9 @@ pub const SECRET_RATE_KEY: &str = "requestsPerMinute";
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         OwnershipRecord::crd(),
-        VpnCredentials::crd(),
         VpnInstance::crd(),
         VpnPeer::crd(),
+        VpnCredentials::crd(),
     ]
 }
 

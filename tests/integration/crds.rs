@@ -78,15 +78,18 @@ fn crds_carry_the_documented_names_and_validation() {
         [
             "ownershiprecords.vpn.altostrat.io",
             "vpninstances.vpn.altostrat.io",
-            "vpnpeers.vpn.altostrat.io"
+            "vpnpeers.vpn.altostrat.io",
+            "vpncredentials.vpn.altostrat.io"
         ]
     );
+    // Shared credentials are cluster-scoped and granted by namespace label.
+    assert_eq!(crds[3].spec.scope, "Cluster");
     // Ownership records are cluster-scoped (no tenant's namespace role reaches them), written
     // by the operator alone, and not in the `altostrat` category a tenant lists.
     let records = &crds[0].spec;
     assert_eq!(records.scope, "Cluster");
     assert_eq!(records.names.categories, None);
-    for c in &crds[1..] {
+    for c in &crds[1..3] {
         assert_eq!(c.spec.scope, "Namespaced");
         assert_eq!(
             c.spec.names.categories.as_deref(),

@@ -16,10 +16,9 @@ use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
-use super::context::{marked_as_credentials, rate_in, secret_value};
 use super::error::{Error, Result};
 use crate::altostrat::{ApiToken, VpnApi};
-use crate::crd::{CREDENTIALS_LABEL, VpnCredentials, VpnCredentialsSpec};
+use crate::crd::{CREDENTIALS_LABEL, SECRET_RATE_KEY, VpnCredentials, VpnCredentialsSpec};
 pub use judge::{Judge, Observers};
 pub use resolve::{Source, Wanted};
 
@@ -242,4 +241,37 @@ async fn check_if_unanswered<A: VpnApi>(ctx: &Ctx<A>, name: &str, token: &ApiTok
 fn error_policy<A>(obj: Arc<VpnCredentials>, error: &Error, _: Arc<Ctx<A>>) -> Action {
     tracing::debug!(credentials = %obj.name_any(), %error, "VpnCredentials reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// Whether the Secret opted in to being used as credentials.
+pub(crate) fn marked_as_credentials(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(CREDENTIALS_LABEL))
+        .is_some_and(|value| value == "true")
+}
+
+/// The value of `key` in a Secret, from `data` or `stringData`.
+pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let from_string_data = || secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
+    from_data.or_else(from_string_data)
+}
+
+/// The optional rate of a credentials Secret; `Err` with the value when it is not a number
+/// from 2 up.
+pub(crate) fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, String> {
+    let Some(value) = secret_value(secret, SECRET_RATE_KEY) else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u32>() {
+        Ok(rate) if rate >= 2 => Ok(Some(rate)),
+        _ => Err(value),
+    }
 }
