@@ -772,6 +772,8 @@ impl<K: Managed, A: VpnApi> Deletion<'_, K, A> {
         }
         let action = handle.release(obj).await?;
         if action == Action::await_change() {
+            let uid = obj.meta().uid.clone().unwrap_or_default();
+            ctx.shared.note_user(&uid, None);
             obj.released(ctx).await?;
         }
         Ok(action)
