@@ -35,6 +35,9 @@ pub enum Command {
     /// POST /_admin/peers/{id}/connected.
     #[cfg(feature = "simulator")]
     Simulate(crate::simulator::SimulateArgs),
+    /// Write manifests that adopt hubs and peers Altostrat already holds (read by list only):
+    /// applying them writes nothing there. See docs/import.md.
+    Import(crate::cli::import::ImportArgs),
     /// Ask the running operator's health endpoint, as the kubelet's exec probe does: prints
     /// its answer (so a failing readiness probe shows the reason in the pod's events) and exits
     /// non-zero unless it answered 200.

@@ -2,6 +2,7 @@
 //! reconciled against the Altostrat REST API.
 
 pub mod altostrat;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;

@@ -95,6 +95,7 @@ async fn main() -> ExitCode {
         Command::ConfigReference(args) => config_reference(&args),
         Command::ReasonReference(args) => reason_reference(&args),
         Command::Probe(args) => probe(&args).await,
+        Command::Import(args) => altostrat_vpn_operator::cli::import::run(&args).await,
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => {
             telemetry::init(LogFormat::Text);

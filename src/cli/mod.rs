@@ -1,0 +1,5 @@
+//! The commands people run by hand: `import` (manifests that adopt what Altostrat holds) and
+//! the kubectl plugin (`kubectl altostrat …`, the same binary under the name
+//! `kubectl-altostrat`).
+
+pub mod import;
