@@ -38,6 +38,9 @@ pub enum Command {
     /// Write manifests that adopt hubs and peers Altostrat already holds (read by list only):
     /// applying them writes nothing there. See docs/import.md.
     Import(crate::cli::import::ImportArgs),
+    /// The kubectl plugin's commands (`kubectl altostrat …` when this binary is on PATH as
+    /// `kubectl-altostrat`): status, plan, reconcile, pause, resume, approve, profile, import.
+    Kubectl(crate::cli::kubectl::PluginArgs),
     /// Ask the running operator's health endpoint, as the kubelet's exec probe does: prints
     /// its answer (so a failing readiness probe shows the reason in the pod's events) and exits
     /// non-zero unless it answered 200.

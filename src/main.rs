@@ -6,9 +6,9 @@ use altostrat_vpn_operator::config::{
     Cli, Command, ConfigReferenceArgs, CrdsArgs, ProbeArgs, ReasonReferenceArgs,
 };
 use altostrat_vpn_operator::controller::reasons;
+use altostrat_vpn_operator::{cli, crd, crd_chart, generated_docs, operator, telemetry};
 #[cfg(feature = "simulator")]
 use altostrat_vpn_operator::{config::LogFormat, simulator};
-use altostrat_vpn_operator::{crd, crd_chart, generated_docs, operator, telemetry};
 use clap::Parser;
 
 fn write_files(dir: &Path, files: &[(String, String)]) -> Result<(), operator::BoxError> {
@@ -87,15 +87,33 @@ async fn probe(args: &ProbeArgs) -> Result<(), operator::BoxError> {
     Ok(())
 }
 
+/// Under the name `kubectl-altostrat` (a symlink or copy on PATH), the binary is the kubectl
+/// plugin: `kubectl altostrat status` runs it with that argv[0].
+async fn plugin() -> ExitCode {
+    let plugin = cli::kubectl::Plugin::parse();
+    match cli::kubectl::run(plugin.args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubectl altostrat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if cli::kubectl::invoked_as_plugin(&argv0) {
+        return plugin().await;
+    }
+    let parsed = Cli::parse();
+    let result = match parsed.command {
         Command::Crds(args) => write_crds(&args),
         Command::ConfigReference(args) => config_reference(&args),
         Command::ReasonReference(args) => reason_reference(&args),
         Command::Probe(args) => probe(&args).await,
-        Command::Import(args) => altostrat_vpn_operator::cli::import::run(&args).await,
+        Command::Import(args) => cli::import::run(&args).await,
+        Command::Kubectl(args) => cli::kubectl::run(args).await,
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => {
             telemetry::init(LogFormat::Text);

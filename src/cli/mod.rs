@@ -3,3 +3,4 @@
 //! `kubectl-altostrat`).
 
 pub mod import;
+pub mod kubectl;
