@@ -99,19 +99,7 @@ pub fn peer_spec(
     instance_name: &str,
     adoption: &Adoption,
 ) -> Result<Imported<VpnPeerSpec>, String> {
-    let kind = match peer.peer_type {
-        PeerType::Client => PeerKind::Client,
-        PeerType::Site => PeerKind::Site,
-        PeerType::Unknown => return Err("its type is neither client nor site".into()),
-    };
-    let protocol = match peer.protocol {
-        Protocol::Wireguard => PeerProtocol::Wireguard,
-        Protocol::Openvpn if kind == PeerKind::Client => {
-            return Err("a client peer on openvpn (VpnPeer clients use wireguard)".into());
-        }
-        Protocol::Openvpn => PeerProtocol::Openvpn,
-        Protocol::Unknown => return Err("its protocol is neither wireguard nor openvpn".into()),
-    };
+    let (kind, protocol) = kind_and_protocol(peer)?;
     let mut losses = Vec::new();
     let (user_id, site_id, route_all, subnets) = match kind {
         PeerKind::Client => (
@@ -155,6 +143,24 @@ pub fn peer_spec(
         spec.management_policy = ManagementPolicy::ObserveOnly;
     }
     Ok(Imported { spec, losses })
+}
+
+/// The peer's type and protocol, if a `VpnPeer` can hold them.
+fn kind_and_protocol(peer: &Peer) -> Result<(PeerKind, PeerProtocol), String> {
+    let kind = match peer.peer_type {
+        PeerType::Client => PeerKind::Client,
+        PeerType::Site => PeerKind::Site,
+        PeerType::Unknown => return Err("its type is neither client nor site".into()),
+    };
+    let protocol = match peer.protocol {
+        Protocol::Wireguard => PeerProtocol::Wireguard,
+        Protocol::Openvpn if kind == PeerKind::Client => {
+            return Err("a client peer on openvpn (VpnPeer clients use wireguard)".into());
+        }
+        Protocol::Openvpn => PeerProtocol::Openvpn,
+        Protocol::Unknown => return Err("its protocol is neither wireguard nor openvpn".into()),
+    };
+    Ok((kind, protocol))
 }
 
 fn owner_id(field: &str, id: &Option<String>) -> Result<String, String> {
