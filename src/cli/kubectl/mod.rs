@@ -136,12 +136,8 @@ pub async fn run(args: PluginArgs) -> Result<(), BoxError> {
     match &args.command {
         PluginCommand::Import(import) => return crate::cli::import::run(import).await,
         PluginCommand::Completion { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Plugin::command(),
-                PLUGIN_BINARY,
-                &mut std::io::stdout(),
-            );
+            use std::io::Write;
+            std::io::stdout().write_all(&completion(*shell))?;
             return Ok(());
         }
         _ => {}
@@ -150,6 +146,14 @@ pub async fn run(args: PluginArgs) -> Result<(), BoxError> {
     let out = execute(&args.command, &client, &namespace).await?;
     print!("{out}");
     Ok(())
+}
+
+/// The completion script of `shell` for the command `kubectl-altostrat`.
+pub fn completion(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut command = Plugin::command().bin_name(PLUGIN_BINARY);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, PLUGIN_BINARY, &mut script);
+    script
 }
 
 /// The command's effect, and what it prints.
@@ -419,6 +423,8 @@ mod tests {
         assert!(invoked_as_plugin("kubectl-altostrat.exe"));
         assert!(!invoked_as_plugin("/usr/bin/vpn-operator"));
         Plugin::command().debug_assert();
+        let bash = String::from_utf8(completion(clap_complete::Shell::Bash)).unwrap();
+        assert!(bash.contains("-o default kubectl-altostrat"), "{bash}");
         let parsed = Plugin::try_parse_from([
             "kubectl-altostrat",
             "-n",
