@@ -15,6 +15,7 @@ mod credentials;
 mod fencing;
 mod fidelity;
 mod flux;
+mod import;
 mod instances;
 mod kstatus;
 mod ownership;
