@@ -61,15 +61,22 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_vpn-operator")
 }
 
+/// Runs `command` off the test's runtime, which serves the simulator meanwhile.
+async fn output(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
 /// Runs `vpn-operator import` against the simulator; returns its stdout (stderr must not
 /// hold the token).
-fn import(base_url: &str, namespace: &str) -> String {
-    let output = Command::new(binary())
+async fn import(base_url: &str, namespace: &str) -> String {
+    let mut command = Command::new(binary());
+    command
         .args(["import", "--api-url", base_url, "--api-rate-limit", "100000"])
         .args(["--target-namespace", namespace])
-        .env("ALTOSTRAT_API_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+        .env("ALTOSTRAT_API_TOKEN", TOKEN);
+    let output = output(command).await;
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stderr}");
     assert!(!stderr.contains(TOKEN), "{stderr}");
@@ -133,18 +140,15 @@ async fn imported_hubs_and_peers_become_ready_without_a_write_and_are_orphaned_o
         portal.hub(n).await;
     }
     simc.reset_calls().await;
-    let first = import(&simc.base_url, &ns);
+    let first = import(&simc.base_url, &ns).await;
     let calls = simc.calls().await;
     assert_eq!(
         calls.values().sum::<u64>(),
         1 + HUBS as u64,
         "lists only: {calls:?}"
     );
-    assert_eq!(
-        first,
-        import(&simc.base_url, &ns),
-        "a second import is byte-identical"
-    );
+    let second = import(&simc.base_url, &ns).await;
+    assert_eq!(first, second, "a second import is byte-identical");
 
     let operator = start_operator(&client, &simc.base_url, &ns, OperatorOptions::default());
     assert_eq!(
@@ -211,12 +215,10 @@ impl Plugin {
     }
 
     /// Runs `kubectl altostrat ARGS -n NAMESPACE`; its stdout, or a panic with its stderr.
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new(&self.path)
-            .args(args)
-            .args(["-n", &self.namespace])
-            .output()
-            .unwrap();
+    async fn run(&self, args: &[&str]) -> String {
+        let mut command = Command::new(&self.path);
+        command.args(args).args(["-n", &self.namespace]);
+        let output = output(command).await;
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(output.status.success(), "kubectl altostrat {args:?}: {stderr}");
         String::from_utf8(output.stdout).unwrap()
@@ -247,7 +249,14 @@ async fn every_plugin_command_works_against_the_control_plane() {
     let mut bob = client_peer_manifest("bob", "corp", OTHER_USER);
     bob.spec.management_policy = altostrat_vpn_operator::crd::ManagementPolicy::Plan;
     apply(&peers, &bob).await;
-    wait_peer(&peers, "alice", "alice Ready", peer_ready).await;
+    wait_instance(&instances, "corp", "corp Ready", instance_ready).await;
+    wait_peer(&peers, "alice", "alice's profile delivered", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| condition(&s.conditions, "ProfileReady"))
+            .is_some_and(|c| c.0 == "True")
+    })
+    .await;
     wait_peer(&peers, "bob", "bob Planned", |p| {
         p.status
             .as_ref()
@@ -257,7 +266,7 @@ async fn every_plugin_command_works_against_the_control_plane() {
     .await;
     let plugin = Plugin::new(&ns);
 
-    let status = plugin.run(&["status"]);
+    let status = plugin.run(&["status"]).await;
     eprintln!("$ kubectl altostrat status\n{status}");
     assert!(
         status.starts_with("VpnInstance/corp  Ready=True  Synced=True"),
@@ -269,27 +278,27 @@ async fn every_plugin_command_works_against_the_control_plane() {
     );
     assert!(status.contains("VpnPeer/bob  Ready=False"), "{status}");
 
-    let plan = plugin.run(&["plan", "bob"]);
+    let plan = plugin.run(&["plan", "bob"]).await;
     eprintln!("$ kubectl altostrat plan bob\n{plan}");
     assert!(plan.contains("POST /vpn/instances/"), "{plan}");
     let digest = plan.split("--digest ").nth(1).unwrap().trim().to_owned();
-    plugin.run(&["approve", "vpnpeer/bob", "--digest", &digest]);
+    plugin.run(&["approve", "vpnpeer/bob", "--digest", &digest]).await;
     wait_peer(&peers, "bob", "bob created by the approved plan", |p| {
         p.status.as_ref().and_then(|s| s.peer_id.as_ref()).is_some()
     })
     .await;
 
-    plugin.run(&["pause", "corp"]);
+    plugin.run(&["pause", "corp"]).await;
     assert_eq!(
         annotation(&instances.get("corp").await.unwrap(), PAUSED_ANNOTATION).as_deref(),
         Some("true")
     );
-    plugin.run(&["resume", "vpni/corp"]);
+    plugin.run(&["resume", "vpni/corp"]).await;
     assert_eq!(
         annotation(&instances.get("corp").await.unwrap(), PAUSED_ANNOTATION),
         None
     );
-    plugin.run(&["reconcile", "corp"]);
+    plugin.run(&["reconcile", "corp"]).await;
     let asked = annotation(
         &instances.get("corp").await.unwrap(),
         RECONCILE_REQUEST_ANNOTATION,
@@ -309,23 +318,32 @@ async fn every_plugin_command_works_against_the_control_plane() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("alice.conf");
-    plugin.run(&["profile", "alice", "-o", file.to_str().unwrap()]);
+    plugin
+        .run(&["profile", "alice", "-o", file.to_str().unwrap()])
+        .await;
     assert_private_profile(&file);
 
-    let imported = plugin.run(&[
-        "import",
-        "--api-url",
-        &simc.base_url,
-        "--api-token",
-        TOKEN,
-        "--target-namespace",
-        "elsewhere",
-    ]);
+    let imported = plugin
+        .run(&[
+            "import",
+            "--api-url",
+            &simc.base_url,
+            "--api-token",
+            TOKEN,
+            "--target-namespace",
+            "elsewhere",
+        ])
+        .await;
     assert!(
         imported.contains(&format!("  name: {hostname}\n  namespace: elsewhere")),
         "{imported}"
     );
-    assert!(plugin.run(&["completion", "zsh"]).contains("kubectl-altostrat"));
+    assert!(
+        plugin
+            .run(&["completion", "zsh"])
+            .await
+            .contains("kubectl-altostrat")
+    );
     operator.stop().await;
 }
 

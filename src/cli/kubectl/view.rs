@@ -91,11 +91,15 @@ fn resource_lines(view: &View) -> Vec<String> {
         head.push_str("  [paused]");
     }
     let mut lines = vec![head];
-    if let Some(c) = ready.filter(|c| c.status != "True" && !c.message.is_empty()) {
+    let waiting = ready.filter(|c| c.status != "True" && !c.message.is_empty());
+    if let Some(c) = waiting {
         lines.push(format!("waits for: {}", c.message));
     }
-    if let Some(c) = condition(&view.conditions, STALLED).filter(|c| c.status == "True") {
-        lines.push(format!("stalled: {}", c.message));
+    let stalled = condition(&view.conditions, STALLED).filter(|c| c.status == "True");
+    match stalled {
+        Some(c) if waiting.is_some_and(|w| w.message == c.message) => lines.push("stalled: yes".into()),
+        Some(c) => lines.push(format!("stalled: {}", c.message)),
+        None => {}
     }
     if !view.plan.is_empty() {
         lines.push(format!(
