@@ -6,5 +6,6 @@ mod client_resilience;
 mod corporate_network;
 mod crds;
 mod docs;
+mod krew;
 mod leader_fencing;
 mod simulator_http;
