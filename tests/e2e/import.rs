@@ -188,6 +188,7 @@ async fn imported_hubs_and_peers_become_ready_without_a_write_and_are_orphaned_o
     .await;
     assert_eq!(writes(&simc).await, vec![], "Orphan: Altostrat is left untouched");
     assert_eq!(simc.instances().await.len(), HUBS);
+    assert_eq!(sim.simulator().peers().len(), HUBS * PEERS_PER_HUB);
     operator.stop().await;
     eprintln!("import e2e took {:?}", started.elapsed());
 }
