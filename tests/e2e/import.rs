@@ -40,15 +40,15 @@ impl Portal {
 
     /// A hub with its peers: half clients (one in three full-tunnel), half sites.
     async fn hub(&self, n: usize) {
-        let hub = json!({"name": format!("Branch {n:02}"), "hostname": format!("branch-{n:02}"), "region": if n % 2 == 0 { "sjc" } else { "fra" }});
+        let hub = json!({"name": format!("Branch {n:02}"), "hostname": format!("branch-{n:02}"), "region": if n.is_multiple_of(2) { "sjc" } else { "fra" }});
         let id = self.post("/vpn/instances", hub).await["id"]
             .as_str()
             .unwrap()
             .to_owned();
         for p in 0..PEERS_PER_HUB {
             let owner = format!("{:08x}-0000-4000-8000-{n:06}{p:06}", 0xa1b2c3d4u32 + p as u32);
-            let peer = if p % 2 == 0 {
-                json!({"type": "client", "protocol": "wireguard", "user_id": owner, "route_all": p % 3 == 0})
+            let peer = if p.is_multiple_of(2) {
+                json!({"type": "client", "protocol": "wireguard", "user_id": owner, "route_all": p.is_multiple_of(3)})
             } else {
                 json!({"type": "site", "protocol": "openvpn", "site_id": owner, "subnets": [format!("10.{n}.{p}.0/24")]})
             };

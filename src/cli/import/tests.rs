@@ -37,7 +37,7 @@ fn import_args(url: &str, rate: u32) -> ImportArgs {
 fn seed(sim: &Simulator, hubs: usize) {
     for n in 0..hubs {
         let hostname = format!("hub-{n:03}");
-        let region = if n % 2 == 0 { "sjc" } else { "fra" };
+        let region = if n.is_multiple_of(2) { "sjc" } else { "fra" };
         let seed = SeedInstance {
             name: &hostname,
             hostname: &hostname,
@@ -48,8 +48,7 @@ fn seed(sim: &Simulator, hubs: usize) {
         let user = format!("a1b2c3d4-e5f6-4890-8234-{n:012}");
         let site = format!("c3d5e2a0-88c9-4f7f-9f7b-{n:012}");
         let created = "2026-01-01T00:00:00Z";
-        let client =
-            json!({"type": "client", "protocol": "wireguard", "user_id": user, "route_all": n % 3 == 0});
+        let client = json!({"type": "client", "protocol": "wireguard", "user_id": user, "route_all": n.is_multiple_of(3)});
         let site =
             json!({"type": "site", "protocol": "openvpn", "site_id": site, "subnets": ["10.8.0.0/16"]});
         sim.core().seed_peer(&id, &client, created).unwrap();
