@@ -4,3 +4,6 @@
 
 pub mod import;
 pub mod kubectl;
+
+/// Any error of a command, shown to the person who ran it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -24,7 +24,7 @@ use crate::altostrat::{
 };
 use crate::crd::DeletionPolicy;
 use crate::duration::parse_duration;
-use crate::operator::BoxError;
+use crate::cli::BoxError;
 
 #[derive(Clone, Debug, Args)]
 pub struct ImportArgs {

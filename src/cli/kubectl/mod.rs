@@ -19,7 +19,7 @@ pub use view::{View, plan_text, status_tree};
 use crate::crd::{
     APPROVE_PLAN_ANNOTATION, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VpnInstance, VpnPeer,
 };
-use crate::operator::BoxError;
+use crate::cli::BoxError;
 
 /// The name kubectl finds the plugin by (`kubectl altostrat` runs `kubectl-altostrat`).
 pub const PLUGIN_BINARY: &str = "kubectl-altostrat";
