@@ -22,9 +22,9 @@ pub use spec::{Adoption, Imported, instance_spec, peer_spec};
 use crate::altostrat::{
     ApiResult, ApiToken, Budget, BudgetConfig, HttpClient, HttpClientConfig, Resilient, RetryPolicy, VpnApi,
 };
+use crate::cli::BoxError;
 use crate::crd::DeletionPolicy;
 use crate::duration::parse_duration;
-use crate::cli::BoxError;
 
 #[derive(Clone, Debug, Args)]
 pub struct ImportArgs {

@@ -16,10 +16,10 @@ use serde_json::json;
 
 pub use view::{View, plan_text, status_tree};
 
+use crate::cli::BoxError;
 use crate::crd::{
     APPROVE_PLAN_ANNOTATION, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION, VpnInstance, VpnPeer,
 };
-use crate::cli::BoxError;
 
 /// The name kubectl finds the plugin by (`kubectl altostrat` runs `kubectl-altostrat`).
 pub const PLUGIN_BINARY: &str = "kubectl-altostrat";
