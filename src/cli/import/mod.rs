@@ -87,8 +87,13 @@ pub struct ImportArgs {
 
     /// `credentialsSecretRef` of the hubs written: the Secret (in the target namespace) that
     /// holds the token the operator should use for them. Unset: the operator's default token.
-    #[arg(long, value_name = "SECRET")]
+    #[arg(long, value_name = "SECRET", conflicts_with = "credentials")]
     pub credentials_secret: Option<String>,
+
+    /// `credentialsRef` of the hubs written: the cluster-scoped VpnCredentials the operator
+    /// should use for them (it must grant the target namespace).
+    #[arg(long, value_name = "VPNCREDENTIALS")]
+    pub credentials: Option<String>,
 
     /// Write one file per hub (`<hub>.yaml`, the hub and its peers) into this directory
     /// instead of one multi-document stream to stdout.
@@ -192,6 +197,7 @@ pub async fn run(args: &ImportArgs) -> Result<(), BoxError> {
     let adoption = Adoption {
         deletion_policy: args.deletion_policy,
         credentials_secret: args.credentials_secret.clone(),
+        credentials: args.credentials.clone(),
     };
     let manifests = manifests(&hubs, &args.target_namespace, &adoption)?;
     write(&manifests, args.output_dir.as_deref())?;

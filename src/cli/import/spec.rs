@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 use crate::altostrat::model::{DnsRecordType, Instance, Peer, PeerType, Protocol};
 use crate::controller::plan;
 use crate::crd::{
-    DeletionPolicy, DnsRecord, DnsRecordKind, InstanceReference, ManagementPolicy, PeerKind, PeerProtocol,
-    SecretReference, VpnInstanceSpec, VpnPeerSpec, cidr,
+    CredentialsReference, DeletionPolicy, DnsRecord, DnsRecordKind, InstanceReference, ManagementPolicy,
+    PeerKind, PeerProtocol, SecretReference, VpnInstanceSpec, VpnPeerSpec, cidr,
 };
 
 /// What an imported resource refers to besides the Altostrat object.
@@ -21,6 +21,8 @@ pub struct Adoption {
     pub deletion_policy: Option<DeletionPolicy>,
     /// `credentialsSecretRef` of the imported hubs.
     pub credentials_secret: Option<String>,
+    /// `credentialsRef` (a VpnCredentials) of the imported hubs.
+    pub credentials: Option<String>,
 }
 
 /// A spec, and what of the Altostrat object it cannot hold (empty: it holds all of it).
@@ -78,6 +80,10 @@ pub fn instance_spec(instance: &Instance, adoption: &Adoption) -> Imported<VpnIn
             .credentials_secret
             .clone()
             .map(|name| SecretReference { name }),
+        credentials_ref: adoption
+            .credentials
+            .clone()
+            .map(|name| CredentialsReference { name }),
         instance_id: Some(instance.id.clone()),
     };
     if let Some(update) = plan::instance_update(&spec, instance)
@@ -370,10 +376,12 @@ mod tests {
         let adoption = Adoption {
             deletion_policy: Some(DeletionPolicy::Delete),
             credentials_secret: Some("altostrat".into()),
+            credentials: Some("shared".into()),
         };
         let hub = instance_spec(&hub(), &adoption).spec;
         assert_eq!(hub.deletion_policy, Some(DeletionPolicy::Delete));
         assert_eq!(hub.credentials_secret_ref.unwrap().name, "altostrat");
+        assert_eq!(hub.credentials_ref.unwrap().name, "shared");
         let peer = peer_spec(&client(), "hub", &adoption).unwrap().spec;
         assert_eq!(peer.deletion_policy, Some(DeletionPolicy::Delete));
         let mut odd = Instance {

@@ -29,6 +29,7 @@ fn import_args(url: &str, rate: u32) -> ImportArgs {
         target_namespace: "net".into(),
         deletion_policy: None,
         credentials_secret: None,
+        credentials: None,
         output_dir: None,
     }
 }

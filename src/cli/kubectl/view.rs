@@ -282,6 +282,7 @@ mod tests {
                 deletion_policy: None,
                 management_policy: ManagementPolicy::Full,
                 credentials_secret_ref: None,
+                credentials_ref: None,
                 instance_id: None,
             },
         );
