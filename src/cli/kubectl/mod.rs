@@ -80,7 +80,7 @@ pub enum PluginCommand {
         output: Option<PathBuf>,
     },
     /// Manifests that adopt hubs and peers Altostrat already holds (see `vpn-operator import`).
-    Import(crate::cli::import::ImportArgs),
+    Import(Box<crate::cli::import::ImportArgs>),
     /// Print a shell completion script for kubectl-altostrat.
     Completion {
         #[arg(value_enum)]
