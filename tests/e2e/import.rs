@@ -279,6 +279,9 @@ async fn every_plugin_command_works_against_the_control_plane() {
     );
     assert!(status.contains("VpnPeer/bob  Ready=False"), "{status}");
 
+    let context = kube::config::Kubeconfig::read().unwrap().current_context.unwrap();
+    let one_hub = plugin.run(&["status", "corp", "--context", &context]).await;
+    assert!(one_hub.starts_with("VpnInstance/corp  Ready=True"), "{one_hub}");
     let plan = plugin.run(&["plan", "bob"]).await;
     eprintln!("$ kubectl altostrat plan bob\n{plan}");
     assert!(plan.contains("POST /vpn/instances/"), "{plan}");
