@@ -143,6 +143,15 @@ pub async fn read<A: VpnApi>(api: &A, token: &ApiToken, selection: &Selection) -
         .await
 }
 
+/// An import holds no worker others wait for: it waits out any `Retry-After` in place (the
+/// budget caps it at ten minutes) instead of failing the whole import.
+pub const RETRIES: RetryPolicy = RetryPolicy {
+    max_attempts: 6,
+    base_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(5),
+    max_inline_retry_after: Duration::from_secs(600),
+};
+
 /// The import's client: the operator's stack, with a budget of `--api-rate-limit` that waits
 /// for its turn rather than refusing (nothing else shares this process's lane).
 pub fn client(args: &ImportArgs) -> Result<Resilient<HttpClient>, BoxError> {
@@ -160,12 +169,7 @@ pub fn client(args: &ImportArgs) -> Result<Resilient<HttpClient>, BoxError> {
         ..BudgetConfig::default()
     });
     let metrics = Arc::new(crate::metrics::Metrics::register(&mut Default::default()));
-    Ok(Resilient::new(
-        http,
-        Arc::new(budget),
-        RetryPolicy::default(),
-        metrics,
-    ))
+    Ok(Resilient::new(http, Arc::new(budget), RETRIES, metrics))
 }
 
 /// The token, as the operator reads it: the file's content trimmed, or the flag or variable.

@@ -122,6 +122,8 @@ async fn hubs_are_chosen_by_hostname_and_region_and_their_peers_only_are_listed(
 struct Timed {
     hubs: usize,
     sent: Arc<Mutex<Vec<Instant>>>,
+    /// The first peer list is answered 429 with this `Retry-After`.
+    refuse_first: Option<Duration>,
 }
 
 impl Timed {
@@ -157,7 +159,14 @@ impl VpnApi for Timed {
     }
     async fn list_peers(&self, _: &ApiToken, _: &str, _: Option<PeerType>) -> ApiResult<Vec<Peer>> {
         self.sent();
-        Ok(vec![])
+        let first = self.sent.lock().unwrap().len() == 2;
+        match self.refuse_first.filter(|_| first) {
+            Some(retry_after) => Err(crate::altostrat::ApiError::RateLimited {
+                endpoint: crate::altostrat::Endpoint::ListPeers,
+                retry_after: Some(retry_after),
+            }),
+            None => Ok(vec![]),
+        }
     }
     async fn get_peer(&self, _: &ApiToken, _: &str, _: &str) -> ApiResult<Peer> {
         unreachable!("lists only")
@@ -182,6 +191,7 @@ async fn an_import_of_500_hubs_never_sends_more_than_the_rate_in_any_minute() {
     let fake = Timed {
         hubs: 500,
         sent: sent.clone(),
+        refuse_first: None,
     };
     let budget = Budget::new(BudgetConfig {
         rate_per_minute: 60,
@@ -212,5 +222,38 @@ async fn an_import_of_500_hubs_never_sends_more_than_the_rate_in_any_minute() {
     assert!(
         took >= Duration::from_secs(530) && took <= Duration::from_secs(560),
         "{took:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_retry_after_is_waited_out_rather_than_failing_the_import() {
+    let sent = Arc::new(Mutex::default());
+    let fake = Timed {
+        hubs: 3,
+        sent: sent.clone(),
+        refuse_first: Some(Duration::from_secs(90)),
+    };
+    let budget = Budget::new(BudgetConfig {
+        observe_share: 1.0,
+        poll_share: 1.0,
+        max_queue_wait: Duration::from_secs(24 * 3600),
+        ..BudgetConfig::default()
+    });
+    let metrics = Arc::new(crate::metrics::Metrics::register(&mut Default::default()));
+    let api = Resilient::new(fake, Arc::new(budget), RETRIES, metrics);
+    let started = Instant::now();
+    let hubs = read(&api, &ApiToken::new(TOKEN), &Selection::default())
+        .await
+        .unwrap();
+    assert_eq!(hubs.len(), 3);
+    assert_eq!(
+        sent.lock().unwrap().len(),
+        5,
+        "one list, one refused, three peer lists"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
     );
 }
