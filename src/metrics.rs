@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::altostrat::{Endpoint, RequestObserver, Urgency};
+use crate::altostrat::{Caller, Endpoint, RequestObserver, Urgency};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -49,6 +49,14 @@ pub struct EndpointLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UrgencyLabels {
     pub urgency: &'static str,
+}
+
+/// The namespace whose share of a token's budget a call was paid from (`""`: an observation
+/// shared by every namespace of the token); `resource_namespace` for the reason given at
+/// [`ResourceLabels`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub resource_namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,6 +105,8 @@ pub struct Metrics {
     pub api_rate_limit_waits: Counter,
     pub api_rate_limit_wait_seconds: Counter<f64, AtomicU64>,
     pub api_throttled: Family<UrgencyLabels, Counter>,
+    pub api_namespace_calls: Family<NamespaceLabels, Counter>,
+    pub api_namespace_wait_seconds: Family<NamespaceLabels, Counter<f64, AtomicU64>>,
     pub drift_cycle_seconds: Gauge<f64, AtomicU64>,
     pub resources: Family<ResourceLabels, Gauge>,
     pub time_to_ready: Family<KindLabels, Histogram>,
@@ -157,6 +167,8 @@ impl Metrics {
             api_rate_limit_waits: Counter::default(),
             api_rate_limit_wait_seconds: Counter::default(),
             api_throttled: Family::default(),
+            api_namespace_calls: Family::default(),
+            api_namespace_wait_seconds: Family::default(),
             drift_cycle_seconds: Gauge::default(),
             resources: Family::default(),
             time_to_ready: Family::new_with_constructor(time_to_ready_histogram),
@@ -257,6 +269,16 @@ impl Metrics {
             "altostrat_throttled",
             "Requests the per-token API budget held back and requeued (not sent), by urgency: write, poll or drift",
             metrics.api_throttled.clone(),
+        );
+        r.register(
+            "altostrat_namespace_calls",
+            "Altostrat requests the per-token budget let through, by the namespace whose share paid for them (resource_namespace; \"\" for observations shared by every namespace of a token)",
+            metrics.api_namespace_calls.clone(),
+        );
+        r.register(
+            "altostrat_namespace_wait_seconds",
+            "Time requests waited in their token's budget lane before they were sent, by the namespace whose share paid for them (resource_namespace; \"\" for shared observations)",
+            metrics.api_namespace_wait_seconds.clone(),
         );
     }
 
@@ -374,8 +396,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_rate_limit_wait(&self, waited: Duration) {
+    /// A request of `namespace`'s share was let through after `waited`.
+    pub fn record_rate_limit_wait(&self, namespace: &str, waited: Duration) {
+        let labels = NamespaceLabels {
+            resource_namespace: namespace.to_owned(),
+        };
+        self.api_namespace_calls.get_or_create(&labels).inc();
         if !waited.is_zero() {
+            self.api_namespace_wait_seconds
+                .get_or_create(&labels)
+                .inc_by(waited.as_secs_f64());
             self.api_rate_limit_waits.inc();
             self.api_rate_limit_wait_seconds.inc_by(waited.as_secs_f64());
         }
@@ -432,8 +462,8 @@ impl RequestObserver for Metrics {
         self.record_retry(endpoint);
     }
 
-    fn rate_limit_waited(&self, waited: Duration) {
-        self.record_rate_limit_wait(waited);
+    fn rate_limit_waited(&self, caller: &Caller, waited: Duration) {
+        self.record_rate_limit_wait(caller.as_str(), waited);
     }
 
     fn throttled(&self, urgency: Urgency) {
@@ -475,7 +505,7 @@ mod tests {
         metrics.record_request(Endpoint::UpdateInstance, Some(503));
         metrics.record_request(Endpoint::GetInstance, None);
         metrics.record_reconcile("vpninstance", Duration::from_millis(20), Some("transient"));
-        metrics.record_rate_limit_wait(Duration::from_millis(1500));
+        metrics.record_rate_limit_wait("team-a", Duration::from_millis(1500));
         let text = encode(&registry).unwrap();
         assert!(text.contains(
             r#"vpn_operator_altostrat_requests_total{endpoint="PUT /vpn/instances/{instanceId}",status_class="5xx"} 1"#
@@ -485,6 +515,12 @@ mod tests {
             r#"vpn_operator_reconcile_errors_total{controller="vpninstance",category="transient"} 1"#
         ));
         assert!(text.contains("vpn_operator_altostrat_rate_limit_wait_seconds_total 1.5"));
+        assert!(
+            text.contains(r#"vpn_operator_altostrat_namespace_calls_total{resource_namespace="team-a"} 1"#)
+        );
+        assert!(text.contains(
+            r#"vpn_operator_altostrat_namespace_wait_seconds_total{resource_namespace="team-a"} 1.5"#
+        ));
         assert!(text.contains("vpn_operator_reconcile_duration_seconds_bucket"));
     }
 

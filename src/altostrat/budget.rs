@@ -15,6 +15,13 @@
 //! writes are waiting, drift checks wait for them, and polls still get one slot every
 //! `1 / (rate × poll_share)`, so provisioning is detected during a flood of creates.
 //!
+//! **Fair shares.** Within each urgency, the namespaces whose callers wait take turns, one
+//! request each (round-robin), so a namespace with a thousand creates delays another one's
+//! create by one slot per busy namespace, not by its whole backlog. A caller's namespace is
+//! the task-local [`Caller`] its reconcile runs in; an observation that serves every
+//! namespace of the token (the instance list) is charged to none of them ([`Caller::SHARED`])
+//! and takes its own turn.
+//!
 //! **Never hold a worker.** A caller waits in a lane at most `max_queue_wait`; a longer wait is
 //! refused as [`Throttled`] with the expected wait, so the reconcile requeues itself (and shows
 //! the wait in its status) instead of occupying a worker all reconciles share. Refused callers
@@ -42,6 +49,43 @@ pub enum Urgency {
 
 tokio::task_local! {
     static READ_URGENCY: Urgency;
+    static CALLER: Caller;
+}
+
+/// Whose share of a token's lane a request is paid from: the namespace of the resource whose
+/// reconcile makes it. Set around a reconcile with [`Caller::scope`]; a request made outside
+/// any scope, and an observation shared by the token's resources in every namespace, belong to
+/// [`Caller::SHARED`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Caller(Arc<str>);
+
+impl Caller {
+    /// Requests of no single namespace; shown as `resource_namespace=""` in metrics.
+    pub const SHARED: &'static str = "";
+
+    pub fn namespace(namespace: &str) -> Self {
+        Self(Arc::from(namespace))
+    }
+
+    pub fn shared() -> Self {
+        Self::namespace(Self::SHARED)
+    }
+
+    /// Runs `fut` with its requests paid from this caller's share.
+    pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
+        CALLER.scope(self, fut).await
+    }
+
+    /// The caller of the current task: [`Caller::SHARED`] outside any scope.
+    pub fn current() -> Caller {
+        CALLER
+            .try_with(Caller::clone)
+            .unwrap_or_else(|_| Caller::shared())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl Urgency {
@@ -223,15 +267,95 @@ impl Schedule {
     }
 }
 
+/// A caller waiting in a lane: its ticket and its own wake-up.
+type Waiter = (u64, Arc<Notify>);
+
+/// The callers of one urgency, taking turns by namespace (pure: no clock, no locks).
+#[derive(Debug, Default)]
+pub(crate) struct Turns {
+    /// The namespaces with callers waiting, in the order of their next turn, each with its
+    /// callers in arrival order.
+    rotation: VecDeque<(Caller, VecDeque<Waiter>)>,
+}
+
+impl Turns {
+    pub fn push(&mut self, caller: &Caller, waiter: Waiter) {
+        match self.rotation.iter_mut().find(|(c, _)| c == caller) {
+            Some((_, queue)) => queue.push_back(waiter),
+            None => self
+                .rotation
+                .push_back((caller.clone(), VecDeque::from([waiter]))),
+        }
+    }
+
+    /// The ticket whose turn it is.
+    pub fn head(&self) -> Option<u64> {
+        self.rotation
+            .front()
+            .and_then(|(_, q)| q.front())
+            .map(|(t, _)| *t)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rotation.iter().map(|(_, q)| q.len()).sum()
+    }
+
+    /// How many go before a new caller of `caller`: its own namespace's waiting callers, and
+    /// of every other namespace as many as take a turn before its own comes.
+    pub fn ahead_of_new(&self, caller: &Caller) -> usize {
+        let own = self
+            .rotation
+            .iter()
+            .find(|(c, _)| c == caller)
+            .map_or(0, |(_, q)| q.len());
+        let others: usize = self
+            .rotation
+            .iter()
+            .filter(|(c, _)| c != caller)
+            .map(|(_, q)| q.len().min(own + 1))
+            .sum();
+        own + others
+    }
+
+    /// The head was served: its namespace's next caller waits for the others' turns.
+    pub fn served(&mut self) {
+        if let Some((caller, mut queue)) = self.rotation.pop_front() {
+            queue.pop_front();
+            if !queue.is_empty() {
+                self.rotation.push_back((caller, queue));
+            }
+        }
+    }
+
+    /// A caller left its place (refused, cancelled); a namespace with nobody left leaves
+    /// the rotation.
+    pub fn remove(&mut self, ticket: u64) {
+        for (_, queue) in &mut self.rotation {
+            queue.retain(|(t, _)| *t != ticket);
+        }
+        self.rotation.retain(|(_, q)| !q.is_empty());
+    }
+
+    fn wake_of(&self, ticket: u64) -> Option<&Arc<Notify>> {
+        self.rotation
+            .iter()
+            .flat_map(|(_, q)| q.iter())
+            .find(|(t, _)| *t == ticket)
+            .map(|(_, wake)| wake)
+    }
+}
+
 /// One token's schedule and the callers waiting for it.
 #[derive(Debug)]
 struct LaneState {
     schedule: Schedule,
-    /// Per urgency, the callers in arrival order, each with its own wake-up.
-    waiting: [VecDeque<(u64, Arc<Notify>)>; 3],
+    /// Per urgency, the callers taking turns by namespace.
+    waiting: [Turns; 3],
     next_ticket: u64,
-    /// Per urgency: until when refused callers have been told to stay away.
+    /// Per urgency: until when refused callers of any namespace have been told to stay away.
     refused_until: [Instant; 3],
+    /// Per urgency and namespace: until when its refused callers have been told to stay away.
+    refused_by_caller: [HashMap<Caller, Instant>; 3],
 }
 
 impl LaneState {
@@ -240,7 +364,7 @@ impl LaneState {
     /// Writes are pending while one waits here or a refused one has been told to come back:
     /// until then drift checks wait, and polls go only when their guaranteed share is owed.
     fn next(&self, now: Instant) -> Option<(Urgency, u64, Instant)> {
-        let head = |u: Urgency| self.waiting[u.index()].front().map(|(ticket, _)| *ticket);
+        let head = |u: Urgency| self.waiting[u.index()].head();
         if let Some(ticket) = head(Urgency::Poll)
             && self.schedule.poll_is_owed(now)
         {
@@ -270,34 +394,44 @@ impl LaneState {
         self.schedule.ready_at(urgency, now).max(after_writes)
     }
 
-    /// How long a new caller of `urgency` would wait: those ahead of it go first.
-    fn estimate(&self, urgency: Urgency, now: Instant) -> Duration {
-        let ahead: usize = Urgency::ALL[..=urgency.index()]
+    /// How long a new caller of `urgency` from `caller` would wait: the more urgent ones go
+    /// first, and of its own urgency those whose turns come before its own.
+    fn estimate(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Duration {
+        let ahead: usize = Urgency::ALL[..urgency.index()]
             .iter()
             .map(|u| self.waiting[u.index()].len())
-            .sum();
+            .sum::<usize>()
+            + self.waiting[urgency.index()].ahead_of_new(caller);
         let start = self.earliest(urgency, now) - now;
         start + self.schedule.spacing(urgency) * u32::try_from(ahead).unwrap_or(u32::MAX)
     }
 
-    /// Refuses a caller: it is told to come back one slot after the last refused one.
-    fn refuse(&mut self, urgency: Urgency, now: Instant) -> Throttled {
-        let estimate = now + self.estimate(urgency, now);
-        let slot = &mut self.refused_until[urgency.index()];
-        *slot = (*slot).max(estimate) + self.schedule.spacing(urgency);
+    /// Refuses a caller: it is told to come back one of its namespace's turns after the last
+    /// refused one of the same namespace, so a namespace's refusals do not push back another's.
+    fn refuse(&mut self, urgency: Urgency, caller: &Caller, now: Instant) -> Throttled {
+        let estimate = now + self.estimate(urgency, caller, now);
+        let refused = &mut self.refused_by_caller[urgency.index()];
+        refused.retain(|c, until| *until > now || c == caller);
+        refused.entry(caller.clone()).or_insert(now);
+        // Every namespace with refused callers takes its turn between two of this one's.
+        let turn = self.schedule.spacing(urgency) * u32::try_from(refused.len()).unwrap_or(u32::MAX);
+        let slot = refused.get_mut(caller).expect("inserted above");
+        *slot = (*slot).max(estimate) + turn;
+        let all = &mut self.refused_until[urgency.index()];
+        *all = (*all).max(*slot);
         Throttled {
             expected_wait: *slot - now,
         }
     }
 
     fn remove(&mut self, urgency: Urgency, ticket: u64) {
-        self.waiting[urgency.index()].retain(|(t, _)| *t != ticket);
+        self.waiting[urgency.index()].remove(ticket);
     }
 
     /// Tells whoever goes next to look (a stored permit: a wake-up is never lost).
     fn wake_next(&self, now: Instant) {
         if let Some((urgency, ticket, _)) = self.next(now)
-            && let Some((_, wake)) = self.waiting[urgency.index()].iter().find(|(t, _)| *t == ticket)
+            && let Some(wake) = self.waiting[urgency.index()].wake_of(ticket)
         {
             wake.notify_one();
         }
@@ -364,6 +498,7 @@ impl Budget {
                     waiting: Default::default(),
                     next_ticket: 0,
                     refused_until: [now; 3],
+                    refused_by_caller: Default::default(),
                 }),
             })
         });
@@ -371,25 +506,32 @@ impl Budget {
         lane.clone()
     }
 
-    /// Waits for a slot of `urgency` on `token`'s lane; returns the time waited, or
-    /// [`Throttled`] (nothing spent) when the wait would be longer than `max_queue_wait`.
-    pub async fn acquire(&self, token: &ApiToken, urgency: Urgency) -> Result<Duration, Throttled> {
+    /// Waits for a slot of `urgency` on `token`'s lane, in `caller`'s turn; returns the time
+    /// waited, or [`Throttled`] (nothing spent) when the wait would be longer than
+    /// `max_queue_wait`.
+    pub async fn acquire(
+        &self,
+        token: &ApiToken,
+        urgency: Urgency,
+        caller: &Caller,
+    ) -> Result<Duration, Throttled> {
         let started = Instant::now();
         let lane = self.lane(token, started);
         let wake = Arc::new(Notify::new());
         let ticket = {
             let mut state = lane.lock();
-            if state.estimate(urgency, started) > self.config.max_queue_wait {
-                return Err(state.refuse(urgency, started));
+            if state.estimate(urgency, caller, started) > self.config.max_queue_wait {
+                return Err(state.refuse(urgency, caller, started));
             }
             let ticket = state.next_ticket;
             state.next_ticket += 1;
-            state.waiting[urgency.index()].push_back((ticket, wake.clone()));
+            state.waiting[urgency.index()].push(caller, (ticket, wake.clone()));
             ticket
         };
         let mut queued = Queued {
             lane: &lane,
             urgency,
+            caller,
             ticket,
             done: false,
         };
@@ -426,6 +568,7 @@ impl Budget {
 struct Queued<'a> {
     lane: &'a Lane,
     urgency: Urgency,
+    caller: &'a Caller,
     ticket: u64,
     done: bool,
 }
@@ -436,7 +579,7 @@ impl Queued<'_> {
         match state.next(now) {
             Some((urgency, ticket, at)) if ticket == self.ticket && at <= now => {
                 state.schedule.spend(urgency, now);
-                state.remove(urgency, ticket);
+                state.waiting[urgency.index()].served();
                 self.done = true;
                 state.wake_next(now);
                 Turn::Granted
@@ -455,7 +598,7 @@ impl Queued<'_> {
         let mut state = self.lane.lock();
         state.remove(self.urgency, self.ticket);
         self.done = true;
-        let refused = state.refuse(self.urgency, now);
+        let refused = state.refuse(self.urgency, self.caller, now);
         state.wake_next(now);
         refused
     }

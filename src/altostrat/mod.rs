@@ -27,7 +27,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use budget::{Budget, BudgetConfig, Throttled, Urgency};
+pub use budget::{Budget, BudgetConfig, Caller, Throttled, Urgency};
 pub use error::{ApiError, Referent, classify, parse_retry_after};
 pub use http::{ClientBuildError, HttpClient, HttpClientConfig, load_ca_bundle};
 pub use resilient::{RequestObserver, Resilient, RetryPolicy, TokenAnswer, TokenObserver};

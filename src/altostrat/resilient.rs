@@ -11,7 +11,7 @@ use super::model::{
     ClientConfiguration, Instance, InstanceCreate, InstanceUpdate, Peer, PeerCreate, PeerType, PeerUpdate,
     RegionResponse,
 };
-use super::{ApiError, ApiResult, ApiToken, Budget, Endpoint, Urgency, VpnApi};
+use super::{ApiError, ApiResult, ApiToken, Budget, Caller, Endpoint, Urgency, VpnApi};
 
 /// Told what [`Resilient`] does, e.g. to export metrics. Implementations must be cheap: they
 /// run inline on every request.
@@ -21,8 +21,8 @@ pub trait RequestObserver: Send + Sync + std::fmt::Debug + 'static {
     fn request_finished(&self, endpoint: Endpoint, status: Option<u16>, elapsed: Duration);
     /// A failed attempt is about to be repeated.
     fn retrying(&self, endpoint: Endpoint);
-    /// The client-side budget held an attempt back for `waited` (zero: not at all).
-    fn rate_limit_waited(&self, waited: Duration);
+    /// The client-side budget let an attempt of `caller` go after `waited` (zero: at once).
+    fn rate_limit_waited(&self, caller: &Caller, waited: Duration);
     /// The budget refused an attempt of `urgency`: its wait would have been too long.
     fn throttled(&self, urgency: Urgency);
 }
@@ -200,9 +200,10 @@ impl<A: VpnApi> Resilient<A> {
     }
 
     async fn wait_for_budget(&self, endpoint: Endpoint, token: &ApiToken, urgency: Urgency) -> ApiResult<()> {
-        match self.budget.acquire(token, urgency).await {
+        let caller = Caller::current();
+        match self.budget.acquire(token, urgency, &caller).await {
             Ok(waited) => {
-                self.observer.rate_limit_waited(waited);
+                self.observer.rate_limit_waited(&caller, waited);
                 Ok(())
             }
             Err(throttled) => {

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::error::{Error, Result};
 use crate::altostrat::model::{Instance, Peer};
-use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
+use crate::altostrat::{ApiError, ApiResult, ApiToken, Caller, Urgency, VpnApi};
 
 /// An Altostrat object a list refresh found changed or gone since the previous one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -405,7 +405,8 @@ impl Observations {
         look: Look,
     ) -> ApiResult<Option<Instance>> {
         let slot = slot(&self.instances, token);
-        let list = || api.list_instances(token);
+        // The list serves the token's instances in every namespace: no one namespace pays.
+        let list = || Caller::shared().scope(api.list_instances(token));
         self.find(&slot, id, look, list, || api.get_instance(token, id))
             .await
     }
@@ -447,7 +448,8 @@ impl Observations {
         look: Look,
     ) -> ApiResult<Vec<Instance>> {
         let slot = slot(&self.instances, token);
-        let changed = slot.refresh(&look, || api.list_instances(token)).await?;
+        let list = || Caller::shared().scope(api.list_instances(token));
+        let changed = slot.refresh(&look, list).await?;
         self.announce(changed);
         Ok(slot.all().unwrap_or_default())
     }

@@ -13,11 +13,22 @@ fn config(rate: u32, burst: u32) -> BudgetConfig {
 /// Sends `n` requests of `urgency` as fast as the budget allows, each retrying a refusal after
 /// the wait it was told; returns the instants they were granted.
 async fn spend(budget: Arc<Budget>, token: ApiToken, urgency: Urgency, n: usize) -> Vec<Instant> {
+    spend_as(budget, token, urgency, Caller::shared(), n).await
+}
+
+/// [`spend`] paid from `caller`'s share.
+async fn spend_as(
+    budget: Arc<Budget>,
+    token: ApiToken,
+    urgency: Urgency,
+    caller: Caller,
+    n: usize,
+) -> Vec<Instant> {
     let callers = (0..n).map(|_| {
-        let (budget, token) = (budget.clone(), token.clone());
+        let (budget, token, caller) = (budget.clone(), token.clone(), caller.clone());
         tokio::spawn(async move {
             loop {
-                match budget.acquire(&token, urgency).await {
+                match budget.acquire(&token, urgency, &caller).await {
                     Ok(_) => return Instant::now(),
                     Err(throttled) => tokio::time::sleep(throttled.expected_wait).await,
                 }
@@ -71,7 +82,8 @@ async fn a_caller_never_waits_longer_than_the_cap_and_refused_callers_are_spread
     let budget = Budget::new(config(60, 2));
     let token = ApiToken::new("t");
     // 60/min, burst 2: one per 1.03 s; the cap of 5 s admits four waiting callers at most.
-    let attempts = (0..10).map(|_| budget.acquire(&token, Urgency::Write));
+    let shared = Caller::shared();
+    let attempts = (0..10).map(|_| budget.acquire(&token, Urgency::Write, &shared));
     let started = Instant::now();
     let results = futures::future::join_all(attempts).await;
     assert!(started.elapsed() <= Duration::from_secs(5));
@@ -98,7 +110,10 @@ async fn tokens_never_wait_for_each_other() {
     let flood = tokio::spawn(spend(budget.clone(), ApiToken::new("a"), Urgency::Write, 30));
     tokio::task::yield_now().await;
     let started = Instant::now();
-    budget.acquire(&ApiToken::new("b"), Urgency::Write).await.unwrap();
+    budget
+        .acquire(&ApiToken::new("b"), Urgency::Write, &Caller::shared())
+        .await
+        .unwrap();
     assert!(started.elapsed() <= Duration::from_millis(1100));
     flood.await.unwrap();
 }
@@ -142,11 +157,14 @@ async fn retry_after_is_capped_and_pauses_every_caller_of_the_token() {
     let token = ApiToken::new("t");
     let pause = budget.back_off(&token, Duration::MAX);
     assert_eq!(pause, Duration::from_secs(600));
-    let refused = budget.acquire(&token, Urgency::Write).await.unwrap_err();
+    let refused = budget
+        .acquire(&token, Urgency::Write, &Caller::shared())
+        .await
+        .unwrap_err();
     assert!(refused.expected_wait >= Duration::from_secs(600));
     assert!(
         budget
-            .acquire(&ApiToken::new("other"), Urgency::Write)
+            .acquire(&ApiToken::new("other"), Urgency::Write, &Caller::shared())
             .await
             .is_ok()
     );
@@ -170,5 +188,117 @@ fn a_schedule_spends_from_an_empty_bucket() {
     assert_eq!(
         schedule.ready_at(Urgency::Write, now + interval),
         now + interval * 2
+    );
+}
+
+fn waiter(ticket: u64) -> Waiter {
+    (ticket, Arc::new(Notify::new()))
+}
+
+/// The tickets in the order `turns` serves them.
+fn served_order(mut turns: Turns) -> Vec<u64> {
+    let mut order = Vec::new();
+    while let Some(ticket) = turns.head() {
+        order.push(ticket);
+        turns.served();
+    }
+    order
+}
+
+#[test]
+fn namespaces_take_turns_one_request_each_in_arrival_order_within_each() {
+    let (a, b, c) = (
+        Caller::namespace("a"),
+        Caller::namespace("b"),
+        Caller::namespace("c"),
+    );
+    let mut turns = Turns::default();
+    for (ticket, caller) in [(1, &a), (2, &a), (3, &a), (4, &b), (5, &a), (6, &c), (7, &b)] {
+        turns.push(caller, waiter(ticket));
+    }
+    assert_eq!(turns.len(), 7);
+    assert_eq!(served_order(turns), [1, 4, 6, 2, 7, 3, 5]);
+}
+
+#[test]
+fn a_caller_that_leaves_gives_up_its_place_and_an_empty_namespace_its_turn() {
+    let (a, b) = (Caller::namespace("a"), Caller::namespace("b"));
+    let mut turns = Turns::default();
+    for (ticket, caller) in [(1, &a), (2, &b), (3, &a), (4, &b)] {
+        turns.push(caller, waiter(ticket));
+    }
+    turns.remove(2);
+    turns.remove(4);
+    assert_eq!(served_order(turns), [1, 3]);
+}
+
+#[test]
+fn a_new_caller_waits_for_its_own_namespace_and_one_turn_of_each_other_per_own_caller() {
+    let (a, b) = (Caller::namespace("a"), Caller::namespace("b"));
+    let mut turns = Turns::default();
+    for ticket in 0..50 {
+        turns.push(&a, waiter(ticket));
+    }
+    // B's first caller goes after one of A's; A's next after all 50 of its own and none of B's.
+    assert_eq!(turns.ahead_of_new(&b), 1);
+    assert_eq!(turns.ahead_of_new(&a), 50);
+    turns.push(&b, waiter(50));
+    assert_eq!(turns.ahead_of_new(&b), 3, "A's turn before each of B's two");
+    assert_eq!(turns.ahead_of_new(&a), 51);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flooding_namespace_delays_another_by_one_turn_per_request_not_by_its_backlog() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    let (a, b) = (Caller::namespace("a"), Caller::namespace("b"));
+    let flood = tokio::spawn(spend_as(budget.clone(), token.clone(), Urgency::Write, a, 200));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let few = spend_as(budget.clone(), token, Urgency::Write, b, 3).await;
+    // 60/min, burst 2: one slot per 1.03 s; B's three go in every other slot.
+    let last = *few.last().unwrap() - started;
+    assert!(last <= Duration::from_millis(6 * 1035 + 10), "{last:?}");
+    let flood = flood.await.unwrap();
+    assert!(busiest_minute(&flood) <= 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_namespace_refused_many_times_does_not_push_back_another_ones_refusal() {
+    let budget = Budget::new(config(60, 2));
+    let token = ApiToken::new("t");
+    let (a, b) = (Caller::namespace("a"), Caller::namespace("b"));
+    // Altostrat paused the token for 6 s: every caller is refused and told when to come back.
+    budget.back_off(&token, Duration::from_secs(6));
+    let mut told_a = Vec::new();
+    for _ in 0..20 {
+        told_a.push(
+            budget
+                .acquire(&token, Urgency::Write, &a)
+                .await
+                .unwrap_err()
+                .expected_wait,
+        );
+    }
+    assert!(
+        told_a.windows(2).all(|w| w[0] < w[1]),
+        "A's come back one by one: {told_a:?}"
+    );
+    assert!(*told_a.last().unwrap() > Duration::from_secs(25), "{told_a:?}");
+    // B comes back in the next turn after the pause, not after A's twenty.
+    let told_b = budget
+        .acquire(&token, Urgency::Write, &b)
+        .await
+        .unwrap_err()
+        .expected_wait;
+    assert!(told_b < Duration::from_secs(9), "{told_b:?}");
+    let told_a_next = budget
+        .acquire(&token, Urgency::Write, &a)
+        .await
+        .unwrap_err()
+        .expected_wait;
+    assert!(
+        told_a_next > *told_a.last().unwrap(),
+        "A's next waits for its own turn"
     );
 }

@@ -16,7 +16,7 @@ use super::super::events::Activity;
 use super::super::finalizer::{self, FinalizerState, Patched};
 use super::super::status::StatusWriter;
 use super::{Managed, cleanup, converge};
-use crate::altostrat::VpnApi;
+use crate::altostrat::{Caller, VpnApi};
 
 /// Everything a reconcile writes to its own object: status, finalizer, and the steps that
 /// make up its one Normal event.
@@ -68,7 +68,12 @@ pub(crate) async fn reconcile<K: Managed, A: VpnApi>(obj: Arc<K>, ctx: Arc<Conte
         .reconcile_started(K::CONTROLLER, (&namespace, &obj.name_any()));
     let _running = ctx.running.start();
     let started = Instant::now();
-    let result = run_once(obj.as_ref(), &ctx, namespace).instrument(span).await;
+    // Its Altostrat calls are paid from its namespace's share of the token's lane.
+    let caller = Caller::namespace(&namespace);
+    let result = caller
+        .scope(run_once(obj.as_ref(), &ctx, namespace))
+        .instrument(span)
+        .await;
     ctx.metrics.record_reconcile(
         K::CONTROLLER,
         started.elapsed(),
