@@ -18,6 +18,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod fairness;
 mod report;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,6 +67,9 @@ struct Args {
     binary: String,
     /// Every peer asks for its profile in a Secret (`spec.profileSecret`).
     profile_secrets: bool,
+    /// The fairness scenario instead of the fleet (see `fairness.rs`): `instances` hubs and
+    /// `peers` peers per burst of namespace A.
+    fairness: bool,
 }
 
 fn parse_args() -> Args {
@@ -90,6 +94,7 @@ fn parse_args() -> Args {
         operator_env: Vec::new(),
         binary: std::env::var("VPN_OPERATOR_BIN").unwrap_or_else(|_| "target/release/vpn-operator".into()),
         profile_secrets: false,
+        fairness: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let mut it = raw.iter();
@@ -123,6 +128,7 @@ fn parse_args() -> Args {
             }
             "--binary" => args.binary = value(),
             "--profile-secrets" => args.profile_secrets = true,
+            "--fairness" => args.fairness = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -517,6 +523,9 @@ async fn main() {
         sim,
     };
     let run_start = Instant::now();
+    if run.args.fairness {
+        return fairness_main(run, &client, run_start).await;
+    }
     let operator = run.start_operator(1).await;
     let convergence = converge(&run.args, &run.scaled, &run.fleet, run.sim.simulator(), &operator).await;
     let mut report = Report::new(&args_summary(&run.args, &run.scaled));
@@ -528,6 +537,34 @@ async fn main() {
     }
     report.row(Row::new("benchmark run time (wall)", secs(run_start.elapsed())));
     report.print(&convergence.calls, (run.args.instances, run.args.peers));
+}
+
+/// The fairness scenario: namespaces A and B on the operator's one token.
+async fn fairness_main(mut run: Run, client: &Client, run_start: Instant) {
+    let suffix = run.fleet.suffix.clone();
+    let a = fairness::Tenant::create(client, &format!("fair-a-{suffix}"), format!("a{suffix}"), 1).await;
+    let b = fairness::Tenant::create(client, &format!("fair-b-{suffix}"), format!("b{suffix}"), 2).await;
+    run.ns = format!("fair-a-{suffix},fair-b-{suffix}");
+    let operator = run.start_operator(1).await;
+    let mut report = Report::new(&format!(
+        "fairness: namespace B {} peers alone, then A {} peers on {} hubs alone, then both; {}",
+        fairness::B_PEERS,
+        run.args.peers,
+        run.args.instances,
+        args_summary(&run.args, &run.scaled)
+    ));
+    fairness::run(&run, &operator, &a, &b, &mut report).await;
+    let (rss_kib, cpu) = operator.usage();
+    report.row(Row::new(
+        "operator peak RSS / CPU",
+        format!("{:.1} MiB / {:.1} s", rss_kib as f64 / 1024.0, cpu),
+    ));
+    operator.stop();
+    report.row(Row::new("benchmark run time (wall)", secs(run_start.elapsed())));
+    report.print(
+        &Calls::of(&run.sim.simulator().calls()),
+        (run.args.instances, run.args.peers),
+    );
 }
 
 /// One run: its settings, the simulator and the kube side.
