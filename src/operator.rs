@@ -375,6 +375,13 @@ fn controller_deps(
             instance_concurrency: args.instance_concurrency,
             peer_concurrency: args.peer_concurrency,
             label_selector: args.label_selector.clone(),
+            watch_namespaces: watch_scopes(args)
+                .into_iter()
+                .filter_map(|scope| match scope {
+                    WatchScope::Namespace(ns) => Some(ns),
+                    WatchScope::AllNamespaces => None,
+                })
+                .collect(),
             installation: installation(args),
             default_deletion_policy: args.default_deletion_policy,
             ..Settings::default()
@@ -383,6 +390,7 @@ fn controller_deps(
             controller: "vpn-operator".into(),
             instance: Some(identity),
         },
+        peer_scopes: Default::default(),
     }
 }
 

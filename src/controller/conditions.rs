@@ -58,6 +58,7 @@ pub mod reason {
     pub const DELETING: &str = "Deleting";
     pub const WAITING_FOR_INSTANCE: &str = "WaitingForInstance";
     pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
+    pub const NOT_PERMITTED: &str = "NotPermitted";
     pub const HOSTNAME_TAKEN: &str = "HostnameTaken";
     pub const NOT_OWNED: &str = "NotOwned";
     /// The API budget of the resource's credentials holds its next request back for now.

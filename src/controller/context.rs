@@ -40,6 +40,8 @@ pub struct Settings {
     pub instance_concurrency: u16,
     pub peer_concurrency: u16,
     pub label_selector: Option<String>,
+    /// The namespaces watched (`WATCH_NAMESPACES`); empty: all. A peer's hub must be in one.
+    pub watch_namespaces: Vec<String>,
     /// How long the region list is trusted before it is fetched again.
     pub region_cache_ttl: Duration,
     /// The name of this operator installation in ownership records (`--installation`).
@@ -58,6 +60,7 @@ impl Default for Settings {
             instance_concurrency: 8,
             peer_concurrency: 8,
             label_selector: None,
+            watch_namespaces: Vec::new(),
             region_cache_ttl: Duration::from_secs(600),
             installation: "default".into(),
             default_deletion_policy: DeletionPolicy::Delete,
@@ -69,6 +72,9 @@ impl Default for Settings {
 /// then wants a list younger than 90 % of it: so a list is reused by every object of its token
 /// within one cycle, yet no object goes more than one interval without a fresh one.
 pub const DRIFT_REUSE: f64 = 0.9;
+
+/// The peer caches of every watch scope of the process.
+pub type PeerScopes = Arc<std::sync::Mutex<Vec<Store<VpnPeer>>>>;
 
 /// Region codes as last fetched, and when.
 type RegionCache = Option<(Instant, Vec<String>)>;
@@ -92,6 +98,9 @@ pub struct Context<A> {
     pub instances: Store<VpnInstance>,
     /// Peers as seen by the peer controller, to know which Altostrat peers others record.
     pub peers: Store<VpnPeer>,
+    /// The peer caches of every watch scope (this one's among them once it has started): a hub
+    /// counts and waits for the peers of every namespace that name it.
+    pub peer_scopes: PeerScopes,
     /// The ownership records: who holds which Altostrat object, read fresh by every reconcile.
     pub records: Records,
     pub(crate) failures: FailureCounts,
@@ -127,6 +136,7 @@ impl<A: VpnApi> Context<A> {
             settings,
             instances,
             peers,
+            peer_scopes: PeerScopes::default(),
             failures: FailureCounts::default(),
             regions: tokio::sync::Mutex::new(None),
             looks: std::sync::Mutex::default(),
@@ -221,6 +231,16 @@ impl<A: VpnApi> Context<A> {
 }
 
 impl<A> Context<A> {
+    /// Every peer the watch scopes of this process see (this scope's alone before they are
+    /// shared).
+    pub(crate) fn all_peers(&self) -> Vec<Arc<VpnPeer>> {
+        let scopes = self.peer_scopes.lock().expect("peer scopes lock");
+        match scopes.is_empty() {
+            true => self.peers.state(),
+            false => scopes.iter().flat_map(|store| store.state()).collect(),
+        }
+    }
+
     /// A poll of `obj`: a list no older than `interval` and sent after the object's previous
     /// look, so that each poll sees something it has not seen (shared with every object of
     /// the token polling at the same time).

@@ -25,6 +25,7 @@ pub mod reason {
     pub const PROFILE_REMOVED: (&str, &str) = ("ProfileRemoved", "Deliver");
     /// Warnings on the transition into a wait only a change elsewhere ends.
     pub const INSTANCE_NOT_FOUND: (&str, &str) = ("InstanceNotFound", "Reconcile");
+    pub const NOT_PERMITTED: (&str, &str) = ("NotPermitted", "Reconcile");
     pub const DELETION_BLOCKED: (&str, &str) = ("DeletionBlocked", "Delete");
 }
 

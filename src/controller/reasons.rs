@@ -108,6 +108,15 @@ pub const ROWS: &[Row] = &[
         ),
     ),
     row(
+        (READY, false, reason::NOT_PERMITTED),
+        Peer,
+        STALLS,
+        (
+            "the VpnInstance of another namespace that `spec.instanceRef` names does not admit the peer's namespace (its `spec.allowedPeers`), or is in a namespace the operator does not watch; nothing is sent to Altostrat, and an Altostrat peer made before a grant was revoked is kept, unwritten (one Warning event)",
+            "have the hub's owners grant the namespace, have a cluster administrator label it, or name another hub",
+        ),
+    ),
+    row(
         (READY, false, reason::THROTTLED),
         Both,
         GOES_ON,
@@ -326,6 +335,15 @@ pub const ROWS: &[Row] = &[
         GOES_ON,
         (
             "Altostrat holds nothing of the peer yet: it is sent once its instance is usable (also `InstanceNotFound`)",
+            "as for `Ready`",
+        ),
+    ),
+    row(
+        (SYNCED, false, reason::NOT_PERMITTED),
+        Peer,
+        STALLS,
+        (
+            "the hub does not admit the peer's namespace: nothing is sent to Altostrat",
             "as for `Ready`",
         ),
     ),

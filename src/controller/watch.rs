@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Config;
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -15,12 +16,13 @@ use super::events::reason as event;
 use super::finalizer::has_finalizer;
 use super::lifecycle::{Managed, error_policy, reconcile};
 use super::observation::{Changed, Observations};
+use super::peer;
 use super::policy::annotation;
 use crate::altostrat::VpnApi;
 use crate::crd::{APPROVE_PLAN_ANNOTATION, FINALIZER, PAUSED_ANNOTATION, RECONCILE_REQUEST_ANNOTATION};
 use crate::crd::{VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 
 /// Where the controllers look for resources.
 #[derive(Clone, Debug)]
@@ -54,6 +56,8 @@ pub struct ControllerDeps<A> {
     pub running: Arc<crate::server::InFlight>,
     pub settings: Settings,
     pub reporter: Reporter,
+    /// Every scope's peer cache, each scope adding its own when it starts.
+    pub peer_scopes: super::context::PeerScopes,
 }
 
 impl<A> Clone for ControllerDeps<A> {
@@ -68,6 +72,7 @@ impl<A> Clone for ControllerDeps<A> {
             running: self.running.clone(),
             settings: self.settings.clone(),
             reporter: self.reporter.clone(),
+            peer_scopes: self.peer_scopes.clone(),
         }
     }
 }
@@ -196,7 +201,8 @@ async fn warn_left_scope<A>(
 }
 
 /// What the peers of an instance depend on, per instance as last seen: the Altostrat id,
-/// whether its server is ready (see `peer::usable_instance_id`), deletion and credentials;
+/// whether its server is ready (see `peer::usable_instance_id`), deletion, credentials and the
+/// namespaces it admits peers of;
 /// and, for peers delivering a profile, the generation whose changes Altostrat has applied (a
 /// profile may have changed with it). Other changes (conditions' messages, observed
 /// configuration, the operator's own status writes) do not concern them.
@@ -228,6 +234,7 @@ impl PeerRelevant {
                 .credentials_secret_ref
                 .as_ref()
                 .map(|r| r.name.as_str()),
+            serde_json::to_string(&instance.spec.allowed_peers).ok(),
         )
             .hash(&mut hasher);
         let base = hasher.finish();
@@ -329,8 +336,8 @@ fn successors(instances: &Store<VpnInstance>, gone: &VpnInstance) -> Vec<ObjectR
         .collect()
 }
 
-/// The peers to reconcile when an instance changed: those in its namespace that name it (and,
-/// for a change only profiles depend on, deliver one).
+/// The peers to reconcile when an instance changed: those of this scope that name it, from
+/// any namespace (and, for a change only profiles depend on, deliver one).
 fn dependents(
     peers: &Store<VpnPeer>,
     (instance, concerns): &(ObjectRef<VpnInstance>, Concerns),
@@ -338,8 +345,48 @@ fn dependents(
     peers
         .state()
         .into_iter()
-        .filter(|p| p.namespace() == instance.namespace && p.spec.instance_ref.name == instance.name)
+        .filter(|p| {
+            instance.namespace.as_deref() == Some(peer::instance_namespace(p).as_str())
+                && p.spec.instance_ref.name == instance.name
+        })
         .filter(|p| *concerns == Concerns::AllPeers || delivers_a_profile(p))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// The peers of this scope to reconcile when a namespace's labels change: those of that
+/// namespace that name a hub of another namespace, whose grant may have come or gone (it is
+/// judged on the labels read then, never on this watch's copy). A namespace's first sighting
+/// triggers nothing: its peers are reconciled when their own watch starts.
+fn namespace_label_changes(
+    client: Client,
+    peers: Store<VpnPeer>,
+) -> impl Stream<Item = ObjectRef<VpnPeer>> + Send + 'static {
+    use std::hash::{Hash, Hasher};
+    let mut seen = std::collections::HashMap::<String, u64>::new();
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+    watcher(namespaces, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(move |namespace| {
+            let changed = namespace.ok().and_then(|ns| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                ns.metadata.labels.hash(&mut hasher);
+                let name = ns.metadata.name.unwrap_or_default();
+                let before = seen.insert(name.clone(), hasher.finish());
+                before.is_some_and(|b| b != hasher.finish()).then_some(name)
+            });
+            std::future::ready(changed)
+        })
+        .flat_map(move |namespace| futures::stream::iter(granted_in(&peers, &namespace)))
+}
+
+/// The peers of `namespace` that name a hub of another namespace.
+fn granted_in(peers: &Store<VpnPeer>, namespace: &str) -> Vec<ObjectRef<VpnPeer>> {
+    peers
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace) && peer::crosses_namespaces(p))
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -415,6 +462,7 @@ pub async fn run<A: VpnApi>(
     let peers = peer_store.clone();
     let peer_triggers = instance_changes.flat_map(move |i| futures::stream::iter(dependents(&peers, &i)));
     let peer_drift = observed_changes(&deps.observations, peer_store.clone(), records_peer);
+    let grants = namespace_label_changes(deps.client.clone(), peer_store.clone());
     let instance_drift = observed_changes(&deps.observations, instance_store.clone(), records_instance);
 
     let instance_triggers = futures::stream::select(instance_drift, handed_over);
@@ -425,10 +473,17 @@ pub async fn run<A: VpnApi>(
     );
     let peer_controller = controller(
         (&deps.metrics, peer_store.clone()),
-        (peer_events, futures::stream::select(peer_triggers, peer_drift)),
+        (
+            peer_events,
+            futures::stream::select(futures::stream::select(peer_triggers, peer_drift), grants),
+        ),
         (deps.settings.peer_concurrency, shutdown),
     );
-    let ctx = Arc::new(Context::new(
+    deps.peer_scopes
+        .lock()
+        .expect("peer scopes lock")
+        .push(peer_store.clone());
+    let mut ctx = Context::new(
         deps.client,
         deps.api,
         deps.observations,
@@ -438,7 +493,9 @@ pub async fn run<A: VpnApi>(
         deps.settings,
         instance_store.clone(),
         peer_store.clone(),
-    ));
+    );
+    ctx.peer_scopes = deps.peer_scopes;
+    let ctx = Arc::new(ctx);
     on_started(instance_store, peer_store);
 
     let instance_loop = instance_controller

@@ -3,7 +3,7 @@
 // Each `printcolumn(...)` repeats the same keys by design; clippy reads them as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -167,6 +167,15 @@ pub struct VpnInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<CredentialsReference>,
 
+    /// Which namespaces may attach VpnPeers to this hub (a peer names it with
+    /// `spec.instanceRef.namespace`), as Gateway API's `allowedRoutes.namespaces` does for
+    /// routes. Unset: only peers of this namespace. Peers of this namespace are always allowed
+    /// (whoever may write them may edit this field too). Revoking a grant stops new peers of
+    /// the namespaces it no longer selects and marks their existing peers `NotPermitted`; their
+    /// Altostrat peers are kept until their VpnPeers are deleted (see docs/sharing.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_peers: Option<AllowedPeers>,
+
     /// Adopt an existing Altostrat instance by its id (a UUID) instead of creating one (with
     /// `managementPolicy: ObserveOnly`: observe it). The hub's `hostname` must match, and no
     /// other resource may hold it. Cannot be changed or removed once set.
@@ -176,6 +185,48 @@ pub struct VpnInstanceSpec {
         regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
     )]
     pub instance_id: Option<String>,
+}
+
+/// The namespaces whose VpnPeers may attach to a hub.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllowedPeers {
+    /// Which namespaces, besides the hub's own, may attach peers. Unset: the hub's own only.
+    #[serde(default)]
+    pub namespaces: PeerNamespaces,
+}
+
+/// Namespaces granted to attach peers, as in Gateway API's `allowedRoutes.namespaces`.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.from == 'Selector' ? has(self.selector) : !has(self.selector)").message("allowedPeers.namespaces.selector is required with from: Selector and refused otherwise"))]
+pub struct PeerNamespaces {
+    /// `Same` (default): only the hub's own namespace. `Selector`: also the namespaces whose
+    /// labels `selector` matches. `All`: every namespace.
+    #[serde(default)]
+    pub from: FromNamespaces,
+    /// With `from: Selector`: a label selector on Namespaces (`matchLabels`,
+    /// `matchExpressions`). Namespace labels are set by cluster administrators, so a team
+    /// cannot grant itself a hub; an empty selector selects every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+// Which namespaces a grant covers. (A `//` comment: a type doc would replace the field's own
+// description in `kubectl explain`.)
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromNamespaces {
+    #[default]
+    Same,
+    Selector,
+    All,
+}
+
+/// How many of a hub's peers one namespace holds.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespacePeers {
+    /// The namespace.
+    pub namespace: String,
+    /// VpnPeers of that namespace attached to the hub (Altostrat holds their peer on it).
+    pub peers: u32,
 }
 
 /// A custom DNS record served by the instance.
@@ -243,6 +294,10 @@ pub struct VpnInstanceStatus {
     /// When Altostrat created the instance (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// How many VpnPeers of each namespace are attached to the hub, counted when the hub is
+    /// reconciled (counts only: the peers' names belong to their namespaces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attached_peers: Vec<NamespacePeers>,
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -11,7 +11,8 @@ mod record;
 
 pub use credentials::{CredentialsSecretReference, VpnCredentials, VpnCredentialsSpec, VpnCredentialsStatus};
 pub use instance::{
-    DnsRecord, DnsRecordKind, FirewallRuleStatus, VpnInstance, VpnInstanceSpec, VpnInstanceStatus,
+    AllowedPeers, DnsRecord, DnsRecordKind, FirewallRuleStatus, FromNamespaces, NamespacePeers,
+    PeerNamespaces, VpnInstance, VpnInstanceSpec, VpnInstanceStatus,
 };
 pub use peer::{
     InstanceReference, PeerKind, PeerProtocol, ProfileSecretSpec, ProfileSecretStatus, VpnPeer, VpnPeerSpec,

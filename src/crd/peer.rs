@@ -78,7 +78,8 @@ use super::{ApprovedPlan, DeletionPolicy, ManagementPolicy, PlannedCall};
 #[x_kube(validation = Rule::new("!has(self.managementPolicy) || self.managementPolicy != 'ObserveOnly' || has(self.peerId)").message("managementPolicy ObserveOnly needs spec.peerId: a peer is found only by its id"))]
 #[serde(rename_all = "camelCase")]
 pub struct VpnPeerSpec {
-    /// The VpnInstance (in this namespace) the peer connects to. Immutable.
+    /// The VpnInstance the peer connects to: in this namespace, or in `namespace` if that hub
+    /// grants this namespace (its `spec.allowedPeers`). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("instanceRef is immutable; create a new VpnPeer to move it"))]
     pub instance_ref: InstanceReference,
 
@@ -166,12 +167,22 @@ pub struct ProfileSecretSpec {
     pub name: String,
 }
 
-/// Reference to a VpnInstance in the peer's namespace.
+/// Reference to a VpnInstance.
 #[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceReference {
     /// Name of the VpnInstance.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Namespace of the VpnInstance. Unset: the peer's own namespace. Another namespace's hub
+    /// must grant this one in its `spec.allowedPeers`, or the peer is `Ready=False`
+    /// `NotPermitted` and nothing is sent to Altostrat. The peer's profile Secret stays in the
+    /// peer's namespace; the hub's credentials are used for its Altostrat peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
 }
 
 /// Kind of peer.

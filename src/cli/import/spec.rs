@@ -76,6 +76,7 @@ pub fn instance_spec(instance: &Instance, adoption: &Adoption) -> Imported<VpnIn
         dns_custom: records(instance, &mut losses),
         deletion_policy: adoption.deletion_policy,
         management_policy: ManagementPolicy::Full,
+        allowed_peers: None,
         credentials_secret_ref: adoption
             .credentials_secret
             .clone()
@@ -130,6 +131,7 @@ pub fn peer_spec(
     let mut spec = VpnPeerSpec {
         instance_ref: InstanceReference {
             name: instance_name.to_owned(),
+            namespace: None,
         },
         kind,
         protocol,

@@ -283,6 +283,7 @@ mod tests {
                 management_policy: ManagementPolicy::Full,
                 credentials_secret_ref: None,
                 credentials_ref: None,
+                allowed_peers: None,
                 instance_id: None,
             },
         );
@@ -297,7 +298,10 @@ mod tests {
         let mut peer = VpnPeer::new(
             name,
             VpnPeerSpec {
-                instance_ref: InstanceReference { name: hub.into() },
+                instance_ref: InstanceReference {
+                    name: hub.into(),
+                    namespace: None,
+                },
                 kind: PeerKind::Client,
                 protocol: PeerProtocol::Wireguard,
                 user_id: Some("a1b2c3d4-e5f6-7890-1234-567890abcdef".into()),

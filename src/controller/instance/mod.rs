@@ -8,6 +8,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -25,12 +26,12 @@ use super::lifecycle::{Conn, Handle, Managed};
 use super::observation::Look;
 use super::policy::{Gate, reconcile_request};
 use super::record::{self, instance_record};
-use super::{plan, planned};
+use super::{peer, plan, planned};
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{
-    DeletionPolicy, Holder, ManagementPolicy, OwnershipRecordSpec, PlannedCall, VpnInstance, VpnInstanceSpec,
-    VpnInstanceStatus, cidr,
+    DeletionPolicy, Holder, ManagementPolicy, NamespacePeers, OwnershipRecordSpec, PlannedCall, VpnInstance,
+    VpnInstanceSpec, VpnInstanceStatus, VpnPeer, cidr,
 };
 pub(crate) use status::{desired_conditions, observed_status};
 use status::{missing_conditions, next_look, recorded_conditions, time_in_state, withheld_status};
@@ -127,8 +128,8 @@ impl Managed for VpnInstance {
         Ok(None)
     }
 
-    fn credentials(&self, _: &Context<impl Sized>) -> Wanted {
-        wanted_by(self)
+    async fn credentials<A: VpnApi>(&self, _: &Context<A>) -> Result<(String, Wanted)> {
+        Ok((self.namespace().unwrap_or_default(), wanted_by(self)))
     }
     async fn parent<A: VpnApi>(&self, _: &Context<A>) -> Result<std::result::Result<String, ConditionState>> {
         Ok(Ok(String::new()))
@@ -266,7 +267,8 @@ impl Managed for VpnInstance {
     ) -> Result<()> {
         let pending = pending(conn.obj, instance, handle.status.gate());
         let desired = desired_conditions(instance, &pending);
-        handle.status.write(observed_status(instance), &desired).await
+        let status = observed_with_peers(conn.obj, conn.ctx, instance);
+        handle.status.write(status, &desired).await
     }
     async fn record<A: VpnApi>(
         conn: &mut Conn<'_, Self, A>,
@@ -296,26 +298,26 @@ impl Managed for VpnInstance {
         handle.status.update_fields(|s| s.instance_id = None).await
     }
 
-    /// VpnPeers in the instance's namespace that reference it, as the peer cache has them (the
-    /// peer watch re-triggers nothing here; the drain poll looks again), by name.
+    /// VpnPeers of every namespace that reference it, as the peer caches of every watch scope
+    /// have them (the peer watch re-triggers nothing here; the drain poll looks again): by name
+    /// in its own namespace, as `namespace/name` in others.
     fn dependents<A: VpnApi>(&self, ctx: &Context<A>) -> Vec<String> {
-        let namespace = self.namespace();
-        let name = self.name_any();
-        let mut names: Vec<String> = ctx
-            .peers
-            .state()
-            .iter()
-            .filter(|p| p.namespace() == namespace && p.spec.instance_ref.name == name)
-            .map(|p| p.name_any())
+        let own = self.namespace().unwrap_or_default();
+        let mut names: Vec<String> = referencing(self, &ctx.all_peers())
+            .map(|p| match p.namespace().unwrap_or_default() {
+                ns if ns == own => p.name_any(),
+                ns => format!("{ns}/{}", p.name_any()),
+            })
             .collect();
         names.sort();
         names
     }
-    /// Names the peers it waits for, with one Warning when the wait begins.
+    /// Names the peers of its own namespace it waits for and counts those of others (their
+    /// names belong to their namespaces), with one Warning when the wait begins.
     async fn wait_for_dependents(handle: &mut Handle<Self>, dependents: &[String]) -> Result<Action> {
         let message = format!(
             "Waiting for the VpnPeers that reference this instance to be deleted: {}",
-            named(dependents)
+            dependents_named(dependents)
         );
         if handle.status.ready_reason() != Some(reason::DELETING) {
             handle.activity.warn(event::DELETION_BLOCKED, message.clone());
@@ -346,6 +348,59 @@ impl Managed for VpnInstance {
     async fn released<A: VpnApi>(&self, ctx: &Context<A>) -> Result<()> {
         ctx.release_secret(self).await
     }
+}
+
+/// The peers that name `hub` in their `spec.instanceRef`, of any namespace.
+fn referencing<'a>(
+    hub: &'a VpnInstance,
+    peers: &'a [Arc<VpnPeer>],
+) -> impl Iterator<Item = &'a Arc<VpnPeer>> {
+    let (namespace, name) = (hub.namespace().unwrap_or_default(), hub.name_any());
+    peers
+        .iter()
+        .filter(move |p| p.spec.instance_ref.name == name && peer::instance_namespace(p) == namespace)
+}
+
+/// How many peers of each namespace are attached to `hub` (their status names its Altostrat
+/// instance `id`), by namespace. A count, shown to the hub's readers: nothing here is proof.
+fn attached_peers(hub: &VpnInstance, id: &str, peers: &[Arc<VpnPeer>]) -> Vec<NamespacePeers> {
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for p in referencing(hub, peers) {
+        if p.status.as_ref().and_then(|s| s.instance_id.as_deref()) == Some(id) {
+            *counts.entry(p.namespace().unwrap_or_default()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(namespace, peers)| NamespacePeers { namespace, peers })
+        .collect()
+}
+
+/// The status mirroring `instance`, with the peers attached to it counted.
+fn observed_with_peers<A>(obj: &VpnInstance, ctx: &Context<A>, instance: &Instance) -> VpnInstanceStatus {
+    VpnInstanceStatus {
+        attached_peers: attached_peers(obj, &instance.id, &ctx.all_peers()),
+        ..observed_status(instance)
+    }
+}
+
+/// The dependents as a deletion message shows them: own peers by name, others counted by
+/// namespace.
+fn dependents_named(dependents: &[String]) -> String {
+    let mut others = std::collections::BTreeMap::<&str, usize>::new();
+    let mut own = Vec::new();
+    for dependent in dependents {
+        match dependent.split_once('/') {
+            Some((namespace, _)) => *others.entry(namespace).or_default() += 1,
+            None => own.push(dependent.clone()),
+        }
+    }
+    let mut parts = Vec::new();
+    if !own.is_empty() {
+        parts.push(named(&own));
+    }
+    parts.extend(others.into_iter().map(|(ns, n)| format!("{n} in namespace {ns}")));
+    parts.join("; ")
 }
 
 /// Records a reconcile whose next writes the gate withholds: what Altostrat holds, the calls
@@ -391,7 +446,8 @@ async fn record<A: VpnApi>(
         .is_some_and(|s| conditions::is_ready(&s.conditions));
     let gate = Gate::of(obj);
     let desired = recorded_conditions(instance, &pending(obj, instance, gate), gate);
-    handle.status.write(observed_status(instance), &desired).await?;
+    let status = observed_with_peers(obj, conn.ctx, instance);
+    handle.status.write(status, &desired).await?;
     let ready = desired[0].status;
     if ready && !was_ready {
         let note = format!("instance {} is provisioned and in sync", instance.hostname);

@@ -20,7 +20,6 @@ pub(crate) use withheld::{Withheld, withheld};
 use std::future::Future;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tokio::time::Instant;
@@ -85,8 +84,12 @@ pub(crate) trait Managed:
     ) -> impl Future<Output = Result<Option<String>>> + Send;
 
     // --- what the object depends on
-    /// What the resource names for its credentials (a peer: what its instance names).
-    fn credentials(&self, ctx: &Context<impl Sized>) -> Wanted;
+    /// What the resource names for its credentials (a peer: what its instance names), and the
+    /// namespace they are judged in (a peer's: its instance's).
+    fn credentials<A: VpnApi>(
+        &self,
+        ctx: &Context<A>,
+    ) -> impl Future<Output = Result<(String, Wanted)>> + Send;
     /// The instance the object lives on (`""` for an instance itself), or why the resource waits for it.
     fn parent<A: VpnApi>(
         &self,
@@ -238,19 +241,17 @@ pub(crate) struct Conn<'a, K, A> {
     pub ctx: &'a Context<A>,
     /// The instance the object lives on (`""` for an instance itself).
     pub parent: String,
-    wanted: Wanted,
-    source: Option<Source>,
+    /// The namespace the credentials are judged in, and where they come from, once resolved.
+    source: Option<(String, Source)>,
     token: Option<ApiToken>,
 }
 
 impl<'a, K: Managed, A: VpnApi> Conn<'a, K, A> {
     fn new(obj: &'a K, ctx: &'a Context<A>, parent: String) -> Self {
-        let wanted = obj.credentials(ctx);
         Self {
             obj,
             ctx,
             parent,
-            wanted,
             source: None,
             token: None,
         }
@@ -259,24 +260,28 @@ impl<'a, K: Managed, A: VpnApi> Conn<'a, K, A> {
     /// Where the token comes from, resolved on first use (and the resource noted as a user
     /// of the VpnCredentials it resolved to).
     pub async fn source(&mut self) -> Result<Source> {
-        if let Some(source) = &self.source {
-            return Ok(source.clone());
+        Ok(self.resolved().await?.1)
+    }
+
+    /// The namespace the credentials are judged in, and where they come from.
+    async fn resolved(&mut self) -> Result<(String, Source)> {
+        if let Some(resolved) = &self.source {
+            return Ok(resolved.clone());
         }
-        let namespace = self.obj.namespace().unwrap_or_default();
         let uid = self.obj.meta().uid.clone().unwrap_or_default();
-        let source = self.ctx.credentials_source(&namespace, &self.wanted).await;
+        let (namespace, wanted) = self.obj.credentials(self.ctx).await?;
+        let source = self.ctx.credentials_source(&namespace, &wanted).await;
         self.ctx.shared.note_user(&uid, source.as_ref().ok());
-        let source = source?;
-        self.source = Some(source.clone());
-        Ok(source)
+        let resolved = (namespace, source?);
+        self.source = Some(resolved.clone());
+        Ok(resolved)
     }
 
     pub async fn token(&mut self) -> Result<ApiToken> {
         if let Some(token) = &self.token {
             return Ok(token.clone());
         }
-        let namespace = self.obj.namespace().unwrap_or_default();
-        let source = self.source().await?;
+        let (namespace, source) = self.resolved().await?;
         let token = self.ctx.token(&namespace, &source).await?;
         self.token = Some(token.clone());
         Ok(token)

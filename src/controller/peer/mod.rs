@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 mod decisions;
+pub(crate) mod grant;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -9,22 +10,22 @@ mod tests;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
 use tokio::time::Instant;
 
 use super::conditions::{self, ConditionState, reason};
 use super::context::{Context, DRIFT_REUSE};
 use super::credentials::Wanted;
-use super::error::Result;
+use super::error::{Error, Result};
 use super::events::reason as event;
 use super::lifecycle::decide::{Candidate, Kind, Remote};
 use super::lifecycle::{Conn, Handle, Managed};
 use super::observation::Look;
 use super::policy::{Gate, reconcile_request};
-use super::profile;
 use super::record::{self, instance_record, peer_record};
+use super::{namespaces, profile};
 use super::{plan, planned};
 use crate::altostrat::model::{Peer, PeerUpdate};
 use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
@@ -119,20 +120,31 @@ impl Managed for VpnPeer {
         ctx.records.peer_held_elsewhere(id, me).await
     }
 
-    /// The token of the instance's resource.
-    fn credentials(&self, ctx: &Context<impl Sized>) -> Wanted {
-        referenced_instance(self, ctx)
-            .map_or_else(Wanted::default, |i| crate::controller::instance::wanted_by(&i))
+    /// What the instance's resource names, judged in the instance's namespace: a peer of
+    /// another namespace uses its hub's credentials, never those of its own namespace.
+    async fn credentials<A: VpnApi>(&self, ctx: &Context<A>) -> Result<(String, Wanted)> {
+        let instance = referenced_instance(self, ctx).await?;
+        let wanted = instance.map_or_else(Wanted::default, |i| crate::controller::instance::wanted_by(&i));
+        Ok((instance_namespace(self), wanted))
     }
-    /// The Altostrat instance the peer may use: the instance its instance resource manages, provisioned, and
-    /// held by that resource's record (read now); otherwise why the peer waits.
+    /// The Altostrat instance the peer may use: the instance its instance resource manages,
+    /// provisioned, admitting the peer's namespace (read now) and held by that resource's
+    /// record (read now); otherwise why the peer waits or is refused.
     async fn parent<A: VpnApi>(
         &self,
         ctx: &Context<A>,
     ) -> Result<std::result::Result<String, ConditionState>> {
-        let instance = referenced_instance(self, ctx);
-        let name = &self.spec.instance_ref.name;
-        let usable = usable_instance_id(instance.as_deref(), name);
+        if let Err(not_watched) = watched(self, ctx) {
+            return Ok(Err(not_watched));
+        }
+        let instance = referenced_instance(self, ctx).await?;
+        let name = instance_label(self);
+        if let Some(hub) = instance.as_deref()
+            && let Err(why) = admitted(self, hub, ctx).await?
+        {
+            return Ok(Err(grant::not_permitted(why)));
+        }
+        let usable = usable_instance_id(instance.as_deref(), &name);
         let Some(instance) = instance.filter(|_| usable.is_ok()) else {
             return Ok(usable);
         };
@@ -143,7 +155,7 @@ impl Managed for VpnPeer {
                 &record::holder(&*instance),
             )
             .await?;
-        Ok(attached(usable, &record, name))
+        Ok(attached(usable, &record, &name))
     }
 
     fn look_for<A: VpnApi>(conn: &Conn<'_, Self, A>, token: &ApiToken, gate: Gate, _: &Time) -> Look {
@@ -288,20 +300,25 @@ impl Managed for VpnPeer {
         let drift = ctx.drift_interval(&conn.token().await?);
         Ok(Action::requeue(plan::jittered(drift, fastrand::f64())))
     }
-    /// A peer waiting for its instance says so; the instance watch re-triggers it. An instance
-    /// resource that does not exist may be a typo: one Warning when the wait begins.
+    /// A peer waiting for its instance says so; the instance watch re-triggers it (and, for a
+    /// grant, the namespace watch). An instance resource that does not exist may be a typo, and
+    /// a hub that does not admit the peer needs a person: one Warning when the wait begins.
     async fn wait<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
         handle: &mut Handle<Self>,
         waiting: ConditionState,
     ) -> Result<Action> {
-        let missing = waiting.reason == reason::INSTANCE_NOT_FOUND;
-        if missing && handle.status.ready_reason() != Some(reason::INSTANCE_NOT_FOUND) {
-            handle
-                .activity
-                .warn(event::INSTANCE_NOT_FOUND, waiting.message.clone());
+        let warned = [
+            (reason::INSTANCE_NOT_FOUND, event::INSTANCE_NOT_FOUND),
+            (reason::NOT_PERMITTED, event::NOT_PERMITTED),
+        ];
+        let warning = warned.iter().find(|(r, _)| *r == waiting.reason);
+        if let Some((why, event)) = warning
+            && handle.status.ready_reason() != Some(*why)
+        {
+            handle.activity.warn(*event, waiting.message.clone());
         }
-        let mut conditions = waiting_conditions(waiting).to_vec();
+        let mut conditions = waiting_conditions(waiting);
         conditions.extend(profile::pending_until_ready(conn.obj));
         handle.status.write_conditions(&conditions).await?;
         Ok(Action::requeue(conn.ctx.settings.resync_interval))
@@ -316,12 +333,76 @@ impl Managed for VpnPeer {
     }
 }
 
-/// The instance a peer points at, looked up in the instance controller's cache. A reference
-/// is a name in the peer's own namespace, so a peer can never attach to another namespace's instance.
-fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Option<Arc<VpnInstance>> {
+/// The namespace of the instance a peer points at: `spec.instanceRef.namespace`, else its own.
+pub(crate) fn instance_namespace(peer: &VpnPeer) -> String {
+    peer.spec
+        .instance_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| peer.namespace().unwrap_or_default())
+}
+
+/// Whether a peer names an instance of another namespace.
+pub(crate) fn crosses_namespaces(peer: &VpnPeer) -> bool {
+    peer.namespace()
+        .is_some_and(|own| instance_namespace(peer) != own)
+}
+
+/// The instance as a peer's messages name it: `name` in its own namespace, `namespace/name`
+/// in another.
+fn instance_label(peer: &VpnPeer) -> String {
+    let name = &peer.spec.instance_ref.name;
+    match crosses_namespaces(peer) {
+        true => format!("{}/{name}", instance_namespace(peer)),
+        false => name.clone(),
+    }
+}
+
+/// The instance a peer points at. In its own namespace: from the instance controller's cache.
+/// In another: read now, since its grant is judged on it (a grant is proof, and this scope's
+/// cache may not hold that namespace at all).
+async fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Result<Option<Arc<VpnInstance>>> {
+    let namespace = instance_namespace(obj);
+    let name = &obj.spec.instance_ref.name;
+    if !crosses_namespaces(obj) {
+        return Ok(ctx.instances.get(&ObjectRef::new(name).within(&namespace)));
+    }
+    let instances: Api<VpnInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    let instance = instances
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read of VpnInstance {namespace}/{name}")))?;
+    Ok(instance.map(Arc::new))
+}
+
+/// `Err` when the peer's instance is in a namespace outside `WATCH_NAMESPACES`: no reconcile of
+/// that hub runs in this operator, so its record and status say nothing it could rely on.
+fn watched<A>(obj: &VpnPeer, ctx: &Context<A>) -> std::result::Result<(), ConditionState> {
+    let watched = &ctx.settings.watch_namespaces;
+    let namespace = instance_namespace(obj);
+    match watched.is_empty() || watched.contains(&namespace) {
+        true => Ok(()),
+        false => Err(grant::not_watched(
+            &namespace,
+            &obj.spec.instance_ref.name,
+            watched,
+        )),
+    }
+}
+
+/// Whether `hub` admits the peer's namespace, on the namespace's labels read now (only when
+/// the grant is a selector on them).
+async fn admitted<A>(
+    obj: &VpnPeer,
+    hub: &VpnInstance,
+    ctx: &Context<A>,
+) -> Result<std::result::Result<(), String>> {
     let namespace = obj.namespace().unwrap_or_default();
-    ctx.instances
-        .get(&ObjectRef::new(&obj.spec.instance_ref.name).within(&namespace))
+    let labels = match grant::needs_labels(hub, &namespace) {
+        true => namespaces::labels(&ctx.client, &namespace).await?,
+        false => None,
+    };
+    Ok(grant::permits(hub, &namespace, labels.as_ref()))
 }
 
 /// How fresh the observation of this peer must be: a reconcile request asks for a list sent

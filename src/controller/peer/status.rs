@@ -2,7 +2,7 @@
 
 use kube::Resource;
 
-use super::super::conditions::{ConditionState, READY, SYNCED, reason};
+use super::super::conditions::{ConditionState, READY, STALLED, SYNCED, reason};
 use super::super::lifecycle::decide::Remote;
 use super::super::lifecycle::{Withheld, withheld};
 use super::super::policy::Gate;
@@ -20,7 +20,10 @@ pub(crate) fn usable_instance_id(
             READY,
             false,
             reason::INSTANCE_NOT_FOUND,
-            format!("VpnInstance {name:?} does not exist in this namespace"),
+            match name.contains('/') {
+                true => format!("VpnInstance {name:?} does not exist"),
+                false => format!("VpnInstance {name:?} does not exist in this namespace"),
+            },
         ));
     };
     if instance.meta().deletion_timestamp.is_some() {
@@ -120,12 +123,26 @@ pub(crate) fn withheld_status(
     (VpnPeerStatus { plan, ..status }, conditions)
 }
 
-/// The conditions of a peer that waits for its instance: Altostrat holds nothing of it yet.
-pub(crate) fn waiting_conditions(waiting: ConditionState) -> [ConditionState; 2] {
+/// The conditions of a peer that waits for its instance: nothing is sent to Altostrat. A peer
+/// its hub does not admit is also `Stalled`: only a person can change the grant.
+pub(crate) fn waiting_conditions(waiting: ConditionState) -> Vec<ConditionState> {
+    if waiting.reason == reason::NOT_PERMITTED {
+        let synced = ConditionState::new(
+            SYNCED,
+            false,
+            reason::NOT_PERMITTED,
+            format!(
+                "{}; nothing is sent to Altostrat until the hub admits this namespace",
+                waiting.message
+            ),
+        );
+        let stalled = ConditionState::new(STALLED, true, reason::NOT_PERMITTED, waiting.message.clone());
+        return vec![waiting, synced, stalled];
+    }
     let message = format!(
         "{}; the peer is sent to Altostrat once its instance is usable",
         waiting.message
     );
     let synced = ConditionState::new(SYNCED, false, waiting.reason, message);
-    [waiting, synced]
+    vec![waiting, synced]
 }
