@@ -29,7 +29,9 @@ FLUX_KUSTOMIZE_VERSION="${FLUX_KUSTOMIZE_VERSION:-1.9.6}"
 GITTESTSERVER_VERSION="${GITTESTSERVER_VERSION:-0.25.0}"
 # The controllers kube-controller-manager runs (upstream names; see its --help). Workload
 # controllers are left out: with no scheduler or kubelet their Pods could never run.
-KCM_CONTROLLERS="${KCM_CONTROLLERS:-namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller}"
+# `resourcequota-controller` fills in a ResourceQuota's usage, without which the API server's
+# quota admission refuses every create it covers (tests/e2e/cross_namespace.rs caps VpnPeers).
+KCM_CONTROLLERS="${KCM_CONTROLLERS:-namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,resourcequota-controller}"
 CACHE_ROOT="${ALTOSTRAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/altostrat-vpn-operator}"
 BIN_DIR="$CACHE_ROOT/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
 # A directory of their own, so that a Flux version change rebuilds only Flux.

@@ -341,6 +341,7 @@ mod tests {
             credentials_ref: None,
             instance_id: None,
             management_policy: Default::default(),
+            allowed_peers: None,
         }
     }
 
@@ -510,7 +511,10 @@ mod tests {
 
     fn peer_spec(kind: PeerKind) -> VpnPeerSpec {
         VpnPeerSpec {
-            instance_ref: InstanceReference { name: "hub".into() },
+            instance_ref: InstanceReference {
+                name: "hub".into(),
+                namespace: None,
+            },
             kind,
             protocol: PeerProtocol::Wireguard,
             user_id: (kind == PeerKind::Client).then(|| "a1b2c3d4-e5f6-7890-1234-567890abcdef".into()),

@@ -12,6 +12,7 @@ mod support;
 
 mod crd_upgrade;
 mod credentials;
+mod cross_namespace;
 mod fencing;
 mod fidelity;
 mod flux;
