@@ -96,6 +96,14 @@ impl FakeKube {
         serde_json::from_value(state.objects[&path].clone()).unwrap()
     }
 
+    /// Creates or relabels the Namespace `name` (cluster-scoped: grants select namespaces by
+    /// their labels).
+    pub fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let value = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
+        self.0.lock().unwrap().store(format!("/api/v1/namespaces/{name}"), value);
+    }
+
     /// The stored version of `obj`, as the watch would deliver it next.
     pub fn get<K: Resource<DynamicType = ()> + serde::de::DeserializeOwned>(&self, obj: &K) -> Option<K> {
         let path = object_path::<K>(obj.meta().namespace.as_deref().unwrap_or(NS), &obj.name_any());

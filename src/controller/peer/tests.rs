@@ -629,3 +629,134 @@ async fn an_approved_peer_create_is_sent_once_and_a_changed_one_not_at_all() {
     assert!(status.approved_plan.unwrap().spent_at.is_some());
     assert_eq!(synced(&h), Some(("True".into(), "ReconcileSuccess".into())));
 }
+
+/// A harness with a Ready hub `hub` in namespace `network` granting `grant`, and the
+/// namespaces `apps` (labelled `team=apps`) and `data` (labelled `team=data`).
+async fn with_shared_hub(grant: serde_json::Value) -> (Harness, VpnInstance) {
+    let h = Harness::new();
+    h.kube.namespace("apps", &[("team", "apps")]);
+    h.kube.namespace("data", &[("team", "data")]);
+    let mut hub = instance("hub", json!({"allowedPeers": {"namespaces": grant}}));
+    hub.metadata.namespace = Some("network".into());
+    let hub = h.apply(hub);
+    h.reconcile(&hub).await.unwrap();
+    h.altostrat.clear_calls();
+    (h, hub)
+}
+
+/// A peer of namespace `namespace` naming the hub of `network`.
+fn foreign_peer(name: &str, namespace: &str) -> VpnPeer {
+    let mut obj = peer(name, "hub", json!({"instanceRef": {"name": "hub", "namespace": "network"}}));
+    obj.metadata.namespace = Some(namespace.into());
+    obj
+}
+
+fn team_apps() -> serde_json::Value {
+    json!({"from": "Selector", "selector": {"matchLabels": {"team": "apps"}}})
+}
+
+#[tokio::test]
+async fn a_peer_of_a_granted_namespace_is_created_on_the_shared_hub() {
+    let (h, hub) = with_shared_hub(team_apps()).await;
+    let obj = h.apply(foreign_peer("alice", "apps"));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("True".into(), "Available".into())));
+    assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
+    let status = h.stored(&obj).unwrap().status.unwrap();
+    assert_eq!(status.instance_id, Some(hub_id(&h, &hub)));
+    assert_eq!(h.stored(&obj).unwrap().metadata.namespace.as_deref(), Some("apps"));
+
+    h.reconcile(&hub).await.unwrap();
+    let counted = h.stored(&hub).unwrap().status.unwrap().attached_peers;
+    assert_eq!(counted.len(), 1);
+    assert_eq!((counted[0].namespace.as_str(), counted[0].peers), ("apps", 1));
+}
+
+#[tokio::test]
+async fn a_peer_its_hub_does_not_grant_is_refused_without_a_call() {
+    for grant in [json!({"from": "Same"}), team_apps()] {
+        let (h, _) = with_shared_hub(grant.clone()).await;
+        let obj = h.apply(foreign_peer("bob", "data"));
+        h.reconcile(&obj).await.unwrap();
+        h.reconcile(&obj).await.unwrap();
+        let stored = h.stored(&obj).unwrap().status.unwrap();
+        assert_eq!(
+            condition(&stored.conditions, "Ready"),
+            Some(("False".into(), "NotPermitted".into())),
+            "{grant}"
+        );
+        assert_eq!(
+            condition(&stored.conditions, "Stalled"),
+            Some(("True".into(), "NotPermitted".into())),
+            "only a person can grant it"
+        );
+        assert!(h.altostrat.calls().is_empty(), "{grant}");
+        assert!(!h.holds_finalizer(&obj), "nothing to clean up");
+        let warned = h.kube.notes("NotPermitted");
+        assert_eq!(warned.len(), 1, "one Warning when the refusal begins: {warned:?}");
+        assert!(warned[0].contains("VpnInstance network/hub"), "{warned:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_grant_keeps_the_peer_unwritten_until_its_resource_is_deleted() {
+    let (h, hub) = with_shared_hub(team_apps()).await;
+    let obj = h.apply(foreign_peer("alice", "apps"));
+    h.reconcile(&obj).await.unwrap();
+    let id = h.stored(&obj).unwrap().status.unwrap().peer_id.unwrap();
+    h.altostrat.clear_calls();
+
+    h.kube.namespace("apps", &[]);
+    h.observations_expire();
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "NotPermitted".into())));
+    assert!(h.altostrat.calls().is_empty(), "not written, not deleted");
+    assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1, "kept");
+    assert_eq!(h.stored(&obj).unwrap().status.unwrap().peer_id, Some(id));
+    assert!(h.holds_finalizer(&obj));
+
+    // Its own record still proves the Altostrat peer its own: deleting the resource deletes it.
+    h.delete(&obj);
+    h.reconcile(&obj).await.unwrap();
+    assert!(h.altostrat.calls().contains(&Endpoint::DeletePeer));
+    assert!(h.altostrat.peers(&hub_id(&h, &hub)).is_empty());
+}
+
+#[tokio::test]
+async fn a_hub_waits_for_the_peers_of_every_namespace_and_names_only_its_own() {
+    let (h, hub) = with_shared_hub(json!({"from": "All"})).await;
+    let own = h.apply({
+        let mut p = peer("carol", "hub", json!({}));
+        p.metadata.namespace = Some("network".into());
+        p
+    });
+    let foreign = h.apply(foreign_peer("alice", "apps"));
+    for p in [&own, &foreign] {
+        h.reconcile(p).await.unwrap();
+    }
+    h.delete(&hub);
+    h.reconcile(&hub).await.unwrap();
+    let conditions = h.stored(&hub).unwrap().status.unwrap().conditions;
+    let message = crate::controller::testing::condition_message(&conditions, "Ready").unwrap();
+    assert!(message.ends_with("carol; 1 in namespace apps"), "{message}");
+    assert!(!h.altostrat.calls().contains(&Endpoint::DeleteInstance));
+}
+
+#[tokio::test]
+async fn a_hub_outside_the_watched_namespaces_serves_no_peer() {
+    let (mut h, _) = with_shared_hub(json!({"from": "All"})).await;
+    std::sync::Arc::get_mut(&mut h.ctx)
+        .expect("no reconcile holds the context")
+        .settings
+        .watch_namespaces = vec!["apps".into()];
+    let obj = h.apply(foreign_peer("alice", "apps"));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(ready(&h, &obj), Some(("False".into(), "NotPermitted".into())));
+    let message = crate::controller::testing::condition_message(
+        &h.stored(&obj).unwrap().status.unwrap().conditions,
+        "Ready",
+    )
+    .unwrap();
+    assert!(message.contains("does not watch (WATCH_NAMESPACES: apps)"), "{message}");
+    assert!(h.altostrat.calls().is_empty());
+}
