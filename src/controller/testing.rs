@@ -100,8 +100,12 @@ impl FakeKube {
     /// their labels).
     pub fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
         let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
-        let value = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
-        self.0.lock().unwrap().store(format!("/api/v1/namespaces/{name}"), value);
+        let value =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}});
+        self.0
+            .lock()
+            .unwrap()
+            .store(format!("/api/v1/namespaces/{name}"), value);
     }
 
     /// The stored version of `obj`, as the watch would deliver it next.

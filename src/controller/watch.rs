@@ -434,6 +434,31 @@ fn controller<K: Managed>(
         .graceful_shutdown_on(shutdown)
 }
 
+/// The context of one scope's reconciles, its peer cache shared with every other scope.
+fn scope_context<A: VpnApi>(
+    deps: ControllerDeps<A>,
+    instances: Store<VpnInstance>,
+    peers: Store<VpnPeer>,
+) -> Arc<Context<A>> {
+    deps.peer_scopes
+        .lock()
+        .expect("peer scopes lock")
+        .push(peers.clone());
+    let mut ctx = Context::new(
+        deps.client,
+        deps.api,
+        deps.observations,
+        (deps.default_token, deps.shared),
+        deps.reporter,
+        (deps.metrics, deps.running),
+        deps.settings,
+        instances,
+        peers,
+    );
+    ctx.peer_scopes = deps.peer_scopes;
+    Arc::new(ctx)
+}
+
 /// Runs both controllers for one scope until `shutdown` resolves. In-flight reconciles are
 /// allowed to finish (graceful shutdown). `on_started` receives the caches once they exist.
 pub async fn run<A: VpnApi>(
@@ -479,23 +504,7 @@ pub async fn run<A: VpnApi>(
         ),
         (deps.settings.peer_concurrency, shutdown),
     );
-    deps.peer_scopes
-        .lock()
-        .expect("peer scopes lock")
-        .push(peer_store.clone());
-    let mut ctx = Context::new(
-        deps.client,
-        deps.api,
-        deps.observations,
-        (deps.default_token, deps.shared),
-        deps.reporter,
-        (deps.metrics, deps.running),
-        deps.settings,
-        instance_store.clone(),
-        peer_store.clone(),
-    );
-    ctx.peer_scopes = deps.peer_scopes;
-    let ctx = Arc::new(ctx);
+    let ctx = scope_context(deps, instance_store.clone(), peer_store.clone());
     on_started(instance_store, peer_store);
 
     let instance_loop = instance_controller

@@ -51,14 +51,23 @@ fn peer_of(name: &str, (namespace, hub): (&str, &str), user: &str) -> VpnPeer {
 /// Sets (`Some`) or removes (`None`) the label `team` on a namespace.
 async fn label_team(client: &Client, namespace: &str, team: Option<&str>) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    merge_patch(&namespaces, namespace, json!({"metadata": {"labels": {"team": team}}})).await;
+    merge_patch(
+        &namespaces,
+        namespace,
+        json!({"metadata": {"labels": {"team": team}}}),
+    )
+    .await;
 }
 
 /// A hub in `network` granting the namespaces labelled `team=apps`, Ready.
 async fn granting_hub(client: &Client, run: &Run, network: &str, hostname: &str) -> VpnInstance {
     let instances: Api<VpnInstance> = Api::namespaced(client.clone(), network);
     let grant = json!({"allowedPeers": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "apps"}}}}});
-    apply(&instances, &run.labelled(instance_manifest("hub", hostname, grant))).await;
+    apply(
+        &instances,
+        &run.labelled(instance_manifest("hub", hostname, grant)),
+    )
+    .await;
     wait_instance(&instances, "hub", "hub Ready", instance_ready).await
 }
 
@@ -116,15 +125,25 @@ async fn a_hub_serves_the_namespaces_it_grants_and_waits_for_their_peers() {
     .await;
     let hub_secrets: Api<Secret> = Api::namespaced(client.clone(), &network);
     assert!(hub_secrets.get_opt("alice-vpn").await.unwrap().is_none());
-    apply(&network_peers, &run.labelled(client_peer_manifest("carol", "hub", CAROL))).await;
+    apply(
+        &network_peers,
+        &run.labelled(client_peer_manifest("carol", "hub", CAROL)),
+    )
+    .await;
     wait_peer(&network_peers, "carol", "carol Ready", peer_ready).await;
 
     // A peer of a namespace the hub does not grant: refused, and Altostrat hears nothing of it.
     simc.reset_calls().await;
     apply(&data_peers, &run.labelled(peer_of("bob", (&network, "hub"), BOB))).await;
     let refused = wait_peer_reason(&data_peers, "bob", "NotPermitted").await;
-    assert!(refused.contains(&format!("VpnInstance {network}/hub")), "{refused}");
-    assert!(refused.contains(&format!("does not grant namespace {data}")), "{refused}");
+    assert!(
+        refused.contains(&format!("VpnInstance {network}/hub")),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!("does not grant namespace {data}")),
+        "{refused}"
+    );
     assert!(refused.contains("team=apps"), "{refused}");
     let bob = data_peers.get("bob").await.unwrap();
     assert_eq!(stalled(&bob).map(|s| s.0), Some("True".into()));
@@ -159,9 +178,16 @@ async fn a_hub_serves_the_namespaces_it_grants_and_waits_for_their_peers() {
     simc.reset_calls().await;
     label_team(&client, &apps, None).await;
     let revoked = wait_peer_reason(&apps_peers, "alice", "NotPermitted").await;
-    assert!(revoked.contains(&format!("does not grant namespace {apps}")), "{revoked}");
+    assert!(
+        revoked.contains(&format!("does not grant namespace {apps}")),
+        "{revoked}"
+    );
     assert!(simc.peers(&hub_id).await.iter().any(|p| p.id == alice_id), "kept");
-    assert_eq!(writes(&simc).await, BTreeMap::new(), "nothing written on revocation");
+    assert_eq!(
+        writes(&simc).await,
+        BTreeMap::new(),
+        "nothing written on revocation"
+    );
 
     // The hub's deletion waits for the peers of every namespace, naming only its own.
     instances.delete("hub", &DeleteParams::default()).await.unwrap();
@@ -169,11 +195,21 @@ async fn a_hub_serves_the_namespaces_it_grants_and_waits_for_their_peers() {
     assert!(waiting.contains("carol"), "{waiting}");
     assert!(waiting.contains(&format!("1 in namespace {apps}")), "{waiting}");
     assert!(waiting.contains(&format!("1 in namespace {data}")), "{waiting}");
-    assert!(!waiting.contains("alice") && !waiting.contains("bob"), "{waiting}");
-    assert!(simc.instance(&hub_id).await.is_some(), "the hub stays while peers remain");
+    assert!(
+        !waiting.contains("alice") && !waiting.contains("bob"),
+        "{waiting}"
+    );
+    assert!(
+        simc.instance(&hub_id).await.is_some(),
+        "the hub stays while peers remain"
+    );
 
     // Each peer's deletion deletes only its own Altostrat peer; bob never had one.
-    for (api, name) in [(&apps_peers, "alice"), (&data_peers, "bob"), (&network_peers, "carol")] {
+    for (api, name) in [
+        (&apps_peers, "alice"),
+        (&data_peers, "bob"),
+        (&network_peers, "carol"),
+    ] {
         api.delete(name, &DeleteParams::default()).await.unwrap();
         wait_gone(api, name).await;
     }
@@ -184,7 +220,11 @@ async fn a_hub_serves_the_namespaces_it_grants_and_waits_for_their_peers() {
         Some(&2),
         "alice's and carol's: {calls:?}"
     );
-    assert_eq!(calls.get("DELETE /vpn/instances/{instanceId}"), Some(&1), "{calls:?}");
+    assert_eq!(
+        calls.get("DELETE /vpn/instances/{instanceId}"),
+        Some(&1),
+        "{calls:?}"
+    );
     assert!(!calls.keys().any(|c| c.starts_with("POST")), "{calls:?}");
     operator.stop().await;
 }
@@ -215,7 +255,11 @@ async fn a_grant_reaches_no_hub_it_does_not_name() {
 
     // A namespace labelled for another team names the hub: refused.
     let data_peers: Api<VpnPeer> = Api::namespaced(client.clone(), &data);
-    apply(&data_peers, &run.labelled(peer_of("dave", (&network, "hub"), BOB))).await;
+    apply(
+        &data_peers,
+        &run.labelled(peer_of("dave", (&network, "hub"), BOB)),
+    )
+    .await;
     wait_peer_reason(&data_peers, "dave", "NotPermitted").await;
 
     // A VpnInstance that grants everyone and claims the hub's id in its status (a tenant may
@@ -223,7 +267,10 @@ async fn a_grant_reaches_no_hub_it_does_not_name() {
     let impostors: Api<VpnInstance> = Api::namespaced(client.clone(), &rogue);
     let everyone = json!({"allowedPeers": {"namespaces": {"from": "All"}}});
     let impostor = impostors
-        .create(&PostParams::default(), &instance_manifest("fake", "xns-fake-hub", everyone))
+        .create(
+            &PostParams::default(),
+            &instance_manifest("fake", "xns-fake-hub", everyone),
+        )
         .await
         .unwrap();
     let claimed = json!({"status": {"instanceId": hub_id, "serverReady": true}});
@@ -236,9 +283,16 @@ async fn a_grant_reaches_no_hub_it_does_not_name() {
         .await
         .unwrap();
     let apps_peers: Api<VpnPeer> = Api::namespaced(client.clone(), &apps);
-    apply(&apps_peers, &run.labelled(peer_of("erin", (&rogue, "fake"), ALICE))).await;
+    apply(
+        &apps_peers,
+        &run.labelled(peer_of("erin", (&rogue, "fake"), ALICE)),
+    )
+    .await;
     let refused = wait_peer_reason(&apps_peers, "erin", "WaitingForInstance").await;
-    assert!(refused.contains("does not hold the ownership record"), "{refused}");
+    assert!(
+        refused.contains("does not hold the ownership record"),
+        "{refused}"
+    );
 
     assert_eq!(writes(&simc).await, BTreeMap::new(), "nothing written for either");
     assert!(simc.peers(&hub_id).await.is_empty());
@@ -258,7 +312,8 @@ async fn a_resource_quota_caps_the_peers_of_a_namespace() {
     .unwrap();
     quotas.create(&PostParams::default(), &quota).await.unwrap();
     // The quota controller computes its usage; until then the API server refuses every create.
-    eventually("the quota's usage computed", TIMEOUT, || async {
+    // On CRDs installed moments before, it first discovers them (every 30 s).
+    eventually("the quota's usage computed", 3 * TIMEOUT, || async {
         let quota = quotas.get("vpn-seats").await.unwrap();
         quota.status.and_then(|s| s.used).filter(|u| !u.is_empty())
     })
@@ -272,7 +327,10 @@ async fn a_resource_quota_caps_the_peers_of_a_namespace() {
             .unwrap();
     }
     let third = peers
-        .create(&PostParams::default(), &client_peer_manifest("carol", "hub", CAROL))
+        .create(
+            &PostParams::default(),
+            &client_peer_manifest("carol", "hub", CAROL),
+        )
         .await
         .expect_err("the third peer exceeds the quota");
     let kube::Error::Api(status) = third else {
@@ -282,7 +340,9 @@ async fn a_resource_quota_caps_the_peers_of_a_namespace() {
     assert!(
         status.message.contains("exceeded quota: vpn-seats")
             && status.message.contains("count/vpnpeers.vpn.altostrat.io=1")
-            && status.message.contains("limited: count/vpnpeers.vpn.altostrat.io=2"),
+            && status
+                .message
+                .contains("limited: count/vpnpeers.vpn.altostrat.io=2"),
         "{}",
         status.message
     );

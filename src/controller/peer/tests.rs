@@ -646,7 +646,11 @@ async fn with_shared_hub(grant: serde_json::Value) -> (Harness, VpnInstance) {
 
 /// A peer of namespace `namespace` naming the hub of `network`.
 fn foreign_peer(name: &str, namespace: &str) -> VpnPeer {
-    let mut obj = peer(name, "hub", json!({"instanceRef": {"name": "hub", "namespace": "network"}}));
+    let mut obj = peer(
+        name,
+        "hub",
+        json!({"instanceRef": {"name": "hub", "namespace": "network"}}),
+    );
     obj.metadata.namespace = Some(namespace.into());
     obj
 }
@@ -664,7 +668,10 @@ async fn a_peer_of_a_granted_namespace_is_created_on_the_shared_hub() {
     assert_eq!(h.altostrat.calls(), vec![Endpoint::CreatePeer]);
     let status = h.stored(&obj).unwrap().status.unwrap();
     assert_eq!(status.instance_id, Some(hub_id(&h, &hub)));
-    assert_eq!(h.stored(&obj).unwrap().metadata.namespace.as_deref(), Some("apps"));
+    assert_eq!(
+        h.stored(&obj).unwrap().metadata.namespace.as_deref(),
+        Some("apps")
+    );
 
     h.reconcile(&hub).await.unwrap();
     let counted = h.stored(&hub).unwrap().status.unwrap().attached_peers;
@@ -757,6 +764,9 @@ async fn a_hub_outside_the_watched_namespaces_serves_no_peer() {
         "Ready",
     )
     .unwrap();
-    assert!(message.contains("does not watch (WATCH_NAMESPACES: apps)"), "{message}");
+    assert!(
+        message.contains("does not watch (WATCH_NAMESPACES: apps)"),
+        "{message}"
+    );
     assert!(h.altostrat.calls().is_empty());
 }
