@@ -81,7 +81,7 @@ async fn kstatus_of_every_documented_state_is_what_the_docs_say() {
 
 /// Namespace with a fast simulator: serving resources (plain, paused, observed), every Stalled
 /// reason that a spec, the credentials or Altostrat's answers bring, the states a policy holds
-/// back, a peer whose instance is missing, and two deletions.
+/// back, a peer whose instance is missing, one its hub does not admit, and two deletions.
 async fn serving_stalled_and_held(client: &Client, cases: &mut Vec<Case>) -> Scene {
     let ns = namespace(client, "e2e-kstatus").await;
     let sim = simulator(Duration::from_millis(300)).await;
@@ -109,12 +109,24 @@ async fn serving_stalled_and_held(client: &Client, cases: &mut Vec<Case>) -> Sce
     held_back_by_a_policy(&mut scene).await;
     let orphan = client_peer_manifest("orphan", "missing", USER);
     scene.peer("orphan", orphan, "InstanceNotFound").await;
+    not_permitted(&mut scene, client).await;
     deletions(&mut scene, &simc).await;
     scene.reach_all().await;
     Scene {
         _simulator: Some(sim),
         operator,
     }
+}
+
+/// A peer naming a hub of another namespace that does not grant its namespace (the hub only
+/// has to exist: the grant is judged first).
+async fn not_permitted(scene: &mut Cases<'_>, client: &Client) {
+    let elsewhere = namespace(client, "e2e-kstatus-hub").await;
+    let hubs: Api<VpnInstance> = Api::namespaced(client.clone(), &elsewhere);
+    apply(&hubs, &instance_manifest("private", &scene.host("private"), json!({}))).await;
+    let mut refused = client_peer_manifest("refused", "private", USER);
+    refused.spec.instance_ref.namespace = Some(elsewhere);
+    scene.peer("refused", refused, "NotPermitted").await;
 }
 
 async fn stalled_by_spec_or_credentials(scene: &mut Cases<'_>) {
