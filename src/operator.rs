@@ -390,7 +390,7 @@ fn controller_deps(
             controller: "vpn-operator".into(),
             instance: Some(identity),
         },
-        peer_scopes: Default::default(),
+        scopes: Default::default(),
     }
 }
 

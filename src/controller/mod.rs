@@ -40,7 +40,7 @@ pub use context::{Context, Settings};
 pub use default_token::DefaultToken;
 pub use error::{Error, Result, requeue_after_error};
 pub use observation::Observations;
-pub use watch::{ControllerDeps, WatchScope, run};
+pub use watch::{ControllerDeps, Scopes, WatchScope, run};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "vpn-operator";

@@ -56,8 +56,24 @@ pub struct ControllerDeps<A> {
     pub running: Arc<crate::server::InFlight>,
     pub settings: Settings,
     pub reporter: Reporter,
-    /// Every scope's peer cache, each scope adding its own when it starts.
-    pub peer_scopes: super::context::PeerScopes,
+    /// What every scope of the process shares (see [`Scopes`]).
+    pub scopes: Arc<Scopes>,
+}
+
+/// What the watch scopes of one process share: each scope's peer cache (added when it starts),
+/// and each scope's instance changes, since a peer may name a hub another scope watches.
+pub struct Scopes {
+    peers: super::context::PeerScopes,
+    instance_changes: tokio::sync::broadcast::Sender<(ObjectRef<VpnInstance>, Concerns)>,
+}
+
+impl Default for Scopes {
+    fn default() -> Self {
+        Self {
+            peers: Default::default(),
+            instance_changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl<A> Clone for ControllerDeps<A> {
@@ -72,7 +88,7 @@ impl<A> Clone for ControllerDeps<A> {
             running: self.running.clone(),
             settings: self.settings.clone(),
             reporter: self.reporter.clone(),
-            peer_scopes: self.peer_scopes.clone(),
+            scopes: self.scopes.clone(),
         }
     }
 }
@@ -211,7 +227,7 @@ struct PeerRelevant(std::collections::HashMap<ObjectRef<VpnInstance>, (u64, Opti
 
 /// Which peers of an instance a change concerns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Concerns {
+pub(crate) enum Concerns {
     AllPeers,
     /// Only peers with `spec.profileSecret`.
     Profiles,
@@ -391,6 +407,49 @@ fn granted_in(peers: &Store<VpnPeer>, namespace: &str) -> Vec<ObjectRef<VpnPeer>
         .collect()
 }
 
+/// The peers of this scope that depend on a change of one of its instances; each change is
+/// also passed on to the other scopes.
+fn local_dependents(
+    scopes: &Scopes,
+    changes: impl Stream<Item = (ObjectRef<VpnInstance>, Concerns)> + Send + 'static,
+    peers: Store<VpnPeer>,
+) -> impl Stream<Item = ObjectRef<VpnPeer>> + Send + 'static {
+    let shared = scopes.instance_changes.clone();
+    changes.flat_map(move |change| {
+        let _ = shared.send(change.clone());
+        futures::stream::iter(dependents(&peers, &change))
+    })
+}
+
+/// The peers of this scope that depend on a change of an instance another scope watches (a hub
+/// of another watched namespace). Lagging behind loses only triggers: every peer still has its
+/// scheduled look.
+fn other_scopes_dependents(
+    scopes: &Scopes,
+    scope: &WatchScope,
+    peers: Store<VpnPeer>,
+) -> impl Stream<Item = ObjectRef<VpnPeer>> + Send + 'static {
+    let own = match scope {
+        WatchScope::AllNamespaces => None,
+        WatchScope::Namespace(ns) => Some(ns.clone()),
+    };
+    let receiver = scopes.instance_changes.subscribe();
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(change) => return Some((change, receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |(instance, _)| {
+        let elsewhere = own.is_some() && instance.namespace != own;
+        std::future::ready(elsewhere)
+    })
+    .flat_map(move |change| futures::stream::iter(dependents(&peers, &change)))
+}
+
 /// Notes every object a controller's own watch hands it as queued (see
 /// `vpn_operator_reconciles_queued`).
 fn queued_events<K: Resource, E>(
@@ -440,7 +499,8 @@ fn scope_context<A: VpnApi>(
     instances: Store<VpnInstance>,
     peers: Store<VpnPeer>,
 ) -> Arc<Context<A>> {
-    deps.peer_scopes
+    deps.scopes
+        .peers
         .lock()
         .expect("peer scopes lock")
         .push(peers.clone());
@@ -455,7 +515,7 @@ fn scope_context<A: VpnApi>(
         instances,
         peers,
     );
-    ctx.peer_scopes = deps.peer_scopes;
+    ctx.peer_scopes = deps.scopes.peers.clone();
     Arc::new(ctx)
 }
 
@@ -484,8 +544,10 @@ pub async fn run<A: VpnApi>(
         instances_gone.flat_map(move |gone| futures::stream::iter(successors(&instances, &gone)));
     let (peer_store, peer_writer) = reflector::store();
     let peer_events = peer_stream(scope.api(&deps.client), config, peer_writer, left_scope);
-    let peers = peer_store.clone();
-    let peer_triggers = instance_changes.flat_map(move |i| futures::stream::iter(dependents(&peers, &i)));
+    let peer_triggers = futures::stream::select(
+        local_dependents(&deps.scopes, instance_changes, peer_store.clone()),
+        other_scopes_dependents(&deps.scopes, &scope, peer_store.clone()),
+    );
     let peer_drift = observed_changes(&deps.observations, peer_store.clone(), records_peer);
     let grants = namespace_label_changes(deps.client.clone(), peer_store.clone());
     let instance_drift = observed_changes(&deps.observations, instance_store.clone(), records_instance);
@@ -567,6 +629,26 @@ mod tests {
             triggered(Concerns::Profiles),
             vec!["dave".to_owned()],
             "a peer still being created delivers its profile when it gets there"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_of_a_hub_another_scope_watches_triggers_the_peers_naming_it() {
+        let scopes = Scopes::default();
+        let (store, mut writer) = reflector::store::<VpnPeer>();
+        let mut alice = peer("apps", "alice", "hub");
+        alice.spec.instance_ref.namespace = Some("network".into());
+        writer.apply_watcher_event(&Event::Apply(alice));
+        writer.apply_watcher_event(&Event::Apply(peer("apps", "bob", "hub")));
+        let apps = WatchScope::Namespace("apps".into());
+        let mut triggered = Box::pin(other_scopes_dependents(&scopes, &apps, store));
+        let changed = |namespace: &str| (ObjectRef::new("hub").within(namespace), Concerns::AllPeers);
+        scopes.instance_changes.send(changed("apps")).unwrap();
+        scopes.instance_changes.send(changed("network")).unwrap();
+        let first = triggered.next().await.unwrap();
+        assert_eq!(
+            first.name, "alice",
+            "a change in its own scope is that scope's trigger; the other scope's reaches alice"
         );
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::support::*;
 use altostrat_vpn_operator::controller::WatchScope;
 use altostrat_vpn_operator::crd::{ProfileSecretSpec, VpnInstance, VpnPeer};
+use altostrat_vpn_operator::simulator::RunningSimulator;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -59,8 +60,27 @@ async fn label_team(client: &Client, namespace: &str, team: Option<&str>) {
     .await;
 }
 
-/// A hub in `network` granting the namespaces labelled `team=apps`, Ready.
-async fn granting_hub(client: &Client, run: &Run, network: &str, hostname: &str) -> VpnInstance {
+/// A simulator, an operator of every namespace kept to this run's resources, and a Ready hub
+/// `hub` in `network` granting the namespaces labelled `team=apps`.
+struct Shared {
+    run: Run,
+    _sim: RunningSimulator,
+    simc: SimClient,
+    operator: Operator,
+    hub_id: String,
+}
+
+async fn shared_hub(client: &Client, network: &str, hostname: &str) -> Shared {
+    let run = Run::new();
+    let sim = simulator(Duration::from_millis(300)).await;
+    let simc = SimClient::new(&sim);
+    let operator = start_operator_scoped(
+        client,
+        &simc.base_url,
+        WatchScope::AllNamespaces,
+        Some(run.selector()),
+        OperatorOptions::default(),
+    );
     let instances: Api<VpnInstance> = Api::namespaced(client.clone(), network);
     let grant = json!({"allowedPeers": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "apps"}}}}});
     apply(
@@ -68,7 +88,14 @@ async fn granting_hub(client: &Client, run: &Run, network: &str, hostname: &str)
         &run.labelled(instance_manifest("hub", hostname, grant)),
     )
     .await;
-    wait_instance(&instances, "hub", "hub Ready", instance_ready).await
+    let hub = wait_instance(&instances, "hub", "hub Ready", instance_ready).await;
+    Shared {
+        run,
+        _sim: sim,
+        simc,
+        operator,
+        hub_id: hub.status.unwrap().instance_id.unwrap(),
+    }
 }
 
 /// The calls that write to Altostrat, by route.
@@ -86,22 +113,17 @@ fn stalled(peer: &VpnPeer) -> Option<(String, String, String)> {
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn a_hub_serves_the_namespaces_it_grants_and_waits_for_their_peers() {
     let client = kube().await;
-    let run = Run::new();
     let network = namespace(&client, "e2e-xns-network").await;
     let apps = namespace(&client, "e2e-xns-apps").await;
     let data = namespace(&client, "e2e-xns-data").await;
     label_team(&client, &apps, Some("apps")).await;
-    let sim = simulator(Duration::from_millis(300)).await;
-    let simc = SimClient::new(&sim);
-    let operator = start_operator_scoped(
-        &client,
-        &simc.base_url,
-        WatchScope::AllNamespaces,
-        Some(run.selector()),
-        OperatorOptions::default(),
-    );
-    let hub = granting_hub(&client, &run, &network, "xns-hub").await;
-    let hub_id = hub.status.unwrap().instance_id.unwrap();
+    let Shared {
+        run,
+        simc,
+        operator,
+        hub_id,
+        ..
+    } = shared_hub(&client, &network, "xns-hub").await;
     let (apps_peers, data_peers, network_peers): (Api<VpnPeer>, Api<VpnPeer>, Api<VpnPeer>) = (
         Api::namespaced(client.clone(), &apps),
         Api::namespaced(client.clone(), &data),
@@ -233,24 +255,19 @@ async fn a_hub_serves_the_namespaces_it_grants_and_waits_for_their_peers() {
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn a_grant_reaches_no_hub_it_does_not_name() {
     let client = kube().await;
-    let run = Run::new();
     let network = namespace(&client, "e2e-xns-net").await;
     let data = namespace(&client, "e2e-xns-other").await;
     let rogue = namespace(&client, "e2e-xns-rogue").await;
     let apps = namespace(&client, "e2e-xns-granted").await;
     label_team(&client, &data, Some("data")).await;
     label_team(&client, &apps, Some("apps")).await;
-    let sim = simulator(Duration::from_millis(300)).await;
-    let simc = SimClient::new(&sim);
-    let operator = start_operator_scoped(
-        &client,
-        &simc.base_url,
-        WatchScope::AllNamespaces,
-        Some(run.selector()),
-        OperatorOptions::default(),
-    );
-    let hub = granting_hub(&client, &run, &network, "xns-own-hub").await;
-    let hub_id = hub.status.unwrap().instance_id.unwrap();
+    let Shared {
+        run,
+        simc,
+        operator,
+        hub_id,
+        ..
+    } = shared_hub(&client, &network, "xns-own-hub").await;
     simc.reset_calls().await;
 
     // A namespace labelled for another team names the hub: refused.

@@ -123,7 +123,11 @@ async fn serving_stalled_and_held(client: &Client, cases: &mut Vec<Case>) -> Sce
 async fn not_permitted(scene: &mut Cases<'_>, client: &Client) {
     let elsewhere = namespace(client, "e2e-kstatus-hub").await;
     let hubs: Api<VpnInstance> = Api::namespaced(client.clone(), &elsewhere);
-    apply(&hubs, &instance_manifest("private", &scene.host("private"), json!({}))).await;
+    apply(
+        &hubs,
+        &instance_manifest("private", &scene.host("private"), json!({})),
+    )
+    .await;
     let mut refused = client_peer_manifest("refused", "private", USER);
     refused.spec.instance_ref.namespace = Some(elsewhere);
     scene.peer("refused", refused, "NotPermitted").await;

@@ -250,7 +250,7 @@ pub fn start_operator_scoped(
             controller: "vpn-operator".into(),
             instance: Some("e2e".into()),
         },
-        peer_scopes: Default::default(),
+        scopes: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = futures::FutureExt::shared(Box::pin(async move {
