@@ -70,8 +70,11 @@ struct Shared {
     hub_id: String,
 }
 
-async fn shared_hub(client: &Client, network: &str, hostname: &str) -> Shared {
+/// The hub's hostname is `prefix` and a part of the run's id: records outlive a test's
+/// namespaces, and a hostname held by an earlier run's hub would not be this one's.
+async fn shared_hub(client: &Client, network: &str, prefix: &str) -> Shared {
     let run = Run::new();
+    let hostname = format!("{prefix}-{}", &run.label.1[..8]);
     let sim = simulator(Duration::from_millis(300)).await;
     let simc = SimClient::new(&sim);
     let operator = start_operator_scoped(
@@ -85,7 +88,7 @@ async fn shared_hub(client: &Client, network: &str, hostname: &str) -> Shared {
     let grant = json!({"allowedPeers": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "apps"}}}}});
     apply(
         &instances,
-        &run.labelled(instance_manifest("hub", hostname, grant)),
+        &run.labelled(instance_manifest("hub", &hostname, grant)),
     )
     .await;
     let hub = wait_instance(&instances, "hub", "hub Ready", instance_ready).await;
@@ -122,8 +125,8 @@ async fn a_hub_serves_the_namespaces_it_grants_and_waits_for_their_peers() {
         simc,
         operator,
         hub_id,
-        ..
-    } = shared_hub(&client, &network, "xns-hub").await;
+        _sim: _serving,
+    } = shared_hub(&client, &network, "xns").await;
     let (apps_peers, data_peers, network_peers): (Api<VpnPeer>, Api<VpnPeer>, Api<VpnPeer>) = (
         Api::namespaced(client.clone(), &apps),
         Api::namespaced(client.clone(), &data),
@@ -266,8 +269,8 @@ async fn a_grant_reaches_no_hub_it_does_not_name() {
         simc,
         operator,
         hub_id,
-        ..
-    } = shared_hub(&client, &network, "xns-own-hub").await;
+        _sim: _serving,
+    } = shared_hub(&client, &network, "xns-own").await;
     simc.reset_calls().await;
 
     // A namespace labelled for another team names the hub: refused.
