@@ -770,3 +770,21 @@ async fn a_hub_outside_the_watched_namespaces_serves_no_peer() {
     );
     assert!(h.altostrat.calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_peer_of_another_namespace_uses_its_hubs_credentials_judged_in_the_hubs_namespace() {
+    let (mut h, hub) = with_shared_hub(json!({"from": "All"})).await;
+    let token = crate::altostrat::ApiToken::new(crate::controller::testing::TOKEN);
+    let limited = crate::controller::DefaultToken::fixed(token).limited_to(vec!["network".into()]);
+    std::sync::Arc::get_mut(&mut h.ctx)
+        .expect("no reconcile holds the context")
+        .default_token = std::sync::Arc::new(limited);
+    let obj = h.apply(foreign_peer("alice", "apps"));
+    h.reconcile(&obj).await.unwrap();
+    assert_eq!(
+        ready(&h, &obj),
+        Some(("True".into(), "Available".into())),
+        "the operator's token is allowed in network, the hub's namespace, not in apps"
+    );
+    assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
+}
