@@ -276,6 +276,21 @@ impl PeerRelevant {
     }
 }
 
+/// What a broadcast receiver receives, as a stream; what it missed while lagging is skipped.
+fn received<T: Clone + Send + 'static>(
+    receiver: tokio::sync::broadcast::Receiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(item) => return Some((item, receiver)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
 /// The resources whose Altostrat object a list refresh found changed or gone, so that they
 /// look now instead of at their next scheduled look. Lagging behind the announcements only
 /// loses triggers, never correctness: every object still has its scheduled look.
@@ -287,17 +302,7 @@ fn observed_changes<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    let receiver = observations.subscribe();
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(change) => return Some((change, receiver)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .flat_map(move |change| {
+    received(observations.subscribe()).flat_map(move |change| {
         let matching: Vec<ObjectRef<K>> = store
             .state()
             .iter()
@@ -433,21 +438,12 @@ fn other_scopes_dependents(
         WatchScope::AllNamespaces => None,
         WatchScope::Namespace(ns) => Some(ns.clone()),
     };
-    let receiver = scopes.instance_changes.subscribe();
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(change) => return Some((change, receiver)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
-    .filter(move |(instance, _)| {
-        let elsewhere = own.is_some() && instance.namespace != own;
-        std::future::ready(elsewhere)
-    })
-    .flat_map(move |change| futures::stream::iter(dependents(&peers, &change)))
+    received(scopes.instance_changes.subscribe())
+        .filter(move |(instance, _)| {
+            let elsewhere = own.is_some() && instance.namespace != own;
+            std::future::ready(elsewhere)
+        })
+        .flat_map(move |change| futures::stream::iter(dependents(&peers, &change)))
 }
 
 /// Notes every object a controller's own watch hands it as queued (see
