@@ -421,7 +421,10 @@ async fn record_withheld<A: VpnApi>(
         VpnInstance::validate(conn).await?;
     }
     let stored = handle.status.stored().cloned().unwrap_or_default();
-    let (status, desired) = withheld_status(stored, remote, calls, gate);
+    let (mut status, desired) = withheld_status(stored, remote, calls, gate);
+    if let Some(instance) = remote.found() {
+        status.attached_peers = attached_peers(obj, &instance.id, &ctx.all_peers());
+    }
     handle.status.write(status, &desired).await?;
     if creates {
         return Ok(Action::requeue(ctx.settings.resync_interval));
