@@ -348,8 +348,15 @@ async fn run_controllers(
     health: Arc<Health>,
 ) {
     let (client, api, shared) = (deps.client.clone(), deps.api.clone(), deps.shared.clone());
-    let credentials = controller::credentials::run(client, api, shared, stop.clone());
-    futures::join!(run_scopes(deps, scopes, stop, stores, health), credentials);
+    let credentials = controller::credentials::run(client, api, shared.clone(), stop.clone());
+    // Resolving against a VpnCredentials cache not yet filled would miss a namespace's
+    // default and fall back to the operator's token, or to its deletion default: so the
+    // scopes start once the VpnCredentials are listed.
+    let scopes = async move {
+        shared.listed().await;
+        run_scopes(deps, scopes, stop, stores, health).await;
+    };
+    futures::join!(scopes, credentials);
 }
 
 fn controller_deps(

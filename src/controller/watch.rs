@@ -250,6 +250,7 @@ impl PeerRelevant {
                 .credentials_secret_ref
                 .as_ref()
                 .map(|r| r.name.as_str()),
+            instance.spec.credentials_ref.as_ref().map(|r| r.name.as_str()),
             serde_json::to_string(&instance.spec.allowed_peers).ok(),
         )
             .hash(&mut hasher);

@@ -140,7 +140,8 @@ fn crd_reader(name: &str) -> ClusterRole {
             "resourceNames": [
                 "ownershiprecords.vpn.altostrat.io",
                 "vpninstances.vpn.altostrat.io",
-                "vpnpeers.vpn.altostrat.io"
+                "vpnpeers.vpn.altostrat.io",
+                "vpncredentials.vpn.altostrat.io"
             ],
             "verbs": ["get"],
         }, {

@@ -185,7 +185,11 @@ async fn shared_credentials_are_granted_defaulted_judged_and_set_the_deletion_de
     assert_eq!(status.users, 2, "the hubs in A and C: {status:?}");
     assert_eq!(status.requests_per_minute, Some(60_000));
     if let Some(verdict) = kstatus(&healthy) {
-        assert_eq!(verdict, "Current");
+        assert_eq!(
+            verdict,
+            crate::kstatus::docs_table()["TokenAccepted"],
+            "kstatus of TokenAccepted"
+        );
     }
 
     // Revoked: Ready=False within one check past the grace; back once the Secret is fixed.
@@ -205,7 +209,11 @@ async fn shared_credentials_are_granted_defaulted_judged_and_set_the_deletion_de
             .contains("revoked-e2e-token")
     );
     if let Some(verdict) = kstatus(&rejected) {
-        assert_eq!(verdict, "Failed");
+        assert_eq!(
+            verdict,
+            crate::kstatus::docs_table()["TokenRejected"],
+            "kstatus of TokenRejected"
+        );
     }
     token_secret(&client, &ops, SHARED).await;
     wait_credentials(&all, &name, "the fixed token accepted", |(s, _, _)| s == "True").await;

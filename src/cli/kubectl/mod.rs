@@ -214,7 +214,7 @@ async fn status(client: &Client, namespace: &str, hub: Option<&str>) -> Result<S
         .items;
     if let Some(hub) = hub {
         instances.retain(|i| i.name_any() == hub);
-        peers.retain(|p| p.spec.instance_ref.name == hub);
+        peers.retain(|p| view::hub_of(p) == (namespace.to_owned(), hub.to_owned()));
     }
     instances.sort_by_key(|i| i.name_any());
     peers.sort_by_key(|p| p.name_any());

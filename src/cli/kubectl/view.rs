@@ -156,37 +156,52 @@ fn node(out: &mut String, prefix: &str, last: bool, lines: &[String]) {
     }
 }
 
+/// The hub a peer names, as (namespace, name): its own namespace unless `instanceRef` names
+/// another.
+pub fn hub_of(peer: &VpnPeer) -> (String, String) {
+    let namespace = peer
+        .spec
+        .instance_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| peer.namespace().unwrap_or_default());
+    (namespace, peer.spec.instance_ref.name.clone())
+}
+
+fn key(instance: &VpnInstance) -> (String, String) {
+    (instance.namespace().unwrap_or_default(), instance.name_any())
+}
+
 /// The tree `kubectl altostrat status` prints: each hub, its peers, each peer's profile
-/// Secret; peers whose hub is not in the list come last, under their `instanceRef`.
+/// Secret; peers whose hub is not in the list come last, under their `instanceRef` (a hub
+/// not found, or one of another namespace).
 pub fn status_tree(instances: &[VpnInstance], peers: &[VpnPeer], secrets: &BTreeSet<String>) -> String {
     let mut out = String::new();
-    let hubs: BTreeSet<String> = instances.iter().map(|i| i.name_any()).collect();
+    let hubs: BTreeSet<(String, String)> = instances.iter().map(key).collect();
     for instance in instances {
         let lines = resource_lines(&View::from(instance));
         let _ = writeln!(out, "{}", lines[0]);
         for line in &lines[1..] {
             let _ = writeln!(out, "    {line}");
         }
-        let own: Vec<&VpnPeer> = peers
-            .iter()
-            .filter(|p| p.spec.instance_ref.name == instance.name_any())
-            .collect();
+        let own: Vec<&VpnPeer> = peers.iter().filter(|p| hub_of(p) == key(instance)).collect();
         peer_nodes(&mut out, &own, secrets);
     }
-    let orphans: Vec<&VpnPeer> = peers
+    let elsewhere: BTreeSet<((String, String), String)> = peers
         .iter()
-        .filter(|p| !hubs.contains(&p.spec.instance_ref.name))
+        .filter(|p| !hubs.contains(&hub_of(p)))
+        .map(|p| (hub_of(p), p.namespace().unwrap_or_default()))
         .collect();
-    let missing: BTreeSet<&str> = orphans
-        .iter()
-        .map(|p| p.spec.instance_ref.name.as_str())
-        .collect();
-    for hub in missing {
-        let _ = writeln!(out, "VpnInstance/{hub}  (not found)");
-        let own: Vec<&VpnPeer> = orphans
+    for ((hub_namespace, hub), peer_namespace) in elsewhere {
+        let _ = if hub_namespace == peer_namespace {
+            writeln!(out, "VpnInstance/{hub}  (not found)")
+        } else {
+            writeln!(out, "VpnInstance/{hub}  (in namespace {hub_namespace})")
+        };
+        let own: Vec<&VpnPeer> = peers
             .iter()
-            .copied()
-            .filter(|p| p.spec.instance_ref.name == hub)
+            .filter(|p| hub_of(p) == (hub_namespace.clone(), hub.clone()))
+            .filter(|p| p.namespace().unwrap_or_default() == peer_namespace)
             .collect();
         peer_nodes(&mut out, &own, secrets);
     }
@@ -367,6 +382,20 @@ mod tests {
         assert_eq!(
             status_tree(&[], &[], &secrets),
             "no VpnInstance or VpnPeer found\n"
+        );
+    }
+
+    #[test]
+    fn a_peer_of_another_namespaces_hub_is_not_shown_under_a_local_hub_of_that_name() {
+        let hubs = [hub("corp", vec![ready("True", "Available", "")])];
+        let mut dave = peer("dave", "corp", None, vec![ready("True", "Available", "")]);
+        dave.spec.instance_ref.namespace = Some("network".into());
+        let tree = status_tree(&hubs, &[dave], &BTreeSet::new());
+        assert_eq!(
+            tree,
+            "VpnInstance/corp  Ready=True  Synced=Unknown  Available\n\
+             VpnInstance/corp  (in namespace network)\n\
+             └── VpnPeer/dave  Ready=True  Synced=Unknown  Available\n"
         );
     }
 

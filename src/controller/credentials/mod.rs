@@ -69,6 +69,13 @@ impl SharedCredentials {
         }
     }
 
+    /// Waits until the controller has listed every VpnCredentials once (or has stopped).
+    pub async fn listed(&self) {
+        if self.store.wait_until_ready().await.is_err() {
+            tracing::debug!("the VpnCredentials controller stopped before its first list");
+        }
+    }
+
     /// Every VpnCredentials in the cache (empty until the controller runs).
     pub fn all(&self) -> Vec<VpnCredentials> {
         self.store.state().iter().map(|c| (**c).clone()).collect()

@@ -37,7 +37,7 @@ use super::ownership::{self, Claim, Ownership};
 use super::policy::Gate;
 use super::record::Holding;
 use crate::altostrat::model::Identified;
-use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
+use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, RecordOrigin, RecordRole};
 use decide::{Candidate, Kind, Observed, Remote, Step, decide};
 use record::Recorded;
@@ -522,13 +522,14 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
     /// Sends the create, right after the claim (which validated the spec: a create only ever
     /// follows this reconcile's own claim), and records the id at once.
     ///
-    /// A create the budget held back (or the leader fence stopped) was never sent: its claim
-    /// is withdrawn, so the next reconcile claims and creates again instead of paying for a
-    /// list to search for a create that cannot exist.
+    /// A create the budget held back was never sent: its claim is withdrawn, so the next
+    /// reconcile claims and creates again instead of paying for a list to search for a create
+    /// that cannot exist. A create the leader fence stopped keeps its claim: a replica that
+    /// is not the confirmed leader writes nothing, records included.
     async fn create(&mut self, approved: Option<Vec<PlannedCall>>) -> Result<()> {
         let token = self.conn.token().await?;
         let remote = match K::create(self.conn, &token).await {
-            Err(Error::Api(unsent)) if unsent.was_not_sent() => {
+            Err(Error::Api(unsent @ ApiError::Throttled { .. })) => {
                 let (obj, ctx) = (self.conn.obj, self.conn.ctx);
                 self.own.record_id(obj, ctx, &self.conn.parent, None).await?;
                 return Err(Error::Api(unsent));
