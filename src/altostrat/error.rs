@@ -180,12 +180,6 @@ impl ApiError {
         }
     }
 
-    /// The request never left this process: the budget held it back or the leader fence
-    /// stopped it, so Altostrat cannot have applied it.
-    pub fn was_not_sent(&self) -> bool {
-        matches!(self, Self::Throttled { .. } | Self::Fenced { .. })
-    }
-
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }

@@ -37,7 +37,7 @@ use super::ownership::{self, Claim, Ownership};
 use super::policy::Gate;
 use super::record::Holding;
 use crate::altostrat::model::Identified;
-use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
+use crate::altostrat::{ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{DeletionPolicy, Holder, OwnershipRecordSpec, PlannedCall, RecordOrigin, RecordRole};
 use decide::{Candidate, Kind, Observed, Remote, Step, decide};
 use record::Recorded;
@@ -127,10 +127,7 @@ pub(crate) trait Managed:
         token: &ApiToken,
         since: Instant,
     ) -> impl Future<Output = Result<Vec<Candidate<Self::Object>>>> + Send;
-    /// Sends the create: `Found` with what Altostrat made, or `Taken`. An unsent error
-    /// ([`ApiError::was_not_sent`](crate::altostrat::ApiError::was_not_sent)) must mean that
-    /// no create of this call was applied: the create itself was held back, or a call after a
-    /// refused create was.
+    /// Sends the create: `Found` with what Altostrat made, or `Taken`.
     fn create<A: VpnApi>(
         conn: &Conn<'_, Self, A>,
         token: &ApiToken,
@@ -521,21 +518,9 @@ impl<K: Managed, A: VpnApi> Round<'_, '_, K, A> {
 
     /// Sends the create, right after the claim (which validated the spec: a create only ever
     /// follows this reconcile's own claim), and records the id at once.
-    ///
-    /// A create the budget held back was never sent: its claim is withdrawn, so the next
-    /// reconcile claims and creates again instead of paying for a list to search for a create
-    /// that cannot exist. A create the leader fence stopped keeps its claim: a replica that
-    /// is not the confirmed leader writes nothing, records included.
     async fn create(&mut self, approved: Option<Vec<PlannedCall>>) -> Result<()> {
         let token = self.conn.token().await?;
-        let remote = match K::create(self.conn, &token).await {
-            Err(Error::Api(unsent @ ApiError::Throttled { .. })) => {
-                let (obj, ctx) = (self.conn.obj, self.conn.ctx);
-                self.own.record_id(obj, ctx, &self.conn.parent, None).await?;
-                return Err(Error::Api(unsent));
-            }
-            result => result?,
-        };
+        let remote = K::create(self.conn, &token).await?;
         if let Remote::Found(created) = &remote {
             self.spend(approved);
             let id = created.id();

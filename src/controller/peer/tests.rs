@@ -136,24 +136,6 @@ async fn a_claim_left_by_a_failed_post_leads_to_one_create() {
 }
 
 #[tokio::test]
-async fn a_create_the_budget_held_back_is_sent_again_without_a_search() {
-    let (h, hub) = with_hub().await;
-    let obj = h.apply(peer("alice", "hub", json!({})));
-    let held = ApiError::Throttled {
-        endpoint: Endpoint::CreatePeer,
-        expected_wait: std::time::Duration::from_secs(3),
-    };
-    h.altostrat.refuse(Endpoint::CreatePeer, held);
-    assert_eq!(h.reconcile(&obj).await.unwrap_err().reason(), "Throttled");
-    assert_eq!(
-        h.reconcile_calls(&obj).await,
-        vec![Endpoint::CreatePeer],
-        "an unsent create leaves no claim to search for: claimed and created at once"
-    );
-    assert_eq!(h.altostrat.peers(&hub_id(&h, &hub)).len(), 1);
-}
-
-#[tokio::test]
 async fn a_vanished_peer_whose_recreation_answer_is_lost_ends_as_one_peer() {
     let (h, hub) = with_hub().await;
     let obj = h.apply(peer("alice", "hub", json!({})));
