@@ -223,19 +223,23 @@ check "kustomize base: LEADER_ELECTION=true with a Lease Role bound in the opera
     and ([.[] | select(.kind == \"Role\") | .metadata.namespace] | unique) == ([.[] | select(.kind == \"Deployment\") | .metadata.namespace] | unique)
     and ([.[] | select(.kind == \"RoleBinding\") | .roleRef.name] | index(\"altostrat-vpn-operator-leader-election\")) != null" <<<"$objs"'
 
-# The rules that stay cluster-wide: the start-up check reads the operator's CRDs, and the
+# The rules that stay cluster-wide: the start-up check reads the operator's CRDs, the
 # ownership records (cluster-scoped) are read and written by every installation.
 crd_rule='{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "resourceNames": ["ownershiprecords.vpn.altostrat.io", "vpncredentials.vpn.altostrat.io", "vpninstances.vpn.altostrat.io", "vpnpeers.vpn.altostrat.io"], "verbs": ["get"]}'
 record_rule='{"apiGroups": ["vpn.altostrat.io"], "resources": ["ownershiprecords"], "verbs": ["get", "list", "create", "update", "delete"]}'
+# Namespace labels (grants) and the shared credentials are cluster-wide too.
+cluster_rules='[{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+  {"apiGroups": ["vpn.altostrat.io"], "resources": ["vpncredentials"], "verbs": ["get", "list", "watch"]},
+  {"apiGroups": ["vpn.altostrat.io"], "resources": ["vpncredentials/status"], "verbs": ["get", "patch", "update"]}]'
 rendered="$(render --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')"
-if ! jq -e --argjson want "$crd_rule" --argjson records "$record_rule" '[.[] | select(.kind == "ClusterRole")] | length == 1
-       and .[0].metadata.name == "avo-altostrat-vpn-operator-crds" and .[0].rules == [$want, $records]' \
+if ! jq -e --argjson want "$crd_rule" --argjson records "$record_rule" --argjson cluster "$cluster_rules" '[.[] | select(.kind == "ClusterRole")] | length == 1
+       and .[0].metadata.name == "avo-altostrat-vpn-operator-crds" and .[0].rules == [$want, $records] + $cluster' \
      <<<"$(objects_json --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')" >/dev/null; then
-  fail "watchNamespaces: the only ClusterRole reads the operator's CRDs (get, by name) and its ownership records"
+  fail "watchNamespaces: the only ClusterRole reads the operator's CRDs (get, by name), its ownership records, namespace labels and VpnCredentials"
 elif [[ "$(grep -c '^kind: Role$' <<<"$rendered")" == 3 && "$(grep -c '^kind: RoleBinding$' <<<"$rendered")" == 3 ]] \
      && [[ "$(env_of "$(deployment_json --set altostrat.token=x --set 'watchNamespaces={team-a,team-b}')" WATCH_NAMESPACES)" == team-a,team-b ]]; then
-  pass "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only for the CRDs and the ownership records, and WATCH_NAMESPACES=team-a,team-b"
-else fail "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only for the CRDs and the ownership records, and WATCH_NAMESPACES=team-a,team-b"; fi
+  pass "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only for the CRDs, the ownership records, namespaces and VpnCredentials, and WATCH_NAMESPACES=team-a,team-b"
+else fail "watchNamespaces renders a Role+RoleBinding per namespace (plus the Lease Role), a ClusterRole only for the CRDs, the ownership records, namespaces and VpnCredentials, and WATCH_NAMESPACES=team-a,team-b"; fi
 # The Secrets admission policy (templates/admission-policy.yaml): on by default, a policy and its
 # binding, matching only the release's ServiceAccount.
 # policy_rendered JSON-ARRAY USERNAME: one policy and one binding, bound to it with Deny, failing

@@ -312,8 +312,13 @@ probe=/readyz
 leader_election="$(printf '%s\n' "${op_env[@]}" | sed -n 's/^LEADER_ELECTION=//p')"
 if [[ "$leader_election" == true ]]; then
   lease="$(printf '%s\n' "${op_env[@]}" | sed -n 's/^LEADER_ELECTION_LEASE_NAME=//p')"
+  # A standby is ready too: the probe may pass before the lease is won, and the new leader is
+  # not ready while it fills its caches. So the leader's answer is waited for.
+  says_leader() { [[ "$(curl -sS "$1")" == "ready: leader" ]]; }
+  export -f says_leader
   check "leader election (on in the chart): /readyz says leader, and Lease $dns/$lease names $pod_name" bash -c '
-    body="$(curl -fsS "$1")"; [[ "$body" == "ready: leader" ]] || { echo "readyz: $body"; exit 1; }
+    for _ in $(seq 60); do says_leader "$1" && break; sleep 0.5; done
+    body="$(curl -sS "$1")"; [[ "$body" == "ready: leader" ]] || { echo "readyz: $body"; exit 1; }
     holder="$(kubectl -n "$2" get lease "$3" -o jsonpath="{.spec.holderIdentity}")"
     [[ "$holder" == "$4" ]] || { echo "holder: $holder"; exit 1; }' _ "http://127.0.0.1:$metrics_port$probe" "$dns" "$lease" "$pod_name" || true
 fi

@@ -103,9 +103,9 @@ and renders, and the pod then waits in ContainerCreating with a FailedMount even
   verbs: ["create", "patch"]
 {{- end -}}
 
-{{/* Read access to the operator's own two CRDs, which it compares with its schema at start-up
-     (refusing to run against older ones). CRDs are cluster-scoped: a ClusterRole even when
-     watchNamespaces limits everything else to Roles. */}}
+{{/* What stays cluster-wide even when watchNamespaces limits everything else to Roles: read
+     access to the operator's own CRDs, which it compares with its schema at start-up (refusing
+     to run against older ones), and the cluster-scoped objects it reads or writes. */}}
 {{- define "avo.crdRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
