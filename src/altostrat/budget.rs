@@ -17,7 +17,10 @@
 //!
 //! **Fair shares.** Within each urgency, the namespaces whose callers wait take turns, one
 //! request each (round-robin), so a namespace with a thousand creates delays another one's
-//! create by one slot per busy namespace, not by its whole backlog. A caller's namespace is
+//! create by one slot per busy namespace, not by its whole backlog. A *quiet* namespace, one
+//! with no write of its own waiting or refused, has its polls owed at the observation share
+//! rather than the poll share: another namespace's writes do not hold back the peer list its
+//! own creates need. Observations stay capped by `observe_share`. A caller's namespace is
 //! the task-local [`Caller`] its reconcile runs in; an observation that serves every
 //! namespace of the token (the instance list) is charged to none of them ([`Caller::SHARED`])
 //! and takes its own turn.
@@ -224,13 +227,28 @@ impl Schedule {
         }
     }
 
-    /// Whether a waiting poll goes before waiting writes: observation's guaranteed share.
-    pub fn poll_is_owed(&self, now: Instant) -> bool {
-        now >= self.poll_owed_at()
+    /// Spends one poll of a quiet namespace at `now`: it counts against the observation
+    /// share but does not reset the poll share, which busy namespaces keep for themselves.
+    pub fn spend_quiet_poll(&mut self, now: Instant) {
+        let last_observation = self.last_observation;
+        self.spend(Urgency::Poll, now);
+        self.last_observation = last_observation;
     }
 
+    /// When a waiting poll of a busy namespace goes before waiting writes: the poll share.
     pub fn poll_owed_at(&self) -> Instant {
         self.last_observation + self.poll_guarantee
+    }
+
+    /// Between two polls of busy namespaces while writes are queued.
+    pub fn poll_guarantee(&self) -> Duration {
+        self.poll_guarantee
+    }
+
+    /// When a waiting poll of a quiet namespace goes before waiting writes: as soon as the
+    /// observation share allows.
+    pub fn quiet_poll_owed_at(&self) -> Instant {
+        self.observe_tat
     }
 
     /// Altostrat asked to wait `pause`: nothing goes before it ends, and then not as a burst.
@@ -290,10 +308,18 @@ impl Turns {
 
     /// The ticket whose turn it is.
     pub fn head(&self) -> Option<u64> {
+        self.heads().next().map(|(_, t)| t)
+    }
+
+    /// Each namespace's first ticket, in the order of their turns.
+    pub fn heads(&self) -> impl Iterator<Item = (&Caller, u64)> {
         self.rotation
-            .front()
-            .and_then(|(_, q)| q.front())
-            .map(|(t, _)| *t)
+            .iter()
+            .filter_map(|(c, q)| q.front().map(|(t, _)| (c, *t)))
+    }
+
+    pub fn contains(&self, caller: &Caller) -> bool {
+        self.rotation.iter().any(|(c, _)| c == caller)
     }
 
     pub fn len(&self) -> usize {
@@ -303,6 +329,12 @@ impl Turns {
     /// How many go before a new caller of `caller`: its own namespace's waiting callers, and
     /// of every other namespace as many as take a turn before its own comes.
     pub fn ahead_of_new(&self, caller: &Caller) -> usize {
+        self.ahead_of_new_among(caller, |_| true)
+    }
+
+    /// [`Turns::ahead_of_new`], counting only the other namespaces that `competes` says go
+    /// before it.
+    pub fn ahead_of_new_among(&self, caller: &Caller, competes: impl Fn(&Caller) -> bool) -> usize {
         let own = self
             .rotation
             .iter()
@@ -311,15 +343,23 @@ impl Turns {
         let others: usize = self
             .rotation
             .iter()
-            .filter(|(c, _)| c != caller)
+            .filter(|(c, _)| c != caller && competes(c))
             .map(|(_, q)| q.len().min(own + 1))
             .sum();
         own + others
     }
 
-    /// The head was served: its namespace's next caller waits for the others' turns.
-    pub fn served(&mut self) {
-        if let Some((caller, mut queue)) = self.rotation.pop_front() {
+    /// `ticket`, the first of its namespace, was served: its namespace's next caller waits for
+    /// the others' turns.
+    pub fn served(&mut self, ticket: u64) {
+        let Some(at) = self
+            .rotation
+            .iter()
+            .position(|(_, q)| q.front().is_some_and(|(t, _)| *t == ticket))
+        else {
+            return;
+        };
+        if let Some((caller, mut queue)) = self.rotation.remove(at) {
             queue.pop_front();
             if !queue.is_empty() {
                 self.rotation.push_back((caller, queue));
@@ -362,48 +402,107 @@ impl LaneState {
     /// Who goes next, and when.
     ///
     /// Writes are pending while one waits here or a refused one has been told to come back:
-    /// until then drift checks wait, and polls go only when their guaranteed share is owed.
+    /// until then drift checks wait, and polls go before them only when owed: a quiet
+    /// namespace's at the observation share, any other's at the poll share.
     fn next(&self, now: Instant) -> Option<(Urgency, u64, Instant)> {
-        let head = |u: Urgency| self.waiting[u.index()].head();
-        if let Some(ticket) = head(Urgency::Poll)
-            && self.schedule.poll_is_owed(now)
+        let polls = &self.waiting[Urgency::Poll.index()];
+        if let Some((_, ticket)) = polls
+            .heads()
+            .find(|(caller, _)| now >= self.poll_owed_at(caller, now))
         {
             return Some((Urgency::Poll, ticket, self.schedule.ready_at(Urgency::Poll, now)));
         }
-        if let Some(ticket) = head(Urgency::Write) {
+        if let Some(ticket) = self.waiting[Urgency::Write.index()].head() {
             return Some((
                 Urgency::Write,
                 ticket,
                 self.schedule.ready_at(Urgency::Write, now),
             ));
         }
-        let (urgency, ticket) = [Urgency::Poll, Urgency::Drift]
-            .into_iter()
-            .find_map(|u| head(u).map(|t| (u, t)))?;
-        Some((urgency, ticket, self.earliest(urgency, now)))
+        // The first in turn of those that may go soonest.
+        if let Some((at, ticket)) = polls
+            .heads()
+            .map(|(caller, ticket)| (self.earliest(Urgency::Poll, caller, now), ticket))
+            .min_by_key(|(at, _)| *at)
+        {
+            return Some((Urgency::Poll, ticket, at));
+        }
+        let ticket = self.waiting[Urgency::Drift.index()].head()?;
+        let at = self.earliest(Urgency::Drift, &Caller::shared(), now);
+        Some((Urgency::Drift, ticket, at))
     }
 
-    /// The earliest a request of `urgency` may go, pending writes considered.
-    fn earliest(&self, urgency: Urgency, now: Instant) -> Instant {
+    /// A namespace with no write of its own waiting or told to come back. Its polls are not
+    /// held back by another namespace's writes; the shared caller, which polls for every
+    /// namespace, never is quiet.
+    fn is_quiet(&self, caller: &Caller, now: Instant) -> bool {
+        let write = Urgency::Write.index();
+        caller.as_str() != Caller::SHARED
+            && !self.waiting[write].contains(caller)
+            && self.refused_by_caller[write]
+                .get(caller)
+                .is_none_or(|until| *until <= now)
+    }
+
+    /// When a poll of `caller` goes before pending writes.
+    fn poll_owed_at(&self, caller: &Caller, now: Instant) -> Instant {
+        if self.is_quiet(caller, now) {
+            self.schedule.quiet_poll_owed_at()
+        } else {
+            self.schedule.poll_owed_at()
+        }
+    }
+
+    /// The earliest a request of `urgency` from `caller` may go, pending writes considered.
+    ///
+    /// Queued writes hold a poll back until it is owed; refused writes, until they come back
+    /// or it is owed.
+    fn earliest(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Instant {
+        let writes_queued = self.waiting[Urgency::Write.index()].head().is_some();
         let writes_pending_until = self.refused_until[Urgency::Write.index()].max(now);
+        let poll_owed_at = || self.poll_owed_at(caller, now).max(now);
         let after_writes = match urgency {
             Urgency::Write => now,
-            Urgency::Poll => writes_pending_until.min(self.schedule.poll_owed_at().max(now)),
+            Urgency::Poll if writes_queued => poll_owed_at(),
+            Urgency::Poll => writes_pending_until.min(poll_owed_at()),
             Urgency::Drift => writes_pending_until,
         };
         self.schedule.ready_at(urgency, now).max(after_writes)
     }
 
-    /// How long a new caller of `urgency` from `caller` would wait: the more urgent ones go
-    /// first, and of its own urgency those whose turns come before its own.
+    /// How many go before a new caller of `urgency` from `caller` once it may go, and how far
+    /// apart. An owed poll goes before queued writes, so a poll waits only for the polls
+    /// whose turns come first: a quiet namespace's for other quiet namespaces' polls, one
+    /// observation apart; a busy namespace's, while writes are queued, one poll share apart.
+    /// Writes and drift checks wait for the more urgent ones and their own urgency's turns.
+    fn queue_ahead(&self, urgency: Urgency, caller: &Caller, now: Instant) -> (usize, Duration) {
+        let turns = &self.waiting[urgency.index()];
+        let spacing = self.schedule.spacing(urgency);
+        let writes_queued = self.waiting[Urgency::Write.index()].head().is_some();
+        match urgency {
+            Urgency::Poll if self.is_quiet(caller, now) => (
+                turns.ahead_of_new_among(caller, |other| self.is_quiet(other, now)),
+                spacing,
+            ),
+            Urgency::Poll if writes_queued => (
+                turns.ahead_of_new(caller),
+                spacing.max(self.schedule.poll_guarantee()),
+            ),
+            _ => {
+                let more_urgent: usize = Urgency::ALL[..urgency.index()]
+                    .iter()
+                    .map(|u| self.waiting[u.index()].len())
+                    .sum();
+                (more_urgent + turns.ahead_of_new(caller), spacing)
+            }
+        }
+    }
+
+    /// How long a new caller of `urgency` from `caller` would wait.
     fn estimate(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Duration {
-        let ahead: usize = Urgency::ALL[..urgency.index()]
-            .iter()
-            .map(|u| self.waiting[u.index()].len())
-            .sum::<usize>()
-            + self.waiting[urgency.index()].ahead_of_new(caller);
-        let start = self.earliest(urgency, now) - now;
-        start + self.schedule.spacing(urgency) * u32::try_from(ahead).unwrap_or(u32::MAX)
+        let (ahead, spacing) = self.queue_ahead(urgency, caller, now);
+        let start = self.earliest(urgency, caller, now) - now;
+        start + spacing * u32::try_from(ahead).unwrap_or(u32::MAX)
     }
 
     /// Refuses a caller: it is told to come back one of its namespace's turns after the last
@@ -578,8 +677,12 @@ impl Queued<'_> {
         let mut state = self.lane.lock();
         match state.next(now) {
             Some((urgency, ticket, at)) if ticket == self.ticket && at <= now => {
-                state.schedule.spend(urgency, now);
-                state.waiting[urgency.index()].served();
+                if urgency == Urgency::Poll && state.is_quiet(self.caller, now) {
+                    state.schedule.spend_quiet_poll(now);
+                } else {
+                    state.schedule.spend(urgency, now);
+                }
+                state.waiting[urgency.index()].served(ticket);
                 self.done = true;
                 state.wake_next(now);
                 Turn::Granted

@@ -200,7 +200,7 @@ fn served_order(mut turns: Turns) -> Vec<u64> {
     let mut order = Vec::new();
     while let Some(ticket) = turns.head() {
         order.push(ticket);
-        turns.served();
+        turns.served(ticket);
     }
     order
 }
@@ -300,5 +300,129 @@ async fn one_namespace_refused_many_times_does_not_push_back_another_ones_refusa
     assert!(
         told_a_next > *told_a.last().unwrap(),
         "A's next waits for its own turn"
+    );
+}
+
+#[test]
+fn a_namespace_served_out_of_turn_goes_to_the_back_and_the_others_keep_their_order() {
+    let (a, b, c) = (
+        Caller::namespace("a"),
+        Caller::namespace("b"),
+        Caller::namespace("c"),
+    );
+    let mut turns = Turns::default();
+    for (ticket, caller) in [(1, &a), (2, &b), (3, &c), (4, &b)] {
+        turns.push(caller, waiter(ticket));
+    }
+    turns.served(2);
+    assert_eq!(served_order(turns), [1, 3, 4]);
+}
+
+/// 60/min, burst 2: a slot every 1.03 s, an observation every 4 s, a poll of a busy namespace
+/// every 20 s.
+const SLOT: Duration = Duration::from_millis(1035);
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(4);
+const POLL_GUARANTEE: Duration = Duration::from_secs(20);
+
+/// Starts `a` flooding the lane with writes and lets the flood fill it.
+async fn flood_writes(budget: &Arc<Budget>, token: &ApiToken, caller: &str, n: usize) {
+    let flood = spend_as(
+        budget.clone(),
+        token.clone(),
+        Urgency::Write,
+        Caller::namespace(caller),
+        n,
+    );
+    tokio::spawn(flood);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_namespace_polls_at_the_observation_share_while_another_ones_writes_queue() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    flood_writes(&budget, &token, "a", 200).await;
+    let b = Caller::namespace("b");
+    for _ in 0..3 {
+        let waited = budget.acquire(&token, Urgency::Poll, &b).await.unwrap();
+        assert!(waited <= OBSERVE_INTERVAL + SLOT, "{waited:?}");
+    }
+}
+
+/// The gaps between `granted`, the first one counted from `started`.
+fn gaps(started: Instant, granted: &[Instant]) -> Vec<Duration> {
+    std::iter::once(started)
+        .chain(granted.iter().copied())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_namespace_with_writes_waiting_keeps_only_the_poll_share() {
+    let started = Instant::now();
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    flood_writes(&budget, &token, "a", 200).await;
+    flood_writes(&budget, &token, "b", 100).await;
+    let polls = spend_as(budget, token, Urgency::Poll, Caller::namespace("b"), 3).await;
+    let gaps = gaps(started, &polls);
+    assert!(gaps.iter().all(|g| *g >= POLL_GUARANTEE), "{gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shared_caller_keeps_only_the_poll_share_while_writes_queue() {
+    let started = Instant::now();
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    flood_writes(&budget, &token, "a", 200).await;
+    let polls = spend(budget, token, Urgency::Poll, 3).await;
+    let gaps = gaps(started, &polls);
+    assert!(gaps.iter().all(|g| *g >= POLL_GUARANTEE), "{gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn quiet_namespaces_observations_stay_within_the_observation_share() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    flood_writes(&budget, &token, "a", 200).await;
+    let observers = [
+        ("b", Urgency::Poll, 10),
+        ("c", Urgency::Poll, 10),
+        ("a", Urgency::Poll, 10),
+        (Caller::SHARED, Urgency::Poll, 5),
+        (Caller::SHARED, Urgency::Drift, 5),
+    ]
+    .into_iter()
+    .map(|(ns, u, n)| spend_as(budget.clone(), token.clone(), u, Caller::namespace(ns), n));
+    let mut observed: Vec<Instant> = futures::future::join_all(observers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    observed.sort();
+    assert_eq!(observed.len(), 40);
+    // A quarter of 60/min.
+    assert!(busiest_minute(&observed) <= 15, "{}", busiest_minute(&observed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_namespace_polling_all_the_time_does_not_take_a_busy_ones_poll_share() {
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    flood_writes(&budget, &token, "a", 300).await;
+    let quiet = tokio::spawn(spend_as(
+        budget.clone(),
+        token.clone(),
+        Urgency::Poll,
+        Caller::namespace("b"),
+        40,
+    ));
+    let busy = spend_as(budget, token, Urgency::Poll, Caller::namespace("a"), 3).await;
+    let quiet = quiet.await.unwrap();
+    assert!(
+        busy.last().unwrap() < quiet.last().unwrap(),
+        "A's polls keep their share while B polls: {busy:?}"
     );
 }
