@@ -455,19 +455,26 @@ impl LaneState {
 
     /// The earliest a request of `urgency` from `caller` may go, pending writes considered.
     ///
-    /// Queued writes hold a poll back until it is owed; refused writes, until they come back
-    /// or it is owed.
+    /// Queued writes hold a poll back until it is owed or they are sent; refused writes, until
+    /// they come back or it is owed.
     fn earliest(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Instant {
         let writes_queued = self.waiting[Urgency::Write.index()].head().is_some();
         let writes_pending_until = self.refused_until[Urgency::Write.index()].max(now);
         let poll_owed_at = || self.poll_owed_at(caller, now).max(now);
         let after_writes = match urgency {
             Urgency::Write => now,
-            Urgency::Poll if writes_queued => poll_owed_at(),
+            Urgency::Poll if writes_queued => poll_owed_at().min(self.writes_drained_at(now)),
             Urgency::Poll => writes_pending_until.min(poll_owed_at()),
             Urgency::Drift => writes_pending_until,
         };
         self.schedule.ready_at(urgency, now).max(after_writes)
+    }
+
+    /// When the writes queued now are expected to have gone: a poll of a busy namespace
+    /// waits for them or for its poll share, whichever comes first.
+    fn writes_drained_at(&self, now: Instant) -> Instant {
+        let queued = u32::try_from(self.waiting[Urgency::Write.index()].len()).unwrap_or(u32::MAX);
+        self.schedule.ready_at(Urgency::Write, now) + self.schedule.spacing(Urgency::Write) * queued
     }
 
     /// How many go before a new caller of `urgency` from `caller` once it may go, and how far
@@ -484,10 +491,15 @@ impl LaneState {
                 turns.ahead_of_new_among(caller, |other| self.is_quiet(other, now)),
                 spacing,
             ),
-            Urgency::Poll if writes_queued => (
-                turns.ahead_of_new(caller),
-                spacing.max(self.schedule.poll_guarantee()),
-            ),
+            Urgency::Poll if writes_queued => {
+                let owed_first = self.schedule.poll_owed_at() <= self.writes_drained_at(now);
+                let apart = if owed_first {
+                    spacing.max(self.schedule.poll_guarantee())
+                } else {
+                    spacing
+                };
+                (turns.ahead_of_new(caller), apart)
+            }
             _ => {
                 let more_urgent: usize = Urgency::ALL[..urgency.index()]
                     .iter()

@@ -426,3 +426,27 @@ async fn a_quiet_namespace_polling_all_the_time_does_not_take_a_busy_ones_poll_s
         "A's polls keep their share while B polls: {busy:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_namespaces_poll_goes_once_its_queued_writes_are_sent_not_a_poll_share_later() {
+    let started = Instant::now();
+    let budget = Arc::new(Budget::new(config(60, 2)));
+    let token = ApiToken::new("t");
+    let a = Caller::namespace("a");
+    let writes = tokio::spawn(spend_as(
+        budget.clone(),
+        token.clone(),
+        Urgency::Write,
+        a.clone(),
+        3,
+    ));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let polls = spend_as(budget, token, Urgency::Poll, a, 1).await;
+    let writes = writes.await.unwrap();
+    assert!(
+        polls[0] >= writes[2],
+        "the writes went first: {writes:?}, poll {polls:?}"
+    );
+    let waited = polls[0] - started;
+    assert!(waited < POLL_GUARANTEE / 2, "the poll waited {waited:?}");
+}
