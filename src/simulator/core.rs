@@ -132,6 +132,10 @@ pub struct Calls {
     /// Every counted request's route, in the order they arrived (not part of the admin answer).
     #[serde(skip)]
     pub log: Vec<String>,
+    /// Every counted request as "METHOD /path STATUS", ids included, in the order they
+    /// arrived: whose object a call was about (not part of the admin answer).
+    #[serde(skip)]
+    pub paths: Vec<String>,
 }
 
 /// What to do with a request that reached a `/vpn` route, before it is processed.
@@ -271,13 +275,15 @@ impl Core {
         (verdict.delay, admission)
     }
 
-    /// Counts a request to `route` that was answered with `status`.
-    pub fn record(&self, route: &str, status: u16) {
+    /// Counts a request to `route` (at `path`) that was answered with `status`.
+    pub fn record(&self, route: &str, path: &str, status: u16) {
         let mut calls = self.calls.lock().expect("calls lock");
         *calls.counts.entry(route.to_owned()).or_default() += 1;
         *calls.by_status.entry(format!("{route} {status}")).or_default() += 1;
         calls.total += 1;
         calls.log.push(route.to_owned());
+        let method = route.split_once(' ').map_or("", |(method, _)| method);
+        calls.paths.push(format!("{method} {path} {status}"));
     }
 
     pub fn calls(&self) -> Calls {
@@ -532,8 +538,8 @@ mod tests {
         });
         assert!(matches!(core.admit(route, "t").1, Admission::ProcessThenLose));
         assert!(matches!(core.admit(route, "t").1, Admission::Proceed));
-        core.record(route, 201);
-        core.record("GET /vpn/instances", 200);
+        core.record(route, "/vpn/instances", 201);
+        core.record("GET /vpn/instances", "/vpn/instances", 200);
         assert_eq!(core.calls().log, vec![route, "GET /vpn/instances"]);
     }
 

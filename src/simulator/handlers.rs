@@ -160,6 +160,7 @@ async fn count_and_inject(
     next: Next,
 ) -> Response {
     let route = format!("{} {}", request.method(), matched.as_str());
+    let path = request.uri().path().to_owned();
     let connection = request.extensions().get::<ConnectInfo<Connection>>().cloned();
     let token = bearer(request.headers()).unwrap_or("").to_owned();
     let (delay, admission) = core.admit(&route, &token);
@@ -186,7 +187,7 @@ async fn count_and_inject(
         }
     };
     tracing::debug!(%route, status = response.status().as_u16(), "simulated request");
-    core.record(&route, response.status().as_u16());
+    core.record(&route, &path, response.status().as_u16());
     response
 }
 
