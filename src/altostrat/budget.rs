@@ -180,6 +180,10 @@ pub(crate) struct Schedule {
     interval: Duration,
     /// How far ahead of `tat` a request may go: the burst.
     tolerance: Duration,
+    /// The part of `tolerance` kept for quiet namespaces' writes: [`Schedule::reserve_writes`]
+    /// intervals.
+    reserve: Duration,
+    reserve_writes: u32,
     /// Theoretical arrival time of the next request (GCRA).
     tat: Instant,
     observe_interval: Duration,
@@ -195,12 +199,15 @@ impl Schedule {
         let burst = config.burst.clamp(1, rate / 2);
         let interval = Duration::from_secs(60) / (rate - burst);
         let tolerance = interval * (burst - 1);
+        let reserve_writes = Self::reserve_of(burst);
         let per_minute =
             |share: f64| Duration::from_secs(60).div_f64(f64::from(rate) * share.clamp(0.01, 1.0));
         Self {
             rate,
             interval,
             tolerance,
+            reserve: interval * reserve_writes,
+            reserve_writes,
             tat: now + tolerance + interval,
             observe_interval: per_minute(config.observe_share),
             observe_tat: now,
@@ -209,13 +216,38 @@ impl Schedule {
         }
     }
 
-    /// The earliest a request of `urgency` may go.
+    /// How many of a burst's requests are kept for quiet namespaces: a fifth, so a busy lane
+    /// keeps most of its burst, and at least one when there is a burst at all, so a quiet
+    /// namespace's first write never waits for a turn.
+    fn reserve_of(burst: u32) -> u32 {
+        if burst < 2 { 0 } else { (burst / 5).max(1) }
+    }
+
+    /// The writes per minute a namespace may send from the reserve.
+    pub fn reserve_writes(&self) -> u32 {
+        self.reserve_writes
+    }
+
+    /// The earliest a request of `urgency` may go without touching the reserve.
     pub fn ready_at(&self, urgency: Urgency, now: Instant) -> Instant {
-        let total = self.tat.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        let total = self
+            .tat
+            .checked_sub(self.tolerance - self.reserve)
+            .unwrap_or(now)
+            .max(now);
         match urgency {
             Urgency::Write => total,
             Urgency::Poll | Urgency::Drift => total.max(self.observe_tat),
         }
+    }
+
+    /// The earliest a write may go with the whole burst, reserve included, when `queued`
+    /// writes go before it the same way.
+    pub fn reserve_ready_at(&self, queued: u32, now: Instant) -> Instant {
+        (self.tat + self.interval * queued)
+            .checked_sub(self.tolerance)
+            .unwrap_or(now)
+            .max(now)
     }
 
     /// Spends one request of `urgency` at `now`.
@@ -326,6 +358,14 @@ impl Turns {
         self.rotation.iter().map(|(_, q)| q.len()).sum()
     }
 
+    /// How many of `caller`'s callers wait.
+    pub fn len_of(&self, caller: &Caller) -> usize {
+        self.rotation
+            .iter()
+            .find(|(c, _)| c == caller)
+            .map_or(0, |(_, q)| q.len())
+    }
+
     /// How many go before a new caller of `caller`: its own namespace's waiting callers, and
     /// of every other namespace as many as take a turn before its own comes.
     pub fn ahead_of_new(&self, caller: &Caller) -> usize {
@@ -396,7 +436,13 @@ struct LaneState {
     refused_until: [Instant; 3],
     /// Per urgency and namespace: until when its refused callers have been told to stay away.
     refused_by_caller: [HashMap<Caller, Instant>; 3],
+    /// Per namespace, its last writes (at most the reserve's worth) within the last minute:
+    /// who may still write from the reserve.
+    recent_writes: HashMap<Caller, VecDeque<Instant>>,
 }
+
+/// How long a namespace's writes count against its use of the reserve.
+const RESERVE_WINDOW: Duration = Duration::from_secs(60);
 
 impl LaneState {
     /// Who goes next, and when.
@@ -412,12 +458,14 @@ impl LaneState {
         {
             return Some((Urgency::Poll, ticket, self.schedule.ready_at(Urgency::Poll, now)));
         }
-        if let Some(ticket) = self.waiting[Urgency::Write.index()].head() {
-            return Some((
-                Urgency::Write,
-                ticket,
-                self.schedule.ready_at(Urgency::Write, now),
-            ));
+        // The first in turn of the namespaces whose write may go soonest: a quiet one's write
+        // goes from the reserve before a busy one's that waits for its slot.
+        if let Some((at, ticket)) = self.waiting[Urgency::Write.index()]
+            .heads()
+            .map(|(caller, ticket)| (self.earliest(Urgency::Write, caller, now), ticket))
+            .min_by_key(|(at, _)| *at)
+        {
+            return Some((Urgency::Write, ticket, at));
         }
         // The first in turn of those that may go soonest.
         if let Some((at, ticket)) = polls
@@ -453,11 +501,50 @@ impl LaneState {
         }
     }
 
-    /// The earliest a request of `urgency` from `caller` may go, pending writes considered.
+    /// Whether a write of `caller`, with `queued` of its own going before it, may use the
+    /// reserve: one of a namespace that sent fewer than the reserve's writes in the last
+    /// minute. The shared caller, which writes for every namespace, never may.
+    fn may_use_reserve(&self, caller: &Caller, queued: usize, now: Instant) -> bool {
+        let recent = self.recent_writes.get(caller).map_or(0, |writes| {
+            writes.iter().filter(|t| **t + RESERVE_WINDOW > now).count()
+        });
+        caller.as_str() != Caller::SHARED
+            && recent + queued < usize::try_from(self.schedule.reserve_writes()).unwrap_or(0)
+    }
+
+    /// Notes a write of `caller`, forgetting namespaces that have not written for a minute.
+    fn record_write(&mut self, caller: &Caller, now: Instant) {
+        let kept = usize::try_from(self.schedule.reserve_writes()).unwrap_or(0);
+        if caller.as_str() == Caller::SHARED || kept == 0 {
+            return;
+        }
+        self.recent_writes
+            .retain(|c, writes| c == caller || writes.back().is_some_and(|t| *t + RESERVE_WINDOW > now));
+        let writes = self.recent_writes.entry(caller.clone()).or_default();
+        writes.push_back(now);
+        while writes.len() > kept {
+            writes.pop_front();
+        }
+    }
+
+    /// The earliest a request of `urgency` from `caller`, first of its namespace, may go:
+    /// in turn, or from the reserve.
+    fn earliest(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Instant {
+        let in_turn = self.earliest_in_turn(urgency, caller, now);
+        match urgency {
+            Urgency::Write if self.may_use_reserve(caller, 0, now) => {
+                self.schedule.reserve_ready_at(0, now).min(in_turn)
+            }
+            _ => in_turn,
+        }
+    }
+
+    /// The earliest a request of `urgency` from `caller` may go without the reserve, pending
+    /// writes considered.
     ///
     /// Queued writes hold a poll back until it is owed or they are sent; refused writes, until
     /// they come back or it is owed.
-    fn earliest(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Instant {
+    fn earliest_in_turn(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Instant {
         let writes_queued = self.waiting[Urgency::Write.index()].head().is_some();
         let writes_pending_until = self.refused_until[Urgency::Write.index()].max(now);
         let poll_owed_at = || self.poll_owed_at(caller, now).max(now);
@@ -510,11 +597,20 @@ impl LaneState {
         }
     }
 
-    /// How long a new caller of `urgency` from `caller` would wait.
+    /// How long a new caller of `urgency` from `caller` would wait: its turn, or, for a write
+    /// that may use the reserve, the reserve's slot after its own namespace's queued writes,
+    /// whichever comes first.
     fn estimate(&self, urgency: Urgency, caller: &Caller, now: Instant) -> Duration {
         let (ahead, spacing) = self.queue_ahead(urgency, caller, now);
-        let start = self.earliest(urgency, caller, now) - now;
-        start + spacing * u32::try_from(ahead).unwrap_or(u32::MAX)
+        let start = self.earliest_in_turn(urgency, caller, now) - now;
+        let in_turn = start + spacing * u32::try_from(ahead).unwrap_or(u32::MAX);
+        let own = self.waiting[urgency.index()].len_of(caller);
+        if urgency == Urgency::Write && self.may_use_reserve(caller, own, now) {
+            let queued = u32::try_from(own).unwrap_or(u32::MAX);
+            in_turn.min(self.schedule.reserve_ready_at(queued, now) - now)
+        } else {
+            in_turn
+        }
     }
 
     /// Refuses a caller: it is told to come back one of its namespace's turns after the last
@@ -610,6 +706,7 @@ impl Budget {
                     next_ticket: 0,
                     refused_until: [now; 3],
                     refused_by_caller: Default::default(),
+                    recent_writes: HashMap::new(),
                 }),
             })
         });
@@ -693,6 +790,9 @@ impl Queued<'_> {
                     state.schedule.spend_quiet_poll(now);
                 } else {
                     state.schedule.spend(urgency, now);
+                }
+                if urgency == Urgency::Write {
+                    state.record_write(self.caller, now);
                 }
                 state.waiting[urgency.index()].served(ticket);
                 self.done = true;

@@ -70,9 +70,10 @@ async fn no_window_of_sixty_seconds_carries_more_than_the_rate_burst_included() 
 async fn a_new_budget_starts_empty_not_with_a_burst() {
     let started = Instant::now();
     let budget = Arc::new(Budget::new(config(60, 10)));
-    let granted = spend(budget, ApiToken::new("t"), Urgency::Write, 4).await;
-    // 60/min with a burst of 10 sustains 50/min: one request per 1.2 s, from the first on.
-    let expected: Vec<Duration> = (1..=4).map(|i| Duration::from_millis(1200 * i)).collect();
+    let granted = spend(budget, ApiToken::new("t"), Urgency::Write, 2).await;
+    // 60/min with a burst of 10 sustains 50/min: one request per 1.2 s. The reserve (2 of the
+    // 10) refills first, and the shared caller never uses it: its first goes after 3 slots.
+    let expected: Vec<Duration> = (3..=4).map(|i| Duration::from_millis(1200 * i)).collect();
     let offsets: Vec<Duration> = granted.iter().map(|t| *t - started).collect();
     assert_eq!(offsets, expected);
 }
@@ -106,12 +107,12 @@ async fn a_caller_never_waits_longer_than_the_cap_and_refused_callers_are_spread
 #[tokio::test(start_paused = true)]
 async fn tokens_never_wait_for_each_other() {
     let budget = Arc::new(Budget::new(config(60, 2)));
-    // Token a is flooded; token b's single request goes after its own first interval.
+    // Token a is flooded; token b's single write goes after its own first interval.
     let flood = tokio::spawn(spend(budget.clone(), ApiToken::new("a"), Urgency::Write, 30));
     tokio::task::yield_now().await;
     let started = Instant::now();
     budget
-        .acquire(&ApiToken::new("b"), Urgency::Write, &Caller::shared())
+        .acquire(&ApiToken::new("b"), Urgency::Write, &Caller::namespace("b"))
         .await
         .unwrap();
     assert!(started.elapsed() <= Duration::from_millis(1100));
@@ -183,11 +184,15 @@ fn a_schedule_spends_from_an_empty_bucket() {
     let now = Instant::now();
     let mut schedule = Schedule::new(&config(60, 5), 60, now);
     let interval = Duration::from_secs(60) / 55;
-    assert_eq!(schedule.ready_at(Urgency::Write, now), now + interval);
+    // A burst of 5 keeps 1 for quiet namespaces: it refills first, so only their writes go
+    // after one interval.
+    assert_eq!(schedule.reserve_writes(), 1);
+    assert_eq!(schedule.reserve_ready_at(0, now), now + interval);
+    assert_eq!(schedule.ready_at(Urgency::Write, now), now + interval * 2);
     schedule.spend(Urgency::Write, now + interval);
     assert_eq!(
         schedule.ready_at(Urgency::Write, now + interval),
-        now + interval * 2
+        now + interval * 3
     );
 }
 
@@ -449,4 +454,107 @@ async fn a_busy_namespaces_poll_goes_once_its_queued_writes_are_sent_not_a_poll_
     );
     let waited = polls[0] - started;
     assert!(waited < POLL_GUARANTEE / 2, "the poll waited {waited:?}");
+}
+
+/// 60/min, burst 10: a slot every 1.2 s; 2 of the burst are the quiet namespaces' reserve.
+const RESERVE: usize = 2;
+
+/// Waits for one write of `caller`; returns how long it waited.
+async fn write_as(budget: &Budget, token: &ApiToken, caller: &str) -> Duration {
+    let caller = Caller::namespace(caller);
+    budget.acquire(token, Urgency::Write, &caller).await.unwrap()
+}
+
+/// Sends the reserve's worth of writes of `caller`, asserting they all go at once.
+async fn writes_at_once_from_the_reserve(
+    budget: &Arc<Budget>,
+    token: &ApiToken,
+    caller: &str,
+) -> Vec<Instant> {
+    let started = Instant::now();
+    let caller = Caller::namespace(caller);
+    let writes = spend_as(budget.clone(), token.clone(), Urgency::Write, caller, RESERVE).await;
+    assert!(
+        writes.iter().all(|t| *t == started),
+        "{:?}",
+        gaps(started, &writes)
+    );
+    writes
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_namespaces_first_writes_go_from_the_reserve_while_another_ones_queue() {
+    let budget = Arc::new(Budget::new(config(60, 10)));
+    let token = ApiToken::new("t");
+    flood_writes(&budget, &token, "a", 200).await;
+    writes_at_once_from_the_reserve(&budget, &token, "b").await;
+    // The reserve's worth spent, B's next write waits for its turn.
+    assert!(write_as(&budget, &token, "b").await > Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reserve_refills_and_the_busy_namespace_keeps_the_lanes_rate() {
+    let budget = Arc::new(Budget::new(config(60, 10)));
+    let token = ApiToken::new("t");
+    let a = Caller::namespace("a");
+    let flood = tokio::spawn(spend_as(budget.clone(), token.clone(), Urgency::Write, a, 200));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut quiet = Vec::new();
+    for _ in 0..3 {
+        quiet.extend(writes_at_once_from_the_reserve(&budget, &token, "b").await);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+    }
+    let mut all = flood.await.unwrap();
+    all.extend(quiet);
+    all.sort();
+    assert!(busiest_minute(&all) <= 60, "{}", busiest_minute(&all));
+}
+
+/// A lane of 60/min, burst 10, whose callers wait as long as it takes, idle for a minute:
+/// its bucket is full.
+async fn full_patient_lane(token: &ApiToken) -> Arc<Budget> {
+    let budget = Arc::new(Budget::new(BudgetConfig {
+        max_queue_wait: Duration::from_secs(120),
+        ..config(60, 10)
+    }));
+    write_as(&budget, token, "other").await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    budget
+}
+
+/// How many of `granted` went at `started`.
+fn at_once(started: Instant, granted: &[Instant]) -> usize {
+    granted.iter().filter(|t| **t == started).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shared_caller_never_writes_from_the_reserve() {
+    let token = ApiToken::new("t");
+    let budget = full_patient_lane(&token).await;
+    let started = Instant::now();
+    let shared = spend(budget.clone(), token.clone(), Urgency::Write, 10).await;
+    assert_eq!(
+        at_once(started, &shared),
+        10 - RESERVE,
+        "{:?}",
+        gaps(started, &shared)
+    );
+    // The reserve is still whole for a quiet namespace.
+    for _ in 0..RESERVE {
+        assert_eq!(write_as(&budget, &token, "b").await, Duration::ZERO);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_namespace_alone_loses_at_most_the_reserve_of_its_burst() {
+    let token = ApiToken::new("t");
+    let budget = full_patient_lane(&token).await;
+    let started = Instant::now();
+    let granted = spend_as(budget, token, Urgency::Write, Caller::namespace("a"), 12).await;
+    assert_eq!(
+        at_once(started, &granted),
+        10 - RESERVE,
+        "{:?}",
+        gaps(started, &granted)
+    );
 }
