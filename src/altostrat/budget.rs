@@ -20,7 +20,11 @@
 //! create by one slot per busy namespace, not by its whole backlog. A *quiet* namespace, one
 //! with no write of its own waiting or refused, has its polls owed at the observation share
 //! rather than the poll share: another namespace's writes do not hold back the peer list its
-//! own creates need. Observations stay capped by `observe_share`. A caller's namespace is
+//! own creates need. Observations stay capped by `observe_share`. A fifth of the burst is a
+//! *reserve* only writes of namespaces that wrote less than it in the last minute may use
+//! (`Schedule::reserve_ready_at`); such a write goes before a busy namespace's that waits
+//! for its slot, so a few creates go at once while another namespace's backlog queues, and
+//! the reserve refills as busy namespaces never spend it. A caller's namespace is
 //! the task-local [`Caller`] its reconcile runs in; an observation that serves every
 //! namespace of the token (the instance list) is charged to none of them ([`Caller::SHARED`])
 //! and takes its own turn.
