@@ -142,14 +142,16 @@ async fn server_429_is_waited_out_for_every_caller_of_the_token() {
         started.elapsed()
     );
     // Another caller of the same token right after is not slowed further: the limiter's waits
-    // add up to the one Retry-After (at most 1 s, plus a slot of 1 ms). A loaded machine only
-    // shortens them, since callers then reach the limiter later.
+    // add up to the one Retry-After (at most 1 s), plus a slot of 1 ms and, at the start and
+    // after the pause, the 20 slots (1 ms each) of the burst's reserve for quiet namespaces:
+    // the reserve refills first, and these calls, made outside any namespace, never use it.
+    // A loaded machine only shortens them, since callers then reach the limiter later.
     s.api.list_instances(&token()).await.unwrap();
     let waited = metric(
         &s.registry,
         "vpn_operator_altostrat_rate_limit_wait_seconds_total",
     );
-    assert!(waited <= 1.01, "waited {waited} s in the limiter");
+    assert!(waited <= 1.06, "waited {waited} s in the limiter");
     let calls = s.sim.simulator().calls();
     assert_eq!(calls.by_status["GET /vpn/servers/regions 429"], 1);
     assert_eq!(calls.by_status["GET /vpn/servers/regions 200"], 1);
