@@ -2,16 +2,13 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::{Api, Client};
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::credentials::{
-    SharedCredentials, Source, Wanted, marked_as_credentials, rate_in, resolve, secret_value,
-};
+use super::credentials::{SharedCredentials, Source, Wanted, read_secret, resolve};
 use super::default_token::DefaultToken;
 use super::error::{Error, FailureCounts, Result};
 use super::observation::{Look, Observations};
@@ -19,10 +16,7 @@ use super::plan;
 use super::record::Records;
 use crate::altostrat::model::region_codes;
 use crate::altostrat::{ApiToken, BudgetConfig, Urgency, VpnApi};
-use crate::crd::{
-    CREDENTIALS_LABEL, DeletionPolicy, SECRET_RATE_KEY, SECRET_TOKEN_KEY, SecretReference, VpnInstance,
-    VpnPeer,
-};
+use crate::crd::{DeletionPolicy, SECRET_TOKEN_KEY, SecretReference, VpnInstance, VpnPeer};
 use crate::metrics::Metrics;
 use crate::server::InFlight;
 use kube::Resource;
@@ -177,37 +171,8 @@ impl<A: VpnApi> Context<A> {
     /// Reads a resource's own Secret (always in the resource's namespace, so a resource can
     /// never borrow another namespace's Secret; it is kept while in use, see `secret_guard`).
     async fn own_secret_token(&self, namespace: &str, secret_ref: &SecretReference) -> Result<ApiToken> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = secrets
-            .get_opt(&secret_ref.name)
-            .await
-            .map_err(Error::kube(format!(
-                "read of Secret {namespace}/{}",
-                secret_ref.name
-            )))?
-            .ok_or_else(|| Error::Credentials(format!("Secret {namespace}/{} not found", secret_ref.name)))?;
-        if !marked_as_credentials(&secret) {
-            return Err(Error::Credentials(format!(
-                "Secret {namespace}/{} is not marked as Altostrat credentials: add the label {CREDENTIALS_LABEL}=true",
-                secret_ref.name
-            )));
-        }
-        let token = token_in(&secret).ok_or_else(|| {
-            Error::Credentials(format!(
-                "Secret {namespace}/{} has no non-empty key {SECRET_TOKEN_KEY:?}",
-                secret_ref.name
-            ))
-        })?;
-        let token = match rate_in(&secret) {
-            Ok(Some(rate)) => token.with_rate_per_minute(rate),
-            Ok(None) => token,
-            Err(value) => {
-                return Err(Error::Credentials(format!(
-                    "Secret {namespace}/{} has {SECRET_RATE_KEY}: {value:?}, not a number of requests per minute from 2 up",
-                    secret_ref.name
-                )));
-            }
-        };
+        let named = (secret_ref.name.as_str(), SECRET_TOKEN_KEY);
+        let (secret, token) = read_secret(&self.client, namespace, named, None).await?;
         self.keep_secret(&secret).await?;
         Ok(token)
     }
@@ -278,37 +243,5 @@ impl<A> Context<A> {
         let longest = self.observations.note_drift_cycle(token, interval);
         self.metrics.record_drift_cycle(longest);
         interval
-    }
-}
-
-/// The non-empty `token` key of a credentials Secret.
-fn token_in(secret: &Secret) -> Option<ApiToken> {
-    secret_value(secret, SECRET_TOKEN_KEY)
-        .map(ApiToken::new)
-        .filter(|t| !t.is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn secret(data: serde_json::Value) -> Secret {
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "creds"}, "stringData": data}))
-            .unwrap()
-    }
-
-    #[test]
-    fn a_credentials_secret_gives_its_token_and_optionally_its_own_rate() {
-        let plain = secret(serde_json::json!({"token": " t-1 "}));
-        assert_eq!(
-            token_in(&plain).map(|t| t.expose().to_owned()),
-            Some("t-1".into())
-        );
-        assert_eq!(rate_in(&plain), Ok(None));
-        let shared = secret(serde_json::json!({"token": "t-1", "requestsPerMinute": "20"}));
-        assert_eq!(rate_in(&shared), Ok(Some(20)));
-        let invalid = secret(serde_json::json!({"token": "t-1", "requestsPerMinute": "fast"}));
-        assert_eq!(rate_in(&invalid), Err("fast".into()));
-        assert_eq!(token_in(&secret(serde_json::json!({"token": "  "}))), None);
     }
 }

@@ -99,39 +99,15 @@ impl SharedCredentials {
     /// The token of `credentials`, read from its Secret in the operator's namespace now (so a
     /// rotated Secret is used without a restart); `Err` says what is wrong, never the token.
     pub async fn token(&self, client: &Client, credentials: &VpnCredentialsSpec) -> Result<ApiToken> {
-        let namespace = &self.settings.namespace;
-        let name = &credentials.secret_ref.name;
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let secret = secrets
-            .get_opt(name)
-            .await
-            .map_err(Error::kube(format!("read of Secret {namespace}/{name}")))?
-            .ok_or_else(|| Error::Credentials(format!("Secret {namespace}/{name} not found")))?;
-        if !marked_as_credentials(&secret) {
-            return Err(Error::Credentials(format!(
-                "Secret {namespace}/{name} is not marked as Altostrat credentials: add the label {CREDENTIALS_LABEL}=true"
-            )));
-        }
-        let key = &credentials.secret_ref.key;
-        let token = secret_value(&secret, key)
-            .map(ApiToken::new)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::Credentials(format!("Secret {namespace}/{name} has no non-empty key {key:?}"))
-            })?;
-        let rate = match (credentials.requests_per_minute, rate_in(&secret)) {
-            (Some(rate), _) | (None, Ok(Some(rate))) => Some(rate),
-            (None, Ok(None)) => None,
-            (None, Err(value)) => {
-                return Err(Error::Credentials(format!(
-                    "Secret {namespace}/{name} has requestsPerMinute: {value:?}, not a number of requests per minute from 2 up"
-                )));
-            }
-        };
-        Ok(match rate {
-            Some(rate) => token.with_rate_per_minute(rate),
-            None => token,
-        })
+        let secret_ref = &credentials.secret_ref;
+        let (_, token) = read_secret(
+            client,
+            &self.settings.namespace,
+            (&secret_ref.name, &secret_ref.key),
+            credentials.requests_per_minute,
+        )
+        .await?;
+        Ok(token)
     }
 
     /// The token of the VpnCredentials `name`, for a resource that resolved to it.
@@ -250,6 +226,52 @@ fn error_policy<A>(obj: Arc<VpnCredentials>, error: &Error, _: Arc<Ctx<A>>) -> A
     Action::requeue(Duration::from_secs(5))
 }
 
+/// The credentials Secret `name` read now: present, labelled as credentials, with a non-empty
+/// token under `key`; the token paced at `rate` if given, else at the Secret's own
+/// `requestsPerMinute` if it has one. `Err` says what is wrong, never the token.
+pub(crate) async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    (name, key): (&str, &str),
+    rate: Option<u32>,
+) -> Result<(Secret, ApiToken)> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read of Secret {namespace}/{name}")))?
+        .ok_or_else(|| Error::Credentials(format!("Secret {namespace}/{name} not found")))?;
+    if !marked_as_credentials(&secret) {
+        return Err(Error::Credentials(format!(
+            "Secret {namespace}/{name} is not marked as Altostrat credentials: add the label {CREDENTIALS_LABEL}=true"
+        )));
+    }
+    let token = token_in(&secret, key).ok_or_else(|| {
+        Error::Credentials(format!("Secret {namespace}/{name} has no non-empty key {key:?}"))
+    })?;
+    let rate = match (rate, rate_in(&secret)) {
+        (Some(rate), _) | (None, Ok(Some(rate))) => Some(rate),
+        (None, Ok(None)) => None,
+        (None, Err(value)) => {
+            return Err(Error::Credentials(format!(
+                "Secret {namespace}/{name} has {SECRET_RATE_KEY}: {value:?}, not a number of requests per minute from 2 up"
+            )));
+        }
+    };
+    let token = match rate {
+        Some(rate) => token.with_rate_per_minute(rate),
+        None => token,
+    };
+    Ok((secret, token))
+}
+
+/// The non-empty value of `key` in a credentials Secret, as a token.
+pub(crate) fn token_in(secret: &Secret, key: &str) -> Option<ApiToken> {
+    secret_value(secret, key)
+        .map(ApiToken::new)
+        .filter(|t| !t.is_empty())
+}
+
 /// Whether the Secret opted in to being used as credentials.
 pub(crate) fn marked_as_credentials(secret: &Secret) -> bool {
     secret
@@ -280,5 +302,34 @@ pub(crate) fn rate_in(secret: &Secret) -> std::result::Result<Option<u32>, Strin
     match value.trim().parse::<u32>() {
         Ok(rate) if rate >= 2 => Ok(Some(rate)),
         _ => Err(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::SECRET_TOKEN_KEY;
+
+    fn secret(data: serde_json::Value) -> Secret {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "creds"}, "stringData": data}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_credentials_secret_gives_its_token_and_optionally_its_own_rate() {
+        let plain = secret(serde_json::json!({"token": " t-1 "}));
+        assert_eq!(
+            token_in(&plain, SECRET_TOKEN_KEY).map(|t| t.expose().to_owned()),
+            Some("t-1".into())
+        );
+        assert_eq!(rate_in(&plain), Ok(None));
+        let shared = secret(serde_json::json!({"token": "t-1", "requestsPerMinute": "20"}));
+        assert_eq!(rate_in(&shared), Ok(Some(20)));
+        let invalid = secret(serde_json::json!({"token": "t-1", "requestsPerMinute": "fast"}));
+        assert_eq!(rate_in(&invalid), Err("fast".into()));
+        assert_eq!(
+            token_in(&secret(serde_json::json!({"token": "  "})), SECRET_TOKEN_KEY),
+            None
+        );
     }
 }
