@@ -368,7 +368,7 @@ fn dependents(
         .state()
         .into_iter()
         .filter(|p| {
-            instance.namespace.as_deref() == Some(peer::instance_namespace(p).as_str())
+            instance.namespace.as_deref() == Some(p.instance_namespace().as_str())
                 && p.spec.instance_ref.name == instance.name
         })
         .filter(|p| *concerns == Concerns::AllPeers || delivers_a_profile(p))

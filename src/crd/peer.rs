@@ -265,3 +265,15 @@ pub struct ProfileSecretStatus {
     /// the profile does, so a Deployment can roll on it (e.g. as a pod template annotation).
     pub profile_hash: String,
 }
+
+impl VpnPeer {
+    /// The namespace of the VpnInstance the peer names: `spec.instanceRef.namespace`, else the
+    /// peer's own.
+    pub fn instance_namespace(&self) -> String {
+        self.spec
+            .instance_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::namespace(self).unwrap_or_default())
+    }
+}

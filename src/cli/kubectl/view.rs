@@ -159,13 +159,7 @@ fn node(out: &mut String, prefix: &str, last: bool, lines: &[String]) {
 /// The hub a peer names, as (namespace, name): its own namespace unless `instanceRef` names
 /// another.
 pub fn hub_of(peer: &VpnPeer) -> (String, String) {
-    let namespace = peer
-        .spec
-        .instance_ref
-        .namespace
-        .clone()
-        .unwrap_or_else(|| peer.namespace().unwrap_or_default());
-    (namespace, peer.spec.instance_ref.name.clone())
+    (peer.instance_namespace(), peer.spec.instance_ref.name.clone())
 }
 
 fn key(instance: &VpnInstance) -> (String, String) {

@@ -26,7 +26,7 @@ use super::lifecycle::{Conn, Handle, Managed};
 use super::observation::Look;
 use super::policy::{Gate, reconcile_request};
 use super::record::{self, instance_record};
-use super::{peer, plan, planned};
+use super::{plan, planned};
 use crate::altostrat::model::{Instance, InstanceUpdate};
 use crate::altostrat::{ApiError, ApiResult, ApiToken, Urgency, VpnApi};
 use crate::crd::{
@@ -358,7 +358,7 @@ fn referencing<'a>(
     let (namespace, name) = (hub.namespace().unwrap_or_default(), hub.name_any());
     peers
         .iter()
-        .filter(move |p| p.spec.instance_ref.name == name && peer::instance_namespace(p) == namespace)
+        .filter(move |p| p.spec.instance_ref.name == name && p.instance_namespace() == namespace)
 }
 
 /// How many peers of each namespace are attached to `hub` (their status names its Altostrat

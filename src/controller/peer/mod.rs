@@ -125,7 +125,7 @@ impl Managed for VpnPeer {
     async fn credentials<A: VpnApi>(&self, ctx: &Context<A>) -> Result<(String, Wanted)> {
         let instance = referenced_instance(self, ctx).await?;
         let wanted = instance.map_or_else(Wanted::default, |i| crate::controller::instance::wanted_by(&i));
-        Ok((instance_namespace(self), wanted))
+        Ok((self.instance_namespace(), wanted))
     }
     /// The Altostrat instance the peer may use: the instance its instance resource manages,
     /// provisioned, admitting the peer's namespace (read now) and held by that resource's
@@ -333,19 +333,10 @@ impl Managed for VpnPeer {
     }
 }
 
-/// The namespace of the instance a peer points at: `spec.instanceRef.namespace`, else its own.
-pub(crate) fn instance_namespace(peer: &VpnPeer) -> String {
-    peer.spec
-        .instance_ref
-        .namespace
-        .clone()
-        .unwrap_or_else(|| peer.namespace().unwrap_or_default())
-}
-
 /// Whether a peer names an instance of another namespace.
 pub(crate) fn crosses_namespaces(peer: &VpnPeer) -> bool {
     peer.namespace()
-        .is_some_and(|own| instance_namespace(peer) != own)
+        .is_some_and(|own| peer.instance_namespace() != own)
 }
 
 /// The instance as a peer's messages name it: `name` in its own namespace, `namespace/name`
@@ -353,7 +344,7 @@ pub(crate) fn crosses_namespaces(peer: &VpnPeer) -> bool {
 fn instance_label(peer: &VpnPeer) -> String {
     let name = &peer.spec.instance_ref.name;
     match crosses_namespaces(peer) {
-        true => format!("{}/{name}", instance_namespace(peer)),
+        true => format!("{}/{name}", peer.instance_namespace()),
         false => name.clone(),
     }
 }
@@ -362,7 +353,7 @@ fn instance_label(peer: &VpnPeer) -> String {
 /// In another: read now, since its grant is judged on it (a grant is proof, and this scope's
 /// cache may not hold that namespace at all).
 async fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Result<Option<Arc<VpnInstance>>> {
-    let namespace = instance_namespace(obj);
+    let namespace = obj.instance_namespace();
     let name = &obj.spec.instance_ref.name;
     if !crosses_namespaces(obj) {
         return Ok(ctx.instances.get(&ObjectRef::new(name).within(&namespace)));
@@ -379,7 +370,7 @@ async fn referenced_instance<A>(obj: &VpnPeer, ctx: &Context<A>) -> Result<Optio
 /// that hub runs in this operator, so its record and status say nothing it could rely on.
 fn watched<A>(obj: &VpnPeer, ctx: &Context<A>) -> std::result::Result<(), ConditionState> {
     let watched = &ctx.settings.watch_namespaces;
-    let namespace = instance_namespace(obj);
+    let namespace = obj.instance_namespace();
     match watched.is_empty() || watched.contains(&namespace) {
         true => Ok(()),
         false => Err(grant::not_watched(
