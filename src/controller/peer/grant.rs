@@ -24,12 +24,7 @@ pub(crate) fn permits(
     if hub_namespace == peer_namespace {
         return Ok(());
     }
-    let granted = hub
-        .spec
-        .allowed_peers
-        .as_ref()
-        .map(|a| a.namespaces.clone())
-        .unwrap_or_default();
+    let granted = granted(hub);
     let named = format!("VpnInstance {hub_namespace}/{}", hub.name_any());
     match (granted.from, &granted.selector) {
         (FromNamespaces::All, _) => Ok(()),
@@ -43,6 +38,15 @@ pub(crate) fn permits(
         (FromNamespaces::Selector, Some(selector)) => selected(selector, labels)
             .map_err(|why| format!("{named} does not grant namespace {peer_namespace}: {why}")),
     }
+}
+
+/// The namespaces a hub grants besides its own (`Same` when it says nothing).
+fn granted(hub: &VpnInstance) -> PeerNamespaces {
+    hub.spec
+        .allowed_peers
+        .as_ref()
+        .map(|a| a.namespaces.clone())
+        .unwrap_or_default()
 }
 
 /// Whether `selector` selects a namespace with `labels`; `Err` says why not.
@@ -72,13 +76,7 @@ fn describe(selector: &LabelSelector) -> String {
 /// Whether a hub needs the peer's Namespace labels to judge the grant (only `from: Selector`
 /// for a peer of another namespace): no read is made otherwise.
 pub(crate) fn needs_labels(hub: &VpnInstance, peer_namespace: &str) -> bool {
-    let granted: PeerNamespaces = hub
-        .spec
-        .allowed_peers
-        .as_ref()
-        .map(|a| a.namespaces.clone())
-        .unwrap_or_default();
-    hub.namespace().as_deref() != Some(peer_namespace) && granted.from == FromNamespaces::Selector
+    hub.namespace().as_deref() != Some(peer_namespace) && granted(hub).from == FromNamespaces::Selector
 }
 
 /// The condition of a peer its hub does not admit: only a person can change that (label the
